@@ -117,7 +117,8 @@ else
   fi
 fi
 PY=$VENV/bin/python
-pipi() { "$PY" -m pip install -q "$@"; }
+# pip's config here points at local indexes that may be absent; drop its warnings about them
+pipi() { "$PY" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 # has MODULE [VERSION]: is MODULE importable (at VERSION)?
 has() {
   "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1

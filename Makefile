@@ -1,0 +1,29 @@
+# fe_operators — the two commands of the README, plus install and benchmarks.
+# `make install` is idempotent: each step checks for its result and skips itself.
+SHELL := /bin/bash
+PY    := .venv/bin/python
+
+# Firedrake wants single-threaded OpenMP; Open MPI refuses root without these.
+export OMP_NUM_THREADS ?= 1
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test test-all bench-bridge
+
+install:
+	@bash scripts/install.sh
+
+demo: install
+	.venv/bin/fe-operators doctor
+	$(PY) demos/bridge_demo.py
+
+test: install
+	$(PY) -m pytest tests
+
+test-all: install
+	$(PY) -m pytest tests -m ""
+
+bench-bridge: install
+	$(PY) benchmarks/bench_bridge.py

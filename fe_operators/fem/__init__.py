@@ -1,0 +1,28 @@
+"""The bridge between Firedrake and torch.
+
+Firedrake types stop here (and in ``problems/``): everything a model needs from a finite
+element space is turned into tensors and sparse operators by this subpackage.
+
+* :mod:`~fe_operators.fem.spaces` — plain-data space descriptions
+* :mod:`~fe_operators.fem.tensors` — Functions ↔ batched DOF tensors
+* :mod:`~fe_operators.fem.sparse` — assembled forms as scipy/torch CSR
+* :mod:`~fe_operators.fem.norms` — FE norms and relative losses
+* :mod:`~fe_operators.fem.bcs` — Dirichlet DOFs, liftings, free-DOF injection
+"""
+
+from fe_operators.fem.bcs import DirichletDofs, boundary_nodes, check_markers, free_dofs
+from fe_operators.fem.norms import FENorm, RelativeLoss
+from fe_operators.fem.sparse import (
+    assemble_scipy, assemble_torch, mass_matrix, petsc_to_scipy, scipy_to_torch, stiffness_matrix,
+)
+from fe_operators.fem.spaces import SpaceInfo, check_supported, space_info
+from fe_operators.fem.tensors import dof_shape, function_view, functions_to_tensor, tensor_to_functions
+
+__all__ = [
+    "SpaceInfo", "space_info", "check_supported",
+    "dof_shape", "functions_to_tensor", "tensor_to_functions", "function_view",
+    "petsc_to_scipy", "scipy_to_torch", "assemble_scipy", "assemble_torch",
+    "mass_matrix", "stiffness_matrix",
+    "FENorm", "RelativeLoss",
+    "DirichletDofs", "boundary_nodes", "check_markers", "free_dofs",
+]

@@ -1,0 +1,126 @@
+"""Assembled operators and FE norms against Firedrake's own assembly and errornorm."""
+
+import numpy as np
+import pytest
+import torch
+
+import firedrake as fd
+
+from fe_operators.errors import SpaceMismatchError
+from fe_operators.fem import (
+    FENorm, RelativeLoss, assemble_scipy, assemble_torch, functions_to_tensor,
+    mass_matrix, stiffness_matrix,
+)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return fd.UnitSquareMesh(5, 4)
+
+
+def _rand_funcs(V, k, seed=0):
+    rng = np.random.default_rng(seed)
+    fs = []
+    for _ in range(k):
+        f = fd.Function(V)
+        f.dat.data[:] = rng.standard_normal(f.dat.data.shape)
+        fs.append(f)
+    return fs
+
+
+def test_matrices_match_firedrake_action(mesh):
+    V = fd.FunctionSpace(mesh, "CG", 2)
+    u, v = fd.TrialFunction(V), fd.TestFunction(V)
+    f = _rand_funcs(V, 1)[0]
+    M, K = mass_matrix(V), stiffness_matrix(V)
+    ref_M = fd.assemble(fd.action(fd.inner(u, v) * fd.dx, f)).dat.data_ro
+    ref_K = fd.assemble(fd.action(fd.inner(fd.grad(u), fd.grad(v)) * fd.dx, f)).dat.data_ro
+    assert np.allclose(M @ f.dat.data_ro, ref_M, rtol=0, atol=1e-14)
+    assert np.allclose(K @ f.dat.data_ro, ref_K, rtol=0, atol=1e-12)
+    Kt = assemble_torch(fd.inner(fd.grad(u), fd.grad(v)) * fd.dx)
+    assert Kt.layout == torch.sparse_csr
+    y = (Kt @ torch.from_numpy(f.dat.data_ro.copy())[:, None])[:, 0]
+    assert np.allclose(y.numpy(), ref_K, atol=1e-12)
+
+
+def test_free_block(mesh):
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    u, v = fd.TrialFunction(V), fd.TestFunction(V)
+    a = fd.inner(fd.grad(u), fd.grad(v)) * fd.dx
+    bc = fd.DirichletBC(V, 0, (1, 3))
+    A = assemble_scipy(a)
+    Af = assemble_scipy(a, bc, free_only=True)
+    free = np.setdiff1d(np.arange(V.dof_dset.size), bc.nodes)
+    assert Af.shape == (free.size, free.size)
+    assert np.allclose(Af.toarray(), A.toarray()[np.ix_(free, free)])
+    # the free block of Firedrake's bc-assembled matrix is the same
+    mat = fd.assemble(a, bcs=bc, mat_type="aij").petscmat
+    ip, ix, dv = mat.getValuesCSR()
+    import scipy.sparse as sp
+    Afd = sp.csr_matrix((dv, ix, ip), shape=mat.getSize()).toarray()
+    assert np.allclose(Afd[np.ix_(free, free)], Af.toarray())
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_norms_match_assemble_and_errornorm(mesh, vector):
+    V = (fd.VectorFunctionSpace if vector else fd.FunctionSpace)(mesh, "CG", 2)
+    fs = _rand_funcs(V, 3, seed=1)
+    gs = _rand_funcs(V, 3, seed=2)
+    u, g = functions_to_tensor(fs), functions_to_tensor(gs)
+    l2, semi, h1 = FENorm.l2(V), FENorm.h1_seminorm(V), FENorm.h1(V)
+    for k, (f, gg) in enumerate(zip(fs, gs)):
+        ref_l2 = np.sqrt(fd.assemble(fd.inner(f, f) * fd.dx))
+        ref_semi = np.sqrt(fd.assemble(fd.inner(fd.grad(f), fd.grad(f)) * fd.dx))
+        assert l2(u)[k].item() == pytest.approx(ref_l2, rel=1e-10)
+        assert l2(u)[k].item() == pytest.approx(fd.norm(f, "L2"), rel=1e-10)
+        assert semi(u)[k].item() == pytest.approx(ref_semi, rel=1e-10)
+        assert h1(u)[k].item() == pytest.approx(fd.norm(f, "H1"), rel=1e-10)
+        rel = l2.relative(u, g)[k].item()
+        assert rel == pytest.approx(fd.errornorm(gg, f, "L2") / fd.norm(gg, "L2"), rel=1e-10)
+        relh1 = h1.relative(u, g)[k].item()
+        assert relh1 == pytest.approx(fd.errornorm(gg, f, "H1") / fd.norm(gg, "H1"), rel=1e-10)
+
+
+def test_energy_norm(mesh):
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    x, y = fd.SpatialCoordinate(mesh)
+    kappa = 1 + x * y
+    u, v = fd.TrialFunction(V), fd.TestFunction(V)
+    a = kappa * fd.inner(fd.grad(u), fd.grad(v)) * fd.dx + u * v * fd.dx
+    f = _rand_funcs(V, 1)[0]
+    ref = np.sqrt(fd.assemble(kappa * fd.inner(fd.grad(f), fd.grad(f)) * fd.dx + f * f * fd.dx))
+    assert FENorm.energy(a)(functions_to_tensor(f)).item() == pytest.approx(ref, rel=1e-10)
+
+
+def test_loss_is_differentiable_gradcheck(mesh):
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    norm = FENorm.l2(V)
+    pred = torch.randn(2, V.dof_dset.size, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, V.dof_dset.size, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: RelativeLoss(norm)(p, target), (pred,))
+    assert torch.autograd.gradcheck(lambda p: FENorm.h1(V).squared(p), (pred,))
+    # target may require grad too
+    t2 = target.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: RelativeLoss(norm)(pred.detach(), t), (t2,))
+
+
+def test_loss_float32_input_and_reductions(mesh):
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    norm = FENorm.l2(V)
+    p = torch.randn(4, V.dof_dset.size)
+    t = torch.randn(4, V.dof_dset.size)
+    per = RelativeLoss(norm, "none")(p, t)
+    assert per.dtype == torch.float64 and per.shape == (4,)
+    assert RelativeLoss(norm)(p, t).item() == pytest.approx(per.mean().item())
+    assert RelativeLoss(norm, "sum")(p, t).item() == pytest.approx(per.sum().item())
+
+
+def test_norm_errors(mesh):
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    norm = FENorm.l2(V)
+    with pytest.raises(SpaceMismatchError, match="shape"):
+        norm(torch.zeros(2, V.dof_dset.size + 1))
+    with pytest.raises(ValueError, match="zero norm"):
+        norm.relative(torch.ones(2, V.dof_dset.size), torch.zeros(2, V.dof_dset.size))
+    with pytest.raises(ValueError, match="reduction"):
+        RelativeLoss(norm, "avg")
