@@ -4,6 +4,10 @@ Subcommands
 -----------
 doctor
     Print the stack's versions and run small checks (exit 1 on any failure).
+mesh info FILE_OR_NAME
+    Summarise a mesh: cells, vertices, boundary tags, element quality.
+generate PROBLEM --mesh MESH --samples N --out FILE --seed S
+    Generate a dataset by solving a problem family on a mesh.
 """
 
 from __future__ import annotations
@@ -16,13 +20,22 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fe-operators``."""
-    p = argparse.ArgumentParser(prog="fe-operators", description=__doc__.splitlines()[0])
+    """The argument parser of ``fe-operators`` (subcommands parse their own options)."""
     from fe_operators import __version__
 
+    p = argparse.ArgumentParser(
+        prog="fe-operators", description="Finite-element operator learning on Firedrake meshes.",
+        epilog="Run 'fe-operators COMMAND --help' for a command's options.",
+    )
     p.add_argument("--version", action="version", version=f"fe_operators {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("doctor", help="print versions and check the installation")
+    mesh = sub.add_parser("mesh", help="mesh tools (mesh info FILE_OR_NAME)")
+    mesh_sub = mesh.add_subparsers(dest="mesh_command", required=True, metavar="MESH_COMMAND")
+    mesh_sub.add_parser("info", help="cells, vertices, boundary tags, quality", add_help=False).add_argument(
+        "rest", nargs=argparse.REMAINDER)
+    sub.add_parser("generate", help="generate a dataset by solving a problem family", add_help=False).add_argument(
+        "rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -30,11 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fe-operators`` console script."""
     # Firedrake warns (and runs slower) unless OpenMP is single-threaded.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    # Firedrake hands sys.argv to PETSc on import: keep our flags away from it.
+    sys.argv = sys.argv[:1]
     if args.command == "doctor":
         from fe_operators.doctor import run_doctor
 
         return run_doctor()
+    if args.command == "mesh":
+        from fe_operators.io.info import main_mesh_info
+
+        return main_mesh_info(args.rest)
+    if args.command == "generate":
+        from fe_operators.data.generate import main_generate
+
+        return main_generate(args.rest)
     raise AssertionError(args.command)  # argparse rejects unknown commands
 
 

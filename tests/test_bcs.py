@@ -31,6 +31,11 @@ def test_missing_marker_names_available(mesh):
         boundary_nodes(V, 7)
     with pytest.raises(BoundaryMarkerError):
         DirichletDofs(V, fd.DirichletBC(V, 0, (1, 9)))
+    with pytest.raises(BoundaryMarkerError, match="'top'"):
+        boundary_nodes(V, "top")
+    # the whole boundary, however Firedrake stores it (bc.sub_domain is a tuple)
+    dd = DirichletDofs(V, fd.DirichletBC(V, 0, "on_boundary"))
+    assert dd.constrained.size == 16
 
 
 def test_lifting_inject_restrict(mesh):

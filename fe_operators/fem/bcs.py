@@ -36,15 +36,14 @@ def check_markers(mesh: fd.MeshGeometry, marker: Marker) -> None:
 
     ``"on_boundary"`` (the whole boundary) is always accepted.
     """
-    if isinstance(marker, str):
-        if marker == "on_boundary":
-            return
-        raise BoundaryMarkerError(marker, mesh.exterior_facets.unique_markers)
-    wanted = [marker] if np.isscalar(marker) else list(marker)
-    have = set(int(m) for m in mesh.exterior_facets.unique_markers)
+    wanted = [marker] if isinstance(marker, str) or np.isscalar(marker) else list(marker)
+    have = sorted(int(m) for m in mesh.exterior_facets.unique_markers)
     for m in wanted:
-        if int(m) not in have:
-            raise BoundaryMarkerError(m, sorted(have))
+        if isinstance(m, str):
+            if m != "on_boundary":
+                raise BoundaryMarkerError(m, have)
+        elif int(m) not in have:
+            raise BoundaryMarkerError(m, have)
 
 
 def boundary_nodes(V: fd.FunctionSpace, marker: Marker, component: int | None = None) -> np.ndarray:

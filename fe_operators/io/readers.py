@@ -1,0 +1,509 @@
+"""Load a Firedrake mesh from a shipped name, a built-in spec, or any file meshio reads.
+
+Spec grammar (:func:`load_mesh`)
+--------------------------------
+``NAME``
+    A mesh shipped with fe_operators (:func:`shipped_meshes`), e.g. ``plate_holes``.
+``unitsquare:N`` | ``unitsquare:NxM`` [``:quad``]
+    ``UnitSquareMesh(N, N)`` / ``UnitSquareMesh(N, M)``; ``:quad`` for quadrilaterals.
+``rectangle:LX,LY:N`` | ``rectangle:LX,LY:NxM`` [``:quad``]
+    ``RectangleMesh(N, M, LX, LY)``.
+``unitcube:N`` | ``unitcube:NxMxK``
+    ``UnitCubeMesh(N, N, N)`` / ``UnitCubeMesh(N, M, K)``.
+``box:LX,LY,LZ:N`` | ``box:LX,LY,LZ:NxMxK``
+    ``BoxMesh(N, M, K, LX, LY, LZ)``.
+``PATH``
+    A file.  Gmsh ``.msh`` files of version 2.2 or 4.1 are read by ``firedrake.Mesh``
+    directly; any other format meshio reads (``.vtu``, ``.vtk``, ``.xdmf``, ``.med``,
+    ``.mesh``, older ``.msh`` …) is read by meshio and converted.
+
+Boundary markers of the built-in specs are Firedrake's: 1 left (x = 0), 2 right, 3 bottom
+(y = 0), 4 top in 2D; 1 left (x = 0), 2 right, 3 front (y = 0), 4 back, 5 bottom (z = 0),
+6 top in 3D.  The shipped meshes follow the same convention where it applies.
+
+Tags of converted files are taken from the first of the cell-data arrays
+``gmsh:physical``, ``medit:ref``, ``CellEntityIds``, ``cell_tags`` present on the facet
+cells (and on the cells, which become Firedrake's cell subdomain ids); names from meshio's
+``field_data`` (gmsh physical names).  Formats that carry no facet cells (most ``.vtu``
+files not written from a tagged mesh) give a mesh without boundary markers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fe_operators.errors import MeshReadError
+
+if TYPE_CHECKING:  # Firedrake is imported lazily: it is slow to import.
+    import firedrake
+    import meshio
+
+__all__ = ["load_mesh", "shipped_meshes", "BUILTIN_SPECS", "MeshSource", "resolve_mesh_spec"]
+
+#: The built-in spec forms, for help texts and error messages.
+BUILTIN_SPECS: tuple[str, ...] = (
+    "unitsquare:N[xM][:quad]",
+    "rectangle:LX,LY:N[xM][:quad]",
+    "unitcube:N[xMxK]",
+    "box:LX,LY,LZ:N[xMxK]",
+)
+
+_NAMES_2D = {1: "left", 2: "right", 3: "bottom", 4: "top"}
+_NAMES_3D = {1: "left", 2: "right", 3: "front", 4: "back", 5: "bottom", 6: "top"}
+
+# Gmsh versions PETSc's DMPlex reader understands; other versions go through meshio.
+_PETSC_GMSH_VERSIONS = ("2.2", "4.1")
+
+# meshio cell type -> (topological dimension, facet cell type, gmsh element type).
+_CELLS = {
+    "triangle": (2, "line", 2),
+    "quad": (2, "line", 3),
+    "tetra": (3, "triangle", 4),
+    "hexahedron": (3, "quad", 5),
+}
+_GMSH_FACET_TYPE = {"line": 1, "triangle": 2, "quad": 3}
+# Cell-data keys that carry integer region tags, in order of preference.
+_TAG_KEYS = ("gmsh:physical", "medit:ref", "CellEntityIds", "cell_tags")
+
+
+@dataclass(frozen=True)
+class MeshSource:
+    """Where a mesh spec points: a built-in constructor, a shipped file or a user file.
+
+    Parameters
+    ----------
+    spec
+        The spec as given.
+    kind
+        ``"builtin"``, ``"shipped"`` or ``"file"``.
+    path
+        The file (``None`` for built-in specs).
+    builtin
+        For built-in specs: the Firedrake constructor name, its positional arguments and
+        its keyword arguments.
+    names
+        Boundary names known without reading the file, ``{marker: name}``.
+    """
+
+    spec: str
+    kind: str
+    path: Path | None = None
+    builtin: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
+    names: dict[int, str] = field(default_factory=dict)
+
+
+def shipped_meshes() -> dict[str, Path]:
+    """The meshes shipped with fe_operators, ``{name: path of the .msh file}``.
+
+    Returns
+    -------
+    dict
+        Sorted by name; see ``meshes/README.md`` for their boundary tags.
+    """
+    folder = Path(str(resources.files("fe_operators").joinpath("meshes")))
+    return {p.stem: p for p in sorted(folder.glob("*.msh"))}
+
+
+def _counts(text: str, n: int, spec: str) -> tuple[int, ...]:
+    """Parse ``N`` or ``NxM[xK]`` into ``n`` positive cell counts."""
+    parts = text.split("x")
+    if len(parts) not in (1, n) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise MeshReadError(
+            f"bad mesh spec {spec!r}: expected {n} positive cell count(s) as N or "
+            f"{'x'.join('NMK'[:n])}, got {text!r}"
+        )
+    return tuple(int(p) for p in parts) * (n if len(parts) == 1 else 1)
+
+
+def _lengths(text: str, n: int, spec: str) -> tuple[float, ...]:
+    """Parse ``LX,LY[,LZ]`` into ``n`` positive lengths."""
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n or not all(v > 0 and np.isfinite(v) for v in values):
+        raise MeshReadError(
+            f"bad mesh spec {spec!r}: expected {n} positive lengths "
+            f"{','.join(['LX', 'LY', 'LZ'][:n])}, got {text!r}"
+        )
+    return values
+
+
+def _parse_builtin(spec: str) -> MeshSource:
+    """Turn a built-in spec (``unitsquare:8``, ``box:1,1,2:4``, …) into a :class:`MeshSource`."""
+    head, *rest = spec.split(":")
+    quad = bool(rest) and rest[-1] == "quad" and head in ("unitsquare", "rectangle")
+    args = rest[:-1] if quad else rest
+    want = {"unitsquare": 1, "unitcube": 1, "rectangle": 2, "box": 2}[head]
+    if len(args) != want:
+        form = next(f for f in BUILTIN_SPECS if f.startswith(head + ":"))
+        raise MeshReadError(f"bad mesh spec {spec!r}: expected {form}")
+    kwargs: dict[str, Any] = {"quadrilateral": True} if quad else {}
+    if head == "unitsquare":
+        ctor, pos, names = "UnitSquareMesh", _counts(args[0], 2, spec), _NAMES_2D
+    elif head == "rectangle":
+        ctor, names = "RectangleMesh", _NAMES_2D
+        pos = _counts(args[1], 2, spec) + _lengths(args[0], 2, spec)
+    elif head == "unitcube":
+        ctor, pos, names = "UnitCubeMesh", _counts(args[0], 3, spec), _NAMES_3D
+    else:
+        ctor, names = "BoxMesh", _NAMES_3D
+        pos = _counts(args[1], 3, spec) + _lengths(args[0], 3, spec)
+    return MeshSource(spec, "builtin", builtin=(ctor, pos, kwargs), names=dict(names))
+
+
+def resolve_mesh_spec(spec: str | os.PathLike[str]) -> MeshSource:
+    """Decide what a mesh spec refers to, without reading any file.
+
+    Parameters
+    ----------
+    spec
+        A shipped mesh name, a built-in spec or a path (see the module docstring).
+
+    Returns
+    -------
+    MeshSource
+
+    Raises
+    ------
+    MeshReadError
+        A malformed built-in spec, or a name that is neither shipped nor an existing file.
+    """
+    text = os.fspath(spec)
+    head = text.split(":", 1)[0]
+    if not isinstance(spec, os.PathLike) and ":" in text and head in (
+        "unitsquare", "rectangle", "unitcube", "box"
+    ):
+        return _parse_builtin(text)
+    shipped = shipped_meshes()
+    if not isinstance(spec, os.PathLike) and text in shipped:
+        return MeshSource(text, "shipped", path=shipped[text])
+    path = Path(text).expanduser()
+    if path.is_file():
+        return MeshSource(text, "file", path=path)
+    if path.exists():
+        raise MeshReadError(f"cannot read mesh {text!r}: not a regular file")
+    if isinstance(spec, os.PathLike) or path.suffix or os.sep in text:
+        raise MeshReadError(f"cannot read mesh file {text!r}: no such file")
+    raise MeshReadError(
+        f"unknown mesh {text!r}: not a shipped mesh ({', '.join(shipped)}), "
+        f"a built-in spec ({', '.join(BUILTIN_SPECS)}) or an existing file"
+    )
+
+
+def _gmsh_version(path: Path) -> str:
+    """The version of a gmsh file from its ``$MeshFormat`` header (MeshReadError if none)."""
+    with open(path, "rb") as fh:
+        head = fh.read(256).split(b"\n")
+    if len(head) < 2 or head[0].strip() != b"$MeshFormat":
+        raise MeshReadError(f"cannot read mesh file '{path}': not a gmsh file "
+                            "(no $MeshFormat header)")
+    fields = head[1].split()
+    try:
+        return f"{float(fields[0]):.1f}"
+    except (IndexError, ValueError):
+        raise MeshReadError(f"cannot read mesh file '{path}': bad $MeshFormat "
+                            f"line {head[1][:40]!r}") from None
+
+
+def physical_names(path: Path) -> dict[tuple[int, int], str]:
+    """The ``$PhysicalNames`` of a gmsh file, ``{(dim, id): name}`` (empty if none).
+
+    Only the file's header is scanned: the section comes before the nodes.
+    """
+    names: dict[tuple[int, int], str] = {}
+    with open(path, "rb") as fh:
+        inside = False
+        for raw in fh:
+            line = raw.decode("utf-8", "replace").strip()
+            if line == "$PhysicalNames":
+                inside = True
+            elif line == "$EndPhysicalNames" or line in ("$Nodes", "$Entities"):
+                break
+            elif inside:
+                m = re.match(r'(\d+)\s+(\d+)\s+"(.*)"', line)
+                if m:
+                    names[(int(m[1]), int(m[2]))] = m[3]
+    return names
+
+
+def _cell_tags(mesh: "meshio.Mesh", block: int) -> np.ndarray | None:
+    """Integer region tags of cell block ``block`` from the first known tag key, or None."""
+    for key in _TAG_KEYS:
+        if key in mesh.cell_data:
+            tags = np.asarray(mesh.cell_data[key][block]).reshape(-1)
+            if np.issubdtype(tags.dtype, np.number):
+                return tags.astype(np.int64)
+    return None
+
+
+@dataclass
+class _Converted:
+    """A meshio mesh reduced to what a Firedrake mesh needs."""
+
+    points: np.ndarray  # (n_points, gdim), float64
+    blocks: list[tuple[int, np.ndarray, np.ndarray | None]]  # (gmsh type, conn, tags)
+    names: dict[tuple[int, int], str]
+
+
+def _convert(mesh: "meshio.Mesh", where: str) -> _Converted:
+    """Keep the top-dimensional cells and the tagged facets of a meshio mesh.
+
+    Points no cell uses are dropped (PETSc would make them isolated vertices); a 2D mesh
+    must lie in a plane z = const, which is dropped.
+    """
+    types = [b.type for b in mesh.cells]
+    known = [t for t in types if t in _CELLS]
+    if not known:
+        found = ", ".join(sorted(set(types))) or "none"
+        raise MeshReadError(f"cannot read mesh file '{where}': no supported cells "
+                            f"(triangle, quad, tetra, hexahedron); found {found}")
+    dim = max(_CELLS[t][0] for t in known)
+    cell_types = sorted({t for t in known if _CELLS[t][0] == dim})
+    # Vertices and edges are harmless extras; anything else (wedges, quadratic cells) is not.
+    others = sorted({t for t in types if t not in _CELLS and t not in ("vertex", "line")})
+    if len(cell_types) > 1 or others:
+        raise MeshReadError(f"cannot read mesh file '{where}': unsupported cell types "
+                            f"{', '.join(cell_types[1:] + others)} (only one linear "
+                            "cell type per mesh)")
+    cell_type = cell_types[0]
+    facet_type = _CELLS[cell_type][1]
+    cells = [(i, b.data) for i, b in enumerate(mesh.cells) if b.type == cell_type]
+    facets = [(i, b.data) for i, b in enumerate(mesh.cells) if b.type == facet_type]
+    blocks: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+    for i, conn in cells:
+        blocks.append((_CELLS[cell_type][2], conn, _cell_tags(mesh, i)))
+    for i, conn in facets:
+        tags = _cell_tags(mesh, i)
+        if tags is not None:  # untagged facets carry no information for Firedrake
+            blocks.append((_GMSH_FACET_TYPE[facet_type], conn, tags))
+
+    points = np.asarray(mesh.points, dtype=np.float64)
+    if dim == 2 and points.shape[1] == 3:
+        z = points[:, 2]
+        scale = max(float(np.ptp(points[:, :2])), 1.0)
+        if np.ptp(z) > 1e-12 * scale:
+            raise MeshReadError(f"cannot read mesh file '{where}': a 2D mesh with "
+                                "non-planar points (a surface in 3D) is not supported")
+        points = points[:, :2]
+    if points.shape[1] != dim:
+        raise MeshReadError(f"cannot read mesh file '{where}': {dim}D cells with "
+                            f"{points.shape[1]}D points")
+    # Renumber to the points the cells use (vectorised: one unique + one lookup table).
+    used = np.unique(np.concatenate([c.reshape(-1) for _, c in cells]))
+    new = np.full(len(points), -1, dtype=np.int64)
+    new[used] = np.arange(len(used))
+    renumbered = []
+    for gtype, conn, tags in blocks:
+        conn = new[np.asarray(conn, dtype=np.int64)]
+        keep = (conn >= 0).all(axis=1)  # a facet on an unused point belongs to no cell
+        renumbered.append((gtype, conn[keep], None if tags is None else tags[keep]))
+    names = {(int(v[1]), int(v[0])): str(k) for k, v in mesh.field_data.items()
+             if np.size(v) >= 2}
+    return _Converted(points[used], renumbered, names)
+
+
+def _write_gmsh22(path: Path, conv: _Converted) -> None:
+    """Write ``conv`` as a binary gmsh 2.2 file (elements without tags get no tag fields).
+
+    meshio's own writer pads missing tags with zeros, which PETSc would turn into a
+    spurious subdomain 0.
+    """
+    pts = np.zeros((len(conv.points), 3))
+    pts[:, : conv.points.shape[1]] = conv.points
+    nodes = np.empty(len(pts), dtype=[("i", "<i4"), ("x", "<f8", (3,))])
+    nodes["i"] = np.arange(1, len(pts) + 1)
+    nodes["x"] = pts
+    with open(path, "wb") as fh:
+        fh.write(b"$MeshFormat\n2.2 1 8\n")
+        np.array([1], dtype="<i4").tofile(fh)
+        fh.write(b"\n$EndMeshFormat\n")
+        if conv.names:
+            fh.write(f"$PhysicalNames\n{len(conv.names)}\n".encode())
+            for (dim, pid), name in sorted(conv.names.items()):
+                fh.write(f'{dim} {pid} "{name}"\n'.encode())
+            fh.write(b"$EndPhysicalNames\n")
+        fh.write(f"$Nodes\n{len(pts)}\n".encode())
+        nodes.tofile(fh)
+        fh.write(b"\n$EndNodes\n")
+        total = sum(len(conn) for _, conn, _ in conv.blocks)
+        fh.write(f"$Elements\n{total}\n".encode())
+        first = 1
+        for gtype, conn, tags in conv.blocks:
+            n = len(conn)
+            ntags = 0 if tags is None else 2  # physical, elementary (= physical)
+            np.array([gtype, n, ntags], dtype="<i4").tofile(fh)
+            cols = [np.arange(first, first + n)[:, None]]
+            if tags is not None:
+                cols += [tags[:, None], tags[:, None]]
+            cols.append(conn + 1)
+            np.hstack(cols).astype("<i4").tofile(fh)
+            first += n
+        fh.write(b"\n$EndElements\n")
+
+
+def _default_comm() -> Any:
+    from firedrake import COMM_WORLD
+
+    return COMM_WORLD
+
+
+def _mesh_kwargs(comm: Any, name: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"comm": comm}
+    if name is not None:
+        kwargs["name"] = name
+    return kwargs
+
+
+def _read_gmsh(path: Path, comm: Any, name: str | None) -> "firedrake.MeshGeometry":
+    """Read a gmsh 2.2/4.1 file with ``firedrake.Mesh`` (PETSc's DMPlex reader)."""
+    import firedrake
+
+    try:
+        return firedrake.Mesh(str(path), **_mesh_kwargs(comm, name))
+    except Exception as exc:  # PETSc.Error, ValueError, …: all mean a bad file here
+        raise MeshReadError(f"cannot read mesh file '{path}': PETSc's gmsh reader failed "
+                            f"({_first_line(exc)}); is the file truncated or corrupt?"
+                            ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or of its cause's), else its type name."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        text = str(inner).strip()
+        if text:
+            return text.splitlines()[0]
+        inner = inner.__cause__ or inner.__context__
+    return type(exc).__name__
+
+
+def _meshio_read(path: Path) -> "meshio.Mesh":
+    """Read ``path`` with meshio's reader for its extension (MeshReadError if none works)."""
+    import meshio
+    # Not meshio.read: when a reader fails it prints and calls sys.exit(1).
+    from meshio._helpers import reader_map
+
+    suffixes = [s.lower() for s in path.suffixes]
+    formats: list[str] = []
+    for ext in ("".join(suffixes[-2:]), "".join(suffixes[-1:])):
+        formats += [f for f in meshio.extension_to_filetypes.get(ext, []) if f not in formats]
+    if "gmsh" in formats:  # ".msh" is also ANSYS's; gmsh is far more common
+        formats.remove("gmsh")
+        formats.insert(0, "gmsh")
+    if not formats:
+        raise MeshReadError(f"cannot read mesh file '{path}': unsupported format "
+                            f"{path.suffix or '(no extension)'!r}; expected gmsh .msh or a "
+                            "format meshio reads (.vtu, .vtk, .xdmf, .med, .mesh, …)")
+    for fmt in formats:
+        try:
+            return reader_map[fmt](str(path))
+        except Exception as exc:  # readers raise ReadError, XML, struct, h5py errors, …
+            failure = exc
+    raise MeshReadError(f"cannot read mesh file '{path}' as {' or '.join(formats)}: "
+                        f"{_first_line(failure)}") from failure
+
+
+def _read_meshio(path: Path, comm: Any, name: str | None
+                 ) -> tuple["firedrake.MeshGeometry", dict[tuple[int, int], str]]:
+    """Read ``path`` with meshio on rank 0, convert via a temporary gmsh 2.2 file."""
+    import firedrake
+
+    tmp: str | None = None
+    error: str | None = None
+    names: dict[tuple[int, int], str] = {}
+    cause: BaseException | None = None
+    if comm.rank == 0:  # one reader; the mesh is distributed by Firedrake afterwards
+        try:
+            conv = _convert(_meshio_read(path), str(path))
+            names = conv.names
+            fd, tmp = tempfile.mkstemp(suffix=".msh", prefix="fe_operators_")
+            os.close(fd)
+            _write_gmsh22(Path(tmp), conv)
+        except MeshReadError as exc:
+            error, cause = str(exc), exc.__cause__
+        except Exception as exc:  # never leave the other ranks waiting in bcast
+            error, cause = f"cannot read mesh file '{path}': {_first_line(exc)}", exc
+    error, tmp, names = comm.bcast((error, tmp, names), root=0)
+    if error is not None:
+        raise MeshReadError(error) from cause
+    try:
+        return firedrake.Mesh(tmp, **_mesh_kwargs(comm, name)), names
+    except Exception as exc:  # a conversion we cannot express in Firedrake
+        raise MeshReadError(f"cannot read mesh file '{path}': {_first_line(exc)}") from exc
+    finally:
+        if comm.rank == 0 and tmp is not None:
+            os.unlink(tmp)
+
+
+def _load(spec: str | os.PathLike[str], comm: Any = None, name: str | None = None
+          ) -> tuple["firedrake.MeshGeometry", MeshSource, dict[int, str]]:
+    """Load a mesh; also return its source and ``{boundary marker: name}``."""
+    import firedrake
+
+    source = resolve_mesh_spec(spec)
+    comm = _default_comm() if comm is None else comm
+    if source.builtin is not None:
+        ctor, args, kwargs = source.builtin
+        mesh = getattr(firedrake, ctor)(*args, **kwargs, **_mesh_kwargs(comm, name))
+        return mesh, source, dict(source.names)
+    path = source.path
+    assert path is not None  # resolve_mesh_spec gives a path for non-builtins
+    version = None
+    if path.suffix.lower() == ".msh":
+        version = _gmsh_version(path)
+    if version in _PETSC_GMSH_VERSIONS:
+        mesh = _read_gmsh(path, comm, name)
+        all_names = physical_names(path)
+    else:
+        mesh, all_names = _read_meshio(path, comm, name)
+    fdim = mesh.topological_dimension - 1
+    names = {pid: n for (d, pid), n in sorted(all_names.items()) if d == fdim}
+    return mesh, source, names
+
+
+def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
+              name: str | None = None) -> "firedrake.MeshGeometry":
+    """Load a Firedrake mesh from a shipped name, a built-in spec or a mesh file.
+
+    Parameters
+    ----------
+    spec
+        ``"plate_holes"`` (a shipped mesh, :func:`shipped_meshes`), ``"unitsquare:64"``,
+        ``"unitsquare:64x32:quad"``, ``"rectangle:2,1:32x16"``, ``"unitcube:8"``,
+        ``"box:1,1,2:4x4x8"``, or a path to a gmsh file or any file meshio reads.
+        A :class:`os.PathLike` is always taken as a path.  See the module docstring.
+    comm
+        MPI communicator (default: ``firedrake.COMM_WORLD``).  Files are read on rank 0
+        and distributed.
+    name
+        The Firedrake mesh name (default: Firedrake's).
+
+    Returns
+    -------
+    firedrake.MeshGeometry
+        Physical facet ids of the file (gmsh physical groups) are its boundary markers,
+        ``mesh.exterior_facets.unique_markers``.
+
+    Raises
+    ------
+    MeshReadError
+        Unknown name, malformed spec, missing file, or a file that is corrupt or of an
+        unsupported format or cell type; the one-line message names the file and the
+        reason, and the original exception is chained.
+
+    Examples
+    --------
+    >>> mesh = load_mesh("channel_cylinder")                      # doctest: +SKIP
+    >>> sorted(mesh.exterior_facets.unique_markers)               # doctest: +SKIP
+    [1, 2, 3, 4]
+    """
+    return _load(spec, comm, name)[0]

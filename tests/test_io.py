@@ -1,0 +1,256 @@
+"""fe_operators.io: mesh specs, meshio conversion with tags, errors, info and VTU output."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+firedrake = pytest.importorskip("firedrake")
+meshio = pytest.importorskip("meshio")
+
+from fe_operators.errors import MeshReadError, SpaceMismatchError  # noqa: E402
+from fe_operators.io import (  # noqa: E402
+    format_mesh_info,
+    load_mesh,
+    main_mesh_info,
+    mesh_info,
+    radius_ratio,
+    shipped_meshes,
+    write_fields,
+)
+
+
+def area(mesh):
+    return firedrake.assemble(firedrake.Constant(1.0) * firedrake.dx(domain=mesh))
+
+
+def markers(mesh):
+    return sorted(int(m) for m in mesh.exterior_facets.unique_markers)
+
+
+def tiny_square():
+    """Unit square as 4 triangles around (0.5, 0.5), sides tagged 1-4, names as gmsh's."""
+    points = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]], dtype=float)
+    tris = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]])
+    lines = np.array([[3, 0], [1, 2], [0, 1], [2, 3]])  # left, right, bottom, top
+    return meshio.Mesh(
+        points, [("triangle", tris), ("line", lines)],
+        cell_data={"gmsh:physical": [np.full(4, 100), np.array([1, 2, 3, 4])],
+                   "gmsh:geometrical": [np.full(4, 1), np.array([1, 2, 3, 4])]},
+        field_data={"left": np.array([1, 1]), "right": np.array([2, 1]),
+                    "bottom": np.array([3, 1]), "top": np.array([4, 1]),
+                    "domain": np.array([100, 2])},
+    )
+
+
+# --- specs -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, cells, dim, volume, tags", [
+    ("unitsquare:8", 128, 2, 1.0, [1, 2, 3, 4]),
+    ("unitsquare:4x2:quad", 8, 2, 1.0, [1, 2, 3, 4]),
+    ("rectangle:2,0.5:4x2", 16, 2, 1.0, [1, 2, 3, 4]),
+    ("unitcube:2", 48, 3, 1.0, [1, 2, 3, 4, 5, 6]),
+    ("box:1,1,2:1x1x2", 12, 3, 2.0, [1, 2, 3, 4, 5, 6]),
+])
+def test_builtin_specs(spec, cells, dim, volume, tags):
+    mesh = load_mesh(spec)
+    assert (mesh.num_cells(), mesh.topological_dimension) == (cells, dim)
+    assert area(mesh) == pytest.approx(volume, rel=1e-12)
+    assert markers(mesh) == tags
+
+
+@pytest.mark.parametrize("spec", ["unitsquare:0", "unitsquare:3x", "rectangle:1:4",
+                                  "box:1,1,-2:2", "unitcube:2x2"])
+def test_malformed_builtin_spec(spec):
+    with pytest.raises(MeshReadError, match="bad mesh spec"):
+        load_mesh(spec)
+
+
+def test_name_kwarg_and_comm():
+    mesh = load_mesh("lshape", comm=firedrake.COMM_SELF, name="L")
+    assert mesh.name == "L" and mesh.comm.size == 1
+
+
+# --- meshio round trips ------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".vtu", ".vtk", ".xdmf", ".mesh"])
+def test_meshio_round_trip_keeps_cells_area_and_tags(tmp_path, suffix):
+    source = meshio.read(shipped_meshes()["plate_holes"])
+    path = tmp_path / f"plate{suffix}"
+    meshio.write(path, source)
+    reference, mesh = load_mesh("plate_holes"), load_mesh(path)
+    assert mesh.num_cells() == reference.num_cells()
+    assert area(mesh) == pytest.approx(area(reference), rel=1e-12)
+    assert markers(mesh) == [1, 2, 3, 4, 5]  # the tags ride along as cell data
+    assert (firedrake.assemble(firedrake.Constant(1.0) * firedrake.ds(5, domain=mesh))
+            == pytest.approx(firedrake.assemble(
+                firedrake.Constant(1.0) * firedrake.ds(5, domain=reference)), rel=1e-12))
+
+
+@pytest.mark.parametrize("fmt, suffix", [("gmsh22", ".msh"), (None, ".vtu")])
+def test_hand_made_square_round_trip(tmp_path, fmt, suffix):
+    path = tmp_path / f"square{suffix}"
+    meshio.write(path, tiny_square(), **({"file_format": fmt, "binary": False} if fmt else {}))
+    mesh = load_mesh(path)
+    assert mesh.num_cells() == 4 and area(mesh) == pytest.approx(1.0, rel=1e-14)
+    assert markers(mesh) == [1, 2, 3, 4]
+    x, y = firedrake.SpatialCoordinate(mesh)
+    # ds(1) is x = 0 and ds(4) is y = 1: the tags are on the right sides.
+    assert firedrake.assemble(x * firedrake.ds(1)) == pytest.approx(0.0, abs=1e-14)
+    assert firedrake.assemble(y * firedrake.ds(4)) == pytest.approx(1.0, rel=1e-14)
+    names = {t["id"]: t["name"] for t in mesh_info(path)["boundary_tags"]}
+    assert names == ({1: "left", 2: "right", 3: "bottom", 4: "top"} if fmt
+                     else dict.fromkeys([1, 2, 3, 4]))  # VTU carries no names
+
+
+def test_untagged_vtu_gives_a_mesh_without_markers(tmp_path):
+    square = tiny_square()
+    path = tmp_path / "bare.vtu"
+    meshio.write(path, meshio.Mesh(square.points, [square.cells[0]]))
+    mesh = load_mesh(path)
+    assert mesh.num_cells() == 4 and markers(mesh) == []
+    assert mesh_info(path)["untagged_exterior_facets"] == 4
+
+
+def test_unused_points_are_dropped(tmp_path):
+    square = tiny_square()
+    points = np.vstack([square.points, [[5.0, 5.0]]])  # a stray point no cell uses
+    path = tmp_path / "stray.vtu"
+    meshio.write(path, meshio.Mesh(points, square.cells, cell_data=dict(square.cell_data)))
+    mesh = load_mesh(path)
+    assert mesh.num_vertices() == 5 and area(mesh) == pytest.approx(1.0)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+def _one_line_naming(exc_info, name):
+    message = str(exc_info.value)
+    assert name in message and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("suffix", [".msh", ".vtu", ".xdmf", ".vtk"])
+def test_garbage_file_raises_mesh_read_error(tmp_path, suffix):
+    path = tmp_path / f"garbage{suffix}"
+    path.write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(MeshReadError) as exc_info:
+        load_mesh(path)
+    _one_line_naming(exc_info, path.name)
+
+
+def test_truncated_gmsh_file_raises_mesh_read_error(tmp_path):
+    path = tmp_path / "cut.msh"
+    path.write_bytes(shipped_meshes()["plate_holes"].read_bytes()[:30_000])
+    with pytest.raises(MeshReadError) as exc_info:
+        load_mesh(path)
+    _one_line_naming(exc_info, "cut.msh")
+    assert exc_info.value.__cause__ is not None  # PETSc's error is chained
+
+
+def test_missing_file_and_unknown_name(tmp_path):
+    with pytest.raises(MeshReadError, match="no such file") as exc_info:
+        load_mesh(tmp_path / "absent.vtu")
+    _one_line_naming(exc_info, "absent.vtu")
+    with pytest.raises(MeshReadError, match="unknown mesh") as exc_info:
+        load_mesh("no_such_mesh")
+    assert "plate_holes" in _one_line_naming(exc_info, "no_such_mesh")  # lists the choices
+
+
+def test_unsupported_format_and_cells(tmp_path):
+    path = tmp_path / "points.xyz"
+    path.write_text("0 0 0\n")
+    with pytest.raises(MeshReadError, match="unsupported format"):
+        load_mesh(path)
+    wedge = tmp_path / "wedge.vtu"
+    meshio.write(wedge, meshio.Mesh(np.eye(6, 3), [("wedge", np.arange(6)[None])]))
+    with pytest.raises(MeshReadError, match="wedge"):
+        load_mesh(wedge)
+
+
+# --- info --------------------------------------------------------------------------------
+
+def test_radius_ratio_of_regular_and_right_simplices():
+    equilateral = np.array([[[0, 0], [1, 0], [0.5, math.sqrt(3) / 2]]])
+    regular = np.array([[[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]], dtype=float)
+    right = np.array([[[0, 0], [1, 0], [0, 1]]], dtype=float)
+    flat = np.array([[[0, 0], [1, 0], [2, 0]]], dtype=float)
+    assert radius_ratio(equilateral) == pytest.approx([1.0])
+    assert radius_ratio(regular) == pytest.approx([1.0])
+    assert radius_ratio(right) == pytest.approx([2 * (math.sqrt(2) - 1)])
+    assert radius_ratio(flat) == pytest.approx([0.0])
+
+
+def test_mesh_info_of_unit_square():
+    info = mesh_info("unitsquare:8")
+    assert (info["cells"], info["vertices"], info["dimension"]) == (128, 81, 2)
+    assert info["boundary_tags"] == [
+        {"id": i, "name": n, "exterior_facets": 8, "interior_facets": 0}
+        for i, n in enumerate(["left", "right", "bottom", "top"], start=1)]
+    assert info["quality"]["min"] == pytest.approx(2 * (math.sqrt(2) - 1))
+    assert info["cell_diameter"]["max"] == pytest.approx(math.sqrt(2) / 8)
+    json.dumps(info)  # serialisable for --json
+    text = format_mesh_info(info)
+    assert "128" in text and "left" in text
+
+
+def test_main_mesh_info_exit_codes(tmp_path, capsys):
+    assert main_mesh_info(["channel_cylinder"]) == 0
+    out = capsys.readouterr().out
+    assert "cylinder" in out and "inlet" in out
+    bad = tmp_path / "bad.msh"
+    bad.write_bytes(b"\x00\xff garbage")
+    assert main_mesh_info([str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "bad.msh" in captured.err
+    assert main_mesh_info(["--json", "unitsquare:2"]) == 0
+    assert json.loads(capsys.readouterr().out)["cells"] == 8
+
+
+# --- write_fields -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".vtu", ".xdmf"])
+def test_write_fields_point_and_cell_data(tmp_path, suffix):
+    mesh = load_mesh("plate_holes")
+    x, y = firedrake.SpatialCoordinate(mesh)
+    u = firedrake.Function(firedrake.FunctionSpace(mesh, "CG", 1)).interpolate(x + 2 * y)
+    w = firedrake.Function(firedrake.FunctionSpace(mesh, "CG", 2)).interpolate(x * y)
+    v = firedrake.Function(firedrake.VectorFunctionSpace(mesh, "CG", 1)).interpolate(
+        firedrake.as_vector([y, -x]))
+    d = firedrake.Function(firedrake.FunctionSpace(mesh, "DG", 0)).interpolate(x)
+    path = write_fields(tmp_path / f"fields{suffix}", {"u": u, "w": w, "v": v, "d": d})
+    back = meshio.read(path)
+    px, py = back.points[:, 0], back.points[:, 1]
+    assert len(back.points) == mesh.num_vertices()
+    assert sum(len(b) for b in back.cells) == mesh.num_cells()
+    np.testing.assert_allclose(back.point_data["u"], px + 2 * py, atol=1e-14)
+    np.testing.assert_allclose(back.point_data["w"], px * py, atol=1e-14)  # CG2 at vertices
+    np.testing.assert_allclose(back.point_data["v"], np.c_[py, -px, 0 * px], atol=1e-14)
+    centroids = back.points[back.cells[0].data].mean(axis=1)
+    np.testing.assert_allclose(back.cell_data["d"][0], centroids[:, 0], atol=1e-14)
+
+
+def test_write_fields_values_match_the_function(tmp_path):
+    # Same values as Firedrake's own evaluation at the written points.
+    mesh = load_mesh("unitsquare:4")
+    u = firedrake.Function(firedrake.FunctionSpace(mesh, "CG", 1))
+    u.dat.data[:] = np.random.default_rng(1).standard_normal(u.dat.data.shape)
+    back = meshio.read(write_fields(tmp_path / "u.vtu", {"u": u}))
+    expected = firedrake.PointEvaluator(mesh, back.points[:, :2]).evaluate(u)
+    np.testing.assert_allclose(back.point_data["u"], expected, atol=1e-12)
+
+
+def test_write_fields_errors(tmp_path):
+    a, b = load_mesh("unitsquare:2"), load_mesh("unitsquare:2")
+    fa = firedrake.Function(firedrake.FunctionSpace(a, "CG", 1))
+    fb = firedrake.Function(firedrake.FunctionSpace(b, "CG", 1))
+    with pytest.raises(SpaceMismatchError, match="one mesh"):
+        write_fields(tmp_path / "x.vtu", {"a": fa, "b": fb})
+    with pytest.raises(ValueError, match="ending in"):
+        write_fields(tmp_path / "x.txt", {"a": fa})
+    with pytest.raises(ValueError, match="neither"):
+        write_fields(tmp_path / "x.vtu")
+    # The mesh alone can be written and read back as a mesh.
+    path = write_fields(tmp_path / "mesh_only.vtu", mesh=a)
+    assert load_mesh(path).num_cells() == a.num_cells()
