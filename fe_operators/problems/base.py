@@ -1,0 +1,124 @@
+"""The contract every PDE problem family fulfils.
+
+A *problem* is a mesh, input function spaces, an output function space, UFL forms,
+boundary conditions and an input sampler.  Data generation, SPON's encoder/decoder and
+evaluation only talk to problems through this interface:
+
+* :attr:`Problem.input_spaces` — named input spaces (one or several input fields),
+* :attr:`Problem.output_space` — the solution space,
+* :meth:`Problem.sample_inputs` — random inputs of one sample from a numpy ``Generator``,
+* :meth:`Problem.solve` — the FE solution for given inputs (solver structures reused),
+* :meth:`Problem.output_bcs` — the Dirichlet conditions the output satisfies (their data
+  may depend on the inputs, e.g. random boundary data),
+* :attr:`Problem.params` — JSON-able parameters, stored as provenance.
+
+Each sample's randomness comes from ``numpy.random.default_rng([seed, index])``
+(:func:`sample_rng`), so any subset of a dataset can be regenerated.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping
+
+import numpy as np
+
+import firedrake as fd
+
+from fe_operators.errors import FEOperatorsError
+
+__all__ = ["Problem", "SolveError", "sample_rng"]
+
+
+class SolveError(FEOperatorsError, RuntimeError):
+    """A PDE solve did not converge.
+
+    Parameters
+    ----------
+    reason
+        PETSc's converged reason (a negative integer) or a text.
+    sample
+        Index of the sample being solved, when known.
+    """
+
+    def __init__(self, reason: object, sample: int | None = None, detail: str = "") -> None:
+        self.reason = reason
+        self.sample = sample
+        self.detail = detail
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"sample {self.sample}: " if self.sample is not None else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{where}solver did not converge, PETSc reason {self.reason}{extra}"
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of sample ``index`` of a dataset with seed ``seed``."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+class Problem(abc.ABC):
+    """A family of PDE problems on one mesh.
+
+    Subclasses set :attr:`name`, build spaces, forms and a reusable solver in
+    ``__init__``, and implement :meth:`sample_inputs`, :meth:`solve` and
+    (when the output carries Dirichlet conditions) :meth:`output_bcs`.
+
+    Parameters
+    ----------
+    mesh
+        The Firedrake mesh.
+    **params
+        Family-specific parameters (documented by each subclass); they must be JSON-able.
+    """
+
+    #: registry name of the family, e.g. ``"darcy"``
+    name: str = ""
+
+    def __init__(self, mesh: fd.MeshGeometry, **params: Any) -> None:
+        self.mesh = mesh
+        self.params: dict[str, Any] = dict(params)
+
+    # -------------------------------------------------------------- spaces
+    @property
+    @abc.abstractmethod
+    def input_spaces(self) -> Mapping[str, fd.FunctionSpace]:
+        """Named input spaces, in channel order."""
+
+    @property
+    @abc.abstractmethod
+    def output_space(self) -> fd.FunctionSpace:
+        """The solution space."""
+
+    # -------------------------------------------------------------- sampling and solving
+    @abc.abstractmethod
+    def sample_inputs(self, rng: np.random.Generator) -> dict[str, fd.Function]:
+        """Draw the inputs of one sample (keys and spaces as :attr:`input_spaces`)."""
+
+    @abc.abstractmethod
+    def solve(self, inputs: Mapping[str, fd.Function]) -> fd.Function:
+        """Solve for the given inputs; return a new Function on :attr:`output_space`.
+
+        Raises
+        ------
+        SolveError
+            The solver did not converge.
+        """
+
+    def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:
+        """Dirichlet conditions of the output for these inputs (default: none)."""
+        return []
+
+    # -------------------------------------------------------------- helpers
+    def sample(self, seed: int, index: int) -> tuple[dict[str, fd.Function], fd.Function]:
+        """Inputs and solution of sample ``index`` of the dataset with seed ``seed``."""
+        inputs = self.sample_inputs(sample_rng(seed, index))
+        try:
+            return inputs, self.solve(inputs)
+        except SolveError as exc:
+            raise SolveError(exc.reason, index, exc.detail) from exc
+
+    def description(self) -> dict[str, Any]:
+        """JSON-able description: family name and parameters."""
+        return {"problem": self.name, "params": dict(self.params)}
