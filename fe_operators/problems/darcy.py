@@ -32,8 +32,8 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
+from fe_operators.problems._common import assign_inputs, json_markers, solve_or_raise
 from fe_operators.problems.base import Problem
-from fe_operators.problems.poisson import _assign_inputs, _json_markers, _solve_or_raise
 from fe_operators.problems.random_fields import GaussianRandomField
 
 __all__ = ["DarcyProblem", "COEFFICIENTS", "DEFAULT_SOLVER_PARAMETERS"]
@@ -118,7 +118,7 @@ class DarcyProblem(Problem):
         super().__init__(
             mesh, coefficient=coefficient, a_high=float(a_high), a_low=float(a_low),
             length_scale=float(length_scale), smoothness=smoothness, variance=float(variance),
-            zero_mean=bool(zero_mean), degree=int(degree), markers=_json_markers(markers),
+            zero_mean=bool(zero_mean), degree=int(degree), markers=json_markers(markers),
             solver_parameters=solver_parameters,
         )
         self.coefficient = coefficient
@@ -173,10 +173,10 @@ class DarcyProblem(Problem):
 
     def solve(self, inputs: Mapping[str, fd.Function]) -> fd.Function:
         """Solve for the coefficient ``inputs["a"]``; return a new Function on ``CG(degree)``."""
-        _assign_inputs({"a": self._a}, inputs, self.name)
+        assign_inputs({"a": self._a}, inputs, self.name)
         # start from zero, not the previous sample: results independent of history
         self._u.dat.zero()
-        _solve_or_raise(self._solver)
+        solve_or_raise(self._solver)
         return self._u.copy(deepcopy=True)
 
     def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:

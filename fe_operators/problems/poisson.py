@@ -12,15 +12,15 @@ Where ``Γ_D`` is a part of ``∂Ω`` the rest carries the natural condition
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 import firedrake as fd
 
-from fe_operators.errors import SpaceMismatchError
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems.base import Problem, SolveError
+from fe_operators.problems._common import Markers, assign_inputs, json_markers, solve_or_raise
+from fe_operators.problems.base import Problem
 from fe_operators.problems.random_fields import GaussianRandomField
 
 __all__ = ["PoissonProblem", "DEFAULT_SOLVER_PARAMETERS"]
@@ -35,42 +35,6 @@ DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
     "pc_factor_mat_solver_type": "petsc",
     "pc_factor_mat_ordering_type": "nd",
 }
-
-Markers = str | int | Sequence[int]
-
-
-def _json_markers(markers: Markers) -> str | int | list[int]:
-    """Markers in a JSON-able form (strings and ints kept, sequences as lists)."""
-    if isinstance(markers, str) or np.isscalar(markers):
-        return markers if isinstance(markers, str) else int(markers)
-    return [int(m) for m in markers]
-
-
-def _solve_or_raise(solver: fd.LinearVariationalSolver) -> None:
-    """Run ``solver``; turn Firedrake's ConvergenceError into :class:`SolveError`."""
-    try:
-        solver.solve()
-    except fd.ConvergenceError as exc:
-        reason = solver.snes.getKSP().getConvergedReason()
-        raise SolveError(reason, detail=" ".join(str(exc).split())) from exc
-
-
-def _assign_inputs(
-    targets: Mapping[str, fd.Function], inputs: Mapping[str, fd.Function], family: str
-) -> None:
-    """Copy ``inputs`` into the solver's Functions, checking names and spaces."""
-    missing = set(targets) - set(inputs)
-    if missing:
-        raise KeyError(f"{family}: missing inputs {sorted(missing)}; expected {list(targets)}")
-    for key, target in targets.items():
-        given = inputs[key]
-        if given.function_space() != target.function_space():
-            raise SpaceMismatchError(
-                f"{family}: input {key!r} expected on {target.function_space().ufl_element()} "
-                f"of the problem's mesh, got {given.function_space().ufl_element()}"
-            )
-        target.assign(given)
-
 
 class PoissonProblem(Problem):
     """−Δu = f in Ω, u = g on the Dirichlet boundary; inputs ``f`` and ``g``.
@@ -126,7 +90,7 @@ class PoissonProblem(Problem):
             DEFAULT_SOLVER_PARAMETERS if solver_parameters is None else solver_parameters
         )
         super().__init__(
-            mesh, degree=int(degree), markers=_json_markers(markers),
+            mesh, degree=int(degree), markers=json_markers(markers),
             source_length_scale=float(source_length_scale), source_smoothness=source_smoothness,
             source_variance=float(source_variance),
             boundary_length_scale=float(boundary_length_scale), boundary_smoothness=boundary_smoothness,
@@ -168,10 +132,10 @@ class PoissonProblem(Problem):
 
     def solve(self, inputs: Mapping[str, fd.Function]) -> fd.Function:
         """Solve for the inputs ``f`` and ``g``; return a new Function on ``CG(k)``."""
-        _assign_inputs({"f": self._f, "g": self._g}, inputs, self.name)
+        assign_inputs({"f": self._f, "g": self._g}, inputs, self.name)
         # start from zero, not the previous sample: results independent of history
         self._u.dat.zero()
-        _solve_or_raise(self._solver)
+        solve_or_raise(self._solver)
         return self._u.copy(deepcopy=True)
 
     def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:
