@@ -8,8 +8,15 @@ element space is turned into tensors and sparse operators by this subpackage.
 * :mod:`~fe_operators.fem.sparse` — assembled forms as scipy/torch CSR
 * :mod:`~fe_operators.fem.norms` — FE norms and relative losses
 * :mod:`~fe_operators.fem.bcs` — Dirichlet DOFs, liftings, free-DOF injection
+* :mod:`~fe_operators.fem.transfer` — interpolation, prolongation, restriction matrices
+* :mod:`~fe_operators.fem.graph` — DOF adjacency graphs with geometric features
 """
 
+from fe_operators.fem.graph import DofGraph, dof_graph
+from fe_operators.fem.transfer import (
+    interpolation_matrix, interpolation_matrix_torch, prolongation_matrix, prolongation_matrix_torch,
+    restriction_matrix, restriction_matrix_torch,
+)
 from fe_operators.fem.bcs import DirichletDofs, boundary_nodes, check_markers, free_dofs
 from fe_operators.fem.norms import FENorm, RelativeLoss
 from fe_operators.fem.sparse import (
@@ -25,4 +32,7 @@ __all__ = [
     "mass_matrix", "stiffness_matrix",
     "FENorm", "RelativeLoss",
     "DirichletDofs", "boundary_nodes", "check_markers", "free_dofs",
+    "interpolation_matrix", "interpolation_matrix_torch", "prolongation_matrix",
+    "prolongation_matrix_torch", "restriction_matrix", "restriction_matrix_torch",
+    "DofGraph", "dof_graph",
 ]

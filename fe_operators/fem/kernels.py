@@ -1,9 +1,10 @@
-"""Compiled CPU kernels for batched sparse products.
+"""Compiled CPU kernels for batched sparse products and quadratic forms.
 
 torch's float64 sparse CSR kernels were measured 4× slower than scipy/PETSc on this kind of
-machine (INSTALL-NOTES §6), and scipy works on one column layout only.  The batched
-product here reads the matrix once for all samples of a batch, in the DOF-tensor layout
-``(batch, n)``, with numba's ``prange`` over rows.
+machine (INSTALL-NOTES §6).  These kernels work in the DOF-tensor layout ``(batch, n)``,
+read the matrix once for a whole batch (``prange`` over blocks of rows), and fuse the
+quadratic forms ``x_k^T A x_k`` into the same pass, so an FE-norm loss costs one sweep
+over the matrix instead of a product plus separate elementwise passes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["csr_matmul_rows"]
+__all__ = ["csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff"]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -28,6 +29,56 @@ def _csr_matmul_rows(indptr, indices, data, x, y):  # pragma: no cover - compile
             y[k, i] = s
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _csr_quadratic(indptr, indices, data, x, y, partial):  # pragma: no cover - compiled
+    # partial[c, k]: block c's share of x_k^T A x_k (prange cannot reduce into arrays)
+    m = indptr.shape[0] - 1
+    b = x.shape[0]
+    nblocks = partial.shape[0]
+    for c in numba.prange(nblocks):
+        lo = c * m // nblocks
+        hi = (c + 1) * m // nblocks
+        for i in range(lo, hi):
+            start = indptr[i]
+            end = indptr[i + 1]
+            for k in range(b):
+                s = 0.0
+                for p in range(start, end):
+                    s += data[p] * x[k, indices[p]]
+                y[k, i] = s
+                partial[c, k] += x[k, i] * s
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _csr_quadratic_diff(indptr, indices, data, u, t, y, part_e, part_t):  # pragma: no cover
+    # e = u - t formed on the fly: y = A e, part_e -> e^T A e, part_t -> t^T A t
+    m = indptr.shape[0] - 1
+    b = u.shape[0]
+    nblocks = part_e.shape[0]
+    for c in numba.prange(nblocks):
+        lo = c * m // nblocks
+        hi = (c + 1) * m // nblocks
+        for i in range(lo, hi):
+            start = indptr[i]
+            end = indptr[i + 1]
+            for k in range(b):
+                se = 0.0
+                st = 0.0
+                for p in range(start, end):
+                    j = indices[p]
+                    a = data[p]
+                    tj = t[k, j]
+                    se += a * (u[k, j] - tj)
+                    st += a * tj
+                y[k, i] = se
+                part_e[c, k] += (u[k, i] - t[k, i]) * se
+                part_t[c, k] += t[k, i] * st
+
+
+def _nblocks(m: int) -> int:
+    return max(1, min(m, 16 * numba.get_num_threads()))
+
+
 def csr_matmul_rows(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -38,7 +89,7 @@ def csr_matmul_rows(
     indptr, indices, data
         CSR arrays of ``A`` (shape ``(m, n)``); int64, int64, float64.
     x
-        C-contiguous float64 array of shape ``(batch, n)``.
+        float64 array of shape ``(batch, n)``.
     out
         Optional C-contiguous float64 array of shape ``(batch, m)``.
 
@@ -52,3 +103,46 @@ def csr_matmul_rows(
         out = np.empty((x.shape[0], m), dtype=np.float64)
     _csr_matmul_rows(indptr, indices, data, np.ascontiguousarray(x), out)
     return out
+
+
+def csr_quadratic(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``y_k = A x_k`` and ``q_k = x_k^T A x_k`` in one pass (square ``A``).
+
+    Returns
+    -------
+    y : numpy.ndarray
+        ``(batch, n)``.
+    q : numpy.ndarray
+        ``(batch,)``.
+    """
+    x = np.ascontiguousarray(x)
+    m = indptr.shape[0] - 1
+    y = np.empty_like(x)
+    partial = np.zeros((_nblocks(m), x.shape[0]))
+    _csr_quadratic(indptr, indices, data, x, y, partial)
+    return y, partial.sum(axis=0)
+
+
+def csr_quadratic_diff(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, u: np.ndarray, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """With ``e = u - t``: ``y_k = A e_k``, ``e_k^T A e_k`` and ``t_k^T A t_k`` in one pass.
+
+    Returns
+    -------
+    y : numpy.ndarray
+        ``(batch, n)``, ``A (u_k - t_k)``.
+    qe, qt : numpy.ndarray
+        ``(batch,)`` each.
+    """
+    u = np.ascontiguousarray(u)
+    t = np.ascontiguousarray(t)
+    m = indptr.shape[0] - 1
+    y = np.empty_like(u)
+    nb = _nblocks(m)
+    part_e = np.zeros((nb, u.shape[0]))
+    part_t = np.zeros((nb, u.shape[0]))
+    _csr_quadratic_diff(indptr, indices, data, u, t, y, part_e, part_t)
+    return y, part_e.sum(axis=0), part_t.sum(axis=0)

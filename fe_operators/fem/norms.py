@@ -25,7 +25,7 @@ import torch
 import firedrake as fd
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.fem.kernels import csr_matmul_rows
+from fe_operators.fem.kernels import csr_matmul_rows, csr_quadratic, csr_quadratic_diff
 from fe_operators.fem.sparse import assemble_scipy, mass_matrix, stiffness_matrix
 
 __all__ = ["FENorm", "RelativeLoss"]
@@ -36,14 +36,34 @@ class _QuadForm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, norm: "FENorm") -> torch.Tensor:
-        y = norm.matvec(x)
+        y, q = norm._quadratic(x)
         ctx.save_for_backward(y)
-        return (x * y).sum(dim=1)
+        return q
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         (y,) = ctx.saved_tensors
         return 2.0 * g[:, None] * y, None
+
+
+class _DiffQuadForm(torch.autograd.Function):
+    """``(e_k^T A e_k, t_k^T A t_k)`` with ``e = u - t``, in one sweep over ``A``."""
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, t: torch.Tensor, norm: "FENorm") -> tuple[torch.Tensor, torch.Tensor]:
+        y, qe, qt = norm._quadratic_diff(u, t)
+        ctx.save_for_backward(y, t)
+        ctx.norm = norm
+        return qe, qt
+
+    @staticmethod
+    def backward(ctx: Any, ge: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        y, t = ctx.saved_tensors
+        gu = 2.0 * ge[:, None] * y if ctx.needs_input_grad[0] else None
+        gtt = None
+        if ctx.needs_input_grad[1]:  # rare: a target that itself carries gradients
+            gtt = -2.0 * ge[:, None] * y + 2.0 * gt[:, None] * ctx.norm.matvec(t)
+        return gu, gtt, None
 
 
 class FENorm:
@@ -140,9 +160,25 @@ class FENorm:
         """``A x_k`` for a batch ``x`` of shape ``(batch, n)`` (float64, not differentiable)."""
         x = x.detach()
         if x.device.type == "cpu":
-            y = csr_matmul_rows(self._indptr, self._indices, self._data, x.contiguous().numpy())
-            return torch.from_numpy(y)
+            return torch.from_numpy(csr_matmul_rows(self._indptr, self._indices, self._data, x.numpy()))
         return (self._torch_matrix(x.device) @ x.T).T.contiguous()
+
+    def _quadratic(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach()
+        if x.device.type == "cpu":
+            y, q = csr_quadratic(self._indptr, self._indices, self._data, x.numpy())
+            return torch.from_numpy(y), torch.from_numpy(q)
+        y = self.matvec(x)
+        return y, (x * y).sum(dim=1)
+
+    def _quadratic_diff(self, u: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        u, t = u.detach(), t.detach()
+        if u.device.type == "cpu":
+            y, qe, qt = csr_quadratic_diff(self._indptr, self._indices, self._data, u.numpy(), t.numpy())
+            return torch.from_numpy(y), torch.from_numpy(qe), torch.from_numpy(qt)
+        e = u - t
+        y = self.matvec(e)
+        return y, (e * y).sum(dim=1), (t * self.matvec(t)).sum(dim=1)
 
     def squared(self, u: torch.Tensor) -> torch.Tensor:
         """:math:`u_k^T A u_k` per sample, shape ``(batch,)``; differentiable."""
@@ -162,8 +198,7 @@ class FENorm:
         """
         if pred.shape != target.shape:
             raise SpaceMismatchError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-        num = self.squared(pred - target)
-        den = self.squared(target)
+        num, den = _DiffQuadForm.apply(self._flat(pred), self._flat(target), self)
         if bool((den <= 0).any()):
             bad = torch.nonzero(den <= 0).flatten().tolist()
             raise ValueError(f"relative {self.name} error undefined: targets {bad[:5]} have zero norm")
