@@ -10,7 +10,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-all bench-bridge
+.PHONY: install demo test test-all bench-bridge bench-data
 
 install:
 	@bash scripts/install.sh
@@ -27,3 +27,6 @@ test-all: install
 
 bench-bridge: install
 	$(PY) benchmarks/bench_bridge.py
+
+bench-data: install
+	$(PY) benchmarks/bench_data.py

@@ -1,0 +1,546 @@
+"""The HDF5 layout of a dataset file, its writer and its reader.
+
+One user-facing file holds everything (a Firedrake ``CheckpointFile`` and h5py data
+side by side; the two are never open at the same time)::
+
+    /                              Firedrake CheckpointFile: the mesh (DMPlex) and, per
+                                   space, a "numbering probe" Function whose value at
+                                   each DOF node is that node's index in the stored arrays
+    /fe_operators                  attrs: format, format_version, provenance (JSON),
+                                   input_names (JSON list, channel order), mesh_name,
+                                   n_samples, n_done, complete
+    /fe_operators/inputs/<name>    float64 (N, n_nodes) or (N, n_nodes, ncomp)
+    /fe_operators/output           float64 (N, n_nodes) or (N, n_nodes, ncomp)
+    /fe_operators/done             uint8 (N,): 1 once the sample's arrays are valid
+    /fe_operators/time_per_sample  float64 (N,): seconds to sample and solve (NaN if not done)
+    /fe_operators/spaces/inputs/<name>, /fe_operators/spaces/output
+                                   attrs: info (SpaceInfo JSON), element, checkpoint_name,
+                                   numbering_hash; dataset dof_coordinates (n_nodes, gdim)
+                                   for Lagrange-type spaces
+
+DOF arrays are in the numbering of the generating process (the mesh built from the
+provenance's mesh spec).  Rows that are not ``done`` hold NaN.  A fresh process rebuilds
+mesh and spaces in two checked ways:
+
+* :meth:`FEFile.rebuild` loads the stored mesh with ``CheckpointFile`` and reads each
+  space's numbering probe, which gives the exact permutation from stored to rebuilt DOFs
+  (checked to be a permutation, and against the stored DOF coordinates);
+* :meth:`FEFile.rebuild_problem` rebuilds the problem from the provenance (mesh spec and
+  parameters) and checks that its DOF numbering hashes equal the stored ones, raising
+  :class:`~fe_operators.data.errors.NumberingError` otherwise — never renumbering silently.
+
+This module imports Firedrake only inside the functions that need it, so that
+:class:`FEFile`'s array reading (used by the torch dataset) stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from fe_operators.data.errors import DatasetFileError, NumberingError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import firedrake as fd
+
+    from fe_operators.fem.spaces import SpaceInfo
+    from fe_operators.problems.base import Problem
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "GROUP",
+    "DatasetWriter",
+    "FEFile",
+    "FESpaces",
+    "create_dataset_file",
+    "dof_coordinates",
+    "numbering_hash",
+    "space_key",
+]
+
+FORMAT = "fe_operators.dataset"
+FORMAT_VERSION = 1
+GROUP = "fe_operators"
+_LAGRANGE = {"Lagrange", "Discontinuous Lagrange", "Q", "DQ", "TensorProductElement"}
+_ROW_CHUNK_BYTES = 1 << 16
+
+
+def space_key(name: str | None) -> str:
+    """The key of a space in the file: ``"inputs/<name>"`` for inputs, ``"output"`` for ``None``."""
+    return "output" if name is None else f"inputs/{name}"
+
+
+def _checkpoint_name(key: str) -> str:
+    """Name of the numbering-probe Function of space ``key`` inside the CheckpointFile."""
+    return "fe_operators_numbering_" + key.replace("/", "_")
+
+
+def _dof_shape(info: Mapping[str, Any]) -> tuple[int, ...]:
+    """DOF-tensor shape of one sample from a SpaceInfo dict (see :class:`SpaceInfo`)."""
+    n = int(info["n_nodes"])
+    return (n,) if not info["value_shape"] else (n, int(info["ncomp"]))
+
+
+def numbering_hash(V: fd.FunctionSpace) -> str:
+    """A fingerprint of the DOF numbering of ``V``.
+
+    SHA-256 of the element, the mesh's coordinate DOFs and ``V``'s cell-node map: two
+    spaces with the same hash have the same DOFs at the same places in the same order.
+    """
+    mesh = V.mesh()
+    h = hashlib.sha256()
+    h.update(str(V.ufl_element()).encode())
+    h.update(np.ascontiguousarray(mesh.coordinates.dat.data_ro, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(V.cell_node_list, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def dof_coordinates(V: fd.FunctionSpace) -> np.ndarray | None:
+    """Coordinates of the DOF nodes of a Lagrange-type space, ``(n_nodes, gdim)``.
+
+    Returns ``None`` for other elements (e.g. Raviart–Thomas), whose DOFs are not point
+    values.
+    """
+    import firedrake as fd
+
+    from fe_operators.fem.spaces import space_info
+
+    if space_info(V).family not in _LAGRANGE:
+        return None
+    elem = V.ufl_element()
+    base = elem.sub_elements[0] if V.value_shape != () else elem
+    W = fd.VectorFunctionSpace(V.mesh(), base)
+    x = fd.Function(W).interpolate(fd.SpatialCoordinate(V.mesh()))
+    return np.array(x.dat.data_ro, dtype=np.float64).reshape(V.dof_dset.size, -1)
+
+
+# ---------------------------------------------------------------------------- writing
+def create_dataset_file(
+    path: str | os.PathLike,
+    mesh: fd.MeshGeometry,
+    input_spaces: Mapping[str, fd.FunctionSpace],
+    output_space: fd.FunctionSpace,
+    provenance: Mapping[str, Any],
+    n_samples: int,
+) -> DatasetWriter:
+    """Create a new dataset file with mesh, space descriptions and empty sample arrays.
+
+    The mesh and the numbering probes are written with Firedrake's ``CheckpointFile``
+    (on the mesh's communicator, which must be a single process), which is closed before
+    the h5py part is added.
+
+    Parameters
+    ----------
+    path
+        The file to create (truncated if it exists).
+    mesh, input_spaces, output_space
+        The generating process's mesh and spaces.
+    provenance
+        JSON-able provenance, stored as the ``provenance`` attribute.
+    n_samples
+        Number of rows of the sample arrays.
+
+    Returns
+    -------
+    DatasetWriter
+        An open writer for the sample arrays (use it as a context manager).
+    """
+    import firedrake as fd
+
+    from fe_operators.fem.spaces import space_info
+
+    if mesh.comm.size != 1:
+        raise ValueError(f"expected a mesh on one process, got one on {mesh.comm.size} processes")
+    spaces: dict[str, fd.FunctionSpace] = {space_key(n): V for n, V in input_spaces.items()}
+    spaces[space_key(None)] = output_space
+    probes = {}
+    for key, V in spaces.items():
+        f = fd.Function(V, name=_checkpoint_name(key))
+        idx = np.arange(V.dof_dset.size, dtype=np.float64)
+        f.dat.data_wo[...] = idx.reshape((-1,) + (1,) * (f.dat.data_wo.ndim - 1))
+        probes[key] = f
+    with fd.CheckpointFile(str(path), "w", comm=mesh.comm) as cf:
+        cf.save_mesh(mesh)
+        for f in probes.values():
+            cf.save_function(f)
+    meta = {key: (space_info(V).to_dict(), str(V.ufl_element()), numbering_hash(V), dof_coordinates(V))
+            for key, V in spaces.items()}
+    h5 = h5py.File(path, "a")
+    try:
+        g = h5.create_group(GROUP)
+        g.attrs["format"] = FORMAT
+        g.attrs["format_version"] = FORMAT_VERSION
+        g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
+        g.attrs["input_names"] = json.dumps(list(input_spaces))
+        g.attrs["mesh_name"] = mesh.name
+        g.attrs["n_samples"] = int(n_samples)
+        g.attrs["n_done"] = 0
+        g.attrs["complete"] = False
+        for key, (info, element, digest, coords) in meta.items():
+            sg = g.create_group(f"spaces/{key}")
+            sg.attrs["info"] = json.dumps(info)
+            sg.attrs["element"] = element
+            sg.attrs["numbering_hash"] = digest
+            sg.attrs["checkpoint_name"] = _checkpoint_name(key)
+            if coords is not None:
+                sg.create_dataset("dof_coordinates", data=coords)
+            shape = _dof_shape(info)
+            row_bytes = 8 * int(np.prod(shape))
+            rows = int(np.clip(_ROW_CHUNK_BYTES // row_bytes, 1, 1024))
+            g.create_dataset(
+                key, shape=(n_samples, *shape), maxshape=(None, *shape), dtype=np.float64,
+                chunks=(min(rows, max(n_samples, 1)), *shape), fillvalue=np.nan,
+            )
+        g.create_dataset("done", shape=(n_samples,), maxshape=(None,), dtype=np.uint8, fillvalue=0)
+        g.create_dataset("time_per_sample", shape=(n_samples,), maxshape=(None,), dtype=np.float64,
+                         fillvalue=np.nan)
+    except BaseException:
+        h5.close()
+        raise
+    return DatasetWriter(h5, list(input_spaces))
+
+
+class DatasetWriter:
+    """Writes sample rows into a file made by :func:`create_dataset_file`.
+
+    Parameters
+    ----------
+    h5
+        The file, open for writing (the writer closes it).
+    input_names
+        Input names in channel order.
+    """
+
+    def __init__(self, h5: h5py.File, input_names: Sequence[str]) -> None:
+        self.h5 = h5
+        self.input_names = list(input_names)
+        self.group = h5[GROUP]
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(
+        self,
+        indices: np.ndarray,
+        inputs: Mapping[str, np.ndarray],
+        output: np.ndarray,
+        times: np.ndarray,
+    ) -> None:
+        """Write samples ``indices`` (rows of the arrays) and mark them done."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return
+        order = np.argsort(indices, kind="stable")
+        idx, first = np.unique(indices[order], return_index=True)
+        rows = order[first]  # h5py fancy indexing needs increasing, unique indices
+        sel: Any = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size else idx
+        g = self.group
+        for name in self.input_names:
+            g[space_key(name)][sel] = np.asarray(inputs[name])[rows]
+        g["output"][sel] = np.asarray(output)[rows]
+        g["time_per_sample"][sel] = np.asarray(times)[rows]
+        g["done"][sel] = 1  # last: a row is valid only once its arrays are written
+
+    def copy_from(self, other: FEFile, block: int = 256) -> None:
+        """Copy the done samples of another dataset file (same spaces) into this one."""
+        idx = np.flatnonzero(other.done)
+        for start in range(0, idx.size, block):
+            sel = idx[start:start + block]
+            inputs, output = other.read(sel)
+            self.write(sel, inputs, output, other.times[sel])
+
+    def close(self, provenance: Mapping[str, Any] | None = None) -> int:
+        """Set the summary attributes (and optionally the provenance), close; return #done."""
+        if not self.h5.id.valid:
+            return 0
+        g = self.group
+        done = g["done"][...]
+        g.attrs["n_done"] = int(done.sum())
+        g.attrs["complete"] = bool(done.all())
+        if provenance is not None:
+            g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
+        n = int(done.sum())
+        self.h5.close()
+        return n
+
+
+# ---------------------------------------------------------------------------- reading
+@dataclasses.dataclass
+class FESpaces:
+    """Mesh and spaces rebuilt in a fresh process, with the stored→rebuilt DOF maps.
+
+    Attributes
+    ----------
+    mesh
+        The rebuilt mesh (on one process).
+    input_spaces
+        Rebuilt input spaces by name.
+    output_space
+        Rebuilt output space.
+    permutations
+        Space key (``"inputs/<name>"``, ``"output"``) -> integer array ``p`` with
+        ``rebuilt_dofs = stored_dofs[..., p, :]`` (node axis).
+    """
+
+    mesh: Any
+    input_spaces: dict[str, Any]
+    output_space: Any
+    permutations: dict[str, np.ndarray]
+
+    def space(self, key: str) -> Any:
+        """The rebuilt space of key ``"inputs/<name>"`` or ``"output"``."""
+        return self.output_space if key == "output" else self.input_spaces[key.split("/", 1)[1]]
+
+    def to_functions(self, key: str, rows: np.ndarray) -> list:
+        """Stored DOF rows of space ``key`` (batch first) -> Functions on the rebuilt space."""
+        import firedrake as fd
+
+        V = self.space(key)
+        rows = np.asarray(rows, dtype=np.float64)[:, self.permutations[key]]
+        shape = (V.dof_dset.size, *V.value_shape)
+        return [fd.Function(V, val=np.ascontiguousarray(r).reshape(shape)) for r in rows]
+
+
+def _rows(ds: h5py.Dataset, sel: Any, n: int) -> np.ndarray:
+    """Rows ``sel`` (a slice or increasing indices, ``n`` of them) of dataset ``ds``."""
+    if n == 0:
+        return np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
+    return ds[sel]
+
+
+class FEFile:
+    """Read access to a dataset file (no handle is kept open between calls).
+
+    Parameters
+    ----------
+    path
+        The dataset file.
+
+    Attributes
+    ----------
+    path : str
+    provenance : dict
+        Problem, parameters, seed, mesh spec, solver options, versions, runs.
+    input_names : list of str
+        Input names, in channel order.
+    space_dicts : dict
+        Space key -> SpaceInfo dict (see :meth:`space_info`).
+    n_samples : int
+        Rows of the sample arrays.
+    done : numpy.ndarray of bool
+        Which rows hold valid samples.
+    times : numpy.ndarray
+        Seconds per sample (NaN where not done).
+
+    Raises
+    ------
+    DatasetFileError
+        The file is missing, not HDF5, or not an fe_operators dataset.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise DatasetFileError(f"no dataset file at {self.path}")
+        try:
+            h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DatasetFileError(f"{self.path} is not a readable HDF5 file ({exc})") from exc
+        with h5:
+            g = h5.get(GROUP)
+            if not isinstance(g, h5py.Group) or g.attrs.get("format") != FORMAT:
+                raise DatasetFileError(f"{self.path} is not an fe_operators dataset (no /{GROUP} group)")
+            version = int(g.attrs["format_version"])
+            if version > FORMAT_VERSION:
+                raise DatasetFileError(
+                    f"{self.path} has format version {version}; this fe_operators reads up to "
+                    f"{FORMAT_VERSION}: upgrade fe_operators"
+                )
+            self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
+            self.input_names: list[str] = json.loads(g.attrs["input_names"])
+            self.mesh_name: str = str(g.attrs["mesh_name"])
+            keys = [space_key(n) for n in self.input_names] + [space_key(None)]
+            self.space_dicts: dict[str, dict[str, Any]] = {
+                k: json.loads(g[f"spaces/{k}"].attrs["info"]) for k in keys
+            }
+            self.numbering: dict[str, str] = {
+                k: str(g[f"spaces/{k}"].attrs["numbering_hash"]) for k in keys
+            }
+            self.n_samples = int(g["done"].shape[0])
+            self.done: np.ndarray = g["done"][...].astype(bool)
+            self.times: np.ndarray = g["time_per_sample"][...]
+
+    # ------------------------------------------------------------------ plain data
+    @property
+    def complete(self) -> bool:
+        """Whether every row holds a valid sample."""
+        return bool(self.done.all())
+
+    def dof_shape(self, key: str) -> tuple[int, ...]:
+        """Shape of one sample of space ``key`` (``"inputs/<name>"`` or ``"output"``)."""
+        return _dof_shape(self.space_dicts[key])
+
+    def space_info(self, key: str) -> SpaceInfo:
+        """The :class:`~fe_operators.fem.spaces.SpaceInfo` of space ``key``."""
+        from fe_operators.fem.spaces import SpaceInfo
+
+        return SpaceInfo.from_dict(self.space_dicts[key])
+
+    def dof_coordinates(self, key: str) -> np.ndarray | None:
+        """Stored DOF-node coordinates of space ``key`` (stored numbering), or ``None``."""
+        with h5py.File(self.path, "r") as h5:
+            ds = h5[f"{GROUP}/spaces/{key}"].get("dof_coordinates")
+            return None if ds is None else ds[...]
+
+    def read(self, indices: Iterable[int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Input and output DOF arrays of samples ``indices`` (default: all done ones).
+
+        Returns
+        -------
+        inputs : dict of numpy.ndarray
+            Name -> ``(k, n_nodes[, ncomp])``.
+        output : numpy.ndarray
+            ``(k, n_nodes[, ncomp])``.
+
+        Raises
+        ------
+        IndexError
+            An index is out of range or not a done (valid) sample.
+        """
+        idx = np.flatnonzero(self.done) if indices is None else np.asarray(list(indices), dtype=np.int64)
+        self.check_indices(idx)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        # h5py wants increasing indices; a contiguous run is read as one slice
+        sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1) if uniq.size and uniq[-1] - uniq[0] + 1 == uniq.size else uniq
+        with h5py.File(self.path, "r") as h5:
+            g = h5[GROUP]
+            inputs = {n: _rows(g[space_key(n)], sel, uniq.size)[inverse] for n in self.input_names}
+            output = _rows(g["output"], sel, uniq.size)[inverse]
+        return inputs, output
+
+    def check_indices(self, idx: np.ndarray) -> None:
+        """Raise ``IndexError`` unless all ``idx`` are valid, done samples."""
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
+            raise IndexError(f"sample indices must lie in [0, {self.n_samples}), got {idx.min()}..{idx.max()}")
+        bad = idx[~self.done[idx]]
+        if bad.size:
+            raise IndexError(
+                f"samples {bad[:10].tolist()} of {self.path} are not done (generation incomplete or "
+                "failed); rerun `fe-operators generate` with the same settings to complete the file"
+            )
+
+    # ------------------------------------------------------------------ Firedrake side
+    def rebuild(self, comm: Any = None) -> FESpaces:
+        """Load the stored mesh and spaces with Firedrake and map stored DOFs onto them.
+
+        Parameters
+        ----------
+        comm
+            Communicator of the rebuilt mesh; it must have one process (default
+            ``COMM_SELF``).
+
+        Returns
+        -------
+        FESpaces
+
+        Raises
+        ------
+        NumberingError
+            A numbering probe is not a permutation, or the permuted DOF coordinates differ
+            from the stored ones.
+        """
+        import firedrake as fd
+        from mpi4py import MPI
+
+        comm = MPI.COMM_SELF if comm is None else comm
+        if comm.size != 1:
+            raise ValueError(f"expected a one-process communicator, got {comm.size} processes")
+        keys = list(self.space_dicts)
+        probes = {}
+        with fd.CheckpointFile(self.path, "r", comm=comm) as cf:
+            mesh = cf.load_mesh(self.mesh_name)
+            for key in keys:
+                probes[key] = cf.load_function(mesh, _checkpoint_name(key))
+        perms = {}
+        for key in keys:
+            V = probes[key].function_space()
+            vals = np.asarray(probes[key].dat.data_ro).reshape(V.dof_dset.size, -1)
+            n = int(self.space_dicts[key]["n_nodes"])
+            perm = np.rint(vals[:, 0]).astype(np.int64)
+            if (
+                vals.shape[0] != n
+                or not np.array_equal(vals, np.broadcast_to(perm[:, None].astype(np.float64), vals.shape))
+                or not np.array_equal(np.sort(perm), np.arange(n))
+            ):
+                raise NumberingError(
+                    f"{self.path}: the stored numbering of space {key} does not map onto the rebuilt "
+                    "space one-to-one; the file is damaged or was written by another format"
+                )
+            stored = self.dof_coordinates(key)
+            if stored is not None:
+                rebuilt = dof_coordinates(V)
+                if rebuilt is None or not np.allclose(rebuilt, stored[perm], rtol=0, atol=1e-12):
+                    raise NumberingError(
+                        f"{self.path}: after renumbering, the DOF coordinates of space {key} differ "
+                        "from the stored ones"
+                    )
+            perms[key] = perm
+        out_space = probes["output"].function_space()
+        inputs = {n: probes[space_key(n)].function_space() for n in self.input_names}
+        return FESpaces(mesh, inputs, out_space, perms)
+
+    def rebuild_problem(self, comm: Any = None) -> Problem:
+        """Rebuild the generating problem from the provenance and check its DOF numbering.
+
+        The mesh is rebuilt from the stored mesh spec with :func:`fe_operators.io.load_mesh`
+        and the problem with the stored family and parameters; stored DOF arrays then
+        apply to its spaces as they are.
+
+        Raises
+        ------
+        NumberingError
+            The rebuilt spaces number their DOFs differently from the stored data (use
+            :meth:`rebuild`, which reads the stored mesh, instead).
+        """
+        from mpi4py import MPI
+
+        from fe_operators.data.generate import load_problem
+
+        comm = MPI.COMM_SELF if comm is None else comm
+        prov = self.provenance
+        problem = load_problem(prov["problem"], prov["mesh"], prov["params"], comm=comm)
+        got = {space_key(n): numbering_hash(V) for n, V in problem.input_spaces.items()}
+        got[space_key(None)] = numbering_hash(problem.output_space)
+        bad = sorted(k for k in self.numbering if got.get(k) != self.numbering[k])
+        if bad:
+            raise NumberingError(
+                f"the problem rebuilt from mesh {prov['mesh']!r} numbers the DOFs of "
+                f"{', '.join(bad)} differently from {self.path}; use FEFile.rebuild(), which "
+                "loads the stored mesh and maps the DOFs"
+            )
+        return problem
+
+    def functions(self, indices: Iterable[int], spaces: FESpaces) -> list[tuple[dict[str, Any], Any]]:
+        """Samples as Firedrake Functions on rebuilt spaces (see :meth:`rebuild`).
+
+        Returns
+        -------
+        list of (dict of Function, Function)
+            Inputs by name and output, one pair per index.
+        """
+        idx = np.asarray(list(indices), dtype=np.int64)
+        inputs, output = self.read(idx)
+        ins = {n: spaces.to_functions(space_key(n), inputs[n]) for n in self.input_names}
+        outs = spaces.to_functions("output", output)
+        return [({n: ins[n][k] for n in self.input_names}, outs[k]) for k in range(idx.size)]

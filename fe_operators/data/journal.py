@@ -1,0 +1,186 @@
+"""The crash-safe journal of an unfinished generation run.
+
+While ``fe-operators generate ... --out data.h5`` runs, finished samples go to a folder
+``data.h5.partial/`` next to the output file, never into ``data.h5`` itself (an HDF5
+file killed mid-write can be left unreadable):
+
+* the folder itself is ``flock``-ed by the running generator (the kernel drops the lock
+  when the process dies, even by ``SIGKILL``), so two runs never write one file;
+* ``settings.json`` — the run's settings (problem, parameters, seed, mesh, numbering,
+  solver options), written before any sample;
+* ``part-<rank>-<first index>-<random>.npz`` — one chunk of finished samples each
+  (indices, input and output DOF arrays, seconds per sample).
+
+Every file is written under a temporary name and renamed into place, and a rename is
+atomic, so after a ``SIGKILL`` at any instant the folder holds only complete chunks (and
+perhaps a ``*.tmp`` to delete).  When all samples are done, the chunks and the previous
+``data.h5`` (if any) are merged into a new file that replaces ``data.h5`` by one rename,
+and the folder is removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fe_operators.data.errors import OutputError
+
+__all__ = ["Journal", "Part", "journal_path"]
+
+_SETTINGS = "settings.json"
+
+
+def journal_path(out: str | os.PathLike) -> Path:
+    """The journal folder of output file ``out``: ``<out>.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file, then rename it to ``path``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Part(NamedTuple):
+    """One chunk of finished samples (arrays batch first)."""
+
+    indices: np.ndarray
+    inputs: dict[str, np.ndarray]
+    output: np.ndarray
+    times: np.ndarray
+
+
+class Journal:
+    """The journal folder of one output file.
+
+    Parameters
+    ----------
+    out
+        The output file whose journal this is.
+    """
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.out = Path(out)
+        self.path = journal_path(out)
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Create the folder if needed and lock it for this process.
+
+        Raises
+        ------
+        OutputError
+            Another run holds the lock.
+        """
+        self.path.mkdir(exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(
+                f"another fe-operators generate is writing {self.out} (it holds {self.path}); "
+                "wait for it to finish or stop it"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock (if held); an empty folder is removed."""
+        if self._lock_fd is None:
+            return
+        try:
+            self.path.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    @property
+    def exists(self) -> bool:
+        """Whether the folder exists."""
+        return self.path.is_dir()
+
+    def settings(self) -> dict[str, Any] | None:
+        """The stored settings, or ``None`` if the folder or its settings file is missing."""
+        try:
+            return json.loads((self.path / _SETTINGS).read_text())
+        except FileNotFoundError:
+            return None
+
+    def start(self, settings: Mapping[str, Any]) -> None:
+        """Create the folder (if needed) and write ``settings`` (if not there yet)."""
+        self.path.mkdir(exist_ok=True)
+        if not (self.path / _SETTINGS).exists():
+            text = json.dumps(settings, sort_keys=True, indent=1, default=str).encode()
+            _atomic_write(self.path / _SETTINGS, lambda fh: fh.write(text))
+
+    def clear(self) -> None:
+        """Delete everything in the folder (the folder, and its lock, stay)."""
+        for entry in self.path.iterdir() if self.exists else ():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Delete the folder and everything in it, and release the lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.unlock()
+
+    def write_part(
+        self,
+        rank: int,
+        indices: Sequence[int],
+        inputs: Mapping[str, np.ndarray],
+        output: np.ndarray,
+        times: Sequence[float],
+    ) -> None:
+        """Atomically add a chunk of finished samples."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return
+        arrays = {"indices": idx, "output": np.asarray(output), "times": np.asarray(times, dtype=np.float64)}
+        arrays.update({f"input.{name}": np.asarray(a) for name, a in inputs.items()})
+        name = f"part-{rank:04d}-{int(idx[0]):09d}-{uuid.uuid4().hex[:8]}.npz"
+        _atomic_write(self.path / name, lambda fh: np.savez(fh, **arrays))
+
+    def _part_files(self) -> list[Path]:
+        """Chunk files, sorted by name (stale temporaries are not listed)."""
+        return sorted(self.path.glob("part-*.npz")) if self.exists else []
+
+    def parts(self) -> Iterator[Part]:
+        """The stored chunks (unreadable ones, which only outside damage can make, are skipped)."""
+        for path in self._part_files():
+            try:
+                with np.load(path) as z:
+                    inputs = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("input.")}
+                    yield Part(z["indices"], inputs, z["output"], z["times"])
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                continue
+
+    def indices(self) -> np.ndarray:
+        """Indices of all samples in the stored chunks."""
+        found = []
+        for path in self._part_files():
+            try:
+                with np.load(path) as z:
+                    found.append(z["indices"])
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                continue
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)

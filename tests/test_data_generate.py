@@ -1,0 +1,200 @@
+"""``fe-operators generate``: resume after SIGKILL, extension, settings checks, failures, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from fe_operators.data import FEFile, GenerationError, SettingsMismatchError
+from fe_operators.data.generate import generate_dataset, main_generate
+from fe_operators.data.journal import journal_path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBLEM = "test_data_problems:SmallPoisson"
+MESH = "unitsquare:8"
+SEED = 3
+PARAMS = {"diffusion": "dg0"}
+N_REF = 240
+
+
+def _env() -> dict[str, str]:
+    """Environment of a generator subprocess (tests/ importable for the test problem)."""
+    path = os.pathsep.join(p for p in (str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
+
+
+def _cmd(out: Path, n: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fe_operators.data.generate", PROBLEM, "--mesh", MESH,
+            "--samples", str(n), "--out", str(out), "--seed", str(SEED), "--diffusion", "dg0",
+            "--quiet", *extra]
+
+
+def _assert_same_samples(path: Path, reference: Path, n: int, atol: float = 1e-12) -> None:
+    """The file holds exactly the reference's first ``n`` samples, all valid."""
+    got, ref = FEFile(path), FEFile(reference)
+    assert got.n_samples == n and got.complete
+    (gi, go), (ri, ro) = got.read(range(n)), ref.read(range(n))
+    assert set(gi) == set(ri) == {"f", "k"}
+    for name in gi:  # inputs come from the same random numbers: bit for bit
+        assert np.array_equal(gi[name], ri[name])
+    assert np.allclose(go, ro, rtol=0, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted serial run."""
+    out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    report = generate_dataset(PROBLEM, MESH, N_REF, out, seed=SEED, params=PARAMS, progress=False)
+    assert report.generated == N_REF and report.n_done == N_REF
+    return out
+
+
+def test_rerun_after_sigkill_completes_the_file(tmp_path, reference):
+    out = tmp_path / "killed.h5"
+    journal = journal_path(out)
+    rng = np.random.default_rng()
+    cmd = _cmd(out, N_REF, "--chunk-size", "3")
+
+    def parts() -> int:
+        return len(list(journal.glob("part-*.npz"))) if journal.is_dir() else 0
+
+    kills = 0
+    for target in ("samples", "samples", "merge"):
+        proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stderr=subprocess.DEVNULL)
+        before = parts()
+        while proc.poll() is None:  # wait for progress (or the merge), then strike at a random time
+            if (target == "samples" and parts() > before) or (journal / "merge.h5.tmp").exists():
+                break
+            time.sleep(0.002)
+        if target == "samples":
+            time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.wait()
+        if out.exists():  # the output file is never left half-written
+            FEFile(out)
+    assert kills >= 2
+    done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not journal.exists()
+    _assert_same_samples(out, reference, N_REF)
+
+
+def test_more_samples_extend_the_file(tmp_path, reference):
+    out = tmp_path / "grow.h5"
+    generate_dataset(PROBLEM, MESH, 10, out, seed=SEED, params=PARAMS, progress=False, chunk_size=4)
+    report = generate_dataset(PROBLEM, MESH, 25, out, seed=SEED, params=PARAMS, progress=False)
+    assert report.generated == 15
+    _assert_same_samples(out, reference, 25)
+    assert [run["generated"] for run in FEFile(out).provenance["runs"]] == [10, 15]
+    fewer = generate_dataset(PROBLEM, MESH, 5, out, seed=SEED, params=PARAMS, progress=False)
+    assert fewer.generated == 0 and FEFile(out).n_samples == 25
+
+
+def test_other_settings_are_an_error_unless_overwrite(tmp_path):
+    out = tmp_path / "settings.h5"
+    generate_dataset(PROBLEM, MESH, 4, out, seed=SEED, params=PARAMS, progress=False)
+    with pytest.raises(SettingsMismatchError) as err:
+        generate_dataset(PROBLEM, MESH, 4, out, seed=SEED + 1, params={"diffusion": "const"}, progress=False)
+    assert {"seed", "params.diffusion"} <= set(err.value.differing)
+    assert "--overwrite" in str(err.value)
+    with pytest.raises(SettingsMismatchError, match="numbering"):
+        generate_dataset(PROBLEM, "unitsquare:9", 4, out, seed=SEED, params=PARAMS, progress=False)
+    generate_dataset(PROBLEM, MESH, 3, out, seed=SEED + 1, params=PARAMS, progress=False, overwrite=True)
+    f = FEFile(out)
+    assert f.provenance["seed"] == SEED + 1 and f.n_samples == 3 and f.complete
+
+
+def test_a_failed_solve_stops_the_run_and_is_not_stored(tmp_path, reference):
+    out = tmp_path / "fail.h5"
+    params = dict(PARAMS, fail_sample=7)
+    with pytest.raises(GenerationError) as err:
+        generate_dataset(PROBLEM, MESH, 12, out, seed=SEED, params=params, progress=False, chunk_size=3)
+    assert err.value.sample == 7
+    assert "sample 7" in str(err.value) and "PETSc reason -3 (KSP_DIVERGED" in str(err.value)
+    f = FEFile(out)
+    assert np.array_equal(np.flatnonzero(f.done), np.arange(7)) and not f.complete
+    inputs, output = f.read()
+    ref_inputs, ref_output = FEFile(reference).read(range(7))
+    assert np.array_equal(inputs["k"], ref_inputs["k"]) and np.allclose(output, ref_output, rtol=0, atol=1e-12)
+    with h5py.File(out, "r") as h5:  # the failed row holds no values
+        assert np.isnan(h5["fe_operators/output"][7]).all()
+    assert FEFile(out).provenance["runs"][-1]["failed_sample"] == 7
+
+
+def test_cli_failure_message_names_sample_and_reason(tmp_path, capsys):
+    out = tmp_path / "fail_cli.h5"
+    argv = [PROBLEM, "--mesh", "unitsquare:4", "--samples", "4", "--out", str(out), "--fail-sample", "0", "-q"]
+    assert main_generate(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 0 failed" in err[0] and "PETSc reason -3" in err[0]
+    assert not out.exists()  # nothing valid to store: no file
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["nope", "--mesh", MESH, "--samples", "2"], 1, "unknown problem 'nope'; known problems: darcy"),
+        ([PROBLEM, "--mesh", "no_such_mesh", "--samples", "2"], 1, "no_such_mesh"),
+        ([PROBLEM, "--mesh", MESH, "--samples", "0"], 2, "expected a positive integer, got 0"),
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion"], 2, "--diffusion needs a value"),
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion", "cubic"], 1,
+         "expected diffusion 'const' or 'dg0', got 'cubic'"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(tmp_path, capsys, argv, status, message):
+    assert main_generate([*argv, "--out", str(tmp_path / "x.h5")]) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "".join(err)
+    assert len([line for line in err if "error:" in line]) == 1
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [(tmp_path / "missing" / "x.h5", "does not exist"), (blocker / "x.h5", "is not a directory"),
+             (tmp_path, "is a directory")]
+    for out, message in cases:
+        assert main_generate([PROBLEM, "--mesh", MESH, "--samples", "2", "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_a_foreign_file_is_not_overwritten_silently(tmp_path):
+    out = tmp_path / "foreign.h5"
+    with h5py.File(out, "w") as h5:
+        h5["x"] = 1
+    with pytest.raises(ValueError, match="not a readable fe_operators dataset"):
+        generate_dataset(PROBLEM, MESH, 2, out, seed=SEED, params=PARAMS, progress=False)
+    generate_dataset(PROBLEM, MESH, 2, out, seed=SEED, params=PARAMS, progress=False, overwrite=True)
+    assert FEFile(out).complete
+
+
+def test_two_runs_never_write_one_file(tmp_path):
+    from fe_operators.data import OutputError
+    from fe_operators.data.journal import Journal
+
+    out = tmp_path / "busy.h5"
+    other = Journal(out)
+    other.lock()  # as a run in another process would
+    try:
+        with pytest.raises(OutputError, match="another fe-operators generate is writing"):
+            generate_dataset(PROBLEM, MESH, 2, out, seed=SEED, params=PARAMS, progress=False)
+    finally:
+        other.unlock()
+    generate_dataset(PROBLEM, MESH, 2, out, seed=SEED, params=PARAMS, progress=False)
+    assert FEFile(out).complete and not journal_path(out).exists()
+
+
+def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
+    generate_dataset(PROBLEM, MESH, 3, tmp_path / "bar.h5", seed=SEED, params=PARAMS, progress=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "sample/s" in err
