@@ -39,7 +39,7 @@ def _versions() -> list[tuple[str, str]]:
     petsc = ".".join(str(v) for v in PETSc.Sys.getVersion())
     extras = ", ".join(
         f"{pkg}={'yes' if PETSc.Sys.hasExternalPackage(pkg) else 'no'}"
-        for pkg in ("mumps", "hdf5", "metis", "ptscotch", "suitesparse", "hypre")
+        for pkg in ("mumps", "hdf5", "metis", "ptscotch", "umfpack", "cholmod", "hypre")
     )
     cuda = torch.cuda.is_available()
     device = f"cuda ({torch.cuda.get_device_name(0)})" if cuda else "cpu"
@@ -49,7 +49,7 @@ def _versions() -> list[tuple[str, str]]:
         ("Firedrake", _version("firedrake")),
         ("PETSc", f"{petsc} [{extras}]"),
         ("petsc4py", _version("petsc4py")),
-        ("MPI", MPI.Get_library_version().splitlines()[0].strip()),
+        ("MPI", MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()),
         ("mpi4py", _version("mpi4py")),
         ("torch", f"{torch.__version__} (threads {torch.get_num_threads()}, device {device})"),
         ("numba", f"{numba.__version__} (threads {numba.config.NUMBA_NUM_THREADS})"),

@@ -177,6 +177,8 @@ fi
 # --------------------------------------------------------------------------- 4. this clone
 # Always re-point the editable install at this clone (another clone may have owned it).
 log "pip: fe_operators (editable) -> $here"
-pipi --no-build-isolation --no-deps -e "$here"
+# (setuptools' editable build is chatty; keep its output unless it fails)
+"$PY" -m pip install -q --no-build-isolation --no-deps -e "$here" > "$CACHE/editable-install.log" 2>&1 \
+  || { cat "$CACHE/editable-install.log"; exit 1; }
 ln -sfn "$VENV" "$here/.venv"
 log "done in $((SECONDS - t0)) s; interpreter: $here/.venv/bin/python"
