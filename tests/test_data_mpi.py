@@ -13,6 +13,7 @@ import pytest
 
 from fe_operators.data import FEFile
 from fe_operators.data.generate import generate_dataset
+from fe_operators.parallel import mpiexec_command, mpiexec_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIEXEC = shutil.which("mpiexec")
@@ -20,10 +21,11 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="needs mpiexec")
 
 
 def _mpirun(*args: str) -> subprocess.CompletedProcess:
+    """``mpiexec -n 2 fe-operators generate ARGS`` with tests/ importable."""
     path = os.pathsep.join(p for p in (str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, OMPI_ALLOW_RUN_AS_ROOT="1",
-               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
-    cmd = [MPIEXEC, "-n", "2", "--oversubscribe", sys.executable, "-m", "fe_operators.data.generate", *args]
+    env = dict(mpiexec_env(), PYTHONPATH=path)
+    exe = str(Path(sys.executable).parent / "fe-operators")
+    cmd = mpiexec_command(2, [exe, "generate", *args])
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=400)
 
 
