@@ -8,6 +8,8 @@ mesh info FILE_OR_NAME
     Summarise a mesh: cells, vertices, boundary tags, element quality.
 generate PROBLEM --mesh MESH --samples N --out FILE --seed S
     Generate a dataset by solving a problem family on a mesh.
+train --config run.yaml [--resume]
+    Train a model on a generated dataset.
 """
 
 from __future__ import annotations
@@ -36,7 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER)
     sub.add_parser("generate", help="generate a dataset by solving a problem family", add_help=False).add_argument(
         "rest", nargs=argparse.REMAINDER)
+    sub.add_parser("train", help="train a model from a YAML config", add_help=False).add_argument(
+        "rest", nargs=argparse.REMAINDER)
     return p
+
+
+def _delegate(argv: list[str]) -> int | None:
+    """Run a subcommand that parses its own options; None if ``argv`` names none."""
+    if argv[:1] == ["generate"]:
+        from fe_operators.data.generate import main_generate
+
+        return main_generate(argv[1:])
+    if argv[:1] == ["train"]:
+        from fe_operators.train.cli import main_train
+
+        return main_train(argv[1:])
+    if argv[:2] == ["mesh", "info"]:
+        from fe_operators.io.info import main_mesh_info
+
+        return main_mesh_info(argv[2:])
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,22 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     # Firedrake warns (and runs slower) unless OpenMP is single-threaded.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
     # Firedrake hands sys.argv to PETSc on import: keep our flags away from it.
     sys.argv = sys.argv[:1]
+    status = _delegate(argv)
+    if status is not None:
+        return status
+    args = build_parser().parse_args(argv)  # help, --version, doctor, and usage errors
     if args.command == "doctor":
         from fe_operators.doctor import run_doctor
 
         return run_doctor()
-    if args.command == "mesh":
-        from fe_operators.io.info import main_mesh_info
-
-        return main_mesh_info(args.rest)
-    if args.command == "generate":
-        from fe_operators.data.generate import main_generate
-
-        return main_generate(args.rest)
-    raise AssertionError(args.command)  # argparse rejects unknown commands
+    raise AssertionError(args.command)  # delegated commands returned above
 
 
 if __name__ == "__main__":

@@ -1,0 +1,546 @@
+"""The Trainer: FE-norm losses, AdamW with schedules, checkpoints and exact resumption.
+
+Layering (override one method to change one step)::
+
+    fit                       fresh start or resume, the epoch loop, stop on time budget
+    └─ train_one_epoch        data order, mid-epoch checkpoints, progress bar
+       └─ train_one_batch     forward → compute_loss → backward → optimizer/scheduler step
+    └─ finish_epoch           evaluate (validation metrics), metrics row, best.pt, last.pt
+       └─ evaluate            mean per-sample metrics over a dataset, no gradients
+
+Units.  The model sees *encoded* inputs and produces *encoded* outputs; the trainer
+decodes its outputs with the output normalizer and measures the loss and every metric
+in physical units against the raw targets (:func:`~fe_operators.train.normalized.physical_forward`).
+So datasets handed to the trainer must yield raw ``(inputs, output)`` pairs: build
+:class:`~fe_operators.data.FEDataset` *without* normalizers and give the normalizers
+(fitted on the train split) to the trainer, which stores them in every checkpoint.
+
+Reproducibility.  One seeded ``torch.Generator`` draws each epoch's permutation of the
+train split; checkpoints store its state at the start of the epoch and the number of
+batches done, the optimizer, the scheduler, every global RNG (torch, CUDA, NumPy,
+Python), the metrics log and the best validation value.  A run killed at any point
+(even by SIGKILL) and resumed from ``last.pt`` replays the same permutation, skips the
+batches already done, and ends with the same weights as an uninterrupted run (bitwise
+on the CPU with a fixed thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from fe_operators.data.dataset import FEDataset, UnitGaussianNormalizer
+from fe_operators.errors import SpaceMismatchError
+from fe_operators.train.checkpoint import (
+    check_spaces, model_class_path, model_payload, normalizer_payload, read_checkpoint, save_checkpoint,
+    space_dicts,
+)
+from fe_operators.train.config import TrainSection
+from fe_operators.train.errors import CheckpointError, RunDirectoryError, TrainingError
+from fe_operators.train.metrics import MetricsLog
+from fe_operators.train.normalized import InputNormalizer, Inputs, inputs_to, physical_forward
+from fe_operators.train.optim import build_optimizer, build_scheduler
+from fe_operators.train.rng import rng_state, seed_everything, set_rng_state
+from fe_operators.train.sampler import EpochBatchSampler
+
+__all__ = ["Trainer", "TrainState", "TrainResult", "LossFn"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Progress of a run; everything here is saved in ``last.pt``.
+
+    Attributes
+    ----------
+    epoch
+        Completed epochs.
+    step
+        Optimizer steps done.
+    batches_done
+        Batches of the current (unfinished) epoch done.
+    epoch_start_sampler_state
+        State of the data-order generator before the current epoch's permutation.
+    epoch_loss_sum, epoch_samples
+        Sum of batch losses times batch sizes, and samples, in the current epoch.
+    epoch_time
+        Seconds spent in the current epoch (across resumptions).
+    elapsed
+        Seconds of training (across resumptions).
+    """
+
+    epoch: int = 0
+    step: int = 0
+    batches_done: int = 0
+    epoch_start_sampler_state: torch.Tensor | None = None
+    epoch_loss_sum: float = 0.0
+    epoch_samples: int = 0
+    epoch_time: float = 0.0
+    elapsed: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes
+    ----------
+    run_dir
+        The run folder.
+    epochs
+        Completed epochs.
+    step
+        Optimizer steps done.
+    stopped
+        ``"completed"`` (all epochs) or ``"time_budget"`` (resume to go on).
+    best
+        ``{"metric", "value", "epoch"}`` of the best validation value (``value`` None
+        without validation data).
+    history
+        The metric rows, one per completed epoch.
+    """
+
+    run_dir: str
+    epochs: int
+    step: int
+    stopped: Literal["completed", "time_budget"]
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` for the block, then restore."""
+    if not enabled:
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _normalizer_to(normalizer: InputNormalizer, device: torch.device) -> InputNormalizer:
+    if isinstance(normalizer, UnitGaussianNormalizer):
+        return normalizer.to(device)
+    if normalizer is not None:
+        return {n: m.to(device) for n, m in normalizer.items()}
+    return None
+
+
+def _config_json(config: Any) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+class Trainer:
+    """Train a model in FE norms with AdamW, schedules, checkpoints and exact resumption.
+
+    Parameters
+    ----------
+    model
+        Maps a batch of encoded inputs to encoded output DOFs; must be checkpointable
+        (an importable ``nn.Module`` subclass with ``config`` and ``from_config``).
+    loss
+        ``(prediction, target) -> scalar``, the mean over the batch, on *decoded*
+        (physical) DOF tensors, e.g. ``RelativeLoss(FENorm.l2(V))``.
+    train_data
+        Dataset of raw ``(inputs, output)`` samples (no normalizers applied).
+    val_data
+        Validation dataset (raw samples); its metrics pick ``best.pt``.  Without it no
+        ``best.pt`` is written.
+    run_dir
+        Folder of ``last.pt``, ``best.pt``, ``metrics.csv``, ``metrics.json``.
+    settings
+        The ``train`` section of a run configuration (epochs, batch size, lr, ...);
+        its ``loss``/``metrics`` names are not used here (pass callables).
+    metrics
+        Validation metrics by name, each like ``loss``; default ``{"loss": loss}``.
+    select
+        The metric whose validation value (lower is better) picks ``best.pt``; default
+        the first of ``metrics``.
+    input_normalizer, output_normalizer
+        Fitted on the train split; applied by the trainer and stored in checkpoints.
+    spaces
+        Space key (``"inputs/<name>"``, ``"output"``) -> SpaceInfo (or dict) of the data;
+        stored in checkpoints and checked when resuming.
+    run_info
+        Plain data describing the run (e.g. the resolved configuration and the dataset's
+        fingerprint), stored in checkpoints under ``"run"``.
+
+    Raises
+    ------
+    TypeError
+        The model cannot be checkpointed (see
+        :func:`~fe_operators.train.checkpoint.model_class_path`).
+    ValueError
+        ``select`` is not a metric name, or a dataset applies normalizers itself.
+
+    Examples
+    --------
+    >>> loss = RelativeLoss(FENorm.l2(V))                          # doctest: +SKIP
+    >>> trainer = Trainer(model, loss, train, val, run_dir="runs/a",
+    ...                   settings=TrainSection(epochs=50, lr=1e-3),
+    ...                   input_normalizer=x_norm, output_normalizer=y_norm)
+    >>> result = trainer.fit()             # or trainer.fit(resume=True) after a crash
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss: LossFn,
+        train_data: Dataset,
+        val_data: Dataset | None = None,
+        *,
+        run_dir: str | Path,
+        settings: TrainSection | None = None,
+        metrics: Mapping[str, LossFn] | None = None,
+        select: str | None = None,
+        input_normalizer: InputNormalizer = None,
+        output_normalizer: UnitGaussianNormalizer | None = None,
+        spaces: Mapping[str, Any] | None = None,
+        run_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else TrainSection()
+        s = self.settings
+        self.device = torch.device(s.device)
+        self.model_class = model_class_path(model)
+        self.model = model.to(self.device)
+        self.loss = loss
+        self.metrics: dict[str, LossFn] = dict(metrics) if metrics else {"loss": loss}
+        select = select if select is not None else next(iter(self.metrics))
+        if select not in self.metrics:
+            raise ValueError(f"select must name one of the metrics {list(self.metrics)}, got {select!r}")
+        self.select = f"val_{select}"
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            normalized = isinstance(data, FEDataset) and (
+                data.input_normalizer is not None or data.output_normalizer is not None)
+            if normalized:
+                raise ValueError(
+                    f"{name} applies normalizers itself, but the trainer measures losses in physical units: "
+                    "build the FEDataset without normalizers and pass them to the Trainer")
+        self.input_normalizer = _normalizer_to(input_normalizer, self.device)
+        self.output_normalizer = _normalizer_to(output_normalizer, self.device)
+        self.spaces = space_dicts(spaces)
+        self.run_info = dict(run_info) if run_info is not None else None
+        self.run_dir = Path(run_dir)
+        self.train_data = train_data
+        self.val_data = val_data
+        self.sampler_generator = torch.Generator().manual_seed(s.seed)
+        self.loader_generator = torch.Generator().manual_seed(s.seed + 1)
+        self.batch_sampler = EpochBatchSampler(len(train_data), s.batch_size, self.sampler_generator)
+        self.train_loader = DataLoader(train_data, batch_sampler=self.batch_sampler, num_workers=s.num_workers,
+                                       generator=self.loader_generator)
+        self.steps_per_epoch = len(self.batch_sampler)
+        self.optimizer = build_optimizer(self.model.parameters(), s.lr, s.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, s.scheduler, s.lr, self.steps_per_epoch,
+                                         s.epochs * self.steps_per_epoch)
+        self.state = TrainState()
+        self.log = MetricsLog(self.run_dir, self.select)
+        self.show_progress = s.progress if s.progress is not None else sys.stderr.isatty()
+        self.invocation_start = 0.0
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def last_path(self) -> Path:
+        """``run_dir/last.pt``: the newest state, for resuming."""
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """``run_dir/best.pt``: the weights with the best validation value."""
+        return self.run_dir / "best.pt"
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``settings.epochs`` epochs are done (or the time budget is spent).
+
+        Parameters
+        ----------
+        resume
+            Continue the run in :attr:`run_dir` from ``last.pt`` (weights, optimizer,
+            scheduler, RNGs, data order, position in the epoch, metrics, best value).
+            Without it, the global RNGs are seeded with ``settings.seed`` and the run
+            folder must not hold a run yet.
+
+        Raises
+        ------
+        RunDirectoryError
+            A fresh run would overwrite ``last.pt`` of an earlier run.
+        CheckpointError
+            Resuming without ``last.pt``, or from one that does not fit this trainer.
+        SpaceMismatchError
+            The checkpoint was trained on other function spaces.
+        TrainingError
+            The loss became NaN or infinite.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.last_path.exists():
+                raise CheckpointError(self.last_path, "no checkpoint to resume from; start without resuming")
+            self.load_state_dict(read_checkpoint(self.last_path), source=str(self.last_path))
+        else:
+            if self.last_path.exists():
+                raise RunDirectoryError(
+                    f"{self.run_dir} already holds a run ({self.last_path.name}); resume it, or choose another "
+                    "run folder")
+            seed_everything(self.settings.seed)
+        self.invocation_start = time.monotonic()
+        stopped: Literal["completed", "time_budget"] = "completed"
+        with _deterministic(self.settings.deterministic):
+            while self.state.epoch < self.settings.epochs:
+                train_loss = self.train_one_epoch()
+                if train_loss is None:
+                    stopped = "time_budget"
+                    break
+                self.finish_epoch(train_loss)
+                if self.state.epoch < self.settings.epochs and self._over_budget():
+                    stopped = "time_budget"
+                    break
+        return TrainResult(str(self.run_dir), self.state.epoch, self.state.step, stopped, dict(self.log.best),
+                           [dict(r) for r in self.log.rows])
+
+    def _over_budget(self) -> bool:
+        budget = self.settings.time_budget
+        return budget is not None and time.monotonic() - self.invocation_start > budget
+
+    def train_one_epoch(self) -> float | None:
+        """Run the rest of the current epoch.
+
+        Returns
+        -------
+        float or None
+            Mean training loss per sample over the epoch, or ``None`` if the time budget
+            stopped it (``last.pt`` then holds the position).
+        """
+        st = self.state
+        self.model.train()
+        if st.batches_done == 0:
+            st.epoch_start_sampler_state = self.sampler_generator.get_state()
+        else:
+            self.sampler_generator.set_state(st.epoch_start_sampler_state)
+        self.batch_sampler.skip = st.batches_done
+        every = self.settings.checkpoint_every
+        bar = tqdm(total=self.steps_per_epoch, initial=st.batches_done, disable=not self.show_progress,
+                   desc=f"epoch {st.epoch + 1}/{self.settings.epochs}", leave=False, dynamic_ncols=True)
+        try:
+            tick = time.monotonic()
+            for x, y in self.train_loader:
+                loss = self.train_one_batch(x, y)
+                n = int(y.shape[0])
+                st.step += 1
+                st.batches_done += 1
+                st.epoch_loss_sum += loss * n
+                st.epoch_samples += n
+                now = time.monotonic()
+                st.epoch_time += now - tick
+                st.elapsed += now - tick
+                tick = now
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
+                if st.batches_done < self.steps_per_epoch:
+                    saved = bool(every) and st.step % every == 0
+                    if saved:
+                        self.save_checkpoint(self.last_path, "last")
+                    if self._over_budget():
+                        if not saved:
+                            self.save_checkpoint(self.last_path, "last")
+                        return None
+        finally:
+            bar.close()
+        return st.epoch_loss_sum / max(st.epoch_samples, 1)
+
+    def train_one_batch(self, x: Inputs, y: torch.Tensor) -> float:
+        """One optimizer step on a batch of raw inputs ``x`` and raw targets ``y``.
+
+        Returns
+        -------
+        float
+            The batch loss (before the step).
+
+        Raises
+        ------
+        TrainingError
+            The loss is NaN or infinite.
+        """
+        x, y = inputs_to(x, self.device), y.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.compute_loss(self.forward(x), y)
+        if not bool(torch.isfinite(loss)):
+            raise TrainingError(self.state.epoch, self.state.step,
+                                f"the loss is {float(loss.detach())}; lower train.lr, check the data for NaN, or "
+                                "raise the normalizers' eps")
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        """Physical outputs for raw inputs: encode, model, decode."""
+        return physical_forward(self.model, x, self.input_normalizer, self.output_normalizer)
+
+    def compute_loss(self, pred: torch.Tensor, y: torch.Tensor, fn: LossFn | None = None) -> torch.Tensor:
+        """``fn(pred, y)`` (default: the training loss) after checking that the shapes agree.
+
+        Raises
+        ------
+        SpaceMismatchError
+            The model's outputs do not have the shape of the targets' DOF tensors.
+        """
+        if pred.shape != y.shape:
+            raise SpaceMismatchError(
+                f"the model outputs DOF tensors of shape {tuple(pred.shape)} but the targets have shape "
+                f"{tuple(y.shape)}: the model was built for another output space than the dataset's")
+        return (self.loss if fn is None else fn)(pred, y)
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset | DataLoader | None = None) -> dict[str, float]:
+        """Mean per-sample value of each metric over a dataset (default: the validation set).
+
+        Each metric's batch mean is weighted by the batch size, so the result is the mean
+        over samples whatever the batching.
+
+        Raises
+        ------
+        ValueError
+            No dataset given and no validation set.
+        """
+        data = self.val_data if data is None else data
+        if data is None:
+            raise ValueError("no dataset to evaluate: pass one, or give the Trainer val_data")
+        loader = data if isinstance(data, DataLoader) else DataLoader(  # own generator: leaves global RNG alone
+            data, batch_size=self.settings.batch_size, shuffle=False, num_workers=self.settings.num_workers,
+            generator=torch.Generator())
+        was_training = self.model.training
+        self.model.eval()
+        sums = {name: 0.0 for name in self.metrics}
+        count = 0
+        try:
+            for x, y in loader:
+                x, y = inputs_to(x, self.device), y.to(self.device)
+                pred = self.forward(x)
+                n = int(y.shape[0])
+                for name, fn in self.metrics.items():
+                    sums[name] += float(self.compute_loss(pred, y, fn)) * n
+                count += n
+        finally:
+            self.model.train(was_training)
+        return {name: v / max(count, 1) for name, v in sums.items()}
+
+    def finish_epoch(self, train_loss: float) -> None:
+        """Validate, log the epoch's metrics row, write ``best.pt`` (if better) and ``last.pt``."""
+        st = self.state
+        tick = time.monotonic()
+        val = self.evaluate() if self.val_data is not None else {}
+        spent = time.monotonic() - tick
+        row: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step, "train_loss": train_loss}
+        row.update({f"val_{k}": v for k, v in val.items()})
+        row.update({"lr": float(self.scheduler.get_last_lr()[0]), "epoch_time": st.epoch_time + spent,
+                    "elapsed": st.elapsed + spent})
+        st.epoch += 1
+        st.batches_done = 0
+        st.epoch_loss_sum, st.epoch_samples, st.epoch_time = 0.0, 0, 0.0
+        st.elapsed += spent
+        st.epoch_start_sampler_state = None
+        if self.log.append(row):
+            self.save_checkpoint(self.best_path, "best")  # before last.pt: a crash in between redoes it
+        self.save_checkpoint(self.last_path, "last")
+        self.log.write()
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_payload(self, kind: Literal["last", "best"]) -> dict[str, Any]:
+        """The checkpoint dict (see :mod:`fe_operators.train.checkpoint`); training state for ``"last"``."""
+        st = self.state
+        payload: dict[str, Any] = {
+            "kind": kind,
+            "model": model_payload(self.model),
+            "normalizers": {"input": normalizer_payload(self.input_normalizer),
+                            "output": normalizer_payload(self.output_normalizer)},
+            "spaces": self.spaces,
+            "run": self.run_info,
+            "progress": {"epoch": st.epoch, "step": st.step, "best": dict(self.log.best)},
+            "training": None,
+        }
+        if kind == "last":
+            rng = rng_state()
+            rng["sampler"] = self.sampler_generator.get_state()
+            rng["loader"] = self.loader_generator.get_state()
+            payload["training"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "trainer": dataclasses.asdict(st),
+                "log": self.log.state_dict(),
+            }
+        return payload
+
+    def save_checkpoint(self, path: str | Path, kind: Literal["last", "best"] = "last") -> None:
+        """Write :meth:`checkpoint_payload` atomically to ``path``."""
+        save_checkpoint(path, self.checkpoint_payload(kind))
+
+    def load_state_dict(self, data: Mapping[str, Any], source: str = "the checkpoint") -> None:
+        """Restore everything from a ``last.pt`` dict (see :func:`read_checkpoint`).
+
+        Raises
+        ------
+        CheckpointError
+            The checkpoint holds another model class or config, other normalizers, or no
+            training state.
+        SpaceMismatchError
+            It was trained on other function spaces than :attr:`spaces`.
+        """
+        model = data["model"]
+        if model["class"] != self.model_class:
+            raise CheckpointError(source, f"holds a {model['class']} model; this run trains a {self.model_class}")
+        current = model_payload(self.model)["config"]
+        if _config_json(model["config"]) != _config_json(current):
+            raise CheckpointError(source, f"holds a model with config {_config_json(model['config'])}; this run's "
+                                          f"model has config {_config_json(current)}")
+        check_spaces(data["spaces"], self.spaces, expected_name=f"the checkpoint {source}",
+                     actual_name="this run's data")
+        training = data.get("training")
+        if not training:
+            raise CheckpointError(source, "holds no training state (a best.pt or exported model); resume from last.pt")
+        try:
+            self.model.load_state_dict(model["state_dict"])
+            self._load_normalizers(data["normalizers"], source)
+            self.optimizer.load_state_dict(training["optimizer"])
+            self.scheduler.load_state_dict(training["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(source, f"does not fit this trainer: {type(exc).__name__}: {exc}") from None
+        set_rng_state(training["rng"])
+        self.sampler_generator.set_state(training["rng"]["sampler"])
+        self.loader_generator.set_state(training["rng"]["loader"])
+        self.state = TrainState(**training["trainer"])
+        self.log.load_state_dict(training["log"])
+
+    def _load_normalizers(self, stored: Mapping[str, Any], source: str) -> None:
+        """Load stored normalizer statistics into this trainer's normalizers (same structure)."""
+        for side, mine in (("input", self.input_normalizer), ("output", self.output_normalizer)):
+            theirs = stored.get(side)
+            ours = normalizer_payload(mine)
+            if (theirs is None) != (ours is None) or (theirs and theirs["type"] != ours["type"]):
+                raise CheckpointError(source, f"its {side} normalizer ({'none' if theirs is None else theirs['type']}) "
+                                              f"differs from this run's ({'none' if ours is None else ours['type']})")
+            if theirs is None:
+                continue
+            if theirs["type"] == "single":
+                mine.load_state_dict(theirs["state"])
+            else:
+                if set(theirs["state"]) != set(mine):
+                    raise CheckpointError(source, f"its {side} normalizers cover {sorted(theirs['state'])}; this run's "
+                                                  f"cover {sorted(mine)}")
+                for name, st in theirs["state"].items():
+                    mine[name].load_state_dict(st)

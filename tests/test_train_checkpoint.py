@@ -1,0 +1,162 @@
+"""Checkpoint files: atomic writes, safe loading, clear errors for bad files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from fe_operators.errors import SpaceMismatchError
+from fe_operators.train import CheckpointError, check_spaces, load_model, read_checkpoint, save_checkpoint
+from fe_operators.train import checkpoint as ckpt_module
+from fe_operators.train.checkpoint import import_model_class
+
+
+def payload(value: float) -> dict:
+    """A minimal valid payload (the model class is torch's Linear: no from_config, see below)."""
+    model = {"class": "torch.nn:Linear", "config": {}, "state_dict": {"w": torch.full((3,), value)}}
+    return {"kind": "model", "model": model,
+            "normalizers": {"input": None, "output": None}, "spaces": {}}
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, payload(1.0))
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "fe_operators.checkpoint" and raw["format_version"] == 1
+    assert type(raw["torch_version"]) is str
+    assert torch.equal(read_checkpoint(path)["model"]["state_dict"]["w"], torch.ones(3))
+
+
+def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, payload(1.0))
+    before = path.read_bytes()
+
+    def dies_mid_write(obj, f):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, payload(2.0))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+    assert torch.equal(read_checkpoint(path)["model"]["state_dict"]["w"], torch.ones(3))
+
+
+def test_payload_must_be_plain_data(tmp_path):
+    bad = payload(1.0)
+    bad["model"]["config"] = {"activation": torch.nn.ReLU()}
+    with pytest.raises(TypeError, match=r"checkpoint\.model\.config\.activation: a checkpoint holds only tensors"):
+        save_checkpoint(tmp_path / "c.pt", bad)
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("missing", "no such file"),
+    ("folder", "not a regular file"),
+    ("truncated", "truncated or corrupt"),
+    ("garbage", "truncated or corrupt"),
+    ("pickled_code", r"refused by torch\.load\(weights_only=True\).*Unsupported global"),
+    ("foreign", "not an fe_operators checkpoint"),
+    ("newer", "format version 99 .* reads up to version 1: upgrade fe_operators"),
+    ("incomplete", "missing normalizers"),
+])
+def test_bad_files_raise_checkpoint_errors_naming_file_and_reason(tmp_path, case, reason):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, payload(1.0))
+    path = tmp_path / "bad.pt"
+    if case == "folder":
+        path.mkdir()
+    elif case == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "garbage":
+        path.write_bytes(os.urandom(256))
+    elif case == "pickled_code":
+        torch.save({"format": "fe_operators.checkpoint", "obj": torch.nn.ReLU()}, path)
+    elif case == "foreign":
+        torch.save({"state_dict": {}}, path)
+    elif case == "newer":
+        data = torch.load(good, weights_only=True)
+        torch.save(dict(data, format_version=99), path)
+    elif case == "incomplete":
+        data = torch.load(good, weights_only=True)
+        del data["normalizers"]
+        torch.save(data, path)
+    with pytest.raises(CheckpointError, match=reason) as info:
+        load_model(path)
+    assert info.value.path == str(path) and str(path) in str(info.value)
+
+
+def test_model_class_references_are_restricted(tmp_path):
+    with pytest.raises(ImportError, match="expected a model class reference"):
+        import_model_class("os; import evil:X")
+    with pytest.raises(ImportError, match="cannot import module 'no_such_pkg.models' .*PYTHONPATH"):
+        import_model_class("no_such_pkg.models:Net")
+    with pytest.raises(TypeError, match="not a torch.nn.Module subclass"):
+        import_model_class("os:getcwd")
+    with pytest.raises(TypeError, match="has no from_config"):
+        import_model_class("torch.nn:Linear")
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, payload(1.0))
+    with pytest.raises(CheckpointError, match=r"c\.pt: model class 'torch.nn:Linear' has no from_config"):
+        load_model(path)
+
+
+def test_space_mismatch_names_every_difference():
+    a = {"output": {"family": "Lagrange", "degree": 1, "n_nodes": 25, "value_shape": []},
+         "inputs/f": {"family": "Lagrange", "degree": 1, "n_nodes": 25, "value_shape": []}}
+    b = {"output": {"family": "Lagrange", "degree": 2, "n_nodes": 81, "value_shape": ()}}
+    with pytest.raises(SpaceMismatchError) as info:
+        check_spaces(a, b, expected_name="the model", actual_name="the dataset")
+    msg = str(info.value)
+    assert "inputs/f: in the model, missing in the dataset" in msg
+    assert "output: degree 1 (the model) vs 2 (the dataset)" in msg and "output: n_nodes 25" in msg
+    check_spaces(a, {k: dict(v, value_shape=()) for k, v in a.items()})  # tuples and lists compare equal
+
+
+SPARSE_MODEL_SOURCE = '''
+import torch
+
+
+class SparseOp(torch.nn.Module):
+    """y = A x with a mesh operator A as a sparse CSR buffer; from_config knows only its size."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+        empty = torch.sparse_csr_tensor(torch.zeros(n + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+                                        torch.zeros(0), (n, n), check_invariants=True)
+        self.register_buffer("A", empty)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    @property
+    def config(self):
+        return {"n": self.n}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def forward(self, x):
+        return self.scale * (self.A @ x.T).T
+'''
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_load_model_takes_mesh_buffers_from_the_checkpoint(tmp_path, monkeypatch):
+    (tmp_path / "fe_train_sparse_op.py").write_text(SPARSE_MODEL_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from fe_train_sparse_op import SparseOp
+
+    from fe_operators.train.checkpoint import model_payload
+
+    model = SparseOp(5)
+    model.A = (torch.diag(torch.arange(1.0, 6.0)) + torch.diag(torch.ones(4), 1)).to_sparse_csr()
+    save_checkpoint(tmp_path / "m.pt", {"kind": "model", "model": model_payload(model),
+                                        "normalizers": {"input": None, "output": None}, "spaces": {}})
+    loaded = load_model(tmp_path / "m.pt")
+    x = torch.randn(3, 5)
+    assert torch.equal(loaded.predict(x), model(x).detach())

@@ -1,0 +1,231 @@
+"""The Trainer on synthetic data: best/last selection, exact resume, load_model, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from fe_operators.data import UnitGaussianNormalizer
+from fe_operators.errors import SpaceMismatchError
+from fe_operators.train import (
+    CheckpointError, RunDirectoryError, SchedulerSection, Trainer, TrainingError, TrainSection, load_model,
+    read_checkpoint,
+)
+from fe_operators.train.optim import lr_factor
+
+#: A checkpointable model in a module of its own (written under tmp_path, put on sys.path):
+#: checkpoints name it "fe_train_tiny:TinyMLP" and rebuild it without this file.
+TINY_MODEL_SOURCE = '''
+import math
+import torch
+
+
+class TinyMLP(torch.nn.Module):
+    """Flatten -> Linear -> tanh -> dropout -> Linear, reshaped to the output DOF shape."""
+
+    def __init__(self, n_in, out_shape, width=16, dropout=0.0):
+        super().__init__()
+        self._config = {"n_in": n_in, "out_shape": list(out_shape), "width": width, "dropout": dropout}
+        self.net = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(n_in, width), torch.nn.Tanh(), torch.nn.Dropout(dropout),
+            torch.nn.Linear(width, math.prod(out_shape)))
+
+    @property
+    def config(self):
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def forward(self, x):
+        return self.net(x).reshape(x.shape[0], *self._config["out_shape"])
+
+
+def build(section, dataset):
+    """Model builder for fe_operators.train.cli.MODEL_BUILDERS."""
+    f = dataset.file
+    n_in = sum(math.prod(f.dof_shape("inputs/" + n)) for n in dataset.input_names)
+    return TinyMLP(n_in, f.dof_shape("output"), **section.options)
+'''
+
+SPACES = {"inputs/a": {"family": "Lagrange", "degree": 1, "cell": "triangle", "value_shape": [], "n_nodes": 6,
+                       "ncomp": 1, "gdim": 2, "n_cells": 4}}
+SPACES["output"] = dict(SPACES["inputs/a"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The module ``fe_train_tiny`` (importable for the duration of this test module)."""
+    folder = tmp_path_factory.mktemp("tiny_model")
+    (folder / "fe_train_tiny.py").write_text(TINY_MODEL_SOURCE)
+    sys.path.insert(0, str(folder))
+    import fe_train_tiny
+
+    yield fe_train_tiny
+    sys.path.remove(str(folder))
+
+
+def rel_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean relative Euclidean error (a stand-in for an FE RelativeLoss)."""
+    return ((pred - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)).mean()
+
+
+def data(n: int, seed: int) -> torch.utils.data.TensorDataset:
+    """``y = sin(x_0) + x_1^2 + 2`` per node, ``x`` of shape (n, 6, 2)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 2, generator=g)
+    return torch.utils.data.TensorDataset(x, torch.sin(x[..., 0]) + x[..., 1] ** 2 + 2.0)
+
+
+def make_trainer(tiny, run_dir, *, epochs=3, seed=0, dropout=0.1, spaces=SPACES, **kw) -> Trainer:
+    torch.manual_seed(seed)
+    model = tiny.TinyMLP(12, (6,), width=8, dropout=dropout)
+    train, val = data(22, 1), data(8, 2)
+    settings = TrainSection(epochs=epochs, batch_size=kw.pop("batch_size", 4), lr=1e-2, seed=seed,
+                            progress=False, scheduler=kw.pop("scheduler", SchedulerSection(warmup_steps=3)),
+                            checkpoint_every=kw.pop("checkpoint_every", 0), time_budget=kw.pop("time_budget", None))
+    x_norm = UnitGaussianNormalizer.fit(train.tensors[0])
+    y_norm = UnitGaussianNormalizer.fit(train.tensors[1])
+    return Trainer(model, rel_l2, train, kw.pop("val", val), run_dir=run_dir, settings=settings,
+                   input_normalizer=x_norm, output_normalizer=y_norm, spaces=spaces, **kw)
+
+
+def weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
+
+
+def test_fit_writes_run_files_and_loss_is_in_physical_units(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path, epochs=2)
+    result = trainer.fit()
+    assert result.stopped == "completed" and result.epochs == 2 and result.step == 2 * 6
+    assert {p.name for p in tmp_path.iterdir()} >= {"last.pt", "best.pt", "metrics.csv", "metrics.json"}
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in doc["epochs"]] == [1, 2]
+    assert set(doc["epochs"][0]) == {"epoch", "step", "train_loss", "val_loss", "lr", "epoch_time", "elapsed"}
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss,val_loss")
+    # validation metric = relative error of the *decoded* output against the raw target
+    x, y = trainer.val_data.tensors
+    trainer.model.eval()
+    with torch.no_grad():
+        direct = rel_l2(trainer.output_normalizer.decode(trainer.model(trainer.input_normalizer.encode(x))), y)
+    assert doc["epochs"][-1]["val_loss"] == pytest.approx(float(direct), rel=1e-6)
+
+
+def test_load_model_reproduces_outputs_exactly(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path, epochs=2)
+    trainer.fit()
+    loaded = load_model(tmp_path / "last.pt")
+    assert loaded.model_class == "fe_train_tiny:TinyMLP" and loaded.metadata["epoch"] == 2
+    assert not loaded.model.training and loaded.spaces == SPACES
+    x = trainer.val_data.tensors[0]
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.predict(x), trainer.forward(x))
+    assert torch.equal(loaded.output_normalizer.mean, trainer.output_normalizer.mean)
+    bad = {k: dict(v, n_nodes=7) for k, v in SPACES.items()}
+    with pytest.raises(SpaceMismatchError, match=r"output: n_nodes 6 \(the checkpoint .*\) vs 7 \(the dataset\)"):
+        loaded.check_spaces(bad)
+
+
+class Scripted:
+    """A validation metric with prescribed values, one per evaluation (one val batch)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __call__(self, pred, target):
+        return torch.tensor(self.values.pop(0))
+
+
+def test_best_checkpoint_is_the_epoch_with_the_lowest_val_metric(tiny, tmp_path):
+    none = SchedulerSection(name="none")
+    trainer = make_trainer(tiny, tmp_path / "a", epochs=3, scheduler=none, batch_size=8,
+                           metrics={"score": Scripted([0.5, 0.2, 0.4]), "loss": rel_l2})
+    result = trainer.fit()
+    assert result.best == {"metric": "val_score", "value": pytest.approx(0.2), "epoch": 2}
+    best, last = load_model(tmp_path / "a" / "best.pt"), load_model(tmp_path / "a" / "last.pt")
+    assert best.metadata["epoch"] == 2 and last.metadata["epoch"] == 3
+    assert read_checkpoint(tmp_path / "a" / "best.pt")["training"] is None
+    # best.pt holds exactly the weights after epoch 2: a 2-epoch run ends there
+    twin = make_trainer(tiny, tmp_path / "b", epochs=2, scheduler=none, batch_size=8)
+    twin.fit()
+    assert torch.equal(weights(best.model), weights(twin.model))
+    assert not torch.equal(weights(best.model), weights(last.model))
+
+
+def test_resume_after_time_budget_stops_matches_an_uninterrupted_run(tiny, tmp_path):
+    reference = make_trainer(tiny, tmp_path / "ref")
+    reference.fit()
+    stops = 0
+    trainer = make_trainer(tiny, tmp_path / "cut", time_budget=1e-9)
+    result = trainer.fit()
+    while result.stopped == "time_budget":  # at least one batch per invocation
+        stops += 1
+        ckpt = read_checkpoint(tmp_path / "cut" / "last.pt")["training"]["trainer"]
+        assert ckpt["batches_done"] > 0 or ckpt["epoch"] > 0
+        trainer = make_trainer(tiny, tmp_path / "cut", time_budget=1e-9, seed=0)
+        torch.manual_seed(123)  # whatever the new process would do: resume restores every RNG
+        result = trainer.fit(resume=True)
+    assert stops >= 10
+    a, b = weights(reference.model), weights(trainer.model)
+    assert torch.equal(a, b), float((a - b).norm() / a.norm())
+    untimed = [[{k: v for k, v in r.items() if k not in ("epoch_time", "elapsed")} for r in rows]
+               for rows in (result.history, reference.log.rows)]
+    assert untimed[0] == untimed[1]
+
+
+def test_fresh_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(tiny, tmp_path):
+    with pytest.raises(CheckpointError, match=r"last\.pt: no checkpoint to resume from"):
+        make_trainer(tiny, tmp_path, epochs=1).fit(resume=True)
+    make_trainer(tiny, tmp_path, epochs=1).fit()
+    with pytest.raises(RunDirectoryError, match="already holds a run"):
+        make_trainer(tiny, tmp_path, epochs=1).fit()
+
+
+def test_resume_rejects_other_spaces_and_other_models(tiny, tmp_path):
+    make_trainer(tiny, tmp_path, epochs=1).fit()
+    other = {k: dict(v, n_nodes=9) for k, v in SPACES.items()}
+    with pytest.raises(SpaceMismatchError, match=r"inputs/a: n_nodes 6 \(the checkpoint .*last\.pt\) vs 9"):
+        make_trainer(tiny, tmp_path, epochs=2, spaces=other).fit(resume=True)
+    with pytest.raises(CheckpointError, match=r"holds a model with config .*\"dropout\": 0\.1"):
+        make_trainer(tiny, tmp_path, epochs=2, dropout=0.3).fit(resume=True)
+    best_only = tmp_path / "best.pt"
+    (tmp_path / "last.pt").write_bytes(best_only.read_bytes())
+    with pytest.raises(CheckpointError, match="holds no training state"):
+        make_trainer(tiny, tmp_path, epochs=2).fit(resume=True)
+
+
+def test_bad_models_and_outputs_fail_clearly(tiny, tmp_path):
+    class Local(tiny.TinyMLP):
+        pass
+
+    with pytest.raises(TypeError, match="cannot be re-imported"):
+        Trainer(Local(12, (6,)), rel_l2, data(4, 0), run_dir=tmp_path)
+    with pytest.raises(TypeError, match="config.*from_config"):
+        Trainer(torch.nn.Linear(2, 2), rel_l2, data(4, 0), run_dir=tmp_path)
+    wrong = tiny.TinyMLP(12, (5,))
+    trainer = Trainer(wrong, rel_l2, data(4, 0), run_dir=tmp_path / "w", settings=TrainSection(progress=False))
+    with pytest.raises(SpaceMismatchError, match=r"outputs DOF tensors of shape \(4, 5\) but the targets have "
+                                                  r"shape \(4, 6\)"):
+        trainer.fit()
+    nan_data = data(4, 0)
+    nan_data.tensors[1][0, 0] = float("nan")
+    trainer = Trainer(tiny.TinyMLP(12, (6,)), rel_l2, nan_data, run_dir=tmp_path / "n",
+                      settings=TrainSection(progress=False))
+    with pytest.raises(TrainingError, match=r"epoch 1, step 1: the loss is nan"):
+        trainer.fit()
+
+
+def test_learning_rate_schedules():
+    cos = lr_factor(SchedulerSection(name="cosine", warmup_steps=4, min_lr=1e-4), 1e-3, 10, 104)
+    assert [cos(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert cos(4) == pytest.approx(1.0) and cos(54) == pytest.approx(0.55) and cos(104) == pytest.approx(0.1)
+    step = lr_factor(SchedulerSection(name="step", step_epochs=2, gamma=0.5), 1e-3, 10, 100)
+    assert [step(s) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
+    assert lr_factor(SchedulerSection(name="none"), 1e-3, 10, 100)(77) == 1.0
+    assert math.isclose(cos(10**6), 0.1)
