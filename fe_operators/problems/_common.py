@@ -11,7 +11,20 @@ import firedrake as fd
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.problems.base import SolveError
 
-__all__ = ["Markers", "COEFFICIENT_SPACES", "json_markers", "boundary_measure", "solve_or_raise", "assign_inputs"]
+__all__ = ["SPARSE_CHOLESKY", "SPARSE_LU", "Markers", "COEFFICIENT_SPACES", "json_markers", "boundary_measure", "solve_or_raise", "assign_inputs"]
+
+#: sparse direct Cholesky with PETSc's own factorisation and nested-dissection ordering;
+#: on one process it measured several times faster per solve than MUMPS
+SPARSE_CHOLESKY: dict[str, str] = {
+    "mat_type": "aij",
+    "ksp_type": "preonly",
+    "pc_type": "cholesky",
+    "pc_factor_mat_solver_type": "petsc",
+    "pc_factor_mat_ordering_type": "nd",
+}
+
+#: the same with LU, for operators that are not symmetric positive definite
+SPARSE_LU: dict[str, str] = {**SPARSE_CHOLESKY, "pc_type": "lu"}
 
 Markers = str | int | Sequence[int]
 

@@ -32,7 +32,7 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import assign_inputs, json_markers, solve_or_raise
+from fe_operators.problems._common import SPARSE_CHOLESKY, assign_inputs, json_markers, solve_or_raise
 from fe_operators.problems.base import Problem
 from fe_operators.problems.random_fields import GaussianRandomField
 
@@ -43,13 +43,7 @@ COEFFICIENTS = ("dg0", "cg1", "lognormal")
 
 #: sparse direct Cholesky (the operator is SPD).  It changes every sample, so each
 #: solve refactorises (the symbolic factorisation is reused: the sparsity is fixed).
-DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
-    "mat_type": "aij",
-    "ksp_type": "preonly",
-    "pc_type": "cholesky",
-    "pc_factor_mat_solver_type": "petsc",
-    "pc_factor_mat_ordering_type": "nd",
-}
+DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = dict(SPARSE_CHOLESKY)
 
 #: κ = 3 of the FNO field N(0, (−Δ + 9I)^{-2}), as a length scale for ν = 1
 FNO_LENGTH_SCALE = math.sqrt(8.0) / 3.0

@@ -21,7 +21,7 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import Markers, assign_inputs, json_markers
+from fe_operators.problems._common import SPARSE_LU, Markers, assign_inputs, json_markers
 from fe_operators.problems.base import Problem, SolveError
 from fe_operators.problems.random_fields import GaussianRandomField
 
@@ -35,11 +35,7 @@ DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
     "snes_atol": 1e-12,
     "snes_stol": 0.0,
     "snes_max_it": 30,
-    "mat_type": "aij",
-    "ksp_type": "preonly",
-    "pc_type": "lu",
-    "pc_factor_mat_solver_type": "petsc",
-    "pc_factor_mat_ordering_type": "nd",
+    **SPARSE_LU,
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import Markers, assign_inputs, json_markers, solve_or_raise
+from fe_operators.problems._common import SPARSE_CHOLESKY, Markers, assign_inputs, json_markers, solve_or_raise
 from fe_operators.problems.base import Problem
 from fe_operators.problems.random_fields import GaussianRandomField
 
@@ -28,13 +28,7 @@ __all__ = ["PoissonProblem", "DEFAULT_SOLVER_PARAMETERS"]
 #: sparse direct solve.  The operator does not change between samples, so it is
 #: factorised once and every sample costs a pair of triangular solves; PETSc's own
 #: factorisation is several times faster per solve than MUMPS on one process.
-DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
-    "mat_type": "aij",
-    "ksp_type": "preonly",
-    "pc_type": "cholesky",
-    "pc_factor_mat_solver_type": "petsc",
-    "pc_factor_mat_ordering_type": "nd",
-}
+DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = dict(SPARSE_CHOLESKY)
 
 class PoissonProblem(Problem):
     """−Δu = f in Ω, u = g on the Dirichlet boundary; inputs ``f`` and ``g``.
