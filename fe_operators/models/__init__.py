@@ -1,0 +1,65 @@
+"""Models: SPON's encoder, processors and exact Dirichlet decoder (DESIGN.md §4, §4b).
+
+* :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
+  (graph, coordinates, Dirichlet split, input maps), kept apart from the weights;
+* :mod:`~fe_operators.models.encoder` / :mod:`~fe_operators.models.decoder` — inputs onto
+  the output nodes; ``u = g_h + Z z`` in float64;
+* :mod:`~fe_operators.models.mlp_processor`, :mod:`~fe_operators.models.gnn_processor`
+  (layers :mod:`~fe_operators.models.mesh_conv`, :mod:`~fe_operators.models.propagation`,
+  :mod:`~fe_operators.models.coarse_grid`; kernels :mod:`~fe_operators.models.graph_ops`);
+* :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
+* :mod:`~fe_operators.models.build` — contexts and SPONs from Firedrake spaces and Problems;
+* :mod:`~fe_operators.models.inference` — :func:`predict`, Functions in and out.
+
+Importing this package does not import Firedrake (``build`` and ``predict`` do, on use).
+
+Example
+-------
+>>> import firedrake as fd                                              # doctest: +SKIP
+>>> from fe_operators.problems import get_problem
+>>> from fe_operators.models import SPON, MeshContext, predict
+>>> problem = get_problem("poisson", fd.UnitSquareMesh(32, 32))
+>>> model = SPON.from_problem(problem, "gnn", width=64, depth=4, hops=8, coarse_cells=8)
+>>> inputs = [problem.sample_inputs(rng) for rng in rngs]
+>>> u = predict(model, inputs, problem.output_space)                  # list of Functions
+>>> fine = get_problem("poisson", fd.UnitSquareMesh(64, 64))
+>>> u64 = predict(model, [fine.sample_inputs(rng)], fine.output_space)  # same weights
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fe_operators.models.coarse_grid import CoarseGridMixing
+from fe_operators.models.context import ContextBuffers, MeshContext, SparseMap
+from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
+from fe_operators.models.encoder import InputEncoder, InputField
+from fe_operators.models.gnn_processor import GNNProcessor
+from fe_operators.models.mesh_conv import MeshConv
+from fe_operators.models.mlp import MLP
+from fe_operators.models.mlp_processor import MLPProcessor
+from fe_operators.models.propagation import DeepPropagation
+from fe_operators.models.spon import PROCESSORS, SPON
+
+__all__ = [
+    "SPON", "PROCESSORS", "MeshContext", "SparseMap", "ContextBuffers",
+    "InputEncoder", "InputField", "DirichletDecoder", "dirichlet_lifting",
+    "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "MLP",
+    "predict", "spon_for_problem", "context_from_spaces", "context_from_problem",
+]
+
+_FIREDRAKE_SIDE = {
+    "predict": "fe_operators.models.inference",
+    "spon_for_problem": "fe_operators.models.build",
+    "context_from_spaces": "fe_operators.models.build",
+    "context_from_problem": "fe_operators.models.build",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Firedrake-side helpers load on first use, so importing models stays torch-only.
+    if name in _FIREDRAKE_SIDE:
+        import importlib
+
+        return getattr(importlib.import_module(_FIREDRAKE_SIDE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,261 @@
+"""Building mesh contexts and SPONs from Firedrake spaces and Problems.
+
+The only module of :mod:`fe_operators.models` that imports Firedrake (everything goes
+through :mod:`fe_operators.fem`); the rest of the package sees tensors only.
+
+The processor's nodes are the DOF nodes of the output space.  Each input field is
+brought onto them by a fixed sparse map between the *scalar* versions of the spaces
+(applied to every component), chosen by ``method``:
+
+* ``"interpolate"`` — Firedrake's interpolation matrix
+  (:func:`fe_operators.fem.interpolation_matrix`), on one mesh or from another mesh of
+  the domain;
+* ``"project"`` — lumped L2 projection :math:`M_L^{-1} B`, :math:`B_{ij} = \\int
+  \\phi_i \\psi_j`, :math:`(M_L)_{ii} = \\int \\phi_i` (same mesh, degree-1 targets whose
+  lumped mass is positive): a local, area-weighted average, the right map from
+  discontinuous inputs (Darcy's DG0 permeability) to continuous nodes, where
+  interpolation would pick one of the cells around a node;
+* ``"auto"`` (default) — ``"project"`` from a discontinuous space to continuous degree-1
+  nodes on the same mesh, ``"interpolate"`` otherwise.
+
+A field already on the output nodes (same mesh and scalar element) gets no map.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import ufl
+
+import firedrake as fd
+
+from fe_operators.errors import UnsupportedSpaceError
+from fe_operators.fem import DirichletDofs, assemble_scipy, dof_graph, interpolation_matrix
+from fe_operators.fem.spaces import check_supported
+from fe_operators.models.context import MeshContext, SparseMap
+from fe_operators.models.encoder import InputField
+from fe_operators.models.spon import SPON
+
+__all__ = [
+    "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
+    "find_lifting_input", "spon_for_problem",
+]
+
+#: how inputs reach the processor's nodes
+MAP_METHODS = ("auto", "interpolate", "project")
+
+
+def _scalar_element(V: fd.FunctionSpace) -> Any:
+    elem = V.ufl_element()
+    if V.value_shape != () and elem.sub_elements:
+        return elem.sub_elements[0]
+    return elem
+
+
+def _scalar_space(V: fd.FunctionSpace) -> fd.FunctionSpace:
+    return V if V.value_shape == () else fd.FunctionSpace(V.mesh(), _scalar_element(V))
+
+
+def node_space(output_space: fd.FunctionSpace, value_shape: tuple[int, ...] = ()) -> fd.FunctionSpace:
+    """The space of the processor's nodes with values of ``value_shape``: the output's scalar element."""
+    mesh, elem = output_space.mesh(), _scalar_element(output_space)
+    if value_shape == ():
+        return fd.FunctionSpace(mesh, elem)
+    if len(value_shape) == 1:
+        return fd.VectorFunctionSpace(mesh, elem, dim=value_shape[0])
+    return fd.TensorFunctionSpace(mesh, elem, shape=value_shape)
+
+
+def same_nodes(V: fd.FunctionSpace, W: fd.FunctionSpace) -> bool:
+    """Whether two spaces share DOF nodes (same mesh and scalar element)."""
+    return V.mesh().unique() is W.mesh().unique() and _scalar_element(V) == _scalar_element(W)
+
+
+def input_map(V_in: fd.FunctionSpace, output_space: fd.FunctionSpace, method: str = "auto") -> SparseMap | None:
+    """The fixed map of an input space's scalar nodes onto the output space's nodes.
+
+    Returns
+    -------
+    SparseMap or None
+        ``(n, n_in)`` float64; None when ``V_in`` already lives on the output nodes.
+
+    Raises
+    ------
+    UnsupportedSpaceError
+        ``"project"`` across meshes or onto nodes without positive lumped mass.
+    """
+    check_supported(V_in)
+    if method not in MAP_METHODS:
+        raise ValueError(f"expected method in {MAP_METHODS}, got {method!r}")
+    if same_nodes(V_in, output_space):
+        return None
+    src, dst = _scalar_space(V_in), node_space(output_space)
+    same_mesh = src.mesh().unique() is dst.mesh().unique()
+    if method == "auto":
+        discontinuous = src.ufl_element().sobolev_space == ufl.sobolevspace.L2
+        continuous = dst.ufl_element().sobolev_space != ufl.sobolevspace.L2
+        method = "project" if discontinuous and continuous and same_mesh and dst.ufl_element().degree() == 1 else "interpolate"
+    if method == "interpolate":
+        return SparseMap.from_scipy(interpolation_matrix(src, dst))
+    if not same_mesh:
+        raise UnsupportedSpaceError("method='project' needs the input on the output's mesh; use 'interpolate'")
+    B = assemble_scipy(fd.inner(fd.TrialFunction(src), fd.TestFunction(dst)) * fd.dx)
+    lumped = np.asarray(fd.assemble(fd.TestFunction(dst) * fd.dx).dat.data_ro, dtype=np.float64).copy()
+    if lumped.min() <= 0:
+        raise UnsupportedSpaceError(
+            f"method='project' needs positive lumped masses, {dst.ufl_element()} has some <= 0; use 'interpolate'"
+        )
+    return SparseMap.from_scipy(sp.diags(1.0 / lumped) @ B)
+
+
+def input_fields(input_spaces: Mapping[str, fd.FunctionSpace]) -> list[InputField]:
+    """Input field descriptions (name, components) of named input spaces."""
+    return [InputField(name, int(np.prod(V.value_shape, dtype=int))) for name, V in input_spaces.items()]
+
+
+def _as_bcs(bcs: fd.DirichletBC | Iterable[fd.DirichletBC] | None) -> list[fd.DirichletBC]:
+    if bcs is None:
+        return []
+    return [bcs] if isinstance(bcs, fd.DirichletBC) else list(bcs)
+
+
+def context_from_spaces(
+    input_spaces: Mapping[str, fd.FunctionSpace] | Sequence[fd.FunctionSpace],
+    output_space: fd.FunctionSpace,
+    bcs: fd.DirichletBC | Iterable[fd.DirichletBC] | None = None,
+    *,
+    method: str = "auto",
+) -> MeshContext:
+    """The mesh context of a model with these input spaces, output space and Dirichlet conditions.
+
+    Parameters
+    ----------
+    input_spaces
+        The input fields' spaces in channel order (a dict by name, or a sequence); on the
+        output's mesh or on another mesh of the domain.
+    output_space
+        A Lagrange-type (nodal) scalar or vector space: its DOF nodes are the processor's.
+    bcs
+        Dirichlet conditions of the output; their data give the fixed lifting (used when
+        the model gets no per-sample lifting).
+    method
+        How inputs reach the output nodes (see the module docstring).
+
+    Returns
+    -------
+    MeshContext
+        On the CPU; float64 geometry and lifting.
+    """
+    check_supported(output_space)
+    spaces = list(input_spaces.values()) if isinstance(input_spaces, Mapping) else list(input_spaces)
+    graph = dof_graph(output_space)
+    dofs = DirichletDofs(output_space, _as_bcs(bcs))
+    n = graph.num_nodes
+    ncomp = int(output_space.block_size)
+    return MeshContext(
+        coords=torch.from_numpy(graph.coords.copy()),
+        edge_index=graph.edge_index.clone(),
+        edge_attr=graph.edge_attr.clone(),
+        indptr=torch.from_numpy(graph.indptr.copy()),
+        mask=dofs.mask.reshape(n, ncomp).clone(),
+        lifting=dofs.lifting().reshape(n, ncomp),
+        free=torch.from_numpy(dofs.free.copy()),
+        input_maps=tuple(input_map(V, output_space, method) for V in spaces),
+    )
+
+
+def _template_inputs(problem: Any) -> dict[str, fd.Function]:
+    return {name: fd.Function(V) for name, V in problem.input_spaces.items()}
+
+
+def context_from_problem(problem: Any, *, method: str = "auto") -> MeshContext:
+    """:func:`context_from_spaces` for a Problem's spaces and output conditions.
+
+    The fixed lifting is that of ``problem.output_bcs`` with all inputs zero (Darcy's
+    ``u = 0``); input-dependent boundary data are lifted per sample (``lifting_input``).
+    """
+    bcs = problem.output_bcs(_template_inputs(problem))
+    return context_from_spaces(problem.input_spaces, problem.output_space, bcs, method=method)
+
+
+def find_lifting_input(problem: Any, *, method: str = "auto") -> str | None:
+    """The input whose values on the Dirichlet DOFs are the output's boundary data, if any.
+
+    Each input in turn is set to random values (the others to zero) and the lifting of
+    ``problem.output_bcs`` is compared with the input brought onto the output nodes;
+    the one that matches on the constrained DOFs (and is non-trivial) is returned.
+
+    Raises
+    ------
+    ValueError
+        The boundary data depend on the inputs in another way (SPON then needs
+        ``lifting=`` per call).
+    """
+    V = problem.output_space
+    base = DirichletDofs(V, problem.output_bcs(_template_inputs(problem))).lifting()
+    rng = np.random.default_rng(0)
+    found = None
+    for name, W in problem.input_spaces.items():
+        inputs = _template_inputs(problem)
+        inputs[name].dat.data_wo[...] = rng.uniform(1.0, 2.0, inputs[name].dat.data_ro.shape)
+        dofs = DirichletDofs(V, problem.output_bcs(inputs))
+        lifting = dofs.lifting()
+        if torch.equal(lifting, base):
+            continue
+        if W.value_shape != V.value_shape:
+            raise ValueError(f"the boundary data depend on input {name!r}, whose value shape differs from the output's")
+        m = input_map(W, V, "interpolate")
+        vals = torch.from_numpy(np.array(inputs[name].dat.data_ro, dtype=np.float64).reshape(W.dof_dset.size, -1))
+        nodes = vals if m is None else m.apply(vals.unsqueeze(0))[0]
+        mask = dofs.mask.reshape(nodes.shape)
+        if found is not None or not torch.allclose(lifting.reshape(nodes.shape)[mask], nodes[mask], rtol=1e-12, atol=1e-12):
+            raise ValueError(
+                f"the output's boundary data depend on input {name!r} in a way SPON cannot lift from one "
+                "input field; pass lifting= to the model per call"
+            )
+        found = name
+    return found
+
+
+def spon_for_problem(
+    problem: Any,
+    processor: str = "gnn",
+    *,
+    lifting_input: str | None = "auto",
+    method: str = "auto",
+    dtype: torch.dtype = torch.float32,
+    **options: Any,
+) -> SPON:
+    """A SPON for a Problem: its inputs as channels, its output space and conditions.
+
+    Parameters
+    ----------
+    problem
+        A :class:`~fe_operators.problems.Problem`.
+    processor
+        ``"gnn"`` or ``"mlp"``.
+    lifting_input
+        The input holding the boundary data (``"auto"``: :func:`find_lifting_input`;
+        None: the fixed lifting of ``output_bcs`` with zero inputs).
+    method
+        How inputs reach the output nodes.
+    dtype
+        Of the weights (outputs are float64 regardless).
+    **options
+        Processor options (see :meth:`SPON.from_context`).
+
+    Examples
+    --------
+    >>> problem = get_problem("poisson", fd.UnitSquareMesh(8, 8))     # doctest: +SKIP
+    >>> model = spon_for_problem(problem, "gnn", width=32, depth=3)   # lifting_input == "g"
+    """
+    if lifting_input == "auto":
+        lifting_input = find_lifting_input(problem, method=method)
+    context = context_from_problem(problem, method=method)
+    V = problem.output_space
+    model = SPON.from_context(context, input_fields(problem.input_spaces), processor,
+                              output_scalar=V.value_shape == (), lifting_input=lifting_input, **options)
+    return model.to(dtype)

@@ -1,0 +1,164 @@
+"""``predict``: Firedrake Functions (or tensors) in, Firedrake Functions out, batched.
+
+The Python counterpart of ``fe-operators evaluate``.  Imports Firedrake on first call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from fe_operators.models.context import MeshContext
+from fe_operators.models.spon import SPON
+
+__all__ = ["predict"]
+
+
+def _field_spaces(model: SPON, samples: Sequence[Mapping[str, Any]], output_space: Any,
+                  input_spaces: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Per input name, the space its values are given on (UFL expressions: interpolated there)."""
+    import firedrake as fd
+
+    from fe_operators.models.build import node_space
+
+    spaces: dict[str, Any] = {}
+    for f in model.encoder.fields:
+        given = {s[f.name].function_space() for s in samples if isinstance(s.get(f.name), fd.Function)}
+        if len(given) > 1:
+            from fe_operators.errors import SpaceMismatchError
+
+            raise SpaceMismatchError(f"input {f.name!r}: the samples' Functions live on {len(given)} different spaces")
+        if given:
+            spaces[f.name] = given.pop()
+        elif input_spaces is not None and f.name in input_spaces:
+            spaces[f.name] = input_spaces[f.name]
+        else:
+            spaces[f.name] = node_space(output_space, () if f.ncomp == 1 else (f.ncomp,))
+    return spaces
+
+
+def _matches(context: MeshContext, spaces: Sequence[Any], output_space: Any) -> bool:
+    """Whether ``context`` was built for these spaces (coordinates and node counts agree)."""
+    from fe_operators.fem.graph import dof_coordinates
+    from fe_operators.models.build import same_nodes
+
+    if context.n_nodes != output_space.dof_dset.size or context.ncomp != output_space.block_size:
+        return False
+    for k, V in enumerate(spaces):
+        same = same_nodes(V, output_space)
+        if same != (context.input_maps[k] is None) or context.input_nodes(k) != V.dof_dset.size:
+            return False
+    coords = torch.from_numpy(dof_coordinates(output_space))
+    return bool(torch.allclose(context.coords.cpu(), coords, rtol=0, atol=1e-12))
+
+
+def predict(
+    model: SPON,
+    inputs: Sequence[Mapping[str, Any]] | torch.Tensor | Mapping[str, torch.Tensor],
+    output_space: Any,
+    *,
+    bcs: Any = None,
+    context: MeshContext | None = None,
+    input_spaces: Mapping[str, Any] | None = None,
+    lifting: torch.Tensor | None = None,
+    batch_size: int = 32,
+    method: str = "auto",
+) -> list[Any]:
+    """Evaluate a SPON and return Firedrake Functions on ``output_space``.
+
+    Parameters
+    ----------
+    model
+        A SPON.
+    inputs
+        A list of samples, each a dict ``name -> Function | UFL expression | number``;
+        or a batched tensor / dict of tensors (as :meth:`SPON.forward` takes).
+        Expressions are interpolated into ``input_spaces[name]`` if given, else onto the
+        output space's nodes.
+    output_space
+        The space of the results (the model's, or another mesh's for a GNN-SPON).
+    bcs
+        Dirichlet conditions on ``output_space``, needed when a new context must be built
+        for a model with Dirichlet DOFs (their data are the fixed lifting).
+    context
+        The mesh context to use.  Default: the model's own if it matches the spaces,
+        else one built with :meth:`MeshContext.from_spaces`.
+    input_spaces
+        Spaces for inputs given as expressions.
+    lifting
+        Per-sample liftings ``(batch, n[, ncomp])`` (see :meth:`SPON.forward`).
+    batch_size
+        Samples per forward pass.
+    method
+        Input map method when a context is built.
+
+    Returns
+    -------
+    list of firedrake.Function
+        One per sample.
+
+    Raises
+    ------
+    SpaceMismatchError
+        Inputs or spaces that do not fit the model (from the context checks), e.g. an
+        MLP-SPON asked for another mesh.
+    ValueError
+        A context must be built for a model with Dirichlet DOFs and ``bcs`` is missing.
+    """
+    import firedrake as fd
+    import ufl
+
+    from fe_operators.fem import functions_to_tensor, tensor_to_functions
+
+    if isinstance(inputs, (torch.Tensor, Mapping)):
+        x = inputs
+        n_samples = (inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))).shape[0]
+        ctx = context
+    else:
+        samples = list(inputs)
+        if not samples:
+            raise ValueError("expected at least one sample, got none")
+        spaces = _field_spaces(model, samples, output_space, input_spaces)
+        x = {}
+        for f in model.encoder.fields:
+            V = spaces[f.name]
+            funcs = []
+            for s in samples:
+                if f.name not in s:
+                    raise KeyError(f"a sample lacks input {f.name!r}; expected {[g.name for g in model.encoder.fields]}")
+                v = s[f.name]
+                if not isinstance(v, fd.Function):
+                    v = fd.Function(V).interpolate(v if isinstance(v, ufl.core.expr.Expr) else fd.Constant(v))
+                funcs.append(v)
+            x[f.name] = functions_to_tensor(funcs)
+        n_samples = len(samples)
+        ctx = context
+        if ctx is None:
+            stored = model.context
+            ordered = [spaces[f.name] for f in model.encoder.fields]
+            if stored is not None and _matches(stored, ordered, output_space):
+                ctx = None
+            else:
+                if bcs is None and stored is not None and stored.n_free < stored.mask.numel():
+                    raise ValueError(
+                        "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
+                        "stored mesh context: pass bcs= (Dirichlet conditions on output_space) or context="
+                    )
+                ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method)
+    device = next(model.parameters()).device
+    if ctx is not None:
+        ctx = ctx.to(device)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with torch.no_grad():
+            for start in range(0, n_samples, batch_size):
+                part = slice(start, min(start + batch_size, n_samples))
+                xb = x[part] if isinstance(x, torch.Tensor) else {k: v[part] for k, v in x.items()}
+                lb = None if lifting is None else lifting[part]
+                outputs.append(model(xb, context=ctx, lifting=lb))
+    finally:
+        model.train(was_training)
+    return tensor_to_functions(torch.cat(outputs), output_space)

@@ -1,0 +1,271 @@
+"""SPON: structure-preserving operator network ``u_θ = D ∘ P_θ ∘ E`` (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from fe_operators.errors import SpaceMismatchError
+from fe_operators.models.context import ContextBuffers, MeshContext
+from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
+from fe_operators.models.encoder import InputEncoder, InputField, Inputs, as_fields
+from fe_operators.models.gnn_processor import GNNProcessor
+from fe_operators.models.mlp_processor import MLPProcessor
+
+__all__ = ["SPON", "PROCESSORS"]
+
+#: processor type (as stored in configs) -> class
+PROCESSORS: dict[str, type[torch.nn.Module]] = {"mlp": MLPProcessor, "gnn": GNNProcessor}
+
+
+def _processor_type(processor: torch.nn.Module) -> str:
+    for name, cls in PROCESSORS.items():
+        if type(processor) is cls:
+            return name
+    raise TypeError(f"expected a processor of a type in {sorted(PROCESSORS)}, got {type(processor).__name__}")
+
+
+class SPON(torch.nn.Module):
+    r"""Encoder → processor → Dirichlet decoder, exact on the Dirichlet boundary.
+
+    .. math:: u_\theta(x) = g_h + Z\,P_\theta(E x)
+
+    1. **Encoder** :class:`~fe_operators.models.encoder.InputEncoder`: the input fields
+       onto the output space's DOF nodes (fixed sparse maps of the mesh context), stacked
+       as channels, in float64; then cast to the processor's dtype.
+    2. **Processor** (:class:`MLPProcessor` for one mesh, :class:`GNNProcessor` for any
+       mesh of the domain): the free DOF values ``z``.
+    3. **Decoder** :class:`~fe_operators.models.decoder.DirichletDecoder`: ``z`` written
+       into a float64 copy of the lifting ``g_h``: per sample (``lifting=`` or read from
+       the input field ``lifting_input``), else the context's fixed one.
+
+    The mesh context (graph, coordinates, Dirichlet split, input maps) is separate from
+    the weights: the model keeps a default one as buffers (in the ``state_dict``), and
+    ``forward(..., context=other)`` runs a mesh-agnostic model on another mesh.
+
+    Parameters
+    ----------
+    processor
+        An :class:`MLPProcessor` or :class:`GNNProcessor`.
+    inputs
+        Input fields in channel order (``InputField``, ``"name"``, ``("name", ncomp)``).
+    output_ncomp
+        Output components per DOF node.
+    output_scalar
+        Scalar output space: outputs are ``(batch, n)`` instead of ``(batch, n, 1)``.
+    lifting_input
+        Name of the input field whose values on the Dirichlet DOFs are the boundary data
+        (Poisson's ``"g"``), or None: the context's fixed lifting.
+    context
+        The default :class:`MeshContext`.
+
+    Shapes
+    ------
+    ``x``: ``(batch, n_in, channels)`` or a dict ``name -> (batch, n_in_k[, ncomp_k])``;
+    ``lifting``: ``(batch, n[, ncomp])``; output ``(batch, n)`` (scalar) or
+    ``(batch, n, ncomp)``, float64, the DOF-tensor layout of DESIGN.md §3.
+
+    Examples
+    --------
+    >>> ctx = MeshContext.from_problem(problem)                      # doctest: +SKIP
+    >>> model = SPON.from_context(ctx, [("f", 1), ("g", 1)], "gnn", lifting_input="g")
+    >>> u = model(x)                  # (batch, n), exact on the boundary
+    >>> u2 = model(x2, context=MeshContext.from_problem(problem_on_finer_mesh))
+    """
+
+    def __init__(self, processor: torch.nn.Module, inputs: Sequence[Any], *, output_ncomp: int = 1,
+                 output_scalar: bool = True, lifting_input: str | None = None,
+                 context: MeshContext | None = None) -> None:
+        super().__init__()
+        self.processor_type = _processor_type(processor)
+        self.encoder = InputEncoder(as_fields(inputs))
+        self.processor = processor
+        self.decoder = DirichletDecoder()
+        self.output_ncomp, self.output_scalar = int(output_ncomp), bool(output_scalar)
+        if self.output_scalar and self.output_ncomp != 1:
+            raise ValueError(f"a scalar output has one component, got output_ncomp={output_ncomp}")
+        names = [f.name for f in self.encoder.fields]
+        if lifting_input is not None:
+            if lifting_input not in names:
+                raise ValueError(f"lifting_input {lifting_input!r} is not an input field; inputs are {names}")
+            ncomp = self.encoder.fields[names.index(lifting_input)].ncomp
+            if ncomp != self.output_ncomp:
+                raise SpaceMismatchError(
+                    f"lifting_input {lifting_input!r} has {ncomp} components, the output {self.output_ncomp}"
+                )
+        self.lifting_input = lifting_input
+        self.context_buffers = ContextBuffers()
+        if context is not None:
+            self.set_context(context)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_context(cls, context: MeshContext, inputs: Sequence[Any], processor: str = "gnn", *,
+                     output_scalar: bool | None = None, lifting_input: str | None = None,
+                     **options: Any) -> "SPON":
+        """Build for a mesh context: processor sizes come from it, it becomes the default.
+
+        Parameters
+        ----------
+        context
+            The training mesh's context.
+        inputs
+            Input fields (as for the constructor).
+        processor
+            ``"gnn"`` or ``"mlp"``.
+        output_scalar
+            None: scalar iff the context has one component.
+        lifting_input
+            See the class.
+        **options
+            Processor options (:class:`GNNProcessor`: ``width``, ``depth``, ``hops``,
+            ``hop_scaling``, ``layer_norm``, ``act``; :class:`MLPProcessor`: ``hidden``, ``act``).
+        """
+        if processor not in PROCESSORS:
+            raise ValueError(f"unknown processor {processor!r}; expected one of {sorted(PROCESSORS)}")
+        fields = as_fields(inputs)
+        channels = sum(f.ncomp for f in fields)
+        proc = PROCESSORS[processor].for_context(context, channels, context.ncomp, **options)
+        scalar = context.ncomp == 1 if output_scalar is None else output_scalar
+        return cls(proc, fields, output_ncomp=context.ncomp, output_scalar=scalar,
+                   lifting_input=lifting_input, context=context)
+
+    @classmethod
+    def from_problem(cls, problem: Any, processor: str = "gnn", **options: Any) -> "SPON":
+        """Build for a Problem (Firedrake); see :func:`fe_operators.models.build.spon_for_problem`."""
+        from fe_operators.models.build import spon_for_problem
+
+        return spon_for_problem(problem, processor, **options)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor configuration (the mesh context travels in the state_dict)."""
+        return {
+            "processor": {"type": self.processor_type, **self.processor.config},
+            "inputs": [f.to_dict() for f in self.encoder.fields],
+            "output_ncomp": self.output_ncomp,
+            "output_scalar": self.output_scalar,
+            "lifting_input": self.lifting_input,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "SPON":
+        """A model with fresh weights and no context; ``load_state_dict`` fills both."""
+        cfg = dict(config)
+        proc_cfg = dict(cfg.pop("processor"))
+        kind = proc_cfg.pop("type")
+        if kind not in PROCESSORS:
+            raise ValueError(f"unknown processor type {kind!r}; expected one of {sorted(PROCESSORS)}")
+        return cls(PROCESSORS[kind](**proc_cfg), [InputField(**f) for f in cfg.pop("inputs")], **cfg)
+
+    # ------------------------------------------------------------------ context
+    @property
+    def mesh_agnostic(self) -> bool:
+        """Whether the model runs on other meshes of the domain (GNN processor)."""
+        return bool(self.processor.mesh_agnostic)
+
+    @property
+    def context(self) -> MeshContext | None:
+        """The stored default mesh context."""
+        return self.context_buffers.get()
+
+    def set_context(self, context: MeshContext | None) -> None:
+        """Replace the stored default context (on this model's device)."""
+        if context is not None:
+            context = context.to(next(self.parameters()).device)
+            self.check_context(context)
+        self.context_buffers.set(context)
+
+    def check_context(self, context: MeshContext) -> None:
+        """Check that the model can run with ``context``.
+
+        Raises
+        ------
+        SpaceMismatchError
+            Other output components or number of input fields, or (MLP) another mesh.
+        ValueError
+            The context is on another device than the model.
+        """
+        if not isinstance(context, MeshContext):
+            raise TypeError(f"expected a MeshContext, got {type(context).__name__}")
+        if context.ncomp != self.output_ncomp:
+            raise SpaceMismatchError(
+                f"the model outputs {self.output_ncomp} components per node, the context's output space has "
+                f"{context.ncomp}"
+            )
+        if len(context.input_maps) != len(self.encoder.fields):
+            raise SpaceMismatchError(
+                f"the context maps {len(context.input_maps)} input fields, the model takes "
+                f"{len(self.encoder.fields)}"
+            )
+        self.processor.check_context(context)
+        device = next(self.parameters()).device
+        if context.device != device:
+            raise ValueError(f"the mesh context is on {context.device}, the model on {device}; pass context.to(device)")
+
+    def _context(self, context: MeshContext | None) -> MeshContext:
+        if context is None:
+            stored = self.context
+            if stored is None:
+                raise ValueError(
+                    "this SPON holds no mesh context: pass context=MeshContext.from_spaces(...), or "
+                    "load a state_dict that has one"
+                )
+            return stored
+        self.check_context(context)
+        return context
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, x: Inputs, context: MeshContext | None = None) -> torch.Tensor:
+        """The encoder's output: channels on the processor's nodes, ``(batch, n, C)`` float64."""
+        return self.encoder(x, self._context(context))
+
+    def lifting_from_inputs(self, x: Inputs, context: MeshContext | None = None) -> torch.Tensor:
+        """Per-sample liftings ``(batch, n, ncomp)`` float64 from the field ``lifting_input``.
+
+        For callers that normalise inputs: compute the lifting from the *physical* inputs
+        and pass it to :meth:`forward`.
+        """
+        if self.lifting_input is None:
+            raise ValueError("this model has no lifting_input; its lifting is the context's fixed one")
+        ctx = self._context(context)
+        return self._lifting(self.encoder(x, ctx), ctx)
+
+    def _lifting(self, nodes: torch.Tensor, context: MeshContext) -> torch.Tensor:
+        k = [f.name for f in self.encoder.fields].index(self.lifting_input)
+        return dirichlet_lifting(nodes[..., self.encoder.slices[k]], context.mask)
+
+    def forward(self, x: Inputs, context: MeshContext | None = None,
+                lifting: torch.Tensor | None = None) -> torch.Tensor:
+        """Output DOF tensors, exact on the Dirichlet DOFs.
+
+        Parameters
+        ----------
+        x
+            Inputs (see the class's Shapes).
+        context
+            Mesh context (default: the stored one).
+        lifting
+            Per-sample boundary data on the output nodes, ``(batch, n[, ncomp])`` (values
+            off the Dirichlet DOFs are ignored).  Default: from ``lifting_input`` if set,
+            else the context's fixed lifting.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, n)`` or ``(batch, n, ncomp)`` float64.
+        """
+        ctx = self._context(context)
+        nodes = self.encoder(x, ctx)
+        if lifting is not None:
+            lifting = lifting.unsqueeze(-1) if lifting.ndim == 2 else lifting
+        elif self.lifting_input is not None:
+            lifting = self._lifting(nodes, ctx)
+        dtype = next(self.processor.parameters()).dtype
+        z = self.processor(nodes.to(dtype), ctx)
+        u = self.decoder(z, ctx, lifting)
+        return u.squeeze(-1) if self.output_scalar else u
+
+    def extra_repr(self) -> str:
+        return f"processor={self.processor_type!r}, lifting_input={self.lifting_input!r}"
