@@ -17,7 +17,7 @@ install:
 
 demo: install
 	.venv/bin/fe-operators doctor
-	$(PY) demos/bridge_demo.py
+	$(PY) demos/main_job.py
 
 test: install
 	$(PY) -m pytest tests

@@ -10,6 +10,8 @@ generate PROBLEM --mesh MESH --samples N --out FILE --seed S
     Generate a dataset by solving a problem family on a mesh.
 train --config run.yaml [--resume]
     Train a model on a generated dataset.
+evaluate RUN_DIR --data FILE [--mesh SPEC] [--split test|all] [--out DIR]
+    Evaluate a trained model: FE-norm errors, boundary error, timing, plots and a .vtu.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER)
     sub.add_parser("train", help="train a model from a YAML config", add_help=False).add_argument(
         "rest", nargs=argparse.REMAINDER)
+    sub.add_parser("evaluate", help="evaluate a trained model on a dataset (errors, plots, .vtu)",
+                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -53,6 +57,10 @@ def _delegate(argv: list[str]) -> int | None:
         from fe_operators.train.cli import main_train
 
         return main_train(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from fe_operators.evaluate import main_evaluate
+
+        return main_evaluate(argv[1:])
     if argv[:2] == ["mesh", "info"]:
         from fe_operators.io.info import main_mesh_info
 

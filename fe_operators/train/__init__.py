@@ -7,6 +7,7 @@
 * :mod:`~fe_operators.train.config` — the typed schema of ``fe-operators train --config``;
 * :mod:`~fe_operators.train.cli` — ``fe-operators train`` (:func:`main_train`) and the
   model-builder registry :data:`~fe_operators.train.cli.MODEL_BUILDERS`;
+* :mod:`~fe_operators.train.builders` — the ``spon`` model family (registered on import);
 * :mod:`~fe_operators.train.losses` — relative L2/H1 losses for a dataset file (Firedrake);
 * :mod:`~fe_operators.train.metrics` — ``metrics.csv`` / ``metrics.json``.
 
@@ -27,6 +28,7 @@ from fe_operators.train.errors import CheckpointError, ConfigError, RunDirectory
 from fe_operators.train.metrics import MetricsLog
 from fe_operators.train.normalized import physical_forward
 from fe_operators.train.trainer import Trainer, TrainResult, TrainState
+from fe_operators.train import builders as _builders  # noqa: E402,F401  (registers model.type "spon")
 
 __all__ = [
     "Trainer", "TrainResult", "TrainState", "MetricsLog", "physical_forward",

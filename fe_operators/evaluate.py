@@ -1,0 +1,500 @@
+"""``fe-operators evaluate``: a trained model on a dataset, in FE norms, with plots and a .vtu.
+
+Usage::
+
+    fe-operators evaluate RUN_DIR --data data.h5 [--mesh SPEC] [--split test|all] [--out DIR]
+
+``RUN_DIR`` is a run folder of ``fe-operators train`` (its ``best.pt`` is used, or
+``--checkpoint last``) or a checkpoint file.  Printed (and written to
+``evaluation.json``):
+
+* relative L2 and relative H1 errors, mean (and max) over the samples, in the FE norms
+  of the dataset's output space (:func:`~fe_operators.train.losses.fe_norm_for_file`);
+* the max boundary error: ``max |prediction - truth|`` over the Dirichlet DOFs of every
+  sample, relative to ``max |truth|`` there (to ``max |truth|`` overall where the
+  boundary data are zero); a SPON's exact lifting makes it 0 (or round-off);
+* the number of parameters, and the inference time per sample (batched, after a warm-up
+  batch, inputs already in memory);
+
+and written to the output folder: ``samples.png`` (input | truth | prediction | error on
+the mesh, for the first, the median and the worst sample by relative L2),
+``samples.vtu`` (the same fields, for ParaView) and ``evaluation.json``.
+
+Data and model must agree: the dataset's spaces are checked against those the model was
+trained on, and (without ``--mesh``) its DOF numbering against the training data's, each
+mismatch an error naming it.  ``--mesh SPEC`` evaluates a mesh-agnostic model (SPON with
+the GNN processor) on data generated on another mesh ``SPEC`` of the domain (a mesh spec
+as for ``fe-operators generate``, which must be the dataset's): the model gets a new mesh
+context built for the problem on that mesh.  A fixed-mesh model (MLP processor), or one
+trained with per-DOF normalizers, is refused with a clear error.
+
+The problem is rebuilt from the dataset's provenance with
+:meth:`~fe_operators.data.FEFile.rebuild_problem`, whose DOF numbering is checked to equal
+the stored arrays'; nothing is ever renumbered silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from fe_operators.errors import FEOperatorsError, SpaceMismatchError
+
+__all__ = ["EvaluationResult", "evaluate_run", "format_table", "main_evaluate", "resolve_checkpoint"]
+
+#: space fields that may differ between the training mesh and another mesh of the domain
+_MESH_FIELDS = ("n_nodes", "n_cells")
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """What :func:`evaluate_run` measured and wrote.
+
+    Attributes
+    ----------
+    checkpoint, data, mesh
+        The checkpoint file, the dataset file, the dataset's mesh spec.
+    split
+        ``"test"`` (the run's test split of its training file) or ``"all"``.
+    other_mesh
+        Whether the model ran on another mesh than its training mesh (``--mesh``).
+    indices
+        File rows evaluated.
+    rel_l2, rel_h1
+        Per-sample relative errors, ``(n,)``.
+    boundary_error
+        Max boundary error (see the module docstring).
+    n_params
+        Number of model parameters.
+    ms_per_sample
+        Inference milliseconds per sample (batched, warm).
+    batch_size
+        Samples per forward pass.
+    device
+        Torch device of the model.
+    files
+        Written files by kind (``"png"``, ``"vtu"``, ``"json"``).
+    notes
+        Remarks printed under the table.
+    """
+
+    checkpoint: str
+    data: str
+    mesh: str
+    split: str
+    other_mesh: bool
+    indices: np.ndarray
+    rel_l2: np.ndarray
+    rel_h1: np.ndarray
+    boundary_error: float
+    n_params: int
+    ms_per_sample: float
+    batch_size: int
+    device: str
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples evaluated."""
+        return int(self.indices.size)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary (what ``evaluation.json`` holds, without per-sample errors)."""
+        return {
+            "checkpoint": self.checkpoint, "data": self.data, "mesh": self.mesh, "split": self.split,
+            "other_mesh": self.other_mesh, "n_samples": self.n_samples,
+            "rel_l2": float(self.rel_l2.mean()), "rel_l2_max": float(self.rel_l2.max()),
+            "rel_h1": float(self.rel_h1.mean()), "rel_h1_max": float(self.rel_h1.max()),
+            "boundary_error": float(self.boundary_error), "n_params": int(self.n_params),
+            "ms_per_sample": float(self.ms_per_sample), "batch_size": int(self.batch_size),
+            "device": self.device, "files": dict(self.files), "notes": list(self.notes),
+        }
+
+
+def format_table(result: EvaluationResult) -> str:
+    """The result as a small Markdown table with a header line."""
+    s = result.summary()
+    where = "another mesh, " if result.other_mesh else ""
+    rows = [
+        ("relative L2 (mean / max)", f"{s['rel_l2']:.4e} / {s['rel_l2_max']:.4e}"),
+        ("relative H1 (mean / max)", f"{s['rel_h1']:.4e} / {s['rel_h1_max']:.4e}"),
+        ("max boundary error", f"{s['boundary_error']:.3e}"),
+        ("parameters", f"{s['n_params']}"),
+        ("inference ms/sample", f"{s['ms_per_sample']:.3f} (batch {s['batch_size']}, {s['device']})"),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"{Path(result.checkpoint).name} of {Path(result.checkpoint).parent} on {result.data}",
+             f"({result.split} split, {result.n_samples} samples, {where}mesh {result.mesh})",
+             f"| {'metric'.ljust(w0)} | {'value'.ljust(w1)} |", f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|"]
+    lines += [f"| {a.ljust(w0)} | {b.ljust(w1)} |" for a, b in rows]
+    lines += [f"note: {n}" for n in result.notes]
+    if result.files:
+        lines.append("wrote " + ", ".join(result.files[k] for k in sorted(result.files)))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- checks
+def resolve_checkpoint(run: str | os.PathLike, which: Literal["best", "last"] = "best") -> Path:
+    """The checkpoint file of a run folder (``best.pt``/``last.pt``), or ``run`` itself if a file.
+
+    A missing path is returned as is: :func:`~fe_operators.train.checkpoint.load_model`
+    reports it.
+    """
+    path = Path(run)
+    return path / f"{which}.pt" if path.is_dir() else path
+
+
+def _mesh_spec(spec: str) -> str:
+    """A mesh spec as the generator stores it (an existing file becomes an absolute path)."""
+    return os.path.abspath(spec) if os.path.isfile(spec) else spec
+
+
+def _check_other_mesh_spaces(expected: Mapping[str, Any], actual: Mapping[str, Any], checkpoint: str,
+                             data: str) -> None:
+    """Spaces must agree in everything but their size (element, cell, shape, components)."""
+    problems = []
+    for key in sorted(set(expected) | set(actual)):
+        if key not in expected or key not in actual:
+            problems.append(f"{key}: {'missing from the dataset' if key in expected else 'not a model space'}")
+            continue
+        for field in sorted(set(expected[key]) | set(actual[key])):
+            if field in _MESH_FIELDS:
+                continue
+            a, b = expected[key].get(field), actual[key].get(field)
+            if a != b:
+                problems.append(f"{key}: {field} {a!r} (the checkpoint) vs {b!r} (the dataset)")
+    if problems:
+        raise SpaceMismatchError(f"the spaces of {data} do not match those of the checkpoint {checkpoint}: "
+                                 + "; ".join(problems))
+
+
+def _per_dof_normalizers(loaded: Any) -> list[str]:
+    """Which normalizers hold one statistic per DOF of the training mesh (mesh-bound)."""
+    from fe_operators.data.dataset import UnitGaussianNormalizer
+
+    def bound(norm: UnitGaussianNormalizer, n_nodes: int) -> bool:
+        return norm.mean.ndim >= 1 and int(norm.mean.shape[0]) == n_nodes
+
+    out = []
+    spaces = loaded.spaces
+    x = loaded.input_normalizer
+    if isinstance(x, UnitGaussianNormalizer):
+        first = next(k for k in spaces if k.startswith("inputs/"))
+        if bound(x, int(spaces[first]["n_nodes"])):
+            out.append("input")
+    elif x is not None:
+        out += [f"input {n!r}" for n, m in x.items() if bound(m, int(spaces[f"inputs/{n}"]["n_nodes"]))]
+    y = loaded.output_normalizer
+    if y is not None and bound(y, int(spaces["output"]["n_nodes"])):
+        out.append("output")
+    return out
+
+
+def _test_rows(file: Any, run_config: Mapping[str, Any]) -> np.ndarray:
+    """The test split of a run (same rule and seed as ``fe-operators train``)."""
+    from fe_operators.train.cli import _split
+
+    data = run_config.get("data") or {}
+    return _split(file, list(data.get("split", [0.8, 0.1, 0.1])), int(data.get("seed", 0)))[2]
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _take(x: Any, part: slice) -> Any:
+    return x[part] if isinstance(x, torch.Tensor) else {k: v[part] for k, v in x.items()}
+
+
+def _to(x: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    return {k: v.to(device=device, dtype=dtype) for k, v in x.items()}
+
+
+def _predict_all(forward: Any, x: Any, n: int, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        parts = [forward(_take(x, slice(s, min(s + batch_size, n)))) for s in range(0, n, batch_size)]
+    return torch.cat(parts).to(torch.float64).cpu()
+
+
+def _time_per_sample(forward: Any, x: Any, n: int, batch_size: int, min_seconds: float = 0.3,
+                     max_repeats: int = 20) -> float:
+    """Milliseconds per sample of batched inference after a warm-up batch."""
+    _predict_all(forward, _take(x, slice(0, min(batch_size, n))), min(batch_size, n), batch_size)  # warm-up
+    repeats, elapsed = 0, 0.0
+    while repeats < max_repeats and (repeats == 0 or elapsed < min_seconds):
+        start = time.perf_counter()
+        _predict_all(forward, x, n, batch_size)
+        elapsed += time.perf_counter() - start
+        repeats += 1
+    return 1000.0 * elapsed / (repeats * n)
+
+
+def evaluate_run(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    mesh: str | None = None,
+    split: Literal["test", "all"] | None = None,
+    out: str | os.PathLike | None = None,
+    checkpoint: Literal["best", "last"] = "best",
+    batch_size: int = 32,
+    plots: int = 3,
+    device: str = "cpu",
+) -> EvaluationResult:
+    """Evaluate a trained model on a dataset; write plots, a .vtu and ``evaluation.json``.
+
+    Parameters
+    ----------
+    run
+        A run folder of ``fe-operators train`` or a checkpoint file.
+    data
+        A dataset file of ``fe-operators generate``.
+    mesh
+        Evaluate on another mesh: the mesh spec the dataset was generated on (GNN-SPON
+        only).  None: the dataset must be on the training mesh.
+    split
+        ``"test"``: the run's test split (``data`` must be its training file); ``"all"``:
+        every valid sample.  Default: ``"test"`` for the training file, else ``"all"``.
+    out
+        Output folder (default ``<run folder>/eval-<data stem>-<split>``).
+    checkpoint
+        ``"best"`` or ``"last"`` checkpoint of a run folder.
+    batch_size
+        Samples per forward pass.
+    plots
+        Samples to plot (0: no PNG; at most 3: first, median, worst).
+    device
+        Torch device.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    CheckpointError
+        A missing or corrupt checkpoint.
+    DatasetFileError
+        ``data`` is not a dataset file.
+    SpaceMismatchError
+        Spaces or DOF numbering of the data differ from the model's; ``mesh`` with a
+        fixed-mesh model or mesh-bound normalizers; ``mesh`` not the dataset's mesh.
+    NumberingError
+        The problem rebuilt from the dataset's provenance numbers its DOFs differently
+        from the stored arrays.
+    ValueError
+        Bad arguments (split, batch size).
+    """
+    import firedrake as fd
+
+    from fe_operators.data import FEDataset, FEFile
+    from fe_operators.fem import DirichletDofs, FENorm
+    from fe_operators.io import write_fields
+    from fe_operators.models import SPON
+    from fe_operators.models.build import context_from_problem
+    from fe_operators.train.checkpoint import load_model
+    from fe_operators.train.normalized import physical_forward
+
+    if split not in (None, "test", "all"):
+        raise ValueError(f"expected split 'test' or 'all', got {split!r}")
+    if batch_size < 1:
+        raise ValueError(f"expected a positive batch size, got {batch_size}")
+    ckpt = resolve_checkpoint(run, checkpoint)
+    loaded = load_model(ckpt, device=device)
+    file = FEFile(data)
+    model = loaded.model
+    run_info = loaded.metadata.get("run") or {}
+    run_config = run_info.get("config") or {}
+    trained_on = run_info.get("dataset") or {}
+    notes: list[str] = []
+
+    # ---- does the data fit the model?
+    is_spon = isinstance(model, SPON)
+    if mesh is None:
+        loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
+        numbering = trained_on.get("numbering")
+        if numbering and dict(numbering) != dict(file.numbering):
+            hint = (" pass --mesh <its mesh> to evaluate this mesh-agnostic model there" if is_spon and
+                    model.mesh_agnostic else " this model runs only on its training mesh")
+            raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the "
+                                     f"model was trained on (another mesh, generated as "
+                                     f"{file.provenance.get('mesh')!r});{hint}")
+    else:
+        if not (is_spon and model.mesh_agnostic):
+            kind = f"a SPON with processor {model.processor_type!r}" if is_spon else type(model).__name__
+            raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor 'gnn'); the "
+                                     f"checkpoint {ckpt} holds {kind}, which runs only on its training mesh")
+        bound = _per_dof_normalizers(loaded)
+        if bound:
+            raise SpaceMismatchError(f"--mesh: the checkpoint {ckpt} was trained with per-DOF normalizers "
+                                     f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per "
+                                     "node of the training mesh; retrain with 'global' or 'none' to evaluate "
+                                     "on other meshes")
+        if _mesh_spec(mesh) != file.provenance.get("mesh"):
+            raise SpaceMismatchError(f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh "
+                                     f"{file.provenance.get('mesh')!r}; generate data on {mesh!r} first")
+        _check_other_mesh_spaces(loaded.spaces, file.space_dicts, str(ckpt), file.path)
+
+    # ---- which samples
+    same_file = bool(trained_on.get("path")) and os.path.abspath(trained_on["path"]) == os.path.abspath(file.path) \
+        and dict(trained_on.get("numbering") or {}) == dict(file.numbering)
+    split = split or ("test" if same_file else "all")
+    if split == "test":
+        if not same_file:
+            raise ValueError(f"--split test means the run's test split of its training file "
+                             f"{trained_on.get('path')!r}; {file.path} is another file: use --split all")
+        rows = _test_rows(file, run_config)
+        if rows.size == 0:
+            raise ValueError("the run's test split is empty (data.split leaves no test samples); use --split all")
+    else:
+        rows = np.flatnonzero(file.done)
+        if rows.size == 0:
+            raise ValueError(f"{file.path} holds no valid samples")
+
+    # ---- the problem, in the stored DOF order (checked), its norms and Dirichlet DOFs
+    problem = file.rebuild_problem()
+    V = problem.output_space
+    templates = {n: fd.Function(W) for n, W in problem.input_spaces.items()}
+    mask = DirichletDofs(V, problem.output_bcs(templates)).mask
+    context = None
+    if mesh is not None:
+        method = (run_config.get("model") or {}).get("method", "auto")
+        context = context_from_problem(problem, method=method).to(torch.device(device))
+        model.check_context(context)
+
+    dataset = FEDataset(file.path, rows, dtype=torch.float64, preload=True)
+    x, y = dataset.raw(np.arange(len(dataset)))
+    n = len(dataset)
+    dtype = torch.float64 if is_spon else next(model.parameters()).dtype
+    x = _to(x, torch.device(device), dtype)
+    net = model if context is None else functools.partial(model, context=context)
+    forward = functools.partial(physical_forward, net, input_normalizer=loaded.input_normalizer,
+                                output_normalizer=loaded.output_normalizer)
+    model.eval()
+    pred = _predict_all(forward, x, n, batch_size)
+    if pred.shape != y.shape:
+        raise SpaceMismatchError(f"the model predicts DOF tensors of shape {tuple(pred.shape)}, the dataset holds "
+                                 f"{tuple(y.shape)}")
+    if not torch.isfinite(pred).all():
+        notes.append("the model predicts non-finite values")
+    ms = _time_per_sample(forward, x, n, batch_size)
+
+    rel_l2 = FENorm.l2(V).relative(pred, y).numpy()
+    rel_h1 = FENorm.h1(V).relative(pred, y).numpy()
+    m = mask.reshape(y.shape[1:])
+    if bool(m.any()):
+        err = float((pred - y)[:, m].abs().max())
+        scale = float(y[:, m].abs().max()) or float(y.abs().max()) or 1.0
+        boundary = err / scale
+    else:
+        boundary = 0.0
+        notes.append("the output has no Dirichlet DOFs; the boundary error is 0 by definition")
+    if is_spon and model.lifting_input is not None and loaded.input_normalizer is not None:
+        notes.append(f"this SPON reads its boundary data from input {model.lifting_input!r}, which was normalised "
+                     "(data.normalize_inputs); train with normalize_inputs: none for exact boundary values")
+    n_params = sum(int(p.numel()) for p in model.parameters())
+
+    result = EvaluationResult(
+        checkpoint=str(ckpt), data=file.path, mesh=str(file.provenance.get("mesh")), split=split,
+        other_mesh=mesh is not None, indices=rows, rel_l2=rel_l2, rel_h1=rel_h1, boundary_error=boundary,
+        n_params=n_params, ms_per_sample=ms, batch_size=batch_size, device=str(device), notes=notes,
+    )
+
+    # ---- files: plots, vtu, json
+    run_folder = ckpt.parent
+    out = Path(out) if out is not None else run_folder / f"eval-{Path(file.path).stem}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    order = np.argsort(rel_l2, kind="stable")
+    picks = list(dict.fromkeys([0, int(order[n // 2]), int(order[-1])]))[:max(0, min(plots, 3))] or [0]
+    inputs_np, output_np = file.read(rows[picks])
+    fields: dict[str, Any] = {}
+    panels = []
+    for j, k in enumerate(picks):
+        truth = fd.Function(V, val=output_np[j].reshape(V.dof_dset.size, *V.value_shape))
+        guess = fd.Function(V, val=pred[k].numpy().reshape(V.dof_dset.size, *V.value_shape))
+        error = fd.Function(V).assign(guess - truth)
+        ins = {name: fd.Function(W, val=inputs_np[name][j].reshape(W.dof_dset.size, *W.value_shape))
+               for name, W in problem.input_spaces.items()}
+        first = next(iter(ins))
+        panels.append({f"input {first}": ins[first], "truth": truth, "prediction": guess, "error": error})
+        row = int(rows[k])
+        fields.update({f"{name}_{row}": f for name, f in ins.items()})
+        fields.update({f"truth_{row}": truth, f"prediction_{row}": guess, f"error_{row}": error})
+    if plots > 0:
+        from fe_operators.errors import UnsupportedSpaceError
+        from fe_operators.io.plots import plot_fields
+
+        labels = [f"sample {int(rows[k])}, rel L2 {rel_l2[k]:.2%}" for k in picks]
+        try:
+            result.files["png"] = str(plot_fields(out / "samples.png", panels, row_labels=labels,
+                                                  shared=[("truth", "prediction")],
+                                                  title=f"{Path(file.path).name}: truth, prediction, error"))
+        except UnsupportedSpaceError as exc:
+            notes.append(f"no plot: {exc}")
+    result.files["vtu"] = str(write_fields(out / "samples.vtu", fields))
+    result.files["json"] = str(out / "evaluation.json")
+    payload = result.summary()
+    payload["indices"] = rows.tolist()
+    payload["rel_l2_per_sample"] = rel_l2.tolist()
+    payload["rel_h1_per_sample"] = rel_h1.tolist()
+    (out / "evaluation.json").write_text(json.dumps(payload, indent=1) + "\n")
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fe-operators evaluate",
+        description="Evaluate a trained model on a dataset: relative L2/H1, boundary error, parameters, "
+                    "inference time; PNG plots and a .vtu.")
+    p.add_argument("run", metavar="RUN_DIR", help="run folder of 'fe-operators train' (or a checkpoint file)")
+    p.add_argument("--data", required=True, metavar="FILE", help="dataset file of 'fe-operators generate'")
+    p.add_argument("--mesh", metavar="SPEC",
+                   help="evaluate a mesh-agnostic (GNN) model on another mesh: the mesh spec the dataset was "
+                        "generated on")
+    p.add_argument("--split", choices=("test", "all"),
+                   help="the run's test split (default for its training file) or all samples (default otherwise)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/eval-<data>-<split>)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of RUN_DIR")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass (default 32)")
+    p.add_argument("--plots", type=int, default=3, help="samples to plot, 0-3 (default 3)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    return p
+
+
+def main_evaluate(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fe-operators evaluate``; returns the exit status.
+
+    0 on success, 1 on bad input (missing/corrupt checkpoint, mismatched data, ...), 2 on
+    a usage error; errors are one line on stderr.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    if argv is None:  # Firedrake hands sys.argv to PETSc on import: keep our flags away from it
+        sys.argv = sys.argv[:1]
+    try:
+        result = evaluate_run(args.run, args.data, mesh=args.mesh, split=args.split, out=args.out,
+                              checkpoint=args.checkpoint, batch_size=args.batch_size, plots=args.plots,
+                              device=args.device)
+    except (FEOperatorsError, ValueError, OSError) as exc:
+        text = " ".join(str(exc).split())
+        print(f"fe-operators evaluate: error: {text}", file=sys.stderr)
+        return 1
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main_evaluate())
