@@ -10,7 +10,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-all bench-bridge bench-data
+.PHONY: install demo test test-all bench-bridge bench-data bench-spon
 
 install:
 	@bash scripts/install.sh
@@ -30,3 +30,7 @@ bench-bridge: install
 
 bench-data: install
 	$(PY) benchmarks/bench_data.py
+
+# Installs neuraloperator (optional, benchmark only) into the venv with torch pinned.
+bench-spon: install
+	$(PY) benchmarks/bench_spon.py
