@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from typing import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -31,22 +28,11 @@ import torch  # noqa: E402
 import firedrake as fd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine_summary  # noqa: E402
+from machine import machine_summary, median_time  # noqa: E402
 
 from fe_operators.fem import FENorm, RelativeLoss, dof_graph, functions_to_tensor, tensor_to_functions  # noqa: E402
 
 TARGETS = {"roundtrip_vs_memcpy": 2.0, "l2loss_vs_mse": 4.0, "graph_vs_assembly": 1.0}
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
-from typing import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -40,21 +37,10 @@ import torch  # noqa: E402
 import firedrake as fd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine_summary  # noqa: E402
+from machine import machine_summary, median_time  # noqa: E402
 
 from fe_operators.fem import dof_graph  # noqa: E402
 from fe_operators.models.graph_ops import mean_adjacency, mean_aggregate, propagate_mean  # noqa: E402
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------- the kernels not kept

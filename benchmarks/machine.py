@@ -1,11 +1,14 @@
-"""Describe the machine a benchmark ran on (printed with every benchmark's ratios)."""
+"""Shared benchmark helpers: the machine line printed with every benchmark, median timing."""
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
+from typing import Callable
 
-__all__ = ["machine_summary"]
+__all__ = ["machine_summary", "median_time"]
 
 
 def machine_summary() -> str:
@@ -33,3 +36,14 @@ def machine_summary() -> str:
         f"numba {numba.__version__} ({numba.get_num_threads()} threads), "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
