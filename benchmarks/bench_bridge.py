@@ -21,6 +21,8 @@ import os
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Firedrake hands sys.argv to PETSc at import: keep this script's options away from it.
+_ARGV, sys.argv = sys.argv[1:], sys.argv[:1]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1023, help="cells per side of the unit square (default 1023)")
     p.add_argument("--repeats", type=int, default=7)
-    args = p.parse_args(argv)
+    args = p.parse_args(_ARGV if argv is None else argv)
     torch.set_num_threads(os.cpu_count() or 1)  # the same cores for the baseline and for us
 
     mesh = fd.UnitSquareMesh(args.n, args.n)
