@@ -14,21 +14,24 @@ validation epoch kept:
 * FNO (``neuralop``), pinned: ``n_modes (16, 16)``, 32 hidden channels, 4 layers, on the
   65×65 DOF grid (the CG1 nodes, mapped exactly), per-point unit-Gaussian normalizers,
   relative-L2 training loss (neuralop's ``LpLoss(d=2, p=2)``), lr 8e-3, weight decay 1e-4;
-* SPON-MLP and SPON-GNN (``spon_for_problem``), trained in the relative L2 FE norm; the
-  input normalised by its train mean/std (one number each), the output scaled by one
-  number (the train RMS of ``u``): the zero lifting stays exactly zero, so the boundary
-  condition holds exactly.
+* SPON-MLP (hidden 256, 256; lr 1e-3) and SPON-GNN (width 32, depth 4, 8 hops, 8 coarse
+  cells; lr 3e-3) from ``spon_for_problem``, trained in the relative L2 FE norm (weight
+  decay 1e-4); the input normalised by its train mean/std (one number each), the output
+  scaled by one number (the train RMS of ``u``): the zero lifting stays exactly zero, so
+  the boundary condition holds exactly.
 
 Every model is evaluated in the same metric: the mean relative L2 error in the FE norm
 (CG1 mass matrix) on the test samples, FNO's grid predictions mapped back to DOFs.
 Printed: the machine, one table (relative L2, max boundary error, parameters, epochs,
-train time, batched inference time per sample) and the lines
+train time, inference time per sample: batches of 20, inputs in memory, warm, the faster
+of two passes over the test set) and the lines
 
 * ``ratio spon_gnn_vs_fno_relL2 <x>`` (target <= 2), ``ratio spon_mlp_vs_fno_relL2 <x>``;
 * ``ratio spon_infer_vs_fe_solve <x>``: SPON-GNN batched inference per sample / a warm
   Firedrake solve of the same Darcy problem per sample (median; lower is better);
 * ``ratio gnn_transfer_err <x>`` (target <= 1.5): a SPON-GNN trained on 32×32 data
-  (same distribution, same counts, budget ``--transfer-budget``), its test error on
+  (same distribution, other samples: seed 1; same counts; budget ``--transfer-budget``,
+  default ``--budget``), its test error on
   64×64 data over its test error on 32×32 data.
 
 If FNO's test error is above 3 %, the budget is too small for the pinned FNO on this
@@ -89,13 +92,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fno-lr", type=float, default=8e-3)
     p.add_argument("--mlp-lr", type=float, default=1e-3)
     p.add_argument("--mlp-hidden", type=int, nargs="+", default=[256, 256])
-    p.add_argument("--gnn-lr", type=float, default=1e-3)
-    p.add_argument("--gnn-width", type=int, default=64)
+    p.add_argument("--gnn-lr", type=float, default=3e-3)
+    p.add_argument("--gnn-width", type=int, default=32,
+                   help="default 32: on 2 cores a step of width 64 costs ~3x more (~6 s vs ~1.8 s, batch 20)")
     p.add_argument("--gnn-depth", type=int, default=4)
     p.add_argument("--gnn-hops", type=int, default=8)
     p.add_argument("--gnn-coarse-cells", type=int, default=8)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--infer-batch", type=int, default=50, help="batch of the timed inference (default 50)")
+    p.add_argument("--infer-batch", type=int, default=20, help="batch of the timed inference (default 20)")
     p.add_argument("--solves", type=int, default=10, help="timed Firedrake solves (median; default 10)")
     p.add_argument("--fno-max-err", type=float, default=FNO_MAX_ERR,
                    help="FNO test error above which no ratios are printed (default 0.03)")
@@ -157,9 +161,11 @@ def evaluate(predict: Callable[[Any], Any], a: Any, u: Any, norm: Any, mask: Any
     """Mean relative FE-L2 error, max boundary error and batched inference seconds per sample."""
     with torch.no_grad():
         predict(a[:batch])  # warm-up
-        t0 = time.perf_counter()
-        pred = torch.cat([predict(a[k:k + batch]) for k in range(0, a.shape[0], batch)])
-        seconds = time.perf_counter() - t0
+        seconds = math.inf
+        for _ in range(2):  # the faster of two passes (the machine may be shared)
+            t0 = time.perf_counter()
+            pred = torch.cat([predict(a[k:k + batch]) for k in range(0, a.shape[0], batch)])
+            seconds = min(seconds, time.perf_counter() - t0)
         rel = norm.relative(pred.double(), u.double())
         bnd = (pred[:, mask] - u[:, mask]).abs().max()
     return {"rel_l2": float(rel.mean()), "max_boundary_error": float(bnd), "infer_s": seconds / a.shape[0]}
