@@ -63,8 +63,6 @@ os.environ["OMP_NUM_THREADS"] = "1"  # Firedrake/PETSc single-threaded; torch th
 
 import torch  # installing neuralop never replaces it (fno_grid.ensure_neuralop)
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 #: FNO's test error above which the budget is declared too small
@@ -308,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     import firedrake  # noqa: F401
 
     sys.argv = _argv
+    # after the imports (one of them resets the filters): the package's CSR kernels warn "beta"
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     from machine import machine_summary
 
     torch.set_num_threads(args.threads)
