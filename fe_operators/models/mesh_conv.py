@@ -58,11 +58,19 @@ class MeshConv(torch.nn.Module):
         """Message, aggregate, update."""
         source, target = edge_index
         msg = self.message(self.lin_i(h)[target], self.lin_j(h)[source], self.lin_e(edge_attr))
-        return self.update(h, mean_aggregate(msg, target, degree))
+        # φ's last layer is linear, so it commutes with the mean: apply it once per node
+        # instead of once per edge (same output; about half a training step's time).
+        # Its bias only reaches nodes that receive messages, as it would per edge.
+        mean = mean_aggregate(msg, target, degree)
+        has = (degree > 0).to(mean.dtype).reshape(-1, *([1] * (mean.ndim - 1)))
+        return self.update(h, torch.nn.functional.linear(mean, self.lin_m.weight) + has * self.lin_m.bias)
 
     def message(self, a_i: torch.Tensor, b_j: torch.Tensor, e_ij: torch.Tensor) -> torch.Tensor:
-        """``φ`` on one edge: ``(E, batch, W)`` from the split first layer's three parts."""
-        return self.lin_m(self.act(a_i + b_j + e_ij.unsqueeze(1)))
+        """``φ`` on one edge up to its last (linear) layer: ``(E, batch, W)``.
+
+        The last layer ``lin_m`` is applied after aggregation, in :meth:`forward`.
+        """
+        return self.act(a_i + b_j + e_ij.unsqueeze(1))
 
     def update(self, h: torch.Tensor, aggregated: torch.Tensor) -> torch.Tensor:
         """Residual update ``LN(h + ψ([h, a]))``."""
