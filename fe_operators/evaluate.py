@@ -379,9 +379,9 @@ def evaluate_run(
     n = len(dataset)
     dtype = torch.float64 if is_spon else next(model.parameters()).dtype
     x = _to(x, torch.device(device), dtype)
-    net = model if context is None else functools.partial(model, context=context)
-    forward = functools.partial(physical_forward, net, input_normalizer=loaded.input_normalizer,
-                                output_normalizer=loaded.output_normalizer)
+    forward = functools.partial(physical_forward, model, input_normalizer=loaded.input_normalizer,
+                                output_normalizer=loaded.output_normalizer,
+                                **({} if context is None else {"context": context}))
     model.eval()
     pred = _predict_all(forward, x, n, batch_size)
     if pred.shape != y.shape:
@@ -401,9 +401,6 @@ def evaluate_run(
     else:
         boundary = 0.0
         notes.append("the output has no Dirichlet DOFs; the boundary error is 0 by definition")
-    if is_spon and model.lifting_input is not None and loaded.input_normalizer is not None:
-        notes.append(f"this SPON reads its boundary data from input {model.lifting_input!r}, which was normalised "
-                     "(data.normalize_inputs); train with normalize_inputs: none for exact boundary values")
     n_params = sum(int(p.numel()) for p in model.parameters())
 
     result = EvaluationResult(

@@ -267,5 +267,33 @@ class SPON(torch.nn.Module):
         u = self.decoder(z, ctx, lifting)
         return u.squeeze(-1) if self.output_scalar else u
 
+    def impose_dirichlet(self, u: torch.Tensor, x: Inputs, context: MeshContext | None = None,
+                         lifting: torch.Tensor | None = None) -> torch.Tensor:
+        """Overwrite the Dirichlet DOFs of ``u`` with the boundary data of the *physical* inputs ``x``.
+
+        :meth:`forward` is exact by itself; this restores exactness when the caller
+        changes units around it (a normalizer encodes the inputs the lifting is read
+        from, or decodes the outputs): the boundary values then come from ``lifting``, the
+        physical ``lifting_input`` field or the context's fixed lifting, in float64, bit
+        for bit.  No gradient flows through the constrained DOFs (they are data).
+
+        Shapes
+        ------
+        ``u``: the output layout of :meth:`forward`; ``x`` and ``lifting`` as there.
+        """
+        ctx = self._context(context)
+        if lifting is not None:
+            g = lifting.unsqueeze(-1) if lifting.ndim == 2 else lifting
+        elif self.lifting_input is not None:
+            g = self._lifting(self.encoder(x, ctx), ctx)
+        else:
+            g = ctx.lifting
+        u3 = u.unsqueeze(-1) if self.output_scalar else u
+        if u3.ndim != 3 or u3.shape[1:] != ctx.mask.shape:
+            raise SpaceMismatchError(f"expected outputs of shape (batch, {', '.join(map(str, ctx.mask.shape))}), "
+                                     f"got {tuple(u.shape)}")
+        out = torch.where(ctx.mask, g.to(device=u.device, dtype=torch.float64), u3.to(torch.float64))
+        return out.squeeze(-1) if self.output_scalar else out
+
     def extra_repr(self) -> str:
         return f"processor={self.processor_type!r}, lifting_input={self.lifting_input!r}"

@@ -147,8 +147,8 @@ class DataSection:
         "per channel ('global'), or none. The model sees encoded inputs.", default="dof")
     normalize_output: Literal["dof", "global", "none"] = _key(
         "Normalizer of the output, as normalize_inputs: the model predicts encoded outputs, which the trainer "
-        "decodes before the loss. Use 'none' for models that decode to physical units themselves (e.g. SPON "
-        "with its exact Dirichlet lifting).", default="dof")
+        "decodes before the loss (a SPON's Dirichlet DOFs are then reset to the physical boundary data, so "
+        "they stay exact).", default="dof")
     dtype: Literal["float32", "float64"] = _key("Dtype of the tensors the model sees.", default="float32")
     preload: bool = _key("Read the selected samples into memory once (faster epochs).", default=True)
 

@@ -14,7 +14,7 @@ through :func:`physical_forward`, so a loaded model reproduces training-time out
 
 from __future__ import annotations
 
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
 import torch
 
@@ -64,12 +64,26 @@ def physical_forward(
     x: Inputs,
     input_normalizer: InputNormalizer = None,
     output_normalizer: UnitGaussianNormalizer | None = None,
+    **model_kwargs: Any,
 ) -> torch.Tensor:
     """Apply ``model`` to physical inputs and return physical outputs.
+
+    A model with exact Dirichlet values (one with ``impose_dirichlet``, such as SPON)
+    stays exact through the normalizers: after decoding, its constrained DOFs are set
+    from the physical inputs (the network saw encoded ones).
+
+    Parameters
+    ----------
+    model_kwargs
+        Passed to the model (e.g. SPON's ``context=`` for another mesh).
 
     Shapes
     ------
     x: ``(batch, n_nodes, channels)`` or a dict of ``(batch, n_nodes[, ncomp])``;
     output: ``(batch, n_nodes[, ncomp])`` (the DOF-tensor layout of DESIGN.md §3).
     """
-    return decode_output(output_normalizer, model(encode_inputs(input_normalizer, x)))
+    u = decode_output(output_normalizer, model(encode_inputs(input_normalizer, x), **model_kwargs))
+    impose = getattr(model, "impose_dirichlet", None)
+    if impose is not None and (input_normalizer is not None or output_normalizer is not None):
+        u = impose(u, x, **model_kwargs)
+    return u
