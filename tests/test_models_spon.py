@@ -12,7 +12,8 @@ from fe_operators.models import SPON, DeepPropagation, MeshContext
 from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.graph_ops import mean_adjacency, mean_aggregate, normalized_coordinates, propagate_mean
 
-OPTIONS = {"gnn": dict(width=8, depth=2, hops=4, coarse_cells=4), "mlp": dict(hidden=[16, 16])}
+OPTIONS = {"gnn": dict(width=8, depth=2, hops=4, coarse_cells=4, latent_cells=4, latent_modes=2),
+           "mlp": dict(hidden=[16, 16])}
 
 
 def _context(n):

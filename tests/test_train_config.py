@@ -123,3 +123,20 @@ def test_cli_prints_config_and_reports_bad_configs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.lr: expected float, got str 'abc'" in err and "run.yaml" in err
     assert main_train([]) == 2
+
+
+@pytest.mark.parametrize("options, key", [
+    ({"latent_cells": 8, "latent_modes": 5}, "model.latent_modes"),
+    ({"latent_cells": 8, "latent_modes": 0}, "model.latent_modes"),
+    ({"latent_cells": 1, "latent_modes": 1}, "model.latent_cells"),
+    ({"latent_cells": 8, "latent_modes": 2, "depth": 0}, "model.depth"),
+    ({"processor": "mlp", "latent_cells": 8}, "model.latent_cells"),
+])
+def test_spon_latent_grid_keys_are_checked(options, key):
+    from fe_operators.train.builders import spon_options
+    from fe_operators.train.config import ModelSection
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        spon_options(ModelSection(type="spon", options=options))
+    ok = spon_options(ModelSection(type="spon", options={"latent_cells": 8, "latent_modes": 4}))
+    assert (ok.latent_cells, ok.latent_modes) == (8, 4)

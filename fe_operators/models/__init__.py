@@ -35,6 +35,7 @@ from fe_operators.models.context import ContextBuffers, MeshContext, SparseMap
 from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
 from fe_operators.models.gnn_processor import GNNProcessor
+from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import MLPProcessor
@@ -44,7 +45,8 @@ from fe_operators.models.spon import PROCESSORS, SPON
 __all__ = [
     "SPON", "PROCESSORS", "MeshContext", "SparseMap", "ContextBuffers",
     "InputEncoder", "InputField", "DirichletDecoder", "dirichlet_lifting",
-    "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "MLP",
+    "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
+    "grid_transfer", "MLP",
     "predict", "spon_for_problem", "context_from_spaces", "context_from_problem",
 ]
 

@@ -57,7 +57,10 @@ class MeshConv(torch.nn.Module):
     ) -> torch.Tensor:
         """Message, aggregate, update."""
         source, target = edge_index
-        msg = self.message(self.lin_i(h)[target], self.lin_j(h)[source], self.lin_e(edge_attr))
+        # index_select, not h[idx]: its backward is index_add_, several times faster on CPU than
+        # the sorting accumulate of advanced indexing
+        msg = self.message(self.lin_i(h).index_select(0, target), self.lin_j(h).index_select(0, source),
+                           self.lin_e(edge_attr))
         # φ's last layer is linear, so it commutes with the mean: apply it once per node
         # instead of once per edge (same output; about half a training step's time).
         # Its bias only reaches nodes that receive messages, as it would per edge.

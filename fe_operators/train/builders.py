@@ -17,13 +17,15 @@ The section's keys (:class:`SPONOptions`; every key optional)::
       depth: 4                # gnn: message-passing layers
       hops: 8                 # gnn: deep-propagation hops (0: none)
       coarse_cells: 8         # gnn: coarse-grid cells per axis (0: none)
+      latent_cells: 0         # gnn: latent Fourier grid cells per axis (0: none)
+      latent_modes: 0         # gnn: Fourier modes per axis on the latent grid
       hidden: [256, 256]      # mlp: hidden layer sizes
       act: gelu
 
-Keys of the other processor are an error, not ignored.  Normalisation: SPON decodes to
-physical units itself (exact Dirichlet lifting), so use ``data.normalize_output: none``;
-a model that reads its boundary data from an input (Poisson's ``g``) needs
-``data.normalize_inputs: none`` too, or it would read encoded boundary values.
+Keys of the other processor are an error, not ignored.  Normalisation: any
+``data.normalize_inputs`` / ``normalize_output`` keeps SPON's Dirichlet values exact (the
+trainer re-imposes the physical boundary data after decoding, see
+:func:`~fe_operators.train.physical_forward`).
 
 This module imports Firedrake only when a model is built.
 """
@@ -66,6 +68,11 @@ class SPONOptions:
     hops: int = _key("gnn: deep-propagation hops on the training mesh (0: none).", _non_negative, default=8)
     coarse_cells: int = _key("gnn: coarse-grid cells per axis of the global mixing stage (0: none).",
                              _non_negative, default=8)
+    latent_cells: int = _key(
+        "gnn: cells per axis of the latent grid of the Fourier stage that follows each message-passing "
+        "layer (0: none).", _non_negative, default=0)
+    latent_modes: int = _key("gnn: Fourier modes per axis on the latent grid, 1 <= modes <= "
+                             "(latent_cells + 1) // 2 (ignored when latent_cells is 0).", _non_negative, default=0)
     hop_scaling: Literal["diffusive", "fixed"] = _key(
         "gnn: how the hops follow the mesh size on other meshes.", default="diffusive")
     layer_norm: bool = _key("gnn: LayerNorm after each residual update.", default=True)
@@ -82,7 +89,7 @@ class SPONOptions:
 
 
 #: keys that only the GNN / only the MLP processor takes
-GNN_KEYS = ("width", "depth", "hops", "coarse_cells", "hop_scaling", "layer_norm")
+GNN_KEYS = ("width", "depth", "hops", "coarse_cells", "latent_cells", "latent_modes", "hop_scaling", "layer_norm")
 MLP_KEYS = ("hidden",)
 
 
@@ -102,6 +109,16 @@ def spon_options(section: ModelSection) -> SPONOptions:
         if name in given:
             raise ConfigError(f"model.{name}", f"is a key of the {'mlp' if opts.processor == 'gnn' else 'gnn'} "
                                                f"processor; this model has processor: {opts.processor}")
+    if opts.processor == "gnn" and opts.latent_cells:
+        top = (opts.latent_cells + 1) // 2
+        if opts.latent_cells < 2:
+            raise ConfigError("model.latent_cells", f"expected 0 (none) or >= 2, got {opts.latent_cells}")
+        if not 1 <= opts.latent_modes <= top:
+            raise ConfigError("model.latent_modes", f"expected 1 <= latent_modes <= (latent_cells + 1) // 2 = "
+                                                    f"{top}, got {opts.latent_modes}")
+        if opts.depth < 1:
+            raise ConfigError("model.depth", "expected depth >= 1 with latent_cells (a latent stage follows each "
+                                             "message-passing layer)")
     return opts
 
 
