@@ -4,7 +4,8 @@ The FNO/MgNO benchmark problem, ``-div(a grad u) = 1``, ``u = 0`` on the boundar
 default thresholded coefficient ``a in {3, 12}`` (``dg0``):
 
 1. generate samples on ``unitsquare:20`` and train a SPON with the GNN processor
-   (message passing, a coarse-grid global stage and deep propagation on the DOF graph);
+   (message passing on the DOF graph, each layer followed by a Fourier stage on a latent
+   grid over the domain);
 2. evaluate it on the held-out test split;
 3. generate samples on a finer mesh (``unitsquare:28``) and evaluate the *same weights*
    there (``fe-operators evaluate --mesh``): the model gets that mesh's context.
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Darcy on unitsquare:{n}, coefficient 'dg0'; SPON with the GNN processor", flush=True)
     run_pipeline(
         out, problem="darcy", mesh=f"unitsquare:{n}", samples=samples, seed=0, retrain=args.retrain,
-        model={"type": "spon", "processor": "gnn", "width": 32, "depth": 4, "hops": 8, "coarse_cells": 8},
+        model={"type": "spon", "processor": "gnn", "width": 32, "depth": 2, "latent_cells": 16, "latent_modes": 8},
         data={"split": [0.8, 0.1, 0.1], "normalize_inputs": "global", "normalize_output": "none"},
         train={"epochs": epochs, "batch_size": 16, "lr": 1e-3, "threads": 1, "metrics": ["rel_l2", "rel_h1"],
                "scheduler": {"name": "cosine", "warmup_steps": 20}},

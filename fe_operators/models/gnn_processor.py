@@ -86,8 +86,8 @@ class GNNProcessor(torch.nn.Module):
     #: runs on any mesh of the domain, given its context
     mesh_agnostic = True
 
-    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = 64, depth: int = 4,
-                 hops: int = 8, coarse_cells: int = 8, latent_cells: int = 0, latent_modes: int = 0,
+    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = 32, depth: int = 2,
+                 hops: int = 0, coarse_cells: int = 0, latent_cells: int = 16, latent_modes: int = 8,
                  hop_scaling: str = "diffusive", reference_length: float | None = None, layer_norm: bool = True, act: str = "gelu") -> None:
         super().__init__()
         if depth < 0 or hops < 0 or width < 1 or coarse_cells < 0 or latent_cells < 0:

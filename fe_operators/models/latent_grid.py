@@ -56,10 +56,13 @@ def grid_transfer(x: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tens
     rows = torch.arange(n, device=x.device).repeat(len(cols))
     cols_t, vals_t = torch.cat(cols), torch.cat(vals)
     n_grid = (cells + 1) ** gdim
-    interp = torch.sparse_coo_tensor(torch.stack([rows, cols_t]), vals_t, (n, n_grid)).coalesce()
+    # indices are in range by construction: skip torch's invariant checks (and their warning)
+    interp = torch.sparse_coo_tensor(torch.stack([rows, cols_t]), vals_t, (n, n_grid),
+                                     check_invariants=False).coalesce()
     weight = torch.zeros(n_grid, dtype=x.dtype, device=x.device).index_add_(0, cols_t, vals_t)
     scaled = vals_t / weight[cols_t].clamp_min(torch.finfo(x.dtype).tiny)
-    pool = torch.sparse_coo_tensor(torch.stack([cols_t, rows]), scaled, (n_grid, n)).coalesce()
+    pool = torch.sparse_coo_tensor(torch.stack([cols_t, rows]), scaled, (n_grid, n),
+                                   check_invariants=False).coalesce()
     return interp.to_sparse_csr(), pool.to_sparse_csr()
 
 

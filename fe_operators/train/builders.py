@@ -13,12 +13,12 @@ The section's keys (:class:`SPONOptions`; every key optional)::
     model:
       type: spon
       processor: gnn          # gnn (any mesh of the domain) | mlp (the training mesh only)
-      width: 64               # gnn: hidden features
-      depth: 4                # gnn: message-passing layers
-      hops: 8                 # gnn: deep-propagation hops (0: none)
-      coarse_cells: 8         # gnn: coarse-grid cells per axis (0: none)
-      latent_cells: 0         # gnn: latent Fourier grid cells per axis (0: none)
-      latent_modes: 0         # gnn: Fourier modes per axis on the latent grid
+      width: 32               # gnn: hidden features
+      depth: 2                # gnn: message-passing layers
+      latent_cells: 16        # gnn: latent Fourier grid cells per axis (0: none)
+      latent_modes: 8         # gnn: Fourier modes per axis on the latent grid
+      hops: 0                 # gnn: deep-propagation hops (0: none)
+      coarse_cells: 0         # gnn: coarse-grid cells per axis (0: none)
       hidden: [256, 256]      # mlp: hidden layer sizes
       act: gelu
 
@@ -62,17 +62,17 @@ class SPONOptions:
     processor: Literal["gnn", "mlp"] = _key(
         "Processor: 'gnn' (message passing on the DOF graph, runs on any mesh of the domain) or 'mlp' "
         "(dense, tied to the training mesh).", default="gnn")
-    width: int = _key("gnn: hidden feature size.", _positive, default=64)
+    width: int = _key("gnn: hidden feature size.", _positive, default=32)
     depth: int = _key("gnn: message-passing layers (half before, half after the global stage).",
-                      _non_negative, default=4)
-    hops: int = _key("gnn: deep-propagation hops on the training mesh (0: none).", _non_negative, default=8)
+                      _non_negative, default=2)
+    hops: int = _key("gnn: deep-propagation hops on the training mesh (0: none).", _non_negative, default=0)
     coarse_cells: int = _key("gnn: coarse-grid cells per axis of the global mixing stage (0: none).",
-                             _non_negative, default=8)
+                             _non_negative, default=0)
     latent_cells: int = _key(
         "gnn: cells per axis of the latent grid of the Fourier stage that follows each message-passing "
-        "layer (0: none).", _non_negative, default=0)
+        "layer (0: none).", _non_negative, default=16)
     latent_modes: int = _key("gnn: Fourier modes per axis on the latent grid, 1 <= modes <= "
-                             "(latent_cells + 1) // 2 (ignored when latent_cells is 0).", _non_negative, default=0)
+                             "(latent_cells + 1) // 2 (ignored when latent_cells is 0).", _non_negative, default=8)
     hop_scaling: Literal["diffusive", "fixed"] = _key(
         "gnn: how the hops follow the mesh size on other meshes.", default="diffusive")
     layer_norm: bool = _key("gnn: LayerNorm after each residual update.", default=True)
