@@ -20,22 +20,17 @@ seconds).  Output in ``out/darcy_unitsquare[-smoke]/``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from main_job import run_pipeline  # noqa: E402  (sets up Firedrake's environment)
+from main_job import demo_parser, run_pipeline  # noqa: E402  (sets up Firedrake's environment)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--retrain", action="store_true", help="train even if a finished run exists")
-    args = p.parse_args(argv)
+    args = demo_parser(__doc__).parse_args(argv)
     n, fine, samples, epochs = (8, 10, 48, 2) if args.smoke else (20, 28, 1000, 15)
     out = Path(args.out or f"out/darcy_unitsquare{'-smoke' if args.smoke else ''}")
     started = time.perf_counter()

@@ -11,21 +11,16 @@ seconds).  Output in ``out/elasticity_plate[-smoke]/``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from main_job import run_pipeline  # noqa: E402  (sets up Firedrake's environment)
+from main_job import demo_parser, run_pipeline  # noqa: E402  (sets up Firedrake's environment)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--retrain", action="store_true", help="train even if a finished run exists")
-    args = p.parse_args(argv)
+    args = demo_parser(__doc__).parse_args(argv)
     samples, epochs = (64, 2) if args.smoke else (4000, 30)
     started = time.perf_counter()
     print("Elasticity on plate_holes: clamped left, traction right; inputs E and load; SPON with the MLP "

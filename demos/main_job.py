@@ -122,13 +122,19 @@ def run_pipeline(
     return evaluation
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def demo_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every demo takes: ``--smoke``, ``--out``, ``--retrain``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; no accuracy target)")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--retrain", action="store_true", help="train even if a finished run exists")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = demo_parser(__doc__)
     p.add_argument("--samples", type=int, help="samples to generate (default 4000; smoke 64)")
     p.add_argument("--epochs", type=int, help="training epochs (default 40; smoke 2)")
-    p.add_argument("--out", help="output folder (default out/demo, smoke out/demo-smoke)")
-    p.add_argument("--retrain", action="store_true", help="train even if a finished run exists")
     args = p.parse_args(argv)
     samples = args.samples or (64 if args.smoke else 4000)
     epochs = args.epochs or (2 if args.smoke else 40)

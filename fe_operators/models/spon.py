@@ -232,6 +232,16 @@ class SPON(torch.nn.Module):
         ctx = self._context(context)
         return self._lifting(self.encoder(x, ctx), ctx)
 
+    def _boundary_data(self, nodes: torch.Tensor | None, context: MeshContext,
+                       lifting: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-sample boundary data ``(batch, n, ncomp)``: ``lifting`` if given, else read from
+        the encoded ``nodes`` of ``lifting_input``; None: the context's fixed lifting."""
+        if lifting is not None:
+            return lifting.unsqueeze(-1) if lifting.ndim == 2 else lifting
+        if self.lifting_input is not None:
+            return self._lifting(nodes, context)
+        return None
+
     def _lifting(self, nodes: torch.Tensor, context: MeshContext) -> torch.Tensor:
         k = [f.name for f in self.encoder.fields].index(self.lifting_input)
         return dirichlet_lifting(nodes[..., self.encoder.slices[k]], context.mask)
@@ -258,10 +268,7 @@ class SPON(torch.nn.Module):
         """
         ctx = self._context(context)
         nodes = self.encoder(x, ctx)
-        if lifting is not None:
-            lifting = lifting.unsqueeze(-1) if lifting.ndim == 2 else lifting
-        elif self.lifting_input is not None:
-            lifting = self._lifting(nodes, ctx)
+        lifting = self._boundary_data(nodes, ctx, lifting)
         dtype = next(self.processor.parameters()).dtype
         z = self.processor(nodes.to(dtype), ctx)
         u = self.decoder(z, ctx, lifting)
@@ -282,12 +289,9 @@ class SPON(torch.nn.Module):
         ``u``: the output layout of :meth:`forward`; ``x`` and ``lifting`` as there.
         """
         ctx = self._context(context)
-        if lifting is not None:
-            g = lifting.unsqueeze(-1) if lifting.ndim == 2 else lifting
-        elif self.lifting_input is not None:
-            g = self._lifting(self.encoder(x, ctx), ctx)
-        else:
-            g = ctx.lifting
+        nodes = self.encoder(x, ctx) if lifting is None and self.lifting_input is not None else None
+        g = self._boundary_data(nodes, ctx, lifting)
+        g = ctx.lifting if g is None else g
         u3 = u.unsqueeze(-1) if self.output_scalar else u
         if u3.ndim != 3 or u3.shape[1:] != ctx.mask.shape:
             raise SpaceMismatchError(f"expected outputs of shape (batch, {', '.join(map(str, ctx.mask.shape))}), "
