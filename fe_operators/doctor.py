@@ -101,9 +101,11 @@ def _check_roundtrip() -> str:
 def _check_mpi() -> str:
     from fe_operators.parallel import mpiexec_command, mpiexec_env
 
+    # rank 0 prints for both: two ranks writing at once can interleave their lines
     code = (
         "from mpi4py import MPI; c = MPI.COMM_WORLD; "
-        "s = c.allreduce(c.rank + 1); print(f'hello from {c.rank}/{c.size} sum={s}')"
+        "s = c.allreduce(c.rank + 1); g = c.gather(f'hello from {c.rank}/{c.size} sum={s}'); "
+        "c.rank == 0 and print(*g, sep=chr(10), flush=True)"
     )
     cmd = mpiexec_command(2, [sys.executable, "-c", code])
     out = subprocess.run(cmd, env=mpiexec_env(), capture_output=True, text=True, timeout=120)

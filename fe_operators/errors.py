@@ -8,8 +8,11 @@ and where possible how to fix it.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "FEOperatorsError",
+    "ConfigError",
     "SpaceMismatchError",
     "UnsupportedSpaceError",
     "BoundaryMarkerError",
@@ -20,6 +23,34 @@ __all__ = [
 
 class FEOperatorsError(Exception):
     """Base class of every error raised by fe_operators."""
+
+
+class ConfigError(FEOperatorsError, ValueError):
+    """A configuration or option with an unknown key, a wrong type or an invalid value.
+
+    Raised for run configurations (``fe-operators train --config``), model and processor
+    options given in Python, and every other typed option schema
+    (:mod:`fe_operators.options`).
+
+    Parameters
+    ----------
+    key
+        Dotted path of the offending key, e.g. ``"train.lr"``; ``""`` for the whole file.
+    message
+        What was expected and what was given, e.g. ``"expected float, got str 'abc'"``.
+    source
+        The configuration file, if the configuration came from one.
+    """
+
+    def __init__(self, key: str, message: str, source: "str | os.PathLike[str] | None" = None) -> None:
+        self.key = key
+        self.message = message
+        self.source = None if source is None else str(source)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.key}: {self.message}" if self.key else f"{where}{self.message}"
 
 
 class SpaceMismatchError(FEOperatorsError, ValueError):

@@ -334,7 +334,10 @@ def evaluate_run(
     else:
         if not (is_spon and model.mesh_agnostic):
             kind = f"a SPON with processor {model.processor_type!r}" if is_spon else type(model).__name__
-            raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor 'gnn'); the "
+            from fe_operators.models import PROCESSORS
+
+            agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
+            raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor {agnostic}); the "
                                      f"checkpoint {ckpt} holds {kind}, which runs only on its training mesh")
         bound = _per_dof_normalizers(loaded)
         if bound:

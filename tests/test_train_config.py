@@ -31,8 +31,10 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path):
     assert cfg.data.path == str(tmp_path / "d.h5") and cfg.out.dir == str(tmp_path / "runs" / "a")
     assert cfg.train.scheduler.name == "step" and cfg.train.scheduler.gamma == 0.1
     assert cfg.train.epochs == 100 and cfg.data.split == [0.8, 0.1, 0.1]
-    assert cfg.model.type == "spon" and cfg.model.options == {"width": 32}
-    assert config_to_dict(cfg)["model"] == {"type": "spon", "width": 32}
+    # the spon schema fills in SPON's and the processor's defaults
+    assert cfg.model.type == "spon" and cfg.model.options["width"] == 32
+    assert cfg.model.options["processor"] == "gnn" and cfg.model.options["depth"] == 2
+    assert config_to_dict(cfg)["model"]["type"] == "spon" and "hidden" not in cfg.model.options
 
 
 @pytest.mark.parametrize("change, message", [
@@ -83,7 +85,7 @@ def test_registered_model_schema_checks_model_keys(monkeypatch):
         processor: typing.Literal["mlp", "gnn"] = dataclasses.field(default="mlp", metadata={"doc": "Processor."})
         width: int = dataclasses.field(default=64, metadata={"doc": "Hidden width."})
 
-    monkeypatch.setitem(config_module.MODEL_SCHEMAS, "toy", Schema)
+    monkeypatch.setitem(config_module.MODEL_SCHEMAS, "toy", config_module.DataclassSchema(Schema))
     cfg = config_from_dict(with_(model={"type": "toy", "width": 8}))
     assert cfg.model.options == {"processor": "mlp", "width": 8}
     with pytest.raises(ConfigError, match="model.width: expected int, got str 'wide'"):
@@ -139,4 +141,4 @@ def test_spon_latent_grid_keys_are_checked(options, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         spon_options(ModelSection(type="spon", options=options))
     ok = spon_options(ModelSection(type="spon", options={"latent_cells": 8, "latent_modes": 4}))
-    assert (ok.latent_cells, ok.latent_modes) == (8, 4)
+    assert (ok.processor_options.latent_cells, ok.processor_options.latent_modes) == (8, 4)

@@ -1,12 +1,19 @@
 """Models: SPON's encoder, processors and exact Dirichlet decoder (DESIGN.md §4, §4b).
 
 * :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
-  (graph, coordinates, Dirichlet split, input maps), kept apart from the weights;
+  (graph, coordinates, Dirichlet split, input maps, mesh hierarchy), kept apart from the
+  weights;
+* :mod:`~fe_operators.models.processor` — the processor extension point:
+  :class:`Processor`, :func:`register_processor`, :data:`PROCESSORS`;
 * :mod:`~fe_operators.models.encoder` / :mod:`~fe_operators.models.decoder` — inputs onto
   the output nodes; ``u = g_h + Z z`` in float64;
-* :mod:`~fe_operators.models.mlp_processor`, :mod:`~fe_operators.models.gnn_processor`
-  (layers :mod:`~fe_operators.models.mesh_conv`, :mod:`~fe_operators.models.propagation`,
-  :mod:`~fe_operators.models.coarse_grid`; kernels :mod:`~fe_operators.models.graph_ops`);
+* processors: :mod:`~fe_operators.models.mlp_processor`,
+  :mod:`~fe_operators.models.gnn_processor` (layers :mod:`~fe_operators.models.mesh_conv`,
+  :mod:`~fe_operators.models.latent_grid`, :mod:`~fe_operators.models.propagation`,
+  :mod:`~fe_operators.models.coarse_grid`; kernels :mod:`~fe_operators.models.graph_ops`),
+  :mod:`~fe_operators.models.multigrid_processor` (MgNO: V-cycles
+  :mod:`~fe_operators.models.vcycle` on the mesh hierarchy; products
+  :mod:`~fe_operators.models.sparse_ops`);
 * :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
 * :mod:`~fe_operators.models.build` — contexts and SPONs from Firedrake spaces and Problems;
 * :mod:`~fe_operators.models.inference` — :func:`predict`, Functions in and out.
@@ -31,19 +38,24 @@ from __future__ import annotations
 from typing import Any
 
 from fe_operators.models.coarse_grid import CoarseGridMixing
-from fe_operators.models.context import ContextBuffers, MeshContext, SparseMap
+from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelContext, MeshContext, SparseMap
 from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
-from fe_operators.models.gnn_processor import GNNProcessor
+from fe_operators.models.gnn_processor import GNNOptions, GNNProcessor
 from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
-from fe_operators.models.mlp_processor import MLPProcessor
+from fe_operators.models.mlp_processor import MLPOptions, MLPProcessor
+from fe_operators.models.multigrid_processor import MultigridOptions, MultigridProcessor
+from fe_operators.models.vcycle import MultigridCycle
 from fe_operators.models.propagation import DeepPropagation
-from fe_operators.models.spon import PROCESSORS, SPON
+from fe_operators.models.processor import PROCESSORS, Processor, processor_class, register_processor
+from fe_operators.models.spon import SPON
 
 __all__ = [
-    "SPON", "PROCESSORS", "MeshContext", "SparseMap", "ContextBuffers",
+    "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
+    "MeshContext", "SparseMap", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
+    "MultigridProcessor", "MultigridOptions", "MultigridCycle",
     "InputEncoder", "InputField", "DirichletDecoder", "dirichlet_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
     "grid_transfer", "MLP",

@@ -35,12 +35,14 @@ import firedrake as fd
 from fe_operators.errors import UnsupportedSpaceError
 from fe_operators.fem import DirichletDofs, assemble_scipy, dof_graph, interpolation_matrix
 from fe_operators.fem.spaces import check_supported
-from fe_operators.models.context import MeshContext, SparseMap
+from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext, SparseMap
 from fe_operators.models.encoder import InputField
+from fe_operators.models.processor import processor_class, processor_options
 from fe_operators.models.spon import SPON
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
+    "hierarchy_context",
     "find_lifting_input", "spon_for_problem",
 ]
 
@@ -128,6 +130,9 @@ def context_from_spaces(
     bcs: fd.DirichletBC | Iterable[fd.DirichletBC] | None = None,
     *,
     method: str = "auto",
+    hierarchy: bool = False,
+    levels: int | None = None,
+    mesh_spec: str | None = None,
 ) -> MeshContext:
     """The mesh context of a model with these input spaces, output space and Dirichlet conditions.
 
@@ -143,11 +148,26 @@ def context_from_spaces(
         the model gets no per-sample lifting).
     method
         How inputs reach the output nodes (see the module docstring).
+    hierarchy
+        Also build the mesh hierarchy (multigrid processors): the levels of the
+        ``MeshHierarchy`` the output's mesh belongs to (a mesh loaded from a spec such as
+        ``"plate_holes/r2"``), or, for a built-in structured ``mesh_spec`` such as
+        ``"unitsquare:64"``, a nested hierarchy with the same nodes
+        (:func:`fe_operators.fem.hierarchy.hierarchy_operators`).
+    levels
+        Number of hierarchy levels (the finest ones); None: all.
+    mesh_spec
+        The spec the output's mesh was loaded from, if known.
 
     Returns
     -------
     MeshContext
         On the CPU; float64 geometry and lifting.
+
+    Raises
+    ------
+    SpaceMismatchError
+        ``hierarchy`` for a mesh that has none (the message says what to do).
     """
     check_supported(output_space)
     spaces = list(input_spaces.values()) if isinstance(input_spaces, Mapping) else list(input_spaces)
@@ -164,21 +184,51 @@ def context_from_spaces(
         lifting=dofs.lifting().reshape(n, ncomp),
         free=torch.from_numpy(dofs.free.copy()),
         input_maps=tuple(input_map(V, output_space, method) for V in spaces),
+        hierarchy=hierarchy_context(output_space, _as_bcs(bcs), levels=levels, mesh_spec=mesh_spec)
+        if hierarchy else None,
     )
+
+
+def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
+                      levels: int | None = None, mesh_spec: str | None = None) -> HierarchyContext:
+    """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`)."""
+    from fe_operators.fem.hierarchy import hierarchy_operators
+
+    ops = hierarchy_operators(output_space, bcs, levels=levels, mesh_spec=mesh_spec)
+    level_ctx = []
+    for lv in ops.levels:
+        names = list(lv.operators)
+        stacked = sp.vstack([lv.operators[name] for name in names], format="csr")
+        orders = [0 if name == "mass" else 1 if name.startswith("C_") else 2 for name in names]
+        laplacian = [1.0 if name in ("K_xx", "K_yy", "K_zz") else 0.0 for name in names]
+        level_ctx.append(LevelContext(
+            coords=torch.from_numpy(np.ascontiguousarray(lv.coords, dtype=np.float64)),
+            operators=SparseMap.from_scipy(stacked),
+            operator_orders=torch.tensor(orders, dtype=torch.int64),
+            laplacian=torch.tensor(laplacian, dtype=torch.float64),
+            lumped_mass=torch.from_numpy(np.asarray(lv.lumped_mass, dtype=np.float64).copy()),
+            stiffness_diag=torch.from_numpy(np.asarray(lv.stiffness_diag, dtype=np.float64).copy()),
+            boundary=torch.from_numpy(np.asarray(lv.boundary, dtype=bool).copy()),
+            h=float(lv.h),
+        ))
+    maps = [None if M is None else SparseMap.from_scipy(M) for M in (ops.to_finest, ops.from_finest)]
+    return HierarchyContext(tuple(level_ctx), tuple(SparseMap.from_scipy(P) for P in ops.prolongations), *maps)
 
 
 def _template_inputs(problem: Any) -> dict[str, fd.Function]:
     return {name: fd.Function(V) for name, V in problem.input_spaces.items()}
 
 
-def context_from_problem(problem: Any, *, method: str = "auto") -> MeshContext:
+def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool = False,
+                         levels: int | None = None, mesh_spec: str | None = None) -> MeshContext:
     """:func:`context_from_spaces` for a Problem's spaces and output conditions.
 
     The fixed lifting is that of ``problem.output_bcs`` with all inputs zero (Darcy's
     ``u = 0``); input-dependent boundary data are lifted per sample (``lifting_input``).
     """
     bcs = problem.output_bcs(_template_inputs(problem))
-    return context_from_spaces(problem.input_spaces, problem.output_space, bcs, method=method)
+    return context_from_spaces(problem.input_spaces, problem.output_space, bcs, method=method,
+                               hierarchy=hierarchy, levels=levels, mesh_spec=mesh_spec)
 
 
 def find_lifting_input(problem: Any, *, method: str = "auto") -> str | None:
@@ -227,6 +277,7 @@ def spon_for_problem(
     lifting_input: str | None = "auto",
     method: str = "auto",
     dtype: torch.dtype = torch.float32,
+    mesh_spec: str | None = None,
     **options: Any,
 ) -> SPON:
     """A SPON for a Problem: its inputs as channels, its output space and conditions.
@@ -236,7 +287,7 @@ def spon_for_problem(
     problem
         A :class:`~fe_operators.problems.Problem`.
     processor
-        ``"gnn"`` or ``"mlp"``.
+        A registered processor name (``"gnn"``, ``"mlp"``, ``"multigrid"``).
     lifting_input
         The input holding the boundary data (``"auto"``: :func:`find_lifting_input`;
         None: the fixed lifting of ``output_bcs`` with zero inputs).
@@ -244,6 +295,9 @@ def spon_for_problem(
         How inputs reach the output nodes.
     dtype
         Of the weights (outputs are float64 regardless).
+    mesh_spec
+        The spec the problem's mesh was loaded from (lets a processor that needs a mesh
+        hierarchy find one for built-in structured meshes, see :func:`context_from_spaces`).
     **options
         Processor options (see :meth:`SPON.from_context`).
 
@@ -252,9 +306,12 @@ def spon_for_problem(
     >>> problem = get_problem("poisson", fd.UnitSquareMesh(8, 8))     # doctest: +SKIP
     >>> model = spon_for_problem(problem, "gnn", width=32, depth=3)   # lifting_input == "g"
     """
+    opts = processor_options(processor, options)
+    cls = processor_class(processor)
     if lifting_input == "auto":
         lifting_input = find_lifting_input(problem, method=method)
-    context = context_from_problem(problem, method=method)
+    context = context_from_problem(problem, method=method, hierarchy=cls.needs_hierarchy,
+                                   levels=getattr(opts, "levels", None), mesh_spec=mesh_spec)
     V = problem.output_space
     model = SPON.from_context(context, input_fields(problem.input_spaces), processor,
                               output_scalar=V.value_shape == (), lifting_input=lifting_input, **options)

@@ -2,12 +2,15 @@
 
 A SPON's learned weights are separate from the mesh it runs on.  What depends on the
 mesh — the DOF graph, node coordinates, the Dirichlet split of the output DOFs, the
-fixed lifting and the sparse maps that bring each input field onto the processor's
-nodes — is a :class:`MeshContext`: a frozen dataclass of tensors, built once from
-Firedrake spaces by :mod:`fe_operators.models.build` (``MeshContext.from_spaces``) and
-handed to the model.  A model keeps a default context as buffers
-(:class:`ContextBuffers`), so it travels in the ``state_dict``; a mesh-agnostic model
-(GNN processor) runs on another mesh of the domain when given that mesh's context.
+fixed lifting, the sparse maps that bring each input field onto the processor's nodes
+and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
+FE prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (and nested
+dataclasses of tensors), built once from Firedrake spaces by
+:mod:`fe_operators.models.build` (``MeshContext.from_problem``) and handed to the model.
+A model keeps a default context as buffers (:class:`ContextBuffers`, a module tree that
+mirrors the dataclasses, so the ``state_dict`` keys are the attribute paths, e.g.
+``hierarchy.levels.2.operators.crow``); a mesh-agnostic model runs on another mesh of
+the domain when given that mesh's context.
 
 Nothing here imports Firedrake.
 
@@ -19,7 +22,9 @@ Layouts (DESIGN.md §3): the processor's nodes are the DOF nodes of the output s
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+import types
+import typing
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 import torch
 
@@ -27,7 +32,7 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
 
-__all__ = ["SparseMap", "MeshContext", "ContextBuffers"]
+__all__ = ["SparseMap", "LevelContext", "HierarchyContext", "MeshContext", "ContextBuffers"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -58,11 +63,24 @@ class SparseMap:
                 f"expected CSR arrays crow (rows + 1,), col and values (nnz,), got "
                 f"{tuple(self.crow.shape)}, {tuple(self.col.shape)}, {tuple(self.values.shape)}"
             )
+        object.__setattr__(self, "n_cols", int(self.n_cols))
+        # derived matrices (per dtype, and the transpose), made once on first use
+        object.__setattr__(self, "_cache", {})
 
     @property
     def n_rows(self) -> int:
         """Number of rows (target nodes)."""
         return int(self.crow.shape[0] - 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_rows, n_cols)``."""
+        return self.n_rows, self.n_cols
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the arrays."""
+        return self.values.device
 
     @classmethod
     def from_scipy(cls, A: "scipy.sparse.spmatrix") -> "SparseMap":
@@ -79,11 +97,33 @@ class SparseMap:
             int(A.shape[1]),
         )
 
+    def to_scipy(self) -> "scipy.sparse.csr_matrix":
+        """The map as a scipy CSR matrix (float64, on the CPU)."""
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((self.values.cpu().numpy(), self.col.cpu().numpy(), self.crow.cpu().numpy()),
+                             shape=self.shape)
+
     def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The map as a torch sparse CSR tensor of ``dtype`` (on the arrays' device)."""
-        return torch.sparse_csr_tensor(
-            self.crow, self.col, self.values.to(dtype), (self.n_rows, self.n_cols), check_invariants=False
-        )
+        """The map as a torch sparse CSR tensor of ``dtype`` (on the arrays' device), cached."""
+        key = ("matrix", dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.sparse_csr_tensor(
+                self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
+        return self._cache[key]
+
+    def transpose(self) -> "SparseMap":
+        """The transposed map (CSR of the transpose), cached."""
+        if "T" not in self._cache:
+            order = torch.argsort(self.col * self.n_rows + _row_indices(self.crow), stable=True)
+            rows = _row_indices(self.crow)
+            counts = torch.bincount(self.col, minlength=self.n_cols)
+            crow = torch.zeros(self.n_cols + 1, dtype=torch.int64, device=self.device)
+            crow[1:] = torch.cumsum(counts, 0)
+            T = SparseMap(crow, rows[order], self.values[order], self.n_rows)
+            T._cache["T"] = self
+            self._cache["T"] = T
+        return self._cache["T"]
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the map to ``x`` of shape ``(batch, n_cols, c)``, in ``x``'s dtype."""
@@ -94,6 +134,130 @@ class SparseMap:
     def to(self, device: torch.device | str | None) -> "SparseMap":
         """A copy on ``device``."""
         return SparseMap(self.crow.to(device), self.col.to(device), self.values.to(device), self.n_cols)
+
+    def __repr__(self) -> str:
+        return f"SparseMap({self.n_rows}x{self.n_cols}, nnz={int(self.values.numel())})"
+
+
+def _row_indices(crow: torch.Tensor) -> torch.Tensor:
+    """Row index of every stored entry of a CSR row pointer."""
+    n = crow.shape[0] - 1
+    return torch.repeat_interleave(torch.arange(n, device=crow.device), crow.diff())
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class LevelContext:
+    """One level of a mesh hierarchy, as tensors (see :mod:`fe_operators.fem.hierarchy`).
+
+    Attributes
+    ----------
+    coords
+        ``(n_l, gdim)`` float64 coordinates of the level's nodes (the output's scalar
+        element on the level's mesh).
+    operators
+        The level's fixed FE operators stacked by rows: ``(K n_l, n_l)``; block ``k``
+        (rows ``k n_l : (k+1) n_l``) is operator ``k`` of
+        :func:`fe_operators.fem.hierarchy.operator_names` for the geometric dimension
+        (assembled, float64, all on the level's node adjacency).
+    operator_orders
+        ``(K,)`` int64: derivative order of each operator (0: mass-type
+        ``∫φ_jφ_i``; 1: first-order ``∫∂φ_jφ_i``; 2: stiffness-type ``∫∂φ_j∂φ_i``),
+        which fixes how it scales with the mesh size.
+    laplacian
+        ``(K,)`` float64: the coefficients that combine the operators into the
+        Laplacian stiffness matrix ``∫∇φ_j·∇φ_i``.
+    lumped_mass
+        ``(n_l,)`` float64 row sums of the mass matrix.
+    stiffness_diag
+        ``(n_l,)`` float64 diagonal of the Laplacian stiffness matrix.
+    boundary
+        ``(n_l,)`` bool: nodes constrained by the output's Dirichlet conditions.
+    h
+        The level's mesh size (mean cell diameter).
+    """
+
+    coords: torch.Tensor
+    operators: SparseMap
+    operator_orders: torch.Tensor
+    laplacian: torch.Tensor
+    lumped_mass: torch.Tensor
+    stiffness_diag: torch.Tensor
+    boundary: torch.Tensor
+    h: float
+
+    def __post_init__(self) -> None:
+        n = self.coords.shape[0]
+        if self.operators.n_cols != n or self.operators.n_rows % max(n, 1):
+            raise ValueError(f"LevelContext.operators: expected shape (K * {n}, {n}), got {self.operators.shape}")
+        k = self.operators.n_rows // max(n, 1)
+        for name in ("operator_orders", "laplacian"):
+            if tuple(getattr(self, name).shape) != (k,):
+                raise ValueError(f"LevelContext.{name}: expected shape ({k},), got {tuple(getattr(self, name).shape)}")
+        for name in ("lumped_mass", "stiffness_diag", "boundary"):
+            if tuple(getattr(self, name).shape) != (n,):
+                raise ValueError(f"LevelContext.{name}: expected shape ({n},), got {tuple(getattr(self, name).shape)}")
+        object.__setattr__(self, "h", float(self.h))
+
+    @property
+    def n_nodes(self) -> int:
+        """Nodes of the level."""
+        return int(self.coords.shape[0])
+
+    @property
+    def n_operators(self) -> int:
+        """Number of stacked operators ``K``."""
+        return self.operators.n_rows // max(self.n_nodes, 1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class HierarchyContext:
+    """A mesh hierarchy as tensors: levels coarsest first, and the exact FE prolongations.
+
+    Attributes
+    ----------
+    levels
+        The levels, coarsest first; the last one is the finest.
+    prolongations
+        ``prolongations[l - 1]``: ``(n_l, n_{l-1})``, the FE prolongation from level
+        ``l - 1`` to level ``l`` (its transpose restricts dual vectors).
+    to_finest
+        ``(n_finest, n)``: the processor's nodes (the output's) onto the finest level's,
+        or None when they are the same nodes in the same order.
+    from_finest
+        ``(n, n_finest)``: back, or None.
+    """
+
+    levels: tuple[LevelContext, ...]
+    prolongations: tuple[SparseMap, ...]
+    to_finest: Union[SparseMap, None] = None
+    from_finest: Union[SparseMap, None] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        object.__setattr__(self, "prolongations", tuple(self.prolongations))
+        if not self.levels:
+            raise ValueError("HierarchyContext: expected at least one level")
+        if len(self.prolongations) != len(self.levels) - 1:
+            raise ValueError(f"HierarchyContext: expected {len(self.levels) - 1} prolongations for "
+                             f"{len(self.levels)} levels, got {len(self.prolongations)}")
+        for k, P in enumerate(self.prolongations):
+            want = (self.levels[k + 1].n_nodes, self.levels[k].n_nodes)
+            if P.shape != want:
+                raise ValueError(f"HierarchyContext.prolongations[{k}]: expected shape {want}, got {P.shape}")
+
+    @property
+    def n_levels(self) -> int:
+        """Number of levels."""
+        return len(self.levels)
+
+    @property
+    def finest(self) -> LevelContext:
+        """The finest level."""
+        return self.levels[-1]
+
+    def __repr__(self) -> str:
+        sizes = " -> ".join(str(lv.n_nodes) for lv in self.levels)
+        return f"HierarchyContext({self.n_levels} levels: {sizes} nodes)"
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -126,6 +290,8 @@ class MeshContext:
         One entry per input field, in the model's input order: a :class:`SparseMap`
         from the field's DOF nodes to the ``n`` processor nodes, or ``None`` when the
         field already lives on them.
+    hierarchy
+        The mesh hierarchy of the output's mesh (multigrid processors), or None.
     """
 
     coords: torch.Tensor
@@ -136,6 +302,7 @@ class MeshContext:
     lifting: torch.Tensor
     free: torch.Tensor
     input_maps: tuple[SparseMap | None, ...] = ()
+    hierarchy: Union[HierarchyContext, None] = None
 
     def __post_init__(self) -> None:
         # O(1) shape checks: contexts come from the builder or from a state_dict
@@ -157,6 +324,15 @@ class MeshContext:
             if m is not None and m.n_rows != n:
                 raise ValueError(f"MeshContext.input_maps[{k}]: expected {n} rows, got {m.n_rows}")
         object.__setattr__(self, "input_maps", tuple(self.input_maps))
+        if self.hierarchy is not None:
+            h = self.hierarchy
+            want = (h.finest.n_nodes, n) if h.to_finest is not None else None
+            if want is None and h.finest.n_nodes != n:
+                raise ValueError(f"MeshContext.hierarchy: the finest level has {h.finest.n_nodes} nodes, the "
+                                 f"output {n}, and there is no to_finest map")
+            if want is not None and (h.to_finest.shape != want or h.from_finest is None
+                                     or h.from_finest.shape != want[::-1]):
+                raise ValueError(f"MeshContext.hierarchy: expected to_finest {want} and from_finest {want[::-1]}")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -205,27 +381,7 @@ class MeshContext:
     # ------------------------------------------------------------------ conversions
     def to(self, device: torch.device | str | None) -> "MeshContext":
         """A copy with every tensor on ``device`` (dtypes kept: FE data stay float64)."""
-        return MeshContext.from_tensors({k: v.to(device) for k, v in self.tensors().items()})
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Flat name -> tensor dictionary (the buffers of :class:`ContextBuffers`)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "input_maps"}
-        out["input_has_map"] = torch.tensor([m is not None for m in self.input_maps], dtype=torch.bool)
-        for k, m in enumerate(self.input_maps):
-            if m is not None:
-                out[f"map{k}_crow"], out[f"map{k}_col"], out[f"map{k}_values"] = m.crow, m.col, m.values
-                out[f"map{k}_ncols"] = torch.tensor(m.n_cols, dtype=torch.int64)
-        return out
-
-    @classmethod
-    def from_tensors(cls, t: Mapping[str, torch.Tensor]) -> "MeshContext":
-        """Inverse of :meth:`tensors`."""
-        maps: list[SparseMap | None] = []
-        for k, has in enumerate(t["input_has_map"].tolist()):
-            maps.append(SparseMap(t[f"map{k}_crow"], t[f"map{k}_col"], t[f"map{k}_values"],
-                                  int(t[f"map{k}_ncols"])) if has else None)
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "input_maps"]
-        return cls(**{k: t[k] for k in names}, input_maps=tuple(maps))
+        return _map_tensors(self, lambda t: t.to(device))
 
     # ------------------------------------------------------------------ builders (Firedrake)
     @classmethod
@@ -236,24 +392,141 @@ class MeshContext:
         return context_from_spaces(input_spaces, output_space, bcs, method=method)
 
     @classmethod
-    def from_problem(cls, problem: Any, *, method: str = "auto") -> "MeshContext":
+    def from_problem(cls, problem: Any, *, method: str = "auto", **hierarchy: Any) -> "MeshContext":
         """Build from a Problem; see :func:`fe_operators.models.build.context_from_problem`."""
         from fe_operators.models.build import context_from_problem
 
-        return context_from_problem(problem, method=method)
+        return context_from_problem(problem, method=method, **hierarchy)
 
     def __repr__(self) -> str:
+        extra = "" if self.hierarchy is None else f", hierarchy={self.hierarchy!r}"
         return (f"MeshContext(n_nodes={self.n_nodes}, ncomp={self.ncomp}, n_free={self.n_free}, "
-                f"n_edges={self.n_edges}, gdim={self.gdim}, inputs={len(self.input_maps)}, device={self.device})")
+                f"n_edges={self.n_edges}, gdim={self.gdim}, inputs={len(self.input_maps)}{extra}, "
+                f"device={self.device})")
+
+
+# ----------------------------------------------------------------------------- trees
+# A context is a tree: dataclasses (fields by name), tuples (entries "0", "1", ... and a
+# "length"), tensors and numbers (leaves; numbers as 0-d tensors), None (absent).  The
+# field type hints say how to rebuild it, so the storage needs no per-class code.
+
+_NODES = (SparseMap, LevelContext, HierarchyContext, MeshContext)
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A copy of the context tree ``obj`` with ``fn`` applied to every tensor."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(v, fn) for v in obj)
+    if dataclasses.is_dataclass(obj):
+        return type(obj)(**{f.name: _map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)})
+    return obj
+
+
+def _to_tree(obj: Any) -> Any:
+    """The context tree ``obj`` as nested dicts of tensors (numbers become 0-d tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, bool):
+        return torch.tensor(obj)
+    if isinstance(obj, int):
+        return torch.tensor(obj, dtype=torch.int64)
+    if isinstance(obj, float):
+        return torch.tensor(obj, dtype=torch.float64)
+    if isinstance(obj, tuple):
+        out: dict[str, Any] = {str(k): _to_tree(v) for k, v in enumerate(obj) if v is not None}
+        out["length"] = torch.tensor(len(obj), dtype=torch.int64)
+        return out
+    if isinstance(obj, _NODES):
+        return {f.name: _to_tree(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if getattr(obj, f.name) is not None}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a mesh context")
+
+
+def _from_tree(tp: Any, tree: Any, where: str) -> Any:
+    """Inverse of :func:`_to_tree` for the type hint ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):  # X | None
+        inner = [a for a in args if a is not type(None)]
+        return None if tree is None else _from_tree(inner[0], tree, where)
+    if tree is None:
+        raise ValueError(f"mesh context: {where} is missing")
+    if tp is torch.Tensor:
+        return tree
+    if tp in (int, float, bool):
+        return tp(tree.item())
+    if origin is tuple:
+        n = int(tree["length"].item())
+        return tuple(_from_tree(args[0], tree.get(str(k)), f"{where}.{k}") for k in range(n))
+    if isinstance(tp, type) and issubclass(tp, _NODES):
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in tree or f.default is dataclasses.MISSING:
+                kwargs[f.name] = _from_tree(hints[f.name], tree.get(f.name), f"{where}.{f.name}")
+        return tp(**kwargs)
+    raise TypeError(f"unsupported context field type {tp!r} ({where})")
+
+
+def _nest(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``{"a.b.c": t}`` -> ``{"a": {"b": {"c": t}}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *path, leaf = key.split(".")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _legacy_tree(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The tree of a context stored by fe_operators 0.1 (flat names ``map<k>_crow``, ...)."""
+    tree = {k: v for k, v in flat.items() if not k.startswith("map") and k != "input_has_map"}
+    has = flat["input_has_map"].tolist()
+    maps: dict[str, Any] = {"length": torch.tensor(len(has), dtype=torch.int64)}
+    for k, present in enumerate(has):
+        if present:
+            maps[str(k)] = {"crow": flat[f"map{k}_crow"], "col": flat[f"map{k}_col"],
+                            "values": flat[f"map{k}_values"], "n_cols": flat[f"map{k}_ncols"]}
+    tree["input_maps"] = maps
+    return tree
+
+
+class _Node(torch.nn.Module):
+    """A plain container of buffers and child nodes (one per tree node)."""
+
+
+def _fill(module: torch.nn.Module, tree: Mapping[str, Any], make: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Register the tensors of ``tree`` as buffers (``make`` of each) and sub-trees as children."""
+    for name, value in tree.items():
+        if isinstance(value, torch.Tensor):
+            module.register_buffer(name, make(value))
+        else:
+            child = _Node()
+            _fill(child, value, make)
+            module.add_module(name, child)
+
+
+def _tree_of(module: torch.nn.Module) -> dict[str, Any]:
+    """The nested dict of buffers of a module tree."""
+    tree: dict[str, Any] = dict(module._buffers)
+    for name, child in module._modules.items():
+        tree[name] = _tree_of(child)
+    return tree
 
 
 class ContextBuffers(torch.nn.Module):
-    """Holds a :class:`MeshContext` as buffers, so it travels in the ``state_dict``.
+    """Holds a :class:`MeshContext` as a tree of buffers, so it travels in the ``state_dict``.
 
-    Loading a ``state_dict`` installs whatever context it holds (its shapes may differ
-    from the current one: a model built by ``from_config`` has none yet).  Moving the
-    module (``.to(device)``) moves the buffers; casting (``.float()``, ``.to(dtype)``)
-    leaves them alone: FE data stay float64 (DESIGN.md §3).
+    The buffers mirror the context's attributes: ``coords``, ``input_maps.0.crow``,
+    ``hierarchy.levels.1.operators.values``, ... Loading a ``state_dict`` installs
+    whatever context it holds (its shapes may differ from the current one: a model built
+    by ``from_config`` has none yet).  Moving the module (``.to(device)``) moves the
+    buffers; casting (``.float()``, ``.to(dtype)``) leaves them alone: FE data stay
+    float64 (DESIGN.md §3).  :meth:`get` returns the same :class:`MeshContext` object
+    until the buffers change, so derived data a processor caches per context survive.
 
     Parameters
     ----------
@@ -263,46 +536,68 @@ class ContextBuffers(torch.nn.Module):
 
     def __init__(self, context: MeshContext | None = None) -> None:
         super().__init__()
-        self._names: list[str] = []
+        self._context: MeshContext | None = None
         if context is not None:
             self.set(context)
 
+    def _clear(self) -> None:
+        self._buffers.clear()
+        self._modules.clear()
+        self._context = None
+
     def set(self, context: MeshContext | None) -> None:
         """Replace the stored context (None removes it)."""
-        for name in self._names:
-            delattr(self, name)
-        self._names = []
+        self._clear()
         if context is not None:
-            for name, t in context.tensors().items():
-                self.register_buffer(name, t)
-                self._names.append(name)
+            _fill(self, _to_tree(context), lambda t: t)
+            self._context = context
 
     def get(self) -> MeshContext | None:
         """The stored context, or None."""
-        if not self._names:
-            return None
-        return MeshContext.from_tensors({n: getattr(self, n) for n in self._names})
+        if self._context is None and self._buffers:
+            self._context = _from_tree(MeshContext, _tree_of(self), "context")
+        return self._context
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
         incoming = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if incoming:
-            # Adopt the incoming shapes and dtypes; the base class then copies the values.
-            device = next((getattr(self, n).device for n in self._names), torch.device("cpu"))
-            self.set(None)
-            for name, t in incoming.items():
-                self.register_buffer(name, torch.empty_like(t, device=device))
-                self._names.append(name)
+            # Adopt the incoming structure, shapes and dtypes; torch then copies the values
+            # into this module's buffers and recurses into the children made here.
+            device = next((b.device for b in self.buffers()), torch.device("cpu"))
+            tree = _legacy_tree(incoming) if "input_has_map" in incoming else _nest(incoming)
+            if "input_has_map" in incoming:  # rename the legacy keys in place for the copy below
+                for k in list(state_dict):
+                    if k.startswith(prefix):
+                        del state_dict[k]  # type: ignore[attr-defined]
+                state_dict.update({prefix + k: v for k, v in _flatten(tree).items()})  # type: ignore[attr-defined]
+            self._clear()
+            _fill(self, tree, lambda t: torch.empty_like(t, device=device))
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._context = None
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "ContextBuffers":
         # Follow device moves only: learn the target device from an empty probe tensor.
-        for name in self._names:
-            t = getattr(self, name)
-            device = fn(torch.empty(0, device=t.device)).device
-            if device != t.device:
-                setattr(self, name, t.to(device))
+        for module in self.modules():
+            for name, t in module._buffers.items():
+                if t is None:
+                    continue
+                device = fn(torch.empty(0, device=t.device)).device
+                if device != t.device:
+                    module._buffers[name] = t.to(device)
+                    self._context = None
         return self
 
     def extra_repr(self) -> str:
         ctx = self.get()
         return "empty" if ctx is None else repr(ctx)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Inverse of :func:`_nest`."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tree.items():
+        if isinstance(v, torch.Tensor):
+            out[prefix + k] = v
+        else:
+            out.update(_flatten(v, f"{prefix}{k}."))
+    return out

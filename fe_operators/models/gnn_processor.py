@@ -2,23 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Literal
 
 import torch
 
-from fe_operators.errors import SpaceMismatchError
+from fe_operators.errors import ConfigError, SpaceMismatchError
 from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.context import MeshContext
 from fe_operators.models.graph_ops import edge_features, normalized_coordinates
 from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
+from fe_operators.models.mlp_processor import ACTIVATIONS
+from fe_operators.models.processor import Processor, register_processor
 from fe_operators.models.propagation import DeepPropagation
+from fe_operators.options import non_negative, option, positive
 
-__all__ = ["GNNProcessor"]
+__all__ = ["GNNProcessor", "GNNOptions"]
 
 
-class GNNProcessor(torch.nn.Module):
+@dataclasses.dataclass
+class GNNOptions:
+    """Options of the ``gnn`` processor (see :class:`GNNProcessor`)."""
+
+    width: int = option("Hidden feature size.", positive, default=32)
+    depth: int = option("Message-passing layers (half before, half after the middle global stage).",
+                        non_negative, default=2)
+    latent_cells: int = option(
+        "Cells per axis of the latent grid of the Fourier stage that follows each message-passing layer "
+        "(0: none; else >= 2).", non_negative, default=16)
+    latent_modes: int = option("Fourier modes per axis on the latent grid, 1 <= modes <= (latent_cells + 1) // 2 "
+                               "(ignored when latent_cells is 0).", non_negative, default=8)
+    hops: int = option("Deep-propagation hops on the training mesh (0: none).", non_negative, default=0)
+    coarse_cells: int = option("Coarse-grid cells per axis of the global mixing stage (0: none).",
+                               non_negative, default=0)
+    hop_scaling: Literal["diffusive", "fixed"] = option("How the hops follow the mesh size on other meshes.",
+                                                        default="diffusive")
+    layer_norm: bool = option("LayerNorm after each residual update.", default=True)
+    act: ACTIVATIONS = option("Activation.", default="gelu")
+
+    def validate(self, key: str = "") -> None:
+        """Cross-field checks, naming the key (``<key>.latent_modes``)."""
+        def name(k: str) -> str:
+            return f"{key}.{k}" if key else k
+
+        if self.latent_cells:
+            top = (self.latent_cells + 1) // 2
+            if self.latent_cells < 2:
+                raise ConfigError(name("latent_cells"), f"expected 0 (none) or >= 2, got {self.latent_cells}")
+            if not 1 <= self.latent_modes <= top:
+                raise ConfigError(name("latent_modes"), f"expected 1 <= latent_modes <= (latent_cells + 1) // 2 "
+                                                        f"= {top}, got {self.latent_modes}")
+            if self.depth < 1:
+                raise ConfigError(name("depth"), "expected depth >= 1 with latent_cells (a latent stage follows "
+                                                 "each message-passing layer)")
+
+
+@register_processor
+class GNNProcessor(Processor):
     r"""Encode nodes; message passing with global stages; decode per node.
 
     1. encoder MLP on node features -> width ``W``;
@@ -83,6 +125,8 @@ class GNNProcessor(torch.nn.Module):
     context, interleaved order).
     """
 
+    name = "gnn"
+    Options = GNNOptions
     #: runs on any mesh of the domain, given its context
     mesh_agnostic = True
 
@@ -124,13 +168,15 @@ class GNNProcessor(torch.nn.Module):
                 "reference_length": self.reference_length, "layer_norm": self.layer_norm, "act": self.act}
 
     @classmethod
-    def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int, **options: Any) -> "GNNProcessor":
+    def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int,
+                    options: GNNOptions) -> "GNNProcessor":
         """Sizes from ``context``; its mean edge length becomes ``reference_length``."""
-        options.setdefault("reference_length", float(context.length_scale()))
-        return cls(in_channels, out_ncomp, context.gdim, **options)
+        return cls(in_channels, out_ncomp, context.gdim, reference_length=float(context.length_scale()),
+                   **dataclasses.asdict(options))
 
     def check_context(self, context: MeshContext) -> None:
         """Raise :class:`SpaceMismatchError` unless ``context`` has this geometry and output size."""
+        super().check_context(context)
         if context.gdim != self.gdim or context.ncomp != self.out_ncomp:
             raise SpaceMismatchError(
                 f"expected a mesh context of geometric dimension {self.gdim} with {self.out_ncomp} output "

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Literal, Sequence
 
 import torch
 
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.models.mlp import MLP
+from fe_operators.models.processor import Processor, register_processor
+from fe_operators.options import option, sizes
 
-__all__ = ["MLPProcessor"]
+__all__ = ["MLPProcessor", "MLPOptions", "ACTIVATIONS"]
+
+#: activation names every processor accepts
+ACTIVATIONS = Literal["gelu", "relu", "silu", "tanh"]
 
 
-class MLPProcessor(torch.nn.Module):
+@dataclasses.dataclass
+class MLPOptions:
+    """Options of the ``mlp`` processor."""
+
+    hidden: list[int] = option("Hidden layer sizes.", sizes, default_factory=lambda: [256, 256])
+    act: ACTIVATIONS = option("Activation.", default="gelu")
+
+
+@register_processor
+class MLPProcessor(Processor):
     """Flatten the node channels, MLP to the free DOFs.
 
     Tied to the mesh it was built for (its layer sizes are the node and free-DOF
@@ -37,6 +52,8 @@ class MLPProcessor(torch.nn.Module):
     ``h``: ``(batch, n, C)``; output ``(batch, n_free)``.
     """
 
+    name = "mlp"
+    Options = MLPOptions
     #: runs only on the mesh it was built for
     mesh_agnostic = False
 
@@ -54,12 +71,14 @@ class MLPProcessor(torch.nn.Module):
                 "hidden": list(self.hidden), "act": self.act}
 
     @classmethod
-    def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int, **options: Any) -> "MLPProcessor":
+    def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int,
+                    options: MLPOptions) -> "MLPProcessor":
         """Sizes from ``context`` (``out_ncomp`` is implied by its free DOFs)."""
-        return cls(context.n_nodes, in_channels, context.n_free, **options)
+        return cls(context.n_nodes, in_channels, context.n_free, hidden=options.hidden, act=options.act)
 
     def check_context(self, context: MeshContext) -> None:
         """Raise :class:`SpaceMismatchError` unless ``context`` is a mesh like the one built for."""
+        super().check_context(context)
         if context.n_nodes != self.n_nodes or context.n_free != self.n_free:
             raise SpaceMismatchError(
                 f"an MLP processor runs only on the mesh it was built for ({self.n_nodes} nodes, "

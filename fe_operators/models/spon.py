@@ -10,20 +10,9 @@ from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import ContextBuffers, MeshContext
 from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
 from fe_operators.models.encoder import InputEncoder, InputField, Inputs, as_fields
-from fe_operators.models.gnn_processor import GNNProcessor
-from fe_operators.models.mlp_processor import MLPProcessor
+from fe_operators.models.processor import PROCESSORS, Processor, processor_class, processor_options
 
-__all__ = ["SPON", "PROCESSORS"]
-
-#: processor type (as stored in configs) -> class
-PROCESSORS: dict[str, type[torch.nn.Module]] = {"mlp": MLPProcessor, "gnn": GNNProcessor}
-
-
-def _processor_type(processor: torch.nn.Module) -> str:
-    for name, cls in PROCESSORS.items():
-        if type(processor) is cls:
-            return name
-    raise TypeError(f"expected a processor of a type in {sorted(PROCESSORS)}, got {type(processor).__name__}")
+__all__ = ["SPON"]
 
 
 class SPON(torch.nn.Module):
@@ -34,8 +23,9 @@ class SPON(torch.nn.Module):
     1. **Encoder** :class:`~fe_operators.models.encoder.InputEncoder`: the input fields
        onto the output space's DOF nodes (fixed sparse maps of the mesh context), stacked
        as channels, in float64; then cast to the processor's dtype.
-    2. **Processor** (:class:`MLPProcessor` for one mesh, :class:`GNNProcessor` for any
-       mesh of the domain): the free DOF values ``z``.
+    2. **Processor** (a registered :class:`~fe_operators.models.processor.Processor`:
+       ``"mlp"`` for one mesh, ``"gnn"`` and ``"multigrid"`` for any mesh of the domain):
+       the free DOF values ``z``.
     3. **Decoder** :class:`~fe_operators.models.decoder.DirichletDecoder`: ``z`` written
        into a float64 copy of the lifting ``g_h``: per sample (``lifting=`` or read from
        the input field ``lifting_input``), else the context's fixed one.
@@ -47,7 +37,7 @@ class SPON(torch.nn.Module):
     Parameters
     ----------
     processor
-        An :class:`MLPProcessor` or :class:`GNNProcessor`.
+        A registered :class:`~fe_operators.models.processor.Processor`.
     inputs
         Input fields in channel order (``InputField``, ``"name"``, ``("name", ncomp)``).
     output_ncomp
@@ -78,7 +68,10 @@ class SPON(torch.nn.Module):
                  output_scalar: bool = True, lifting_input: str | None = None,
                  context: MeshContext | None = None) -> None:
         super().__init__()
-        self.processor_type = _processor_type(processor)
+        if not isinstance(processor, Processor) or PROCESSORS.get(processor.name) is not type(processor):
+            raise TypeError(f"expected an instance of a registered processor class ({sorted(PROCESSORS)}), got "
+                            f"{type(processor).__name__}")
+        self.processor_type = processor.name
         self.encoder = InputEncoder(as_fields(inputs))
         self.processor = processor
         self.decoder = DirichletDecoder()
@@ -113,20 +106,25 @@ class SPON(torch.nn.Module):
         inputs
             Input fields (as for the constructor).
         processor
-            ``"gnn"`` or ``"mlp"``.
+            A registered processor name (``"gnn"``, ``"mlp"``, ``"multigrid"``, see
+            :data:`~fe_operators.models.processor.PROCESSORS`).
         output_scalar
             None: scalar iff the context has one component.
         lifting_input
             See the class.
         **options
-            Processor options (:class:`GNNProcessor`: ``width``, ``depth``, ``hops``,
-            ``hop_scaling``, ``layer_norm``, ``act``; :class:`MLPProcessor`: ``hidden``, ``act``).
+            The processor's options (the fields of its ``Options`` dataclass; defaults
+            for the rest), e.g. ``width=32, depth=2`` for ``"gnn"``.
+
+        Raises
+        ------
+        ConfigError
+            Unknown processor, unknown option, or a bad option value (naming the option).
         """
-        if processor not in PROCESSORS:
-            raise ValueError(f"unknown processor {processor!r}; expected one of {sorted(PROCESSORS)}")
+        opts = processor_options(processor, options)
         fields = as_fields(inputs)
         channels = sum(f.ncomp for f in fields)
-        proc = PROCESSORS[processor].for_context(context, channels, context.ncomp, **options)
+        proc = processor_class(processor).for_context(context, channels, context.ncomp, opts)
         scalar = context.ncomp == 1 if output_scalar is None else output_scalar
         return cls(proc, fields, output_ncomp=context.ncomp, output_scalar=scalar,
                    lifting_input=lifting_input, context=context)
@@ -154,15 +152,13 @@ class SPON(torch.nn.Module):
         """A model with fresh weights and no context; ``load_state_dict`` fills both."""
         cfg = dict(config)
         proc_cfg = dict(cfg.pop("processor"))
-        kind = proc_cfg.pop("type")
-        if kind not in PROCESSORS:
-            raise ValueError(f"unknown processor type {kind!r}; expected one of {sorted(PROCESSORS)}")
-        return cls(PROCESSORS[kind](**proc_cfg), [InputField(**f) for f in cfg.pop("inputs")], **cfg)
+        proc = processor_class(proc_cfg.pop("type"), "processor.type").from_config(proc_cfg)
+        return cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
 
     # ------------------------------------------------------------------ context
     @property
     def mesh_agnostic(self) -> bool:
-        """Whether the model runs on other meshes of the domain (GNN processor)."""
+        """Whether the model runs on other meshes of the domain (its processor's ``mesh_agnostic``)."""
         return bool(self.processor.mesh_agnostic)
 
     @property

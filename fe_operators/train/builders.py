@@ -8,21 +8,19 @@ which checks that the rebuilt spaces number their DOFs exactly as the stored arr
 the model's mesh context (graph, Dirichlet DOFs, input maps) is always in the stored DOF
 order, never silently permuted.
 
-The section's keys (:class:`SPONOptions`; every key optional)::
+The section's keys (every key optional): SPON's own (:class:`SPONOptions`: ``processor``,
+``method``, ``lifting_input``, ``weights_dtype``) and those of the chosen processor, each
+processor's declared once in its ``Options`` dataclass (``fe-operators train
+--print-config`` lists them all)::
 
     model:
       type: spon
-      processor: gnn          # gnn (any mesh of the domain) | mlp (the training mesh only)
+      processor: gnn          # a registered processor: gnn | mlp | multigrid
       width: 32               # gnn: hidden features
       depth: 2                # gnn: message-passing layers
       latent_cells: 16        # gnn: latent Fourier grid cells per axis (0: none)
-      latent_modes: 8         # gnn: Fourier modes per axis on the latent grid
-      hops: 0                 # gnn: deep-propagation hops (0: none)
-      coarse_cells: 0         # gnn: coarse-grid cells per axis (0: none)
-      hidden: [256, 256]      # mlp: hidden layer sizes
-      act: gelu
 
-Keys of the other processor are an error, not ignored.  Normalisation: any
+Keys of another processor are an error, not ignored.  Normalisation: any
 ``data.normalize_inputs`` / ``normalize_output`` keeps SPON's Dirichlet values exact (the
 trainer re-imposes the physical boundary data after decoding, see
 :func:`~fe_operators.train.physical_forward`).
@@ -37,89 +35,106 @@ from typing import Any, Literal, Union
 
 import torch
 
-from fe_operators.train.config import ModelSection, _key, dataclass_from_dict
-from fe_operators.train.errors import ConfigError
+from fe_operators.errors import ConfigError
+from fe_operators.models.processor import PROCESSORS, processor_class
+from fe_operators.options import OptionRow, config_to_dict, dataclass_from_dict, option, option_rows, unknown_key
+from fe_operators.train.config import ModelSection, register_model_schema
 
-__all__ = ["SPONOptions", "GNN_KEYS", "MLP_KEYS", "spon_options", "build_spon"]
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "expected a positive number"
+__all__ = ["SPONOptions", "SPONSchema", "spon_options", "build_spon"]
 
 
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "expected a number >= 0"
-
-
-def _sizes(v: list) -> str | None:
-    return None if v and all(s > 0 for s in v) else f"expected a non-empty list of positive sizes, got {v}"
+def _registered(name: str) -> str | None:
+    return None if name in PROCESSORS else f"expected one of {sorted(PROCESSORS)}, got {name!r}"
 
 
 @dataclasses.dataclass
 class SPONOptions:
-    """The keys of ``model`` for ``type: spon`` (see the module docstring)."""
+    """The keys of ``model`` for ``type: spon`` that are not the processor's.
 
-    processor: Literal["gnn", "mlp"] = _key(
-        "Processor: 'gnn' (message passing on the DOF graph, runs on any mesh of the domain) or 'mlp' "
-        "(dense, tied to the training mesh).", default="gnn")
-    width: int = _key("gnn: hidden feature size.", _positive, default=32)
-    depth: int = _key("gnn: message-passing layers (half before, half after the global stage).",
-                      _non_negative, default=2)
-    hops: int = _key("gnn: deep-propagation hops on the training mesh (0: none).", _non_negative, default=0)
-    coarse_cells: int = _key("gnn: coarse-grid cells per axis of the global mixing stage (0: none).",
-                             _non_negative, default=0)
-    latent_cells: int = _key(
-        "gnn: cells per axis of the latent grid of the Fourier stage that follows each message-passing "
-        "layer (0: none).", _non_negative, default=16)
-    latent_modes: int = _key("gnn: Fourier modes per axis on the latent grid, 1 <= modes <= "
-                             "(latent_cells + 1) // 2 (ignored when latent_cells is 0).", _non_negative, default=8)
-    hop_scaling: Literal["diffusive", "fixed"] = _key(
-        "gnn: how the hops follow the mesh size on other meshes.", default="diffusive")
-    layer_norm: bool = _key("gnn: LayerNorm after each residual update.", default=True)
-    hidden: list[int] = _key("mlp: hidden layer sizes.", _sizes, default_factory=lambda: [256, 256])
-    act: Literal["gelu", "relu", "silu", "tanh"] = _key("Activation.", default="gelu")
-    method: Literal["auto", "interpolate", "project"] = _key(
+    The processor's own keys (its ``Options`` dataclass, e.g.
+    :class:`~fe_operators.models.GNNOptions`) sit beside these in the same section;
+    after :func:`spon_options` they are in :attr:`processor_options`.
+    """
+
+    processor: str = option(
+        "Processor, a registered name: 'gnn' (message passing on the DOF graph, any mesh of the domain), "
+        "'mlp' (dense, the training mesh only), 'multigrid' (MgNO V-cycles on the mesh hierarchy, any "
+        "hierarchy of the domain). Its keys follow; those of the others are shown commented out.",
+        _registered, default="gnn")
+    method: Literal["auto", "interpolate", "project"] = option(
         "How inputs reach the output's DOF nodes: 'auto' (lumped L2 projection from discontinuous inputs "
         "onto degree-1 nodes, interpolation otherwise), 'interpolate' or 'project'.", default="auto")
-    lifting_input: Union[str, None] = _key(
+    lifting_input: Union[str, None] = option(
         "Input whose values on the Dirichlet DOFs are the boundary data: 'auto' (found from the problem), "
         "an input name, or null (the fixed lifting of the problem's conditions).", default="auto")
-    weights_dtype: Literal["float32", "float64"] = _key(
+    weights_dtype: Literal["float32", "float64"] = option(
         "Dtype of the weights (outputs are float64 either way).", default="float32")
+    processor_options: Any = dataclasses.field(default=None, init=False, metadata={"doc": ""})
 
 
-#: keys that only the GNN / only the MLP processor takes
-GNN_KEYS = ("width", "depth", "hops", "coarse_cells", "latent_cells", "latent_modes", "hop_scaling", "layer_norm")
-MLP_KEYS = ("hidden",)
+#: the keys of SPONOptions itself
+_SPON_KEYS = tuple(f.name for f in dataclasses.fields(SPONOptions) if f.init)
+
+
+def _owner(name: str) -> str | None:
+    """A processor (other than none) that has an option ``name``."""
+    for proc, cls in sorted(PROCESSORS.items()):
+        if name in {f.name for f in dataclasses.fields(cls.Options)}:
+            return proc
+    return None
 
 
 def spon_options(section: ModelSection) -> SPONOptions:
     """Validate the options of a ``spon`` model section.
 
+    Returns
+    -------
+    SPONOptions
+        With :attr:`SPONOptions.processor_options` the processor's validated options.
+
     Raises
     ------
     ConfigError
-        An unknown key, a wrong type or value, or a key of the other processor
-        (e.g. ``model.hidden`` with ``processor: gnn``), naming the key.
+        An unknown key, a wrong type or value, or a key of another processor (e.g.
+        ``model.hidden`` with ``processor: gnn``), naming the key.
     """
-    given = dict(section.options)
-    opts = dataclass_from_dict(SPONOptions, given, "model")
-    other = MLP_KEYS if opts.processor == "gnn" else GNN_KEYS
-    for name in other:
-        if name in given:
-            raise ConfigError(f"model.{name}", f"is a key of the {'mlp' if opts.processor == 'gnn' else 'gnn'} "
-                                               f"processor; this model has processor: {opts.processor}")
-    if opts.processor == "gnn" and opts.latent_cells:
-        top = (opts.latent_cells + 1) // 2
-        if opts.latent_cells < 2:
-            raise ConfigError("model.latent_cells", f"expected 0 (none) or >= 2, got {opts.latent_cells}")
-        if not 1 <= opts.latent_modes <= top:
-            raise ConfigError("model.latent_modes", f"expected 1 <= latent_modes <= (latent_cells + 1) // 2 = "
-                                                    f"{top}, got {opts.latent_modes}")
-        if opts.depth < 1:
-            raise ConfigError("model.depth", "expected depth >= 1 with latent_cells (a latent stage follows each "
-                                             "message-passing layer)")
+    return _parse(dict(section.options), "model")
+
+
+def _parse(given: dict[str, Any], key: str) -> SPONOptions:
+    opts = dataclass_from_dict(SPONOptions, {k: v for k, v in given.items() if k in _SPON_KEYS}, key)
+    cls = processor_class(opts.processor, f"{key}.processor")
+    own = {f.name for f in dataclasses.fields(cls.Options)}
+    for name in given:
+        if name in _SPON_KEYS or name in own:
+            continue
+        other = _owner(name)
+        if other is not None:
+            raise ConfigError(f"{key}.{name}", f"is a key of the {other} processor; this model has processor: "
+                                               f"{opts.processor}")
+        raise unknown_key(key, str(name), list(_SPON_KEYS) + sorted(own))
+    opts.processor_options = dataclass_from_dict(cls.Options, {k: v for k, v in given.items() if k in own}, key)
     return opts
+
+
+class SPONSchema:
+    """The :class:`~fe_operators.train.config.ModelSchema` of ``type: spon``: SPON's keys
+    plus the chosen processor's (each processor's options are declared once, in its
+    ``Options`` dataclass)."""
+
+    def check(self, options: dict[str, Any], key: str) -> dict[str, Any]:
+        opts = _parse(dict(options), key)
+        own = {k: config_to_dict(getattr(opts, k)) for k in _SPON_KEYS}
+        return {**own, **config_to_dict(opts.processor_options)}
+
+    def rows(self, prefix: str) -> list[OptionRow]:
+        rows = option_rows(SPONOptions, prefix)
+        default = SPONOptions.processor
+        for name in [default] + sorted(set(PROCESSORS) - {default}):
+            tag = f"[processor: {name}]"
+            rows += [r._replace(doc=f"{tag} {r.doc}", commented=name != default)
+                     for r in option_rows(PROCESSORS[name].Options, prefix)]
+        return rows
 
 
 def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
@@ -160,22 +175,20 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     if got != file.space_dicts:
         raise SpaceMismatchError(f"the problem rebuilt from {file.path}'s provenance has spaces {got}, the file "
                                  f"describes {file.space_dicts}")
-    keys = GNN_KEYS if opts.processor == "gnn" else MLP_KEYS
-    processor_options = {k: getattr(opts, k) for k in keys}
-    processor_options["act"] = opts.act
     lifting_input = opts.lifting_input
     names = list(problem.input_spaces)
     if lifting_input not in (None, "auto") and lifting_input not in names:
         raise ConfigError("model.lifting_input", f"expected 'auto', null or an input name in {names}, "
                                                  f"got {lifting_input!r}")
     return spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
-                            dtype=getattr(torch, opts.weights_dtype), **processor_options)
+                            dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
+                            **config_to_dict(opts.processor_options))
 
 
 def _register() -> None:
     from fe_operators.train.cli import register_model
 
-    register_model("spon", build_spon)
+    register_model("spon", build_spon, SPONSchema())
 
 
 _register()

@@ -21,27 +21,28 @@ key, a wrong type or an out-of-range value raises :class:`ConfigError` naming th
 key, e.g. ``train.lr: expected float, got str 'abc'``.  YAML is read with YAML 1.2 number
 rules, so ``1e-3`` is a float (PyYAML's YAML 1.1 default would read a string).
 
-The ``model`` section is a pass-through: ``type`` names the model family and every other
-key goes to that family's builder.  A family may register a dataclass schema in
-:data:`MODEL_SCHEMAS` (or with :func:`register_model_schema`); its keys are then checked
-and defaulted the same way as the other sections (``model.width: expected int, ...``).
+The ``model`` section: ``type`` names the model family and every other key goes to that
+family's builder.  A family registers a schema in :data:`MODEL_SCHEMAS` (a dataclass of
+options, or a :class:`ModelSchema`, with :func:`register_model_schema`); its keys are then
+checked, defaulted and documented the same way as the other sections
+(``model.width: expected int, ...``).  The machinery is :mod:`fe_operators.options`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal, Protocol, Union, runtime_checkable
 
 import yaml
 
-from fe_operators.train.errors import ConfigError
+from fe_operators.errors import ConfigError
+from fe_operators.options import (
+    OptionRow, config_to_dict, convert, dataclass_from_dict, finite_positive, fraction, non_negative, option,
+    option_rows, optional, positive, type_name,
+)
 
 __all__ = [
     "SchedulerSection",
@@ -50,6 +51,7 @@ __all__ = [
     "TrainSection",
     "OutSection",
     "RunConfig",
+    "ModelSchema",
     "MODEL_SCHEMAS",
     "register_model_schema",
     "load_config",
@@ -59,37 +61,6 @@ __all__ = [
     "default_config_yaml",
     "config_reference",
 ]
-
-Check = Callable[[Any], Union[str, None]]
-
-
-def _key(doc: str, check: Check | None = None, **kwargs: Any) -> Any:
-    """A dataclass field documented by ``doc``, with an optional value check.
-
-    ``check(value)`` returns ``None`` when the (type-checked) value is valid and otherwise
-    the reason, e.g. ``"expected a positive number"``.
-    """
-    return dataclasses.field(metadata={"doc": doc, "check": check}, **kwargs)
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "expected a positive number"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "expected a number >= 0"
-
-
-def _finite_positive(v: Any) -> str | None:
-    return None if math.isfinite(v) and v > 0 else "expected a finite positive number"
-
-
-def _fraction(v: Any) -> str | None:
-    return None if 0 < v <= 1 else "expected a number in (0, 1]"
-
-
-def _optional(check: Check) -> Check:
-    return lambda v: None if v is None else check(v)
 
 
 def _split(v: list) -> str | None:
@@ -121,75 +92,96 @@ def _device(v: str) -> str | None:
 class SchedulerSection:
     """Learning-rate schedule, stepped once per optimizer step (``train.scheduler``)."""
 
-    name: Literal["cosine", "step", "none"] = _key(
+    name: Literal["cosine", "step", "none"] = option(
         "Schedule after warm-up: 'cosine' (decay to min_lr at the last step), 'step' (multiply "
         "by gamma every step_epochs epochs) or 'none' (constant).", default="cosine")
-    warmup_steps: int = _key("Linear warm-up from lr/warmup_steps to lr over this many optimizer "
-                             "steps (0: none).", _non_negative, default=0)
-    step_epochs: int = _key("'step' schedule: epochs between decays.", _positive, default=30)
-    gamma: float = _key("'step' schedule: decay factor.", _fraction, default=0.5)
-    min_lr: float = _key("'cosine' schedule: learning rate at the last step.", _non_negative, default=0.0)
+    warmup_steps: int = option("Linear warm-up from lr/warmup_steps to lr over this many optimizer "
+                             "steps (0: none).", non_negative, default=0)
+    step_epochs: int = option("'step' schedule: epochs between decays.", positive, default=30)
+    gamma: float = option("'step' schedule: decay factor.", fraction, default=0.5)
+    min_lr: float = option("'cosine' schedule: learning rate at the last step.", non_negative, default=0.0)
 
 
 @dataclasses.dataclass
 class DataSection:
     """The dataset and its splits (``data``)."""
 
-    path: str = _key("(required) Dataset file written by `fe-operators generate`; a relative path "
+    path: str = option("(required) Dataset file written by `fe-operators generate`; a relative path "
                      "is relative to the configuration file.")
-    split: list[Union[int, float]] = _key(
+    split: list[Union[int, float]] = option(
         "Sizes of the [train, val, test] splits: all integers = sample counts, otherwise fractions of "
         "the valid samples (sum <= 1). The val split picks the best checkpoint; the test split is only "
         "evaluated at the end.", _split, default_factory=lambda: [0.8, 0.1, 0.1])
-    seed: int = _key("Seed of the random split.", default=0)
-    normalize_inputs: Literal["dof", "global", "none"] = _key(
+    seed: int = option("Seed of the random split.", default=0)
+    normalize_inputs: Literal["dof", "global", "none"] = option(
         "Unit-Gaussian normalizer of the inputs, fitted on the train split: one mean/std per DOF ('dof'), "
         "per channel ('global'), or none. The model sees encoded inputs.", default="dof")
-    normalize_output: Literal["dof", "global", "none"] = _key(
+    normalize_output: Literal["dof", "global", "none"] = option(
         "Normalizer of the output, as normalize_inputs: the model predicts encoded outputs, which the trainer "
         "decodes before the loss (a SPON's Dirichlet DOFs are then reset to the physical boundary data, so "
         "they stay exact).", default="dof")
-    dtype: Literal["float32", "float64"] = _key("Dtype of the tensors the model sees.", default="float32")
-    preload: bool = _key("Read the selected samples into memory once (faster epochs).", default=True)
+    dtype: Literal["float32", "float64"] = option("Dtype of the tensors the model sees.", default="float32")
+    preload: bool = option("Read the selected samples into memory once (faster epochs).", default=True)
 
 
 @dataclasses.dataclass
 class ModelSection:
     """The model (``model``): ``type`` plus the keys of that model family."""
 
-    type: str = _key("Model family, a key of fe_operators.train.cli.MODEL_BUILDERS (e.g. 'spon'). "
+    type: str = option("Model family, a key of fe_operators.train.cli.MODEL_BUILDERS (e.g. 'spon'). "
                      "Every other key of this section goes to the family's builder.", default="spon")
-    options: dict[str, Any] = _key("The other keys of the section (not written as 'options').",
+    options: dict[str, Any] = option("The other keys of the section (not written as 'options').",
                                    default_factory=dict)
+
+    @classmethod
+    def __from_dict__(cls, data: dict, key: str) -> "ModelSection":
+        # ``type`` plus the family's options, checked by its registered schema if any
+        key = key or "model"
+        model_type = convert(data.get("type", cls.type), str, f"{key}.type")
+        options = {k: v for k, v in data.items() if k != "type"}
+        schema = MODEL_SCHEMAS.get(model_type)
+        if schema is not None:
+            options = schema.check(options, key)
+        else:
+            options = convert(options, dict[str, Any], key)
+        return cls(type=model_type, options=options)
+
+    def __to_dict__(self) -> dict[str, Any]:
+        return {"type": self.type, **config_to_dict(self.options)}
+
+    @classmethod
+    def __option_rows__(cls, prefix: str) -> list[OptionRow]:
+        doc = cls.__dataclass_fields__["type"].metadata["doc"]
+        return [OptionRow(f"{prefix}type", str, cls.type, doc)]
 
 
 @dataclasses.dataclass
 class TrainSection:
     """Optimisation and bookkeeping (``train``)."""
 
-    epochs: int = _key("Number of epochs (passes over the train split).", _positive, default=100)
-    batch_size: int = _key("Samples per optimizer step.", _positive, default=16)
-    lr: float = _key("Peak learning rate of AdamW.", _finite_positive, default=1e-3)
-    weight_decay: float = _key("AdamW weight decay (decoupled).", _non_negative, default=1e-4)
-    scheduler: SchedulerSection = _key("Learning-rate schedule.", default_factory=SchedulerSection)
-    loss: Literal["rel_l2", "rel_h1"] = _key(
+    epochs: int = option("Number of epochs (passes over the train split).", positive, default=100)
+    batch_size: int = option("Samples per optimizer step.", positive, default=16)
+    lr: float = option("Peak learning rate of AdamW.", finite_positive, default=1e-3)
+    weight_decay: float = option("AdamW weight decay (decoupled).", non_negative, default=1e-4)
+    scheduler: SchedulerSection = option("Learning-rate schedule.", default_factory=SchedulerSection)
+    loss: Literal["rel_l2", "rel_h1"] = option(
         "Training loss: mean relative FE-norm error of the decoded (physical) output, in L2 "
         "(mass matrix) or full H1 (mass + stiffness). Also the validation metric that picks best.pt.",
         default="rel_l2")
-    metrics: list[Literal["rel_l2", "rel_h1"]] = _key(
+    metrics: list[Literal["rel_l2", "rel_h1"]] = option(
         "Validation (and test) metrics logged in addition to the loss.", default_factory=lambda: ["rel_l2"])
-    seed: int = _key("Seed of model initialisation, data order and every RNG.", default=0)
-    device: str = _key("Torch device, e.g. 'cpu' or 'cuda:0'.", _device, default="cpu")
-    threads: Union[int, None] = _key("torch.set_num_threads (null: leave torch's default). Fix it for "
-                                     "bitwise-reproducible CPU runs.", _optional(_positive), default=None)
-    deterministic: bool = _key("torch.use_deterministic_algorithms during training (warn-only).", default=True)
-    checkpoint_every: int = _key("Also write last.pt every this many optimizer steps (0: only at epoch "
-                                 "ends).", _non_negative, default=0)
-    time_budget: Union[float, None] = _key(
+    seed: int = option("Seed of model initialisation, data order and every RNG.", default=0)
+    device: str = option("Torch device, e.g. 'cpu' or 'cuda:0'.", _device, default="cpu")
+    threads: Union[int, None] = option("torch.set_num_threads (null: leave torch's default). Fix it for "
+                                     "bitwise-reproducible CPU runs.", optional(positive), default=None)
+    deterministic: bool = option("torch.use_deterministic_algorithms during training (warn-only).", default=True)
+    checkpoint_every: int = option("Also write last.pt every this many optimizer steps (0: only at epoch "
+                                 "ends).", non_negative, default=0)
+    time_budget: Union[float, None] = option(
         "Stop (with a resumable last.pt) once this many seconds of training have passed in this "
-        "invocation (null: no limit).", _optional(_finite_positive), default=None)
-    num_workers: int = _key("DataLoader worker processes.", _non_negative, default=0)
-    progress: Union[bool, None] = _key("tqdm progress bars (null: only when stderr is a terminal).",
+        "invocation (null: no limit).", optional(finite_positive), default=None)
+    num_workers: int = option("DataLoader worker processes.", non_negative, default=0)
+    progress: Union[bool, None] = option("tqdm progress bars (null: only when stderr is a terminal).",
                                        default=None)
 
 
@@ -197,7 +189,7 @@ class TrainSection:
 class OutSection:
     """Where the run is written (``out``)."""
 
-    dir: str = _key("(required) Run folder: config.yaml, metrics.csv, metrics.json, best.pt, last.pt; "
+    dir: str = option("(required) Run folder: config.yaml, metrics.csv, metrics.json, best.pt, last.pt; "
                     "a relative path is relative to the configuration file.")
 
 
@@ -205,178 +197,61 @@ class OutSection:
 class RunConfig:
     """A validated run configuration."""
 
-    data: DataSection = _key("The dataset and its splits.")
-    model: ModelSection = _key("The model.", default_factory=ModelSection)
-    train: TrainSection = _key("Optimisation and bookkeeping.", default_factory=TrainSection)
-    out: OutSection = _key("Where the run is written.")
+    data: DataSection = option("The dataset and its splits.")
+    model: ModelSection = option("The model.", default_factory=ModelSection)
+    train: TrainSection = option("Optimisation and bookkeeping.", default_factory=TrainSection)
+    out: OutSection = option("Where the run is written.")
 
 
-#: model type -> dataclass schema of its options (filled by the models package)
-MODEL_SCHEMAS: dict[str, type] = {}
+@runtime_checkable
+class ModelSchema(Protocol):
+    """What a model family registers to have its ``model`` keys checked and documented."""
+
+    def check(self, options: dict[str, Any], key: str) -> dict[str, Any]:
+        """The validated options as plain data (defaults filled in); raise ConfigError naming the key."""
+
+    def rows(self, prefix: str) -> list[OptionRow]:
+        """Documentation rows of the family's keys (:func:`fe_operators.options.option_rows`)."""
 
 
-def register_model_schema(model_type: str, schema: type) -> None:
-    """Check the ``model`` options of ``model_type`` against the dataclass ``schema``.
+@dataclasses.dataclass(frozen=True)
+class DataclassSchema:
+    """A :class:`ModelSchema` made from one options dataclass."""
+
+    cls: type
+
+    def check(self, options: dict[str, Any], key: str) -> dict[str, Any]:
+        return config_to_dict(dataclass_from_dict(self.cls, options, key))
+
+    def rows(self, prefix: str) -> list[OptionRow]:
+        return option_rows(self.cls, prefix)
+
+
+#: model type -> schema of its options (filled by the model families)
+MODEL_SCHEMAS: dict[str, ModelSchema] = {}
+
+
+def register_model_schema(model_type: str, schema: type | ModelSchema) -> None:
+    """Check and document the ``model`` options of ``model_type``.
 
     Parameters
     ----------
     model_type
         The value of ``model.type``.
     schema
-        A dataclass whose fields (with ``doc`` metadata, see :func:`dataclass_from_dict`)
-        are the family's keys.
+        A dataclass whose fields (made with :func:`fe_operators.options.option`) are the
+        family's keys, or a :class:`ModelSchema`.
 
     Raises
     ------
     TypeError
-        ``schema`` is not a dataclass.
+        ``schema`` is neither.
     """
-    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
-        raise TypeError(f"expected a dataclass type as the schema of {model_type!r}, got {schema!r}")
+    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        schema = DataclassSchema(schema)
+    if not isinstance(schema, ModelSchema):
+        raise TypeError(f"expected a dataclass type or a ModelSchema as the schema of {model_type!r}, got {schema!r}")
     MODEL_SCHEMAS[model_type] = schema
-
-
-# ----------------------------------------------------------------------------- validation
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}" if value is not None else "null"
-
-
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is list:
-        return f"list of {_type_name(args[0])}"
-    if origin is dict:
-        return "mapping"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the type ``tp``; return it (ints widened to float where asked)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return dataclass_from_dict(tp, value, key)
-    if origin is Literal:
-        if value in args and type(value) in {type(a) for a in args}:
-            return value
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:  # exact type first: keep int counts as ints in list[int | float]
-            if a is not type(None) and type(value) is a:
-                return value
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, key)
-            except ConfigError:
-                continue
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(key, f"expected a mapping with string keys, got {_describe(value)}")
-        return {k: _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - a schema bug, not a user error
-        raise TypeError(f"unsupported type {tp!r} in a configuration schema ({key})")
-    raise ConfigError(key, f"expected {_type_name(tp)}, got {_describe(value)}")
-
-
-def _unknown(key: str, name: str, known: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"{key}.{name}" if key else name, f"unknown key{hint} (known keys: {', '.join(known)})")
-
-
-def dataclass_from_dict(cls: type, data: Any, key: str = "") -> Any:
-    """Build the dataclass ``cls`` from a mapping, checking every key, type and value.
-
-    Parameters
-    ----------
-    cls
-        A dataclass whose fields carry ``metadata={"doc": ..., "check": ...}`` (``check``
-        optional: ``value -> None | reason``).
-    data
-        The mapping (``None`` counts as empty).
-    key
-        Dotted path of ``data`` in the configuration, for messages.
-
-    Raises
-    ------
-    ConfigError
-        An unknown key, a missing required key, a wrong type or an invalid value.
-    """
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(key, f"expected a mapping, got {_describe(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    known = [f.name for f in fields]
-    if cls is ModelSection:
-        return _model_section(data, key)
-    for name in data:
-        if name not in known:
-            raise _unknown(key, str(name), known)
-    kwargs = {}
-    for f in fields:
-        sub = f"{key}.{f.name}" if key else f.name
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.name not in data:
-            if required and not dataclasses.is_dataclass(hints[f.name]):
-                raise ConfigError(sub, "required key missing")
-            if required:  # a section with required keys: validate an empty one for the message
-                kwargs[f.name] = _convert({}, hints[f.name], sub)
-            continue
-        if data[f.name] is None and required and not dataclasses.is_dataclass(hints[f.name]):
-            raise ConfigError(sub, "required key missing (got null)")
-        value = _convert(data[f.name], hints[f.name], sub)
-        check = f.metadata.get("check")
-        if check is not None:
-            reason = check(value)
-            if reason:
-                raise ConfigError(sub, f"{reason}, got {value!r}" if "got" not in reason else reason)
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-def _model_section(data: dict, key: str) -> ModelSection:
-    """``model``: the family ``type`` plus its options, checked against a registered schema."""
-    key = key or "model"
-    model_type = _convert(data.get("type", ModelSection.type), str, f"{key}.type")
-    options = {k: v for k, v in data.items() if k != "type"}
-    schema = MODEL_SCHEMAS.get(model_type)
-    if schema is not None:
-        options = config_to_dict(dataclass_from_dict(schema, options, key))
-    else:
-        options = _convert(options, dict[str, Any], key)
-    return ModelSection(type=model_type, options=options)
 
 
 def config_from_dict(data: Any, base_dir: str | os.PathLike | None = None,
@@ -449,50 +324,16 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     return config_from_dict(data, base_dir=path.parent, source=path)
 
 
-def config_to_dict(cfg: Any) -> Any:
-    """A configuration dataclass as plain (YAML/JSON-able) data; ``model.options`` is inlined."""
-    if isinstance(cfg, ModelSection):
-        return {"type": cfg.type, **config_to_dict(cfg.options)}
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, dict):
-        return {k: config_to_dict(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(v) for v in cfg]
-    return cfg
-
-
-# ----------------------------------------------------------------------------- documentation
-def _walk(cls: type, prefix: str = "", model_types: list[str] | None = None) -> list[tuple[str, Any, Any, str, bool]]:
-    """(dotted key, type, default, doc, is_section) for every key of ``cls``, depth first.
-
-    Under ``model``, the keys of the registered schemas of ``model_types`` follow ``type``.
-    """
+def _walk(model_types: list[str]) -> list[OptionRow]:
+    """Every key of a run configuration; under ``model``, the rows of the schemas of ``model_types``."""
     rows = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if cls is ModelSection and f.name == "options":
-            continue
-        key = f"{prefix}{f.name}"
-        tp = hints[f.name]
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        doc = f.metadata.get("doc", "")
-        if dataclasses.is_dataclass(tp):
-            rows.append((key, tp, None, doc, True))
-            rows.extend(_walk(tp, key + ".", model_types))
-            if tp is ModelSection:
-                for model_type in model_types or []:
-                    schema = MODEL_SCHEMAS.get(model_type)
-                    if schema is not None:
-                        rows.extend((k, t, d, f"[{model_type}] {s}", sec)
-                                    for k, t, d, s, sec in _walk(schema, key + "."))
-        else:
-            rows.append((key, tp, config_to_dict(default), doc, False))
+    for row in option_rows(RunConfig):
+        rows.append(row)
+        if row.key == "model.type":
+            for model_type in model_types:
+                schema = MODEL_SCHEMAS.get(model_type)
+                if schema is not None:
+                    rows.extend(r._replace(doc=f"[{model_type}] {r.doc}") for r in schema.rows("model."))
     return rows
 
 
@@ -504,11 +345,11 @@ def _flow(value: Any) -> str:
 def config_reference() -> str:
     """A Markdown table of every key (with every registered model family's): name, type, default, meaning."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, tp, default, doc, section in _walk(RunConfig, model_types=sorted(MODEL_SCHEMAS)):
-        if section:
+    for row in _walk(sorted(MODEL_SCHEMAS)):
+        if row.section:
             continue
-        shown = "—" if doc.startswith("(required)") else f"`{_flow(default)}`"
-        lines.append(f"| `{key}` | {_type_name(tp)} | {shown} | {doc} |")
+        shown = "—" if row.doc.startswith("(required)") else f"`{_flow(row.default)}`"
+        lines.append(f"| `{row.key}` | {type_name(row.type)} | {shown} | {row.doc} |")
     return "\n".join(lines)
 
 
@@ -519,22 +360,24 @@ def default_config_yaml(model_type: str = ModelSection.type) -> str:
     ----------
     model_type
         The ``model.type`` to show; if its family registered a schema in
-        :data:`MODEL_SCHEMAS`, its keys are listed under ``model`` too.
+        :data:`MODEL_SCHEMAS`, its keys are listed under ``model`` too (keys of
+        alternatives, such as the other processors of a SPON, commented out).
 
     Required keys are ``null`` and must be filled in; with them filled in, the file is a
     valid configuration.
     """
     out = ["# fe-operators train configuration: every key with its default.",
            "# Keys marked (required) must be set; all others may be left out.", ""]
-    for key, _tp, default, doc, section in _walk(RunConfig, model_types=[model_type]):
-        depth = key.count(".")
+    for row in _walk([model_type]):
+        depth = row.key.count(".")
         pad = "  " * depth
-        name = key.rsplit(".", 1)[-1]
-        out.append(f"{pad}# {doc}")
-        if section:
-            out.append(f"{pad}{name}:")
+        name = row.key.rsplit(".", 1)[-1]
+        mark = "# " if row.commented else ""
+        out.append(f"{pad}# {row.doc}")
+        if row.section:
+            out.append(f"{pad}{mark}{name}:")
             continue
-        out.append(f"{pad}{name}: {_flow(model_type if key == 'model.type' else default)}")
-        if key == "model.type" and model_type not in MODEL_SCHEMAS:
+        out.append(f"{pad}{mark}{name}: {_flow(model_type if row.key == 'model.type' else row.default)}")
+        if row.key == "model.type" and model_type not in MODEL_SCHEMAS:
             out.append(f"{pad}# ...and the keys of the model family (it registered no schema).")
     return "\n".join(out) + "\n"

@@ -9,33 +9,9 @@ from __future__ import annotations
 
 import os
 
-from fe_operators.errors import FEOperatorsError
+from fe_operators.errors import ConfigError, FEOperatorsError
 
 __all__ = ["ConfigError", "CheckpointError", "TrainingError", "RunDirectoryError"]
-
-
-class ConfigError(FEOperatorsError, ValueError):
-    """A run configuration with an unknown key, a wrong type or an invalid value.
-
-    Parameters
-    ----------
-    key
-        Dotted path of the offending key, e.g. ``"train.lr"``; ``""`` for the whole file.
-    message
-        What was expected and what was given, e.g. ``"expected float, got str 'abc'"``.
-    source
-        The configuration file, if the configuration came from one.
-    """
-
-    def __init__(self, key: str, message: str, source: str | os.PathLike | None = None) -> None:
-        self.key = key
-        self.message = message
-        self.source = None if source is None else str(source)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.key}: {self.message}" if self.key else f"{where}{self.message}"
 
 
 class CheckpointError(FEOperatorsError, ValueError):

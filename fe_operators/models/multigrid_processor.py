@@ -1,0 +1,233 @@
+r"""The multigrid processor: MgNO layers on a Firedrake mesh hierarchy (any hierarchy of the domain).
+
+Each layer is the MgNO paper's
+
+.. math:: v \leftarrow \sigma\big(W_{Mg}(v)\,W_{out} + v\,W_0 + b(x)\big)
+
+with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.models.vcycle.MultigridCycle`:
+learned combinations of per-level FE operators, exact FE transfers, no nonlinearity
+inside), a pointwise channel map :math:`W_0`, and a bias computed from the node
+coordinates by a small MLP (a learned FE function would tie the model to one mesh).
+Around the layers: a pointwise lifting of the input channels, the coordinates and a
+Dirichlet indicator to ``width`` channels, and a pointwise projection to the output
+components; the free DOFs are returned (SPON's decoder adds the boundary data).
+
+The layers run on the finest level of the context's hierarchy; when its nodes are not
+the output's (a hierarchy built for a structured spec such as ``unitsquare:64``), the
+hierarchy's ``to_finest`` / ``from_finest`` maps carry the channels there and back.
+
+Transfer across hierarchies of the domain: the model records its coarsest level's mesh
+size ``coarsest_h``; on another hierarchy the cycle starts at the level whose size is
+closest to it, and levels finer than the trained ones reuse the finest trained weights
+(:mod:`~fe_operators.models.vcycle` explains why the output then changes only by
+discretisation error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from typing import Any, Union
+
+import torch
+
+from fe_operators.errors import ConfigError, SpaceMismatchError
+from fe_operators.models.context import HierarchyContext, MeshContext
+from fe_operators.models.graph_ops import normalized_coordinates
+from fe_operators.models.mlp import MLP
+from fe_operators.models.mlp_processor import ACTIVATIONS
+from fe_operators.models.processor import Processor, register_processor
+from fe_operators.models.sparse_ops import spmm
+from fe_operators.models.vcycle import CycleLevel, MultigridCycle, cycle_levels
+from fe_operators.options import non_negative, option, optional, positive
+
+__all__ = ["MultigridOptions", "MultigridProcessor"]
+
+#: how far (factor) a hierarchy's level may be from the model's coarsest size and still match it
+_MATCH_FACTOR = 1.5
+
+
+@dataclasses.dataclass
+class MultigridOptions:
+    """Options of the ``multigrid`` processor (see :class:`MultigridProcessor`)."""
+
+    width: int = option("Channels of every layer and of the V-cycles.", positive, default=24)
+    layers: int = option("MgNO layers (one V-cycle each).", positive, default=4)
+    levels: Union[int, None] = option(
+        "Hierarchy levels the V-cycles use, the finest ones (null: all levels of the data's hierarchy).",
+        optional(positive), default=None)
+    pre_smoothing: int = option("Smoothing steps per level on the way down (the coarsest level excepted).",
+                                non_negative, default=1)
+    coarsest_smoothing: int = option("Smoothing steps on the coarsest level.", non_negative, default=2)
+    post_smoothing: int = option("Smoothing steps per level on the way up (0 in the MgNO paper).",
+                                 non_negative, default=0)
+    act: ACTIVATIONS = option("Activation.", default="gelu")
+
+    def validate(self, key: str = "") -> None:
+        """Cross-field checks, naming the key."""
+        if self.pre_smoothing + self.coarsest_smoothing + self.post_smoothing == 0:
+            raise ConfigError(f"{key}.pre_smoothing" if key else "pre_smoothing",
+                              "expected at least one smoothing step somewhere in the cycle, got none")
+
+
+def _activation(name: str) -> torch.nn.Module:
+    return {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "silu": torch.nn.SiLU, "tanh": torch.nn.Tanh}[name]()
+
+
+@register_processor
+class MultigridProcessor(Processor):
+    r"""MgNO layers on the mesh hierarchy: lifting, ``layers`` × (V-cycle + pointwise + bias), projection.
+
+    Parameters
+    ----------
+    in_channels
+        Input channels.
+    out_ncomp
+        Output components per node.
+    gdim
+        Geometric dimension.
+    n_operators
+        FE operators per level (from the context: 6 in 2D, 10 in 3D).
+    n_levels
+        Levels of weights (the training hierarchy's used levels).
+    coarsest_h
+        Mesh size of the coarsest level the model was built for.
+    width, layers, levels, pre_smoothing, coarsest_smoothing, post_smoothing, act
+        See :class:`MultigridOptions` (``levels`` is what was asked for; ``n_levels``
+        what it gave).
+
+    Shapes
+    ------
+    ``h``: ``(batch, n, C)``; output ``(batch, n_free)``.
+    """
+
+    name = "multigrid"
+    Options = MultigridOptions
+    mesh_agnostic = True
+    needs_hierarchy = True
+
+    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
+                 coarsest_h: float, *, width: int = 24, layers: int = 4, levels: int | None = None,
+                 pre_smoothing: int = 1, coarsest_smoothing: int = 2, post_smoothing: int = 0,
+                 act: str = "gelu") -> None:
+        super().__init__()
+        if not coarsest_h > 0:
+            raise ValueError(f"expected a positive coarsest_h, got {coarsest_h}")
+        self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
+        self.n_operators, self.n_levels, self.coarsest_h = int(n_operators), int(n_levels), float(coarsest_h)
+        self.width, self.layers, self.levels = int(width), int(layers), levels
+        self.pre_smoothing, self.coarsest_smoothing = int(pre_smoothing), int(coarsest_smoothing)
+        self.post_smoothing, self.act = int(post_smoothing), act
+        c = self.width
+        self.lift = MLP([self.in_channels + self.gdim + 1, c, c], act)
+        self.cycles = torch.nn.ModuleList(
+            MultigridCycle(c, self.n_operators, self.n_levels, pre_smoothing=self.pre_smoothing,
+                           coarsest_smoothing=self.coarsest_smoothing, post_smoothing=self.post_smoothing)
+            for _ in range(self.layers))
+        self.mix_out = torch.nn.ModuleList(torch.nn.Linear(c, c, bias=False) for _ in range(self.layers))
+        self.pointwise = torch.nn.ModuleList(torch.nn.Linear(c, c, bias=False) for _ in range(self.layers))
+        self.bias = MLP([self.gdim, c, self.layers * c], act)
+        self.activation = _activation(act)
+        self.project = MLP([c, c, self.out_ncomp], act)
+        # per-context derived tensors (levels, scales), made on first use
+        self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
+                "n_operators": self.n_operators, "n_levels": self.n_levels, "coarsest_h": self.coarsest_h,
+                "width": self.width, "layers": self.layers, "levels": self.levels,
+                "pre_smoothing": self.pre_smoothing, "coarsest_smoothing": self.coarsest_smoothing,
+                "post_smoothing": self.post_smoothing, "act": self.act}
+
+    @classmethod
+    def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int,
+                    options: MultigridOptions) -> "MultigridProcessor":
+        """Levels, operators and the coarsest mesh size from the context's hierarchy.
+
+        The V-cycles' Laplacian prior (``W^A`` starts near the Laplacian's combination)
+        is added here.
+        """
+        hier = context.hierarchy
+        if hier is None:
+            raise SpaceMismatchError(
+                "the multigrid processor needs a mesh hierarchy: generate the data on a refined mesh spec such "
+                "as 'plate_holes/r2' (or a built-in structured one such as 'unitsquare:64')")
+        n_levels = hier.n_levels if options.levels is None else options.levels
+        if n_levels > hier.n_levels:
+            raise SpaceMismatchError(f"levels={n_levels} asked for, the mesh hierarchy has {hier.n_levels}")
+        start = hier.n_levels - n_levels
+        opts = dataclasses.asdict(options)
+        model = cls(in_channels, out_ncomp, context.gdim, hier.levels[start].n_operators, n_levels,
+                    hier.levels[start].h, **opts)
+        for cycle in model.cycles:
+            cycle.init_laplacian(hier.levels[start].laplacian)
+        return model
+
+    # ------------------------------------------------------------------ context
+    def start_level(self, hierarchy: HierarchyContext) -> int:
+        """Index of the level of ``hierarchy`` that plays the model's coarsest level.
+
+        Raises
+        ------
+        SpaceMismatchError
+            No level within a factor 1.5 of the model's coarsest mesh size.
+        """
+        sizes = [lv.h for lv in hierarchy.levels]
+        dist = [abs(math.log(h / self.coarsest_h)) for h in sizes]
+        best = min(range(len(sizes)), key=dist.__getitem__)
+        if dist[best] > math.log(_MATCH_FACTOR):
+            raise SpaceMismatchError(
+                f"the model's coarsest level has mesh size {self.coarsest_h:.4g}; the mesh hierarchy's levels have "
+                f"{', '.join(f'{h:.4g}' for h in sizes)}: refine the same base mesh (e.g. 'plate_holes/rK')")
+        return best
+
+    def check_context(self, context: MeshContext) -> None:
+        """Raise :class:`SpaceMismatchError` unless the context carries a matching hierarchy."""
+        super().check_context(context)
+        if context.gdim != self.gdim or context.ncomp != self.out_ncomp:
+            raise SpaceMismatchError(
+                f"expected a mesh context of geometric dimension {self.gdim} with {self.out_ncomp} output "
+                f"components per node, got {context.gdim} and {context.ncomp}")
+        k = context.hierarchy.finest.n_operators
+        if k != self.n_operators:
+            raise SpaceMismatchError(f"expected {self.n_operators} FE operators per level, the context has {k}")
+        self.start_level(context.hierarchy)
+
+    def cycle_levels(self, hierarchy: HierarchyContext, dtype: torch.dtype) -> list[CycleLevel]:
+        """The cycle's per-level data for ``hierarchy`` (cached per hierarchy and dtype)."""
+        per = self._cache.setdefault(hierarchy, {})
+        if dtype not in per:
+            per[dtype] = cycle_levels(hierarchy, self.start_level(hierarchy), self.coarsest_h, dtype)
+        return per[dtype]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, h: torch.Tensor, context: MeshContext) -> torch.Tensor:
+        """Free DOF values ``(batch, n_free)``."""
+        self.check_context(context)
+        hier = context.hierarchy
+        batch, n, _ = h.shape
+        dtype = h.dtype
+        levels = self.cycle_levels(hier, dtype)
+        x = normalized_coordinates(context.coords).to(dtype)
+        bc = context.mask.any(dim=1, keepdim=True).to(dtype)
+        static = torch.cat([x, bc], dim=1).unsqueeze(1).expand(n, batch, self.gdim + 1)
+        v = self.lift(torch.cat([h.transpose(0, 1), static], dim=-1))        # (n, B, C) node-major
+        if hier.to_finest is not None:
+            v = spmm(hier.to_finest, v.reshape(n, -1)).reshape(-1, batch, self.width)
+            xf = normalized_coordinates(hier.finest.coords).to(dtype)
+        else:
+            xf = x
+        bias = self.bias(xf).reshape(-1, 1, self.layers, self.width)
+        for k in range(self.layers):
+            u = self.cycles[k](v, levels)
+            v = self.activation(self.mix_out[k](u) + self.pointwise[k](v) + bias[:, :, k])
+        y = self.project(v)                                                 # (n_f, B, ncomp)
+        if hier.from_finest is not None:
+            y = spmm(hier.from_finest, y.reshape(y.shape[0], -1)).reshape(n, batch, self.out_ncomp)
+        return y.transpose(0, 1).reshape(batch, n * self.out_ncomp).index_select(1, context.free)
+
+    def extra_repr(self) -> str:
+        return f"coarsest_h={self.coarsest_h:.4g}, levels={self.n_levels}"

@@ -1,0 +1,281 @@
+r"""A learned multi-channel V-cycle on a mesh hierarchy: ``W_Mg`` of an MgNO layer.
+
+The MgNO paper's layer is :math:`\sigma(W_{Mg} u + W_0 u + b)` with :math:`W_{Mg}` one
+V-cycle for :math:`A u = f` whose operators are learned 3×3 convolutions.  On finite
+elements (DESIGN.md §5) every convolution becomes a learned combination of fixed FE
+operators assembled on each level, and the transfers are the exact FE prolongation and
+its adjoint.  With ``C`` channels, level ``l``'s operators ``Φ_k`` (mass, first-order
+``∫∂_aφ_jφ_i``, stiffness ``∫∂_aφ_j∂_bφ_i``; :class:`~fe_operators.models.context.
+LevelContext`) and the diagonal ``D`` of the level's Laplacian stiffness matrix:
+
+.. math::
+
+    \tilde A u &= \sum_k c_k\,D^{-1}\Phi_k\,u\,W^A_k,
+      \quad c_k = 1,\ h_0^{-1},\ h_0^{-2} \text{ for stiffness, first-order, mass} \\
+    \tilde S r &= r\,W^S_0 + \sum_k s_k\,\Phi_k\,r\,W^S_k,
+      \quad s_k = D^{-1},\ (D\,m)^{-1/2},\ m^{-1} \text{ (} m \text{ the mass diagonal)}
+
+``Ã = D⁻¹A`` is the level's operator ``A = Σ_k c_k Φ_k W^A_k`` — one second-order
+differential operator in physical units, the same on every mesh of the domain — made
+dimensionless by the geometric diagonal; ``h_0`` is the model's coarsest mesh size, so
+all its terms are O(1) on the coarsest level and lower-order terms fade on finer levels
+as they do in the PDE.  ``S̃`` is a local, dimensionless smoothing stencil.  One cycle on
+data ``f`` (nodal values on the finest level) is
+
+.. math::
+
+    f_L = D^{-1} M f, \qquad
+    u_l \leftarrow u_l + B_l\tilde S(f_l - \tilde A u_l) \ (\nu_l \text{ times, from } u_l = 0), \qquad
+    f_{l-1} = D_{l-1}^{-1} P_l^T D_l (f_l - \tilde A u_l)\,W^R, \\
+    u_l \leftarrow u_l + B_l P_l u_{l-1} W^P \ \text{(coarse to fine)},
+
+with ``B_l`` the mask that keeps Dirichlet nodes out (they stay zero: their values come
+from the SPON decoder), ``P_l`` the FE prolongation and ``P_lᵀ`` its adjoint, the
+restriction of dual vectors (``D_l r`` is the residual as a dual vector).  The cycle is
+linear in ``f``.  With ``W^A`` the Laplacian's combination and ``W^S_0 = ω I`` it is the
+classical damped-Jacobi V-cycle for the FE Poisson problem (:meth:`set_classical`).
+
+Why this scaling: on a smooth input the finest levels' contributions are ``O(h²)``
+(``D⁻¹M ~ h²``), so adding a finer level to the hierarchy changes the output only by
+discretisation error, whatever the weights — a model trained on one hierarchy runs on a
+finer hierarchy of the domain.  Weights are per level, counted from the model's coarsest
+level; finer levels than trained reuse the finest level's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from fe_operators.models.context import HierarchyContext, LevelContext, SparseMap, _row_indices
+from fe_operators.models.sparse_ops import spmm
+
+__all__ = ["CycleLevel", "cycle_levels", "MultigridCycle"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CycleLevel:
+    """What one level of the cycle needs, precomputed for a dtype and a reference size.
+
+    Attributes
+    ----------
+    operators
+        The stacked operators ``(K n, n)``.
+    a_scale, s_scale
+        ``(K, n, 1, 1)`` row scales of the blocks in ``Ã`` and in ``S̃``.
+    d, d_inv
+        ``(n, 1, 1)``: the Laplacian stiffness diagonal and its inverse.
+    keep
+        ``(n, 1, 1)``: 0 on Dirichlet nodes, 1 elsewhere.
+    mass
+        The mass block ``(n, n)`` (the data of the finest level are ``D⁻¹ M f``).
+    prolong, restrict
+        ``P_l`` (from the next coarser level) and ``P_lᵀ``; None on the coarsest level.
+    laplacian
+        ``(K,)``: the Laplacian as a combination of the blocks.
+    """
+
+    operators: SparseMap
+    a_scale: torch.Tensor
+    s_scale: torch.Tensor
+    d: torch.Tensor
+    d_inv: torch.Tensor
+    keep: torch.Tensor
+    mass: SparseMap
+    prolong: SparseMap | None
+    restrict: SparseMap | None
+    laplacian: torch.Tensor
+
+    @property
+    def n_nodes(self) -> int:
+        """Nodes of the level."""
+        return int(self.d.shape[0])
+
+
+def _block_diagonals(ops: SparseMap, n: int) -> torch.Tensor:
+    """``(K, n)``: the diagonal of every ``(n, n)`` block of a row-stacked operator."""
+    k = ops.n_rows // n
+    rows = _row_indices(ops.crow)
+    on_diag = ops.col == rows % n
+    out = torch.zeros(k * n, dtype=ops.values.dtype, device=ops.device)
+    out.index_add_(0, rows[on_diag], ops.values[on_diag])
+    return out.reshape(k, n)
+
+
+def _rows(ops: SparseMap, start: int, stop: int) -> SparseMap:
+    """Rows ``start:stop`` of a CSR map."""
+    lo, hi = int(ops.crow[start]), int(ops.crow[stop])
+    return SparseMap(ops.crow[start:stop + 1] - lo, ops.col[lo:hi], ops.values[lo:hi], ops.n_cols)
+
+
+def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float, dtype: torch.dtype) -> list[CycleLevel]:
+    """The :class:`CycleLevel` s of ``hierarchy.levels[start:]`` (coarsest first).
+
+    Parameters
+    ----------
+    hierarchy
+        The context's hierarchy.
+    start
+        First (coarsest) level used.
+    h0
+        The model's reference mesh size (its coarsest level's).
+    dtype
+        Of the scales.
+    """
+    out = []
+    for i in range(start, hierarchy.n_levels):
+        lv: LevelContext = hierarchy.levels[i]
+        n = lv.n_nodes
+        diags = _block_diagonals(lv.operators, n)
+        orders = lv.operator_orders
+        mass_k = int(torch.nonzero(orders == 0)[0, 0])
+        m = diags[mass_k]
+        d = lv.stiffness_diag
+        c = torch.where(orders == 2, 1.0, torch.where(orders == 1, 1.0 / h0, 1.0 / h0 ** 2)).to(d)
+        a_scale = c[:, None] / d[None, :]
+        s_scale = torch.stack([1.0 / d if o == 2 else (1.0 / torch.sqrt(d * m) if o == 1 else 1.0 / m)
+                               for o in orders.tolist()])
+        P = hierarchy.prolongations[i - 1] if i > start else None
+        out.append(CycleLevel(
+            operators=lv.operators,
+            a_scale=a_scale.to(dtype)[:, :, None, None],
+            s_scale=s_scale.to(dtype)[:, :, None, None],
+            d=d.to(dtype)[:, None, None],
+            d_inv=(1.0 / d).to(dtype)[:, None, None],
+            keep=(~lv.boundary).to(dtype)[:, None, None],
+            mass=_rows(lv.operators, mass_k * n, (mass_k + 1) * n),
+            prolong=P,
+            restrict=None if P is None else P.transpose(),
+            laplacian=lv.laplacian.to(dtype),
+        ))
+    return out
+
+
+def _sp(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
+    """``A`` applied to node-major ``(n, B, C)``."""
+    n, b, c = x.shape
+    return spmm(A, x.reshape(n, b * c)).reshape(A.n_rows, b, c)
+
+
+class MultigridCycle(torch.nn.Module):
+    """One multi-channel V-cycle with learned level operators, smoothers and transfer mixing.
+
+    Parameters
+    ----------
+    channels
+        ``C``.
+    n_operators
+        ``K``, the number of FE operators per level (6 in 2D, 10 in 3D).
+    n_levels
+        Number of weight sets (levels counted from the coarsest).
+    pre_smoothing
+        Smoothing steps per level on the way down (the coarsest level excepted).
+    coarsest_smoothing
+        Smoothing steps on the coarsest level.
+    post_smoothing
+        Smoothing steps per level on the way up (0 in the MgNO paper).
+
+    Shapes
+    ------
+    ``forward(f, levels)``: ``f`` ``(n_finest, batch, C)`` node-major -> same shape.
+    """
+
+    def __init__(self, channels: int, n_operators: int, n_levels: int, *, pre_smoothing: int = 1,
+                 coarsest_smoothing: int = 2, post_smoothing: int = 0) -> None:
+        super().__init__()
+        if min(channels, n_operators, n_levels) < 1 or min(pre_smoothing, coarsest_smoothing, post_smoothing) < 0:
+            raise ValueError(f"expected channels, n_operators, n_levels >= 1 and smoothing steps >= 0, got "
+                             f"{channels}, {n_operators}, {n_levels}, {pre_smoothing}, {coarsest_smoothing}, "
+                             f"{post_smoothing}")
+        self.channels, self.n_operators, self.n_levels = int(channels), int(n_operators), int(n_levels)
+        self.pre, self.coarsest, self.post = int(pre_smoothing), int(coarsest_smoothing), int(post_smoothing)
+        c, k, n = self.channels, self.n_operators, self.n_levels
+        self.A = torch.nn.Parameter(torch.empty(n, k, c, c))
+        self.S = torch.nn.Parameter(torch.empty(n, k + 1, c, c))
+        self.R = torch.nn.Parameter(torch.empty(n, c, c))
+        self.P = torch.nn.Parameter(torch.empty(n, c, c))
+        torch.nn.init.normal_(self.A, std=0.1 / math.sqrt(c))
+        torch.nn.init.normal_(self.S, std=0.1 / math.sqrt(c))
+        torch.nn.init.normal_(self.R, std=0.1 / math.sqrt(c))
+        torch.nn.init.normal_(self.P, std=0.1 / math.sqrt(c))
+        with torch.no_grad():
+            eye = torch.eye(c)
+            self.S[:, 0] += 0.5 * eye
+            self.R += eye
+            self.P += eye
+
+    def init_laplacian(self, laplacian: torch.Tensor) -> None:
+        """Add the Laplacian's combination to ``W^A`` (a Poisson-like prior at initialisation)."""
+        with torch.no_grad():
+            self.A += laplacian.to(self.A)[None, :, None, None] * torch.eye(self.channels).to(self.A)
+
+    def set_classical(self, laplacian: torch.Tensor, omega: float = 2.0 / 3.0) -> None:
+        """Weights of the classical damped-Jacobi V-cycle for the FE Poisson problem.
+
+        ``Ã = D⁻¹K`` (the Laplacian's combination of the blocks), ``S̃ = ω I``, transfers
+        without mixing; every channel then runs the same classical cycle.
+        """
+        c = self.channels
+        eye = torch.eye(c).to(self.A)
+        with torch.no_grad():
+            self.A.copy_(laplacian.to(self.A)[None, :, None, None] * eye)
+            self.S.zero_()
+            self.S[:, 0] = omega * eye
+            self.R.copy_(eye.expand_as(self.R))
+            self.P.copy_(eye.expand_as(self.P))
+
+    def weight_index(self, n_used: int) -> list[int]:
+        """Weight set of each used level (coarsest first): its index, capped at the finest trained."""
+        return [min(j, self.n_levels - 1) for j in range(n_used)]
+
+    def apply_operator(self, u: torch.Tensor, level: CycleLevel, w: int) -> torch.Tensor:
+        """``Ã u`` on one level with weight set ``w``; ``u`` ``(n, B, C)``."""
+        n, b, c = u.shape
+        y = _sp(level.operators, u).reshape(self.n_operators, n, b, c) * level.a_scale
+        return torch.bmm(y.reshape(self.n_operators, n * b, c), self.A[w]).sum(0).reshape(n, b, c)
+
+    def smooth(self, u: torch.Tensor | None, f: torch.Tensor, level: CycleLevel, w: int) -> torch.Tensor:
+        """One smoothing step ``u + B S̃ (f - Ã u)`` (``u = None`` means zero)."""
+        r = f if u is None else f - self.apply_operator(u, level, w)
+        r = r * level.keep
+        n, b, c = r.shape
+        y = _sp(level.operators, r).reshape(self.n_operators, n, b, c) * level.s_scale
+        stack = torch.cat([r.unsqueeze(0), y]).reshape(self.n_operators + 1, n * b, c)
+        z = torch.bmm(stack, self.S[w]).sum(0).reshape(n, b, c) * level.keep
+        return z if u is None else u + z
+
+    def forward(self, f: torch.Tensor, levels: list[CycleLevel]) -> torch.Tensor:
+        """The cycle's output ``u`` for nodal data ``f`` on the finest level."""
+        n_used = len(levels)
+        widx = self.weight_index(n_used)
+        fine = levels[-1]
+        fs: list[torch.Tensor | None] = [None] * n_used
+        us: list[torch.Tensor | None] = [None] * n_used
+        fs[-1] = _sp(fine.mass, f) * fine.d_inv * fine.keep
+        for j in reversed(range(n_used)):
+            lv, w = levels[j], widx[j]
+            u = None
+            for _ in range(self.coarsest if j == 0 else self.pre):
+                u = self.smooth(u, fs[j], lv, w)
+            us[j] = u
+            if j > 0:
+                r = fs[j] if u is None else fs[j] - self.apply_operator(u, lv, w)
+                coarse = levels[j - 1]
+                rc = _sp(lv.restrict, r * lv.keep * lv.d)
+                fs[j - 1] = torch.matmul(rc, self.R[w]) * coarse.d_inv * coarse.keep
+        for j in range(1, n_used):
+            lv, w = levels[j], widx[j]
+            below = us[j - 1]
+            if below is not None:
+                e = torch.matmul(_sp(lv.prolong, below), self.P[w]) * lv.keep
+                us[j] = e if us[j] is None else us[j] + e
+            for _ in range(self.post):
+                us[j] = self.smooth(us[j], fs[j], lv, w)
+        out = us[-1]
+        return torch.zeros_like(f) if out is None else out
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, operators={self.n_operators}, levels={self.n_levels}, "
+                f"smoothing=({self.pre}, coarsest {self.coarsest}, post {self.post})")
