@@ -137,7 +137,8 @@ def load_problem(name: str, mesh: str, params: Mapping[str, Any], comm: Any = No
     name
         Registry name or ``"module:Class"``.
     mesh
-        Mesh spec: a shipped mesh name, ``"unitsquare:64"`` or a file path.
+        Mesh spec: a shipped mesh name, ``"unitsquare:64"`` or a file path, optionally
+        refined (``"plate_holes/r2"``).
     params
         Family parameters.
     comm
@@ -166,8 +167,23 @@ def _jsonable(value: Any) -> Any:
 
 
 def _normalise_mesh_spec(spec: str) -> str:
-    """A mesh spec that names an existing file becomes an absolute path."""
-    return os.path.abspath(spec) if os.path.isfile(spec) else spec
+    """A mesh spec that names an existing file becomes an absolute path.
+
+    With a refinement suffix on a file (``mesh.msh/r1``) the file's path becomes absolute
+    and the suffix stays (``/abs/mesh.msh/r1``); other specs are kept as given.
+    """
+    if os.path.isfile(spec):
+        return os.path.abspath(spec)
+    from fe_operators.errors import MeshReadError
+    from fe_operators.io.readers import resolve_mesh_spec
+
+    try:
+        source = resolve_mesh_spec(spec)
+    except MeshReadError:  # not ours to judge here: loading the mesh reports it
+        return spec
+    if source.kind == "file" and source.refinements is not None:
+        return os.path.abspath(source.path) + f"/r{source.refinements}"
+    return spec
 
 
 def run_settings(name: str, mesh: str, problem: Problem, seed: int) -> dict[str, Any]:
