@@ -15,6 +15,7 @@ __all__ = [
     "BoundaryMarkerError",
     "PointsOutsideMeshError",
     "MeshReadError",
+    "NoHierarchyError",
 ]
 
 
@@ -59,3 +60,7 @@ class PointsOutsideMeshError(FEOperatorsError, ValueError):
 
 class MeshReadError(FEOperatorsError, ValueError):
     """A mesh file that cannot be read (missing, corrupt or unsupported)."""
+
+
+class NoHierarchyError(SpaceMismatchError):
+    """A mesh that is no level of a mesh hierarchy, where multigrid needs one."""
