@@ -501,7 +501,7 @@ def generate_dataset(
         Registry name (``"darcy"``) or ``"module:Class"`` of a Problem subclass.
     mesh
         Mesh spec for :func:`fe_operators.io.load_mesh`: shipped mesh name,
-        ``"unitsquare:64"``, or a file path.
+        ``"unitsquare:64"``, or a file path, optionally refined (``"plate_holes/r2"``).
     n_samples
         Number of samples wanted (a larger file is kept as it is).
     out
@@ -664,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("problem", help="problem family (e.g. darcy) or module:Class of a Problem subclass")
     p.add_argument("--mesh", "-m", required=True,
-                   help="mesh: shipped name (plate_holes), built-in spec (unitsquare:64) or file path")
+                   help="mesh: shipped name (plate_holes), built-in spec (unitsquare:64) or file "
+                        "path; append /rK to refine K times (plate_holes/r2)")
     p.add_argument("--samples", "-n", required=True, type=_positive_int, help="number of samples (> 0)")
     p.add_argument("--out", "-o", required=True, help="output HDF5 file")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="dataset seed (default 0)")
