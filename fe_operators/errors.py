@@ -18,6 +18,7 @@ __all__ = [
     "BoundaryMarkerError",
     "PointsOutsideMeshError",
     "MeshReadError",
+    "NoHierarchyError",
 ]
 
 
@@ -90,3 +91,7 @@ class PointsOutsideMeshError(FEOperatorsError, ValueError):
 
 class MeshReadError(FEOperatorsError, ValueError):
     """A mesh file that cannot be read (missing, corrupt or unsupported)."""
+
+
+class NoHierarchyError(SpaceMismatchError):
+    """A mesh that is no level of a mesh hierarchy, where multigrid needs one."""

@@ -14,8 +14,10 @@ from fe_operators.io import (  # noqa: E402
     format_mesh_info,
     load_mesh,
     main_mesh_info,
+    max_cells,
     mesh_info,
     radius_ratio,
+    resolve_mesh_spec,
     shipped_meshes,
     write_fields,
 )
@@ -70,6 +72,80 @@ def test_malformed_builtin_spec(spec):
 def test_name_kwarg_and_comm():
     mesh = load_mesh("lshape", comm=firedrake.COMM_SELF, name="L")
     assert mesh.name == "L" and mesh.comm.size == 1
+
+
+# --- refined specs and the size limit ------------------------------------------------------
+
+def _level(mesh):
+    from firedrake.mg.utils import get_level
+
+    hierarchy, level = get_level(mesh)
+    return (None, None) if hierarchy is None else (len(hierarchy), level)
+
+
+@pytest.mark.parametrize("spec, cells, volume, levels", [
+    ("unitsquare:2/r2", 8 * 16, 1.0, 3),
+    ("unitsquare:2:quad/r1", 16, 1.0, 2),
+    ("unitcube:1/r1", 6 * 8, 1.0, 2),
+    ("lshape/r1", 1458 * 4, 3.0, 2),
+    ("lshape/r0", 1458, 3.0, 1),
+])
+def test_refined_specs_are_the_finest_level_of_a_hierarchy(spec, cells, volume, levels):
+    mesh = load_mesh(spec)
+    base = load_mesh(spec.rsplit("/r", 1)[0])
+    assert mesh.num_cells() == cells and _level(mesh) == (levels, levels - 1)
+    assert area(mesh) == pytest.approx(volume, rel=1e-12)
+    assert markers(mesh) == markers(base)  # refinement keeps the boundary markers
+    assert _level(base) == (None, None)  # no suffix: a plain mesh
+
+
+def test_refined_file_paths_and_a_file_named_like_a_suffix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    msh = shipped_meshes()["lshape"].read_bytes()
+    (tmp_path / "l.msh").write_bytes(msh)
+    source = resolve_mesh_spec("l.msh/r1")
+    assert (source.kind, source.refinements, source.base_spec) == ("file", 1, "l.msh")
+    assert source.estimated_cells is None  # counted from the file, when loaded
+    assert load_mesh("l.msh/r1").num_cells() == 4 * 1458
+    from fe_operators.data.generate import _normalise_mesh_spec
+
+    assert _normalise_mesh_spec("l.msh/r1") == str(tmp_path / "l.msh") + "/r1"
+    assert _normalise_mesh_spec("lshape/r1") == "lshape/r1"
+    (tmp_path / "lshape").mkdir()
+    (tmp_path / "lshape" / "r2").write_bytes(msh)  # an existing file wins over the suffix
+    source = resolve_mesh_spec("lshape/r2")
+    assert (source.kind, source.refinements) == ("file", None)
+    with pytest.raises(MeshReadError, match="'lshape/r2': unsupported format"):
+        load_mesh("lshape/r2")  # read as that file (which has no extension to go by)
+    assert _normalise_mesh_spec("lshape/r2") == str(tmp_path / "lshape" / "r2")
+
+
+@pytest.mark.parametrize("spec", ["plate_holes/r", "plate_holes/r-1", "plate_holes/rx",
+                                  "unitsquare:4/r1.5"])
+def test_bad_refinement_suffix(spec):
+    with pytest.raises(MeshReadError) as exc_info:
+        load_mesh(spec)
+    text = _one_line_naming(exc_info, spec)
+    assert "/rK" in text and "non-negative integer" in text
+
+
+def test_size_limit_refuses_before_building(monkeypatch):
+    with pytest.raises(MeshReadError, match=r"about 2e\+10 cells.*limit of 2e\+07.*"
+                                            r"FE_OPERATORS_MAX_CELLS=20000000000"):
+        resolve_mesh_spec("unitsquare:100000")  # refused without building anything
+    assert resolve_mesh_spec("unitcube:4/r2").estimated_cells == 6 * 64 * 64
+    with pytest.raises(MeshReadError, match="limit"):
+        load_mesh("unitsquare:8/r40")
+    monkeypatch.setenv("FE_OPERATORS_MAX_CELLS", "5000")
+    assert max_cells() == 5000
+    with pytest.raises(MeshReadError, match=r"about 6.2e\+03 cells"):
+        load_mesh("plate_holes/r1")  # a file: the base's 1550 cells times 4
+    assert load_mesh("plate_holes").num_cells() == 1550  # a file without suffix is as it is
+    monkeypatch.setenv("FE_OPERATORS_MAX_CELLS", "1e7")
+    assert load_mesh("plate_holes/r1").num_cells() == 6200
+    monkeypatch.setenv("FE_OPERATORS_MAX_CELLS", "lots")
+    with pytest.raises(MeshReadError, match="FE_OPERATORS_MAX_CELLS='lots'"):
+        load_mesh("unitsquare:2")
 
 
 # --- meshio round trips ------------------------------------------------------------------
@@ -206,6 +282,16 @@ def test_main_mesh_info_exit_codes(tmp_path, capsys):
     assert captured.err.count("\n") == 1 and "bad.msh" in captured.err
     assert main_mesh_info(["--json", "unitsquare:2"]) == 0
     assert json.loads(capsys.readouterr().out)["cells"] == 8
+
+
+def test_mesh_info_lists_the_hierarchy_levels(capsys):
+    info = mesh_info("unitsquare:2/r1")
+    assert info["levels"] == [{"level": 0, "cells": 8, "vertices": 9},
+                              {"level": 1, "cells": 32, "vertices": 25}]
+    assert mesh_info("unitsquare:2")["levels"] is None
+    assert main_mesh_info(["plate_holes/r1"]) == 0
+    out = capsys.readouterr().out
+    assert "levels      0: 1550 cells, 867 vertices\n            1: 6200 cells" in out
 
 
 # --- write_fields -------------------------------------------------------------------------

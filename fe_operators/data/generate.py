@@ -137,7 +137,8 @@ def load_problem(name: str, mesh: str, params: Mapping[str, Any], comm: Any = No
     name
         Registry name or ``"module:Class"``.
     mesh
-        Mesh spec: a shipped mesh name, ``"unitsquare:64"`` or a file path.
+        Mesh spec: a shipped mesh name, ``"unitsquare:64"`` or a file path, optionally
+        refined (``"plate_holes/r2"``).
     params
         Family parameters.
     comm
@@ -166,8 +167,23 @@ def _jsonable(value: Any) -> Any:
 
 
 def _normalise_mesh_spec(spec: str) -> str:
-    """A mesh spec that names an existing file becomes an absolute path."""
-    return os.path.abspath(spec) if os.path.isfile(spec) else spec
+    """A mesh spec that names an existing file becomes an absolute path.
+
+    With a refinement suffix on a file (``mesh.msh/r1``) the file's path becomes absolute
+    and the suffix stays (``/abs/mesh.msh/r1``); other specs are kept as given.
+    """
+    if os.path.isfile(spec):
+        return os.path.abspath(spec)
+    from fe_operators.errors import MeshReadError
+    from fe_operators.io.readers import resolve_mesh_spec
+
+    try:
+        source = resolve_mesh_spec(spec)
+    except MeshReadError:  # not ours to judge here: loading the mesh reports it
+        return spec
+    if source.kind == "file" and source.refinements is not None:
+        return os.path.abspath(source.path) + f"/r{source.refinements}"
+    return spec
 
 
 def run_settings(name: str, mesh: str, problem: Problem, seed: int) -> dict[str, Any]:
@@ -485,7 +501,7 @@ def generate_dataset(
         Registry name (``"darcy"``) or ``"module:Class"`` of a Problem subclass.
     mesh
         Mesh spec for :func:`fe_operators.io.load_mesh`: shipped mesh name,
-        ``"unitsquare:64"``, or a file path.
+        ``"unitsquare:64"``, or a file path, optionally refined (``"plate_holes/r2"``).
     n_samples
         Number of samples wanted (a larger file is kept as it is).
     out
@@ -648,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("problem", help="problem family (e.g. darcy) or module:Class of a Problem subclass")
     p.add_argument("--mesh", "-m", required=True,
-                   help="mesh: shipped name (plate_holes), built-in spec (unitsquare:64) or file path")
+                   help="mesh: shipped name (plate_holes), built-in spec (unitsquare:64) or file "
+                        "path; append /rK to refine K times (plate_holes/r2)")
     p.add_argument("--samples", "-n", required=True, type=_positive_int, help="number of samples (> 0)")
     p.add_argument("--out", "-o", required=True, help="output HDF5 file")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="dataset seed (default 0)")

@@ -505,7 +505,8 @@ class FEFile:
 
         The mesh is rebuilt from the stored mesh spec with :func:`fe_operators.io.load_mesh`
         and the problem with the stored family and parameters; stored DOF arrays then
-        apply to its spaces as they are.
+        apply to its spaces as they are.  A refined spec (``plate_holes/r2``) gives the
+        finest level of its ``MeshHierarchy`` again, ready for multigrid.
 
         Raises
         ------

@@ -10,9 +10,13 @@ element space is turned into tensors and sparse operators by this subpackage.
 * :mod:`~fe_operators.fem.bcs` — Dirichlet DOFs, liftings, free-DOF injection
 * :mod:`~fe_operators.fem.transfer` — interpolation, prolongation, restriction matrices
 * :mod:`~fe_operators.fem.graph` — DOF adjacency graphs with geometric features
+* :mod:`~fe_operators.fem.hierarchy` — per-level operators and prolongations of a mesh hierarchy
 """
 
 from fe_operators.fem.graph import DofGraph, dof_graph
+from fe_operators.fem.hierarchy import (
+    HierarchyOperators, LevelOperators, find_hierarchy, hierarchy_operators, operator_names,
+)
 from fe_operators.fem.transfer import (
     interpolation_matrix, interpolation_matrix_torch, prolongation_matrix, prolongation_matrix_torch,
     restriction_matrix, restriction_matrix_torch,
@@ -35,4 +39,6 @@ __all__ = [
     "interpolation_matrix", "interpolation_matrix_torch", "prolongation_matrix",
     "prolongation_matrix_torch", "restriction_matrix", "restriction_matrix_torch",
     "DofGraph", "dof_graph",
+    "HierarchyOperators", "LevelOperators", "find_hierarchy", "hierarchy_operators",
+    "operator_names",
 ]

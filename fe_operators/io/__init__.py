@@ -1,7 +1,9 @@
 """Mesh input and field output: shipped meshes, built-in specs, meshio files, VTU/XDMF.
 
 ``load_mesh`` turns a shipped name (``"plate_holes"``), a built-in spec
-(``"unitsquare:64"``) or a mesh file into a Firedrake mesh with its boundary markers;
+(``"unitsquare:64"``) or a mesh file, optionally refined (``"plate_holes/r2"``), into a
+Firedrake mesh with its boundary markers (``load_hierarchy`` also gives the refined
+spec's ``MeshHierarchy``);
 ``mesh_info``/``format_mesh_info`` summarise a mesh (``main_mesh_info`` is the body of
 ``fe-operators mesh info``); ``write_fields`` writes Functions for ParaView.
 """
@@ -9,8 +11,11 @@
 from fe_operators.io.info import format_mesh_info, main_mesh_info, mesh_info, radius_ratio
 from fe_operators.io.readers import (
     BUILTIN_SPECS,
+    MAX_CELLS,
     MeshSource,
+    load_hierarchy,
     load_mesh,
+    max_cells,
     resolve_mesh_spec,
     shipped_meshes,
 )
@@ -18,10 +23,13 @@ from fe_operators.io.writers import write_fields
 
 __all__ = [
     "BUILTIN_SPECS",
+    "MAX_CELLS",
     "MeshSource",
     "format_mesh_info",
+    "load_hierarchy",
     "load_mesh",
     "main_mesh_info",
+    "max_cells",
     "mesh_info",
     "radius_ratio",
     "resolve_mesh_spec",

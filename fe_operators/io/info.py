@@ -139,8 +139,10 @@ def mesh_info(spec: "str | os.PathLike[str] | firedrake.MeshGeometry") -> dict[s
         ``cell_type``, ``dimension`` (topological), ``geometric_dimension``, ``cells``,
         ``vertices``, ``exterior_facets``, ``boundary_tags`` (list of ``{id, name,
         exterior_facets, interior_facets}``), ``untagged_exterior_facets``, ``volume``,
-        ``bounding_box``, ``cell_diameter`` and ``quality`` (``{measure, min, mean,
-        max}`` of :func:`radius_ratio`; ``None`` for non-simplex cells).
+        ``bounding_box``, ``cell_diameter``, ``quality`` (``{measure, min, mean,
+        max}`` of :func:`radius_ratio`; ``None`` for non-simplex cells) and ``levels``:
+        for a level of a ``MeshHierarchy`` (a ``/rK`` spec), ``[{level, cells,
+        vertices}, ...]`` from the coarsest up to this mesh, else ``None``.
 
     Raises
     ------
@@ -174,7 +176,19 @@ def mesh_info(spec: "str | os.PathLike[str] | firedrake.MeshGeometry") -> dict[s
         "untagged_exterior_facets": n_ext - tagged_ext,
         "volume": volume,
         **geometry,
+        "levels": _levels(mesh),
     }
+
+
+def _levels(mesh: "firedrake.MeshGeometry") -> list[dict[str, int]] | None:
+    """Cells and vertices of the hierarchy levels up to ``mesh`` (None: not a level)."""
+    from firedrake.mg.utils import get_level
+
+    hierarchy, level = get_level(mesh)
+    if hierarchy is None:
+        return None
+    return [{"level": i, "cells": int(m.num_cells()), "vertices": int(m.num_vertices())}
+            for i, m in enumerate(hierarchy.meshes[: int(level) + 1])]
 
 
 def format_mesh_info(info: dict[str, Any]) -> str:
@@ -194,6 +208,9 @@ def format_mesh_info(info: dict[str, Any]) -> str:
     if q is not None:
         lines.append(f"quality     {q['measure']}: min {q['min']:.3f}  mean {q['mean']:.3f}"
                      f"  max {q['max']:.3f}")
+    for lev in info.get("levels") or ():
+        lines.append(("levels      " if lev["level"] == 0 else " " * 12)
+                     + f"{lev['level']}: {lev['cells']} cells, {lev['vertices']} vertices")
     lines.append(f"boundary    {info['exterior_facets']} exterior facets"
                  + (f", {info['untagged_exterior_facets']} untagged"
                     if info["untagged_exterior_facets"] else ""))
@@ -224,12 +241,14 @@ def main_mesh_info(argv: Sequence[str] | None = None) -> int:
                                 description="Summarise meshes: counts, boundary tags, "
                                             "quality.")
     p.add_argument("specs", nargs="*", metavar="FILE_OR_NAME",
-                   help="a shipped mesh name, a built-in spec or a mesh file")
+                   help="a shipped mesh name, a built-in spec or a mesh file, with "
+                        "/rK for K uniform refinements")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = p.parse_args(argv)
     if not args.specs:
         print("shipped meshes: " + ", ".join(shipped_meshes()))
         print("built-in specs: " + ", ".join(BUILTIN_SPECS))
+        print("refined:        any of them + /rK, K uniform refinements (plate_holes/r2)")
         return 0
     status, infos = 0, []
     for spec in args.specs:

@@ -16,6 +16,22 @@ Spec grammar (:func:`load_mesh`)
     A file.  Gmsh ``.msh`` files of version 2.2 or 4.1 are read by ``firedrake.Mesh``
     directly; any other format meshio reads (``.vtu``, ``.vtk``, ``.xdmf``, ``.med``,
     ``.mesh``, older ``.msh`` …) is read by meshio and converted.
+``SPEC/rK``
+    Any of the above refined uniformly ``K`` times (``K >= 0``): the finest mesh of
+    ``firedrake.MeshHierarchy(load_mesh(SPEC), K)``, e.g. ``plate_holes/r2``,
+    ``unitsquare:8/r3``, ``path/to/file.msh/r1``.  The mesh is a level of that hierarchy
+    (``firedrake.mg.utils.get_level(mesh)`` gives it and the level; ``/r0`` is the base
+    mesh as a one-level hierarchy), which is what multigrid needs.  Each refinement
+    splits a triangle into 4 and a tetrahedron into 8; new vertices lie on the coarse
+    cells' straight edges, so a curved boundary keeps the base mesh's polygon.  A path
+    to an existing file is always that file, even if it ends in ``/rK``.
+
+Size limit: a spec whose estimated cell count (the built-in counts, or the base file's
+cells, times ``4**K`` in 2D and ``8**K`` in 3D) exceeds :data:`MAX_CELLS` (2e7 cells,
+some 10-20 GB of memory in Firedrake) is refused with a :class:`MeshReadError`: a
+built-in spec before any mesh is built, a file with ``/rK`` after reading the base file
+and before refining it (a file without suffix is read as it is).  Set the environment
+variable ``FE_OPERATORS_MAX_CELLS`` to another limit to change it.
 
 Boundary markers of the built-in specs are Firedrake's: 1 left (x = 0), 2 right, 3 bottom
 (y = 0), 4 top in 2D; 1 left (x = 0), 2 right, 3 front (y = 0), 4 back, 5 bottom (z = 0),
@@ -30,6 +46,7 @@ files not written from a tagged mesh) give a mesh without boundary markers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -46,7 +63,16 @@ if TYPE_CHECKING:  # Firedrake is imported lazily: it is slow to import.
     import firedrake
     import meshio
 
-__all__ = ["load_mesh", "shipped_meshes", "BUILTIN_SPECS", "MeshSource", "resolve_mesh_spec"]
+__all__ = [
+    "load_mesh",
+    "load_hierarchy",
+    "shipped_meshes",
+    "BUILTIN_SPECS",
+    "MAX_CELLS",
+    "MeshSource",
+    "max_cells",
+    "resolve_mesh_spec",
+]
 
 #: The built-in spec forms, for help texts and error messages.
 BUILTIN_SPECS: tuple[str, ...] = (
@@ -55,6 +81,20 @@ BUILTIN_SPECS: tuple[str, ...] = (
     "unitcube:N[xMxK]",
     "box:LX,LY,LZ:N[xMxK]",
 )
+
+#: The default largest (estimated) number of cells a mesh spec may have; Firedrake needs
+#: 0.5-1 GB of memory per million cells (0.8 GB measured for ``unitsquare:710``, 1e6
+#: triangles, with a CG1 space and one assembly).  The
+#: environment variable ``FE_OPERATORS_MAX_CELLS`` replaces it (:func:`max_cells`).
+MAX_CELLS: int = 20_000_000
+_MAX_CELLS_ENV = "FE_OPERATORS_MAX_CELLS"
+
+# ``BASE/rK``: the last path component is "r" and then no dot or a number (``x/run.msh``
+# is a path, ``x/r1.5`` a bad suffix); K is checked separately so that a malformed suffix
+# gets its own message.
+_REFINE_SUFFIX = re.compile(r"^(?P<base>.+)/r(?P<k>[^/.]*|[-+0-9.eE]*)$")
+# Refinements past this count are too large anyway; capping keeps 4**K cheap to compute.
+_MAX_COUNTED_REFINEMENTS = 64
 
 _NAMES_2D = {1: "left", 2: "right", 3: "bottom", 4: "top"}
 _NAMES_3D = {1: "left", 2: "right", 3: "front", 4: "back", 5: "bottom", 6: "top"}
@@ -91,6 +131,12 @@ class MeshSource:
         its keyword arguments.
     names
         Boundary names known without reading the file, ``{marker: name}``.
+    refinements
+        ``K`` of a ``/rK`` suffix (the mesh is the finest of a ``MeshHierarchy`` with
+        ``K`` refinements of the base); ``None`` without a suffix.
+    estimated_cells
+        The cell count, known without reading a file (built-in specs, refinements
+        included); ``None`` for files.
     """
 
     spec: str
@@ -98,6 +144,53 @@ class MeshSource:
     path: Path | None = None
     builtin: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None
     names: dict[int, str] = field(default_factory=dict)
+    refinements: int | None = None
+    estimated_cells: int | None = None
+
+    @property
+    def base_spec(self) -> str:
+        """The spec without its ``/rK`` suffix (the spec itself when it has none)."""
+        if self.refinements is None:
+            return self.spec
+        return self.spec[: self.spec.rindex("/r")]
+
+
+def max_cells() -> int:
+    """The cell limit in force: ``$FE_OPERATORS_MAX_CELLS`` if set, else :data:`MAX_CELLS`.
+
+    Raises
+    ------
+    MeshReadError
+        The environment variable is set to something other than a positive number.
+    """
+    text = os.environ.get(_MAX_CELLS_ENV, "").strip()
+    if not text:
+        return MAX_CELLS
+    try:
+        value = int(float(text))  # "5e7" is a natural way to write it
+    except (ValueError, OverflowError):
+        value = 0
+    if value <= 0:
+        raise MeshReadError(f"{_MAX_CELLS_ENV}={text!r}: expected a positive number of "
+                            "cells such as 50000000")
+    return value
+
+
+def _check_size(spec: str, cells: int) -> None:
+    """Raise :class:`MeshReadError` if ``cells`` is past :func:`max_cells`."""
+    limit = max_cells()
+    if cells > limit:
+        raise_it = f", or set {_MAX_CELLS_ENV}={cells} to allow it" if cells < 1e12 else ""
+        raise MeshReadError(
+            f"mesh spec {spec!r} would have about {cells:.3g} cells, more than the limit of "
+            f"{limit:.3g} cells (fe_operators.io.readers.MAX_CELLS; Firedrake needs 0.5-1 GB "
+            f"of memory per million cells); use a coarser spec{raise_it}"
+        )
+
+
+def _refinement_factor(dim: int, refinements: int | None) -> int:
+    """How many cells one cell becomes after ``refinements`` uniform refinements."""
+    return (2 ** dim) ** min(refinements or 0, _MAX_COUNTED_REFINEMENTS)
 
 
 def shipped_meshes() -> dict[str, Path]:
@@ -157,7 +250,15 @@ def _parse_builtin(spec: str) -> MeshSource:
     else:
         ctor, names = "BoxMesh", _NAMES_3D
         pos = _counts(args[1], 3, spec) + _lengths(args[0], 3, spec)
-    return MeshSource(spec, "builtin", builtin=(ctor, pos, kwargs), names=dict(names))
+    return MeshSource(spec, "builtin", builtin=(ctor, pos, kwargs), names=dict(names),
+                      estimated_cells=_builtin_cells(ctor, pos, quad))
+
+
+def _builtin_cells(ctor: str, pos: tuple[Any, ...], quad: bool) -> int:
+    """Cells of a built-in mesh: 2 triangles (or 1 quad) per square, 6 tets per cube."""
+    if ctor in ("UnitSquareMesh", "RectangleMesh"):
+        return int(pos[0]) * int(pos[1]) * (1 if quad else 2)
+    return 6 * int(pos[0]) * int(pos[1]) * int(pos[2])
 
 
 def resolve_mesh_spec(spec: str | os.PathLike[str]) -> MeshSource:
@@ -166,7 +267,9 @@ def resolve_mesh_spec(spec: str | os.PathLike[str]) -> MeshSource:
     Parameters
     ----------
     spec
-        A shipped mesh name, a built-in spec or a path (see the module docstring).
+        A shipped mesh name, a built-in spec or a path, optionally with a ``/rK``
+        refinement suffix (see the module docstring).  A :class:`os.PathLike` is always
+        a path, without suffix.
 
     Returns
     -------
@@ -175,8 +278,34 @@ def resolve_mesh_spec(spec: str | os.PathLike[str]) -> MeshSource:
     Raises
     ------
     MeshReadError
-        A malformed built-in spec, or a name that is neither shipped nor an existing file.
+        A malformed built-in spec or refinement suffix, a name that is neither shipped
+        nor an existing file, or a built-in spec past the cell limit (:func:`max_cells`).
     """
+    text = os.fspath(spec)
+    m = _REFINE_SUFFIX.match(text)
+    if isinstance(spec, os.PathLike) or m is None or Path(text).expanduser().is_file():
+        source = _resolve_base(spec)
+    else:
+        k = m["k"]
+        if re.fullmatch(r"[0-9]+", k) is None:
+            raise MeshReadError(
+                f"bad mesh spec {text!r}: expected a refinement suffix /rK with K a "
+                f"non-negative integer (e.g. 'plate_holes/r2'), got '/r{k}' (and no file "
+                f"{text!r} exists)"
+            )
+        base = _resolve_base(m["base"])
+        cells = None
+        if base.builtin is not None:
+            dim = 2 if base.builtin[0] in ("UnitSquareMesh", "RectangleMesh") else 3
+            cells = base.estimated_cells * _refinement_factor(dim, int(k))
+        source = dataclasses.replace(base, spec=text, refinements=int(k), estimated_cells=cells)
+    if source.estimated_cells is not None:
+        _check_size(text, source.estimated_cells)
+    return source
+
+
+def _resolve_base(spec: str | os.PathLike[str]) -> MeshSource:
+    """:func:`resolve_mesh_spec` of a spec without refinement suffix."""
     text = os.fspath(spec)
     head = text.split(":", 1)[0]
     if not isinstance(spec, os.PathLike) and ":" in text and head in (
@@ -446,15 +575,60 @@ def _read_meshio(path: Path, comm: Any, name: str | None
 
 def _load(spec: str | os.PathLike[str], comm: Any = None, name: str | None = None
           ) -> tuple["firedrake.MeshGeometry", MeshSource, dict[int, str]]:
-    """Load a mesh; also return its source and ``{boundary marker: name}``."""
-    import firedrake
+    """Load a mesh; also return its source and ``{boundary marker: name}``.
 
+    With a ``/rK`` suffix the mesh is the finest level of a ``MeshHierarchy``.
+    """
     source = resolve_mesh_spec(spec)
     comm = _default_comm() if comm is None else comm
+    if source.refinements is None:
+        mesh, names = _load_base(source, comm, name)
+        return mesh, source, names
+    base_name = name if name is None or source.refinements == 0 else f"{name}_level0"
+    base, names = _load_base(source, comm, base_name)
+    hierarchy = _refine(base, source, name)
+    return hierarchy[-1], source, names
+
+
+def _local_cells(mesh: "firedrake.MeshGeometry") -> int:
+    """Cells of the mesh's DMPlex on this rank, without building Firedrake's numbering."""
+    start, end = mesh.topology_dm.getHeightStratum(0)
+    return end - start
+
+
+def _refine(base: "firedrake.MeshGeometry", source: MeshSource, name: str | None) -> Any:
+    """``MeshHierarchy(base, K)``, refused first if the finest level is past the limit.
+
+    With ``name``, the finest mesh is called ``name`` and level ``i`` ``{name}_level{i}``
+    (Firedrake's default names otherwise).
+    """
+    import firedrake
+
+    k = int(source.refinements or 0)
+    if source.estimated_cells is None:  # a file: count the base cells, before refining
+        dm = base.topology_dm
+        cells = base.comm.allreduce(_local_cells(base))  # halo cells, if any, overcount
+        _check_size(source.spec, cells * _refinement_factor(dm.getDimension(), k))
+    builder = firedrake.Mesh
+    if name is not None:
+        levels = iter(range(1, k + 1))
+
+        def builder(plex: Any, **kwargs: Any) -> "firedrake.MeshGeometry":
+            level = next(levels)
+            return firedrake.Mesh(plex, name=name if level == k else f"{name}_level{level}",
+                                  **kwargs)
+    return firedrake.MeshHierarchy(base, k, mesh_builder=builder)
+
+
+def _load_base(source: MeshSource, comm: Any, name: str | None
+               ) -> tuple["firedrake.MeshGeometry", dict[int, str]]:
+    """Load the (unrefined) mesh a source points to, with ``{boundary marker: name}``."""
+    import firedrake
+
     if source.builtin is not None:
         ctor, args, kwargs = source.builtin
         mesh = getattr(firedrake, ctor)(*args, **kwargs, **_mesh_kwargs(comm, name))
-        return mesh, source, dict(source.names)
+        return mesh, dict(source.names)
     path = source.path
     assert path is not None  # resolve_mesh_spec gives a path for non-builtins
     version = None
@@ -467,7 +641,7 @@ def _load(spec: str | os.PathLike[str], comm: Any = None, name: str | None = Non
         mesh, all_names = _read_meshio(path, comm, name)
     fdim = mesh.topological_dimension - 1
     names = {pid: n for (d, pid), n in sorted(all_names.items()) if d == fdim}
-    return mesh, source, names
+    return mesh, names
 
 
 def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
@@ -479,8 +653,10 @@ def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
     spec
         ``"plate_holes"`` (a shipped mesh, :func:`shipped_meshes`), ``"unitsquare:64"``,
         ``"unitsquare:64x32:quad"``, ``"rectangle:2,1:32x16"``, ``"unitcube:8"``,
-        ``"box:1,1,2:4x4x8"``, or a path to a gmsh file or any file meshio reads.
-        A :class:`os.PathLike` is always taken as a path.  See the module docstring.
+        ``"box:1,1,2:4x4x8"``, or a path to a gmsh file or any file meshio reads; any
+        of them with a refinement suffix ``/rK`` (``"plate_holes/r2"``) for the finest
+        mesh of a ``MeshHierarchy``.  A :class:`os.PathLike` is always taken as a path.
+        See the module docstring.
     comm
         MPI communicator (default: ``firedrake.COMM_WORLD``).  Files are read on rank 0
         and distributed.
@@ -498,7 +674,8 @@ def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
     MeshReadError
         Unknown name, malformed spec, missing file, or a file that is corrupt or of an
         unsupported format or cell type; the one-line message names the file and the
-        reason, and the original exception is chained.
+        reason, and the original exception is chained.  Also a spec whose estimated
+        cell count is past :func:`max_cells`, before anything is built.
 
     Examples
     --------
@@ -507,3 +684,41 @@ def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
     [1, 2, 3, 4]
     """
     return _load(spec, comm, name)[0]
+
+
+def load_hierarchy(spec: str | os.PathLike[str], *, comm: Any = None,
+                   name: str | None = None) -> tuple[Any, "firedrake.MeshGeometry"]:
+    """The ``MeshHierarchy`` of a refined spec, and its finest mesh.
+
+    Parameters
+    ----------
+    spec
+        As :func:`load_mesh`.  ``"plate_holes/r2"`` gives a three-level hierarchy; a spec
+        without suffix is taken as ``/r0`` (its mesh as a one-level hierarchy).
+    comm, name
+        As :func:`load_mesh` (``name`` is the finest mesh's).
+
+    Returns
+    -------
+    tuple
+        ``(hierarchy, finest)``: ``hierarchy[0]`` is the base mesh, ``hierarchy[-1] is
+        finest``; ``finest`` is what ``load_mesh(spec)`` returns for a ``/rK`` spec.
+        Use the hierarchy with Firedrake's own multigrid (``"pc_type": "mg"``) or
+        :func:`fe_operators.fem.hierarchy.hierarchy_operators`.
+
+    Raises
+    ------
+    MeshReadError
+        As :func:`load_mesh`.
+    """
+    from firedrake.mg.utils import get_level
+
+    source = resolve_mesh_spec(spec)
+    if source.refinements is None:
+        source = dataclasses.replace(source, refinements=0)
+        comm = _default_comm() if comm is None else comm
+        base, _ = _load_base(source, comm, name)
+        finest = _refine(base, source, name)[-1]
+    else:
+        finest = _load(spec, comm, name)[0]
+    return get_level(finest)[0], finest
