@@ -164,6 +164,21 @@ def test_legacy_flat_context_keys_still_load():
     clone = SPON.from_config(model.config)
     clone.load_state_dict(state)
     assert clone.context.input_maps[0] is None and torch.equal(clone.context.input_maps[1].values, m.values)
+    assert clone.context.node_weights is None  # stored before node weights existed
+
+
+def test_node_weights_travel_in_the_state_dict_and_may_be_absent():
+    ctx = dataclasses.replace(_context(), node_weights=torch.linspace(1, 2, 5, dtype=torch.float64))
+    model = SPON.from_context(ctx, ["a", "b"], "mlp", hidden=[4])
+    state = model.state_dict()
+    clone = SPON.from_config(model.config)
+    clone.load_state_dict(state)
+    assert torch.equal(clone.context.node_weights, ctx.node_weights)
+    del state["context_buffers.node_weights"]  # a checkpoint from before they existed
+    clone.load_state_dict(state)
+    assert clone.context.node_weights is None
+    with pytest.raises(ValueError, match="node_weights: expected shape"):
+        dataclasses.replace(ctx, node_weights=torch.ones(3, dtype=torch.float64))
 
 
 def test_sparse_map_transpose():

@@ -9,7 +9,7 @@ import firedrake as fd
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.fem import (
     FENorm, RelativeLoss, assemble_scipy, assemble_torch, functions_to_tensor,
-    mass_matrix, stiffness_matrix,
+    mass_matrix, node_weights, stiffness_matrix,
 )
 
 
@@ -124,3 +124,27 @@ def test_norm_errors(mesh):
         norm.relative(torch.ones(2, V.dof_dset.size), torch.zeros(2, V.dof_dset.size))
     with pytest.raises(ValueError, match="reduction"):
         RelativeLoss(norm, "avg")
+
+
+@pytest.mark.parametrize("spec, degree", [("plate_holes", 1), ("plate_holes", 2), ("unitcube:3", 2),
+                                          ("unitsquare:4x3:quad", 1)])
+def test_node_weights_are_positive_shares_that_integrate_affine_fields(spec, degree):
+    from fe_operators.io.readers import load_mesh
+
+    mesh = load_mesh(spec)
+    V = fd.FunctionSpace(mesh, "CG" if "quad" not in spec else "Q", degree)
+    w = node_weights(V)
+    row_sums = fd.assemble(fd.TestFunction(V) * fd.dx).dat.data_ro
+    if degree == 1:
+        np.testing.assert_allclose(w, row_sums, rtol=0, atol=1e-15)  # the lumped mass
+    else:
+        assert row_sums.min() <= 1e-15  # P2 vertices: zero in 2D, negative in 3D; not usable as weights
+    assert w.min() > 0 and w.shape == (V.dof_dset.size,)
+    # sum_i w_i f(x_i) = int f for affine f (HRZ lumping on simplices, the lumped mass on quads)
+    x = fd.SpatialCoordinate(mesh)
+    coef = [0.3, -1.2, 0.7][: mesh.geometric_dimension]
+    f = 2.0 + sum(c * xi for c, xi in zip(coef, x))
+    nodes = fd.Function(V).interpolate(f).dat.data_ro
+    np.testing.assert_allclose(w @ nodes, fd.assemble(f * fd.dx), rtol=1e-13)
+    vector = fd.VectorFunctionSpace(mesh, V.ufl_element().family(), degree)
+    np.testing.assert_array_equal(node_weights(vector), w)  # a vector space's scalar nodes

@@ -24,7 +24,7 @@ from fe_operators.fem.transfer import (
 from fe_operators.fem.bcs import DirichletDofs, boundary_nodes, check_markers, free_dofs
 from fe_operators.fem.norms import FENorm, RelativeLoss
 from fe_operators.fem.sparse import (
-    assemble_scipy, assemble_torch, mass_matrix, petsc_to_scipy, scipy_to_torch, stiffness_matrix,
+    assemble_scipy, assemble_torch, mass_matrix, node_weights, petsc_to_scipy, scipy_to_torch, stiffness_matrix,
 )
 from fe_operators.fem.spaces import SpaceInfo, check_supported, space_info
 from fe_operators.fem.tensors import dof_shape, function_view, functions_to_tensor, tensor_to_functions
@@ -33,7 +33,7 @@ __all__ = [
     "SpaceInfo", "space_info", "check_supported",
     "dof_shape", "functions_to_tensor", "tensor_to_functions", "function_view",
     "petsc_to_scipy", "scipy_to_torch", "assemble_scipy", "assemble_torch",
-    "mass_matrix", "stiffness_matrix",
+    "mass_matrix", "node_weights", "stiffness_matrix",
     "FENorm", "RelativeLoss",
     "DirichletDofs", "boundary_nodes", "check_markers", "free_dofs",
     "interpolation_matrix", "interpolation_matrix_torch", "prolongation_matrix",

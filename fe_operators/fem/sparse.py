@@ -28,6 +28,7 @@ __all__ = [
     "assemble_scipy",
     "assemble_torch",
     "mass_matrix",
+    "node_weights",
     "stiffness_matrix",
 ]
 
@@ -155,6 +156,43 @@ def mass_matrix(V: fd.FunctionSpace) -> sp.csr_matrix:
     r"""The consistent mass matrix :math:`M_{ij} = \int_\Omega \phi_j\cdot\phi_i\,dx` (scipy CSR)."""
     u, v = fd.TrialFunction(V), fd.TestFunction(V)
     return assemble_scipy(fd.inner(u, v) * fd.dx)
+
+
+def node_weights(V: fd.FunctionSpace) -> np.ndarray:
+    r"""Positive quadrature weights of the DOF nodes of ``V``'s scalar element: each node's share of the domain.
+
+    :math:`\sum_i w_i f(x_i) \approx \int_\Omega f\,dx`, with :math:`\sum_i w_i = |\Omega|`
+    and every :math:`w_i > 0`, whatever the local mesh density (an area average, not a
+    node count).  Chosen as
+
+    * the lumped mass :math:`w_i = \int_\Omega \phi_i\,dx` (row sums of the mass matrix)
+      where it is positive at every node (degree 1, and Q2); this is exact for constants
+      and, on simplices, for affine functions;
+    * otherwise (P2 on simplices, whose vertex row sums are zero in 2D and negative in
+      3D) the diagonal of the mass matrix scaled to the domain's measure,
+      :math:`w_i = M_{ii}\,|\Omega| / \operatorname{tr} M` (Hinton–Rock–Zienkiewicz
+      lumping: on affine simplices :math:`M^T_{ii} / |T|` is the same in every cell, so
+      the global scaling is the per-cell one; P2 on triangles then integrates affine
+      functions exactly).
+
+    Parameters
+    ----------
+    V
+        A Lagrange-type (nodal) space; vector and tensor spaces give their scalar nodes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_nodes,)`` float64, in DOF-node order.
+    """
+    elem = V.ufl_element()
+    if V.value_shape != () and elem.sub_elements:
+        V = fd.FunctionSpace(V.mesh(), elem.sub_elements[0])
+    lumped = np.array(fd.assemble(fd.TestFunction(V) * fd.dx).dat.data_ro, dtype=np.float64)
+    if lumped.min() > 0:
+        return lumped
+    diag = np.asarray(mass_matrix(V).diagonal(), dtype=np.float64)
+    return diag * (lumped.sum() / diag.sum())
 
 
 def stiffness_matrix(V: fd.FunctionSpace) -> sp.csr_matrix:

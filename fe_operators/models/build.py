@@ -33,7 +33,7 @@ import ufl
 import firedrake as fd
 
 from fe_operators.errors import UnsupportedSpaceError
-from fe_operators.fem import DirichletDofs, assemble_scipy, dof_graph, interpolation_matrix
+from fe_operators.fem import DirichletDofs, assemble_scipy, dof_graph, interpolation_matrix, node_weights
 from fe_operators.fem.spaces import check_supported
 from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext, SparseMap
 from fe_operators.models.encoder import InputField
@@ -186,6 +186,7 @@ def context_from_spaces(
         input_maps=tuple(input_map(V, output_space, method) for V in spaces),
         hierarchy=hierarchy_context(output_space, _as_bcs(bcs), levels=levels, mesh_spec=mesh_spec)
         if hierarchy else None,
+        node_weights=torch.from_numpy(node_weights(output_space)),
     )
 
 

@@ -292,6 +292,12 @@ class MeshContext:
         field already lives on them.
     hierarchy
         The mesh hierarchy of the output's mesh (multigrid processors), or None.
+    node_weights
+        ``(n,)`` float64 positive quadrature weights of the nodes, each node's share of
+        the domain (:func:`fe_operators.fem.node_weights`; sum ``|Ω|``): averages over
+        nodes weighted by them are area averages, the same on any mesh of the domain.
+        None in contexts stored before they existed (a processor that needs them then
+        says what it does instead).
     """
 
     coords: torch.Tensor
@@ -303,6 +309,7 @@ class MeshContext:
     free: torch.Tensor
     input_maps: tuple[SparseMap | None, ...] = ()
     hierarchy: Union[HierarchyContext, None] = None
+    node_weights: Union[torch.Tensor, None] = None
 
     def __post_init__(self) -> None:
         # O(1) shape checks: contexts come from the builder or from a state_dict
@@ -314,6 +321,8 @@ class MeshContext:
             ("indptr", self.indptr.shape, (n + 1,)),
             ("lifting", self.lifting.shape, tuple(self.mask.shape)),
         ]
+        if self.node_weights is not None:
+            checks.append(("node_weights", self.node_weights.shape, (n,)))
         for name, got, want in checks:
             if tuple(got) != want:
                 raise ValueError(f"MeshContext.{name}: expected shape {want}, got {tuple(got)}")
