@@ -42,7 +42,7 @@ from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelC
 from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
 from fe_operators.models.gnn_processor import GNNOptions, GNNProcessor
-from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
+from fe_operators.models.latent_grid import GridTransfer, LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import MLPOptions, MLPProcessor
@@ -58,7 +58,7 @@ __all__ = [
     "MultigridProcessor", "MultigridOptions", "MultigridCycle",
     "InputEncoder", "InputField", "DirichletDecoder", "dirichlet_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
-    "grid_transfer", "MLP",
+    "GridTransfer", "grid_transfer", "MLP",
     "predict", "spon_for_problem", "context_from_spaces", "context_from_problem",
 ]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
+import weakref
 from typing import Any, Literal
 
 import torch
@@ -11,7 +13,7 @@ from fe_operators.errors import ConfigError, SpaceMismatchError
 from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.context import MeshContext
 from fe_operators.models.graph_ops import edge_features, normalized_coordinates
-from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
+from fe_operators.models.latent_grid import GridTransfer, LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
@@ -34,6 +36,9 @@ class GNNOptions:
         "(0: none; else >= 2).", non_negative, default=16)
     latent_modes: int = option("Fourier modes per axis on the latent grid, 1 <= modes <= (latent_cells + 1) // 2 "
                                "(ignored when latent_cells is 0).", non_negative, default=8)
+    latent_padding: float = option(
+        "Zero padding of the latent grid before its FFT, as a fraction of its vertices per axis (1: twice the "
+        "grid, so opposite sides of the box do not couple; 0: periodic over the box).", non_negative, default=1.0)
     hops: int = option("Deep-propagation hops on the training mesh (0: none).", non_negative, default=0)
     coarse_cells: int = option("Coarse-grid cells per axis of the global mixing stage (0: none).",
                                non_negative, default=0)
@@ -109,6 +114,9 @@ class GNNProcessor(Processor):
     latent_modes
         Fourier modes per axis kept on the latent grid, ``1 <= latent_modes <=
         (latent_cells + 1) // 2``.
+    latent_padding
+        Zero padding of the latent grid before the FFT, a fraction of its vertices per
+        axis (see :class:`LatentGridSpectral`).
     hop_scaling
         ``"diffusive"`` or ``"fixed"`` (see :class:`DeepPropagation`).
     reference_length
@@ -132,7 +140,8 @@ class GNNProcessor(Processor):
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = 32, depth: int = 2,
                  hops: int = 0, coarse_cells: int = 0, latent_cells: int = 16, latent_modes: int = 8,
-                 hop_scaling: str = "diffusive", reference_length: float | None = None, layer_norm: bool = True, act: str = "gelu") -> None:
+                 latent_padding: float = 1.0, hop_scaling: str = "diffusive", reference_length: float | None = None,
+                 layer_norm: bool = True, act: str = "gelu") -> None:
         super().__init__()
         if depth < 0 or hops < 0 or width < 1 or coarse_cells < 0 or latent_cells < 0:
             raise ValueError(f"expected width >= 1, depth, hops, coarse_cells, latent_cells >= 0; got {width}, "
@@ -142,6 +151,7 @@ class GNNProcessor(Processor):
         self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
         self.width, self.depth, self.hops, self.coarse_cells = int(width), int(depth), int(hops), int(coarse_cells)
         self.latent_cells, self.latent_modes = int(latent_cells), int(latent_modes)
+        self.latent_padding = float(latent_padding)
         self.hop_scaling, self.layer_norm, self.act = hop_scaling, bool(layer_norm), act
         self.reference_length = None if reference_length is None else float(reference_length)
         self.encoder = MLP([self.in_channels + self.gdim + 1, self.width, self.width], act)
@@ -150,13 +160,15 @@ class GNNProcessor(Processor):
         )
         self.coarse = CoarseGridMixing(self.width, self.coarse_cells, self.gdim, act) if self.coarse_cells else None
         self.latent = torch.nn.ModuleList(
-            LatentGridSpectral(self.width, self.latent_cells, self.latent_modes, self.gdim, act)
+            LatentGridSpectral(self.width, self.latent_cells, self.latent_modes, self.gdim, act, self.latent_padding)
             for _ in range(self.depth if self.latent_cells else 0)
         )
         self.propagation = (
             DeepPropagation(self.width, self.hops, hop_scaling, self.reference_length) if self.hops else None
         )
         self.decoder = MLP([self.width, self.width, self.out_ncomp], act)
+        # latent-grid transfers per context and dtype, made on first use
+        self._grids: "weakref.WeakKeyDictionary[MeshContext, dict]" = weakref.WeakKeyDictionary()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -164,6 +176,7 @@ class GNNProcessor(Processor):
         return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
                 "width": self.width, "depth": self.depth, "hops": self.hops, "coarse_cells": self.coarse_cells,
                 "latent_cells": self.latent_cells, "latent_modes": self.latent_modes,
+                "latent_padding": self.latent_padding,
                 "hop_scaling": self.hop_scaling,
                 "reference_length": self.reference_length, "layer_norm": self.layer_norm, "act": self.act}
 
@@ -182,6 +195,28 @@ class GNNProcessor(Processor):
                 f"expected a mesh context of geometric dimension {self.gdim} with {self.out_ncomp} output "
                 f"components per node, got {context.gdim} and {context.ncomp}"
             )
+
+    def grid_transfer(self, context: MeshContext, dtype: torch.dtype) -> GridTransfer:
+        """The latent grid's transfers on ``context`` (:func:`grid_transfer`), cached per context and dtype.
+
+        The nodes are weighted by ``context.node_weights``; a context without them (stored
+        before they existed) gets equal weights, with a warning: the pooling then counts
+        nodes, and the stage depends on the mesh's local density.
+        """
+        per = self._grids.setdefault(context, {})
+        if dtype not in per:
+            coords = context.coords.to(torch.float64)
+            x = normalized_coordinates(coords)
+            weights = context.node_weights
+            if weights is None:
+                warnings.warn("this mesh context has no node_weights (stored by an older fe_operators): the latent "
+                              "grid averages with equal node weights; rebuild the context from the mesh "
+                              "(MeshContext.from_problem) for area averages", stacklevel=3)
+            else:
+                span = (coords.amax(0) - coords.amin(0)).clamp_min(torch.finfo(torch.float64).tiny)
+                weights = weights.to(torch.float64) * (2.0 / span).prod()  # in the normalised coordinates
+            per[dtype] = GridTransfer(*(m.to(dtype) for m in grid_transfer(x, self.latent_cells, weights)))
+        return per[dtype]
 
     def _middle(self, z: torch.Tensor, x: torch.Tensor, context: MeshContext) -> torch.Tensor:
         if self.coarse is not None:
@@ -203,7 +238,7 @@ class GNNProcessor(Processor):
         e = edge_features(context.edge_attr).to(dtype)
         degree = context.degree()
         half = self.depth // 2
-        grid = grid_transfer(x, self.latent_cells) if self.latent_cells else None
+        grid = self.grid_transfer(context, dtype) if self.latent_cells else None
         for k, layer in enumerate(self.layers):
             if k == half:
                 z = self._middle(z, x, context)
