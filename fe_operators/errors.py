@@ -19,6 +19,7 @@ __all__ = [
     "PointsOutsideMeshError",
     "MeshReadError",
     "NoHierarchyError",
+    "BoundaryDataError",
 ]
 
 
@@ -95,3 +96,13 @@ class MeshReadError(FEOperatorsError, ValueError):
 
 class NoHierarchyError(SpaceMismatchError):
     """A mesh that is no level of a mesh hierarchy, where multigrid needs one."""
+
+
+class BoundaryDataError(FEOperatorsError, ValueError):
+    """Dirichlet data that are not an affine map of a problem's inputs.
+
+    SPON lifts input-dependent boundary data through a fixed sparse map
+    (:func:`fe_operators.fem.lifting.dirichlet_map`); data that depend on the inputs in
+    another way (nonlinearly, or through Functions computed from them) cannot be lifted
+    exactly.
+    """

@@ -7,7 +7,7 @@ import torch
 import firedrake as fd
 
 from fe_operators.fem import DirichletDofs, functions_to_tensor
-from fe_operators.models import SPON, MeshContext, dirichlet_lifting
+from fe_operators.models import SPON, MeshContext, affine_lifting
 
 PROCESSORS = {"gnn": dict(width=8, depth=2, hops=3, coarse_cells=4), "mlp": dict(hidden=[16])}
 
@@ -16,15 +16,14 @@ PROCESSORS = {"gnn": dict(width=8, depth=2, hops=3, coarse_cells=4), "mlp": dict
 def poisson_like():
     """CG2 on a square, inputs f and g on the output space, Dirichlet data g on the whole boundary."""
     V = fd.FunctionSpace(fd.UnitSquareMesh(5, 4), "CG", 2)
-    bc = fd.DirichletBC(V, 0.0, "on_boundary")
-    return V, MeshContext.from_spaces({"f": V, "g": V}, V, bc)
+    return V, MeshContext.from_spaces({"f": V, "g": V}, V, lambda x: fd.DirichletBC(V, x["g"], "on_boundary"))
 
 
 @pytest.mark.parametrize("kind", sorted(PROCESSORS))
 def test_boundary_exact_with_random_weights_and_per_sample_data(poisson_like, kind):
     V, ctx = poisson_like
     torch.manual_seed(1)
-    model = SPON.from_context(ctx, ["f", "g"], kind, lifting_input="g", **PROCESSORS[kind])
+    model = SPON.from_context(ctx, ["f", "g"], kind, **PROCESSORS[kind])
     assert next(model.parameters()).dtype == torch.float32
     # random per-sample data of large and varied magnitude: float32 round-off would show
     x = torch.randn(3, V.dof_dset.size, 2, dtype=torch.float64) * torch.tensor([1.0, 1e3])
@@ -43,8 +42,14 @@ def test_vectorised_lifting_equals_dirichletbc_per_sample(poisson_like):
     rng = np.random.default_rng(0)
     gs = [fd.Function(V, val=rng.standard_normal(V.dof_dset.size)) for _ in range(3)]
     ref = torch.stack([DirichletDofs(V, fd.DirichletBC(V, g, "on_boundary")).lifting() for g in gs])
-    lifting = dirichlet_lifting(functions_to_tensor(gs), ctx.mask)
+    g = functions_to_tensor(gs).unsqueeze(-1)
+    lifting = affine_lifting([torch.zeros_like(g), g], ctx)
     assert torch.equal(lifting[..., 0], ref)
+    # the shorthand lifting_input="g" on a context with fixed data builds the same map
+    fixed = MeshContext.from_spaces({"f": V, "g": V}, V, fd.DirichletBC(V, 0.0, "on_boundary"))
+    model = SPON.from_context(fixed, ["f", "g"], "mlp", lifting_input="g", hidden=[4])
+    assert model.lifting_inputs == ("g",) and abs(model.context.lifting_maps[1].to_scipy()
+                                                   - ctx.lifting_maps[1].to_scipy()).max() == 0
 
 
 @pytest.mark.parametrize("kind", sorted(PROCESSORS))
@@ -77,7 +82,7 @@ def test_boundary_exact_through_input_and_output_normalizers(poisson_like, kind)
 
     V, ctx = poisson_like
     torch.manual_seed(3)
-    model = SPON.from_context(ctx, ["f", "g"], kind, lifting_input="g", **PROCESSORS[kind])
+    model = SPON.from_context(ctx, ["f", "g"], kind, **PROCESSORS[kind])
     n = V.dof_dset.size
     x_train = torch.randn(16, n, 2, dtype=torch.float64) * 5.0 + 2.0
     y_train = torch.randn(16, n, dtype=torch.float64) * 3.0 - 1.0

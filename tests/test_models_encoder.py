@@ -75,21 +75,25 @@ def test_predict_functions_expressions_and_other_meshes():
     V9 = fd.FunctionSpace(fine, "CG", 1)
     xy9 = fd.SpatialCoordinate(fine)
     g9 = fd.Function(V9).interpolate(1 + xy9[1])
-    with pytest.raises(ValueError, match="pass bcs="):
+    with pytest.raises(ValueError, match="pass bcs=.*function of the named inputs"):
         predict(model, [{"f": xy9[0], "g": g9}], V9)
-    (u9,) = predict(model, [{"f": xy9[0], "g": g9}], V9, bcs=fd.DirichletBC(V9, 0.0, "on_boundary"))
+    # fixed conditions cannot lift g: refused, not imposed as zero
+    with pytest.raises(SpaceMismatchError, match=r"depend on the input fields \['g'\], the mesh context lifts \[\]"):
+        predict(model, [{"f": xy9[0], "g": g9}], V9, bcs=fd.DirichletBC(V9, 0.0, "on_boundary"))
+    on_9 = lambda x: fd.DirichletBC(V9, x["g"], "on_boundary")  # noqa: E731
+    (u9,) = predict(model, [{"f": xy9[0], "g": g9}], V9, bcs=on_9)
     nodes = fd.DirichletBC(V9, 0.0, "on_boundary").nodes
     assert np.array_equal(u9.dat.data_ro[nodes], g9.dat.data_ro[nodes])
     # an MLP-SPON is refused on the other mesh
-    mlp = SPON.from_context(model.context, ["f", "g"], "mlp", lifting_input="g", hidden=[8])
+    mlp = SPON.from_context(model.context, ["f", "g"], "mlp", hidden=[8])
     with pytest.raises(SpaceMismatchError, match="GNN"):
-        predict(mlp, [{"f": xy9[0], "g": g9}], V9, bcs=fd.DirichletBC(V9, 0.0, "on_boundary"))
+        predict(mlp, [{"f": xy9[0], "g": g9}], V9, bcs=on_9)
 
 
 def test_darcy_spon_from_problem_fixed_lifting():
     problem = get_problem("darcy", fd.UnitSquareMesh(4, 4))  # DG0 permeability, u = 0 on the boundary
     model = SPON.from_problem(problem, "gnn", width=4, depth=1, hops=1, coarse_cells=2)
-    assert model.lifting_input is None and model.context.input_maps[0] is not None
+    assert model.lifting_inputs == () and model.context.input_maps[0] is not None
     (u,) = predict(model, [problem.sample_inputs(np.random.default_rng(0))], problem.output_space)
     nodes = fd.DirichletBC(problem.output_space, 0.0, "on_boundary").nodes
     assert np.all(u.dat.data_ro[nodes] == 0) and np.any(u.dat.data_ro != 0)

@@ -32,7 +32,7 @@ def test_overfit_four_samples(poisson, kind):
     options, steps, lr, target = CASES[kind]
     torch.manual_seed(0)
     model = SPON.from_problem(problem, kind, **options)
-    assert model.lifting_input == "g"  # found from the problem's output_bcs
+    assert model.lifting_inputs == ("g",)  # read from the problem's output_bcs
     loss_fn = RelativeLoss(FENorm.l2(problem.output_space))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():

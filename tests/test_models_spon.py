@@ -17,8 +17,9 @@ OPTIONS = {"gnn": dict(width=8, depth=2, hops=4, coarse_cells=4, latent_cells=4,
 
 
 def _context(n):
+    """Poisson-like: inputs f and g, Dirichlet data g on the whole boundary (lifting maps of g)."""
     V = fd.FunctionSpace(fd.UnitSquareMesh(n, n), "CG", 1)
-    return V, MeshContext.from_spaces({"f": V, "g": V}, V, fd.DirichletBC(V, 0.0, "on_boundary"))
+    return V, MeshContext.from_spaces({"f": V, "g": V}, V, lambda x: fd.DirichletBC(V, x["g"], "on_boundary"))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def mesh12():
 
 def _model(ctx, kind, seed=0):
     torch.manual_seed(seed)
-    return SPON.from_context(ctx, ["f", "g"], kind, lifting_input="g", **OPTIONS[kind])
+    return SPON.from_context(ctx, ["f", "g"], kind, **OPTIONS[kind])
 
 
 @pytest.mark.parametrize("kind", sorted(OPTIONS))

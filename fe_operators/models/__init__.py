@@ -1,12 +1,12 @@
 """Models: SPON's encoder, processors and exact Dirichlet decoder (DESIGN.md §4, §4b).
 
 * :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
-  (graph, coordinates, Dirichlet split, input maps, mesh hierarchy), kept apart from the
-  weights;
+  (graph, coordinates, Dirichlet split, lifting and its maps of the inputs, input maps,
+  mesh hierarchy), kept apart from the weights;
 * :mod:`~fe_operators.models.processor` — the processor extension point:
   :class:`Processor`, :func:`register_processor`, :data:`PROCESSORS`;
 * :mod:`~fe_operators.models.encoder` / :mod:`~fe_operators.models.decoder` — inputs onto
-  the output nodes; ``u = g_h + Z z`` in float64;
+  the output nodes; ``u = g_h + Z z`` in float64, ``g_h = g_0 + Σ_k L_k x_k``;
 * processors: :mod:`~fe_operators.models.mlp_processor`,
   :mod:`~fe_operators.models.gnn_processor` (layers :mod:`~fe_operators.models.mesh_conv`,
   :mod:`~fe_operators.models.latent_grid`, :mod:`~fe_operators.models.propagation`,
@@ -30,7 +30,8 @@ Example
 >>> inputs = [problem.sample_inputs(rng) for rng in rngs]
 >>> u = predict(model, inputs, problem.output_space)                  # list of Functions
 >>> fine = get_problem("poisson", fd.UnitSquareMesh(64, 64))
->>> u64 = predict(model, [fine.sample_inputs(rng)], fine.output_space)  # same weights
+>>> u64 = predict(model, [fine.sample_inputs(rng)], fine.output_space,
+...               context=MeshContext.from_problem(fine))        # same weights, fine's lifting
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 
 from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelContext, MeshContext, SparseMap
-from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
+from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
 from fe_operators.models.gnn_processor import GNNOptions, GNNProcessor
 from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
@@ -56,7 +57,7 @@ __all__ = [
     "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
     "MeshContext", "SparseMap", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
     "MultigridProcessor", "MultigridOptions", "MultigridCycle",
-    "InputEncoder", "InputField", "DirichletDecoder", "dirichlet_lifting",
+    "InputEncoder", "InputField", "DirichletDecoder", "affine_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
     "grid_transfer", "MLP",
     "predict", "spon_for_problem", "context_from_spaces", "context_from_problem",

@@ -2,8 +2,8 @@
 
 A SPON's learned weights are separate from the mesh it runs on.  What depends on the
 mesh — the DOF graph, node coordinates, the Dirichlet split of the output DOFs, the
-fixed lifting, the sparse maps that bring each input field onto the processor's nodes
-and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
+lifting (a fixed part and, for input-dependent boundary data, sparse maps of the
+inputs), the sparse maps that bring each input field onto the processor's nodes and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
 FE prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (and nested
 dataclasses of tensors), built once from Firedrake spaces by
 :mod:`fe_operators.models.build` (``MeshContext.from_problem``) and handed to the model.
@@ -282,8 +282,8 @@ class MeshContext:
     mask
         ``(n, ncomp)`` bool: True on Dirichlet-constrained DOFs.
     lifting
-        ``(n, ncomp)`` float64: the fixed lifting (boundary data on constrained DOFs,
-        zero elsewhere), used when no per-sample lifting is given.
+        ``(n, ncomp)`` float64: the fixed part ``g_0`` of the lifting (boundary data on
+        constrained DOFs for zero inputs, zero elsewhere).
     free
         ``(n_free,)`` int64 flat (interleaved) indices of the free DOFs.
     input_maps
@@ -292,6 +292,12 @@ class MeshContext:
         field already lives on them.
     hierarchy
         The mesh hierarchy of the output's mesh (multigrid processors), or None.
+    lifting_maps
+        Input-dependent boundary data, ``g_h = g_0 + Σ_k L_k x_k``: empty when the data
+        do not depend on the inputs, else one entry per input field: a :class:`SparseMap`
+        ``L_k`` of shape ``(n ncomp, n_in_k ncomp_k)`` from the field's flat
+        (interleaved) DOFs to the output's, non-zero only in constrained rows (float64),
+        or None where the data do not depend on that field.
     """
 
     coords: torch.Tensor
@@ -303,6 +309,7 @@ class MeshContext:
     free: torch.Tensor
     input_maps: tuple[SparseMap | None, ...] = ()
     hierarchy: Union[HierarchyContext, None] = None
+    lifting_maps: tuple[SparseMap | None, ...] = ()
 
     def __post_init__(self) -> None:
         # O(1) shape checks: contexts come from the builder or from a state_dict
@@ -324,6 +331,14 @@ class MeshContext:
             if m is not None and m.n_rows != n:
                 raise ValueError(f"MeshContext.input_maps[{k}]: expected {n} rows, got {m.n_rows}")
         object.__setattr__(self, "input_maps", tuple(self.input_maps))
+        object.__setattr__(self, "lifting_maps", tuple(self.lifting_maps))
+        if self.lifting_maps and len(self.lifting_maps) != len(self.input_maps):
+            raise ValueError(f"MeshContext.lifting_maps: expected none or one per input field "
+                             f"({len(self.input_maps)}), got {len(self.lifting_maps)}")
+        for k, m in enumerate(self.lifting_maps):
+            if m is not None and (m.n_rows != self.mask.numel() or m.n_cols % max(self.input_nodes(k), 1)):
+                raise ValueError(f"MeshContext.lifting_maps[{k}]: expected shape ({self.mask.numel()}, "
+                                 f"{self.input_nodes(k)} * ncomp_{k}), got {m.shape}")
         if self.hierarchy is not None:
             h = self.hierarchy
             want = (h.finest.n_nodes, n) if h.to_finest is not None else None
@@ -378,6 +393,31 @@ class MeshContext:
         m = self.input_maps[k]
         return self.n_nodes if m is None else m.n_cols
 
+    @property
+    def lifting_inputs(self) -> tuple[int, ...]:
+        """Indices of the input fields the boundary data depend on (empty: fixed data)."""
+        return tuple(k for k, m in enumerate(self.lifting_maps) if m is not None)
+
+    def with_lifting_input(self, k: int) -> "MeshContext":
+        """A copy whose boundary data are input field ``k``'s values on the constrained DOFs.
+
+        ``L_k`` is the field's input map (the identity on the output's nodes) applied
+        per component and kept on the constrained rows: Poisson's ``u = g`` where ``g``
+        is an input with the output's components.  Other fields get no map.
+        """
+        import numpy as np
+        import scipy.sparse as sp
+
+        n, ncomp = self.mask.shape
+        m = self.input_maps[k]
+        nodes = sp.identity(n, format="csr") if m is None else m.to_scipy()
+        rows = sp.diags(self.mask.reshape(-1).cpu().numpy().astype(np.float64))
+        L = sp.csr_matrix(rows @ sp.kron(nodes, sp.identity(ncomp), format="csr"))
+        L.eliminate_zeros()
+        maps = [None] * len(self.input_maps)
+        maps[k] = SparseMap.from_scipy(L).to(self.device)
+        return dataclasses.replace(self, lifting_maps=tuple(maps))
+
     # ------------------------------------------------------------------ conversions
     def to(self, device: torch.device | str | None) -> "MeshContext":
         """A copy with every tensor on ``device`` (dtypes kept: FE data stay float64)."""
@@ -400,6 +440,7 @@ class MeshContext:
 
     def __repr__(self) -> str:
         extra = "" if self.hierarchy is None else f", hierarchy={self.hierarchy!r}"
+        extra += f", lifting_inputs={list(self.lifting_inputs)}" if self.lifting_maps else ""
         return (f"MeshContext(n_nodes={self.n_nodes}, ncomp={self.ncomp}, n_free={self.n_free}, "
                 f"n_edges={self.n_edges}, gdim={self.gdim}, inputs={len(self.input_maps)}{extra}, "
                 f"device={self.device})")

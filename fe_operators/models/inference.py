@@ -80,7 +80,10 @@ def predict(
         The space of the results (the model's, or another mesh's for a GNN-SPON).
     bcs
         Dirichlet conditions on ``output_space``, needed when a new context must be built
-        for a model with Dirichlet DOFs (their data are the fixed lifting).
+        for a model with Dirichlet DOFs: fixed ones, or, for a model whose boundary data
+        depend on its inputs (:attr:`SPON.lifting_inputs`), a function of the named input
+        Functions returning them, e.g. ``lambda x: DirichletBC(V, x["g"], "on_boundary")``
+        (see :func:`~fe_operators.models.build.context_from_spaces`).
     context
         The mesh context to use.  Default: the model's own if it matches the spaces,
         else one built with :meth:`MeshContext.from_spaces`.
@@ -137,15 +140,18 @@ def predict(
         if ctx is None:
             stored = model.context
             ordered = [spaces[f.name] for f in model.encoder.fields]
+            named = {f.name: spaces[f.name] for f in model.encoder.fields}
             if stored is not None and _matches(stored, ordered, output_space):
                 ctx = None
             else:
                 if bcs is None and stored is not None and stored.n_free < stored.mask.numel():
+                    data = (" as a function of the named inputs returning them (the boundary data depend on "
+                            f"{list(model.lifting_inputs)})" if model.lifting_inputs else "")
                     raise ValueError(
                         "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
-                        "stored mesh context: pass bcs= (Dirichlet conditions on output_space) or context="
+                        f"stored mesh context: pass bcs= (Dirichlet conditions on output_space{data}) or context="
                     )
-                ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method)
+                ctx = MeshContext.from_spaces(named, output_space, bcs, method=method)
     device = next(model.parameters()).device
     if ctx is not None:
         ctx = ctx.to(device)

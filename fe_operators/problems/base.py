@@ -9,7 +9,9 @@ evaluation only talk to problems through this interface:
 * :meth:`Problem.sample_inputs` — random inputs of one sample from a numpy ``Generator``,
 * :meth:`Problem.solve` — the FE solution for given inputs (solver structures reused),
 * :meth:`Problem.output_bcs` — the Dirichlet conditions the output satisfies (their data
-  may depend on the inputs, e.g. random boundary data),
+  may depend on the inputs, e.g. random boundary data: give ``DirichletBC`` the input
+  Function or a UFL expression of the inputs, so that :meth:`Problem.dirichlet_map` can
+  state the data as a sparse affine map of the inputs, which SPON lifts exactly),
 * :attr:`Problem.params` — JSON-able parameters, stored as provenance.
 
 Each sample's randomness comes from ``numpy.random.default_rng([seed, index])``
@@ -26,6 +28,7 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.errors import FEOperatorsError
+from fe_operators.fem.lifting import DirichletMap, dirichlet_map
 
 __all__ = ["Problem", "SolveError", "sample_rng"]
 
@@ -107,8 +110,28 @@ class Problem(abc.ABC):
         """
 
     def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:
-        """Dirichlet conditions of the output for these inputs (default: none)."""
+        """Dirichlet conditions of the output for these inputs (default: none).
+
+        Data that depend on the inputs should be the input Functions themselves or UFL
+        expressions of them (``DirichletBC(V, d * inputs["g"], 1)``), not Functions
+        computed from them, so that :meth:`dirichlet_map` can read the dependence.
+        """
         return []
+
+    def dirichlet_map(self) -> DirichletMap:
+        """The output's Dirichlet data as an affine map of the inputs, ``g_0 + Σ_k L_k x_k``.
+
+        Default: derived from :meth:`output_bcs` by
+        :func:`~fe_operators.fem.lifting.dirichlet_map` (and checked on random inputs).
+        Override it for data that are affine in the inputs but not written as UFL
+        expressions of them.
+
+        Raises
+        ------
+        BoundaryDataError
+            The data are not affine in the inputs (or not readable as such).
+        """
+        return dirichlet_map(self.output_space, self.output_bcs, self.input_spaces)
 
     # -------------------------------------------------------------- helpers
     def sample(self, seed: int, index: int) -> tuple[dict[str, fd.Function], fd.Function]:
