@@ -47,11 +47,14 @@ def _firedrake_lifting(problem, inputs):
     return DirichletDofs(problem.output_space, problem.output_bcs(inputs)).lifting()
 
 
-@pytest.mark.parametrize("name", ["poisson", "stokes"])
-def test_boundary_values_equal_dirichletbc_bit_for_bit(problems, name):
+PROCESSORS = {"mlp": dict(hidden=[8]), "gnn": dict(width=4, depth=1, hops=1, coarse_cells=2, latent_cells=0)}
+
+
+@pytest.mark.parametrize("name,processor", [("poisson", "mlp"), ("stokes", "mlp"), ("stokes", "gnn")])
+def test_boundary_values_equal_dirichletbc_bit_for_bit(problems, name, processor):
     problem = problems[name]
     torch.manual_seed(0)
-    model = spon_for_problem(problem, "mlp", hidden=[8])
+    model = spon_for_problem(problem, processor, **PROCESSORS[processor])
     assert model.lifting_inputs == {"poisson": ("g",), "stokes": ("inflow",)}[name]
     rng = np.random.default_rng(1)
     # magnitudes 1e-3 .. 1e3: any float32 step or lost bit would show

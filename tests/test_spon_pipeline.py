@@ -135,6 +135,25 @@ def test_bad_spon_config(work, tmp_path, capsys):
     assert "model.procesor: unknown key; did you mean 'processor'?" in capsys.readouterr().err
 
 
+def test_input_dependent_boundary_data_exact_and_null_lifting_refused(work, tmp_path, capsys):
+    """Poisson's u = g: lifted from the physical g through normalizers (boundary error 0);
+    ``lifting_input: null`` would impose zero there and is refused."""
+    def poisson_config(name, model):
+        cfg = write_config(tmp_path / f"{name}.yaml", work / "p6.h5", tmp_path / name, model, epochs=1)
+        config = yaml.safe_load(cfg.read_text())
+        config["data"].update(split=[4, 1, 1], normalize_output="dof")
+        cfg.write_text(yaml.safe_dump(config))
+        return cfg
+
+    assert cli("train", "--config", poisson_config("p", MLP)) == 0
+    assert cli("evaluate", tmp_path / "p", "--data", work / "p6.h5", "--out", tmp_path / "e") == 0
+    assert read_eval(tmp_path / "e")["boundary_error"] == 0.0
+    capsys.readouterr()
+    assert cli("train", "--config", poisson_config("null", {**MLP, "lifting_input": None})) == 2
+    err = capsys.readouterr().err
+    assert "model.lifting_input: null means fixed boundary data" in err and "['g']" in err
+
+
 def test_renumbered_data_is_refused_not_permuted(work, tmp_path, capsys):
     """A file whose provenance rebuilds a mesh with other DOF numbering: an error, never a silent permutation."""
     data = tmp_path / "moved.h5"

@@ -331,12 +331,15 @@ class SPON(torch.nn.Module):
 
 
 def _migrate_lifting(model: SPON, incompatible_keys: Any) -> None:
-    """After loading a checkpoint written before lifting maps existed (config key
-    ``lifting_input``, a context without lifting maps): give the context that input's
-    injection as its lifting map, what such a model did."""
+    """After loading a state_dict: check the stored context against the model (a context
+    without the model's lifting maps would impose fixed data).  A checkpoint written before
+    lifting maps existed (config key ``lifting_input``, a context without maps) gets that
+    input's injection as its lifting map, what such a model did."""
     ctx = model.context
-    name = model._legacy_lifting_input
-    if name is None or ctx is None or ctx.lifting_maps:
+    if ctx is None:
         return
-    k = [f.name for f in model.encoder.fields].index(name)
-    model.context_buffers.set(ctx.with_lifting_input(k))
+    name = model._legacy_lifting_input
+    if name is not None and not ctx.lifting_maps:
+        ctx = ctx.with_lifting_input([f.name for f in model.encoder.fields].index(name))
+        model.context_buffers.set(ctx)
+    model.check_context(ctx)
