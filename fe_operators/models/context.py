@@ -112,6 +112,18 @@ class SparseMap:
                 self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
         return self._cache[key]
 
+    def scipy(self, dtype: torch.dtype = torch.float64) -> "scipy.sparse.csr_matrix":
+        """The map as a scipy CSR matrix with values of ``dtype`` (CPU maps only), cached."""
+        key = ("scipy", dtype)
+        if key not in self._cache:
+            import numpy as np
+            import scipy.sparse as sp
+
+            np_dtype = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+            self._cache[key] = sp.csr_matrix(
+                (self.values.numpy().astype(np_dtype), self.col.numpy(), self.crow.numpy()), shape=self.shape)
+        return self._cache[key]
+
     def transpose(self) -> "SparseMap":
         """The transposed map (CSR of the transpose), cached."""
         if "T" not in self._cache:
