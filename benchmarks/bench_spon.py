@@ -187,11 +187,31 @@ def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     return [*model.parameters(), *model.buffers()]
 
 
+def cosine_schedule(lr: float) -> Callable[[torch.optim.Optimizer, float], None]:
+    """Learning rate ``lr (1 + cos(pi t)) / 2`` at budget fraction ``t`` (the default of :func:`train_timed`)."""
+
+    def set_lr(opt: torch.optim.Optimizer, frac: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return set_lr
+
+
 def train_timed(model: Any, step_loss: Callable[[Any, Any], Any], val_error: Callable[[], float],
                 a: Any, u: Any, *, budget: float, lr: float, weight_decay: float, batch: int,
-                seed: int, label: str, progress_every: float = 30.0) -> dict[str, Any]:
-    """AdamW with a cosine decay over the wall-clock budget; keep the best validation weights."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+                seed: int, label: str, progress_every: float = 30.0,
+                optimizer: torch.optim.Optimizer | None = None,
+                schedule: Callable[[torch.optim.Optimizer, float], None] | None = None) -> dict[str, Any]:
+    """Train for a wall-clock budget; keep the best validation weights.
+
+    Default: AdamW (``lr``, ``weight_decay``) with a cosine decay over the budget.
+    ``optimizer`` replaces AdamW; ``schedule(opt, t)`` is called before every step with
+    the elapsed fraction ``t`` of the budget and sets the rate (default
+    :func:`cosine_schedule`), so the schedule always ends with the budget.
+    """
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(model.parameters(), lr=lr,
+                                                                     weight_decay=weight_decay)
+    set_schedule = schedule if schedule is not None else cosine_schedule(lr)
     gen = torch.Generator().manual_seed(seed)
     n = a.shape[0]
     steps_per_epoch = math.ceil(n / batch)
@@ -208,8 +228,7 @@ def train_timed(model: Any, step_loss: Callable[[Any, Any], Any], val_error: Cal
             if frac >= 1.0:
                 out_of_time = True
                 break
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+            set_schedule(opt, frac)
             idx = perm[k:k + batch]
             opt.zero_grad(set_to_none=True)
             loss = step_loss(a[idx], u[idx])
