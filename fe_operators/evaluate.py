@@ -303,7 +303,7 @@ def evaluate_run(
     from fe_operators.fem import DirichletDofs, FENorm
     from fe_operators.io import write_fields
     from fe_operators.models import SPON
-    from fe_operators.models.build import context_from_problem
+    from fe_operators.models.build import context_for_model
     from fe_operators.train.checkpoint import load_model
     from fe_operators.train.normalized import physical_forward
 
@@ -374,7 +374,8 @@ def evaluate_run(
     context = None
     if mesh is not None:
         method = (run_config.get("model") or {}).get("method", "auto")
-        context = context_from_problem(problem, method=method).to(torch.device(device))
+        context = context_for_model(model, problem, method=method,
+                                    mesh_spec=file.provenance.get("mesh")).to(torch.device(device))
         model.check_context(context)
 
     dataset = FEDataset(file.path, rows, dtype=torch.float64, preload=True)

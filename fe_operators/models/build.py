@@ -42,7 +42,7 @@ from fe_operators.models.spon import SPON
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context",
+    "hierarchy_context", "context_for_model",
     "find_lifting_input", "spon_for_problem",
 ]
 
@@ -213,6 +213,18 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
         ))
     maps = [None if M is None else SparseMap.from_scipy(M) for M in (ops.to_finest, ops.from_finest)]
     return HierarchyContext(tuple(level_ctx), tuple(SparseMap.from_scipy(P) for P in ops.prolongations), *maps)
+
+
+def context_for_model(model: SPON, problem: Any, *, method: str = "auto",
+                      mesh_spec: str | None = None) -> MeshContext:
+    """The mesh context ``model`` needs to run on ``problem``'s spaces (another mesh of the domain).
+
+    A processor that needs a mesh hierarchy gets all levels of the problem mesh's
+    hierarchy; it picks the levels that match its own (see
+    :meth:`~fe_operators.models.multigrid_processor.MultigridProcessor.start_level`).
+    """
+    return context_from_problem(problem, method=method, hierarchy=model.processor.needs_hierarchy,
+                                mesh_spec=mesh_spec)
 
 
 def _template_inputs(problem: Any) -> dict[str, fd.Function]:

@@ -397,11 +397,12 @@ class MeshContext:
 
     # ------------------------------------------------------------------ builders (Firedrake)
     @classmethod
-    def from_spaces(cls, input_spaces: Any, output_space: Any, bcs: Any = None, *, method: str = "auto") -> "MeshContext":
+    def from_spaces(cls, input_spaces: Any, output_space: Any, bcs: Any = None, *, method: str = "auto",
+                    **hierarchy: Any) -> "MeshContext":
         """Build from Firedrake spaces; see :func:`fe_operators.models.build.context_from_spaces`."""
         from fe_operators.models.build import context_from_spaces
 
-        return context_from_spaces(input_spaces, output_space, bcs, method=method)
+        return context_from_spaces(input_spaces, output_space, bcs, method=method, **hierarchy)
 
     @classmethod
     def from_problem(cls, problem: Any, *, method: str = "auto", **hierarchy: Any) -> "MeshContext":

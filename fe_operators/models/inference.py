@@ -145,7 +145,8 @@ def predict(
                         "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
                         "stored mesh context: pass bcs= (Dirichlet conditions on output_space) or context="
                     )
-                ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method)
+                ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method,
+                                              hierarchy=model.processor.needs_hierarchy)
     device = next(model.parameters()).device
     if ctx is not None:
         ctx = ctx.to(device)
