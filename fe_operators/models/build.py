@@ -23,6 +23,8 @@ A field already on the output nodes (same mesh and scalar element) gets no map.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -131,7 +133,7 @@ def context_from_spaces(
     *,
     method: str = "auto",
     hierarchy: bool = False,
-    levels: int | None = None,
+    coarsest_nodes: int = 0,
     mesh_spec: str | None = None,
 ) -> MeshContext:
     """The mesh context of a model with these input spaces, output space and Dirichlet conditions.
@@ -154,8 +156,10 @@ def context_from_spaces(
         ``"plate_holes/r2"``), or, for a built-in structured ``mesh_spec`` such as
         ``"unitsquare:64"``, a nested hierarchy with the same nodes
         (:func:`fe_operators.fem.hierarchy.hierarchy_operators`).
-    levels
-        Number of hierarchy levels (the finest ones); None: all.
+    coarsest_nodes
+        Extend the hierarchy below its coarsest mesh by smoothed aggregation until the
+        coarsest level has at most this many nodes
+        (:func:`fe_operators.fem.coarsening.extend_hierarchy`; 0: no extension).
     mesh_spec
         The spec the output's mesh was loaded from, if known.
 
@@ -184,17 +188,19 @@ def context_from_spaces(
         lifting=dofs.lifting().reshape(n, ncomp),
         free=torch.from_numpy(dofs.free.copy()),
         input_maps=tuple(input_map(V, output_space, method) for V in spaces),
-        hierarchy=hierarchy_context(output_space, _as_bcs(bcs), levels=levels, mesh_spec=mesh_spec)
+        hierarchy=hierarchy_context(output_space, _as_bcs(bcs), coarsest_nodes=coarsest_nodes,
+                                    mesh_spec=mesh_spec)
         if hierarchy else None,
     )
 
 
 def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
-                      levels: int | None = None, mesh_spec: str | None = None) -> HierarchyContext:
+                      coarsest_nodes: int = 0, mesh_spec: str | None = None) -> HierarchyContext:
     """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`)."""
+    from fe_operators.fem.coarsening import extend_hierarchy
     from fe_operators.fem.hierarchy import hierarchy_operators
 
-    ops = hierarchy_operators(output_space, bcs, levels=levels, mesh_spec=mesh_spec)
+    ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
     level_ctx = []
     for lv in ops.levels:
         names = list(lv.operators)
@@ -223,8 +229,8 @@ def context_for_model(model: SPON, problem: Any, *, method: str = "auto",
     hierarchy; it picks the levels that match its own (see
     :meth:`~fe_operators.models.multigrid_processor.MultigridProcessor.start_level`).
     """
-    return context_from_problem(problem, method=method, hierarchy=model.processor.needs_hierarchy,
-                                mesh_spec=mesh_spec)
+    return context_from_problem(problem, method=method, mesh_spec=mesh_spec,
+                                **model.processor.context_options(model.processor.config))
 
 
 def _template_inputs(problem: Any) -> dict[str, fd.Function]:
@@ -232,7 +238,7 @@ def _template_inputs(problem: Any) -> dict[str, fd.Function]:
 
 
 def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool = False,
-                         levels: int | None = None, mesh_spec: str | None = None) -> MeshContext:
+                         coarsest_nodes: int = 0, mesh_spec: str | None = None) -> MeshContext:
     """:func:`context_from_spaces` for a Problem's spaces and output conditions.
 
     The fixed lifting is that of ``problem.output_bcs`` with all inputs zero (Darcy's
@@ -240,7 +246,7 @@ def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool 
     """
     bcs = problem.output_bcs(_template_inputs(problem))
     return context_from_spaces(problem.input_spaces, problem.output_space, bcs, method=method,
-                               hierarchy=hierarchy, levels=levels, mesh_spec=mesh_spec)
+                               hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
 
 
 def find_lifting_input(problem: Any, *, method: str = "auto") -> str | None:
@@ -322,8 +328,8 @@ def spon_for_problem(
     cls = processor_class(processor)
     if lifting_input == "auto":
         lifting_input = find_lifting_input(problem, method=method)
-    context = context_from_problem(problem, method=method, hierarchy=cls.needs_hierarchy,
-                                   levels=getattr(opts, "levels", None), mesh_spec=mesh_spec)
+    context = context_from_problem(problem, method=method, mesh_spec=mesh_spec,
+                                   **cls.context_options(dataclasses.asdict(opts)))
     V = problem.output_space
     model = SPON.from_context(context, input_fields(problem.input_spaces), processor,
                               output_scalar=V.value_shape == (), lifting_input=lifting_input, **options)

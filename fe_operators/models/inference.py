@@ -146,7 +146,7 @@ def predict(
                         "stored mesh context: pass bcs= (Dirichlet conditions on output_space) or context="
                     )
                 ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method,
-                                              hierarchy=model.processor.needs_hierarchy)
+                                              **model.processor.context_options(model.processor.config))
     device = next(model.parameters()).device
     if ctx is not None:
         ctx = ctx.to(device)

@@ -57,6 +57,10 @@ class MultigridOptions:
     levels: Union[int, None] = option(
         "Hierarchy levels the V-cycles use, the finest ones (null: all levels of the data's hierarchy).",
         optional(positive), default=None)
+    coarsest_nodes: int = option(
+        "Below the mesh hierarchy's coarsest mesh, add levels by smoothed aggregation until the coarsest level "
+        "has at most this many nodes, so that the V-cycles reach across the domain (0: none).",
+        non_negative, default=100)
     pre_smoothing: int = option("Smoothing steps per level on the way down (the coarsest level excepted).",
                                 non_negative, default=1)
     coarsest_smoothing: int = option("Smoothing steps on the coarsest level.", non_negative, default=2)
@@ -97,7 +101,7 @@ class MultigridProcessor(Processor):
         Levels of weights (the training hierarchy's used levels).
     coarsest_h
         Mesh size of the coarsest level the model was built for.
-    width, layers, levels, pre_smoothing, coarsest_smoothing, post_smoothing, mixing, act
+    width, layers, levels, coarsest_nodes, pre_smoothing, coarsest_smoothing, post_smoothing, mixing, act
         See :class:`MultigridOptions` (``levels`` is what was asked for; ``n_levels``
         what it gave).
 
@@ -113,6 +117,7 @@ class MultigridProcessor(Processor):
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
                  coarsest_h: float, *, width: int = 24, layers: int = 4, levels: int | None = None,
+                 coarsest_nodes: int = 100,
                  pre_smoothing: int = 1, coarsest_smoothing: int = 2, post_smoothing: int = 0,
                  mixing: str = "full", act: str = "gelu") -> None:
         super().__init__()
@@ -121,6 +126,7 @@ class MultigridProcessor(Processor):
         self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
         self.n_operators, self.n_levels, self.coarsest_h = int(n_operators), int(n_levels), float(coarsest_h)
         self.width, self.layers, self.levels = int(width), int(layers), levels
+        self.coarsest_nodes = int(coarsest_nodes)
         self.pre_smoothing, self.coarsest_smoothing = int(pre_smoothing), int(coarsest_smoothing)
         self.post_smoothing, self.mixing, self.act = int(post_smoothing), mixing, act
         c = self.width
@@ -144,6 +150,7 @@ class MultigridProcessor(Processor):
         return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
                 "n_operators": self.n_operators, "n_levels": self.n_levels, "coarsest_h": self.coarsest_h,
                 "width": self.width, "layers": self.layers, "levels": self.levels,
+                "coarsest_nodes": self.coarsest_nodes,
                 "pre_smoothing": self.pre_smoothing, "coarsest_smoothing": self.coarsest_smoothing,
                 "post_smoothing": self.post_smoothing, "mixing": self.mixing, "act": self.act}
 
@@ -170,6 +177,11 @@ class MultigridProcessor(Processor):
         for cycle in model.cycles:
             cycle.init_laplacian(hier.levels[start].laplacian)
         return model
+
+    @classmethod
+    def context_options(cls, options: Any) -> dict[str, Any]:
+        """A hierarchy, extended below its coarsest mesh to ``coarsest_nodes``."""
+        return {"hierarchy": True, "coarsest_nodes": int(options["coarsest_nodes"])}
 
     # ------------------------------------------------------------------ context
     def start_level(self, hierarchy: HierarchyContext) -> int:

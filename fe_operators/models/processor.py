@@ -89,6 +89,16 @@ class Processor(torch.nn.Module, abc.ABC):
         """JSON-able constructor arguments."""
 
     @classmethod
+    def context_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for building the mesh context this processor needs.
+
+        Given the processor's options (or its :attr:`config`), for
+        :func:`fe_operators.models.build.context_from_problem`; by default
+        ``{"hierarchy": needs_hierarchy}``.
+        """
+        return {"hierarchy": cls.needs_hierarchy}
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Processor":
         """A processor with fresh weights from :attr:`config`."""
         return cls(**config)

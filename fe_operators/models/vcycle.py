@@ -64,8 +64,10 @@ class CycleLevel:
     Attributes
     ----------
     a_operators, s_operators
-        The stacked operators ``(K n, n)`` with the row scales of ``Ã`` and of ``S̃``
-        folded into their values.
+        The level's operators side by side, ``(n, n K)`` with column ``j K + k`` the
+        column ``j`` of operator ``k`` (node-major, so that ``[Φ_1 … Φ_K]`` multiplies
+        channels laid out ``(n, K, batch, C)`` without a transpose), the row scales of
+        ``Ã`` and of ``S̃`` folded into their values.
     d, d_inv
         ``(n, 1, 1)``: the Laplacian stiffness diagonal and its inverse.
     keep
@@ -110,9 +112,20 @@ def _rows(ops: SparseMap, start: int, stop: int) -> SparseMap:
     return SparseMap(ops.crow[start:stop + 1] - lo, ops.col[lo:hi], ops.values[lo:hi], ops.n_cols)
 
 
-def _row_scaled(ops: SparseMap, scale: torch.Tensor) -> SparseMap:
-    """``diag(scale) @ ops`` (``scale`` of length ``n_rows``)."""
-    return SparseMap(ops.crow, ops.col, ops.values * scale[_row_indices(ops.crow)], ops.n_cols)
+def _side_by_side(ops: SparseMap, scale: torch.Tensor) -> SparseMap:
+    """``diag(scale) @ ops`` of a row-stacked ``(K n, n)`` operator, laid out side by side.
+
+    Returns the ``(n, n K)`` map whose column ``j K + k`` is column ``j`` of block ``k``.
+    """
+    n = ops.n_cols
+    k = ops.n_rows // n
+    rows = _row_indices(ops.crow)
+    block, row = rows // n, rows % n
+    col = ops.col * k + block
+    order = torch.argsort(row * (n * k) + col, stable=True)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=ops.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    return SparseMap(crow, col[order], (ops.values * scale[rows])[order], n * k)
 
 
 def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[CycleLevel]:
@@ -142,8 +155,8 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
                                for o in orders.tolist()])
         P = hierarchy.prolongations[i - 1] if i > start else None
         out.append(CycleLevel(
-            a_operators=_row_scaled(lv.operators, a_scale.reshape(-1)),
-            s_operators=_row_scaled(lv.operators, s_scale.reshape(-1)),
+            a_operators=_side_by_side(lv.operators, a_scale.reshape(-1)),
+            s_operators=_side_by_side(lv.operators, s_scale.reshape(-1)),
             d=d[:, None, None],
             d_inv=(1.0 / d)[:, None, None],
             keep=(~lv.boundary).to(d)[:, None, None],
@@ -258,28 +271,35 @@ class MultigridCycle(torch.nn.Module):
         """Weight set of each used level (coarsest first): its index, capped at the finest trained."""
         return [min(j, self.n_levels - 1) for j in range(n_used)]
 
-    def _combine(self, y: torch.Tensor, weights: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
-        """``Σ_k y_k W_k`` (full) or ``(Σ_k y_k diag(w_k)) W`` (separable); ``y`` ``(K, m, C)``."""
-        if mix is None:
-            return torch.bmm(y, weights).sum(0)
-        return torch.einsum("kmc,kc->mc", y, weights) @ mix
+    def _apply_blocks(self, ops: SparseMap, u: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``Σ_k Φ_k u W_k`` (full: ``weights`` ``(K, C, C)``) or ``Σ_k Φ_k u diag(w_k)``
+        (separable: ``(K, C)``) with ``ops`` side by side; ``u`` ``(n, B, C)``."""
+        n, b, c = u.shape
+        k = self.n_operators
+        if self.mixing == "full":
+            # (n B, C) @ (C, K C) -> (n, B, K, C) -> node-major (n, K, B, C)
+            z = (u.reshape(n * b, c) @ weights.permute(1, 0, 2).reshape(c, k * c)).reshape(n, b, k, c)
+            z = z.permute(0, 2, 1, 3)
+        else:
+            z = u.unsqueeze(1) * weights[None, :, None, :]
+        return spmm(ops, z.reshape(n * k, b * c)).reshape(n, b, c)
 
     def apply_operator(self, u: torch.Tensor, level: CycleLevel, w: int) -> torch.Tensor:
         """``Ã u`` on one level with weight set ``w``; ``u`` ``(n, B, C)``."""
-        n, b, c = u.shape
-        y = _sp(level.a_operators, u).reshape(self.n_operators, n * b, c)
-        mix = self.A_mix[w] if self.mixing == "separable" else None
-        return self._combine(y, self.A[w], mix).reshape(n, b, c)
+        y = self._apply_blocks(level.a_operators, u, self.A[w])
+        return y @ self.A_mix[w] if self.mixing == "separable" else y
 
     def smooth(self, u: torch.Tensor | None, f: torch.Tensor, level: CycleLevel, w: int) -> torch.Tensor:
         """One smoothing step ``u + B S̃ (f - Ã u)`` (``u = None`` means zero)."""
         r = f if u is None else f - self.apply_operator(u, level, w)
         r = r * level.keep
-        n, b, c = r.shape
-        y = _sp(level.s_operators, r).reshape(self.n_operators, n * b, c)
-        stack = torch.cat([r.reshape(1, n * b, c), y])
-        mix = self.S_mix[w] if self.mixing == "separable" else None
-        z = self._combine(stack, self.S[w], mix).reshape(n, b, c) * level.keep
+        S = self.S[w]
+        y = self._apply_blocks(level.s_operators, r, S[1:])
+        if self.mixing == "full":
+            z = y + r @ S[0]
+        else:
+            z = (y + r * S[0]) @ self.S_mix[w]
+        z = z * level.keep
         return z if u is None else u + z
 
     def forward(self, f: torch.Tensor, levels: list[CycleLevel], *, dual: bool = False) -> torch.Tensor:
