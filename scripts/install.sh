@@ -137,9 +137,18 @@ if len(sys.argv) > 2 and getattr(m, "__version__", "") != sys.argv[2]:
 PYEOF
 }
 
+# has_all MODULE...: are all importable? (one interpreter for all: each start costs)
+has_all() {
+  "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+PYEOF
+}
+
 export CC=mpicc CXX=mpicxx HDF5_MPI=ON
 
-if ! has mpi4py || ! has Cython || ! has pkgconfig || ! has hatchling || ! has rtree; then
+if ! has_all mpi4py Cython pkgconfig hatchling rtree; then
   log "pip: build prerequisites"
   pipi --only-binary mpi4py mpi4py numpy "Cython>=3.0" pkgconfig pybind11 \
     "setuptools>=77.0.3" wheel rtree firedrake-rtree libsupermesh petsctools hatchling
@@ -168,17 +177,16 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('firedrak
   pipi --no-build-isolation "firedrake==$FIREDRAKE_VERSION"
 fi
 
+# (the pinned torch is checked by its metadata: importing torch takes seconds)
 if [ $keep_torch = 1 ] && has torch; then
   log "pip: keeping the venv's torch ($("$PY" -c 'import torch; print(torch.__version__)'))"
-elif ! "$PY" -c "import torch, sys; sys.exit(not torch.__version__.startswith('$TORCH_VERSION'))" >/dev/null 2>&1; then
+elif ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(not m.version('torch').startswith('$TORCH_VERSION'))" >/dev/null 2>&1; then
   log "pip: torch $TORCH_VERSION"
   pipi "torch==$TORCH_VERSION"
 fi
 
 RUNTIME=(numba meshio scipy tqdm matplotlib yaml gmsh pytest)
-need_rt=0
-for m in "${RUNTIME[@]}"; do has "$m" || need_rt=1; done
-if [ $need_rt = 1 ]; then
+if ! has_all "${RUNTIME[@]}"; then
   log "pip: numba meshio scipy tqdm matplotlib PyYAML gmsh pytest"
   pipi numba meshio scipy tqdm matplotlib PyYAML gmsh pytest
 fi
