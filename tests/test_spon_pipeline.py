@@ -2,7 +2,7 @@
 
 Tiny Darcy data on a 6x6 unit square; the runs train a few steps only, so the tests check
 the pipeline (finite FE-norm errors, exact boundary values, files written, clear errors),
-not accuracy (the demos and ``make demo`` do that).
+not accuracy (tests/test_accuracy.py, the demos and ``make demo`` do that).
 """
 
 from __future__ import annotations
