@@ -14,7 +14,7 @@ import pytest
 
 from fe_operators.data import FEFile, GenerationError, SettingsMismatchError
 from fe_operators.data.generate import generate_dataset, main_generate
-from fe_operators.data.journal import journal_path
+from fe_operators.data.journal import Journal, journal_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM = "test_data_problems:SmallPoisson"
@@ -82,10 +82,17 @@ def test_rerun_after_sigkill_completes_the_file(tmp_path, reference):
         if out.exists():  # the output file is never left half-written
             FEFile(out)
     assert kills >= 2
+    # what the interrupted runs left: journalled chunks (and a file, if a merge finished)
+    kept = set(Journal(out).indices().tolist())
+    if out.exists():
+        kept |= set(np.flatnonzero(FEFile(out).done).tolist())
+    assert kept  # two kills came after progress was journalled
     done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not journal.exists()
     _assert_same_samples(out, reference, N_REF)
+    # the rerun solved only the missing samples: it reused the journal
+    assert FEFile(out).provenance["runs"][-1]["generated"] == N_REF - len(kept)
 
 
 def test_more_samples_extend_the_file(tmp_path, reference):
@@ -180,7 +187,6 @@ def test_a_foreign_file_is_not_overwritten_silently(tmp_path):
 
 def test_two_runs_never_write_one_file(tmp_path):
     from fe_operators.data import OutputError
-    from fe_operators.data.journal import Journal
 
     out = tmp_path / "busy.h5"
     other = Journal(out)

@@ -3,14 +3,14 @@
 import json
 import math
 
+import meshio
 import numpy as np
 import pytest
 
-firedrake = pytest.importorskip("firedrake")
-meshio = pytest.importorskip("meshio")
+import firedrake
 
-from fe_operators.errors import MeshReadError, SpaceMismatchError  # noqa: E402
-from fe_operators.io import (  # noqa: E402
+from fe_operators.errors import MeshReadError, SpaceMismatchError
+from fe_operators.io import (
     format_mesh_info,
     load_mesh,
     main_mesh_info,

@@ -2,7 +2,7 @@
 
 Tiny Darcy data on a 6x6 unit square; the runs train a few steps only, so the tests check
 the pipeline (finite FE-norm errors, exact boundary values, files written, clear errors),
-not accuracy (the demos and ``make demo`` do that).
+not accuracy (tests/test_accuracy.py, the demos and ``make demo`` do that).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_generate_train_evaluate(work, capsys):
     assert s["split"] == "test" and s["n_samples"] == SPLIT[2]
     for key in ("rel_l2", "rel_h1", "ms_per_sample"):
         assert np.isfinite(s[key]) and s[key] > 0
-    assert s["boundary_error"] <= 1e-12  # exact Dirichlet lifting
+    assert s["boundary_error"] == 0.0  # exact Dirichlet lifting
     assert s["n_params"] > 0
     for kind in ("png", "vtu", "json"):
         assert (out / f"samples.{kind}" if kind != "json" else out / "evaluation.json").stat().st_size > 0
@@ -90,7 +90,7 @@ def test_gnn_on_another_mesh_and_mlp_refused(work, capsys):
                "--plots", 0) == 0
     s = read_eval(out)
     assert s["other_mesh"] and s["split"] == "all" and s["n_samples"] == 6
-    assert np.isfinite(s["rel_l2"]) and s["boundary_error"] <= 1e-12
+    assert np.isfinite(s["rel_l2"]) and s["boundary_error"] == 0.0
     capsys.readouterr()
     assert cli("evaluate", work / "mlp", "--data", work / "d5.h5", "--mesh", "unitsquare:5") == 1
     err = capsys.readouterr().err
