@@ -198,3 +198,41 @@ def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
     generate_dataset(PROBLEM, MESH, 3, tmp_path / "bar.h5", seed=SEED, params=PARAMS, progress=True)
     err = capsys.readouterr().err
     assert "3/3" in err and "sample/s" in err
+
+
+def _imports(path: Path) -> set[str]:
+    """fe_operators modules ``path`` imports anywhere (top level or inside functions)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("fe_operators."))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fe_operators"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # submodules, if any
+    return found
+
+
+def test_data_problems_and_io_modules_import_no_cycle():
+    # h5.rebuild_problem once imported load_problem from generate, which imports h5
+    package = ROOT / "fe_operators"
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): p
+        for sub in ("data", "problems", "io") for p in (package / sub).glob("*.py") if p.name != "__init__.py"
+    }
+    graph = {m: sorted(_imports(p) & set(modules) - {m}) for m, p in modules.items()}
+    assert "fe_operators.problems.registry" in graph["fe_operators.data.h5"]
+    state: dict[str, int] = {}  # 1 on the path, 2 finished
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in graph[m]:
+            assert state.get(n) != 1, f"import cycle: {' -> '.join(path[path.index(n):] + [m, n])}"
+            if n not in state:
+                visit(n, path + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])

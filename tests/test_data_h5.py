@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from fe_operators.data import FEFile, NumberingError
-from fe_operators.data.generate import generate_dataset, load_problem
+from fe_operators.data.generate import generate_dataset
+from fe_operators.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 MESH = "plate_holes"  # a gmsh file: the mesh a fresh process reads back is the stored one

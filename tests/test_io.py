@@ -107,17 +107,17 @@ def test_refined_file_paths_and_a_file_named_like_a_suffix(tmp_path, monkeypatch
     assert (source.kind, source.refinements, source.base_spec) == ("file", 1, "l.msh")
     assert source.estimated_cells is None  # counted from the file, when loaded
     assert load_mesh("l.msh/r1").num_cells() == 4 * 1458
-    from fe_operators.data.generate import _normalise_mesh_spec
+    from fe_operators.data.settings import normalise_mesh_spec
 
-    assert _normalise_mesh_spec("l.msh/r1") == str(tmp_path / "l.msh") + "/r1"
-    assert _normalise_mesh_spec("lshape/r1") == "lshape/r1"
+    assert normalise_mesh_spec("l.msh/r1") == str(tmp_path / "l.msh") + "/r1"
+    assert normalise_mesh_spec("lshape/r1") == "lshape/r1"
     (tmp_path / "lshape").mkdir()
     (tmp_path / "lshape" / "r2").write_bytes(msh)  # an existing file wins over the suffix
     source = resolve_mesh_spec("lshape/r2")
     assert (source.kind, source.refinements) == ("file", None)
     with pytest.raises(MeshReadError, match="'lshape/r2': unsupported format"):
         load_mesh("lshape/r2")  # read as that file (which has no extension to go by)
-    assert _normalise_mesh_spec("lshape/r2") == str(tmp_path / "lshape" / "r2")
+    assert normalise_mesh_spec("lshape/r2") == str(tmp_path / "lshape" / "r2")
 
 
 @pytest.mark.parametrize("spec", ["plate_holes/r", "plate_holes/r-1", "plate_holes/rx",

@@ -516,7 +516,7 @@ class FEFile:
         """
         from mpi4py import MPI
 
-        from fe_operators.data.generate import load_problem
+        from fe_operators.problems.registry import load_problem
 
         comm = MPI.COMM_SELF if comm is None else comm
         prov = self.provenance
