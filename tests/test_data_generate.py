@@ -139,6 +139,15 @@ def test_cli_failure_message_names_sample_and_reason(tmp_path, capsys):
     assert not out.exists()  # nothing valid to store: no file
 
 
+def test_a_failed_newton_solve_is_named_by_its_snes_reason(tmp_path, capsys):
+    argv = ["nonlinear", "--mesh", "unitsquare:4", "--samples", "2", "--out", str(tmp_path / "nl.h5"),
+            "--solver_parameters", '{"snes_max_it": 1}', "-q"]
+    assert main_generate(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 0 failed" in err[0], err
+    assert "PETSc reason -5 (SNES_DIVERGED_MAX_IT)" in err[0] and "KSP_" not in err[0]
+
+
 @pytest.mark.parametrize(
     ("argv", "status", "message"),
     [

@@ -65,29 +65,14 @@ def _dofs(f: Any) -> np.ndarray:
     return np.array(f.dat.data_ro, dtype=np.float64).reshape(shape)
 
 
-def _reason_text(reason: object) -> str:
-    """PETSc's converged reason with its name: ``"-3 (KSP_DIVERGED_ITS)"``.
-
-    Integer reasons are named as KSP reasons, which is what the problem families report.
-    """
-    from petsc4py import PETSc
-
-    if isinstance(reason, (int, np.integer)) and not isinstance(reason, bool):
-        names = {v: k for k, v in vars(PETSc.KSP.ConvergedReason).items()
-                 if k.isupper() and isinstance(v, int)}
-        if int(reason) in names:
-            return f"{int(reason)} (KSP_{names[int(reason)]})"
-    return str(reason)
-
-
 def failure_message(exc: BaseException) -> str:
-    """One line saying why a sample failed (PETSc's reason for solver failures)."""
+    """One line saying why a sample failed (PETSc's reason, named, for solver failures)."""
     from firedrake.exceptions import ConvergenceError
 
     from fe_operators.problems.base import SolveError
 
     if isinstance(exc, SolveError):
-        text = f"solver did not converge, PETSc reason {_reason_text(exc.reason)}"
+        text = f"solver did not converge, PETSc reason {exc.reason_text}"
         text += f" ({exc.detail})" if exc.detail else ""
     elif isinstance(exc, ConvergenceError):
         text = "solver did not converge: " + str(exc)
