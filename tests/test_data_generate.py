@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,20 @@ def test_other_settings_are_an_error_unless_overwrite(tmp_path):
     generate_dataset(PROBLEM, MESH, 3, out, seed=SEED + 1, params=PARAMS, progress=False, overwrite=True)
     f = FEFile(out)
     assert f.provenance["seed"] == SEED + 1 and f.n_samples == 3 and f.complete
+
+
+def test_solver_options_are_recorded_and_files_without_them_still_extend(tmp_path, reference):
+    out = tmp_path / "options.h5"
+    generate_dataset(PROBLEM, MESH, 4, out, seed=SEED, params=PARAMS, progress=False)
+    assert FEFile(out).provenance["solver_parameters"] == {"ksp_type": "preonly", "pc_type": "lu"}
+    with h5py.File(out, "r+") as h5:  # as written before the options were recorded
+        g = h5["fe_operators"]
+        prov = json.loads(g.attrs["provenance"])
+        g.attrs["provenance"] = json.dumps(dict(prov, solver_parameters=None))
+    report = generate_dataset(PROBLEM, MESH, 6, out, seed=SEED, params=PARAMS, progress=False)
+    assert report.generated == 2
+    _assert_same_samples(out, reference, 6)
+    assert FEFile(out).provenance["solver_parameters"] == {"ksp_type": "preonly", "pc_type": "lu"}
 
 
 def test_a_failed_solve_stops_the_run_and_is_not_stored(tmp_path, reference):

@@ -147,6 +147,10 @@ def test_layout_and_provenance(darcy_file):
     prov = f.provenance
     assert prov["problem"] == "darcy" and prov["seed"] == SEED and prov["mesh"] == MESH
     assert prov["params"]["coefficient"] == "dg0" and "solver_parameters" in prov["params"]
+    # the options PETSc really got: the family's sparse Cholesky and Firedrake's defaults
+    used = prov["solver_parameters"]
+    assert used.items() >= prov["params"]["solver_parameters"].items() and used["pc_type"] == "cholesky"
+    assert used["snes_type"] == "ksponly"
     assert {"firedrake", "petsc", "h5py", "numpy", "fe_operators"} <= set(prov["versions"])
     assert prov["runs"][-1]["generated"] == 3 and prov["seconds_per_sample_mean"] > 0
     assert f.input_names == ["a"] and f.complete and (f.times > 0).all()

@@ -56,7 +56,9 @@ def normalise_mesh_spec(spec: str) -> str:
 def run_settings(name: str, mesh: str, problem: Problem, seed: int) -> dict[str, Any]:
     """The settings of a run that decide its samples (compared when resuming).
 
-    ``solver_parameters`` is the problem's :attr:`~fe_operators.problems.base.Problem.solver_parameters`.
+    ``solver_parameters`` is :attr:`Problem.solver_parameters
+    <fe_operators.problems.base.Problem.solver_parameters>`: the PETSc options the
+    problem's solver really uses (the family's defaults and Firedrake's included).
     """
     numbering = {space_key(n): numbering_hash(V) for n, V in problem.input_spaces.items()}
     numbering[space_key(None)] = numbering_hash(problem.output_space)
@@ -67,16 +69,23 @@ def run_settings(name: str, mesh: str, problem: Problem, seed: int) -> dict[str,
         "seed": int(seed),
         "mesh": normalise_mesh_spec(mesh),
         "numbering": numbering,
-        "solver_parameters": jsonable(getattr(problem, "solver_parameters", None)),
+        "solver_parameters": jsonable(problem.solver_parameters),
         "inputs": list(problem.input_spaces),
     }
 
 
 def compare_settings(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Settings that differ, as dotted keys (``"params.solver_parameters.pc_type"``) -> (stored, requested)."""
+    """Settings that differ, as dotted keys (``"params.solver_parameters.pc_type"``) -> (stored, requested).
+
+    A stored ``solver_parameters`` of ``None`` is not compared: files written before the
+    solver's options were recorded stored ``None`` for every problem (the options given
+    by the user are in ``params`` and compared there).
+    """
     diff: dict[str, tuple[Any, Any]] = {}
     for key in COMPARED_SETTINGS:
         a, b = stored.get(key), requested.get(key)
+        if key == "solver_parameters" and a is None:
+            continue
         if key == "numbering":  # hashes: the first 12 hex digits say enough
             a = {k: v[:12] for k, v in a.items()} if isinstance(a, dict) else a
             b = {k: v[:12] for k, v in b.items()} if isinstance(b, dict) else b

@@ -111,6 +111,9 @@ class Problem(abc.ABC):
     #: registry name of the family, e.g. ``"darcy"``
     name: str = ""
 
+    #: options given to the :attr:`solver_parameters` setter (``None``: read the solvers)
+    _solver_parameters: dict[str, Any] | None = None
+
     def __init__(self, mesh: fd.MeshGeometry, **params: Any) -> None:
         self.mesh = mesh
         self.params: dict[str, Any] = dict(params)
@@ -144,6 +147,31 @@ class Problem(abc.ABC):
     def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:
         """Dirichlet conditions of the output for these inputs (default: none)."""
         return []
+
+    @property
+    def solver_parameters(self) -> dict[str, Any] | None:
+        """The PETSc options the problem's solves really use, Firedrake's defaults included.
+
+        Read from the Firedrake variational solvers held as attributes of the problem:
+        the options Firedrake passes to PETSc, i.e. the family's ``solver_parameters``
+        merged with Firedrake's defaults (``snes_type: ksponly`` for a linear problem,
+        ``ksp_rtol``, ...).  With several solvers, ``{attribute name: options}``;
+        ``None`` when the problem holds none.  A problem that solves otherwise sets this
+        property instead.  Data generation records it in the provenance and compares it
+        when a run is resumed or extended.
+        """
+        if self._solver_parameters is not None:
+            return dict(self._solver_parameters)
+        solvers = {k: v for k, v in vars(self).items() if isinstance(v, fd.NonlinearVariationalSolver)}
+        if not solvers:
+            return None
+        if len(solvers) == 1:
+            return dict(next(iter(solvers.values())).parameters)
+        return {k: dict(v.parameters) for k, v in solvers.items()}
+
+    @solver_parameters.setter
+    def solver_parameters(self, value: Mapping[str, Any] | None) -> None:
+        self._solver_parameters = None if value is None else dict(value)
 
     # -------------------------------------------------------------- helpers
     def sample(self, seed: int, index: int) -> tuple[dict[str, fd.Function], fd.Function]:
