@@ -340,3 +340,37 @@ def test_write_fields_errors(tmp_path):
     # The mesh alone can be written and read back as a mesh.
     path = write_fields(tmp_path / "mesh_only.vtu", mesh=a)
     assert load_mesh(path).num_cells() == a.num_cells()
+
+
+@pytest.mark.parametrize("mesh_name", ["crescent", "channel_cylinder"])
+def test_plot_row_labels_are_inside_the_figure_and_beside_the_panels(tmp_path, monkeypatch, mesh_name):
+    # the labels (sample, error) were axis labels, cut off on the crescent and wide domains
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from fe_operators.io.plots import plot_fields
+
+    mesh = load_mesh(mesh_name)
+    x = firedrake.SpatialCoordinate(mesh)
+    V = firedrake.FunctionSpace(mesh, "CG", 1)
+    u = firedrake.Function(V).interpolate(x[0] * x[1])
+    rows = [{"input": u, "truth": u, "prediction": u, "error": firedrake.Function(V)}] * 3
+    labels = [f"sample {i}, rel L2 {e:.2%}" for i, e in [(0, 0.0123), (117, 0.0456), (1234, 0.1789)]]
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    path = plot_fields(tmp_path / "p.png", rows, row_labels=labels, shared=[("truth", "prediction")], title="t")
+    assert path.stat().st_size > 0 and len(drawn) == 1
+    fig = drawn[0]
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    panels = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 12
+    for i, label in enumerate(labels):
+        words = label.split(", ")
+        (text,) = [t for t in fig.findobj(Text) if t.get_visible() and words[0] in t.get_text().split("\n")[0]
+                   and all(w in t.get_text() for w in words)]
+        ext = text.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, (label, ext, box)
+        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, (label, ext, box)
+        assert not any(ext.overlaps(p) for p in panels), label
