@@ -244,6 +244,61 @@ def test_unsupported_format_and_cells(tmp_path):
         load_mesh(wedge)
 
 
+def _gmsh_square(path, tilt=0.0, z0=0.0, order=1):
+    """The unit square as gmsh writes it (format from ``path``'s name: ``*22*``, ``*bin*``),
+    turned by ``tilt`` degrees about the x axis and lifted to ``z = z0``; elements of ``order``."""
+    import gmsh
+
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Verbosity", 0)
+        gmsh.model.occ.addRectangle(0, 0, z0, 1, 1)
+        gmsh.model.occ.rotate([(2, 1)], 0, 0, z0, 1, 0, 0, math.radians(tilt))
+        gmsh.model.occ.synchronize()
+        gmsh.model.addPhysicalGroup(2, [1], 10)
+        gmsh.model.addPhysicalGroup(1, [1, 2, 3, 4], 1)
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.4)
+        gmsh.model.mesh.generate(2)
+        gmsh.model.mesh.setOrder(order)
+        gmsh.option.setNumber("Mesh.MshFileVersion", 2.2 if "22" in path.name else 4.1)
+        gmsh.option.setNumber("Mesh.Binary", int("bin" in path.name))
+        gmsh.write(str(path))
+    finally:
+        gmsh.finalize()
+    return path
+
+
+@pytest.mark.parametrize("name", ["v22.msh", "v22_bin.msh", "v41.msh", "v41_bin.msh"])
+def test_a_2d_mesh_must_lie_in_a_plane_z_const_in_every_format(tmp_path, name):
+    # a tilted square was read by PETSc with z dropped: area 0.878 instead of 1
+    from fe_operators.io.readers import _gmsh_points
+
+    tilted = _gmsh_square(tmp_path / f"tilted_{name}", tilt=28.6)
+    points = _gmsh_points(tilted)  # the nodes as gmsh wrote them, z included
+    assert np.array_equal(points, meshio.read(tilted).points) and np.ptp(points[:, 2]) > 0.4
+    vtu = tmp_path / "tilted.vtu"
+    meshio.write(vtu, meshio.Mesh(points, [c for c in meshio.read(tilted).cells if c.type == "triangle"]))
+    for path in (tilted, vtu):
+        with pytest.raises(MeshReadError, match="do not lie in a plane z = const") as exc_info:
+            load_mesh(path)
+        assert "rotate the mesh into the xy-plane" in _one_line_naming(exc_info, path.name)
+    lifted = load_mesh(_gmsh_square(tmp_path / f"lifted_{name}", z0=0.5))  # parallel to xy: fine
+    assert lifted.geometric_dimension == 2 and area(lifted) == pytest.approx(1.0, rel=1e-13)
+
+
+@pytest.mark.parametrize("name", ["p2_22.msh", "p2_41_bin.msh", "p2.vtu"])
+def test_second_order_cells_are_named_with_the_fix(tmp_path, name):
+    path = _gmsh_square(tmp_path / "p2_22.msh", order=2)
+    if name.endswith(".vtu"):
+        meshio.write(tmp_path / name, meshio.read(path))
+    elif name != path.name:
+        path = _gmsh_square(tmp_path / name, order=2)
+    with pytest.raises(MeshReadError, match=r"higher-order \(curved\) cells \(line3, triangle6\)") as exc_info:
+        load_mesh(tmp_path / name)
+    message = _one_line_naming(exc_info, name)
+    assert "export the mesh with linear elements" in message and "corrupt" not in message
+
+
 # --- info --------------------------------------------------------------------------------
 
 def test_radius_ratio_of_regular_and_right_simplices():
