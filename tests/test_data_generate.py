@@ -172,6 +172,16 @@ def test_a_failed_newton_solve_is_named_by_its_snes_reason(tmp_path, capsys):
         ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion"], 2, "--diffusion needs a value"),
         ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion", "cubic"], 1,
          "expected diffusion 'const' or 'dg0', got 'cubic'"),
+        # problem options are checked against the constructor's annotations, by name
+        (["darcy", "--mesh", MESH, "--samples", "2", "--length_scale", "abc"], 1,
+         "problem option --length_scale: expected a number (float) for problem 'darcy', got str 'abc'"),
+        (["darcy", "--mesh", MESH, "--samples", "2", "--zero-mean", "maybe"], 1,
+         "problem option --zero_mean: expected true or false"),
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--fail-sample", "1.5"], 1,
+         "problem option --fail_sample: expected an integer or null for problem "),
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--param", "difusion=dg0"], 1,
+         "problem option --difusion: unknown parameter of problem 'test_data_problems:SmallPoisson'; "
+         "its parameters are diffusion, fail_sample"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, capsys, argv, status, message):

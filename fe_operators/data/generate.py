@@ -28,7 +28,7 @@ from mpi4py import MPI
 
 from fe_operators.data.generation import GenerationReport, generate_dataset
 from fe_operators.data.settings import COMPARED_SETTINGS, compare_settings, run_settings
-from fe_operators.errors import FEOperatorsError
+from fe_operators.errors import ConfigError, FEOperatorsError
 
 __all__ = [
     "COMPARED_SETTINGS",
@@ -190,8 +190,11 @@ def main_generate(argv: Sequence[str] | None = None) -> int:
             command=shlex.join(["fe-operators", "generate", *argv]),
         )
     except (FEOperatorsError, ValueError, OSError) as exc:
+        text = str(exc)
+        if isinstance(exc, ConfigError) and exc.key in params:  # name it as it was typed
+            text = f"problem option --{exc.key}: {exc.message}"
         if rank == 0:
-            print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            print(f"{parser.prog}: error: {' '.join(text.split())}", file=sys.stderr)
         return 1
     if rank == 0 and not args.quiet:
         if report.generated:

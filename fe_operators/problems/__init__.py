@@ -10,6 +10,7 @@ from __future__ import annotations
 from fe_operators.problems.base import Problem, SolveError, sample_rng
 from fe_operators.problems.registry import (
     FAMILIES,
+    check_params,
     get_problem,
     load_problem,
     problem_class,
@@ -20,6 +21,7 @@ __all__ = [
     "FAMILIES",
     "Problem",
     "SolveError",
+    "check_params",
     "get_problem",
     "load_problem",
     "problem_class",
