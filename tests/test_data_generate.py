@@ -228,6 +228,51 @@ def test_two_runs_never_write_one_file(tmp_path):
     assert FEFile(out).complete and not journal_path(out).exists()
 
 
+def _journal_of_a_killed_run(out: Path):
+    """The journal a run of (PROBLEM, MESH, SEED, PARAMS) leaves when killed after its settings."""
+    from fe_operators.data.journal import Journal
+    from fe_operators.data.settings import run_settings
+    from fe_operators.problems import load_problem
+
+    journal = Journal(out)
+    journal.path.mkdir()
+    journal.start(run_settings(PROBLEM, MESH, load_problem(PROBLEM, MESH, PARAMS), SEED))
+    return journal
+
+
+def test_a_damaged_journal_part_is_refused_before_solving(tmp_path, capsys, reference):
+    # a part of the wrong shape was found only when merging, after all solves, and again on every rerun
+    out = tmp_path / "journal.h5"
+    journal = _journal_of_a_killed_run(out)
+    journal.write_part(0, [0, 1], {"f": np.zeros((2, 82)), "k": np.zeros((2, 128))}, np.zeros((2, 81)), [0.1, 0.1])
+    (bad,) = journal.path.glob("part-*.npz")
+    argv = [PROBLEM, "--mesh", MESH, "--samples", "6", "--out", str(out), "--seed", str(SEED),
+            "--diffusion", "dg0", "-q", "--chunk-size", "2"]
+    for _ in range(2):
+        assert main_generate(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{bad}: its array 'input.f' has shape (2, 82)" in err[0], err
+        assert "expected (2, 81)" in err[0] and f"delete {bad}" in err[0] and "--overwrite" in err[0]
+        assert list(journal.path.glob("part-*.npz")) == [bad] and not out.exists()  # nothing solved
+    bad.unlink()
+    assert main_generate(argv) == 0
+    _assert_same_samples(out, reference, 6)
+
+
+def test_a_broken_journal_settings_file_names_the_file_and_the_fix(tmp_path, capsys, reference):
+    out = tmp_path / "settings.h5"
+    journal = _journal_of_a_killed_run(out)
+    (journal.path / "settings.json").write_text('{"problem": ')
+    argv = [PROBLEM, "--mesh", MESH, "--samples", "3", "--out", str(out), "--seed", str(SEED),
+            "--diffusion", "dg0", "-q"]
+    assert main_generate(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{journal.path / 'settings.json'}: it cannot be read as JSON" in err[0], err
+    assert f"delete {journal.path}" in err[0] and "--overwrite" in err[0]
+    assert main_generate([*argv, "--overwrite"]) == 0  # the fix it names works
+    _assert_same_samples(out, reference, 3)
+
+
 def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
     generate_dataset(PROBLEM, MESH, 3, tmp_path / "bar.h5", seed=SEED, params=PARAMS, progress=True)
     err = capsys.readouterr().err

@@ -48,7 +48,7 @@ from fe_operators.data.journal import Journal
 from fe_operators.data.merge import merge_run
 from fe_operators.data.plan import check_output, plan_run
 from fe_operators.data.settings import run_settings
-from fe_operators.data.worker import Worker
+from fe_operators.data.worker import Worker, dof_shape
 from fe_operators.errors import FEOperatorsError
 
 __all__ = ["GenerationReport", "generate_dataset"]
@@ -165,7 +165,8 @@ def generate_dataset(
     plan, error = None, None
     if rank == 0:
         try:
-            plan = plan_run(out, journal, settings, int(n_samples), overwrite)
+            shapes = ({n: dof_shape(V) for n, V in prob.input_spaces.items()}, dof_shape(prob.output_space))
+            plan = plan_run(out, journal, settings, int(n_samples), overwrite, shapes)
         except (FEOperatorsError, OSError) as exc:
             error = exc
     shared = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,22 @@ class Plan:
     nothing_to_do: bool
 
 
-def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: int, overwrite: bool) -> Plan:
+def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: int, overwrite: bool,
+             shapes: tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]]) -> Plan:
     """Lock the journal, inspect the existing file and journal, decide which samples are missing.
 
     The journal stays locked when this returns (released by :meth:`Journal.remove` or
-    :meth:`Journal.unlock`); on an error it is unlocked.
+    :meth:`Journal.unlock`); on an error it is unlocked.  ``shapes`` (input name -> DOF
+    shape of one sample, and the output's) are what the journal's chunks must hold
+    (:meth:`Journal.check_parts`).
 
     Raises
     ------
     OutputError
         The journal folder cannot be created, or another run holds it.
     DatasetFileError
-        ``out`` exists and is not a readable dataset (and ``overwrite`` is false).
+        ``out`` exists and is not a readable dataset, or the journal is damaged (an
+        unreadable ``settings.json`` or chunk), and ``overwrite`` is false.
     SettingsMismatchError
         ``out`` or the journal holds other settings (and ``overwrite`` is false).
     """
@@ -76,13 +81,14 @@ def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: i
     except OSError as exc:
         raise OutputError(f"cannot write next to {out}: {exc}") from exc
     try:
-        return _plan_locked(out, journal, settings, n_samples, overwrite)
+        return _plan_locked(out, journal, settings, n_samples, overwrite, shapes)
     except BaseException:
         journal.unlock()
         raise
 
 
-def _plan_locked(out: Path, journal: Journal, settings: dict[str, Any], n_samples: int, overwrite: bool) -> Plan:
+def _plan_locked(out: Path, journal: Journal, settings: dict[str, Any], n_samples: int, overwrite: bool,
+                 shapes: tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]]) -> Plan:
     """:func:`plan_run` once the journal is locked."""
     previous = None
     if out.exists():
@@ -99,9 +105,16 @@ def _plan_locked(out: Path, journal: Journal, settings: dict[str, Any], n_sample
             if diff and not overwrite:
                 raise SettingsMismatchError(str(out), diff)
             previous = None if diff else previous
-    stored = journal.settings()
+    try:
+        stored = journal.settings()
+        if stored is not None and not compare_settings(stored, settings):
+            journal.check_parts(*shapes)  # before any of its samples count as done
+    except DatasetFileError:
+        if not overwrite:
+            raise
+        stored = None  # --overwrite: discard the damaged journal
     if stored is None:
-        journal.clear()  # new, or killed before its settings were written: holds no samples
+        journal.clear()  # new, damaged, or killed before its settings were written
     else:
         diff = compare_settings(stored, settings)
         if diff:

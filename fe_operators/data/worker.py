@@ -21,7 +21,7 @@ from fe_operators.data.journal import Journal
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.problems.base import Problem
 
-__all__ = ["Worker", "failure_message"]
+__all__ = ["Worker", "dof_shape", "failure_message"]
 
 
 class _Buffer:
@@ -57,12 +57,15 @@ class _Buffer:
         self.clear()
 
 
+def dof_shape(V: Any) -> tuple[int, ...]:
+    """The DOF-tensor shape of one sample on space ``V``: ``(n_nodes,)`` or ``(n_nodes, ncomp)``."""
+    n = int(V.dof_dset.size)
+    return (n,) if V.value_shape == () else (n, int(V.block_size))
+
+
 def _dofs(f: Any) -> np.ndarray:
-    """A copy of ``f``'s DOFs in the DOF-tensor layout ``(n_nodes,)`` or ``(n_nodes, ncomp)``."""
-    V = f.function_space()
-    n = V.dof_dset.size
-    shape = (n,) if V.value_shape == () else (n, V.block_size)
-    return np.array(f.dat.data_ro, dtype=np.float64).reshape(shape)
+    """A copy of ``f``'s DOFs in the DOF-tensor layout (:func:`dof_shape`)."""
+    return np.array(f.dat.data_ro, dtype=np.float64).reshape(dof_shape(f.function_space()))
 
 
 def failure_message(exc: BaseException) -> str:
