@@ -37,8 +37,8 @@ from mpi4py import MPI
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine_summary
 
-from fe_operators.data.generate import generate_dataset, load_problem
-from fe_operators.problems import sample_rng
+from fe_operators.data.generate import generate_dataset
+from fe_operators.problems import load_problem, sample_rng
 
 TARGET = 3.0
 SEED = 0

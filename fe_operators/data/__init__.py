@@ -1,7 +1,12 @@
 """Data: FE solves -> one HDF5 file -> a torch ``Dataset``.
 
-* :mod:`~fe_operators.data.generate` — ``fe-operators generate``: resumable, ensemble-
-  parallel generation (:func:`generate_dataset`, :func:`main_generate`);
+* :mod:`~fe_operators.data.generation` — resumable, ensemble-parallel generation
+  (:func:`generate_dataset`), built from :mod:`~fe_operators.data.settings` (what decides
+  the samples), :mod:`~fe_operators.data.plan` (what is missing),
+  :mod:`~fe_operators.data.worker` (one rank's solve loop) and
+  :mod:`~fe_operators.data.merge` (journal -> file);
+* :mod:`~fe_operators.data.generate` — the ``fe-operators generate`` command
+  (:func:`main_generate`);
 * :mod:`~fe_operators.data.h5` — the file layout, :class:`FEFile` (read arrays, rebuild
   mesh and spaces with checked DOF numbering);
 * :mod:`~fe_operators.data.journal` — the crash-safe journal of an unfinished run;
@@ -42,13 +47,14 @@ __all__ = [
     "split_indices",
 ]
 
-_LAZY = {"generate_dataset", "main_generate", "GenerationReport"}
+#: lazily loaded name -> its module (they pull in MPI, and Firedrake when run)
+_LAZY = {"generate_dataset": "generation", "GenerationReport": "generation", "main_generate": "generate"}
 
 
 def __getattr__(name: str) -> Any:
-    """Load the generation entry points on first access (they pull in MPI and Firedrake)."""
+    """Load the generation entry points on first access."""
     if name in _LAZY:
-        from fe_operators.data import generate
+        import importlib
 
-        return getattr(generate, name)
+        return getattr(importlib.import_module(f"fe_operators.data.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import torch
 
-from fe_operators.data.h5 import GROUP, FEFile, space_key
+from fe_operators.data.h5 import GROUP, FEFile, damaged_file_error, space_key
 
 __all__ = ["FEDataset", "UnitGaussianNormalizer", "split_indices"]
 
@@ -289,11 +289,15 @@ class FEDataset(torch.utils.data.Dataset):
             y = y[0]
         else:
             row = int(self.indices[k])
-            g = self._group()
-            arrays = {n: g[space_key(n)][row] for n in self.input_names}
+            try:
+                g = self._group()
+                arrays = {n: g[space_key(n)][row] for n in self.input_names}
+                output = g["output"][row]
+            except (OSError, KeyError) as exc:  # a damaged chunk or B-tree
+                raise damaged_file_error(self.path, exc, f"sample {row}") from exc
             x = self._arrange({n: a[None] for n, a in arrays.items()})
             x = x[0] if isinstance(x, torch.Tensor) else {n: v[0] for n, v in x.items()}
-            y = torch.from_numpy(g["output"][row])
+            y = torch.from_numpy(output)
         x = _apply(self.input_normalizer, x)
         if self.output_normalizer is not None:
             y = self.output_normalizer.encode(y)
