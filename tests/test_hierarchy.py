@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-firedrake = pytest.importorskip("firedrake")
+import firedrake  # noqa: E402  (required: fail, do not skip)
 fd = firedrake
 
 from firedrake.mg.utils import get_level  # noqa: E402
