@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import firedrake  # noqa: E402  (required: fail, do not skip)
-fd = firedrake
+import firedrake as fd
+from firedrake.mg.utils import get_level
 
-from firedrake.mg.utils import get_level  # noqa: E402
-
-from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError  # noqa: E402
+from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError
 from fe_operators.fem import mass_matrix, restriction_matrix, stiffness_matrix  # noqa: E402
 from fe_operators.fem.hierarchy import (  # noqa: E402
     find_hierarchy,
