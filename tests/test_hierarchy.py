@@ -8,13 +8,13 @@ import firedrake as fd
 from firedrake.mg.utils import get_level
 
 from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError
-from fe_operators.fem import mass_matrix, restriction_matrix, stiffness_matrix  # noqa: E402
-from fe_operators.fem.hierarchy import (  # noqa: E402
+from fe_operators.fem import mass_matrix, restriction_matrix, stiffness_matrix
+from fe_operators.fem.hierarchy import (
     find_hierarchy,
     hierarchy_operators,
     operator_names,
 )
-from fe_operators.io import load_hierarchy, load_mesh  # noqa: E402
+from fe_operators.io import load_hierarchy, load_mesh
 
 
 def rel(a, b):
