@@ -338,10 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     from fno_grid import ensure_neuralop
 
     nl_version = ensure_neuralop(install=not args.no_install)
-    _argv, sys.argv = sys.argv, sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-    import firedrake  # noqa: F401
+    from fe_operators.petsc_argv import import_firedrake
 
-    sys.argv = _argv
+    import_firedrake()  # without this script's flags (Firedrake hands sys.argv to PETSc)
     # after the imports (one of them resets the filters): the package's CSR kernels warn "beta"
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     from machine import machine_summary

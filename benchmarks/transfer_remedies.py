@@ -29,8 +29,9 @@ import bench_spon  # noqa: E402
 
 def main(argv: list[str]) -> int:
     budget = float(argv[0]) if argv else 300.0
-    sys.argv = sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-    import firedrake  # noqa: F401
+    from fe_operators.petsc_argv import import_firedrake
+
+    import_firedrake()  # without this script's flags (Firedrake hands sys.argv to PETSc)
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     import fe_operators.models.gnn_processor as gp

@@ -43,13 +43,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from fe_operators.errors import FEOperatorsError, SpaceMismatchError
+from fe_operators.cli import command
+from fe_operators.errors import SpaceMismatchError
 
 __all__ = ["EvaluationResult", "evaluate_run", "format_table", "main_evaluate", "resolve_checkpoint"]
 
@@ -474,24 +475,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_evaluate(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fe-operators evaluate``; returns the exit status.
+@command("evaluate")
+def main_evaluate(argv: list[str]) -> int:
+    """Entry point of ``fe-operators evaluate`` (``main_evaluate(argv=None)``); returns the exit status.
 
     0 on success, 1 on bad input (missing/corrupt checkpoint, mismatched data, ...), 2 on
-    a usage error; errors are one line on stderr.
+    a usage error; errors are one line on stderr (:func:`fe_operators.cli.run_command`).
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    if argv is None:  # Firedrake hands sys.argv to PETSc on import: keep our flags away from it
-        sys.argv = sys.argv[:1]
-    try:
-        result = evaluate_run(args.run, args.data, mesh=args.mesh, split=args.split, out=args.out,
-                              checkpoint=args.checkpoint, batch_size=args.batch_size, plots=args.plots,
-                              device=args.device)
-    except (FEOperatorsError, ValueError, OSError) as exc:
-        text = " ".join(str(exc).split())
-        print(f"fe-operators evaluate: error: {text}", file=sys.stderr)
-        return 1
+    args = _parser().parse_args(argv)
+    result = evaluate_run(args.run, args.data, mesh=args.mesh, split=args.split, out=args.out,
+                          checkpoint=args.checkpoint, batch_size=args.batch_size, plots=args.plots,
+                          device=args.device)
     print(format_table(result))
     return 0
 

@@ -24,12 +24,11 @@ MLP = {"type": "spon", "processor": "mlp", "hidden": [16]}
 
 
 def cli(*args: str) -> int:
-    """``fe-operators ARGS`` in this process (sys.argv is restored: the CLI trims it for PETSc)."""
-    saved = sys.argv[:]
-    try:
-        return main([str(a) for a in args])
-    finally:
-        sys.argv = saved
+    """``fe-operators ARGS`` in this process."""
+    before = sys.argv[:]
+    status = main([str(a) for a in args])
+    assert sys.argv == before  # the CLI hides sys.argv from PETSc only while it runs
+    return status
 
 
 def write_config(path, data, out, model, *, normalize_inputs="global", **train):

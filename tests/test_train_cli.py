@@ -26,7 +26,6 @@ KILLABLE_SCRIPT = '''
 import os, sys, time
 from pathlib import Path
 
-argv, sys.argv = sys.argv[1:], sys.argv[:1]
 from fe_operators.train import cli, trainer
 
 cli.MODEL_BUILDERS["tiny"] = "fe_train_tiny:build"
@@ -42,7 +41,7 @@ def train_one_batch(self, x, y):
 
 
 trainer.Trainer.train_one_batch = train_one_batch
-sys.exit(cli.main_train(argv))
+sys.exit(cli.main_train())
 '''
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 from fe_operators.data.dataset import FEDataset, UnitGaussianNormalizer, split_indices
-from fe_operators.data.errors import (
+from fe_operators.data.h5 import FEFile, FESpaces
+from fe_operators.errors import (  # re-exported: the data pipeline's errors
     DatasetFileError,
     GenerationError,
     NumberingError,
     OutputError,
     SettingsMismatchError,
 )
-from fe_operators.data.h5 import FEFile, FESpaces
 
 __all__ = [
     "DatasetFileError",

@@ -20,7 +20,7 @@ Parallel (ensemble)
 Failures
     A sample whose solve fails (no convergence, non-finite values) is never stored: the
     run stops at the next chunk boundary, stores the valid samples, and raises
-    :class:`~fe_operators.data.errors.GenerationError` naming the sample and PETSc's
+    :class:`~fe_operators.errors.GenerationError` naming the sample and PETSc's
     reason (the command exits with status 1).
 """
 
@@ -45,15 +45,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from fe_operators.data.errors import (
+from fe_operators.data.h5 import FORMAT_VERSION, FEFile, numbering_hash, space_key
+from fe_operators.data.journal import Journal
+from fe_operators.errors import (
     DatasetFileError,
+    FEOperatorsError,
     GenerationError,
     OutputError,
     SettingsMismatchError,
 )
-from fe_operators.data.h5 import FORMAT_VERSION, FEFile, numbering_hash, space_key
-from fe_operators.data.journal import Journal
-from fe_operators.errors import FEOperatorsError
+from fe_operators.petsc_argv import import_firedrake
 
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.problems.base import Problem
@@ -736,17 +737,6 @@ def _split_problem_options(argv: Sequence[str]) -> tuple[list[str], dict[str, An
     return rest, params
 
 
-def _import_firedrake_without_argv() -> None:
-    """Import Firedrake (once) so that PETSc does not read this command's arguments as options."""
-    if "firedrake" in sys.modules:
-        return
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        import firedrake  # noqa: F401
-    finally:
-        sys.argv = saved
-
-
 def main_generate(argv: Sequence[str] | None = None) -> int:
     """Run ``fe-operators generate`` with arguments ``argv``; return the exit status.
 
@@ -755,7 +745,7 @@ def main_generate(argv: Sequence[str] | None = None) -> int:
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
-    _import_firedrake_without_argv()
+    import_firedrake()
     parser = build_parser()
     rank = MPI.COMM_WORLD.rank
     try:

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fe_operators.data.errors import OutputError
+from fe_operators.errors import OutputError
 
 __all__ = ["Journal", "Part", "journal_path"]
 

@@ -24,7 +24,7 @@ from fe_operators.train.config import (
     MODEL_SCHEMAS, DataSection, ModelSection, OutSection, RunConfig, SchedulerSection, TrainSection,
     config_from_dict, config_reference, config_to_dict, default_config_yaml, load_config, register_model_schema,
 )
-from fe_operators.train.errors import CheckpointError, ConfigError, RunDirectoryError, TrainingError
+from fe_operators.errors import CheckpointError, ConfigError, RunDirectoryError, TrainingError
 from fe_operators.train.metrics import MetricsLog
 from fe_operators.train.normalized import physical_forward
 from fe_operators.train.trainer import Trainer, TrainResult, TrainState

@@ -56,8 +56,7 @@ from typing import IO, Any, Callable, Mapping, Protocol, runtime_checkable
 import torch
 
 from fe_operators.data.dataset import UnitGaussianNormalizer
-from fe_operators.errors import SpaceMismatchError
-from fe_operators.train.errors import CheckpointError
+from fe_operators.errors import CheckpointError, SpaceMismatchError
 from fe_operators.train.normalized import InputNormalizer, Inputs, physical_forward
 
 __all__ = [

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -31,15 +30,15 @@ import numpy as np
 import torch
 import yaml
 
+from fe_operators.cli import command
 from fe_operators.data import FEDataset, FEFile, split_indices
-from fe_operators.errors import FEOperatorsError, SpaceMismatchError
+from fe_operators.errors import CheckpointError, ConfigError, FEOperatorsError, SpaceMismatchError, UsageError
 from fe_operators.train.checkpoint import (
     atomic_write, check_spaces, load_model, normalizers_from_payload, read_checkpoint,
 )
 from fe_operators.train.config import (
     ModelSection, RunConfig, config_to_dict, default_config_yaml, load_config, register_model_schema,
 )
-from fe_operators.train.errors import CheckpointError, ConfigError
 from fe_operators.train.rng import seed_everything
 from fe_operators.train.trainer import Trainer, TrainResult
 
@@ -213,33 +212,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_train(argv: list[str] | None = None) -> int:
-    """Entry point of ``fe-operators train``; returns the exit status.
+@command("train")
+def main_train(argv: list[str]) -> int:
+    """Entry point of ``fe-operators train`` (``main_train(argv=None)``); returns the exit status.
 
-    Exit status 0 on success, 1 on a data/checkpoint/training error, 2 on a usage or
-    configuration error; errors are printed as one line to stderr.
+    0 on success, 1 on a data/checkpoint/training error, 2 on a usage or configuration
+    error; errors are one line on stderr (:func:`fe_operators.cli.run_command`).
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if argv is None:  # Firedrake hands sys.argv to PETSc on import: keep our flags away from it
-        sys.argv = sys.argv[:1]
+    args = parser.parse_args(argv)
     if args.print_config:
         sys.stdout.write(default_config_yaml(args.print_config))
         return 0
     if not args.config:
         parser.print_usage(sys.stderr)
-        print("fe-operators train: error: --config FILE is required", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config)
-        result = run_training(cfg, resume=args.resume)
-    except ConfigError as exc:
-        print(f"fe-operators train: error: {exc}", file=sys.stderr)
-        return 2
-    except FEOperatorsError as exc:
-        print(f"fe-operators train: error: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("--config FILE is required")
+    result = run_training(load_config(args.config), resume=args.resume)
     best = result.best
     print(f"{result.stopped}: {result.epochs} epochs, {result.step} steps; best {best['metric']} = "
           f"{best['value']} (epoch {best['epoch']}); run in {result.run_dir}")

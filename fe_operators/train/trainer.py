@@ -39,13 +39,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from fe_operators.data.dataset import FEDataset, UnitGaussianNormalizer
-from fe_operators.errors import SpaceMismatchError
+from fe_operators.errors import CheckpointError, RunDirectoryError, SpaceMismatchError, TrainingError
 from fe_operators.train.checkpoint import (
     check_spaces, model_class_path, model_payload, normalizer_payload, read_checkpoint, save_checkpoint,
     space_dicts,
 )
 from fe_operators.train.config import TrainSection
-from fe_operators.train.errors import CheckpointError, RunDirectoryError, TrainingError
 from fe_operators.train.metrics import MetricsLog
 from fe_operators.train.normalized import InputNormalizer, Inputs, inputs_to, physical_forward
 from fe_operators.train.optim import build_optimizer, build_scheduler
