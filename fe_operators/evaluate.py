@@ -184,21 +184,21 @@ def _check_other_mesh_spaces(expected: Mapping[str, Any], actual: Mapping[str, A
 
 def _per_dof_normalizers(loaded: Any) -> list[str]:
     """Which normalizers hold one statistic per DOF of the training mesh (mesh-bound)."""
-    from fe_operators.data.dataset import UnitGaussianNormalizer
+    from fe_operators.models.normalized import UnitGaussianNormalizer
 
     def bound(norm: UnitGaussianNormalizer, n_nodes: int) -> bool:
         return norm.mean.ndim >= 1 and int(norm.mean.shape[0]) == n_nodes
 
     out = []
     spaces = loaded.spaces
-    x = loaded.input_normalizer
+    x = loaded.model.input_normalizer
     if isinstance(x, UnitGaussianNormalizer):
         first = next(k for k in spaces if k.startswith("inputs/"))
         if bound(x, int(spaces[first]["n_nodes"])):
             out.append("input")
     elif x is not None:
         out += [f"input {n!r}" for n, m in x.items() if bound(m, int(spaces[f"inputs/{n}"]["n_nodes"]))]
-    y = loaded.output_normalizer
+    y = loaded.model.output_normalizer
     if y is not None and bound(y, int(spaces["output"]["n_nodes"])):
         out.append("output")
     return out
@@ -306,7 +306,6 @@ def evaluate_run(
     from fe_operators.models import SPON
     from fe_operators.models.build import context_from_problem
     from fe_operators.train.checkpoint import load_model
-    from fe_operators.train.normalized import physical_forward
 
     if split not in (None, "test", "all"):
         raise ValueError(f"expected split 'test' or 'all', got {split!r}")
@@ -315,26 +314,26 @@ def evaluate_run(
     ckpt = resolve_checkpoint(run, checkpoint)
     loaded = load_model(ckpt, device=device)
     file = FEFile(data)
-    model = loaded.model
+    model, network = loaded.model, loaded.network
     run_info = loaded.metadata.get("run") or {}
     run_config = run_info.get("config") or {}
     trained_on = run_info.get("dataset") or {}
     notes: list[str] = []
 
     # ---- does the data fit the model?
-    is_spon = isinstance(model, SPON)
+    is_spon = isinstance(network, SPON)
     if mesh is None:
         loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
         numbering = trained_on.get("numbering")
         if numbering and dict(numbering) != dict(file.numbering):
             hint = (" pass --mesh <its mesh> to evaluate this mesh-agnostic model there" if is_spon and
-                    model.mesh_agnostic else " this model runs only on its training mesh")
+                    network.mesh_agnostic else " this model runs only on its training mesh")
             raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the "
                                      f"model was trained on (another mesh, generated as "
                                      f"{file.provenance.get('mesh')!r});{hint}")
     else:
-        if not (is_spon and model.mesh_agnostic):
-            kind = f"a SPON with processor {model.processor_type!r}" if is_spon else type(model).__name__
+        if not (is_spon and network.mesh_agnostic):
+            kind = f"a SPON with processor {network.processor_type!r}" if is_spon else type(network).__name__
             from fe_operators.models import PROCESSORS
 
             agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
@@ -376,16 +375,14 @@ def evaluate_run(
     if mesh is not None:
         method = (run_config.get("model") or {}).get("method", "auto")
         context = context_from_problem(problem, method=method).to(torch.device(device))
-        model.check_context(context)
+        network.check_context(context)
 
     dataset = FEDataset(file.path, rows, dtype=torch.float64, preload=True)
     x, y = dataset.raw(np.arange(len(dataset)))
     n = len(dataset)
-    dtype = torch.float64 if is_spon else next(model.parameters()).dtype
+    dtype = torch.float64 if is_spon else next(network.parameters()).dtype
     x = _to(x, torch.device(device), dtype)
-    forward = functools.partial(physical_forward, model, input_normalizer=loaded.input_normalizer,
-                                output_normalizer=loaded.output_normalizer,
-                                **({} if context is None else {"context": context}))
+    forward = model if context is None else functools.partial(model, context=context)
     model.eval()
     pred = _predict_all(forward, x, n, batch_size)
     if pred.shape != y.shape:

@@ -86,14 +86,13 @@ def test_normalizers_fitted_on_the_train_split_only(files):
     inputs, output = FEFile(files["dg0"]).read(train)
     assert torch.allclose(x_norm["k"].mean, torch.from_numpy(inputs["k"].mean(0)), rtol=0, atol=1e-14)
     assert torch.allclose(y_norm.std, torch.from_numpy(output.std(0)), rtol=0, atol=1e-14)
-    ds = FEDataset(files["dg0"], train, input_normalizer=x_norm, output_normalizer=y_norm, dtype=torch.float64)
-    ys = torch.stack([ds[i][1] for i in range(len(ds))])
+    ds = FEDataset(files["dg0"], train, dtype=torch.float64)
+    ys = y_norm.encode(torch.stack([ds[i][1] for i in range(len(ds))]))
     assert torch.allclose(y_norm.decode(ys), torch.from_numpy(output), atol=1e-12)
 
 
 def test_dataloader_with_worker_processes(files):
-    x_norm, y_norm = FEDataset(files["const"]).fit_normalizers(per="global")
-    ds = FEDataset(files["const"], input_normalizer=x_norm, output_normalizer=y_norm)
+    ds = FEDataset(files["const"])
     serial = list(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=0))
     ds[0]  # a handle opened in the parent must not leak into the workers
     parallel = list(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2))

@@ -72,8 +72,7 @@ def test_vector_output_clamped_boundary_exact(kind):
 @pytest.mark.parametrize("kind", sorted(PROCESSORS))
 def test_boundary_exact_through_input_and_output_normalizers(poisson_like, kind):
     """The network sees encoded inputs and predicts encoded outputs; the boundary is still g."""
-    from fe_operators.data import UnitGaussianNormalizer
-    from fe_operators.train import physical_forward
+    from fe_operators.models import NormalizedModel, UnitGaussianNormalizer
 
     V, ctx = poisson_like
     torch.manual_seed(3)
@@ -89,10 +88,10 @@ def test_boundary_exact_through_input_and_output_normalizers(poisson_like, kind)
     # without re-imposition the boundary would carry the decoded encoded data: far off
     raw = y_norm.decode(model(x_norm.encode(x)))
     assert (raw[:, mask] - g[:, mask]).abs().max() > 1.0
-    u = physical_forward(model, x, x_norm, y_norm)
+    u = NormalizedModel(model, x_norm, y_norm)(x)
     assert u.dtype == torch.float64 and u.shape == (3, n)
     assert torch.equal(u[:, mask], g[:, mask])
     assert torch.equal(u[:, ~mask], raw[:, ~mask])
     # the same through another context object of the same mesh (the evaluate --mesh path)
-    u2 = physical_forward(model, x, x_norm, y_norm, context=ctx)
+    u2 = NormalizedModel(model, x_norm, y_norm)(x, context=ctx)
     assert torch.equal(u2, u)

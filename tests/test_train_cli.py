@@ -113,7 +113,7 @@ def test_run_folder_best_model_and_test_metrics(env, tmp_path, tiny_builder, cap
     assert set(doc["test"]) == {"rel_l2", "rel_h1"}
     # best.pt alone reproduces the test metric, in physical units
     best = load_model(run / "best.pt")
-    assert best.output_normalizer is None and best.input_normalizer.mean.shape == (2,)  # channels f, g
+    assert best.model.output_normalizer is None and best.model.input_normalizer.mean.shape == (2,)  # channels f, g
     file = FEFile(env / "p4.h5")
     best.check_spaces(file.space_dicts)
     assert best.metadata["run"]["config"]["data"]["split"] == [8, 2, 2]

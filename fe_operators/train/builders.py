@@ -22,8 +22,8 @@ processor's declared once in its ``Options`` dataclass (``fe-operators train
 
 Keys of another processor are an error, not ignored.  Normalisation: any
 ``data.normalize_inputs`` / ``normalize_output`` keeps SPON's Dirichlet values exact (the
-trainer re-imposes the physical boundary data after decoding, see
-:func:`~fe_operators.train.physical_forward`).
+:class:`~fe_operators.models.NormalizedModel` around the SPON re-imposes the physical
+boundary data after decoding).
 
 This module imports Firedrake only when a model is built.
 """

@@ -33,9 +33,8 @@ import yaml
 from fe_operators.cli import command
 from fe_operators.data import FEDataset, FEFile, split_indices
 from fe_operators.errors import CheckpointError, ConfigError, FEOperatorsError, SpaceMismatchError, UsageError
-from fe_operators.train.checkpoint import (
-    atomic_write, check_spaces, load_model, normalizers_from_payload, read_checkpoint,
-)
+from fe_operators.models.normalized import NormalizedModel
+from fe_operators.train.checkpoint import atomic_write, check_spaces, load_model, read_checkpoint
 from fe_operators.train.config import (
     ModelSection, RunConfig, config_to_dict, default_config_yaml, load_config, register_model_schema,
 )
@@ -172,25 +171,21 @@ def run_training(cfg: RunConfig, resume: bool = False) -> TrainResult:
     dtype = getattr(torch, cfg.data.dtype)
     datasets = [FEDataset(file.path, idx, dtype=dtype, preload=cfg.data.preload) for idx in (train_idx, val_idx)]
     test = FEDataset(file.path, test_idx, dtype=dtype, preload=cfg.data.preload) if test_idx.size else None
-    if stored is not None:
-        x_norm = normalizers_from_payload(stored["normalizers"]["input"])
-        y_norm = normalizers_from_payload(stored["normalizers"]["output"])
-    else:
-        x_norm = y_norm = None
-        if cfg.data.normalize_inputs != "none":
-            x_norm, _ = datasets[0].fit_normalizers(per=cfg.data.normalize_inputs)
-        if cfg.data.normalize_output != "none":
-            _, y_norm = datasets[0].fit_normalizers(per=cfg.data.normalize_output)
+    x_norm = y_norm = None  # fitted on the train split; a resumed run then loads the stored ones
+    if cfg.data.normalize_inputs != "none":
+        x_norm, _ = datasets[0].fit_normalizers(per=cfg.data.normalize_inputs)
+    if cfg.data.normalize_output != "none":
+        _, y_norm = datasets[0].fit_normalizers(per=cfg.data.normalize_output)
 
     from fe_operators.train.losses import relative_loss_for_file
 
     names = [cfg.train.loss] + [m for m in cfg.train.metrics if m != cfg.train.loss]
     metrics = {name: relative_loss_for_file(file, name) for name in names}
-    model = build_model(cfg.model, datasets[0])
+    model = NormalizedModel(build_model(cfg.model, datasets[0]), x_norm, y_norm)
     run_info = {"config": resolved, "dataset": {"path": file.path, "numbering": dict(file.numbering)}}
     trainer = Trainer(model, metrics[cfg.train.loss], datasets[0], datasets[1], run_dir=run_dir,
-                      settings=cfg.train, metrics=metrics, select=cfg.train.loss, input_normalizer=x_norm,
-                      output_normalizer=y_norm, spaces=file.space_dicts, run_info=run_info)
+                      settings=cfg.train, metrics=metrics, select=cfg.train.loss, spaces=file.space_dicts,
+                      run_info=run_info)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(resolved, sort_keys=False)
     atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))

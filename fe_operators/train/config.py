@@ -115,11 +115,12 @@ class DataSection:
     seed: int = option("Seed of the random split.", default=0)
     normalize_inputs: Literal["dof", "global", "none"] = option(
         "Unit-Gaussian normalizer of the inputs, fitted on the train split: one mean/std per DOF ('dof'), "
-        "per channel ('global'), or none. The model sees encoded inputs.", default="dof")
+        "per channel ('global'), or none. The normalizers are part of the model (its network sees encoded "
+        "inputs; the model takes and returns physical values).", default="dof")
     normalize_output: Literal["dof", "global", "none"] = option(
-        "Normalizer of the output, as normalize_inputs: the model predicts encoded outputs, which the trainer "
-        "decodes before the loss (a SPON's Dirichlet DOFs are then reset to the physical boundary data, so "
-        "they stay exact).", default="dof")
+        "Normalizer of the output, as normalize_inputs: the network predicts encoded outputs, which the model "
+        "decodes (a SPON's Dirichlet DOFs are then reset to the physical boundary data, so they stay "
+        "exact).", default="dof")
     dtype: Literal["float32", "float64"] = option("Dtype of the tensors the model sees.", default="float32")
     preload: bool = option("Read the selected samples into memory once (faster epochs).", default=True)
 
