@@ -102,7 +102,7 @@ def predict(
         for a model with Dirichlet DOFs (their data are the fixed lifting).
     context
         The mesh context to use.  Default: the model's own if it matches the spaces,
-        else one built with :meth:`MeshContext.from_spaces`.
+        else one built with :func:`~fe_operators.models.build.context_from_spaces`.
     input_spaces
         Spaces for inputs given as expressions.
     lifting
@@ -169,7 +169,9 @@ def predict(
                         "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
                         "stored mesh context: pass bcs= (Dirichlet conditions on output_space) or context="
                     )
-                ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method)
+                from fe_operators.models.build import context_from_spaces
+
+                ctx = context_from_spaces(ordered, output_space, bcs, method=method)
     device = next(model.parameters()).device
     if ctx is not None:
         ctx = ctx.to(device)
