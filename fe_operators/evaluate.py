@@ -256,6 +256,11 @@ def evaluate_run(
 ) -> EvaluationResult:
     """Evaluate a trained model on a dataset; write plots, a .vtu and ``evaluation.json``.
 
+    Steps: check the arguments, load the checkpoint, check that the data fit the model
+    (:func:`_check_fit`), pick the samples (:func:`_select_rows`), rebuild the problem
+    and the mesh context (:func:`_problem_and_context`), predict (:func:`_predict`),
+    measure (:func:`_measure`) and write the files (:func:`_write_files`).
+
     Parameters
     ----------
     run
@@ -298,13 +303,7 @@ def evaluate_run(
     ValueError
         Bad arguments (split, batch size).
     """
-    import firedrake as fd
-
-    from fe_operators.data import FEDataset, FEFile
-    from fe_operators.fem import DirichletDofs, FENorm
-    from fe_operators.io import write_fields
-    from fe_operators.models import SPON
-    from fe_operators.models.build import context_from_problem
+    from fe_operators.data import FEFile
     from fe_operators.train.checkpoint import load_model
 
     if split not in (None, "test", "all"):
@@ -314,14 +313,42 @@ def evaluate_run(
     ckpt = resolve_checkpoint(run, checkpoint)
     loaded = load_model(ckpt, device=device)
     file = FEFile(data)
-    model, network = loaded.model, loaded.network
-    run_info = loaded.metadata.get("run") or {}
-    run_config = run_info.get("config") or {}
-    trained_on = run_info.get("dataset") or {}
-    notes: list[str] = []
+    other_mesh = _check_fit(loaded, file, mesh)
+    split, rows = _select_rows(loaded, file, split)
+    problem, context = _problem_and_context(loaded, file, other_mesh, device)
+    pred, y, ms = _predict(loaded, file, rows, context, batch_size, device)
+    rel_l2, rel_h1, boundary, notes = _measure(problem, pred, y)
+    result = EvaluationResult(
+        checkpoint=str(ckpt), data=file.path, mesh=str(file.provenance.get("mesh")), split=split,
+        other_mesh=other_mesh, indices=rows, rel_l2=rel_l2, rel_h1=rel_h1, boundary_error=boundary,
+        n_params=sum(int(p.numel()) for p in loaded.model.parameters()), ms_per_sample=ms,
+        batch_size=batch_size, device=str(device), notes=notes,
+    )
+    out = Path(out) if out is not None else ckpt.parent / f"eval-{Path(file.path).stem}-{split}"
+    _write_files(result, out, file, problem, pred, plots)
+    return result
 
-    # ---- does the data fit the model?
+
+def _run_info(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run configuration and the training dataset (path, numbering) a checkpoint records."""
+    info = loaded.metadata.get("run") or {}
+    return info.get("config") or {}, info.get("dataset") or {}
+
+
+def _check_fit(loaded: Any, file: Any, mesh: str | None) -> bool:
+    """Check that the dataset fits the model; return whether it is on another mesh (``--mesh``).
+
+    Raises
+    ------
+    SpaceMismatchError
+        See :func:`evaluate_run`.
+    """
+    from fe_operators.models import PROCESSORS, SPON
+
+    network = loaded.network
     is_spon = isinstance(network, SPON)
+    _, trained_on = _run_info(loaded)
+    ckpt = loaded.path
     if mesh is None:
         loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
         numbering = trained_on.get("numbering")
@@ -331,26 +358,28 @@ def evaluate_run(
             raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the "
                                      f"model was trained on (another mesh, generated as "
                                      f"{file.provenance.get('mesh')!r});{hint}")
-    else:
-        if not (is_spon and network.mesh_agnostic):
-            kind = f"a SPON with processor {network.processor_type!r}" if is_spon else type(network).__name__
-            from fe_operators.models import PROCESSORS
+        return False
+    if not (is_spon and network.mesh_agnostic):
+        kind = f"a SPON with processor {network.processor_type!r}" if is_spon else type(network).__name__
+        agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
+        raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor {agnostic}); the "
+                                 f"checkpoint {ckpt} holds {kind}, which runs only on its training mesh")
+    bound = _per_dof_normalizers(loaded)
+    if bound:
+        raise SpaceMismatchError(f"--mesh: the checkpoint {ckpt} was trained with per-DOF normalizers "
+                                 f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per "
+                                 "node of the training mesh; retrain with 'global' or 'none' to evaluate "
+                                 "on other meshes")
+    if _mesh_spec(mesh) != file.provenance.get("mesh"):
+        raise SpaceMismatchError(f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh "
+                                 f"{file.provenance.get('mesh')!r}; generate data on {mesh!r} first")
+    _check_other_mesh_spaces(loaded.spaces, file.space_dicts, str(ckpt), file.path)
+    return True
 
-            agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
-            raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor {agnostic}); the "
-                                     f"checkpoint {ckpt} holds {kind}, which runs only on its training mesh")
-        bound = _per_dof_normalizers(loaded)
-        if bound:
-            raise SpaceMismatchError(f"--mesh: the checkpoint {ckpt} was trained with per-DOF normalizers "
-                                     f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per "
-                                     "node of the training mesh; retrain with 'global' or 'none' to evaluate "
-                                     "on other meshes")
-        if _mesh_spec(mesh) != file.provenance.get("mesh"):
-            raise SpaceMismatchError(f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh "
-                                     f"{file.provenance.get('mesh')!r}; generate data on {mesh!r} first")
-        _check_other_mesh_spaces(loaded.spaces, file.space_dicts, str(ckpt), file.path)
 
-    # ---- which samples
+def _select_rows(loaded: Any, file: Any, split: str | None) -> tuple[str, np.ndarray]:
+    """The split (default: ``"test"`` for the run's training file, else ``"all"``) and its file rows."""
+    run_config, trained_on = _run_info(loaded)
     same_file = bool(trained_on.get("path")) and os.path.abspath(trained_on["path"]) == os.path.abspath(file.path) \
         and dict(trained_on.get("numbering") or {}) == dict(file.numbering)
     split = split or ("test" if same_file else "all")
@@ -365,33 +394,57 @@ def evaluate_run(
         rows = np.flatnonzero(file.done)
         if rows.size == 0:
             raise ValueError(f"{file.path} holds no valid samples")
+    return split, rows
 
-    # ---- the problem, in the stored DOF order (checked), its norms and Dirichlet DOFs
+
+def _problem_and_context(loaded: Any, file: Any, other_mesh: bool, device: str) -> tuple[Any, Any]:
+    """The dataset's problem (in the stored DOF order, checked) and, on another mesh, its mesh context."""
+    from fe_operators.models.build import context_from_problem
+
     problem = file.rebuild_problem()
-    V = problem.output_space
-    templates = {n: fd.Function(W) for n, W in problem.input_spaces.items()}
-    mask = DirichletDofs(V, problem.output_bcs(templates)).mask
-    context = None
-    if mesh is not None:
-        method = (run_config.get("model") or {}).get("method", "auto")
-        context = context_from_problem(problem, method=method).to(torch.device(device))
-        network.check_context(context)
+    if not other_mesh:
+        return problem, None
+    run_config, _ = _run_info(loaded)
+    method = (run_config.get("model") or {}).get("method", "auto")
+    context = context_from_problem(problem, method=method).to(torch.device(device))
+    loaded.network.check_context(context)
+    return problem, context
+
+
+def _predict(loaded: Any, file: Any, rows: np.ndarray, context: Any, batch_size: int,
+             device: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Predictions and truths ``(n, n_nodes[, ncomp])`` float64 on the CPU, and ms per sample."""
+    from fe_operators.data import FEDataset
+    from fe_operators.models import SPON
 
     dataset = FEDataset(file.path, rows, dtype=torch.float64, preload=True)
     x, y = dataset.raw(np.arange(len(dataset)))
     n = len(dataset)
-    dtype = torch.float64 if is_spon else next(network.parameters()).dtype
+    network = loaded.network
+    dtype = torch.float64 if isinstance(network, SPON) else next(network.parameters()).dtype
     x = _to(x, torch.device(device), dtype)
+    model = loaded.model
     forward = model if context is None else functools.partial(model, context=context)
     model.eval()
     pred = _predict_all(forward, x, n, batch_size)
     if pred.shape != y.shape:
         raise SpaceMismatchError(f"the model predicts DOF tensors of shape {tuple(pred.shape)}, the dataset holds "
                                  f"{tuple(y.shape)}")
+    return pred, y, _time_per_sample(forward, x, n, batch_size)
+
+
+def _measure(problem: Any, pred: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+    """Per-sample relative L2 and H1 errors, the max boundary error, and notes."""
+    import firedrake as fd
+
+    from fe_operators.fem import DirichletDofs, FENorm
+
+    notes: list[str] = []
     if not torch.isfinite(pred).all():
         notes.append("the model predicts non-finite values")
-    ms = _time_per_sample(forward, x, n, batch_size)
-
+    V = problem.output_space
+    templates = {n: fd.Function(W) for n, W in problem.input_spaces.items()}
+    mask = DirichletDofs(V, problem.output_bcs(templates)).mask
     rel_l2 = FENorm.l2(V).relative(pred, y).numpy()
     rel_h1 = FENorm.h1(V).relative(pred, y).numpy()
     m = mask.reshape(y.shape[1:])
@@ -402,18 +455,19 @@ def evaluate_run(
     else:
         boundary = 0.0
         notes.append("the output has no Dirichlet DOFs; the boundary error is 0 by definition")
-    n_params = sum(int(p.numel()) for p in model.parameters())
+    return rel_l2, rel_h1, boundary, notes
 
-    result = EvaluationResult(
-        checkpoint=str(ckpt), data=file.path, mesh=str(file.provenance.get("mesh")), split=split,
-        other_mesh=mesh is not None, indices=rows, rel_l2=rel_l2, rel_h1=rel_h1, boundary_error=boundary,
-        n_params=n_params, ms_per_sample=ms, batch_size=batch_size, device=str(device), notes=notes,
-    )
 
-    # ---- files: plots, vtu, json
-    run_folder = ckpt.parent
-    out = Path(out) if out is not None else run_folder / f"eval-{Path(file.path).stem}-{split}"
+def _write_files(result: EvaluationResult, out: Path, file: Any, problem: Any, pred: torch.Tensor,
+                 plots: int) -> None:
+    """Write ``samples.png`` (first, median, worst), ``samples.vtu`` and ``evaluation.json`` to ``out``."""
+    import firedrake as fd
+
+    from fe_operators.io import write_fields
+
     out.mkdir(parents=True, exist_ok=True)
+    rows, rel_l2, n = result.indices, result.rel_l2, result.n_samples
+    V = problem.output_space
     order = np.argsort(rel_l2, kind="stable")
     picks = list(dict.fromkeys([0, int(order[n // 2]), int(order[-1])]))[:max(0, min(plots, 3))] or [0]
     inputs_np, output_np = file.read(rows[picks])
@@ -440,15 +494,14 @@ def evaluate_run(
                                                   shared=[("truth", "prediction")],
                                                   title=f"{Path(file.path).name}: truth, prediction, error"))
         except UnsupportedSpaceError as exc:
-            notes.append(f"no plot: {exc}")
+            result.notes.append(f"no plot: {exc}")
     result.files["vtu"] = str(write_fields(out / "samples.vtu", fields))
     result.files["json"] = str(out / "evaluation.json")
     payload = result.summary()
     payload["indices"] = rows.tolist()
     payload["rel_l2_per_sample"] = rel_l2.tolist()
-    payload["rel_h1_per_sample"] = rel_h1.tolist()
+    payload["rel_h1_per_sample"] = result.rel_h1.tolist()
     (out / "evaluation.json").write_text(json.dumps(payload, indent=1) + "\n")
-    return result
 
 
 # ----------------------------------------------------------------------------- CLI

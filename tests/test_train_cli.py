@@ -189,3 +189,20 @@ def test_cli_errors_are_clear(env, tmp_path, tiny_builder, capsys, monkeypatch):
     # a missing dataset
     assert main_train(["--config", str(write_config(tmp_path / "d.yaml", tmp_path / "none.h5", tmp_path / "d"))]) == 1
     assert "no dataset file at" in capsys.readouterr().err
+
+
+def test_train_threads_pins_torch_and_numba(env, tmp_path, tiny_builder):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(2)
+    torch.set_num_threads(2)
+    try:
+        cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1)
+        assert main_train(["--config", str(cfg)]) == 0
+        assert (numba.get_num_threads(), torch.get_num_threads()) == (1, 1)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        torch.set_num_threads(torch_threads)

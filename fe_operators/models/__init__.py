@@ -30,7 +30,7 @@ Example
 >>> from fe_operators.problems import get_problem
 >>> from fe_operators.models import predict, spon_for_problem
 >>> problem = get_problem("poisson", fd.UnitSquareMesh(32, 32))
->>> model = spon_for_problem(problem, "gnn", width=32, depth=2, latent_cells=16, latent_modes=8)
+>>> model = spon_for_problem(problem, "gnn", depth=3)   # other options: GNNOptions' defaults
 >>> inputs = [problem.sample_inputs(rng) for rng in rngs]
 >>> u = predict(model, inputs, problem.output_space)                  # list of Functions
 >>> fine = get_problem("poisson", fd.UnitSquareMesh(64, 64))

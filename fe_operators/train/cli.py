@@ -41,7 +41,8 @@ from fe_operators.train.config import (
 from fe_operators.train.rng import seed_everything
 from fe_operators.train.trainer import Trainer, TrainResult
 
-__all__ = ["MODEL_BUILDERS", "ModelBuilder", "register_model", "build_model", "run_training", "main_train"]
+__all__ = ["MODEL_BUILDERS", "ModelBuilder", "register_model", "build_model", "run_training", "main_train",
+           "pin_threads"]
 
 ModelBuilder = Callable[[ModelSection, FEDataset], torch.nn.Module]
 
@@ -93,6 +94,18 @@ def build_model(section: ModelSection, dataset: FEDataset) -> torch.nn.Module:
         if isinstance(exc, FEOperatorsError):
             raise
         raise ConfigError("model", f"the {section.type!r} builder rejected the section: {exc}") from exc
+
+
+def pin_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in torch and in numba's parallel kernels (graphs, sparse products).
+
+    numba cannot go above the pool it started with (``NUMBA_NUM_THREADS``, by default the
+    number of cores), so its count is capped there.
+    """
+    import numba
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 def _split(file: FEFile, split: list, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,7 +169,7 @@ def run_training(cfg: RunConfig, resume: bool = False) -> TrainResult:
         raise ConfigError("out.dir", f"{run_dir} already holds a run; pass --resume to continue it, or choose "
                                      "another out.dir")
     if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
+        pin_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
 
     file = FEFile(cfg.data.path)

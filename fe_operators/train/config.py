@@ -173,8 +173,9 @@ class TrainSection:
         "Validation (and test) metrics logged in addition to the loss.", default_factory=lambda: ["rel_l2"])
     seed: int = option("Seed of model initialisation, data order and every RNG.", default=0)
     device: str = option("Torch device, e.g. 'cpu' or 'cuda:0'.", _device, default="cpu")
-    threads: Union[int, None] = option("torch.set_num_threads (null: leave torch's default). Fix it for "
-                                     "bitwise-reproducible CPU runs.", optional(positive), default=None)
+    threads: Union[int, None] = option("CPU threads of torch (torch.set_num_threads) and of numba's kernels "
+                                     "(null: leave their defaults). Fix it for bitwise-reproducible CPU runs.",
+                                     optional(positive), default=None)
     deterministic: bool = option("torch.use_deterministic_algorithms during training (warn-only).", default=True)
     checkpoint_every: int = option("Also write last.pt every this many optimizer steps (0: only at epoch "
                                  "ends).", non_negative, default=0)
