@@ -20,7 +20,7 @@ spaces and meshes
     :class:`NoHierarchyError`
 data (generation, HDF5 files, datasets)
     :class:`OutputError`, :class:`DatasetFileError`, :class:`SettingsMismatchError`,
-    :class:`NumberingError`, :class:`GenerationError`
+    :class:`NumberingError`, :class:`GenerationError`, :class:`NonFiniteError`
 training (checkpoints, runs)
     :class:`CheckpointError`, :class:`TrainingError`, :class:`RunDirectoryError`
 """
@@ -46,6 +46,7 @@ __all__ = [
     "SettingsMismatchError",
     "NumberingError",
     "GenerationError",
+    "NonFiniteError",
     "CheckpointError",
     "TrainingError",
     "RunDirectoryError",
@@ -199,6 +200,11 @@ class GenerationError(FEOperatorsError, RuntimeError):
             f"sample {self.sample} failed: {self.message}; stopped, {self.stored} valid samples "
             f"stored in {self.path} (the failed sample is not stored)"
         )
+
+
+class NonFiniteError(FEOperatorsError, ValueError):
+    """NaN or infinite values where finite ones are needed: in a dataset's samples (named by
+    sample and field) or in a model's predictions (with how many samples)."""
 
 
 # ----------------------------------------------------------------------------- training

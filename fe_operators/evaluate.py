@@ -2,7 +2,7 @@
 
 Usage::
 
-    fe-operators evaluate RUN_DIR --data data.h5 [--mesh SPEC] [--split test|all] [--out DIR]
+    fe-operators evaluate RUN_DIR --data data.h5 [--split test|all] [--out DIR]
 
 ``RUN_DIR`` is a run folder of ``fe-operators train`` (its ``best.pt`` is used, or
 ``--checkpoint last``) or a checkpoint file.  Printed (and written to
@@ -21,12 +21,19 @@ the mesh, for the first, the median and the worst sample by relative L2),
 ``samples.vtu`` (the same fields, for ParaView) and ``evaluation.json``.
 
 Data and model must agree: the dataset's spaces are checked against those the model was
-trained on, and (without ``--mesh``) its DOF numbering against the training data's, each
-mismatch an error naming it.  ``--mesh SPEC`` evaluates a mesh-agnostic model (SPON with
-the GNN processor) on data generated on another mesh ``SPEC`` of the domain (a mesh spec
-as for ``fe-operators generate``, which must be the dataset's): the model gets a new mesh
-context built for the problem on that mesh.  A fixed-mesh model (MLP processor), or one
-trained with per-DOF normalizers, is refused with a clear error.
+trained on (element, cell, shape, components), each mismatch an error naming it.  The
+dataset records the mesh it was generated on, and evaluation always runs there:
+
+* the training mesh (the DOF numbering of the training data): the model's own mesh
+  context;
+* another mesh of the domain: a mesh-agnostic model (SPON with the ``gnn`` or
+  ``multigrid`` processor) runs with a mesh context built for the dataset's problem on
+  its mesh (``other_mesh`` in the result); a fixed-mesh model (``mlp`` processor), or one
+  trained with per-DOF normalizers, is refused with an error saying what to do.
+
+``--mesh SPEC`` is not needed; given, it asserts that the dataset was generated on mesh
+``SPEC`` (a spec as for ``fe-operators generate``) and that the model is mesh-agnostic.
+Non-finite predictions are an error naming how many samples have them.
 
 The problem is rebuilt from the dataset's provenance with
 :meth:`~fe_operators.data.FEFile.rebuild_problem`, whose DOF numbering is checked to equal
@@ -50,7 +57,7 @@ import numpy as np
 import torch
 
 from fe_operators.cli import command
-from fe_operators.errors import SpaceMismatchError
+from fe_operators.errors import NonFiniteError, SpaceMismatchError, UsageError
 
 __all__ = ["EvaluationResult", "evaluate_run", "format_table", "main_evaluate", "resolve_checkpoint"]
 
@@ -69,7 +76,7 @@ class EvaluationResult:
     split
         ``"test"`` (the run's test split of its training file) or ``"all"``.
     other_mesh
-        Whether the model ran on another mesh than its training mesh (``--mesh``).
+        Whether the model ran on another mesh than its training mesh (the dataset's).
     indices
         File rows evaluated.
     rel_l2, rel_h1
@@ -268,8 +275,8 @@ def evaluate_run(
     data
         A dataset file of ``fe-operators generate``.
     mesh
-        Evaluate on another mesh: the mesh spec the dataset was generated on (GNN-SPON
-        only).  None: the dataset must be on the training mesh.
+        Optional: assert that the dataset was generated on this mesh spec (and that the
+        model is mesh-agnostic).  Evaluation always runs on the dataset's own mesh.
     split
         ``"test"``: the run's test split (``data`` must be its training file); ``"all"``:
         every valid sample.  Default: ``"test"`` for the training file, else ``"all"``.
@@ -295,21 +302,20 @@ def evaluate_run(
     DatasetFileError
         ``data`` is not a dataset file.
     SpaceMismatchError
-        Spaces or DOF numbering of the data differ from the model's; ``mesh`` with a
-        fixed-mesh model or mesh-bound normalizers; ``mesh`` not the dataset's mesh.
+        The data's spaces differ from the model's; the data are on another mesh and the
+        model is fixed-mesh or has mesh-bound normalizers; ``mesh`` not the dataset's mesh.
+    NonFiniteError
+        The model predicts NaN or infinite values (or the dataset holds some).
     NumberingError
         The problem rebuilt from the dataset's provenance numbers its DOFs differently
         from the stored arrays.
-    ValueError
-        Bad arguments (split, batch size).
+    UsageError
+        Bad arguments (split, batch size, plots, an unknown or unavailable device).
     """
     from fe_operators.data import FEFile
     from fe_operators.train.checkpoint import load_model
 
-    if split not in (None, "test", "all"):
-        raise ValueError(f"expected split 'test' or 'all', got {split!r}")
-    if batch_size < 1:
-        raise ValueError(f"expected a positive batch size, got {batch_size}")
+    _check_arguments(split, batch_size, plots, device)
     ckpt = resolve_checkpoint(run, checkpoint)
     loaded = load_model(ckpt, device=device)
     file = FEFile(data)
@@ -329,6 +335,21 @@ def evaluate_run(
     return result
 
 
+def _check_arguments(split: Any, batch_size: Any, plots: Any, device: Any) -> None:
+    """Raise :class:`~fe_operators.errors.UsageError` (a ``ValueError``) naming a bad argument."""
+    from fe_operators.train.config import device_error
+
+    if split not in (None, "test", "all"):
+        raise UsageError(f"--split: expected 'test' or 'all', got {split!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size: expected a positive integer, got {batch_size!r}")
+    if not isinstance(plots, int) or not 0 <= plots <= 3:
+        raise UsageError(f"--plots: expected 0, 1, 2 or 3 (samples plotted: first, median, worst), got {plots!r}")
+    why = device_error(device)
+    if why:
+        raise UsageError(f"--device: {why}")
+
+
 def _run_info(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run configuration and the training dataset (path, numbering) a checkpoint records."""
     info = loaded.metadata.get("run") or {}
@@ -336,7 +357,13 @@ def _run_info(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _check_fit(loaded: Any, file: Any, mesh: str | None) -> bool:
-    """Check that the dataset fits the model; return whether it is on another mesh (``--mesh``).
+    """Check that the dataset fits the model; return whether it is on another mesh than the training data.
+
+    The dataset records its mesh, so no option is needed to evaluate on it: on the
+    training mesh (same DOF numbering as the training data) the model runs with its own
+    mesh context; on another mesh of the domain a mesh-agnostic model runs with a context
+    built for the dataset's mesh, and a fixed-mesh model is refused.  ``mesh`` (``--mesh``)
+    only asserts which mesh the dataset is on.
 
     Raises
     ------
@@ -344,36 +371,45 @@ def _check_fit(loaded: Any, file: Any, mesh: str | None) -> bool:
         See :func:`evaluate_run`.
     """
     from fe_operators.models import PROCESSORS, SPON
+    from fe_operators.train.checkpoint import space_dicts
 
     network = loaded.network
-    is_spon = isinstance(network, SPON)
+    stored = file.provenance.get("mesh")
+    if mesh is not None and _mesh_spec(mesh) != stored:
+        raise SpaceMismatchError(
+            f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh {stored!r}; evaluate always runs on "
+            f"the dataset's own mesh, so --mesh is not needed; to evaluate on {mesh!r}, generate data there "
+            f"(fe-operators generate {file.provenance.get('problem')} --mesh {mesh} ...) and pass it as --data")
+    _check_other_mesh_spaces(loaded.spaces, file.space_dicts, loaded.path, file.path)
     _, trained_on = _run_info(loaded)
-    ckpt = loaded.path
-    if mesh is None:
-        loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
-        numbering = trained_on.get("numbering")
-        if numbering and dict(numbering) != dict(file.numbering):
-            hint = (" pass --mesh <its mesh> to evaluate this mesh-agnostic model there" if is_spon and
-                    network.mesh_agnostic else " this model runs only on its training mesh")
-            raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the "
-                                     f"model was trained on (another mesh, generated as "
-                                     f"{file.provenance.get('mesh')!r});{hint}")
+    numbering = trained_on.get("numbering")
+    if (dict(numbering) == dict(file.numbering) if numbering else
+            space_dicts(loaded.spaces) == space_dicts(file.space_dicts)):
         return False
-    if not (is_spon and network.mesh_agnostic):
-        kind = f"a SPON with processor {network.processor_type!r}" if is_spon else type(network).__name__
-        agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
-        raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor {agnostic}); the "
-                                 f"checkpoint {ckpt} holds {kind}, which runs only on its training mesh")
+    # another mesh of the domain
+    agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
+    if not (isinstance(network, SPON) and network.mesh_agnostic):
+        kind = f"a SPON with processor {network.processor_type!r}" if isinstance(network, SPON) else \
+            type(network).__name__
+        how = (f"evaluate it on data generated on its training mesh ({trained_on.get('path') or 'see the run'}), "
+               f"or train a mesh-agnostic model (SPON with processor {agnostic})")
+        if mesh is not None:
+            raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor {agnostic}); the "
+                                     f"checkpoint {loaded.path} holds {kind}, which runs only on its training mesh")
+        try:
+            loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
+        except SpaceMismatchError as exc:
+            raise SpaceMismatchError(f"{exc}; the checkpoint holds {kind}, which runs only on its training "
+                                     f"mesh: {how}") from None
+        raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the model "
+                                 f"was trained on (another mesh, generated as {stored!r}); the checkpoint holds "
+                                 f"{kind}, which runs only on its training mesh: {how}")
     bound = _per_dof_normalizers(loaded)
     if bound:
-        raise SpaceMismatchError(f"--mesh: the checkpoint {ckpt} was trained with per-DOF normalizers "
-                                 f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per "
-                                 "node of the training mesh; retrain with 'global' or 'none' to evaluate "
-                                 "on other meshes")
-    if _mesh_spec(mesh) != file.provenance.get("mesh"):
-        raise SpaceMismatchError(f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh "
-                                 f"{file.provenance.get('mesh')!r}; generate data on {mesh!r} first")
-    _check_other_mesh_spaces(loaded.spaces, file.space_dicts, str(ckpt), file.path)
+        raise SpaceMismatchError(f"the dataset {file.path} is on another mesh ({stored!r}) than the training data, "
+                                 f"but the checkpoint {loaded.path} was trained with per-DOF normalizers "
+                                 f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per node of "
+                                 "the training mesh; retrain with 'global' or 'none' to evaluate on other meshes")
     return True
 
 
@@ -430,6 +466,12 @@ def _predict(loaded: Any, file: Any, rows: np.ndarray, context: Any, batch_size:
     if pred.shape != y.shape:
         raise SpaceMismatchError(f"the model predicts DOF tensors of shape {tuple(pred.shape)}, the dataset holds "
                                  f"{tuple(y.shape)}")
+    bad = np.flatnonzero(~torch.isfinite(pred.reshape(n, -1)).all(dim=1).numpy())
+    if bad.size:
+        shown = ", ".join(str(int(r)) for r in rows[bad[:10]]) + (", ..." if bad.size > 10 else "")
+        raise NonFiniteError(f"the model predicts NaN or infinite values for {bad.size} of {n} samples (file rows "
+                             f"{shown}); the checkpoint {loaded.path} is broken or its training diverged: try "
+                             "another checkpoint (--checkpoint best|last) or retrain with a lower train.lr")
     return pred, y, _time_per_sample(forward, x, n, batch_size)
 
 
@@ -440,8 +482,6 @@ def _measure(problem: Any, pred: torch.Tensor, y: torch.Tensor) -> tuple[np.ndar
     from fe_operators.fem import DirichletDofs, FENorm
 
     notes: list[str] = []
-    if not torch.isfinite(pred).all():
-        notes.append("the model predicts non-finite values")
     V = problem.output_space
     templates = {n: fd.Function(W) for n, W in problem.input_spaces.items()}
     mask = DirichletDofs(V, problem.output_bcs(templates)).mask
@@ -513,14 +553,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR", help="run folder of 'fe-operators train' (or a checkpoint file)")
     p.add_argument("--data", required=True, metavar="FILE", help="dataset file of 'fe-operators generate'")
     p.add_argument("--mesh", metavar="SPEC",
-                   help="evaluate a mesh-agnostic (GNN) model on another mesh: the mesh spec the dataset was "
-                        "generated on")
+                   help="not needed: evaluation runs on the mesh the dataset records (a mesh-agnostic model also "
+                        "on other meshes than its training mesh); given, it asserts the dataset's mesh spec")
     p.add_argument("--split", choices=("test", "all"),
                    help="the run's test split (default for its training file) or all samples (default otherwise)")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/eval-<data>-<split>)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of RUN_DIR")
     p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass (default 32)")
-    p.add_argument("--plots", type=int, default=3, help="samples to plot, 0-3 (default 3)")
+    p.add_argument("--plots", type=int, default=3, choices=range(4), metavar="{0,1,2,3}",
+                   help="samples to plot: first, median, worst (default 3; 0: no PNG)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return p
 

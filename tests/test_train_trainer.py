@@ -234,3 +234,16 @@ def test_learning_rate_schedules():
     assert [step(s) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
     assert lr_factor(SchedulerSection(name="none"), 1e-3, 10, 100)(77) == 1.0
     assert math.isclose(cos(10**6), 0.1)
+
+
+def test_one_line_per_epoch_without_progress_bars(tiny, tmp_path, capsys):
+    none = SchedulerSection(name="none")
+    trainer = make_trainer(tiny, tmp_path, epochs=3, scheduler=none, batch_size=8,
+                           metrics={"score": Scripted([0.5, 0.2, 0.4]), "loss": rel_l2})
+    trainer.fit()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    rows = trainer.log.rows
+    for line, row, star in zip(lines, rows, ("*", "*", "")):
+        assert line == (f"epoch {row['epoch']}/3: train_loss {row['train_loss']:.3e}, val_score "
+                        f"{row['val_score']:.3e}{star}, val_loss {row['val_loss']:.3e} ({row['epoch_time']:.1f} s)")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 import torch
 
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
@@ -109,8 +110,9 @@ class SparseMap:
         """The map as a torch sparse CSR tensor of ``dtype`` (on the arrays' device), cached."""
         key = ("matrix", dtype)
         if key not in self._cache:
-            self._cache[key] = torch.sparse_csr_tensor(
-                self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
+            with csr_beta_warning_silenced():
+                self._cache[key] = torch.sparse_csr_tensor(
+                    self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
         return self._cache[key]
 
     def transpose(self) -> "SparseMap":

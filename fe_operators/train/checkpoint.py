@@ -61,6 +61,7 @@ import torch
 from fe_operators.errors import CheckpointError, SpaceMismatchError
 from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.models.registry import check_model_class, class_reference, model_class
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 __all__ = [
     "FORMAT",
@@ -291,7 +292,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(path, "not a regular file")
     try:
-        with warnings.catch_warnings():  # a corrupt file can look like an odd pickle protocol
+        with warnings.catch_warnings(), csr_beta_warning_silenced():  # stored CSR operators are rebuilt here
+            # a corrupt file can look like an odd pickle protocol
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

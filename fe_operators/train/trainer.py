@@ -5,7 +5,8 @@ Layering (override one method to change one step)::
     fit                       fresh start or resume, the epoch loop, stop on time budget
     └─ train_one_epoch        data order, mid-epoch checkpoints, progress bar
        └─ train_one_batch     forward → compute_loss → backward → optimizer/scheduler step
-    └─ finish_epoch           evaluate (validation metrics), metrics row, best.pt, last.pt
+    └─ finish_epoch           evaluate (validation metrics), metrics row, best.pt, last.pt;
+       │                      without progress bars, one printed line (epoch_line)
        └─ evaluate            mean per-sample metrics over a dataset, no gradients
 
 Units.  The trainer trains one :class:`~fe_operators.models.NormalizedModel`: the network
@@ -443,10 +444,25 @@ class Trainer:
         st.epoch_loss_sum, st.epoch_samples, st.epoch_time = 0.0, 0, 0.0
         st.elapsed += spent
         st.epoch_start_sampler_state = None
-        if self.log.append(row):
+        best = self.log.append(row)
+        if best:
             self.save_checkpoint(self.best_path, "best")  # before last.pt: a crash in between redoes it
         self.save_checkpoint(self.last_path, "last")
         self.log.write()
+        if not self.show_progress:  # a log file, not a terminal: one line per epoch instead of bars
+            print(self.epoch_line(row, best), flush=True)
+
+    def epoch_line(self, row: Mapping[str, Any], best: bool = False) -> str:
+        """One line on an epoch: losses, validation metrics (``*``: new best), seconds.
+
+        Examples
+        --------
+        ``epoch 3/40: train_loss 2.113e-02, val_rel_l2 2.504e-02*, val_rel_h1 9.871e-02 (12.3 s)``
+        """
+        parts = [f"train_loss {row['train_loss']:.3e}"]
+        parts += [f"{k} {v:.3e}{'*' if best and k == self.select else ''}" for k, v in row.items()
+                  if k.startswith("val_")]
+        return f"epoch {row['epoch']}/{self.settings.epochs}: {', '.join(parts)} ({row['epoch_time']:.1f} s)"
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self, kind: Literal["last", "best"]) -> dict[str, Any]:
