@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     other = out / f"other_unitsquare{fine}.h5"
     generate_dataset("darcy", f"unitsquare:{fine}", max(samples // 10, 8), other, seed=1, progress=False)
     result = evaluate_run(out / "run", other, out=out / "run" / f"eval-unitsquare{fine}")  # the data's own mesh
-    print(f"the same weights on unitsquare:{fine} (--mesh):")
+    print(f"the same weights on unitsquare:{fine} (the dataset's own mesh):")
     print(format_table(result))
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
