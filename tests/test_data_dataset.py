@@ -106,3 +106,25 @@ def test_indices_that_are_not_valid_samples_are_refused(files):
         FEDataset(files["const"], [0, 12])
     with pytest.raises(IndexError, match="out of range"):
         FEDataset(files["const"])[12]
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_non_finite_samples_are_refused_naming_sample_and_field(files, tmp_path, preload):
+    import shutil
+
+    import h5py
+
+    from fe_operators.data.h5 import GROUP
+    from fe_operators.errors import NonFiniteError
+
+    path = tmp_path / "nan.h5"
+    shutil.copy(files["dg0"], path)
+    with h5py.File(path, "a") as h5:
+        k = h5[GROUP]["inputs/k"]
+        row = k[7]
+        row[[3, 5]] = [np.nan, np.inf]
+        k[7] = row
+    FEDataset(path, [0, 1, 2], preload=preload)  # the damaged sample not selected: fine
+    with pytest.raises(NonFiniteError, match=r"nan\.h5: sample 7 holds 2 NaN or infinite value\(s\) in inputs/k; "
+                                             r"the file is damaged"):
+        FEDataset(path, preload=preload)

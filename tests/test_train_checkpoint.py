@@ -184,3 +184,71 @@ def test_load_model_takes_mesh_buffers_from_the_checkpoint(tmp_path, monkeypatch
     loaded = load_model(tmp_path / "m.pt")
     x = torch.randn(3, 5)
     assert torch.equal(loaded.predict(x), model(x).detach())
+
+
+class _Mkdir:
+    """Unpickling this would create a folder: the proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+@pytest.mark.parametrize("case, detail", [
+    ("torch_save", r"unsupported GLOBAL (posix|os)\.mkdir whose module (posix|os) is blocked"),
+    ("zip_member", r"unsupported GLOBAL (posix|os)\.mkdir whose module (posix|os) is blocked"),
+    ("protocol_0", r"unsupported GLOBAL os\.mkdir whose module os is blocked"),
+    ("raw_pickle", r"a well-formed pickle with opcode FRAME, which torch's restricted unpickler does not accept"),
+])
+def test_malicious_pickles_are_refused_not_called_corrupt(tmp_path, case, detail):
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    if case == "torch_save":
+        torch.save({"format": "fe_operators.checkpoint", "x": _Mkdir(marker)}, path)
+    elif case == "zip_member":  # a real checkpoint whose pickle was swapped
+        save_checkpoint(path, payload(1.0))
+        with zipfile.ZipFile(path) as z:
+            blobs = {n: z.read(n) for n in z.namelist()}
+        name = next(n for n in blobs if n.endswith("data.pkl"))
+        blobs[name] = pickle.dumps({"model": _Mkdir(marker)}, protocol=2)
+        with zipfile.ZipFile(path, "w") as z:
+            for n, blob in blobs.items():
+                z.writestr(n, blob)
+    elif case == "protocol_0":
+        path.write_bytes(b"cos\nmkdir\n(S'" + str(marker).encode() + b"'\ntR.")
+    else:
+        path.write_bytes(pickle.dumps(_Mkdir(marker), protocol=4))
+    with pytest.raises(CheckpointError, match=rf"refused by torch\.load\(weights_only=True\): .*{detail}.*nothing "
+                                              r"in it was run") as info:
+        load_model(path)
+    assert "corrupt" not in str(info.value) and not marker.exists()
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "last.pt"
+    stale = tmp_path / f".last.pt.{host}-{dead.pid}.k2j4h5g6.tmp"
+    live = tmp_path / f".last.pt.{host}-{os.getpid()}.a1b2c3d4.tmp"  # a write in progress
+    remote = tmp_path / f".last.pt.other-host-{dead.pid}.x1y2z3w4.tmp"  # another machine's writer
+    old = tmp_path / ".last.pt.q9w8e7r6.tmp"  # an older version's, from yesterday
+    recent = tmp_path / ".last.pt.m1n2b3v4.tmp"
+    other = tmp_path / f".best.pt.{host}-{dead.pid}.p0o9i8u7.tmp"  # another target
+    for p in (stale, live, remote, old, recent, other):
+        p.write_bytes(b"half a checkpoint")
+    day_ago = time.time() - 86400
+    os.utime(old, (day_ago, day_ago))
+    save_checkpoint(target, payload(1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (target, live, remote, recent, other))
+    assert read_checkpoint(target)["kind"] == "model"

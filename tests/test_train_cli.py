@@ -206,3 +206,29 @@ def test_train_threads_pins_torch_and_numba(env, tmp_path, tiny_builder):
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         torch.set_num_threads(torch_threads)
+
+
+def test_non_finite_data_are_refused_by_train_and_evaluate(env, tmp_path, tiny_builder, capsys):
+    import shutil
+
+    import h5py
+
+    from fe_operators.cli import main
+    from fe_operators.data.h5 import GROUP
+
+    cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1)
+    assert main_train(["--config", str(cfg)]) == 0
+    data = tmp_path / "nan.h5"
+    shutil.copy(env / "p4.h5", data)
+    with h5py.File(data, "a") as h5:
+        out = h5[GROUP]["output"]
+        row = out[4]
+        row[0] = np.nan
+        out[4] = row
+    capsys.readouterr()
+    bad = write_config(tmp_path / "bad.yaml", data, tmp_path / "bad", epochs=1)
+    assert main_train(["--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "nan.h5: sample 4 holds 1 NaN or infinite value(s) in output" in err and not (tmp_path / "bad").exists()
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--split", "all"]) == 1
+    assert "nan.h5: sample 4 holds 1 NaN or infinite value(s) in output" in capsys.readouterr().err

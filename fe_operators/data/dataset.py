@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from fe_operators.data.h5 import GROUP, FEFile, space_key
+from fe_operators.errors import NonFiniteError
 from fe_operators.models.normalized import RunningMoments, UnitGaussianNormalizer
 
 __all__ = ["FEDataset", "split_indices"]
@@ -102,6 +103,10 @@ class FEDataset(torch.utils.data.Dataset):
         Not a dataset file.
     IndexError
         An index is out of range or not a valid (done) sample.
+    NonFiniteError
+        A selected sample holds NaN or infinite values (checked once, at construction;
+        without ``preload`` by streaming the selected samples); the message names the
+        sample and the field.
     """
 
     def __init__(
@@ -125,6 +130,26 @@ class FEDataset(torch.utils.data.Dataset):
         self._memory: tuple[dict[str, np.ndarray], np.ndarray] | None = (
             self.file.read(self.indices) if preload else None
         )
+        self._check_finite()
+
+    def _check_finite(self, block: int = 256) -> None:
+        """Raise :class:`~fe_operators.errors.NonFiniteError` naming the first sample and field with NaN/inf."""
+        for start in range(0, len(self), block):
+            rows = self.indices[start:start + block]
+            if self._memory is not None:
+                part = slice(start, start + block)
+                inputs, output = {n: a[part] for n, a in self._memory[0].items()}, self._memory[1][part]
+            else:
+                inputs, output = self.file.read(rows)
+            for name, arr in [*((space_key(n), inputs[n]) for n in self.input_names), ("output", output)]:
+                bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    count = int((~np.isfinite(arr[k])).sum())
+                    raise NonFiniteError(
+                        f"{self.path}: sample {int(rows[k])} holds {count} NaN or infinite value(s) in {name}; the "
+                        "file is damaged (generation never stores such samples): regenerate it with fe-operators "
+                        "generate ... --overwrite")
 
     # ------------------------------------------------------------------ file handle
     def _group(self) -> h5py.Group:

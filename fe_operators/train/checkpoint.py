@@ -46,11 +46,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import json
 import os
 import pickle
+import pickletools
 import re
+import socket
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -69,6 +73,7 @@ __all__ = [
     "ConfigurableModel",
     "LoadedModel",
     "atomic_write",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "read_checkpoint",
     "model_payload",
@@ -98,6 +103,59 @@ class ConfigurableModel(Protocol):
 
 
 # ----------------------------------------------------------------------------- writing
+_HOST = socket.gethostname()
+#: temporaries of writers that recorded no host and process (older versions) are stale after this
+_LEGACY_STALE_SECONDS = 3600.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes to ``path`` whose writer is gone.
+
+    A temporary file of :func:`atomic_write` names its writer's host and process; it is
+    stale when that process no longer exists on this host (killed mid-write).  Files of
+    writers on other hosts (a shared file system) are left alone; those of older versions,
+    which name no writer, count as stale after an hour.
+
+    Returns
+    -------
+    list of Path
+        The removed files.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?P<host>.+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        found = pattern.match(tmp.name)
+        if found is None:
+            continue
+        try:
+            if found["pid"] is not None:
+                stale = found["host"] == _HOST and not _alive(int(found["pid"]))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > _LEGACY_STALE_SECONDS
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # removed by someone else meanwhile
+            continue
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file atomically: temporary file in the same folder, fsync, ``os.replace``.
 
@@ -111,10 +169,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     Notes
     -----
     If ``write`` raises (or the process dies) the target keeps its previous content;
-    the temporary file is removed when the failure is an exception.
+    the temporary file is removed when the failure is an exception.  The temporary file
+    is named ``.<name>.<host>-<pid>.<random>.tmp``; one left by a writer that was killed
+    (SIGKILL, power loss) is removed by the next write to the same target
+    (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -277,6 +339,41 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- reading
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a torch file: ``data.pkl`` of a zip file, else the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("data.pkl")]
+            return z.read(names[0]) if names else b""
+    return path.read_bytes()
+
+
+def _refusal(text: str, path: Path) -> str | None:
+    """What ``torch.load(weights_only=True)`` refused, if it refused a well-formed pickle (else None).
+
+    torch's message names a forbidden global (a function or class: code), or an opcode
+    its restricted unpickler does not allow.  The latter is also what garbage looks
+    like, so an opcode counts as refused only if the stream is a well-formed pickle
+    (parsed with :mod:`pickletools`, which executes nothing).
+    """
+    found = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+ whose module \S+ is blocked|"
+                      r"Unsupported class \S+)", text)
+    if found:
+        return f"it holds pickled objects other than tensors and plain data ({found.group(1)})"
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if not found:
+        return None
+    try:
+        ops = list(pickletools.genops(_pickle_bytes(path)))
+    except Exception:  # not a well-formed pickle: corrupt, not refused
+        return None
+    if not ops or ops[-1][0].name != "STOP":
+        return None
+    op = pickletools.code2op.get(chr(int(found.group(1))))
+    return (f"a well-formed pickle with opcode {op.name if op else found.group(1)}, which torch's restricted "
+            "unpickler does not accept (not a file written by save_checkpoint)")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check a checkpoint file with ``torch.load(weights_only=True)`` on the CPU.
 
@@ -297,12 +394,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        detail = re.search(r"(Unsupported global: GLOBAL \S+)", text)
-        if detail:
-            raise CheckpointError(path, "refused by torch.load(weights_only=True): it holds pickled objects other "
-                                        f"than tensors and plain data ({detail.group(1)})") from None
-        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        refused = _refusal(str(exc), path)
+        if refused:
+            raise CheckpointError(path, f"refused by torch.load(weights_only=True): {refused}; nothing in it was "
+                                        "run (load checkpoints only from sources you trust)") from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
         why = detail.group(1).strip() if detail else type(exc).__name__
         raise CheckpointError(path, f"cannot be read, the file is truncated or corrupt ({why})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as exc:

@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from fe_operators.errors import CheckpointError, RunDirectoryError, SpaceMismatchError, TrainingError
 from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.train.checkpoint import (
-    check_spaces, model_class_path, model_payload, read_checkpoint, save_checkpoint, space_dicts,
+    check_spaces, model_class_path, model_payload, read_checkpoint, remove_stale_temporaries, save_checkpoint,
+    space_dicts,
 )
 from fe_operators.train.config import TrainSection
 from fe_operators.train.metrics import MetricsLog
@@ -277,6 +278,8 @@ class Trainer:
             The loss became NaN or infinite.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for target in (self.last_path, self.best_path):  # left by a run killed mid-write
+            remove_stale_temporaries(target)
         if resume:
             if not self.last_path.exists():
                 raise CheckpointError(self.last_path, "no checkpoint to resume from; start without resuming")
