@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-_ARGV, sys.argv = sys.argv, sys.argv[:1]  # PETSc must not read this script's arguments
-import firedrake as fd
+from fe_operators.petsc_argv import import_firedrake  # noqa: E402
 
-sys.argv = _ARGV
+fd = import_firedrake()  # first, without this script's arguments (PETSc would read them)
 
 from mpi4py import MPI
 

@@ -7,7 +7,8 @@ import torch
 import firedrake as fd
 
 from fe_operators.fem import DirichletDofs, functions_to_tensor
-from fe_operators.models import SPON, MeshContext, dirichlet_lifting
+from fe_operators.models import SPON, dirichlet_lifting
+from fe_operators.models.build import context_from_spaces
 
 PROCESSORS = {"gnn": dict(width=8, depth=2, hops=3, coarse_cells=4), "mlp": dict(hidden=[16])}
 
@@ -17,7 +18,7 @@ def poisson_like():
     """CG2 on a square, inputs f and g on the output space, Dirichlet data g on the whole boundary."""
     V = fd.FunctionSpace(fd.UnitSquareMesh(5, 4), "CG", 2)
     bc = fd.DirichletBC(V, 0.0, "on_boundary")
-    return V, MeshContext.from_spaces({"f": V, "g": V}, V, bc)
+    return V, context_from_spaces({"f": V, "g": V}, V, bc)
 
 
 @pytest.mark.parametrize("kind", sorted(PROCESSORS))
@@ -52,7 +53,7 @@ def test_vector_output_clamped_boundary_exact(kind):
     V = fd.VectorFunctionSpace(mesh, "CG", 2)
     # clamped on marker 1 with non-zero data, one component fixed on marker 2
     bcs = [fd.DirichletBC(V, fd.Constant((0.25, -3.0)), 1), fd.DirichletBC(V.sub(1), 7.0, 2)]
-    ctx = MeshContext.from_spaces({"load": V}, V, bcs)
+    ctx = context_from_spaces({"load": V}, V, bcs)
     ref = DirichletDofs(V, bcs)
     assert torch.equal(ctx.mask, ref.mask) and ctx.mask[:, 1].sum() > ctx.mask[:, 0].sum() > 0
     torch.manual_seed(2)
@@ -71,8 +72,7 @@ def test_vector_output_clamped_boundary_exact(kind):
 @pytest.mark.parametrize("kind", sorted(PROCESSORS))
 def test_boundary_exact_through_input_and_output_normalizers(poisson_like, kind):
     """The network sees encoded inputs and predicts encoded outputs; the boundary is still g."""
-    from fe_operators.data import UnitGaussianNormalizer
-    from fe_operators.train import physical_forward
+    from fe_operators.models import NormalizedModel, UnitGaussianNormalizer
 
     V, ctx = poisson_like
     torch.manual_seed(3)
@@ -88,10 +88,10 @@ def test_boundary_exact_through_input_and_output_normalizers(poisson_like, kind)
     # without re-imposition the boundary would carry the decoded encoded data: far off
     raw = y_norm.decode(model(x_norm.encode(x)))
     assert (raw[:, mask] - g[:, mask]).abs().max() > 1.0
-    u = physical_forward(model, x, x_norm, y_norm)
+    u = NormalizedModel(model, x_norm, y_norm)(x)
     assert u.dtype == torch.float64 and u.shape == (3, n)
     assert torch.equal(u[:, mask], g[:, mask])
     assert torch.equal(u[:, ~mask], raw[:, ~mask])
     # the same through another context object of the same mesh (the evaluate --mesh path)
-    u2 = physical_forward(model, x, x_norm, y_norm, context=ctx)
+    u2 = NormalizedModel(model, x_norm, y_norm)(x, context=ctx)
     assert torch.equal(u2, u)

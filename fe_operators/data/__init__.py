@@ -10,8 +10,8 @@
 * :mod:`~fe_operators.data.h5` — the file layout, :class:`FEFile` (read arrays, rebuild
   mesh and spaces with checked DOF numbering);
 * :mod:`~fe_operators.data.journal` — the crash-safe journal of an unfinished run;
-* :mod:`~fe_operators.data.dataset` — :class:`FEDataset`, :class:`UnitGaussianNormalizer`,
-  :func:`split_indices`.
+* :mod:`~fe_operators.data.dataset` — :class:`FEDataset` (raw samples, normalizers fitted
+  with :meth:`FEDataset.fit_normalizers`), :func:`split_indices`.
 
 Importing this package does not import Firedrake; :func:`generate_dataset` and
 :func:`main_generate` are loaded on first access.
@@ -21,15 +21,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fe_operators.data.dataset import FEDataset, UnitGaussianNormalizer, split_indices
-from fe_operators.data.errors import (
+from fe_operators.data.dataset import FEDataset, split_indices
+from fe_operators.data.h5 import FEFile, FESpaces
+from fe_operators.errors import (  # re-exported: the data pipeline's errors
     DatasetFileError,
     GenerationError,
     NumberingError,
     OutputError,
     SettingsMismatchError,
 )
-from fe_operators.data.h5 import FEFile, FESpaces
+from fe_operators.models.normalized import UnitGaussianNormalizer  # re-exported: fitted by FEDataset
 
 __all__ = [
     "DatasetFileError",

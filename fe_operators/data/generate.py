@@ -29,6 +29,7 @@ from mpi4py import MPI
 from fe_operators.data.generation import GenerationReport, generate_dataset
 from fe_operators.data.settings import COMPARED_SETTINGS, compare_settings, run_settings
 from fe_operators.errors import ConfigError, FEOperatorsError
+from fe_operators.petsc_argv import import_firedrake
 
 __all__ = [
     "COMPARED_SETTINGS",
@@ -145,17 +146,6 @@ def _split_problem_options(argv: Sequence[str]) -> tuple[list[str], dict[str, An
     return rest, params
 
 
-def _import_firedrake_without_argv() -> None:
-    """Import Firedrake (once) so that PETSc does not read this command's arguments as options."""
-    if "firedrake" in sys.modules:
-        return
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        import firedrake  # noqa: F401
-    finally:
-        sys.argv = saved
-
-
 def main_generate(argv: Sequence[str] | None = None) -> int:
     """Run ``fe-operators generate`` with arguments ``argv``; return the exit status.
 
@@ -164,7 +154,7 @@ def main_generate(argv: Sequence[str] | None = None) -> int:
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
-    _import_firedrake_without_argv()
+    import_firedrake()
     parser = build_parser()
     rank = MPI.COMM_WORLD.rank
     try:

@@ -20,7 +20,7 @@ Parallel (ensemble)
 Failures
     A sample whose solve fails (no convergence, non-finite values) is never stored: the
     run stops at the next chunk boundary, stores the valid samples, and raises
-    :class:`~fe_operators.data.errors.GenerationError` naming the sample and PETSc's
+    :class:`~fe_operators.errors.GenerationError` naming the sample and PETSc's
     reason (the command exits with status 1).
 
 The pieces: :mod:`~fe_operators.data.settings` (what decides the samples, provenance),
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from fe_operators.data.errors import GenerationError, OutputError
+from fe_operators.errors import GenerationError, OutputError
 from fe_operators.data.journal import Journal
 from fe_operators.data.merge import merge_run
 from fe_operators.data.plan import check_output, plan_run

@@ -27,7 +27,7 @@ mesh and spaces in two checked ways:
   (checked to be a permutation, and against the stored DOF coordinates);
 * :meth:`FEFile.rebuild_problem` rebuilds the problem from the provenance (mesh spec and
   parameters) and checks that its DOF numbering hashes equal the stored ones, raising
-  :class:`~fe_operators.data.errors.NumberingError` otherwise — never renumbering silently.
+  :class:`~fe_operators.errors.NumberingError` otherwise — never renumbering silently.
 
 This module imports Firedrake only inside the functions that need it, so that
 :class:`FEFile`'s array reading (used by the torch dataset) stays light.
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from fe_operators.data.errors import DatasetFileError, NumberingError
+from fe_operators.errors import DatasetFileError, NumberingError
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd

@@ -19,7 +19,7 @@ and the folder is removed.
 
 A journal damaged from outside (an unreadable ``settings.json``, a chunk that cannot be
 read or holds arrays of other shapes than the run's spaces) is refused when it is read,
-before any sample is solved, with a :class:`~fe_operators.data.errors.DatasetFileError`
+before any sample is solved, with a :class:`~fe_operators.errors.DatasetFileError`
 naming the file and the fix (:meth:`Journal.settings`, :meth:`Journal.check_parts`).
 """
 
@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fe_operators.data.errors import DatasetFileError, OutputError
+from fe_operators.errors import DatasetFileError, OutputError
 
 __all__ = ["Journal", "Part", "journal_path"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fe_operators.data.errors import DatasetFileError, OutputError, SettingsMismatchError
+from fe_operators.errors import DatasetFileError, OutputError, SettingsMismatchError
 from fe_operators.data.h5 import FEFile
 from fe_operators.data.journal import Journal
 from fe_operators.data.settings import compare_settings

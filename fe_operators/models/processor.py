@@ -108,7 +108,7 @@ class Processor(torch.nn.Module, abc.ABC):
         if self.needs_hierarchy and context.hierarchy is None:
             raise SpaceMismatchError(
                 f"the {self.name!r} processor needs a mesh context with a mesh hierarchy; build it with "
-                "MeshContext.from_problem(problem, hierarchy=True) on a hierarchy mesh (e.g. 'plate_holes/r2')"
+                "context_from_problem(problem, hierarchy=True) on a hierarchy mesh (e.g. 'plate_holes/r2')"
             )
 
     @abc.abstractmethod

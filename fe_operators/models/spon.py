@@ -58,10 +58,13 @@ class SPON(torch.nn.Module):
 
     Examples
     --------
-    >>> ctx = MeshContext.from_problem(problem)                      # doctest: +SKIP
+    >>> from fe_operators.models.build import context_from_problem   # doctest: +SKIP
+    >>> ctx = context_from_problem(problem)
     >>> model = SPON.from_context(ctx, [("f", 1), ("g", 1)], "gnn", lifting_input="g")
     >>> u = model(x)                  # (batch, n), exact on the boundary
-    >>> u2 = model(x2, context=MeshContext.from_problem(problem_on_finer_mesh))
+    >>> u2 = model(x2, context=context_from_problem(problem_on_finer_mesh))
+
+    For a Problem in one call: :func:`fe_operators.models.build.spon_for_problem`.
     """
 
     def __init__(self, processor: torch.nn.Module, inputs: Sequence[Any], *, output_ncomp: int = 1,
@@ -128,13 +131,6 @@ class SPON(torch.nn.Module):
         scalar = context.ncomp == 1 if output_scalar is None else output_scalar
         return cls(proc, fields, output_ncomp=context.ncomp, output_scalar=scalar,
                    lifting_input=lifting_input, context=context)
-
-    @classmethod
-    def from_problem(cls, problem: Any, processor: str = "gnn", **options: Any) -> "SPON":
-        """Build for a Problem (Firedrake); see :func:`fe_operators.models.build.spon_for_problem`."""
-        from fe_operators.models.build import spon_for_problem
-
-        return spon_for_problem(problem, processor, **options)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -205,7 +201,7 @@ class SPON(torch.nn.Module):
             stored = self.context
             if stored is None:
                 raise ValueError(
-                    "this SPON holds no mesh context: pass context=MeshContext.from_spaces(...), or "
+                    "this SPON holds no mesh context: pass context=context_from_spaces(...) (fe_operators.models.build), or "
                     "load a state_dict that has one"
                 )
             return stored
