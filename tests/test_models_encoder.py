@@ -8,7 +8,8 @@ import firedrake as fd
 
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.fem import functions_to_tensor
-from fe_operators.models import SPON, MeshContext, predict
+from fe_operators.models import SPON, predict
+from fe_operators.models.build import context_from_spaces, spon_for_problem
 from fe_operators.problems import get_problem
 
 
@@ -23,7 +24,7 @@ def test_interpolation_from_another_mesh_equals_firedrake(output_space):
     xy = fd.SpatialCoordinate(other)
     f = fd.Function(W).interpolate(fd.sin(3 * xy[0]) * fd.exp(xy[1]))
     w = fd.Function(Wv).interpolate(fd.as_vector([xy[0] * xy[1], fd.cos(xy[0])]))
-    ctx = MeshContext.from_spaces({"f": W, "w": Wv}, output_space)
+    ctx = context_from_spaces({"f": W, "w": Wv}, output_space)
     model = SPON.from_context(ctx, [("f", 1), ("w", 2)], "gnn", width=4, depth=1, hops=1)
     nodes = model.encode({"f": functions_to_tensor(f), "w": functions_to_tensor(w)})
     V = output_space
@@ -36,7 +37,7 @@ def test_interpolation_from_another_mesh_equals_firedrake(output_space):
 def test_discontinuous_input_is_projected_lumped():
     mesh = fd.UnitSquareMesh(5, 5)
     V, A = fd.FunctionSpace(mesh, "CG", 1), fd.FunctionSpace(mesh, "DG", 0)
-    ctx = MeshContext.from_spaces({"a": A}, V)  # "auto": DG0 -> CG1 is the lumped projection
+    ctx = context_from_spaces({"a": A}, V)  # "auto": DG0 -> CG1 is the lumped projection
     a = fd.Function(A, val=np.random.default_rng(0).uniform(3, 12, A.dof_dset.size))
     m = ctx.input_maps[0]
     out = m.apply(functions_to_tensor(a).unsqueeze(-1))[0, :, 0].numpy()
@@ -52,7 +53,7 @@ def test_predict_functions_expressions_and_other_meshes():
     V = fd.FunctionSpace(mesh, "CG", 1)
     bc = fd.DirichletBC(V, 0.0, "on_boundary")
     torch.manual_seed(0)
-    model = SPON.from_context(MeshContext.from_spaces({"f": V, "g": V}, V, bc), ["f", "g"], "gnn",
+    model = SPON.from_context(context_from_spaces({"f": V, "g": V}, V, bc), ["f", "g"], "gnn",
                               lifting_input="g", width=4, depth=1, hops=2)
     xy = fd.SpatialCoordinate(mesh)
     samples = [{"f": fd.Function(V).interpolate(k * xy[0]), "g": fd.Function(V).interpolate(1 + k * xy[1])}
@@ -92,7 +93,7 @@ def test_predict_functions_expressions_and_other_meshes():
 
 def test_darcy_spon_from_problem_fixed_lifting():
     problem = get_problem("darcy", fd.UnitSquareMesh(4, 4))  # DG0 permeability, u = 0 on the boundary
-    model = SPON.from_problem(problem, "gnn", width=4, depth=1, hops=1, coarse_cells=2)
+    model = spon_for_problem(problem, "gnn", width=4, depth=1, hops=1, coarse_cells=2)
     assert model.lifting_inputs == () and model.context.input_maps[0] is not None
     (u,) = predict(model, [problem.sample_inputs(np.random.default_rng(0))], problem.output_space)
     nodes = fd.DirichletBC(problem.output_space, 0.0, "on_boundary").nodes

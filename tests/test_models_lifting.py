@@ -13,14 +13,12 @@ import torch
 
 import firedrake as fd
 
-from fe_operators.data import UnitGaussianNormalizer
 from fe_operators.errors import BoundaryDataError, ConfigError, SpaceMismatchError
 from fe_operators.fem import DirichletDofs, dirichlet_map, functions_to_tensor
 from fe_operators.io import load_mesh
-from fe_operators.models import SPON, MeshContext
-from fe_operators.models.build import spon_for_problem
+from fe_operators.models import SPON, NormalizedModel, UnitGaussianNormalizer, predict
+from fe_operators.models.build import context_for_model, context_from_spaces, spon_for_problem
 from fe_operators.problems import get_problem
-from fe_operators.train import physical_forward
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +66,7 @@ def test_boundary_values_equal_dirichletbc_bit_for_bit(problems, name, processor
     # through input and output normalizers (the network sees encoded inputs)
     x_norm = {n: UnitGaussianNormalizer.fit(v * 3.0 + 1.0, per="dof") for n, v in x.items()}
     y_norm = UnitGaussianNormalizer.fit(torch.randn(4, *u.shape[1:], dtype=torch.float64) * 5 + 2, per="dof")
-    v = physical_forward(model, x, x_norm, y_norm).reshape(ref.shape)
+    v = NormalizedModel(model, x_norm, y_norm)(x).reshape(ref.shape)
     assert torch.equal(v[:, mask], ref[:, mask])
 
 
@@ -149,7 +147,7 @@ def test_context_without_the_models_lifting_maps_is_refused(problems):
     problem = problems["poisson"]
     model = spon_for_problem(problem, "gnn", width=4, depth=1, hops=1, coarse_cells=2, latent_cells=0)
     V = problem.output_space
-    fixed = MeshContext.from_spaces(problem.input_spaces, V, problem.output_bcs(
+    fixed = context_from_spaces(problem.input_spaces, V, problem.output_bcs(
         {n: fd.Function(W) for n, W in problem.input_spaces.items()}))
     x = torch.randn(1, V.dof_dset.size, 2, dtype=torch.float64)
     with pytest.raises(SpaceMismatchError, match=r"depend on the input fields \['g'\], the mesh context lifts \[\]"):
@@ -163,7 +161,7 @@ def test_context_without_the_models_lifting_maps_is_refused(problems):
 
 def test_checkpoint_with_the_old_lifting_input_key_loads_and_lifts():
     V = fd.FunctionSpace(fd.UnitSquareMesh(4, 4), "CG", 1)
-    ctx = MeshContext.from_spaces({"f": V, "g": V}, V, fd.DirichletBC(V, 0.0, "on_boundary"))
+    ctx = context_from_spaces({"f": V, "g": V}, V, fd.DirichletBC(V, 0.0, "on_boundary"))
     torch.manual_seed(0)
     model = SPON.from_context(ctx, ["f", "g"], "mlp", lifting_input="g", hidden=[8])
     # what such a checkpoint held: config key lifting_input, a context without lifting maps
@@ -177,3 +175,49 @@ def test_checkpoint_with_the_old_lifting_input_key_loads_and_lifts():
     assert abs(L - sp.diags(ctx.mask[:, 0].double().numpy())).max() == 0
     x = torch.randn(3, V.dof_dset.size, 2, dtype=torch.float64)
     assert torch.equal(clone(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["poisson", "stokes"])
+def test_multigrid_spon_is_exact_on_the_boundary(name):
+    """SPON-MG: the lifting maps sit beside the hierarchy in the context; Poisson's g and
+    Stokes' inflow d*g are the boundary values bit for bit, also through normalizers."""
+    spec = {"poisson": "plate_holes/r1", "stokes": "channel_cylinder/r1"}[name]
+    problem = get_problem(name, load_mesh(spec))
+    torch.manual_seed(0)
+    model = spon_for_problem(problem, "multigrid", width=4, layers=1, mixing="separable", coarsest_nodes=0)
+    assert model.context.hierarchy is not None
+    assert model.lifting_inputs == {"poisson": ("g",), "stokes": ("inflow",)}[name]
+    rng = np.random.default_rng(2)
+    samples = [_random_inputs(problem, rng, scale) for scale in (1e-3, 1e3)]
+    x = {n: functions_to_tensor([s[n] for s in samples]) for n in problem.input_spaces}
+    ref = torch.stack([_firedrake_lifting(problem, s) for s in samples])
+    mask = model.context.mask.reshape(ref.shape[1:])
+    u = model(x).reshape(ref.shape)
+    assert mask.any() and torch.equal(u[:, mask], ref[:, mask])
+    x_norm = {n: UnitGaussianNormalizer.fit(v * 2.0 - 1.0, per="global") for n, v in x.items()}
+    y_norm = UnitGaussianNormalizer.fit(u.detach() * 3.0 + 1.0, per="dof")
+    v = NormalizedModel(model, x_norm, y_norm)(x).reshape(ref.shape)
+    assert torch.equal(v[:, mask], ref[:, mask])
+
+
+def test_multigrid_spon_on_a_finer_mesh_of_the_hierarchy_lifts_that_meshs_data():
+    """The evaluate/predict path on another mesh: context_for_model (hierarchy and lifting
+    maps of the finer problem), and predict building the context from bcs= as a function of
+    the inputs, for a NormalizedModel; the boundary is the finer mesh's g bit for bit."""
+    coarse = get_problem("poisson", load_mesh("plate_holes/r1"))
+    fine = get_problem("poisson", load_mesh("plate_holes/r2"))
+    torch.manual_seed(0)
+    model = spon_for_problem(coarse, "multigrid", width=4, layers=1, mixing="separable", coarsest_nodes=0)
+    ctx = context_for_model(model, fine)
+    assert ctx.hierarchy is not None and ctx.lifting_inputs == (1,) and ctx.n_nodes > model.context.n_nodes
+    rng = np.random.default_rng(3)
+    samples = [_random_inputs(fine, rng, scale) for scale in (1e-2, 1e2)]
+    x = {n: functions_to_tensor([s[n] for s in samples]) for n in fine.input_spaces}
+    ref = torch.stack([_firedrake_lifting(fine, s) for s in samples])
+    mask = ctx.mask[:, 0]
+    norm = NormalizedModel(model, {"f": UnitGaussianNormalizer.fit(x["f"] + 1.0, per="global")},
+                           UnitGaussianNormalizer.fit(torch.randn(4, 1, dtype=torch.float64) * 2.0, per="global"))
+    for net in (model, norm):
+        assert torch.equal(net(x, context=ctx)[:, mask], ref[:, mask])
+    u = predict(norm, samples, fine.output_space, bcs=fine.output_bcs)
+    assert torch.equal(functions_to_tensor(u)[:, mask], ref[:, mask])

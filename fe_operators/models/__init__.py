@@ -15,6 +15,10 @@
   :mod:`~fe_operators.models.vcycle` on the mesh hierarchy; products
   :mod:`~fe_operators.models.sparse_ops`);
 * :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
+* :mod:`~fe_operators.models.normalized` — :class:`NormalizedModel`, a network between its
+  :class:`UnitGaussianNormalizer` s (buffers): physical values in and out;
+* :mod:`~fe_operators.models.registry` — the model classes a checkpoint may name
+  (:func:`register_model_class`);
 * :mod:`~fe_operators.models.build` — contexts and SPONs from Firedrake spaces and Problems;
 * :mod:`~fe_operators.models.inference` — :func:`predict`, Functions in and out.
 
@@ -24,14 +28,14 @@ Example
 -------
 >>> import firedrake as fd                                              # doctest: +SKIP
 >>> from fe_operators.problems import get_problem
->>> from fe_operators.models import SPON, MeshContext, predict
+>>> from fe_operators.models import context_for_model, predict, spon_for_problem
 >>> problem = get_problem("poisson", fd.UnitSquareMesh(32, 32))
->>> model = SPON.from_problem(problem, "gnn", width=32, depth=2, latent_cells=16, latent_modes=8)
+>>> model = spon_for_problem(problem, "gnn", depth=3)   # other options: GNNOptions' defaults
 >>> inputs = [problem.sample_inputs(rng) for rng in rngs]
 >>> u = predict(model, inputs, problem.output_space)                  # list of Functions
 >>> fine = get_problem("poisson", fd.UnitSquareMesh(64, 64))
 >>> u64 = predict(model, [fine.sample_inputs(rng)], fine.output_space,
-...               context=MeshContext.from_problem(fine))        # same weights, fine's lifting
+...               context=context_for_model(model, fine))        # same weights, fine's lifting
 """
 
 from __future__ import annotations
@@ -47,10 +51,12 @@ from fe_operators.models.latent_grid import LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import MLPOptions, MLPProcessor
+from fe_operators.models.normalized import NormalizedModel, RunningMoments, UnitGaussianNormalizer
 from fe_operators.models.multigrid_processor import MultigridOptions, MultigridProcessor
 from fe_operators.models.vcycle import MultigridCycle
 from fe_operators.models.propagation import DeepPropagation
 from fe_operators.models.processor import PROCESSORS, Processor, processor_class, register_processor
+from fe_operators.models.registry import MODEL_CLASSES, model_class, register_model_class
 from fe_operators.models.spon import SPON
 
 __all__ = [
@@ -60,7 +66,9 @@ __all__ = [
     "InputEncoder", "InputField", "DirichletDecoder", "affine_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
     "grid_transfer", "MLP",
-    "predict", "spon_for_problem", "context_from_spaces", "context_from_problem",
+    "NormalizedModel", "UnitGaussianNormalizer", "RunningMoments",
+    "MODEL_CLASSES", "register_model_class", "model_class",
+    "predict", "spon_for_problem", "context_from_spaces", "context_from_problem", "context_for_model",
 ]
 
 _FIREDRAKE_SIDE = {
@@ -68,6 +76,7 @@ _FIREDRAKE_SIDE = {
     "spon_for_problem": "fe_operators.models.build",
     "context_from_spaces": "fe_operators.models.build",
     "context_from_problem": "fe_operators.models.build",
+    "context_for_model": "fe_operators.models.build",
 }
 
 

@@ -28,6 +28,7 @@ context as its lifting maps, which SPON applies to the physical inputs in float6
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -48,7 +49,7 @@ from fe_operators.models.spon import SPON
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context", "spon_for_problem",
+    "hierarchy_context", "context_for_model", "spon_for_problem",
 ]
 
 #: how inputs reach the processor's nodes
@@ -130,7 +131,7 @@ def context_from_spaces(
     *,
     method: str = "auto",
     hierarchy: bool = False,
-    levels: int | None = None,
+    coarsest_nodes: int = 0,
     mesh_spec: str | None = None,
 ) -> MeshContext:
     """The mesh context of a model with these input spaces, output space and Dirichlet conditions.
@@ -156,8 +157,10 @@ def context_from_spaces(
         ``"plate_holes/r2"``), or, for a built-in structured ``mesh_spec`` such as
         ``"unitsquare:64"``, a nested hierarchy with the same nodes
         (:func:`fe_operators.fem.hierarchy.hierarchy_operators`).
-    levels
-        Number of hierarchy levels (the finest ones); None: all.
+    coarsest_nodes
+        Extend the hierarchy below its coarsest mesh by smoothed aggregation until the
+        coarsest level has at most this many nodes
+        (:func:`fe_operators.fem.coarsening.extend_hierarchy`; 0: no extension).
     mesh_spec
         The spec the output's mesh was loaded from, if known.
 
@@ -179,11 +182,11 @@ def context_from_spaces(
         raise TypeError("bcs as a function of the inputs needs input_spaces as a dict name -> space")
     spaces = dict(input_spaces) if named else {str(k): V for k, V in enumerate(input_spaces)}
     return _context(spaces, output_space, dirichlet_map(output_space, bcs, spaces), method=method,
-                    hierarchy=hierarchy, levels=levels, mesh_spec=mesh_spec)
+                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
 
 
 def _context(input_spaces: Mapping[str, fd.FunctionSpace], output_space: fd.FunctionSpace, dmap: DirichletMap, *,
-             method: str, hierarchy: bool, levels: int | None, mesh_spec: str | None) -> MeshContext:
+             method: str, hierarchy: bool, coarsest_nodes: int, mesh_spec: str | None) -> MeshContext:
     """The context of :func:`context_from_spaces` for the output's Dirichlet data ``dmap``."""
     check_supported(output_space)
     graph = dof_graph(output_space)
@@ -201,18 +204,19 @@ def _context(input_spaces: Mapping[str, fd.FunctionSpace], output_space: fd.Func
         lifting=torch.from_numpy(dmap.constant.reshape(n, ncomp).copy()),
         free=torch.from_numpy(dofs.free.copy()),
         input_maps=tuple(input_map(V, output_space, method) for V in input_spaces.values()),
-        hierarchy=hierarchy_context(output_space, dofs.bcs, levels=levels, mesh_spec=mesh_spec)
+        hierarchy=hierarchy_context(output_space, dofs.bcs, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
         if hierarchy else None,
         lifting_maps=lifting_maps,
     )
 
 
 def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
-                      levels: int | None = None, mesh_spec: str | None = None) -> HierarchyContext:
+                      coarsest_nodes: int = 0, mesh_spec: str | None = None) -> HierarchyContext:
     """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`)."""
+    from fe_operators.fem.coarsening import extend_hierarchy
     from fe_operators.fem.hierarchy import hierarchy_operators
 
-    ops = hierarchy_operators(output_space, bcs, levels=levels, mesh_spec=mesh_spec)
+    ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
     level_ctx = []
     for lv in ops.levels:
         names = list(lv.operators)
@@ -233,8 +237,22 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
     return HierarchyContext(tuple(level_ctx), tuple(SparseMap.from_scipy(P) for P in ops.prolongations), *maps)
 
 
+def context_for_model(model: SPON, problem: Any, *, method: str = "auto",
+                      mesh_spec: str | None = None) -> MeshContext:
+    """The mesh context ``model`` needs to run on ``problem``'s spaces (another mesh of the domain).
+
+    A processor that needs a mesh hierarchy gets all levels of the problem mesh's
+    hierarchy; it picks the levels that match its own (see
+    :meth:`~fe_operators.models.multigrid_processor.MultigridProcessor.start_level`).
+    The lifting maps are the problem's Dirichlet data on that mesh, so a model whose
+    boundary data depend on its inputs stays exact there.
+    """
+    return context_from_problem(problem, method=method, mesh_spec=mesh_spec,
+                                **model.processor.context_options(model.processor.config))
+
+
 def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool = False,
-                         levels: int | None = None, mesh_spec: str | None = None) -> MeshContext:
+                         coarsest_nodes: int = 0, mesh_spec: str | None = None) -> MeshContext:
     """:func:`context_from_spaces` for a Problem's spaces and Dirichlet data.
 
     The lifting is the problem's :meth:`~fe_operators.problems.Problem.dirichlet_map`:
@@ -242,7 +260,7 @@ def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool 
     on the inputs (Poisson's ``g``, Stokes' ``d g``), lifting maps of those inputs.
     """
     return _context(problem.input_spaces, problem.output_space, problem.dirichlet_map(), method=method,
-                    hierarchy=hierarchy, levels=levels, mesh_spec=mesh_spec)
+                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
 
 
 def spon_for_problem(
@@ -293,8 +311,8 @@ def spon_for_problem(
     """
     opts = processor_options(processor, options)
     cls = processor_class(processor)
-    context = context_from_problem(problem, method=method, hierarchy=cls.needs_hierarchy,
-                                   levels=getattr(opts, "levels", None), mesh_spec=mesh_spec)
+    context = context_from_problem(problem, method=method, mesh_spec=mesh_spec,
+                                   **cls.context_options(dataclasses.asdict(opts)))
     names = list(problem.input_spaces)
     depends = [names[k] for k in context.lifting_inputs]
     if lifting_input is None and depends:

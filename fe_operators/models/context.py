@@ -6,7 +6,8 @@ lifting (a fixed part and, for input-dependent boundary data, sparse maps of the
 inputs), the sparse maps that bring each input field onto the processor's nodes and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
 FE prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (and nested
 dataclasses of tensors), built once from Firedrake spaces by
-:mod:`fe_operators.models.build` (``MeshContext.from_problem``) and handed to the model.
+:mod:`fe_operators.models.build` (:func:`~fe_operators.models.build.context_from_problem`,
+:func:`~fe_operators.models.build.context_from_spaces`) and handed to the model.
 A model keeps a default context as buffers (:class:`ContextBuffers`, a module tree that
 mirrors the dataclasses, so the ``state_dict`` keys are the attribute paths, e.g.
 ``hierarchy.levels.2.operators.crow``); a mesh-agnostic model runs on another mesh of
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 import torch
 
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
@@ -108,8 +110,21 @@ class SparseMap:
         """The map as a torch sparse CSR tensor of ``dtype`` (on the arrays' device), cached."""
         key = ("matrix", dtype)
         if key not in self._cache:
-            self._cache[key] = torch.sparse_csr_tensor(
-                self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
+            with csr_beta_warning_silenced():
+                self._cache[key] = torch.sparse_csr_tensor(
+                    self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
+        return self._cache[key]
+
+    def scipy(self, dtype: torch.dtype = torch.float64) -> "scipy.sparse.csr_matrix":
+        """The map as a scipy CSR matrix with values of ``dtype`` (CPU maps only), cached."""
+        key = ("scipy", dtype)
+        if key not in self._cache:
+            import numpy as np
+            import scipy.sparse as sp
+
+            np_dtype = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+            self._cache[key] = sp.csr_matrix(
+                (self.values.numpy().astype(np_dtype), self.col.numpy(), self.crow.numpy()), shape=self.shape)
         return self._cache[key]
 
     def transpose(self) -> "SparseMap":
@@ -264,8 +279,8 @@ class HierarchyContext:
 class MeshContext:
     """Mesh-dependent tensors a SPON needs: graph, geometry, Dirichlet split, input maps.
 
-    Build it from Firedrake spaces with :meth:`from_spaces` or :meth:`from_problem`;
-    models only read its tensors.
+    Build it from Firedrake spaces with :func:`fe_operators.models.build.context_from_spaces`
+    or :func:`~fe_operators.models.build.context_from_problem`; models only read its tensors.
 
     Attributes
     ----------
@@ -422,21 +437,6 @@ class MeshContext:
     def to(self, device: torch.device | str | None) -> "MeshContext":
         """A copy with every tensor on ``device`` (dtypes kept: FE data stay float64)."""
         return _map_tensors(self, lambda t: t.to(device))
-
-    # ------------------------------------------------------------------ builders (Firedrake)
-    @classmethod
-    def from_spaces(cls, input_spaces: Any, output_space: Any, bcs: Any = None, *, method: str = "auto") -> "MeshContext":
-        """Build from Firedrake spaces; see :func:`fe_operators.models.build.context_from_spaces`."""
-        from fe_operators.models.build import context_from_spaces
-
-        return context_from_spaces(input_spaces, output_space, bcs, method=method)
-
-    @classmethod
-    def from_problem(cls, problem: Any, *, method: str = "auto", **hierarchy: Any) -> "MeshContext":
-        """Build from a Problem; see :func:`fe_operators.models.build.context_from_problem`."""
-        from fe_operators.models.build import context_from_problem
-
-        return context_from_problem(problem, method=method, **hierarchy)
 
     def __repr__(self) -> str:
         extra = "" if self.hierarchy is None else f", hierarchy={self.hierarchy!r}"

@@ -17,7 +17,7 @@ from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
 from fe_operators.models.processor import Processor, register_processor
 from fe_operators.models.propagation import DeepPropagation
-from fe_operators.options import non_negative, option, positive
+from fe_operators.options import dataclass_from_dict, non_negative, option, positive
 
 __all__ = ["GNNProcessor", "GNNOptions"]
 
@@ -130,15 +130,16 @@ class GNNProcessor(Processor):
     #: runs on any mesh of the domain, given its context
     mesh_agnostic = True
 
-    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = 32, depth: int = 2,
-                 hops: int = 0, coarse_cells: int = 0, latent_cells: int = 16, latent_modes: int = 8,
-                 hop_scaling: str = "diffusive", reference_length: float | None = None, layer_norm: bool = True, act: str = "gelu") -> None:
+    # defaults and checks: GNNOptions, the one source (also of the run configuration's keys)
+    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = GNNOptions.width,
+                 depth: int = GNNOptions.depth, hops: int = GNNOptions.hops, coarse_cells: int = GNNOptions.coarse_cells,
+                 latent_cells: int = GNNOptions.latent_cells, latent_modes: int = GNNOptions.latent_modes,
+                 hop_scaling: str = GNNOptions.hop_scaling, reference_length: float | None = None,
+                 layer_norm: bool = GNNOptions.layer_norm, act: str = GNNOptions.act) -> None:
         super().__init__()
-        if depth < 0 or hops < 0 or width < 1 or coarse_cells < 0 or latent_cells < 0:
-            raise ValueError(f"expected width >= 1, depth, hops, coarse_cells, latent_cells >= 0; got {width}, "
-                             f"{depth}, {hops}, {coarse_cells}, {latent_cells}")
-        if latent_cells and depth < 1:
-            raise ValueError("latent_cells needs depth >= 1: a latent-grid stage follows each message-passing layer")
+        dataclass_from_dict(GNNOptions, dict(
+            width=width, depth=depth, hops=hops, coarse_cells=coarse_cells, latent_cells=latent_cells,
+            latent_modes=latent_modes, hop_scaling=hop_scaling, layer_norm=layer_norm, act=act))
         self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
         self.width, self.depth, self.hops, self.coarse_cells = int(width), int(depth), int(hops), int(coarse_cells)
         self.latent_cells, self.latent_modes = int(latent_cells), int(latent_modes)

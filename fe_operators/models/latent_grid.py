@@ -17,6 +17,7 @@ import itertools
 import torch
 
 from fe_operators.models.mlp import activation
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 __all__ = ["LatentGridSpectral", "grid_transfer"]
 
@@ -63,7 +64,8 @@ def grid_transfer(x: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tens
     scaled = vals_t / weight[cols_t].clamp_min(torch.finfo(x.dtype).tiny)
     pool = torch.sparse_coo_tensor(torch.stack([cols_t, rows]), scaled, (n_grid, n),
                                    check_invariants=False).coalesce()
-    return interp.to_sparse_csr(), pool.to_sparse_csr()
+    with csr_beta_warning_silenced():
+        return interp.to_sparse_csr(), pool.to_sparse_csr()
 
 
 class LatentGridSpectral(torch.nn.Module):

@@ -62,10 +62,13 @@ class SPON(torch.nn.Module):
 
     Examples
     --------
-    >>> ctx = MeshContext.from_problem(problem)                      # doctest: +SKIP
+    >>> from fe_operators.models.build import context_from_problem   # doctest: +SKIP
+    >>> ctx = context_from_problem(problem)
     >>> model = SPON.from_context(ctx, [("f", 1), ("g", 1)], "gnn")  # ctx lifts g: model.lifting_inputs == ("g",)
     >>> u = model(x)                  # (batch, n), exact on the boundary
-    >>> u2 = model(x2, context=MeshContext.from_problem(problem_on_finer_mesh))
+    >>> u2 = model(x2, context=context_from_problem(problem_on_finer_mesh))
+
+    For a Problem in one call: :func:`fe_operators.models.build.spon_for_problem`.
     """
 
     def __init__(self, processor: torch.nn.Module, inputs: Sequence[Any], *, output_ncomp: int = 1,
@@ -119,8 +122,8 @@ class SPON(torch.nn.Module):
             Shorthand for boundary data that are one input field's values on the
             constrained DOFs (Poisson's ``"g"``): the context gets that field's
             injection as its lifting map (:meth:`MeshContext.with_lifting_input`).
-            Default: the context's own lifting maps (``MeshContext.from_problem`` has the
-            problem's).  The model's :attr:`lifting_inputs` are the fields with a map.
+            Default: the context's own lifting maps
+            (:func:`~fe_operators.models.build.context_from_problem` has the problem's).  The model's :attr:`lifting_inputs` are the fields with a map.
         **options
             The processor's options (the fields of its ``Options`` dataclass; defaults
             for the rest), e.g. ``width=32, depth=2`` for ``"gnn"``.
@@ -149,13 +152,6 @@ class SPON(torch.nn.Module):
         lifting_inputs = tuple(names[k] for k in context.lifting_inputs if k < len(names))
         return cls(proc, fields, output_ncomp=context.ncomp, output_scalar=scalar,
                    lifting_inputs=lifting_inputs, context=context)
-
-    @classmethod
-    def from_problem(cls, problem: Any, processor: str = "gnn", **options: Any) -> "SPON":
-        """Build for a Problem (Firedrake); see :func:`fe_operators.models.build.spon_for_problem`."""
-        from fe_operators.models.build import spon_for_problem
-
-        return spon_for_problem(problem, processor, **options)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -225,8 +221,9 @@ class SPON(torch.nn.Module):
         lifted = tuple(self.encoder.fields[k].name for k in context.lifting_inputs)
         if lifted != self.lifting_inputs:
             if self.lifting_inputs:
-                fix = ("build the context with MeshContext.from_problem(problem), or MeshContext.from_spaces(..., "
-                       "bcs=<a function of the named inputs returning the DirichletBCs>)")
+                fix = ("build the context with context_from_problem(problem) or context_for_model(model, problem), "
+                       "or context_from_spaces(..., bcs=<a function of the named inputs returning the DirichletBCs>) "
+                       "(fe_operators.models.build)")
             else:
                 fix = "this model was built with fixed boundary data; rebuild it from a context with lifting maps"
             raise SpaceMismatchError(
@@ -243,7 +240,7 @@ class SPON(torch.nn.Module):
             stored = self.context
             if stored is None:
                 raise ValueError(
-                    "this SPON holds no mesh context: pass context=MeshContext.from_spaces(...), or "
+                    "this SPON holds no mesh context: pass context=context_from_spaces(...) (fe_operators.models.build), or "
                     "load a state_dict that has one"
                 )
             return stored

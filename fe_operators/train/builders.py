@@ -16,14 +16,13 @@ processor's declared once in its ``Options`` dataclass (``fe-operators train
     model:
       type: spon
       processor: gnn          # a registered processor: gnn | mlp | multigrid
-      width: 32               # gnn: hidden features
-      depth: 2                # gnn: message-passing layers
-      latent_cells: 16        # gnn: latent Fourier grid cells per axis (0: none)
+      width: 64               # gnn: hidden features (keys left out: GNNOptions' defaults)
+      depth: 3                # gnn: message-passing layers
 
 Keys of another processor are an error, not ignored.  Normalisation: any
 ``data.normalize_inputs`` / ``normalize_output`` keeps SPON's Dirichlet values exact (the
-trainer re-imposes the physical boundary data after decoding, see
-:func:`~fe_operators.train.physical_forward`).
+:class:`~fe_operators.models.NormalizedModel` around the SPON re-imposes the physical
+boundary data after decoding).
 
 This module imports Firedrake only when a model is built.
 """
