@@ -219,6 +219,7 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
     ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
     level_ctx = []
     for lv in ops.levels:
+        H = lv.coefficient_stiffness
         names = list(lv.operators)
         stacked = sp.vstack([lv.operators[name] for name in names], format="csr")
         orders = [0 if name == "mass" else 1 if name.startswith("C_") else 2 for name in names]
@@ -232,6 +233,7 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
             stiffness_diag=torch.from_numpy(np.asarray(lv.stiffness_diag, dtype=np.float64).copy()),
             boundary=torch.from_numpy(np.asarray(lv.boundary, dtype=bool).copy()),
             h=float(lv.h),
+            coefficient_map=None if H is None else SparseMap.from_scipy(H),
         ))
     maps = [None if M is None else SparseMap.from_scipy(M) for M in (ops.to_finest, ops.from_finest)]
     return HierarchyContext(tuple(level_ctx), tuple(SparseMap.from_scipy(P) for P in ops.prolongations), *maps)

@@ -189,6 +189,11 @@ class LevelContext:
         ``(n_l,)`` bool: nodes constrained by the output's Dirichlet conditions.
     h
         The level's mesh size (mean cell diameter).
+    coefficient_map
+        ``(nnz, n_l)``: the values of the stiffness matrix ``∫ a ∇φ_j·∇φ_i`` of a nodal
+        coefficient ``a`` on the operators' block pattern, as a linear map of ``a``
+        (:func:`fe_operators.fem.coefficient.coefficient_stiffness_map`; P1 levels of a
+        mesh), or None (aggregated levels, other elements).
     """
 
     coords: torch.Tensor
@@ -199,6 +204,7 @@ class LevelContext:
     stiffness_diag: torch.Tensor
     boundary: torch.Tensor
     h: float
+    coefficient_map: Union[SparseMap, None] = None
 
     def __post_init__(self) -> None:
         n = self.coords.shape[0]
@@ -212,6 +218,11 @@ class LevelContext:
             if tuple(getattr(self, name).shape) != (n,):
                 raise ValueError(f"LevelContext.{name}: expected shape ({n},), got {tuple(getattr(self, name).shape)}")
         object.__setattr__(self, "h", float(self.h))
+        if self.coefficient_map is not None:
+            nnz = int(self.operators.crow[n])
+            if self.coefficient_map.shape != (nnz, n):
+                raise ValueError(f"LevelContext.coefficient_map: expected shape ({nnz}, {n}) (one row per entry "
+                                 f"of the block pattern), got {self.coefficient_map.shape}")
 
     @property
     def n_nodes(self) -> int:

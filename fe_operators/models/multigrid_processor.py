@@ -39,7 +39,7 @@ from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
 from fe_operators.models.processor import Processor, register_processor
 from fe_operators.models.sparse_ops import spmm
-from fe_operators.models.vcycle import CycleLevel, MultigridCycle, cast_levels, cycle_levels
+from fe_operators.models.vcycle import CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels
 from fe_operators.options import non_negative, option, optional, positive
 
 __all__ = ["MultigridOptions", "MultigridProcessor"]
@@ -66,6 +66,11 @@ class MultigridOptions:
     coarsest_smoothing: int = option("Smoothing steps on the coarsest level.", non_negative, default=2)
     post_smoothing: int = option("Smoothing steps per level on the way up (0 in the MgNO paper).",
                                  non_negative, default=0)
+    coefficient_operators: bool = option(
+        "Add, on every mesh level, the stiffness matrices of the input channels as coefficients, "
+        "∫ x_c ∇φ_j·∇φ_i, to the learned level operators (P1 outputs on simplices): the V-cycles can then "
+        "follow the input coefficient of a diffusion problem (Darcy) the way a multigrid solver does.",
+        default=False)
     mixing: Literal["full", "separable"] = option(
         "Channel mixing of the level operators and smoothers: 'full' (a C x C matrix per FE operator, a 3x3 "
         "convolution's analogue) or 'separable' (per-channel weights per operator, then one C x C mixing).",
@@ -101,7 +106,7 @@ class MultigridProcessor(Processor):
         Levels of weights (the training hierarchy's used levels).
     coarsest_h
         Mesh size of the coarsest level the model was built for.
-    width, layers, levels, coarsest_nodes, pre_smoothing, coarsest_smoothing, post_smoothing, mixing, act
+    width, layers, levels, coarsest_nodes, coefficient_operators, pre_smoothing, coarsest_smoothing, post_smoothing, mixing, act
         See :class:`MultigridOptions` (``levels`` is what was asked for; ``n_levels``
         what it gave).
 
@@ -117,7 +122,7 @@ class MultigridProcessor(Processor):
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
                  coarsest_h: float, *, width: int = 24, layers: int = 4, levels: int | None = None,
-                 coarsest_nodes: int = 100,
+                 coarsest_nodes: int = 100, coefficient_operators: bool = False,
                  pre_smoothing: int = 1, coarsest_smoothing: int = 2, post_smoothing: int = 0,
                  mixing: str = "full", act: str = "gelu") -> None:
         super().__init__()
@@ -126,7 +131,7 @@ class MultigridProcessor(Processor):
         self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
         self.n_operators, self.n_levels, self.coarsest_h = int(n_operators), int(n_levels), float(coarsest_h)
         self.width, self.layers, self.levels = int(width), int(layers), levels
-        self.coarsest_nodes = int(coarsest_nodes)
+        self.coarsest_nodes, self.coefficient_operators = int(coarsest_nodes), bool(coefficient_operators)
         self.pre_smoothing, self.coarsest_smoothing = int(pre_smoothing), int(coarsest_smoothing)
         self.post_smoothing, self.mixing, self.act = int(post_smoothing), mixing, act
         c = self.width
@@ -134,7 +139,7 @@ class MultigridProcessor(Processor):
         self.cycles = torch.nn.ModuleList(
             MultigridCycle(c, self.n_operators, self.n_levels, pre_smoothing=self.pre_smoothing,
                            coarsest_smoothing=self.coarsest_smoothing, post_smoothing=self.post_smoothing,
-                           mixing=mixing)
+                           mixing=mixing, n_coefficients=self.in_channels if self.coefficient_operators else 0)
             for _ in range(self.layers))
         self.mix_out = torch.nn.ModuleList(torch.nn.Linear(c, c, bias=False) for _ in range(self.layers))
         self.pointwise = torch.nn.ModuleList(torch.nn.Linear(c, c, bias=False) for _ in range(self.layers))
@@ -150,7 +155,7 @@ class MultigridProcessor(Processor):
         return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
                 "n_operators": self.n_operators, "n_levels": self.n_levels, "coarsest_h": self.coarsest_h,
                 "width": self.width, "layers": self.layers, "levels": self.levels,
-                "coarsest_nodes": self.coarsest_nodes,
+                "coarsest_nodes": self.coarsest_nodes, "coefficient_operators": self.coefficient_operators,
                 "pre_smoothing": self.pre_smoothing, "coarsest_smoothing": self.coarsest_smoothing,
                 "post_smoothing": self.post_smoothing, "mixing": self.mixing, "act": self.act}
 
@@ -235,15 +240,18 @@ class MultigridProcessor(Processor):
         # output depend on the mesh; the cycles keep Dirichlet nodes out by their masks
         x = normalized_coordinates(context.coords).to(dtype)
         static = x.unsqueeze(1).expand(n, batch, self.gdim)
-        v = self.lift(torch.cat([h.transpose(0, 1), static], dim=-1))        # (n, B, C) node-major
+        hn = h.transpose(0, 1)                                               # (n, B, C_in) node-major
+        v = self.lift(torch.cat([hn, static], dim=-1))                       # (n, B, C)
         if hier.to_finest is not None:
             v = spmm(hier.to_finest, v.reshape(n, -1)).reshape(-1, batch, self.width)
+            hn = spmm(hier.to_finest, hn.reshape(n, -1)).reshape(-1, batch, self.in_channels)
             xf = normalized_coordinates(hier.finest.coords).to(dtype)
         else:
             xf = x
+        coefficients = coefficient_values(levels, hn) if self.coefficient_operators else None
         bias = self.bias(xf).reshape(-1, 1, self.layers, self.width)
         for k in range(self.layers):
-            u = self.cycles[k](v, levels)
+            u = self.cycles[k](v, levels, coefficients=coefficients)
             v = self.activation(self.mix_out[k](u) + self.pointwise[k](v) + bias[:, :, k])
         y = self.project(v)                                                 # (n_f, B, ncomp)
         if hier.from_finest is not None:

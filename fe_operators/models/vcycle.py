@@ -78,6 +78,13 @@ class CycleLevel:
         ``P_l`` (from the next coarser level) and ``P_lᵀ``; None on the coarsest level.
     laplacian
         ``(K,)``: the Laplacian as a combination of the blocks.
+    coefficient_map
+        ``(nnz, n)``: nodal coefficient -> values of its stiffness matrix on the block
+        pattern (see :class:`~fe_operators.models.context.LevelContext`), or None.
+    pattern_rows, pattern_cols
+        ``(nnz,)`` int64: the block pattern's entries (for applying coefficient operators).
+    mass_diag
+        ``(n,)``: row sums of the mass matrix (weights of the coefficient averages).
     """
 
     a_operators: SparseMap
@@ -89,6 +96,10 @@ class CycleLevel:
     prolong: SparseMap | None
     restrict: SparseMap | None
     laplacian: torch.Tensor
+    coefficient_map: SparseMap | None
+    pattern_rows: torch.Tensor
+    pattern_cols: torch.Tensor
+    mass_diag: torch.Tensor
 
     @property
     def n_nodes(self) -> int:
@@ -154,6 +165,7 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
         s_scale = torch.stack([1.0 / d if o == 2 else (1.0 / torch.sqrt(d * m) if o == 1 else 1.0 / m)
                                for o in orders.tolist()])
         P = hierarchy.prolongations[i - 1] if i > start else None
+        nnz = int(lv.operators.crow[n])
         out.append(CycleLevel(
             a_operators=_side_by_side(lv.operators, a_scale.reshape(-1)),
             s_operators=_side_by_side(lv.operators, s_scale.reshape(-1)),
@@ -164,14 +176,48 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
             prolong=P,
             restrict=None if P is None else P.transpose(),
             laplacian=lv.laplacian,
+            coefficient_map=lv.coefficient_map,
+            pattern_rows=_row_indices(lv.operators.crow[:n + 1]),
+            pattern_cols=lv.operators.col[:nnz],
+            mass_diag=_block_row_sums(lv.operators, mass_k, n),
         ))
     return out
+
+
+def _block_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
+    """Row sums of block ``k`` of a row-stacked operator."""
+    block = _rows(ops, k * n, (k + 1) * n)
+    sums = torch.zeros(n, dtype=ops.values.dtype, device=ops.device)
+    return sums.index_add_(0, _row_indices(block.crow), block.values)
 
 
 def cast_levels(levels: list[CycleLevel], dtype: torch.dtype) -> list[CycleLevel]:
     """The dense tensors of ``levels`` in ``dtype`` (sparse maps are cast on use, cached)."""
     return [dataclasses.replace(lv, d=lv.d.to(dtype), d_inv=lv.d_inv.to(dtype), keep=lv.keep.to(dtype),
-                                laplacian=lv.laplacian.to(dtype)) for lv in levels]
+                                laplacian=lv.laplacian.to(dtype), mass_diag=lv.mass_diag.to(dtype))
+            for lv in levels]
+
+
+def coefficient_values(levels: list[CycleLevel], x: torch.Tensor) -> list[torch.Tensor | None]:
+    """Per level, the stiffness-matrix values of the coefficient channels ``x``.
+
+    ``x`` ``(n_finest, B, m)`` nodal on the finest level is carried down by mass-weighted
+    averages, ``x_{l-1} = (P_lᵀ (w_l x_l)) / (P_lᵀ w_l)`` with ``w`` the mass row sums;
+    on each level with a coefficient map the result is ``(nnz, B, m)`` (``∫ x_c ∇φ_j·∇φ_i``
+    on the block pattern), None elsewhere.
+    """
+    out: list[torch.Tensor | None] = [None] * len(levels)
+    for j in reversed(range(len(levels))):
+        lv = levels[j]
+        n, b, m = x.shape
+        if lv.coefficient_map is not None:
+            out[j] = spmm(lv.coefficient_map, x.reshape(n, b * m)).reshape(-1, b, m)
+        if j > 0:
+            w = lv.mass_diag[:, None, None]
+            num = _sp(lv.restrict, x * w)
+            den = _sp(lv.restrict, w.expand(n, 1, 1).contiguous())
+            x = num / den
+    return out
 
 
 def _sp(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
@@ -203,6 +249,11 @@ class MultigridCycle(torch.nn.Module):
         per-channel weights per operator, then one ``C × C`` mixing,
         ``(Σ_k (Φ_k u) diag(w_k)) W`` (a depthwise-separable convolution's; about
         ``K`` times fewer dense flops).
+    n_coefficients
+        Coefficient channels ``m`` whose stiffness matrices ``K_{x_c} = ∫ x_c ∇φ_j·∇φ_i``
+        join the level operators, ``Ã u += Σ_c D⁻¹ K_{x_c} u W^c_c`` (0: none).  With
+        them the cycle can represent a multigrid solve of ``-∇·(x ∇u)`` for the input
+        ``x`` itself (Darcy's permeability), on the levels that have a coefficient map.
 
     Shapes
     ------
@@ -210,7 +261,8 @@ class MultigridCycle(torch.nn.Module):
     """
 
     def __init__(self, channels: int, n_operators: int, n_levels: int, *, pre_smoothing: int = 1,
-                 coarsest_smoothing: int = 2, post_smoothing: int = 0, mixing: str = "full") -> None:
+                 coarsest_smoothing: int = 2, post_smoothing: int = 0, mixing: str = "full",
+                 n_coefficients: int = 0) -> None:
         super().__init__()
         if min(channels, n_operators, n_levels) < 1 or min(pre_smoothing, coarsest_smoothing, post_smoothing) < 0:
             raise ValueError(f"expected channels, n_operators, n_levels >= 1 and smoothing steps >= 0, got "
@@ -220,7 +272,7 @@ class MultigridCycle(torch.nn.Module):
             raise ValueError(f"expected mixing 'full' or 'separable', got {mixing!r}")
         self.channels, self.n_operators, self.n_levels = int(channels), int(n_operators), int(n_levels)
         self.pre, self.coarsest, self.post = int(pre_smoothing), int(coarsest_smoothing), int(post_smoothing)
-        self.mixing = mixing
+        self.mixing, self.n_coefficients = mixing, int(n_coefficients)
         c, k, n = self.channels, self.n_operators, self.n_levels
         std = 0.1 / math.sqrt(c)
         eye = torch.eye(c)
@@ -238,6 +290,9 @@ class MultigridCycle(torch.nn.Module):
                 self.S[:, 0] += 0.5
         self.R = torch.nn.Parameter(eye + std * torch.randn(n, c, c))
         self.P = torch.nn.Parameter(eye + std * torch.randn(n, c, c))
+        m = self.n_coefficients
+        shape = (n, m, c, c) if mixing == "full" else (n, m, c)
+        self.Kc = torch.nn.Parameter(std * torch.randn(*shape)) if m else None
 
     def _laplacian_weights(self, laplacian: torch.Tensor) -> torch.Tensor:
         lap = laplacian.to(self.A)
@@ -266,6 +321,8 @@ class MultigridCycle(torch.nn.Module):
                 self.S_mix.copy_(eye.expand_as(self.S_mix))
             self.R.copy_(eye.expand_as(self.R))
             self.P.copy_(eye.expand_as(self.P))
+            if self.Kc is not None:
+                self.Kc.zero_()
 
     def weight_index(self, n_used: int) -> list[int]:
         """Weight set of each used level (coarsest first): its index, capped at the finest trained."""
@@ -284,14 +341,28 @@ class MultigridCycle(torch.nn.Module):
             z = u.unsqueeze(1) * weights[None, :, None, :]
         return spmm(ops, z.reshape(n * k, b * c)).reshape(n, b, c)
 
-    def apply_operator(self, u: torch.Tensor, level: CycleLevel, w: int) -> torch.Tensor:
-        """``Ã u`` on one level with weight set ``w``; ``u`` ``(n, B, C)``."""
+    def _apply_coefficients(self, u: torch.Tensor, level: CycleLevel, w: int, values: torch.Tensor) -> torch.Tensor:
+        """``Σ_c D⁻¹ K_{x_c} u W^c_c`` (before the separable mixing); ``values`` ``(nnz, B, m)``."""
+        rows, cols = level.pattern_rows, level.pattern_cols
+        out = torch.zeros_like(u)
+        for c in range(self.n_coefficients):  # a handful of input channels
+            z = u @ self.Kc[w, c] if self.mixing == "full" else u * self.Kc[w, c]
+            out = out.index_add(0, rows, z.index_select(0, cols) * values[:, :, c:c + 1])
+        return out * level.d_inv
+
+    def apply_operator(self, u: torch.Tensor, level: CycleLevel, w: int,
+                       values: torch.Tensor | None = None) -> torch.Tensor:
+        """``Ã u`` on one level with weight set ``w``; ``u`` ``(n, B, C)``; ``values``: the
+        level's coefficient stiffness values ``(nnz, B, m)`` or None."""
         y = self._apply_blocks(level.a_operators, u, self.A[w])
+        if values is not None and self.Kc is not None:
+            y = y + self._apply_coefficients(u, level, w, values)
         return y @ self.A_mix[w] if self.mixing == "separable" else y
 
-    def smooth(self, u: torch.Tensor | None, f: torch.Tensor, level: CycleLevel, w: int) -> torch.Tensor:
+    def smooth(self, u: torch.Tensor | None, f: torch.Tensor, level: CycleLevel, w: int,
+               values: torch.Tensor | None = None) -> torch.Tensor:
         """One smoothing step ``u + B S̃ (f - Ã u)`` (``u = None`` means zero)."""
-        r = f if u is None else f - self.apply_operator(u, level, w)
+        r = f if u is None else f - self.apply_operator(u, level, w, values)
         r = r * level.keep
         S = self.S[w]
         y = self._apply_blocks(level.s_operators, r, S[1:])
@@ -302,7 +373,8 @@ class MultigridCycle(torch.nn.Module):
         z = z * level.keep
         return z if u is None else u + z
 
-    def forward(self, f: torch.Tensor, levels: list[CycleLevel], *, dual: bool = False) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, levels: list[CycleLevel], *, dual: bool = False,
+                coefficients: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         """The cycle's output ``u`` for data ``f`` on the finest level.
 
         Parameters
@@ -312,7 +384,11 @@ class MultigridCycle(torch.nn.Module):
             vector (an assembled right-hand side or residual, ``M f`` for nodal ``f``).
         levels
             From :func:`cycle_levels` (cast to ``f``'s dtype), coarsest first.
+        coefficients
+            From :func:`coefficient_values`: per level the stiffness values of the
+            coefficient channels, or None.
         """
+        coef = coefficients if coefficients is not None else [None] * len(levels)
         n_used = len(levels)
         widx = self.weight_index(n_used)
         fine = levels[-1]
@@ -323,10 +399,10 @@ class MultigridCycle(torch.nn.Module):
             lv, w = levels[j], widx[j]
             u = None
             for _ in range(self.coarsest if j == 0 else self.pre):
-                u = self.smooth(u, fs[j], lv, w)
+                u = self.smooth(u, fs[j], lv, w, coef[j])
             us[j] = u
             if j > 0:
-                r = fs[j] if u is None else fs[j] - self.apply_operator(u, lv, w)
+                r = fs[j] if u is None else fs[j] - self.apply_operator(u, lv, w, coef[j])
                 coarse = levels[j - 1]
                 rc = _sp(lv.restrict, r * lv.keep * lv.d)
                 if j < self.n_levels:  # levels finer than trained pass the data on unmixed
@@ -340,10 +416,11 @@ class MultigridCycle(torch.nn.Module):
                 e = (torch.matmul(e, self.P[w]) if j < self.n_levels else e) * lv.keep
                 us[j] = e if us[j] is None else us[j] + e
             for _ in range(self.post):
-                us[j] = self.smooth(us[j], fs[j], lv, w)
+                us[j] = self.smooth(us[j], fs[j], lv, w, coef[j])
         out = us[-1]
         return torch.zeros_like(f) if out is None else out
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, operators={self.n_operators}, levels={self.n_levels}, "
-                f"smoothing=({self.pre}, coarsest {self.coarsest}, post {self.post}), mixing={self.mixing!r}")
+                f"smoothing=({self.pre}, coarsest {self.coarsest}, post {self.post}), mixing={self.mixing!r}, "
+                f"coefficients={self.n_coefficients}")
