@@ -40,7 +40,7 @@ _CACHE: dict[tuple[str, int], torch.nn.Module] = {}
 
 
 def load_precond_model(source: Any) -> torch.nn.Module:
-    """The network of a checkpoint path, a ``LoadedModel`` or a module, in eval mode, float64.
+    """The network of a checkpoint path, a ``LoadedModel`` or a module, in eval mode.
 
     Parameters
     ----------
@@ -57,18 +57,18 @@ def load_precond_model(source: Any) -> torch.nn.Module:
         ``source`` is none of the above.
     """
     if isinstance(source, torch.nn.Module):
-        return source.double().eval()
+        return source.eval()
     if isinstance(source, (str, os.PathLike)):
         from fe_operators.train.checkpoint import load_model
 
         path = Path(source).expanduser().resolve()
         key = (str(path), path.stat().st_mtime_ns if path.exists() else -1)
         if key not in _CACHE:
-            _CACHE[key] = load_model(path).model.double().eval()
+            _CACHE[key] = load_model(path).model.eval()
         return _CACHE[key]
     model = getattr(source, "model", None)
     if isinstance(model, torch.nn.Module):
-        return model.double().eval()
+        return model.eval()
     raise TypeError(f"expected a checkpoint path, a LoadedModel or a torch.nn.Module as the preconditioner's "
                     f"model, got {type(source).__name__}")
 

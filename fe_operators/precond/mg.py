@@ -209,8 +209,9 @@ def setup_learned_mg(mg: Any, hierarchy: GalerkinHierarchy, model: Any, sweeps: 
     """Configure ``mg`` (a new PETSc PC with its options prefix set) as the learned V-cycle.
 
     Multiplicative V-cycle on ``hierarchy``'s levels; on every level but the coarsest
-    ``sweeps`` Richardson steps with a :class:`LearnedJacobi` of ``model`` (the same
-    KSP before and after the coarse correction); the coarsest level solved by LU
+    ``sweeps`` Richardson steps with a :class:`LearnedJacobi` of ``model`` before and
+    after the coarse correction (one smoother, two KSPs: the first starts from zero);
+    the coarsest level solved by LU
     (``redundant`` LU on several processes).  Options under ``mg``'s prefix are applied
     last (``-<prefix>mg_levels_ksp_max_it 3``, ``-<prefix>mg_coarse_pc_type cholesky``).
 
@@ -232,19 +233,21 @@ def setup_learned_mg(mg: Any, hierarchy: GalerkinHierarchy, model: Any, sweeps: 
         mg.setMGInterpolation(level, hierarchy.prolongations[level - 1])
     contexts = []
     for level in range(n):
-        ksp = mg.getMGSmoother(level) if level else mg.getMGCoarseSolve()
-        ksp.setOperators(hierarchy.operators[level], hierarchy.operators[level])
+        A_l = hierarchy.operators[level]
         if level:
+            # distinct KSPs before and after the coarse correction (one context, computed once):
+            # the pre-smoother then starts from a zero guess and skips the product A 0
             ctx = LearnedJacobi(model)
-            _configure_smoother(ksp, sweeps, ctx)
+            for ksp in (mg.getMGSmootherDown(level), mg.getMGSmootherUp(level)):
+                ksp.setOperators(A_l, A_l)
+                _configure_smoother(ksp, sweeps, ctx)
             contexts.append(ctx)
         else:
+            ksp = mg.getMGCoarseSolve()
+            ksp.setOperators(A_l, A_l)
             ksp.setType(PETSc.KSP.Type.PREONLY)
             cpc = ksp.getPC()
-            if mg.comm.getSize() > 1:
-                cpc.setType(PETSc.PC.Type.REDUNDANT)
-            else:
-                cpc.setType(PETSc.PC.Type.LU)
+            cpc.setType(PETSc.PC.Type.REDUNDANT if mg.comm.getSize() > 1 else PETSc.PC.Type.LU)
     mg.setFromOptions()
     return contexts[::-1]
 

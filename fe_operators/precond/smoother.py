@@ -186,13 +186,21 @@ class LearnedJacobi:
         self.fallback_rows = 0
         self.rows = 0
         self.setup_seconds = 0.0
+        self._state: tuple[int, int] | None = None
 
     def setUp(self, pc: Any) -> None:
-        """Compute the multipliers from the PC's matrix (the ``Pmat``)."""
+        """Compute the multipliers from the PC's matrix (the ``Pmat``).
+
+        Nothing is recomputed when called again for the same matrix in the same state
+        (one context may serve several PCs, e.g. a level's pre- and post-smoother).
+        """
         t0 = time.perf_counter()
         if self.net is None:
             self.net = resolve_model(self.name, options_prefix(pc, self.prefix), self.model)
         _, P = pc.getOperators()
+        state = (P.handle, P.stateGet())
+        if state == self._state:
+            return
         try:
             feats = petsc_row_features(P)
         except ValueError as exc:
@@ -202,6 +210,7 @@ class LearnedJacobi:
         if self.multipliers is None or self.multipliers.getSizes() != P.getSizes()[0]:
             self.multipliers = P.createVecLeft()
         self.multipliers.array[:] = m
+        self._state = state
         self.setup_seconds = time.perf_counter() - t0
 
     def apply(self, pc: Any, x: Any, y: Any) -> None:
