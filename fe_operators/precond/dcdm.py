@@ -5,16 +5,20 @@ a nonlinear network: the search direction is :math:`q = f(r/\|r\|)`.  The networ
 :class:`DCDMNet`, is a small MgNO-like net on the problem's mesh hierarchy
 (:class:`~fe_operators.models.vcycle.MultigridCycle`, DESIGN.md §5):
 
-1. :math:`\hat r = r / \mathrm{rms}(r)` (the scale-free input);
+1. :math:`\hat r = E\, r / \mathrm{rms}(r)` with :math:`E = \mathrm{diag}(e^{-c_i/2})`, where
+   :math:`c_i = \log(a_{ii} / k_{ii})` is the local coefficient indicator (the operator's
+   diagonal over the Laplacian's; 0 on Dirichlet rows): the scale-free input, symmetrically
+   scaled so that for a slowly varying coefficient :math:`a` the Laplacian-like cycles
+   below see :math:`a^{-1/2} r` (:math:`A^{-1} \approx E K^{-1} E`);
 2. one linear multi-channel V-cycle on :math:`\hat r` as *dual* data (a residual is a
    dual vector), ``C`` channels, then normalised by its root mean square, so the rest of
    the network sees O(1) values on any level count;
 3. ``layers`` residual nonlinear layers
    :math:`u \leftarrow u + \sigma(W_{Mg}(u) W + u W_0 + b(c))`, where :math:`b(c)` is a
-   per-node bias from the local coefficient indicator :math:`c_i = \log(a_{ii} /
-   k_{ii})` (the operator's diagonal over the Laplacian's; 0 on Dirichlet rows) — what
-   tells the network the coefficient it is preconditioning;
-4. a pointwise projection to one channel; Dirichlet rows stay zero.
+   per-node bias from :math:`c` — with :math:`E`, what tells the network the coefficient
+   it is preconditioning;
+4. a pointwise projection to one channel, scaled by :math:`E` again; Dirichlet rows stay
+   zero.
 
 Its unsupervised, scale-free loss (:func:`dcdm_loss`) is, over unit-norm training
 right-hand sides ``b``, the mean of :math:`\|b - \alpha(b) A f(b)\|^2` with
@@ -132,15 +136,16 @@ class DCDMNet(torch.nn.Module):
         """Directions ``f(r)`` (see the class docstring)."""
         n, b = r.shape
         keep = levels[-1].keep.reshape(n, 1)
+        scale = torch.exp(-0.5 * c.to(r.dtype))[:, None]                         # E
         rms = torch.sqrt((r * r).mean(0, keepdim=True)).clamp_min(torch.finfo(r.dtype).tiny)
-        x = (r / rms)[:, :, None] * self.lift                                   # (n, B, C) dual data
+        x = (scale * r / rms)[:, :, None] * self.lift                           # (n, B, C) dual data
         u = self.first(x, levels, dual=True)
         u = u / torch.sqrt((u * u).mean((0, 2), keepdim=True)).clamp_min(torch.finfo(r.dtype).tiny)
         bias = self.bias(c[:, None].to(r.dtype)).reshape(n, 1, -1, self.width)
         for k in range(self.layers):
             w = self.cycles[k](u, levels)
             u = u + self.activation(self.mix[k](w) + self.pointwise[k](u) + bias[:, :, k])
-        return self.project(u).squeeze(-1) * keep
+        return self.project(u).squeeze(-1) * (scale * keep)
 
     def extra_repr(self) -> str:
         return f"coarsest_h={self.coarsest_h:.4g}, levels={self.n_levels}, width={self.width}"

@@ -125,7 +125,7 @@ class DCDM(PCBase):
         ------
         ``r`` ``(n,)`` float64 -> ``(n,)`` float64.
         """
-        x = torch.from_numpy(np.ascontiguousarray(r)).to(self.dtype)[:, None]
+        x = torch.from_numpy(np.array(r, dtype=np.float64)).to(self.dtype)[:, None]
         z = self.net(x, self._coefficient, self.levels)[:, 0].to(torch.float64).numpy()
         z = np.where(self._decoupled, r / self._diag, z)
         if np.all(np.isfinite(z)) and float(r @ z) > 0.0:
