@@ -68,12 +68,16 @@ def test_galerkin_operators_and_cycle_agree_with_the_torch_training_cycle(operat
     net = _random_net()
     mg = PETSc.PC().create()
     mg.setOptionsPrefix("test_torch_cycle_")
-    setup_learned_mg(mg, gh, net, sweeps=2)
+    smoothers = setup_learned_mg(mg, gh, net, sweeps=2)
     mg.setUp()
     th = torch_hierarchy(sh)
-    X = np.random.default_rng(0).standard_normal((A.getSize()[0], 3))
     with torch.no_grad():
-        Y = vcycle(th, level_multipliers(net, th), torch.from_numpy(X), 2).numpy()
+        trained = level_multipliers(net, th)  # float64, as in training
+    applied = [None] + [torch.from_numpy(ctx.multipliers.array_r.copy()) for ctx in smoothers[::-1]]
+    for m_train, m_run in zip(trained[1:], applied[1:]):  # the set-up runs the network in float32
+        assert torch.allclose(m_run, m_train, rtol=1e-6, atol=0)
+    X = np.random.default_rng(0).standard_normal((A.getSize()[0], 3))
+    Y = vcycle(th, applied, torch.from_numpy(X), 2).numpy()
     x, y = A.createVecs()
     for j in range(3):
         x.array[:] = X[:, j]

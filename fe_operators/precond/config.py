@@ -70,7 +70,7 @@ class SmootherSection:
 
     hidden: int = option("Hidden width of the smoother MLP.", positive, default=16)
     layers: int = option("Hidden layers of the smoother MLP.", non_negative, default=2)
-    act: _ACT = option("Activation.", default="tanh")
+    act: _ACT = option("Activation (relu: the cheapest at set-up, as accurate as tanh here).", default="relu")
     sweeps: int = option("Richardson sweeps per level before and after the coarse correction.", positive,
                          default=2)
     init_s: float = option("Smoothing factor s of every row at initialisation (0.5: l1-Jacobi).", fraction,

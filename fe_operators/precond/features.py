@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -71,8 +72,38 @@ class RowFeatures:
         return int(self.diagonal.shape[0])
 
 
-def _row_ids(indptr: np.ndarray) -> np.ndarray:
-    return np.repeat(np.arange(indptr.shape[0] - 1, dtype=np.int64), np.diff(indptr))
+@numba.njit(cache=True)
+def _row_sums(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> tuple:
+    """One pass over the rows: diagonal, Σ|off|, Σ off, Σ max(off, 0), max |off|, Σ off²."""
+    n = indptr.shape[0] - 1
+    d, o, total = np.zeros(n), np.zeros(n), np.zeros(n)
+    positive, biggest, squares = np.zeros(n), np.zeros(n), np.zeros(n)
+    for i in range(n):
+        for k in range(indptr[i], indptr[i + 1]):
+            v = data[k]
+            total[i] += v
+            if indices[k] == i + row_start:
+                d[i] += v
+            else:
+                a = abs(v)
+                o[i] += a
+                squares[i] += v * v
+                if v > 0:
+                    positive[i] += v
+                if a > biggest[i]:
+                    biggest[i] = a
+    return d, o, total, positive, biggest, squares
+
+
+def _checked(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> tuple:
+    sums = _row_sums(np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64),
+                     np.asarray(data, dtype=np.float64), int(row_start))
+    d = sums[0]
+    if d.size and not np.all(d > 0):
+        bad = int(np.flatnonzero(~(d > 0))[0])
+        raise ValueError(f"expected a matrix with a positive diagonal (symmetric positive definite), row "
+                         f"{bad + row_start} has diagonal {d[bad]!r}")
+    return sums
 
 
 def row_parts(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
@@ -84,21 +115,13 @@ def row_parts(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
     ValueError
         A diagonal entry that is not positive (the matrix is not SPD).
     """
-    n = indptr.shape[0] - 1
-    rows = _row_ids(indptr)
-    on_diag = indices == rows + row_start
-    d = np.bincount(rows[on_diag], weights=data[on_diag], minlength=n)
-    o = np.bincount(rows[~on_diag], weights=np.abs(data[~on_diag]), minlength=n)
-    if n and not np.all(d > 0):
-        bad = int(np.flatnonzero(~(d > 0))[0])
-        raise ValueError(f"expected a matrix with a positive diagonal (symmetric positive definite), row "
-                         f"{bad + row_start} has diagonal {d[bad]!r}")
+    d, o = _checked(indptr, indices, data, row_start)[:2]
     return d, o, o == 0
 
 
 def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scaled_row_sum: np.ndarray,
                  row_start: int = 0) -> RowFeatures:
-    """The :class:`RowFeatures` of local CSR rows.
+    """The :class:`RowFeatures` of local CSR rows (one compiled pass over the entries).
 
     Parameters
     ----------
@@ -115,23 +138,16 @@ def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scal
     ValueError
         A non-positive diagonal entry.
     """
-    indptr = np.asarray(indptr, dtype=np.int64)
-    indices = np.asarray(indices, dtype=np.int64)
-    data = np.asarray(data, dtype=np.float64)
-    n = indptr.shape[0] - 1
-    d, o, decoupled = row_parts(indptr, indices, data, row_start)
-    rows = _row_ids(indptr)
-    off = indices != rows + row_start
-    r_off, a_off = rows[off], data[off]
-    row_sum = np.bincount(rows, weights=data, minlength=n)
-    positive = np.bincount(r_off, weights=np.maximum(a_off, 0.0), minlength=n)
-    biggest = np.zeros(n)
-    np.maximum.at(biggest, r_off, np.abs(a_off))
-    squares = np.bincount(r_off, weights=a_off * a_off, minlength=n)
-    concentration = np.divide(squares, o * o, out=np.zeros(n), where=o > 0)
-    values = np.stack([o / d, row_sum / d, positive / d, biggest / d,
-                       np.asarray(scaled_row_sum, dtype=np.float64) / np.sqrt(d), concentration], axis=1)
-    return RowFeatures(values, d, d + o, decoupled)
+    d, o, total, positive, biggest, squares = _checked(indptr, indices, data, row_start)
+    values = np.empty((d.shape[0], len(FEATURE_NAMES)))
+    values[:, 0] = o / d
+    values[:, 1] = total / d
+    values[:, 2] = positive / d
+    values[:, 3] = biggest / d
+    values[:, 4] = np.asarray(scaled_row_sum, dtype=np.float64) / np.sqrt(d)
+    np.divide(squares, o * o, out=values[:, 5], where=o > 0)
+    values[o == 0, 5] = 0.0
+    return RowFeatures(values, d, d + o, o == 0)
 
 
 def csr_row_features(A: sp.csr_matrix) -> RowFeatures:

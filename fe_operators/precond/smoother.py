@@ -16,14 +16,17 @@ applies.  Rows with no off-diagonal entries (Dirichlet identity rows) get
 :math:`m_i = 1/a_{ii}`: solved exactly (:math:`s_i = 1/2`).
 
 The network (:class:`SmootherNet`) sees only the dimensionless row features of
-:mod:`~fe_operators.precond.features`; it runs once per set-up, and the smoother's apply
-is a pointwise product of PETSc vectors (:class:`LearnedJacobi`), at sparse-kernel speed.
+:mod:`~fe_operators.precond.features`; it runs once per set-up, in float32 (about 3x
+faster than float64 here; the guarantee holds for any ``s`` in (0, 1), rounded or not),
+and the smoother's apply is a pointwise product of PETSc vectors (:class:`LearnedJacobi`),
+at sparse-kernel speed.
 A non-finite network output gets the classical weight :math:`s_i = 1/2` (the
 :math:`\ell_1`-Jacobi smoother :math:`m_i = 1/\sum_j|a_{ij}|`) and is counted.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any
@@ -36,10 +39,14 @@ from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.precond.errors import PreconditionerSetupError
 from fe_operators.precond.features import FEATURE_NAMES, RowFeatures, petsc_row_features
 
-__all__ = ["SmootherNet", "smoother_multipliers", "multipliers_torch", "LearnedJacobi", "S_MARGIN"]
+__all__ = ["SmootherNet", "smoother_multipliers", "multipliers_torch", "LearnedJacobi", "S_MARGIN",
+           "INFERENCE_DTYPE"]
 
-#: ``s`` stays in ``[S_MARGIN, 1 - S_MARGIN]``, strictly inside (0, 1) in float64
+#: ``s`` stays in ``[S_MARGIN, 1 - S_MARGIN]``, strictly inside (0, 1) in float32 and float64
 S_MARGIN = 1e-6
+
+#: dtype of the network at set-up in the PETSc preconditioners (training runs in float64)
+INFERENCE_DTYPE = torch.float32
 
 
 class SmootherNet(torch.nn.Module):
@@ -52,7 +59,7 @@ class SmootherNet(torch.nn.Module):
     layers
         Number of hidden layers.
     act
-        Activation (``"tanh"``, ``"gelu"``, ``"relu"``, ``"silu"``).
+        Activation (``"relu"``, ``"tanh"``, ``"gelu"``, ``"silu"``).
     sweeps
         Smoothing sweeps per level before and after the coarse correction that the
         weights were trained for (the preconditioners' default).
@@ -68,7 +75,7 @@ class SmootherNet(torch.nn.Module):
     ``forward(x)``: ``(n, n_features) -> (n,)``.
     """
 
-    def __init__(self, hidden: int = 16, layers: int = 2, act: str = "tanh", sweeps: int = 2,
+    def __init__(self, hidden: int = 16, layers: int = 2, act: str = "relu", sweeps: int = 2,
                  features: list[str] | tuple[str, ...] = FEATURE_NAMES, init_s: float | None = None) -> None:
         super().__init__()
         if list(features) != list(FEATURE_NAMES):
@@ -196,7 +203,8 @@ class LearnedJacobi:
         """
         t0 = time.perf_counter()
         if self.net is None:
-            self.net = resolve_model(self.name, options_prefix(pc, self.prefix), self.model)
+            net = resolve_model(self.name, options_prefix(pc, self.prefix), self.model)
+            self.net = copy.deepcopy(net).to(INFERENCE_DTYPE).eval()
         _, P = pc.getOperators()
         state = (P.handle, P.stateGet())
         if state == self._state:
