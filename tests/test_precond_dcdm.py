@@ -134,3 +134,17 @@ def test_nan_every_third_call_still_converges_and_reports_a_third(setting, capfd
     assert counter.fallbacks == counter.applications // 3
     out = capfd.readouterr().out
     assert f"{counter.fallbacks} of {counter.applications} network applications fell back to Jacobi" in out
+
+
+def test_a_preconditioned_norm_is_refused(setting):
+    """A nonlinear PC's preconditioned norm is no residual: DCDM refuses to let FCG converge on it."""
+    from firedrake.petsc import PETSc
+
+    from fe_operators.precond.errors import PreconditionerSetupError
+
+    fam, _, net, a = setting
+    solver, _ = make_solver(fam, a, {**FCG, "ksp_norm_type": "preconditioned"}, {"precond_model": net})
+    with pytest.raises(PETSc.Error) as info:
+        solver.solve()
+    assert isinstance(info.value.__cause__, PreconditionerSetupError)
+    assert "ksp_norm_type unpreconditioned" in str(info.value.__cause__)

@@ -17,7 +17,8 @@ network's hierarchy operators are serial); use :class:`~fe_operators.precond.Neu
 in parallel.
 
 Options (prefix ``<solver prefix>dcdm_``): ``model PATH`` (else
-``appctx["precond_model"]``).
+``appctx["precond_model"]``).  The KSP must measure the unpreconditioned (true) residual
+(``ksp_norm_type unpreconditioned``); a solve with another norm is refused.
 """
 
 from __future__ import annotations
@@ -144,7 +145,18 @@ class DCDM(PCBase):
                                   "ksp_type fcg (or gcr/fgmres), not a method that needs Bᵀ")
 
     def preSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
-        """Reset the per-solve fallback count."""
+        """Check that the Krylov method tests the true residual; reset the per-solve fallback count.
+
+        Raises
+        ------
+        PreconditionerSetupError
+            The KSP measures a preconditioned or natural norm: for a nonlinear PC that is
+            no residual norm, and convergence would be claimed on a residual never checked.
+        """
+        if ksp.getNormType() not in (PETSc.KSP.NormType.UNPRECONDITIONED, PETSc.KSP.NormType.NONE):
+            raise PreconditionerSetupError(self.name, "the Krylov method must test the true residual: set "
+                                                      "ksp_norm_type unpreconditioned (a nonlinear "
+                                                      "preconditioner's preconditioned norm is not a residual norm)")
         self.counter.start_solve()
 
     def postSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
