@@ -5,7 +5,7 @@ Usage::
     fe-operators precond train --config pc.yaml       # writes the checkpoint of `out`
     fe-operators precond train --print-config         # every key, documented, at its default
     fe-operators precond evaluate --model smoother.pt --mesh unitsquare:16/r4 [--dcdm-model dcdm.pt]
-        [--methods neural_mg,gamg,gmg,icc] [--samples 1] [--seed 1000] [--rtol 1e-8]
+        [--methods neural_mg,gamg,gmg,icc] [--samples 1] [--repeats 1] [--seed 1000] [--rtol 1e-8]
 
 ``evaluate`` prints one row per method: DOFs, iterations, set-up and solve seconds,
 fallbacks, whether the true residual met ``rtol``
@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="comma-separated methods (default: the learned ones given a model, then galerkin_jacobi, "
                          "gamg, gmg, icc)")
     ev.add_argument("--samples", type=int, default=1, help="measured coefficients (after one warm-up)")
+    ev.add_argument("--repeats", type=int, default=1,
+                    help="solves per coefficient; the fastest set-up and solve are kept (noisy machines)")
     ev.add_argument("--seed", type=int, default=1000, help="seed of the coefficients")
     ev.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance on the true residual")
     ev.add_argument("--coefficient", default="lognormal", choices=["lognormal", "dg0", "cg1"])
@@ -58,11 +60,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         methods = (["neural_mg", "neural_amg"] if args.model else []) + (["dcdm"] if args.dcdm_model else []) \
             + ["galerkin_jacobi", "gamg", "gmg", "icc"]
     models = {"neural_mg": args.model, "neural_amg": args.model, "dcdm": args.dcdm_model}
-    if args.samples < 1:
-        raise ValueError(f"--samples: expected at least 1, got {args.samples}")
+    if args.samples < 1 or args.repeats < 1:
+        raise ValueError(f"--samples, --repeats: expected at least 1, got {args.samples}, {args.repeats}")
     print(format_rows([]))
     rows, info = evaluate_preconditioners(args.mesh, methods, models={k: v for k, v in models.items() if v},
-                                          samples=args.samples, seed=args.seed, rtol=args.rtol,
+                                          samples=args.samples, repeats=args.repeats, seed=args.seed, rtol=args.rtol,
                                           coefficient=args.coefficient, variance=args.variance, log=print)
     contrasts = info["contrasts"]
     print(f"{info['dofs']} DOFs, {len(contrasts)} coefficient(s), contrast max/min "

@@ -34,7 +34,6 @@ Options (prefix ``<solver prefix>neuralmg_``)
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from firedrake.dmhooks import get_function_space
 from firedrake.petsc import PETSc
