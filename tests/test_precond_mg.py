@@ -163,6 +163,8 @@ def test_a_new_coefficient_updates_the_coarse_operators(operator, trained_smooth
     fresh, _ = make_solver(fam, coeff, NEURAL_MG, {"precond_model": str(trained_smoother[0])})
     fresh.solve()
     assert fresh.snes.ksp.getIterationNumber() == solver.snes.ksp.getIterationNumber()
+    for updated, new in zip(ctx.smoothers, fresh.snes.ksp.getPC().getPythonContext().smoothers):
+        assert np.array_equal(updated.multipliers.array_r, new.multipliers.array_r)  # re-read, not stale
 
 
 class _NaNEveryThirdRow(SmootherNet):
