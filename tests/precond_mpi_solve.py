@@ -40,4 +40,6 @@ def solve(spec: str, model: str, method: str) -> dict:
 if __name__ == "__main__":
     spec, model, *methods = sys.argv[1:]
     for method in methods:
-        PETSc.Sys.Print(json.dumps(solve(spec, model, method)))
+        result = solve(spec, model, method)
+        if PETSc.COMM_WORLD.getRank() == 0:
+            print(json.dumps(result), flush=True)  # flushed: C-level buffers may be lost at MPI exit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,8 @@ def _two_ranks(model: str, methods: list[str]) -> dict[str, dict]:
     cmd = mpiexec_command(2, [sys.executable, script, SPEC, model, *methods])
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    # lines may carry a terminal colour reset ("\x1b[0m") written by another rank's logger
+    runs = [json.loads(m.group(0)) for m in re.finditer(r"\{.*\}", proc.stdout)]
     assert [r["method"] for r in runs] == methods, proc.stdout  # printed once each, by rank 0
     return {r["method"]: r for r in runs}
 

@@ -149,49 +149,54 @@ class GalerkinHierarchy:
         """(Re)compute the coarse operators for new values of ``A`` (same sparsity).
 
         The masked prolongations and the symbolic products are reused when the
-        Dirichlet rows did not change.
+        Dirichlet rows did not change (decided on all processes together); otherwise
+        everything is rebuilt and the old matrices freed (check :attr:`prolongations`
+        and :attr:`operators` for new objects).
         """
         t0 = time.perf_counter()
-        b = _decoupled_vec(A)
-        masks = [b.array_r.astype(bool)]
-        reuse = bool(self.operators)
-        ops, pros = [A], []
-        for k, P in enumerate(reversed(self._raw)):
+        vecs = [_decoupled_vec(A)]
+        for P in reversed(self._raw):  # fine to coarse
             bc = P.createVecRight()
-            P.multTranspose(b, bc)
+            P.multTranspose(vecs[-1], bc)
             bc.array[:] = (bc.array_r > BOUNDARY_THRESHOLD).astype(np.float64)
-            masks.append(bc.array_r.astype(bool))
-            level = self.n_levels - 2 - k  # index (coarsest first) of the coarse level made here
+            vecs.append(bc)
+        vecs.reverse()  # coarsest first
+        masks = [v.array_r.astype(bool) for v in vecs]
+        same = bool(self.operators) and all(np.array_equal(m, old) for m, old in zip(masks, self._masks))
+        reuse = A.comm.tompi4py().allreduce(same, op=_land())
+        if not reuse:
+            self.destroy()
+        ops = [A]
+        for level in range(self.n_levels - 2, -1, -1):  # the coarse level made from level + 1
             if reuse:
-                reuse = bool(np.array_equal(masks[-1], self._masks[level]) and
-                             np.array_equal(masks[-2], self._masks[level + 1]))
-            if reuse:
-                Pm = self.prolongations[level]
-                Ac = ops[-1].ptap(Pm, result=self.operators[level])
+                Ac = ops[-1].ptap(self.prolongations[level], result=self.operators[level])
             else:
-                Pm = P.duplicate(copy=True)
-                keep_f, keep_c = b.duplicate(), bc.duplicate()
-                keep_f.set(1.0)
-                keep_f.axpy(-1.0, b)
-                keep_c.set(1.0)
-                keep_c.axpy(-1.0, bc)
+                Pm = self._raw[level].duplicate(copy=True)
+                keep_f, keep_c = vecs[level + 1].duplicate(), vecs[level].duplicate()
+                for keep, b in ((keep_f, vecs[level + 1]), (keep_c, vecs[level])):
+                    keep.set(1.0)
+                    keep.axpy(-1.0, b)
                 Pm.diagonalScale(keep_f, keep_c)
+                self.prolongations.insert(0, Pm)
                 Ac = ops[-1].ptap(Pm)
                 Ac.setOption(Ac.Option.NEW_NONZERO_ALLOCATION_ERR, False)
-            Ac.setDiagonal(bc, addv=True)
+            Ac.setDiagonal(vecs[level], addv=True)
             ops.append(Ac)
-            pros.append(Pm)
-            b = bc
         self.operators = list(reversed(ops))
-        self.prolongations = list(reversed(pros))
-        self._masks = list(reversed(masks))
+        self._masks = masks
         self.setup_seconds = time.perf_counter() - t0
 
     def destroy(self) -> None:
-        """Free the coarse operators and masked prolongations."""
+        """Free the coarse operators and masked prolongations (not the fine matrix)."""
         for M in self.operators[:-1] + self.prolongations:
             M.destroy()
-        self.operators, self.prolongations = [], []
+        self.operators, self.prolongations, self._masks = [], [], []
+
+
+def _land() -> Any:
+    from mpi4py import MPI
+
+    return MPI.LAND
 
 
 def _configure_smoother(ksp: Any, sweeps: int, context: Any) -> None:

@@ -99,12 +99,17 @@ class NeuralMG(_LearnedMGBase, PCBase):
         """New matrix values: recompute the coarse operators; the smoothers re-read their levels."""
         t0 = time.perf_counter()
         _, P = pc.getOperators()
-        old = self.hierarchy.operators[:-1]
+        old = list(self.hierarchy.prolongations)
         self.hierarchy.update(P)
-        if any(a is not b for a, b in zip(old, self.hierarchy.operators[:-1])):
+        if any(a is not b for a, b in zip(old, self.hierarchy.prolongations)):  # rebuilt: new Dirichlet rows
             for level, A in enumerate(self.hierarchy.operators):
-                ksp = self.mg.getMGSmoother(level) if level else self.mg.getMGCoarseSolve()
-                ksp.setOperators(A, A)
+                if level:
+                    self.mg.setMGInterpolation(level, self.hierarchy.prolongations[level - 1])
+                    kspd, kspu = self.mg.getMGSmootherDown(level), self.mg.getMGSmootherUp(level)
+                    kspd.setOperators(A, A)
+                    kspu.setOperators(A, A)
+                else:
+                    self.mg.getMGCoarseSolve().setOperators(A, A)
         self.mg.setOperators(P, P)
         self.mg.setUp()
         self.setup_seconds = time.perf_counter() - t0
