@@ -55,8 +55,8 @@ class FamilySection:
     coefficient: Literal["lognormal", "dg0", "cg1"] = option(
         "Coefficient a of -div(a grad u) = f, u = 0: the Darcy family's log-normal field exp(psi), or its "
         "thresholded variants.", default="lognormal")
-    variance: float = option("Marginal variance of the field psi (log-normal: 2.0 gives a max/min contrast of "
-                             "about 100-300).", finite_positive, default=2.0)
+    variance: float = option("Marginal variance of the field psi (log-normal: 2.0 gives max/min contrasts of "
+                             "1e2-1e4, sometimes more).", finite_positive, default=2.0)
     length_scale: Union[float, None] = option("Matern length scale of psi (null: the FNO field's, 0.94).",
                                               optional(finite_positive), default=None)
     samples: int = option("Training coefficients (operators).", positive, default=8)
@@ -175,11 +175,12 @@ def precond_config_yaml() -> str:
         name = row.key.rsplit(".", 1)[-1]
         pad = "  " * depth
         if row.section:
-            lines.append(f"{pad}{name}:{'':<{max(1, 28 - len(pad) - len(name))}}# {row.doc}")
-            continue
-        value = "<required>" if row.doc.startswith("(required)") else yaml.safe_dump(
-            row.default, default_flow_style=True).strip().removesuffix("...").strip()
-        lines.append(f"{pad}{name}: {value:<{max(1, 26 - len(pad) - len(name))}}# {row.doc}")
+            text = f"{pad}{name}:"
+        else:
+            value = "<required>" if row.doc.startswith("(required)") else yaml.safe_dump(
+                row.default, default_flow_style=True).strip().removesuffix("...").strip()
+            text = f"{pad}{name}: {value}"
+        lines.append(f"{text:<27} # {row.doc}")
     return "\n".join(lines) + "\n"
 
 

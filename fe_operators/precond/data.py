@@ -46,8 +46,8 @@ class DiffusionFamily:
         The Darcy family's coefficient: ``"lognormal"`` (``exp`` of a Matérn field),
         ``"dg0"`` or ``"cg1"`` (thresholded).
     variance
-        Marginal variance of the field (log-normal: variance 2 gives a max/min contrast
-        of about 100–300 on the unit square).
+        Marginal variance of the field (log-normal: variance 2 gives max/min contrasts
+        of 1e2–1e4 on the unit square, sometimes more).
     length_scale
         Matérn length scale (default the FNO field's).
     degree
