@@ -12,6 +12,8 @@ train --config run.yaml [--resume]
     Train a model on a generated dataset.
 evaluate RUN_DIR --data FILE [--split test|all] [--out DIR]
     Evaluate a trained model: FE-norm errors, boundary error, timing, plots and a .vtu.
+precond train --config FILE | precond evaluate --model PATH --mesh SPEC
+    Train a learned preconditioner; solve with it and classical ones, print a table.
 
 Exit statuses (the same for every command, see :func:`run_command`)
 ----------------------------------------------------------------------
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER)
     sub.add_parser("evaluate", help="evaluate a trained model on a dataset (errors, plots, .vtu)",
                    add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("precond", help="train and evaluate learned preconditioners (precond train|evaluate)",
+                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -168,6 +172,10 @@ def _command(argv: list[str]) -> tuple[str, CommandBody] | None:
         from fe_operators.evaluate import main_evaluate
 
         return "evaluate", main_evaluate
+    if argv[:1] == ["precond"]:
+        from fe_operators.precond.cli import main_precond
+
+        return "precond", main_precond
     if argv[:2] == ["mesh", "info"]:
         from fe_operators.io.info import main_mesh_info
 

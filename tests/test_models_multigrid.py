@@ -179,10 +179,12 @@ def test_coefficient_operators_make_a_convergent_cycle_for_variable_diffusion(sq
     a = torch.from_numpy(a_fn.dat.data_ro.copy())
     cycle = MultigridCycle(1, H.finest.n_operators, H.n_levels, pre_smoothing=2, post_smoothing=2,
                            coarsest_smoothing=30, n_coefficients=1).double()
-    cycle.set_classical(H.finest.laplacian, omega=1.0 / 3.0)   # damping for a <= 1.9
-    with torch.no_grad():
+    cycle.set_classical(H.finest.laplacian, omega=2.0 / 3.0)
+    with torch.no_grad():  # Ã = D⁻¹K_a, S̃ = ω D/diag(K_a): damped Jacobi for K_a
         cycle.A.zero_()
         cycle.Kc.fill_(1.0)
+        cycle.Sc.fill_(2.0 / 3.0)
+        cycle.S.zero_()
     levels = cycle_levels(H, 0, H.levels[0].h)
     coef = coefficient_values(levels, a[:, None, None])
     from fe_operators.fem import assemble_scipy
@@ -208,8 +210,7 @@ def test_coefficient_operators_make_a_convergent_cycle_for_variable_diffusion(sq
         return (energy[-1] / energy[4]) ** (1 / 7)
 
     with_a = rate(coef)
-    with torch.no_grad():  # the same cycle on the Laplacian, blind to a
-        cycle.A.copy_(H.finest.laplacian[None, :, None, None].expand_as(cycle.A))
-        cycle.Kc.zero_()
+    with torch.no_grad():  # the same cycle on the Laplacian, blind to a (damping for a <= 1.9)
+        cycle.set_classical(H.finest.laplacian, omega=1.0 / 3.0)
     blind = rate(None)
-    assert with_a < 0.72 and with_a < blind, (with_a, blind)
+    assert with_a < 0.5 and blind > with_a + 0.15, (with_a, blind)

@@ -67,9 +67,10 @@ class MultigridOptions:
     post_smoothing: int = option("Smoothing steps per level on the way up (0 in the MgNO paper).",
                                  non_negative, default=0)
     coefficient_operators: bool = option(
-        "Add, on every mesh level, the stiffness matrices of the input channels as coefficients, "
-        "∫ x_c ∇φ_j·∇φ_i, to the learned level operators (P1 outputs on simplices): the V-cycles can then "
-        "follow the input coefficient of a diffusion problem (Darcy) the way a multigrid solver does.",
+        "Add, on every mesh level, the stiffness matrices ∫ a_c ∇φ_j·∇φ_i of positive coefficients "
+        "a_c = softplus(s x_c + t) of the input channels (learned s, t) to the learned level operators, and "
+        "their Jacobi scalings to the smoothers (P1 outputs on simplices): the V-cycles then start as, and can "
+        "stay, a multigrid solver of the diffusion problem the input coefficient defines (Darcy).",
         default=False)
     mixing: Literal["full", "separable"] = option(
         "Channel mixing of the level operators and smoothers: 'full' (a C x C matrix per FE operator, a 3x3 "
@@ -146,6 +147,10 @@ class MultigridProcessor(Processor):
         self.bias = MLP([self.gdim, c, self.layers * c], act)
         self.activation = _activation(act)
         self.project = MLP([c, c, self.out_ncomp], act)
+        # coefficient channels a_c = softplus(s_c x_c + t_c) > 0 of the (normalised) inputs
+        m = self.in_channels if self.coefficient_operators else 0
+        self.coefficient_scale = torch.nn.Parameter(torch.ones(m))
+        self.coefficient_shift = torch.nn.Parameter(torch.ones(m))
         # per-context derived tensors (levels, scales), made on first use
         self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
 
@@ -164,8 +169,9 @@ class MultigridProcessor(Processor):
                     options: MultigridOptions) -> "MultigridProcessor":
         """Levels, operators and the coarsest mesh size from the context's hierarchy.
 
-        The V-cycles' Laplacian prior (``W^A`` starts near the Laplacian's combination)
-        is added here.
+        The V-cycles' prior is added here: ``W^A`` starts near the Laplacian's combination,
+        or, with ``coefficient_operators``, the cycles start near a multigrid solve of
+        ``-∇·(x_0∇u)`` for the first input channel (Jacobi smoothing of its operator).
         """
         hier = context.hierarchy
         if hier is None:
@@ -180,7 +186,10 @@ class MultigridProcessor(Processor):
         model = cls(in_channels, out_ncomp, context.gdim, hier.levels[start].n_operators, n_levels,
                     hier.levels[start].h, **opts)
         for cycle in model.cycles:
-            cycle.init_laplacian(hier.levels[start].laplacian)
+            if options.coefficient_operators:
+                cycle.init_coefficient_solver()
+            else:
+                cycle.init_laplacian(hier.levels[start].laplacian)
         return model
 
     @classmethod
@@ -248,7 +257,10 @@ class MultigridProcessor(Processor):
             xf = normalized_coordinates(hier.finest.coords).to(dtype)
         else:
             xf = x
-        coefficients = coefficient_values(levels, hn) if self.coefficient_operators else None
+        coefficients = None
+        if self.coefficient_operators:
+            positive = torch.nn.functional.softplus(hn * self.coefficient_scale + self.coefficient_shift)
+            coefficients = coefficient_values(levels, positive)
         bias = self.bias(xf).reshape(-1, 1, self.layers, self.width)
         for k in range(self.layers):
             u = self.cycles[k](v, levels, coefficients=coefficients)

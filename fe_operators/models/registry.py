@@ -3,7 +3,9 @@
 A checkpoint stores its network's class as a ``"package.module:QualName"`` reference.
 Loading it looks the reference up here and never imports a module the checkpoint names,
 so a checkpoint cannot make fe_operators run code.  fe_operators' own models
-(:class:`~fe_operators.models.SPON`) are registered; a user's model class is loadable once
+(:class:`~fe_operators.models.SPON`, the preconditioner networks
+:class:`~fe_operators.precond.smoother.SmootherNet` and :class:`~fe_operators.precond.dcdm.DCDMNet`)
+are registered; a user's model class is loadable once
 registered with :func:`register_model_class` (in the module that defines it, which the
 user imports before loading).
 
@@ -24,7 +26,11 @@ import torch
 __all__ = ["MODEL_CLASSES", "register_model_class", "model_class", "class_reference", "check_model_class"]
 
 #: ``"module:QualName"`` -> class; fe_operators' own entries are imported on first lookup
-MODEL_CLASSES: dict[str, type[torch.nn.Module] | None] = {"fe_operators.models.spon:SPON": None}
+MODEL_CLASSES: dict[str, type[torch.nn.Module] | None] = {
+    "fe_operators.models.spon:SPON": None,
+    "fe_operators.precond.smoother:SmootherNet": None,
+    "fe_operators.precond.dcdm:DCDMNet": None,
+}
 
 M = TypeVar("M", bound=type)
 

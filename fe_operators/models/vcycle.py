@@ -54,7 +54,7 @@ import torch
 from fe_operators.models.context import HierarchyContext, LevelContext, SparseMap, _row_indices
 from fe_operators.models.sparse_ops import spmm
 
-__all__ = ["CycleLevel", "cycle_levels", "MultigridCycle"]
+__all__ = ["CycleLevel", "cycle_levels", "cast_levels", "LevelCoefficients", "coefficient_values", "MultigridCycle"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -83,6 +83,8 @@ class CycleLevel:
         pattern (see :class:`~fe_operators.models.context.LevelContext`), or None.
     pattern_rows, pattern_cols
         ``(nnz,)`` int64: the block pattern's entries (for applying coefficient operators).
+    diagonal
+        ``(n,)`` int64: position of each row's diagonal entry in the block pattern.
     mass_diag
         ``(n,)``: row sums of the mass matrix (weights of the coefficient averages).
     """
@@ -99,6 +101,7 @@ class CycleLevel:
     coefficient_map: SparseMap | None
     pattern_rows: torch.Tensor
     pattern_cols: torch.Tensor
+    diagonal: torch.Tensor
     mass_diag: torch.Tensor
 
     @property
@@ -179,9 +182,19 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
             coefficient_map=lv.coefficient_map,
             pattern_rows=_row_indices(lv.operators.crow[:n + 1]),
             pattern_cols=lv.operators.col[:nnz],
+            diagonal=_diagonal_positions(lv.operators.crow[:n + 1], lv.operators.col[:nnz]),
             mass_diag=_block_row_sums(lv.operators, mass_k, n),
         ))
     return out
+
+
+def _diagonal_positions(crow: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Position of the diagonal entry of every row of a CSR pattern that has one in each row."""
+    rows = _row_indices(crow)
+    pos = torch.nonzero(rows == col)[:, 0]
+    if pos.numel() != crow.numel() - 1:
+        raise ValueError("the level's operator pattern lacks diagonal entries")
+    return pos
 
 
 def _block_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
@@ -198,20 +211,37 @@ def cast_levels(levels: list[CycleLevel], dtype: torch.dtype) -> list[CycleLevel
             for lv in levels]
 
 
-def coefficient_values(levels: list[CycleLevel], x: torch.Tensor) -> list[torch.Tensor | None]:
-    """Per level, the stiffness-matrix values of the coefficient channels ``x``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class LevelCoefficients:
+    """The coefficient operators of one level for a batch.
+
+    Attributes
+    ----------
+    values
+        ``(nnz, B, m)``: entries of ``K_{x_c} = ∫ x_c ∇φ_j·∇φ_i`` on the block pattern.
+    jacobi
+        ``(n, B, m)``: ``D / diag(K_{x_c})``, the Jacobi scaling of each coefficient
+        operator relative to the Laplacian's (for positive coefficients).
+    """
+
+    values: torch.Tensor
+    jacobi: torch.Tensor
+
+
+def coefficient_values(levels: list[CycleLevel], x: torch.Tensor) -> list[LevelCoefficients | None]:
+    """Per level, the stiffness operators of the (positive) coefficient channels ``x``.
 
     ``x`` ``(n_finest, B, m)`` nodal on the finest level is carried down by mass-weighted
     averages, ``x_{l-1} = (P_lᵀ (w_l x_l)) / (P_lᵀ w_l)`` with ``w`` the mass row sums;
-    on each level with a coefficient map the result is ``(nnz, B, m)`` (``∫ x_c ∇φ_j·∇φ_i``
-    on the block pattern), None elsewhere.
+    each level with a coefficient map gets its :class:`LevelCoefficients`, the others None.
     """
-    out: list[torch.Tensor | None] = [None] * len(levels)
+    out: list[LevelCoefficients | None] = [None] * len(levels)
     for j in reversed(range(len(levels))):
         lv = levels[j]
         n, b, m = x.shape
         if lv.coefficient_map is not None:
-            out[j] = spmm(lv.coefficient_map, x.reshape(n, b * m)).reshape(-1, b, m)
+            values = spmm(lv.coefficient_map, x.reshape(n, b * m)).reshape(-1, b, m)
+            out[j] = LevelCoefficients(values, lv.d / values.index_select(0, lv.diagonal))
         if j > 0:
             w = lv.mass_diag[:, None, None]
             num = _sp(lv.restrict, x * w)
@@ -293,12 +323,22 @@ class MultigridCycle(torch.nn.Module):
         m = self.n_coefficients
         shape = (n, m, c, c) if mixing == "full" else (n, m, c)
         self.Kc = torch.nn.Parameter(std * torch.randn(*shape)) if m else None
+        self.Sc = torch.nn.Parameter(std * torch.randn(*shape)) if m else None
 
     def _laplacian_weights(self, laplacian: torch.Tensor) -> torch.Tensor:
         lap = laplacian.to(self.A)
         if self.mixing == "full":
             return lap[None, :, None, None] * torch.eye(self.channels).to(self.A)
         return lap[None, :, None].expand(1, self.n_operators, self.channels)
+
+    def init_coefficient_solver(self, omega: float = 0.5) -> None:
+        """Start as a multigrid cycle for ``-∇·(x_0 ∇u)`` with the first coefficient channel:
+        ``Ã = D⁻¹K_{x_0}``, ``S̃ = ω D / diag(K_{x_0})`` (Jacobi), plus the random weights."""
+        eye = torch.eye(self.channels).to(self.A)
+        with torch.no_grad():
+            self.Kc[:, 0] += eye if self.mixing == "full" else 1.0
+            self.Sc[:, 0] += omega * (eye if self.mixing == "full" else 1.0)
+            self.S[:, 0] -= 0.5 * (eye if self.mixing == "full" else 1.0)  # no Laplacian-Jacobi part
 
     def init_laplacian(self, laplacian: torch.Tensor) -> None:
         """Add the Laplacian's combination to ``W^A`` (a Poisson-like prior at initialisation)."""
@@ -323,6 +363,7 @@ class MultigridCycle(torch.nn.Module):
             self.P.copy_(eye.expand_as(self.P))
             if self.Kc is not None:
                 self.Kc.zero_()
+                self.Sc.zero_()
 
     def weight_index(self, n_used: int) -> list[int]:
         """Weight set of each used level (coarsest first): its index, capped at the finest trained."""
@@ -341,40 +382,45 @@ class MultigridCycle(torch.nn.Module):
             z = u.unsqueeze(1) * weights[None, :, None, :]
         return spmm(ops, z.reshape(n * k, b * c)).reshape(n, b, c)
 
-    def _apply_coefficients(self, u: torch.Tensor, level: CycleLevel, w: int, values: torch.Tensor) -> torch.Tensor:
-        """``Σ_c D⁻¹ K_{x_c} u W^c_c`` (before the separable mixing); ``values`` ``(nnz, B, m)``."""
+    def _mix(self, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return u @ weight if self.mixing == "full" else u * weight
+
+    def _apply_coefficients(self, u: torch.Tensor, level: CycleLevel, w: int,
+                            coef: "LevelCoefficients") -> torch.Tensor:
+        """``Σ_c D⁻¹ K_{x_c} u W^c_c`` (before the separable mixing)."""
         rows, cols = level.pattern_rows, level.pattern_cols
         out = torch.zeros_like(u)
         for c in range(self.n_coefficients):  # a handful of input channels
-            z = u @ self.Kc[w, c] if self.mixing == "full" else u * self.Kc[w, c]
-            out = out.index_add(0, rows, z.index_select(0, cols) * values[:, :, c:c + 1])
+            z = self._mix(u, self.Kc[w, c])
+            out = out.index_add(0, rows, z.index_select(0, cols) * coef.values[:, :, c:c + 1])
         return out * level.d_inv
 
     def apply_operator(self, u: torch.Tensor, level: CycleLevel, w: int,
-                       values: torch.Tensor | None = None) -> torch.Tensor:
-        """``Ã u`` on one level with weight set ``w``; ``u`` ``(n, B, C)``; ``values``: the
-        level's coefficient stiffness values ``(nnz, B, m)`` or None."""
+                       coef: "LevelCoefficients | None" = None) -> torch.Tensor:
+        """``Ã u`` on one level with weight set ``w``; ``u`` ``(n, B, C)``; ``coef``: the
+        level's coefficient operators or None."""
         y = self._apply_blocks(level.a_operators, u, self.A[w])
-        if values is not None and self.Kc is not None:
-            y = y + self._apply_coefficients(u, level, w, values)
+        if coef is not None and self.Kc is not None:
+            y = y + self._apply_coefficients(u, level, w, coef)
         return y @ self.A_mix[w] if self.mixing == "separable" else y
 
     def smooth(self, u: torch.Tensor | None, f: torch.Tensor, level: CycleLevel, w: int,
-               values: torch.Tensor | None = None) -> torch.Tensor:
+               coef: "LevelCoefficients | None" = None) -> torch.Tensor:
         """One smoothing step ``u + B S̃ (f - Ã u)`` (``u = None`` means zero)."""
-        r = f if u is None else f - self.apply_operator(u, level, w, values)
+        r = f if u is None else f - self.apply_operator(u, level, w, coef)
         r = r * level.keep
         S = self.S[w]
-        y = self._apply_blocks(level.s_operators, r, S[1:])
-        if self.mixing == "full":
-            z = y + r @ S[0]
-        else:
-            z = (y + r * S[0]) @ self.S_mix[w]
+        z = self._apply_blocks(level.s_operators, r, S[1:]) + self._mix(r, S[0])
+        if coef is not None and self.Sc is not None:
+            for c in range(self.n_coefficients):  # Jacobi of each coefficient operator
+                z = z + self._mix(r * coef.jacobi[:, :, c:c + 1], self.Sc[w, c])
+        if self.mixing == "separable":
+            z = z @ self.S_mix[w]
         z = z * level.keep
         return z if u is None else u + z
 
     def forward(self, f: torch.Tensor, levels: list[CycleLevel], *, dual: bool = False,
-                coefficients: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+                coefficients: list[LevelCoefficients | None] | None = None) -> torch.Tensor:
         """The cycle's output ``u`` for data ``f`` on the finest level.
 
         Parameters
@@ -385,8 +431,7 @@ class MultigridCycle(torch.nn.Module):
         levels
             From :func:`cycle_levels` (cast to ``f``'s dtype), coarsest first.
         coefficients
-            From :func:`coefficient_values`: per level the stiffness values of the
-            coefficient channels, or None.
+            From :func:`coefficient_values`: per level the coefficient operators, or None.
         """
         coef = coefficients if coefficients is not None else [None] * len(levels)
         n_used = len(levels)
