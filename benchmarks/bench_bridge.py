@@ -21,13 +21,14 @@ import os
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Firedrake hands sys.argv to PETSc at import: keep this script's options away from it.
-_ARGV, sys.argv = sys.argv[1:], sys.argv[:1]
+from fe_operators.petsc_argv import import_firedrake  # noqa: E402
+
+# first, without this script's options (Firedrake hands sys.argv to PETSc at import)
+fd = import_firedrake()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import firedrake as fd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine_summary, median_time  # noqa: E402
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1023, help="cells per side of the unit square (default 1023)")
     p.add_argument("--repeats", type=int, default=7)
-    args = p.parse_args(_ARGV if argv is None else argv)
+    args = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)  # the same cores for the baseline and for us
 
     mesh = fd.UnitSquareMesh(args.n, args.n)

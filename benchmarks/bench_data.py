@@ -27,18 +27,17 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-_ARGV, sys.argv = sys.argv, sys.argv[:1]  # PETSc must not read this script's arguments
-import firedrake as fd
+from fe_operators.petsc_argv import import_firedrake  # noqa: E402
 
-sys.argv = _ARGV
+fd = import_firedrake()  # first, without this script's arguments (PETSc would read them)
 
 from mpi4py import MPI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine_summary
 
-from fe_operators.data.generate import generate_dataset, load_problem
-from fe_operators.problems import sample_rng
+from fe_operators.data.generate import generate_dataset
+from fe_operators.problems import load_problem, sample_rng
 
 TARGET = 3.0
 SEED = 0

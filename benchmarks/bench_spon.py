@@ -14,12 +14,13 @@ the best validation epoch kept:
 * FNO (``neuralop``), pinned: ``n_modes (16, 16)``, 32 hidden channels, 4 layers, on the
   65×65 DOF grid (the CG1 nodes, mapped exactly), per-point unit-Gaussian normalizers,
   relative-L2 training loss (neuralop's ``LpLoss(d=2, p=2)``), lr 8e-3, weight decay 1e-4;
-* SPON-MLP (hidden 256, 256; lr 1e-3) and SPON-GNN (width 32, depth 2, each message-passing
-  layer followed by a latent-grid Fourier stage on 16 cells with 8 modes, zero-padded to twice
-  its size; no propagation, no coarse mixing; lr 3e-3, batch 5) from ``spon_for_problem``,
-  trained in the relative L2 FE norm (weight decay 1e-4); the input normalised by its train
-  mean/std (one number each), the output scaled by one number (the train RMS of ``u``): the
-  zero lifting stays exactly zero, so the boundary condition holds exactly.
+* SPON-MLP (hidden 256, 256; lr 1e-3) and SPON-GNN (the defaults of ``GNNOptions``, the
+  processor's one source of defaults: each message-passing layer followed by a latent-grid
+  Fourier stage, zero-padded before its FFT; no propagation, no coarse mixing; lr 3e-3,
+  batch 5) from ``spon_for_problem``, trained in the relative L2 FE norm (weight decay
+  1e-4); the input normalised by its train mean/std (one number each), the output scaled
+  by one number (the train RMS of ``u``): the zero lifting stays exactly zero, so the
+  boundary condition holds exactly.
 
 Every model is evaluated in the same metric: the mean relative L2 error in the FE norm
 (CG1 mass matrix) on the test samples, FNO's grid predictions mapped back to DOFs.
@@ -70,6 +71,8 @@ os.environ["OMP_NUM_THREADS"] = "1"  # Firedrake/PETSc single-threaded; torch th
 
 import torch  # installing neuralop never replaces it (fno_grid.ensure_neuralop)
 
+from fe_operators.models.gnn_processor import GNNOptions
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 #: FNO's test error above which the budget is declared too small
@@ -102,15 +105,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gnn-lr", type=float, default=3e-3)
     p.add_argument("--gnn-batch", type=int, default=5,
                    help="SPON-GNN's batch (default 5: at 60 s on 200 samples, batch 5/10/20 gave 3.9/5.0/9.5 %%)")
-    p.add_argument("--gnn-width", type=int, default=32,
-                   help="default 32: on 2 cores a step of width 64 costs ~3x more")
-    p.add_argument("--gnn-depth", type=int, default=2)
-    p.add_argument("--gnn-hops", type=int, default=0)
-    p.add_argument("--gnn-coarse-cells", type=int, default=0)
-    p.add_argument("--gnn-latent-cells", type=int, default=16)
-    p.add_argument("--gnn-latent-modes", type=int, default=8)
-    p.add_argument("--gnn-latent-padding", type=float, default=1.0,
-                   help="zero padding of the latent grid before its FFT, a fraction of its size (default 1)")
+    gnn = GNNOptions()  # the processor's defaults: one source (fe_operators.models.gnn_processor)
+    p.add_argument("--gnn-width", type=int, default=gnn.width,
+                   help=f"default {gnn.width}: on 2 cores a step of width 64 costs ~3x more")
+    p.add_argument("--gnn-depth", type=int, default=gnn.depth)
+    p.add_argument("--gnn-hops", type=int, default=gnn.hops)
+    p.add_argument("--gnn-coarse-cells", type=int, default=gnn.coarse_cells)
+    p.add_argument("--gnn-latent-cells", type=int, default=gnn.latent_cells)
+    p.add_argument("--gnn-latent-modes", type=int, default=gnn.latent_modes)
+    p.add_argument("--gnn-latent-padding", type=float, default=gnn.latent_padding,
+                   help="zero padding of the latent grid before its FFT, a fraction of its size "
+                        f"(default {gnn.latent_padding:g})")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--infer-batch", type=int, default=20, help="batch of the timed inference (default 20)")
     p.add_argument("--solves", type=int, default=10, help="timed Firedrake solves (median; default 10)")
@@ -188,11 +193,31 @@ def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     return [*model.parameters(), *model.buffers()]
 
 
+def cosine_schedule(lr: float) -> Callable[[torch.optim.Optimizer, float], None]:
+    """Learning rate ``lr (1 + cos(pi t)) / 2`` at budget fraction ``t`` (the default of :func:`train_timed`)."""
+
+    def set_lr(opt: torch.optim.Optimizer, frac: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return set_lr
+
+
 def train_timed(model: Any, step_loss: Callable[[Any, Any], Any], val_error: Callable[[], float],
                 a: Any, u: Any, *, budget: float, lr: float, weight_decay: float, batch: int,
-                seed: int, label: str, progress_every: float = 30.0) -> dict[str, Any]:
-    """AdamW with a cosine decay over the wall-clock budget; keep the best validation weights."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+                seed: int, label: str, progress_every: float = 30.0,
+                optimizer: torch.optim.Optimizer | None = None,
+                schedule: Callable[[torch.optim.Optimizer, float], None] | None = None) -> dict[str, Any]:
+    """Train for a wall-clock budget; keep the best validation weights.
+
+    Default: AdamW (``lr``, ``weight_decay``) with a cosine decay over the budget.
+    ``optimizer`` replaces AdamW; ``schedule(opt, t)`` is called before every step with
+    the elapsed fraction ``t`` of the budget and sets the rate (default
+    :func:`cosine_schedule`), so the schedule always ends with the budget.
+    """
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(model.parameters(), lr=lr,
+                                                                     weight_decay=weight_decay)
+    set_schedule = schedule if schedule is not None else cosine_schedule(lr)
     gen = torch.Generator().manual_seed(seed)
     n = a.shape[0]
     steps_per_epoch = math.ceil(n / batch)
@@ -209,8 +234,7 @@ def train_timed(model: Any, step_loss: Callable[[Any, Any], Any], val_error: Cal
             if frac >= 1.0:
                 out_of_time = True
                 break
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+            set_schedule(opt, frac)
             idx = perm[k:k + batch]
             opt.zero_grad(set_to_none=True)
             loss = step_loss(a[idx], u[idx])
@@ -339,10 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     from fno_grid import ensure_neuralop
 
     nl_version = ensure_neuralop(install=not args.no_install)
-    _argv, sys.argv = sys.argv, sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-    import firedrake  # noqa: F401
+    from fe_operators.petsc_argv import import_firedrake
 
-    sys.argv = _argv
+    import_firedrake()  # without this script's flags (Firedrake hands sys.argv to PETSc)
     # after the imports (one of them resets the filters): the package's CSR kernels warn "beta"
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     from machine import machine_summary

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
 
-_argv, sys.argv = sys.argv, sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-import firedrake as fd  # noqa: E402
+from fe_operators.petsc_argv import import_firedrake  # noqa: E402
 
-sys.argv = _argv
+fd = import_firedrake()  # first, without this script's arguments (PETSc would read them)
 
 PAIRS = [("unitsquare:8", "unitsquare:12"), ("unitsquare:16", "unitsquare:24"), ("unitsquare:32", "unitsquare:48"),
          ("unitsquare:64", "unitsquare:96"), ("unitsquare:16", "graded:16"), ("unitsquare:32", "graded:32"),
@@ -56,10 +54,10 @@ def features(c: torch.Tensor) -> torch.Tensor:
 
 def latent_output(spec: str, cells: int, modes: int, padding: float) -> tuple[np.ndarray, np.ndarray]:
     """Node coordinates and the latent stage's residual branch on the mesh ``spec``."""
-    from fe_operators.models import GNNProcessor, MeshContext
+    from fe_operators.models import GNNProcessor, context_from_spaces
 
     V = fd.FunctionSpace(mesh(spec), "CG", 1)
-    ctx = MeshContext.from_spaces([V], V)
+    ctx = context_from_spaces([V], V)
     torch.manual_seed(0)
     gnn = GNNProcessor(1, 1, 2, width=6, depth=1, latent_cells=cells, latent_modes=modes,
                        latent_padding=padding).double()

@@ -4,7 +4,7 @@ Each variant trains on bench-spon's 32x32 Darcy data (run ``make bench-spon`` fi
 writes the data under ``out/bench/spon``) and prints its test error on 32x32 and 64x64,
 ``gnn_transfer_err`` and ``gnn_transfer_vs_floor`` as bench-spon defines them:
 
-* baseline: the default GNN (width 32, depth 2, latent 16 cells / 8 modes);
+* baseline: the default GNN (``GNNOptions``' defaults);
 * physical edges: edge features divided by the 32x32 mean edge length on every mesh
   (instead of each mesh's own), so a message sees physical geometry;
 * + diffusive hops 8: the default plus deep propagation with diffusive hop scaling.
@@ -29,8 +29,9 @@ import bench_spon  # noqa: E402
 
 def main(argv: list[str]) -> int:
     budget = float(argv[0]) if argv else 300.0
-    sys.argv = sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-    import firedrake  # noqa: F401
+    from fe_operators.petsc_argv import import_firedrake
+
+    import_firedrake()  # without this script's flags (Firedrake hands sys.argv to PETSc)
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     import fe_operators.models.gnn_processor as gp
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     coarse = bench_spon.dataset(32, 1, counts, out)
     floor = bench_spon.transfer_floor(fine, coarse, args.floor_samples)
     print(f"floor {floor:.4f}", flush=True)
-    base = {"width": 32, "depth": 2, "hops": 0, "coarse_cells": 0, "latent_cells": 16, "latent_modes": 8}
+    base: dict = {}  # the processor's defaults (GNNOptions)
     h32 = float(models.context_from_problem(coarse["problem"]).length_scale())
     mesh_scaled = gp.edge_features
     coarse_mask = models.context_from_problem(coarse["problem"]).mask[:, 0]

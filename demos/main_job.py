@@ -33,10 +33,9 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-_argv, sys.argv = sys.argv, sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-import firedrake  # noqa: E402,F401
+from fe_operators.petsc_argv import import_firedrake  # noqa: E402
 
-sys.argv = _argv
+import_firedrake()  # first, without this script's flags (Firedrake hands sys.argv to PETSc)
 
 import yaml  # noqa: E402
 

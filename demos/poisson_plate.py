@@ -3,7 +3,7 @@
 ``-Δu = f`` in the plate, ``u = g`` on its whole boundary (outer sides and holes), with
 ``f`` and ``g`` Matérn random fields; a SPON (MLP processor) maps ``(f, g)`` to ``u``.
 Its decoder reads the boundary values from the input ``g`` and writes them into the
-output exactly (with or without normalizers: the trainer re-imposes the physical ``g``),
+output exactly (with or without normalizers: the model re-imposes the physical ``g``),
 so the max boundary error of the table is 0.
 
 ``python demos/poisson_plate.py [--smoke]`` (defaults: about a minute; ``--smoke``:

@@ -10,17 +10,126 @@ generate PROBLEM --mesh MESH --samples N --out FILE --seed S
     Generate a dataset by solving a problem family on a mesh.
 train --config run.yaml [--resume]
     Train a model on a generated dataset.
-evaluate RUN_DIR --data FILE [--mesh SPEC] [--split test|all] [--out DIR]
+evaluate RUN_DIR --data FILE [--split test|all] [--out DIR]
     Evaluate a trained model: FE-norm errors, boundary error, timing, plots and a .vtu.
+precond train --config FILE | precond evaluate --model PATH --mesh SPEC
+    Train a learned preconditioner; solve with it and classical ones, print a table.
+
+Exit statuses (the same for every command, see :func:`run_command`)
+----------------------------------------------------------------------
+0
+    Success.
+1
+    The command failed on its input: a :class:`~fe_operators.errors.FEOperatorsError`
+    (a corrupt checkpoint, a dataset that does not fit, a failed solve, ...) or a plain
+    ``ValueError``/``OSError`` (a missing file, no permission); one line
+    ``fe-operators COMMAND: error: ...`` on stderr, no traceback.
+2
+    A usage or configuration error (``argparse``'s, :class:`~fe_operators.errors.UsageError`,
+    :class:`~fe_operators.errors.ConfigError`), reported the same way.
+130
+    Interrupted (Ctrl-C).
+
+Any other exception is a bug: it keeps its traceback.  Set ``FE_OPERATORS_TRACEBACK=1``
+to get the traceback of the errors above as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from collections.abc import Callable, Sequence
 
-__all__ = ["main", "build_parser"]
+from fe_operators.petsc_argv import argv_hidden_from_petsc
+
+__all__ = ["main", "build_parser", "run_command", "command"]
+
+#: a command's body: its arguments -> exit status (None: 0)
+CommandBody = Callable[[list[str]], "int | None"]
+
+
+def _rank() -> int:
+    """This process's MPI rank if MPI is initialised (only rank 0 prints errors), else 0."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return int(mpi.COMM_WORLD.rank) if mpi is not None else 0
+
+
+def _error(name: str, exc: BaseException) -> None:
+    if _rank() == 0:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"fe-operators {name}: error: {text}", file=sys.stderr)
+
+
+def run_command(name: str, body: CommandBody, argv: Sequence[str]) -> int:
+    """Run one ``fe-operators`` command with the exit statuses of the module docstring.
+
+    The body runs with ``OMP_NUM_THREADS`` defaulting to 1 and ``sys.argv`` hidden from
+    PETSc (:func:`~fe_operators.petsc_argv.argv_hidden_from_petsc`).
+
+    Parameters
+    ----------
+    name
+        The command as typed, e.g. ``"train"`` or ``"mesh info"`` (for messages).
+    body
+        Parses its arguments (``argparse``) and does the work; returns the exit status.
+    argv
+        The arguments after the command name.
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    from fe_operators.errors import ConfigError, FEOperatorsError, UsageError
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # Firedrake warns (and runs slower) otherwise
+    traceback = os.environ.get("FE_OPERATORS_TRACEBACK", "") not in ("", "0")
+    try:
+        with argv_hidden_from_petsc():
+            status = body(list(argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already printed)
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    except KeyboardInterrupt:
+        print(f"fe-operators {name}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ConfigError) as exc:
+        if traceback:
+            raise
+        _error(name, exc)
+        return 2
+    except (FEOperatorsError, ValueError, OSError) as exc:
+        if traceback:
+            raise
+        _error(name, exc)
+        return 1
+    return 0 if status is None else int(status)
+
+
+def command(name: str) -> Callable[[CommandBody], Callable[[Sequence[str] | None], int]]:
+    """Decorate a command's body into its entry point ``main_x(argv=None) -> int``.
+
+    The entry point reads ``sys.argv[1:]`` when ``argv`` is None and runs the body
+    through :func:`run_command`.
+
+    Examples
+    --------
+    >>> @command("train")                                     # doctest: +SKIP
+    ... def main_train(argv):
+    ...     args = parser().parse_args(argv)
+    ...     ...
+    """
+
+    def decorate(body: CommandBody) -> Callable[[Sequence[str] | None], int]:
+        @functools.wraps(body)
+        def entry(argv: Sequence[str] | None = None) -> int:
+            return run_command(name, body, sys.argv[1:] if argv is None else argv)
+
+        return entry
+
+    return decorate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,46 +153,53 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER)
     sub.add_parser("evaluate", help="evaluate a trained model on a dataset (errors, plots, .vtu)",
                    add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("precond", help="train and evaluate learned preconditioners (precond train|evaluate)",
+                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
-def _delegate(argv: list[str]) -> int | None:
-    """Run a subcommand that parses its own options; None if ``argv`` names none."""
+def _command(argv: list[str]) -> tuple[str, CommandBody] | None:
+    """The command ``argv`` names and its body (which parses the rest), or None."""
     if argv[:1] == ["generate"]:
         from fe_operators.data.generate import main_generate
 
-        return main_generate(argv[1:])
+        return "generate", main_generate
     if argv[:1] == ["train"]:
         from fe_operators.train.cli import main_train
 
-        return main_train(argv[1:])
+        return "train", main_train
     if argv[:1] == ["evaluate"]:
         from fe_operators.evaluate import main_evaluate
 
-        return main_evaluate(argv[1:])
+        return "evaluate", main_evaluate
+    if argv[:1] == ["precond"]:
+        from fe_operators.precond.cli import main_precond
+
+        return "precond", main_precond
     if argv[:2] == ["mesh", "info"]:
         from fe_operators.io.info import main_mesh_info
 
-        return main_mesh_info(argv[2:])
+        return "mesh info", main_mesh_info
+    if argv[:1] == ["doctor"] and len(argv) == 1:
+        from fe_operators.doctor import run_doctor
+
+        return "doctor", lambda rest: run_doctor()
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fe-operators`` console script."""
-    # Firedrake warns (and runs slower) unless OpenMP is single-threaded.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # Firedrake hands sys.argv to PETSc on import: keep our flags away from it.
-    sys.argv = sys.argv[:1]
-    status = _delegate(argv)
-    if status is not None:
-        return status
-    args = build_parser().parse_args(argv)  # help, --version, doctor, and usage errors
-    if args.command == "doctor":
-        from fe_operators.doctor import run_doctor
+def _parse_only(argv: list[str]) -> int:
+    build_parser().parse_args(argv)
+    return 2  # not reached: every command was dispatched by _command
 
-        return run_doctor()
-    raise AssertionError(args.command)  # delegated commands returned above
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fe-operators`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    found = _command(argv)
+    if found is None:  # help, --version, and usage errors: argparse prints them and exits
+        return run_command("", _parse_only, argv)
+    name, body = found
+    return run_command(name, body, argv[len(name.split()):])
 
 
 if __name__ == "__main__":

@@ -1,17 +1,39 @@
-"""The exceptions fe_operators raises on bad input.
+"""The exceptions fe_operators raises on bad input, all in one module.
 
 Every error derives from :class:`FEOperatorsError` and from the built-in exception a
-Python user would expect (``ValueError``, ``TypeError``, ``NotImplementedError``), so
-``except ValueError`` keeps working.  Messages say what was expected, what was given,
-and where possible how to fix it.
+Python user would expect (``ValueError``, ``TypeError``, ``NotImplementedError``,
+``OSError``, ``RuntimeError``), so ``except ValueError`` keeps working.  Messages say what
+was expected, what was given, and where possible how to fix it; errors that carry
+attributes build their message from them in ``__str__``.
+
+The ``fe-operators`` commands map them to exit statuses in one place
+(:func:`fe_operators.cli.run_command`): :class:`UsageError` and :class:`ConfigError` exit
+2, every other :class:`FEOperatorsError` exits 1.
+
+Groups
+------
+general
+    :class:`FEOperatorsError`, :class:`UsageError`, :class:`ConfigError`
+spaces and meshes
+    :class:`SpaceMismatchError`, :class:`UnsupportedSpaceError`,
+    :class:`BoundaryMarkerError`, :class:`PointsOutsideMeshError`, :class:`MeshReadError`,
+    :class:`NoHierarchyError`, :class:`BoundaryDataError`
+data (generation, HDF5 files, datasets)
+    :class:`OutputError`, :class:`DatasetFileError`, :class:`SettingsMismatchError`,
+    :class:`NumberingError`, :class:`GenerationError`, :class:`NonFiniteError`
+training (checkpoints, runs)
+    :class:`CheckpointError`, :class:`TrainingError`, :class:`RunDirectoryError`
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "FEOperatorsError",
+    "UsageError",
     "ConfigError",
     "SpaceMismatchError",
     "UnsupportedSpaceError",
@@ -19,11 +41,29 @@ __all__ = [
     "PointsOutsideMeshError",
     "MeshReadError",
     "NoHierarchyError",
+    "BoundaryDataError",
+    "OutputError",
+    "DatasetFileError",
+    "SettingsMismatchError",
+    "NumberingError",
+    "GenerationError",
+    "NonFiniteError",
+    "CheckpointError",
+    "TrainingError",
+    "RunDirectoryError",
 ]
 
 
 class FEOperatorsError(Exception):
     """Base class of every error raised by fe_operators."""
+
+
+class UsageError(FEOperatorsError, ValueError):
+    """A command-line argument that is invalid, or arguments that do not go together.
+
+    For what ``argparse`` cannot check by itself (e.g. a value valid only with another
+    option); the commands exit with status 2, as for ``argparse``'s own usage errors.
+    """
 
 
 class ConfigError(FEOperatorsError, ValueError):
@@ -95,3 +135,138 @@ class MeshReadError(FEOperatorsError, ValueError):
 
 class NoHierarchyError(SpaceMismatchError):
     """A mesh that is no level of a mesh hierarchy, where multigrid needs one."""
+
+
+class BoundaryDataError(FEOperatorsError, ValueError):
+    """Dirichlet data that are not an affine map of a problem's inputs.
+
+    SPON lifts input-dependent boundary data through a fixed sparse map
+    (:func:`fe_operators.fem.lifting.dirichlet_map`); data that depend on the inputs in
+    another way (nonlinearly, or through Functions computed from them) cannot be lifted
+    exactly.
+    """
+
+
+# ----------------------------------------------------------------------------- data
+class OutputError(FEOperatorsError, OSError):
+    """The output path cannot be written (missing folder, a folder in the way, no permission)."""
+
+
+class DatasetFileError(FEOperatorsError, ValueError):
+    """A file that is not a (readable) fe_operators dataset, or lacks what was asked for."""
+
+
+class SettingsMismatchError(FEOperatorsError, ValueError):
+    """An existing dataset (or interrupted run) was made with other settings.
+
+    Parameters
+    ----------
+    path
+        The file or folder holding the other settings.
+    differing
+        Setting name -> (stored value, requested value), for each setting that differs.
+    """
+
+    def __init__(self, path: str, differing: Mapping[str, tuple[Any, Any]]) -> None:
+        self.path = str(path)
+        self.differing = dict(differing)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [f"{k}: stored {_short(a)}, requested {_short(b)}" for k, (a, b) in self.differing.items()]
+        return (
+            f"{self.path} was generated with other settings ({'; '.join(parts)}); "
+            "use another --out, or --overwrite to replace it"
+        )
+
+
+class NumberingError(FEOperatorsError, ValueError):
+    """Stored DOFs cannot be matched to the DOFs of a rebuilt mesh/space (no silent renumbering)."""
+
+
+class GenerationError(FEOperatorsError, RuntimeError):
+    """Data generation stopped: a sample failed (e.g. the solver did not converge).
+
+    Parameters
+    ----------
+    sample
+        Index of the failed sample.
+    message
+        What went wrong (for solver failures it names PETSc's reason).
+    stored
+        Number of valid samples stored in the output file.
+    path
+        The output file.
+    """
+
+    def __init__(self, sample: int, message: str, stored: int, path: str) -> None:
+        self.sample = int(sample)
+        self.message = message
+        self.stored = int(stored)
+        self.path = str(path)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"sample {self.sample} failed: {self.message}; stopped, {self.stored} valid samples "
+            f"stored in {self.path} (the failed sample is not stored)"
+        )
+
+
+class NonFiniteError(FEOperatorsError, ValueError):
+    """NaN or infinite values where finite ones are needed: in a dataset's samples (named by
+    sample and field) or in a model's predictions (with how many samples)."""
+
+
+# ----------------------------------------------------------------------------- training
+class CheckpointError(FEOperatorsError, ValueError):
+    """A checkpoint that is missing, unreadable, corrupt, or does not fit what it is loaded into.
+
+    Parameters
+    ----------
+    path
+        The checkpoint file.
+    reason
+        What is wrong and, where possible, how to fix it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.path}: {self.reason}"
+
+
+class TrainingError(FEOperatorsError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN or infinite).
+
+    Parameters
+    ----------
+    epoch
+        Zero-based epoch in which it happened.
+    step
+        Optimizer steps done before the failing batch.
+    message
+        What happened and what to try.
+    """
+
+    def __init__(self, epoch: int, step: int, message: str) -> None:
+        self.epoch = int(epoch)
+        self.step = int(step)
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch + 1}, step {self.step + 1}: {self.message}"
+
+
+class RunDirectoryError(FEOperatorsError, FileExistsError):
+    """A new run would overwrite the checkpoints of an existing run in the same folder."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -2,7 +2,7 @@
 
 Usage::
 
-    fe-operators evaluate RUN_DIR --data data.h5 [--mesh SPEC] [--split test|all] [--out DIR]
+    fe-operators evaluate RUN_DIR --data data.h5 [--split test|all] [--out DIR]
 
 ``RUN_DIR`` is a run folder of ``fe-operators train`` (its ``best.pt`` is used, or
 ``--checkpoint last``) or a checkpoint file.  Printed (and written to
@@ -21,12 +21,19 @@ the mesh, for the first, the median and the worst sample by relative L2),
 ``samples.vtu`` (the same fields, for ParaView) and ``evaluation.json``.
 
 Data and model must agree: the dataset's spaces are checked against those the model was
-trained on, and (without ``--mesh``) its DOF numbering against the training data's, each
-mismatch an error naming it.  ``--mesh SPEC`` evaluates a mesh-agnostic model (SPON with
-the GNN processor) on data generated on another mesh ``SPEC`` of the domain (a mesh spec
-as for ``fe-operators generate``, which must be the dataset's): the model gets a new mesh
-context built for the problem on that mesh.  A fixed-mesh model (MLP processor), or one
-trained with per-DOF normalizers, is refused with a clear error.
+trained on (element, cell, shape, components), each mismatch an error naming it.  The
+dataset records the mesh it was generated on, and evaluation always runs there:
+
+* the training mesh (the DOF numbering of the training data): the model's own mesh
+  context;
+* another mesh of the domain: a mesh-agnostic model (SPON with the ``gnn`` or
+  ``multigrid`` processor) runs with a mesh context built for the dataset's problem on
+  its mesh (``other_mesh`` in the result); a fixed-mesh model (``mlp`` processor), or one
+  trained with per-DOF normalizers, is refused with an error saying what to do.
+
+``--mesh SPEC`` is not needed; given, it asserts that the dataset was generated on mesh
+``SPEC`` (a spec as for ``fe-operators generate``) and that the model is mesh-agnostic.
+Non-finite predictions are an error naming how many samples have them.
 
 The problem is rebuilt from the dataset's provenance with
 :meth:`~fe_operators.data.FEFile.rebuild_problem`, whose DOF numbering is checked to equal
@@ -43,13 +50,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from fe_operators.errors import FEOperatorsError, SpaceMismatchError
+from fe_operators.cli import command
+from fe_operators.errors import NonFiniteError, SpaceMismatchError, UsageError
 
 __all__ = ["EvaluationResult", "evaluate_run", "format_table", "main_evaluate", "resolve_checkpoint"]
 
@@ -68,7 +76,7 @@ class EvaluationResult:
     split
         ``"test"`` (the run's test split of its training file) or ``"all"``.
     other_mesh
-        Whether the model ran on another mesh than its training mesh (``--mesh``).
+        Whether the model ran on another mesh than its training mesh (the dataset's).
     indices
         File rows evaluated.
     rel_l2, rel_h1
@@ -183,21 +191,21 @@ def _check_other_mesh_spaces(expected: Mapping[str, Any], actual: Mapping[str, A
 
 def _per_dof_normalizers(loaded: Any) -> list[str]:
     """Which normalizers hold one statistic per DOF of the training mesh (mesh-bound)."""
-    from fe_operators.data.dataset import UnitGaussianNormalizer
+    from fe_operators.models.normalized import UnitGaussianNormalizer
 
     def bound(norm: UnitGaussianNormalizer, n_nodes: int) -> bool:
         return norm.mean.ndim >= 1 and int(norm.mean.shape[0]) == n_nodes
 
     out = []
     spaces = loaded.spaces
-    x = loaded.input_normalizer
+    x = loaded.model.input_normalizer
     if isinstance(x, UnitGaussianNormalizer):
         first = next(k for k in spaces if k.startswith("inputs/"))
         if bound(x, int(spaces[first]["n_nodes"])):
             out.append("input")
     elif x is not None:
         out += [f"input {n!r}" for n, m in x.items() if bound(m, int(spaces[f"inputs/{n}"]["n_nodes"]))]
-    y = loaded.output_normalizer
+    y = loaded.model.output_normalizer
     if y is not None and bound(y, int(spaces["output"]["n_nodes"])):
         out.append("output")
     return out
@@ -255,6 +263,11 @@ def evaluate_run(
 ) -> EvaluationResult:
     """Evaluate a trained model on a dataset; write plots, a .vtu and ``evaluation.json``.
 
+    Steps: check the arguments, load the checkpoint, check that the data fit the model
+    (:func:`_check_fit`), pick the samples (:func:`_select_rows`), rebuild the problem
+    and the mesh context (:func:`_problem_and_context`), predict (:func:`_predict`),
+    measure (:func:`_measure`) and write the files (:func:`_write_files`).
+
     Parameters
     ----------
     run
@@ -262,8 +275,8 @@ def evaluate_run(
     data
         A dataset file of ``fe-operators generate``.
     mesh
-        Evaluate on another mesh: the mesh spec the dataset was generated on (GNN-SPON
-        only).  None: the dataset must be on the training mesh.
+        Optional: assert that the dataset was generated on this mesh spec (and that the
+        model is mesh-agnostic).  Evaluation always runs on the dataset's own mesh.
     split
         ``"test"``: the run's test split (``data`` must be its training file); ``"all"``:
         every valid sample.  Default: ``"test"`` for the training file, else ``"all"``.
@@ -289,68 +302,120 @@ def evaluate_run(
     DatasetFileError
         ``data`` is not a dataset file.
     SpaceMismatchError
-        Spaces or DOF numbering of the data differ from the model's; ``mesh`` with a
-        fixed-mesh model or mesh-bound normalizers; ``mesh`` not the dataset's mesh.
+        The data's spaces differ from the model's; the data are on another mesh and the
+        model is fixed-mesh or has mesh-bound normalizers; ``mesh`` not the dataset's mesh.
+    NonFiniteError
+        The model predicts NaN or infinite values (or the dataset holds some).
     NumberingError
         The problem rebuilt from the dataset's provenance numbers its DOFs differently
         from the stored arrays.
-    ValueError
-        Bad arguments (split, batch size).
+    UsageError
+        Bad arguments (split, batch size, plots, an unknown or unavailable device).
     """
-    import firedrake as fd
-
-    from fe_operators.data import FEDataset, FEFile
-    from fe_operators.fem import DirichletDofs, FENorm
-    from fe_operators.io import write_fields
-    from fe_operators.models import SPON
-    from fe_operators.models.build import context_from_problem
+    from fe_operators.data import FEFile
     from fe_operators.train.checkpoint import load_model
-    from fe_operators.train.normalized import physical_forward
 
-    if split not in (None, "test", "all"):
-        raise ValueError(f"expected split 'test' or 'all', got {split!r}")
-    if batch_size < 1:
-        raise ValueError(f"expected a positive batch size, got {batch_size}")
+    _check_arguments(split, batch_size, plots, device)
     ckpt = resolve_checkpoint(run, checkpoint)
     loaded = load_model(ckpt, device=device)
     file = FEFile(data)
-    model = loaded.model
-    run_info = loaded.metadata.get("run") or {}
-    run_config = run_info.get("config") or {}
-    trained_on = run_info.get("dataset") or {}
-    notes: list[str] = []
+    other_mesh = _check_fit(loaded, file, mesh)
+    split, rows = _select_rows(loaded, file, split)
+    problem, context = _problem_and_context(loaded, file, other_mesh, device)
+    pred, y, ms = _predict(loaded, file, rows, context, batch_size, device)
+    rel_l2, rel_h1, boundary, notes = _measure(problem, pred, y)
+    result = EvaluationResult(
+        checkpoint=str(ckpt), data=file.path, mesh=str(file.provenance.get("mesh")), split=split,
+        other_mesh=other_mesh, indices=rows, rel_l2=rel_l2, rel_h1=rel_h1, boundary_error=boundary,
+        n_params=sum(int(p.numel()) for p in loaded.model.parameters()), ms_per_sample=ms,
+        batch_size=batch_size, device=str(device), notes=notes,
+    )
+    out = Path(out) if out is not None else ckpt.parent / f"eval-{Path(file.path).stem}-{split}"
+    _write_files(result, out, file, problem, pred, plots)
+    return result
 
-    # ---- does the data fit the model?
-    is_spon = isinstance(model, SPON)
-    if mesh is None:
-        loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
-        numbering = trained_on.get("numbering")
-        if numbering and dict(numbering) != dict(file.numbering):
-            hint = (" pass --mesh <its mesh> to evaluate this mesh-agnostic model there" if is_spon and
-                    model.mesh_agnostic else " this model runs only on its training mesh")
-            raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the "
-                                     f"model was trained on (another mesh, generated as "
-                                     f"{file.provenance.get('mesh')!r});{hint}")
-    else:
-        if not (is_spon and model.mesh_agnostic):
-            kind = f"a SPON with processor {model.processor_type!r}" if is_spon else type(model).__name__
-            from fe_operators.models import PROCESSORS
 
-            agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
+def _check_arguments(split: Any, batch_size: Any, plots: Any, device: Any) -> None:
+    """Raise :class:`~fe_operators.errors.UsageError` (a ``ValueError``) naming a bad argument."""
+    from fe_operators.train.config import device_error
+
+    if split not in (None, "test", "all"):
+        raise UsageError(f"--split: expected 'test' or 'all', got {split!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size: expected a positive integer, got {batch_size!r}")
+    if not isinstance(plots, int) or not 0 <= plots <= 3:
+        raise UsageError(f"--plots: expected 0, 1, 2 or 3 (samples plotted: first, median, worst), got {plots!r}")
+    why = device_error(device)
+    if why:
+        raise UsageError(f"--device: {why}")
+
+
+def _run_info(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run configuration and the training dataset (path, numbering) a checkpoint records."""
+    info = loaded.metadata.get("run") or {}
+    return info.get("config") or {}, info.get("dataset") or {}
+
+
+def _check_fit(loaded: Any, file: Any, mesh: str | None) -> bool:
+    """Check that the dataset fits the model; return whether it is on another mesh than the training data.
+
+    The dataset records its mesh, so no option is needed to evaluate on it: on the
+    training mesh (same DOF numbering as the training data) the model runs with its own
+    mesh context; on another mesh of the domain a mesh-agnostic model runs with a context
+    built for the dataset's mesh, and a fixed-mesh model is refused.  ``mesh`` (``--mesh``)
+    only asserts which mesh the dataset is on.
+
+    Raises
+    ------
+    SpaceMismatchError
+        See :func:`evaluate_run`.
+    """
+    from fe_operators.models import PROCESSORS, SPON
+    from fe_operators.train.checkpoint import space_dicts
+
+    network = loaded.network
+    stored = file.provenance.get("mesh")
+    if mesh is not None and _mesh_spec(mesh) != stored:
+        raise SpaceMismatchError(
+            f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh {stored!r}; evaluate always runs on "
+            f"the dataset's own mesh, so --mesh is not needed; to evaluate on {mesh!r}, generate data there "
+            f"(fe-operators generate {file.provenance.get('problem')} --mesh {mesh} ...) and pass it as --data")
+    _check_other_mesh_spaces(loaded.spaces, file.space_dicts, loaded.path, file.path)
+    _, trained_on = _run_info(loaded)
+    numbering = trained_on.get("numbering")
+    if (dict(numbering) == dict(file.numbering) if numbering else
+            space_dicts(loaded.spaces) == space_dicts(file.space_dicts)):
+        return False
+    # another mesh of the domain
+    agnostic = ", ".join(repr(n) for n, c in sorted(PROCESSORS.items()) if c.mesh_agnostic)
+    if not (isinstance(network, SPON) and network.mesh_agnostic):
+        kind = f"a SPON with processor {network.processor_type!r}" if isinstance(network, SPON) else \
+            type(network).__name__
+        how = (f"evaluate it on data generated on its training mesh ({trained_on.get('path') or 'see the run'}), "
+               f"or train a mesh-agnostic model (SPON with processor {agnostic})")
+        if mesh is not None:
             raise SpaceMismatchError(f"--mesh needs a mesh-agnostic model (SPON with processor {agnostic}); the "
-                                     f"checkpoint {ckpt} holds {kind}, which runs only on its training mesh")
-        bound = _per_dof_normalizers(loaded)
-        if bound:
-            raise SpaceMismatchError(f"--mesh: the checkpoint {ckpt} was trained with per-DOF normalizers "
-                                     f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per "
-                                     "node of the training mesh; retrain with 'global' or 'none' to evaluate "
-                                     "on other meshes")
-        if _mesh_spec(mesh) != file.provenance.get("mesh"):
-            raise SpaceMismatchError(f"--mesh {mesh!r}: the dataset {file.path} was generated on mesh "
-                                     f"{file.provenance.get('mesh')!r}; generate data on {mesh!r} first")
-        _check_other_mesh_spaces(loaded.spaces, file.space_dicts, str(ckpt), file.path)
+                                     f"checkpoint {loaded.path} holds {kind}, which runs only on its training mesh")
+        try:
+            loaded.check_spaces(file.space_dicts, name=f"the dataset {file.path}")
+        except SpaceMismatchError as exc:
+            raise SpaceMismatchError(f"{exc}; the checkpoint holds {kind}, which runs only on its training "
+                                     f"mesh: {how}") from None
+        raise SpaceMismatchError(f"the dataset {file.path} numbers its DOFs differently from the data the model "
+                                 f"was trained on (another mesh, generated as {stored!r}); the checkpoint holds "
+                                 f"{kind}, which runs only on its training mesh: {how}")
+    bound = _per_dof_normalizers(loaded)
+    if bound:
+        raise SpaceMismatchError(f"the dataset {file.path} is on another mesh ({stored!r}) than the training data, "
+                                 f"but the checkpoint {loaded.path} was trained with per-DOF normalizers "
+                                 f"({', '.join(bound)}; data.normalize_*: dof), which hold one value per node of "
+                                 "the training mesh; retrain with 'global' or 'none' to evaluate on other meshes")
+    return True
 
-    # ---- which samples
+
+def _select_rows(loaded: Any, file: Any, split: str | None) -> tuple[str, np.ndarray]:
+    """The split (default: ``"test"`` for the run's training file, else ``"all"``) and its file rows."""
+    run_config, trained_on = _run_info(loaded)
     same_file = bool(trained_on.get("path")) and os.path.abspath(trained_on["path"]) == os.path.abspath(file.path) \
         and dict(trained_on.get("numbering") or {}) == dict(file.numbering)
     split = split or ("test" if same_file else "all")
@@ -365,35 +430,62 @@ def evaluate_run(
         rows = np.flatnonzero(file.done)
         if rows.size == 0:
             raise ValueError(f"{file.path} holds no valid samples")
+    return split, rows
 
-    # ---- the problem, in the stored DOF order (checked), its norms and Dirichlet DOFs
+
+def _problem_and_context(loaded: Any, file: Any, other_mesh: bool, device: str) -> tuple[Any, Any]:
+    """The dataset's problem (in the stored DOF order, checked) and, on another mesh, its mesh context."""
+    from fe_operators.models.build import context_for_model
+
     problem = file.rebuild_problem()
-    V = problem.output_space
-    templates = {n: fd.Function(W) for n, W in problem.input_spaces.items()}
-    mask = DirichletDofs(V, problem.output_bcs(templates)).mask
-    context = None
-    if mesh is not None:
-        method = (run_config.get("model") or {}).get("method", "auto")
-        context = context_from_problem(problem, method=method).to(torch.device(device))
-        model.check_context(context)
+    if not other_mesh:
+        return problem, None
+    run_config, _ = _run_info(loaded)
+    method = (run_config.get("model") or {}).get("method", "auto")
+    context = context_for_model(loaded.network, problem, method=method,
+                                mesh_spec=file.provenance.get("mesh")).to(torch.device(device))
+    loaded.network.check_context(context)
+    return problem, context
+
+
+def _predict(loaded: Any, file: Any, rows: np.ndarray, context: Any, batch_size: int,
+             device: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Predictions and truths ``(n, n_nodes[, ncomp])`` float64 on the CPU, and ms per sample."""
+    from fe_operators.data import FEDataset
+    from fe_operators.models import SPON
 
     dataset = FEDataset(file.path, rows, dtype=torch.float64, preload=True)
     x, y = dataset.raw(np.arange(len(dataset)))
     n = len(dataset)
-    dtype = torch.float64 if is_spon else next(model.parameters()).dtype
+    network = loaded.network
+    dtype = torch.float64 if isinstance(network, SPON) else next(network.parameters()).dtype
     x = _to(x, torch.device(device), dtype)
-    forward = functools.partial(physical_forward, model, input_normalizer=loaded.input_normalizer,
-                                output_normalizer=loaded.output_normalizer,
-                                **({} if context is None else {"context": context}))
+    model = loaded.model
+    forward = model if context is None else functools.partial(model, context=context)
     model.eval()
     pred = _predict_all(forward, x, n, batch_size)
     if pred.shape != y.shape:
         raise SpaceMismatchError(f"the model predicts DOF tensors of shape {tuple(pred.shape)}, the dataset holds "
                                  f"{tuple(y.shape)}")
-    if not torch.isfinite(pred).all():
-        notes.append("the model predicts non-finite values")
-    ms = _time_per_sample(forward, x, n, batch_size)
+    bad = np.flatnonzero(~torch.isfinite(pred.reshape(n, -1)).all(dim=1).numpy())
+    if bad.size:
+        shown = ", ".join(str(int(r)) for r in rows[bad[:10]]) + (", ..." if bad.size > 10 else "")
+        raise NonFiniteError(f"the model predicts NaN or infinite values for {bad.size} of {n} samples (file rows "
+                             f"{shown}); the checkpoint {loaded.path} is broken or its training diverged: try "
+                             "another checkpoint (--checkpoint best|last) or retrain with a lower train.lr")
+    return pred, y, _time_per_sample(forward, x, n, batch_size)
 
+
+def _measure(problem: Any, pred: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
+    """Per-sample relative L2 and H1 errors, the max boundary error, and notes."""
+    import firedrake as fd
+
+    from fe_operators.fem import DirichletDofs, FENorm
+
+    notes: list[str] = []
+    V = problem.output_space
+    templates = {n: fd.Function(W) for n, W in problem.input_spaces.items()}
+    mask = DirichletDofs(V, problem.output_bcs(templates)).mask
     rel_l2 = FENorm.l2(V).relative(pred, y).numpy()
     rel_h1 = FENorm.h1(V).relative(pred, y).numpy()
     m = mask.reshape(y.shape[1:])
@@ -404,18 +496,19 @@ def evaluate_run(
     else:
         boundary = 0.0
         notes.append("the output has no Dirichlet DOFs; the boundary error is 0 by definition")
-    n_params = sum(int(p.numel()) for p in model.parameters())
+    return rel_l2, rel_h1, boundary, notes
 
-    result = EvaluationResult(
-        checkpoint=str(ckpt), data=file.path, mesh=str(file.provenance.get("mesh")), split=split,
-        other_mesh=mesh is not None, indices=rows, rel_l2=rel_l2, rel_h1=rel_h1, boundary_error=boundary,
-        n_params=n_params, ms_per_sample=ms, batch_size=batch_size, device=str(device), notes=notes,
-    )
 
-    # ---- files: plots, vtu, json
-    run_folder = ckpt.parent
-    out = Path(out) if out is not None else run_folder / f"eval-{Path(file.path).stem}-{split}"
+def _write_files(result: EvaluationResult, out: Path, file: Any, problem: Any, pred: torch.Tensor,
+                 plots: int) -> None:
+    """Write ``samples.png`` (first, median, worst), ``samples.vtu`` and ``evaluation.json`` to ``out``."""
+    import firedrake as fd
+
+    from fe_operators.io import write_fields
+
     out.mkdir(parents=True, exist_ok=True)
+    rows, rel_l2, n = result.indices, result.rel_l2, result.n_samples
+    V = problem.output_space
     order = np.argsort(rel_l2, kind="stable")
     picks = list(dict.fromkeys([0, int(order[n // 2]), int(order[-1])]))[:max(0, min(plots, 3))] or [0]
     inputs_np, output_np = file.read(rows[picks])
@@ -442,15 +535,14 @@ def evaluate_run(
                                                   shared=[("truth", "prediction")],
                                                   title=f"{Path(file.path).name}: truth, prediction, error"))
         except UnsupportedSpaceError as exc:
-            notes.append(f"no plot: {exc}")
+            result.notes.append(f"no plot: {exc}")
     result.files["vtu"] = str(write_fields(out / "samples.vtu", fields))
     result.files["json"] = str(out / "evaluation.json")
     payload = result.summary()
     payload["indices"] = rows.tolist()
     payload["rel_l2_per_sample"] = rel_l2.tolist()
-    payload["rel_h1_per_sample"] = rel_h1.tolist()
+    payload["rel_h1_per_sample"] = result.rel_h1.tolist()
     (out / "evaluation.json").write_text(json.dumps(payload, indent=1) + "\n")
-    return result
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -462,36 +554,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR", help="run folder of 'fe-operators train' (or a checkpoint file)")
     p.add_argument("--data", required=True, metavar="FILE", help="dataset file of 'fe-operators generate'")
     p.add_argument("--mesh", metavar="SPEC",
-                   help="evaluate a mesh-agnostic (GNN) model on another mesh: the mesh spec the dataset was "
-                        "generated on")
+                   help="not needed: evaluation runs on the mesh the dataset records (a mesh-agnostic model also "
+                        "on other meshes than its training mesh); given, it asserts the dataset's mesh spec")
     p.add_argument("--split", choices=("test", "all"),
                    help="the run's test split (default for its training file) or all samples (default otherwise)")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/eval-<data>-<split>)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of RUN_DIR")
     p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass (default 32)")
-    p.add_argument("--plots", type=int, default=3, help="samples to plot, 0-3 (default 3)")
+    p.add_argument("--plots", type=int, default=3, choices=range(4), metavar="{0,1,2,3}",
+                   help="samples to plot: first, median, worst (default 3; 0: no PNG)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return p
 
 
-def main_evaluate(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fe-operators evaluate``; returns the exit status.
+@command("evaluate")
+def main_evaluate(argv: list[str]) -> int:
+    """Entry point of ``fe-operators evaluate`` (``main_evaluate(argv=None)``); returns the exit status.
 
     0 on success, 1 on bad input (missing/corrupt checkpoint, mismatched data, ...), 2 on
-    a usage error; errors are one line on stderr.
+    a usage error; errors are one line on stderr (:func:`fe_operators.cli.run_command`).
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    if argv is None:  # Firedrake hands sys.argv to PETSc on import: keep our flags away from it
-        sys.argv = sys.argv[:1]
-    try:
-        result = evaluate_run(args.run, args.data, mesh=args.mesh, split=args.split, out=args.out,
-                              checkpoint=args.checkpoint, batch_size=args.batch_size, plots=args.plots,
-                              device=args.device)
-    except (FEOperatorsError, ValueError, OSError) as exc:
-        text = " ".join(str(exc).split())
-        print(f"fe-operators evaluate: error: {text}", file=sys.stderr)
-        return 1
+    args = _parser().parse_args(argv)
+    result = evaluate_run(args.run, args.data, mesh=args.mesh, split=args.split, out=args.out,
+                          checkpoint=args.checkpoint, batch_size=args.batch_size, plots=args.plots,
+                          device=args.device)
     print(format_table(result))
     return 0
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Install everything fe_operators needs: system packages, PETSc (built once into a
-# versioned cache outside the clone), a Python virtual environment with Firedrake,
-# torch and friends, and fe_operators itself (editable, pointing at this clone).
+# versioned cache outside the clone), a shared Python virtual environment with Firedrake,
+# torch and friends, and this clone's own light environment <clone>/.venv layered on the
+# shared one, with fe_operators installed editable from this clone (scripts/install_clone.sh).
 #
 # Idempotent: each step checks whether its result is already there and skips itself.
 #
 # Environment knobs
-#   FE_OPERATORS_CACHE  cache folder for PETSc and the default venv
+#   FE_OPERATORS_CACHE  cache folder for PETSc and the default shared venv
 #                       (default: ${XDG_CACHE_HOME:-$HOME/.cache}/fe_operators)
-#   VIRTUAL_ENV         an active venv is used as it is (its torch is kept)
+#   VIRTUAL_ENV         an active venv is used as the shared one (its torch is kept);
+#                       an activated clone's .venv stands for the venv it is layered on
 #   PYTHON              interpreter used to create the venv (default: python3)
 set -euo pipefail
 
@@ -101,8 +103,14 @@ fi
 
 # --------------------------------------------------------------------------- 3. venv
 keep_torch=0
-if [ -n "${VIRTUAL_ENV:-}" ]; then
-  VENV=$VIRTUAL_ENV
+active=${VIRTUAL_ENV:-}
+if [ -n "$active" ] && [ -f "$active/fe_operators-layer" ]; then
+  # an activated clone's .venv (scripts/install_clone.sh): the venv under it is meant
+  active=$(head -n 1 "$active/fe_operators-layer")
+  if [[ $active == "$CACHE"/venv-* ]]; then active=""; fi
+fi
+if [ -n "$active" ]; then
+  VENV=$active
   keep_torch=1
   log "venv: using the active one at $VENV"
 else
@@ -129,9 +137,18 @@ if len(sys.argv) > 2 and getattr(m, "__version__", "") != sys.argv[2]:
 PYEOF
 }
 
+# has_all MODULE...: are all importable? (one interpreter for all: each start costs)
+has_all() {
+  "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+PYEOF
+}
+
 export CC=mpicc CXX=mpicxx HDF5_MPI=ON
 
-if ! has mpi4py || ! has Cython || ! has pkgconfig || ! has hatchling || ! has rtree; then
+if ! has_all mpi4py Cython pkgconfig hatchling rtree; then
   log "pip: build prerequisites"
   pipi --only-binary mpi4py mpi4py numpy "Cython>=3.0" pkgconfig pybind11 \
     "setuptools>=77.0.3" wheel rtree firedrake-rtree libsupermesh petsctools hatchling
@@ -139,8 +156,9 @@ fi
 
 petsc4py_ok=0
 if has petsc4py "$PETSC4PY_VERSION"; then
-  got=$("$PY" -c 'import petsc4py; print(petsc4py.get_config()["PETSC_DIR"])' 2>/dev/null || true)
-  [ "$got" = "$PETSC_DIR" ] && petsc4py_ok=1
+  # (resolved: a cache reached through a link is the same PETSc)
+  got=$("$PY" -c 'import os, petsc4py; print(os.path.realpath(petsc4py.get_config()["PETSC_DIR"]))' 2>/dev/null || true)
+  [ "$got" = "$(cd "$PETSC_DIR" && pwd -P)" ] && petsc4py_ok=1
 fi
 if [ $petsc4py_ok = 0 ]; then
   log "pip: petsc4py $PETSC4PY_VERSION against $PETSC_DIR (about 5 minutes uncached)"
@@ -159,26 +177,28 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('firedrak
   pipi --no-build-isolation "firedrake==$FIREDRAKE_VERSION"
 fi
 
+# (the pinned torch is checked by its metadata: importing torch takes seconds)
 if [ $keep_torch = 1 ] && has torch; then
   log "pip: keeping the venv's torch ($("$PY" -c 'import torch; print(torch.__version__)'))"
-elif ! "$PY" -c "import torch, sys; sys.exit(not torch.__version__.startswith('$TORCH_VERSION'))" >/dev/null 2>&1; then
+elif ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(not m.version('torch').startswith('$TORCH_VERSION'))" >/dev/null 2>&1; then
   log "pip: torch $TORCH_VERSION"
   pipi "torch==$TORCH_VERSION"
 fi
 
 RUNTIME=(numba meshio scipy tqdm matplotlib yaml gmsh pytest)
-need_rt=0
-for m in "${RUNTIME[@]}"; do has "$m" || need_rt=1; done
-if [ $need_rt = 1 ]; then
+if ! has_all "${RUNTIME[@]}"; then
   log "pip: numba meshio scipy tqdm matplotlib PyYAML gmsh pytest"
   pipi numba meshio scipy tqdm matplotlib PyYAML gmsh pytest
 fi
 
+# The former layout installed fe_operators editable into the shared venv, pointing at
+# whichever clone ran last: take it out (the clones' own .venv hold their fe_operators).
+if [ "$VENV" != "$here/.venv" ] && compgen -G "$VENV/lib/python*/site-packages/__editable__*fe_operators*" >/dev/null; then
+  log "pip: removing the editable fe_operators from the shared venv (each clone has its own now)"
+  "$PY" -m pip uninstall -y -q fe_operators
+fi
+
 # --------------------------------------------------------------------------- 4. this clone
-# Always re-point the editable install at this clone (another clone may have owned it).
-log "pip: fe_operators (editable) -> $here"
-# (setuptools' editable build is chatty; keep its output unless it fails)
-"$PY" -m pip install -q --no-build-isolation --no-deps -e "$here" > "$CACHE/editable-install.log" 2>&1 \
-  || { cat "$CACHE/editable-install.log"; exit 1; }
-ln -sfn "$VENV" "$here/.venv"
+# <clone>/.venv: a light venv layered on $VENV, with this clone's fe_operators (editable)
+bash "$here/scripts/install_clone.sh" "$VENV"
 log "done in $((SECONDS - t0)) s; interpreter: $here/.venv/bin/python"

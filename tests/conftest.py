@@ -5,12 +5,9 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import sys  # noqa: E402
+from fe_operators.petsc_argv import import_firedrake  # noqa: E402
 
-# Firedrake hands sys.argv to PETSc at import; keep pytest's flags away from it.
-_argv, sys.argv = sys.argv, sys.argv[:1]
-import firedrake  # noqa: E402,F401
-sys.argv = _argv
+import_firedrake()  # without pytest's flags (Firedrake hands sys.argv to PETSc at import)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

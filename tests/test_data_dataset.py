@@ -86,14 +86,13 @@ def test_normalizers_fitted_on_the_train_split_only(files):
     inputs, output = FEFile(files["dg0"]).read(train)
     assert torch.allclose(x_norm["k"].mean, torch.from_numpy(inputs["k"].mean(0)), rtol=0, atol=1e-14)
     assert torch.allclose(y_norm.std, torch.from_numpy(output.std(0)), rtol=0, atol=1e-14)
-    ds = FEDataset(files["dg0"], train, input_normalizer=x_norm, output_normalizer=y_norm, dtype=torch.float64)
-    ys = torch.stack([ds[i][1] for i in range(len(ds))])
+    ds = FEDataset(files["dg0"], train, dtype=torch.float64)
+    ys = y_norm.encode(torch.stack([ds[i][1] for i in range(len(ds))]))
     assert torch.allclose(y_norm.decode(ys), torch.from_numpy(output), atol=1e-12)
 
 
 def test_dataloader_with_worker_processes(files):
-    x_norm, y_norm = FEDataset(files["const"]).fit_normalizers(per="global")
-    ds = FEDataset(files["const"], input_normalizer=x_norm, output_normalizer=y_norm)
+    ds = FEDataset(files["const"])
     serial = list(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=0))
     ds[0]  # a handle opened in the parent must not leak into the workers
     parallel = list(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2))
@@ -107,3 +106,25 @@ def test_indices_that_are_not_valid_samples_are_refused(files):
         FEDataset(files["const"], [0, 12])
     with pytest.raises(IndexError, match="out of range"):
         FEDataset(files["const"])[12]
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_non_finite_samples_are_refused_naming_sample_and_field(files, tmp_path, preload):
+    import shutil
+
+    import h5py
+
+    from fe_operators.data.h5 import GROUP
+    from fe_operators.errors import NonFiniteError
+
+    path = tmp_path / "nan.h5"
+    shutil.copy(files["dg0"], path)
+    with h5py.File(path, "a") as h5:
+        k = h5[GROUP]["inputs/k"]
+        row = k[7]
+        row[[3, 5]] = [np.nan, np.inf]
+        k[7] = row
+    FEDataset(path, [0, 1, 2], preload=preload)  # the damaged sample not selected: fine
+    with pytest.raises(NonFiniteError, match=r"nan\.h5: sample 7 holds 2 NaN or infinite value\(s\) in inputs/k; "
+                                             r"the file is damaged"):
+        FEDataset(path, preload=preload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from fe_operators.data import FEFile, GenerationError, SettingsMismatchError
 from fe_operators.data.generate import generate_dataset, main_generate
-from fe_operators.data.journal import journal_path
+from fe_operators.data.journal import Journal, journal_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM = "test_data_problems:SmallPoisson"
@@ -82,10 +83,17 @@ def test_rerun_after_sigkill_completes_the_file(tmp_path, reference):
         if out.exists():  # the output file is never left half-written
             FEFile(out)
     assert kills >= 2
+    # what the interrupted runs left: journalled chunks (and a file, if a merge finished)
+    kept = set(Journal(out).indices().tolist())
+    if out.exists():
+        kept |= set(np.flatnonzero(FEFile(out).done).tolist())
+    assert kept  # two kills came after progress was journalled
     done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stderr
     assert not journal.exists()
     _assert_same_samples(out, reference, N_REF)
+    # the rerun solved only the missing samples: it reused the journal
+    assert FEFile(out).provenance["runs"][-1]["generated"] == N_REF - len(kept)
 
 
 def test_more_samples_extend_the_file(tmp_path, reference):
@@ -111,6 +119,20 @@ def test_other_settings_are_an_error_unless_overwrite(tmp_path):
     generate_dataset(PROBLEM, MESH, 3, out, seed=SEED + 1, params=PARAMS, progress=False, overwrite=True)
     f = FEFile(out)
     assert f.provenance["seed"] == SEED + 1 and f.n_samples == 3 and f.complete
+
+
+def test_solver_options_are_recorded_and_files_without_them_still_extend(tmp_path, reference):
+    out = tmp_path / "options.h5"
+    generate_dataset(PROBLEM, MESH, 4, out, seed=SEED, params=PARAMS, progress=False)
+    assert FEFile(out).provenance["solver_parameters"] == {"ksp_type": "preonly", "pc_type": "lu"}
+    with h5py.File(out, "r+") as h5:  # as written before the options were recorded
+        g = h5["fe_operators"]
+        prov = json.loads(g.attrs["provenance"])
+        g.attrs["provenance"] = json.dumps(dict(prov, solver_parameters=None))
+    report = generate_dataset(PROBLEM, MESH, 6, out, seed=SEED, params=PARAMS, progress=False)
+    assert report.generated == 2
+    _assert_same_samples(out, reference, 6)
+    assert FEFile(out).provenance["solver_parameters"] == {"ksp_type": "preonly", "pc_type": "lu"}
 
 
 def test_a_failed_solve_stops_the_run_and_is_not_stored(tmp_path, reference):
@@ -139,6 +161,15 @@ def test_cli_failure_message_names_sample_and_reason(tmp_path, capsys):
     assert not out.exists()  # nothing valid to store: no file
 
 
+def test_a_failed_newton_solve_is_named_by_its_snes_reason(tmp_path, capsys):
+    argv = ["nonlinear", "--mesh", "unitsquare:4", "--samples", "2", "--out", str(tmp_path / "nl.h5"),
+            "--solver_parameters", '{"snes_max_it": 1}', "-q"]
+    assert main_generate(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sample 0 failed" in err[0], err
+    assert "PETSc reason -5 (SNES_DIVERGED_MAX_IT)" in err[0] and "KSP_" not in err[0]
+
+
 @pytest.mark.parametrize(
     ("argv", "status", "message"),
     [
@@ -148,6 +179,16 @@ def test_cli_failure_message_names_sample_and_reason(tmp_path, capsys):
         ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion"], 2, "--diffusion needs a value"),
         ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion", "cubic"], 1,
          "expected diffusion 'const' or 'dg0', got 'cubic'"),
+        # problem options are checked against the constructor's annotations, by name
+        (["darcy", "--mesh", MESH, "--samples", "2", "--length_scale", "abc"], 1,
+         "problem option --length_scale: expected a number (float) for problem 'darcy', got str 'abc'"),
+        (["darcy", "--mesh", MESH, "--samples", "2", "--zero-mean", "maybe"], 1,
+         "problem option --zero_mean: expected true or false"),
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--fail-sample", "1.5"], 1,
+         "problem option --fail_sample: expected an integer or null for problem "),
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--param", "difusion=dg0"], 1,
+         "problem option --difusion: unknown parameter of problem 'test_data_problems:SmallPoisson'; "
+         "its parameters are diffusion, fail_sample"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, capsys, argv, status, message):
@@ -180,7 +221,6 @@ def test_a_foreign_file_is_not_overwritten_silently(tmp_path):
 
 def test_two_runs_never_write_one_file(tmp_path):
     from fe_operators.data import OutputError
-    from fe_operators.data.journal import Journal
 
     out = tmp_path / "busy.h5"
     other = Journal(out)
@@ -194,7 +234,90 @@ def test_two_runs_never_write_one_file(tmp_path):
     assert FEFile(out).complete and not journal_path(out).exists()
 
 
+def _journal_of_a_killed_run(out: Path):
+    """The journal a run of (PROBLEM, MESH, SEED, PARAMS) leaves when killed after its settings."""
+    from fe_operators.data.journal import Journal
+    from fe_operators.data.settings import run_settings
+    from fe_operators.problems import load_problem
+
+    journal = Journal(out)
+    journal.path.mkdir()
+    journal.start(run_settings(PROBLEM, MESH, load_problem(PROBLEM, MESH, PARAMS), SEED))
+    return journal
+
+
+def test_a_damaged_journal_part_is_refused_before_solving(tmp_path, capsys, reference):
+    # a part of the wrong shape was found only when merging, after all solves, and again on every rerun
+    out = tmp_path / "journal.h5"
+    journal = _journal_of_a_killed_run(out)
+    journal.write_part(0, [0, 1], {"f": np.zeros((2, 82)), "k": np.zeros((2, 128))}, np.zeros((2, 81)), [0.1, 0.1])
+    (bad,) = journal.path.glob("part-*.npz")
+    argv = [PROBLEM, "--mesh", MESH, "--samples", "6", "--out", str(out), "--seed", str(SEED),
+            "--diffusion", "dg0", "-q", "--chunk-size", "2"]
+    for _ in range(2):
+        assert main_generate(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{bad}: its array 'input.f' has shape (2, 82)" in err[0], err
+        assert "expected (2, 81)" in err[0] and f"delete {bad}" in err[0] and "--overwrite" in err[0]
+        assert list(journal.path.glob("part-*.npz")) == [bad] and not out.exists()  # nothing solved
+    bad.unlink()
+    assert main_generate(argv) == 0
+    _assert_same_samples(out, reference, 6)
+
+
+def test_a_broken_journal_settings_file_names_the_file_and_the_fix(tmp_path, capsys, reference):
+    out = tmp_path / "settings.h5"
+    journal = _journal_of_a_killed_run(out)
+    (journal.path / "settings.json").write_text('{"problem": ')
+    argv = [PROBLEM, "--mesh", MESH, "--samples", "3", "--out", str(out), "--seed", str(SEED),
+            "--diffusion", "dg0", "-q"]
+    assert main_generate(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{journal.path / 'settings.json'}: it cannot be read as JSON" in err[0], err
+    assert f"delete {journal.path}" in err[0] and "--overwrite" in err[0]
+    assert main_generate([*argv, "--overwrite"]) == 0  # the fix it names works
+    _assert_same_samples(out, reference, 3)
+
+
 def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
     generate_dataset(PROBLEM, MESH, 3, tmp_path / "bar.h5", seed=SEED, params=PARAMS, progress=True)
     err = capsys.readouterr().err
     assert "3/3" in err and "sample/s" in err
+
+
+def _imports(path: Path) -> set[str]:
+    """fe_operators modules ``path`` imports anywhere (top level or inside functions)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("fe_operators."))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fe_operators"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # submodules, if any
+    return found
+
+
+def test_data_problems_and_io_modules_import_no_cycle():
+    # h5.rebuild_problem once imported load_problem from generate, which imports h5
+    package = ROOT / "fe_operators"
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): p
+        for sub in ("data", "problems", "io") for p in (package / sub).glob("*.py") if p.name != "__init__.py"
+    }
+    graph = {m: sorted(_imports(p) & set(modules) - {m}) for m, p in modules.items()}
+    assert "fe_operators.problems.registry" in graph["fe_operators.data.h5"]
+    state: dict[str, int] = {}  # 1 on the path, 2 finished
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in graph[m]:
+            assert state.get(n) != 1, f"import cycle: {' -> '.join(path[path.index(n):] + [m, n])}"
+            if n not in state:
+                visit(n, path + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])

@@ -14,8 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from fe_operators.data import FEFile, NumberingError
-from fe_operators.data.generate import generate_dataset, load_problem
+from fe_operators.data import DatasetFileError, FEFile, NumberingError
+from fe_operators.data.generate import generate_dataset
+from fe_operators.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 MESH = "plate_holes"  # a gmsh file: the mesh a fresh process reads back is the stored one
@@ -146,6 +147,10 @@ def test_layout_and_provenance(darcy_file):
     prov = f.provenance
     assert prov["problem"] == "darcy" and prov["seed"] == SEED and prov["mesh"] == MESH
     assert prov["params"]["coefficient"] == "dg0" and "solver_parameters" in prov["params"]
+    # the options PETSc really got: the family's sparse Cholesky and Firedrake's defaults
+    used = prov["solver_parameters"]
+    assert used.items() >= prov["params"]["solver_parameters"].items() and used["pc_type"] == "cholesky"
+    assert used["snes_type"] == "ksponly"
     assert {"firedrake", "petsc", "h5py", "numpy", "fe_operators"} <= set(prov["versions"])
     assert prov["runs"][-1]["generated"] == 3 and prov["seconds_per_sample_mean"] > 0
     assert f.input_names == ["a"] and f.complete and (f.times > 0).all()
@@ -157,3 +162,31 @@ def test_layout_and_provenance(darcy_file):
         g = h5["fe_operators"]
         assert g["inputs/a"].shape == (3, 1550) and g["output"].shape == (3, 867)
         assert g["inputs/a"].maxshape == (None, 1550) and g["done"][...].tolist() == [1, 1, 1]
+
+
+def _overwrite(path: Path, offset: int, size: int = 4096) -> None:
+    """Overwrite ``size`` bytes of ``path`` at ``offset`` with random bytes (as a bad disk would)."""
+    with open(path, "r+b") as fh:
+        fh.seek(max(offset, 0))
+        fh.write(np.random.default_rng(offset).bytes(size))
+
+
+@pytest.mark.parametrize("anchor, shift", [(b"fe_operators.dataset", -2048), (b"provenance", 0),
+                                           (b"numbering_hash", 0)])
+def test_a_damaged_file_is_reported_by_path_not_by_traceback(tmp_path, capsys, darcy_file, anchor, shift):
+    # 4 KiB of the group's metadata overwritten: a wrong "no group", an OSError, a KeyError before
+    meta = tmp_path / "meta.h5"
+    shutil.copy(darcy_file, meta)
+    _overwrite(meta, meta.read_bytes().index(anchor) + shift)
+    with pytest.raises(DatasetFileError, match="is damaged or not readable") as info:
+        FEFile(meta)
+    assert str(meta) in str(info.value) and "--overwrite" in str(info.value)
+    if anchor != b"provenance":
+        return
+
+    # the generator, asked to extend it, says the same in one line
+    from fe_operators.data.generate import main_generate
+
+    assert main_generate(["darcy", "--mesh", MESH, "--samples", "4", "--out", str(meta), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is damaged or not readable" in err[0] and str(meta) in err[0], err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,6 @@ from fe_operators.data.generate import generate_dataset
 from fe_operators.parallel import mpiexec_command, mpiexec_env
 
 ROOT = Path(__file__).resolve().parents[1]
-MPIEXEC = shutil.which("mpiexec")
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="needs mpiexec")
 
 
 def _mpirun(*args: str) -> subprocess.CompletedProcess:

@@ -84,10 +84,10 @@ class SmallPoisson(Problem):
         try:
             solver.solve()
         except ConvergenceError as exc:
-            raise SolveError(solver.snes.ksp.getConvergedReason(), detail="forced failure") from exc
+            raise SolveError(solver.snes.ksp.getConvergedReason(), detail="forced failure", solver="KSP") from exc
         reason = solver.snes.ksp.getConvergedReason()
         if reason < 0:
-            raise SolveError(reason, detail="KSP")
+            raise SolveError(reason, detail="KSP", solver="KSP")
         return self._u.copy(deepcopy=True)
 
     def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
-SCRIPTS = ["main_job.py", "darcy_unitsquare.py", "poisson_plate.py", "elasticity_plate.py"]
+SCRIPTS = ["main_job.py", "darcy_unitsquare.py", "poisson_plate.py", "elasticity_plate.py", "stokes_cylinder.py"]
 
 
 def run_demo(script: str, out: Path, *args: str, timeout: float = 120) -> str:
@@ -32,7 +32,7 @@ def test_demo_smoke(script, tmp_path):
     text = run_demo(script, out, "--smoke")
     assert "relative L2" in text and "max boundary error" in text and "inference ms/sample" in text
     summary = json.loads((out / "run" / "eval-data-test" / "evaluation.json").read_text())
-    assert summary["boundary_error"] <= 1e-12
+    assert summary["boundary_error"] == 0.0  # Stokes' inflow d*g depends on the input: lifted bit for bit
     assert (out / "run" / "eval-data-test" / "samples.png").stat().st_size > 0
     assert (out / "run" / "eval-data-test" / "samples.vtu").stat().st_size > 0
 

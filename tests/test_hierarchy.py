@@ -4,19 +4,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-firedrake = pytest.importorskip("firedrake")
-fd = firedrake
+import firedrake as fd
+from firedrake.mg.utils import get_level
 
-from firedrake.mg.utils import get_level  # noqa: E402
-
-from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError  # noqa: E402
-from fe_operators.fem import mass_matrix, restriction_matrix, stiffness_matrix  # noqa: E402
-from fe_operators.fem.hierarchy import (  # noqa: E402
+from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError
+from fe_operators.fem import mass_matrix, restriction_matrix, stiffness_matrix
+from fe_operators.fem.hierarchy import (
     find_hierarchy,
     hierarchy_operators,
     operator_names,
 )
-from fe_operators.io import load_hierarchy, load_mesh  # noqa: E402
+from fe_operators.io import load_hierarchy, load_mesh
 
 
 def rel(a, b):

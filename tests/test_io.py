@@ -3,14 +3,14 @@
 import json
 import math
 
+import meshio
 import numpy as np
 import pytest
 
-firedrake = pytest.importorskip("firedrake")
-meshio = pytest.importorskip("meshio")
+import firedrake
 
-from fe_operators.errors import MeshReadError, SpaceMismatchError  # noqa: E402
-from fe_operators.io import (  # noqa: E402
+from fe_operators.errors import MeshReadError, SpaceMismatchError
+from fe_operators.io import (
     format_mesh_info,
     load_mesh,
     main_mesh_info,
@@ -107,17 +107,17 @@ def test_refined_file_paths_and_a_file_named_like_a_suffix(tmp_path, monkeypatch
     assert (source.kind, source.refinements, source.base_spec) == ("file", 1, "l.msh")
     assert source.estimated_cells is None  # counted from the file, when loaded
     assert load_mesh("l.msh/r1").num_cells() == 4 * 1458
-    from fe_operators.data.generate import _normalise_mesh_spec
+    from fe_operators.data.settings import normalise_mesh_spec
 
-    assert _normalise_mesh_spec("l.msh/r1") == str(tmp_path / "l.msh") + "/r1"
-    assert _normalise_mesh_spec("lshape/r1") == "lshape/r1"
+    assert normalise_mesh_spec("l.msh/r1") == str(tmp_path / "l.msh") + "/r1"
+    assert normalise_mesh_spec("lshape/r1") == "lshape/r1"
     (tmp_path / "lshape").mkdir()
     (tmp_path / "lshape" / "r2").write_bytes(msh)  # an existing file wins over the suffix
     source = resolve_mesh_spec("lshape/r2")
     assert (source.kind, source.refinements) == ("file", None)
     with pytest.raises(MeshReadError, match="'lshape/r2': unsupported format"):
         load_mesh("lshape/r2")  # read as that file (which has no extension to go by)
-    assert _normalise_mesh_spec("lshape/r2") == str(tmp_path / "lshape" / "r2")
+    assert normalise_mesh_spec("lshape/r2") == str(tmp_path / "lshape" / "r2")
 
 
 @pytest.mark.parametrize("spec", ["plate_holes/r", "plate_holes/r-1", "plate_holes/rx",
@@ -244,6 +244,61 @@ def test_unsupported_format_and_cells(tmp_path):
         load_mesh(wedge)
 
 
+def _gmsh_square(path, tilt=0.0, z0=0.0, order=1):
+    """The unit square as gmsh writes it (format from ``path``'s name: ``*22*``, ``*bin*``),
+    turned by ``tilt`` degrees about the x axis and lifted to ``z = z0``; elements of ``order``."""
+    import gmsh
+
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Verbosity", 0)
+        gmsh.model.occ.addRectangle(0, 0, z0, 1, 1)
+        gmsh.model.occ.rotate([(2, 1)], 0, 0, z0, 1, 0, 0, math.radians(tilt))
+        gmsh.model.occ.synchronize()
+        gmsh.model.addPhysicalGroup(2, [1], 10)
+        gmsh.model.addPhysicalGroup(1, [1, 2, 3, 4], 1)
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.4)
+        gmsh.model.mesh.generate(2)
+        gmsh.model.mesh.setOrder(order)
+        gmsh.option.setNumber("Mesh.MshFileVersion", 2.2 if "22" in path.name else 4.1)
+        gmsh.option.setNumber("Mesh.Binary", int("bin" in path.name))
+        gmsh.write(str(path))
+    finally:
+        gmsh.finalize()
+    return path
+
+
+@pytest.mark.parametrize("name", ["v22.msh", "v22_bin.msh", "v41.msh", "v41_bin.msh"])
+def test_a_2d_mesh_must_lie_in_a_plane_z_const_in_every_format(tmp_path, name):
+    # a tilted square was read by PETSc with z dropped: area 0.878 instead of 1
+    from fe_operators.io.readers import _gmsh_points
+
+    tilted = _gmsh_square(tmp_path / f"tilted_{name}", tilt=28.6)
+    points = _gmsh_points(tilted)  # the nodes as gmsh wrote them, z included
+    assert np.array_equal(points, meshio.read(tilted).points) and np.ptp(points[:, 2]) > 0.4
+    vtu = tmp_path / "tilted.vtu"
+    meshio.write(vtu, meshio.Mesh(points, [c for c in meshio.read(tilted).cells if c.type == "triangle"]))
+    for path in (tilted, vtu):
+        with pytest.raises(MeshReadError, match="do not lie in a plane z = const") as exc_info:
+            load_mesh(path)
+        assert "rotate the mesh into the xy-plane" in _one_line_naming(exc_info, path.name)
+    lifted = load_mesh(_gmsh_square(tmp_path / f"lifted_{name}", z0=0.5))  # parallel to xy: fine
+    assert lifted.geometric_dimension == 2 and area(lifted) == pytest.approx(1.0, rel=1e-13)
+
+
+@pytest.mark.parametrize("name", ["p2_22.msh", "p2_41_bin.msh", "p2.vtu"])
+def test_second_order_cells_are_named_with_the_fix(tmp_path, name):
+    path = _gmsh_square(tmp_path / "p2_22.msh", order=2)
+    if name.endswith(".vtu"):
+        meshio.write(tmp_path / name, meshio.read(path))
+    elif name != path.name:
+        path = _gmsh_square(tmp_path / name, order=2)
+    with pytest.raises(MeshReadError, match=r"higher-order \(curved\) cells \(line3, triangle6\)") as exc_info:
+        load_mesh(tmp_path / name)
+    message = _one_line_naming(exc_info, name)
+    assert "export the mesh with linear elements" in message and "corrupt" not in message
+
+
 # --- info --------------------------------------------------------------------------------
 
 def test_radius_ratio_of_regular_and_right_simplices():
@@ -340,3 +395,37 @@ def test_write_fields_errors(tmp_path):
     # The mesh alone can be written and read back as a mesh.
     path = write_fields(tmp_path / "mesh_only.vtu", mesh=a)
     assert load_mesh(path).num_cells() == a.num_cells()
+
+
+@pytest.mark.parametrize("mesh_name", ["crescent", "channel_cylinder"])
+def test_plot_row_labels_are_inside_the_figure_and_beside_the_panels(tmp_path, monkeypatch, mesh_name):
+    # the labels (sample, error) were axis labels, cut off on the crescent and wide domains
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from fe_operators.io.plots import plot_fields
+
+    mesh = load_mesh(mesh_name)
+    x = firedrake.SpatialCoordinate(mesh)
+    V = firedrake.FunctionSpace(mesh, "CG", 1)
+    u = firedrake.Function(V).interpolate(x[0] * x[1])
+    rows = [{"input": u, "truth": u, "prediction": u, "error": firedrake.Function(V)}] * 3
+    labels = [f"sample {i}, rel L2 {e:.2%}" for i, e in [(0, 0.0123), (117, 0.0456), (1234, 0.1789)]]
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    path = plot_fields(tmp_path / "p.png", rows, row_labels=labels, shared=[("truth", "prediction")], title="t")
+    assert path.stat().st_size > 0 and len(drawn) == 1
+    fig = drawn[0]
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    panels = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 12
+    for i, label in enumerate(labels):
+        words = label.split(", ")
+        (text,) = [t for t in fig.findobj(Text) if t.get_visible() and words[0] in t.get_text().split("\n")[0]
+                   and all(w in t.get_text() for w in words)]
+        ext = text.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= ext.x0 and ext.x1 <= box.x1 + 0.5, (label, ext, box)
+        assert box.y0 - 0.5 <= ext.y0 and ext.y1 <= box.y1 + 0.5, (label, ext, box)
+        assert not any(ext.overlaps(p) for p in panels), label

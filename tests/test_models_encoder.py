@@ -8,7 +8,8 @@ import firedrake as fd
 
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.fem import functions_to_tensor
-from fe_operators.models import SPON, MeshContext, predict
+from fe_operators.models import SPON, predict
+from fe_operators.models.build import context_from_spaces, spon_for_problem
 from fe_operators.problems import get_problem
 
 
@@ -23,7 +24,7 @@ def test_interpolation_from_another_mesh_equals_firedrake(output_space):
     xy = fd.SpatialCoordinate(other)
     f = fd.Function(W).interpolate(fd.sin(3 * xy[0]) * fd.exp(xy[1]))
     w = fd.Function(Wv).interpolate(fd.as_vector([xy[0] * xy[1], fd.cos(xy[0])]))
-    ctx = MeshContext.from_spaces({"f": W, "w": Wv}, output_space)
+    ctx = context_from_spaces({"f": W, "w": Wv}, output_space)
     model = SPON.from_context(ctx, [("f", 1), ("w", 2)], "gnn", width=4, depth=1, hops=1)
     nodes = model.encode({"f": functions_to_tensor(f), "w": functions_to_tensor(w)})
     V = output_space
@@ -36,7 +37,7 @@ def test_interpolation_from_another_mesh_equals_firedrake(output_space):
 def test_discontinuous_input_is_projected_lumped():
     mesh = fd.UnitSquareMesh(5, 5)
     V, A = fd.FunctionSpace(mesh, "CG", 1), fd.FunctionSpace(mesh, "DG", 0)
-    ctx = MeshContext.from_spaces({"a": A}, V)  # "auto": DG0 -> CG1 is the lumped projection
+    ctx = context_from_spaces({"a": A}, V)  # "auto": DG0 -> CG1 is the lumped projection
     a = fd.Function(A, val=np.random.default_rng(0).uniform(3, 12, A.dof_dset.size))
     m = ctx.input_maps[0]
     out = m.apply(functions_to_tensor(a).unsqueeze(-1))[0, :, 0].numpy()
@@ -52,7 +53,7 @@ def test_predict_functions_expressions_and_other_meshes():
     V = fd.FunctionSpace(mesh, "CG", 1)
     bc = fd.DirichletBC(V, 0.0, "on_boundary")
     torch.manual_seed(0)
-    model = SPON.from_context(MeshContext.from_spaces({"f": V, "g": V}, V, bc), ["f", "g"], "gnn",
+    model = SPON.from_context(context_from_spaces({"f": V, "g": V}, V, bc), ["f", "g"], "gnn",
                               lifting_input="g", width=4, depth=1, hops=2)
     xy = fd.SpatialCoordinate(mesh)
     samples = [{"f": fd.Function(V).interpolate(k * xy[0]), "g": fd.Function(V).interpolate(1 + k * xy[1])}
@@ -75,21 +76,25 @@ def test_predict_functions_expressions_and_other_meshes():
     V9 = fd.FunctionSpace(fine, "CG", 1)
     xy9 = fd.SpatialCoordinate(fine)
     g9 = fd.Function(V9).interpolate(1 + xy9[1])
-    with pytest.raises(ValueError, match="pass bcs="):
+    with pytest.raises(ValueError, match="pass bcs=.*function of the named inputs"):
         predict(model, [{"f": xy9[0], "g": g9}], V9)
-    (u9,) = predict(model, [{"f": xy9[0], "g": g9}], V9, bcs=fd.DirichletBC(V9, 0.0, "on_boundary"))
+    # fixed conditions cannot lift g: refused, not imposed as zero
+    with pytest.raises(SpaceMismatchError, match=r"depend on the input fields \['g'\], the mesh context lifts \[\]"):
+        predict(model, [{"f": xy9[0], "g": g9}], V9, bcs=fd.DirichletBC(V9, 0.0, "on_boundary"))
+    on_9 = lambda x: fd.DirichletBC(V9, x["g"], "on_boundary")  # noqa: E731
+    (u9,) = predict(model, [{"f": xy9[0], "g": g9}], V9, bcs=on_9)
     nodes = fd.DirichletBC(V9, 0.0, "on_boundary").nodes
     assert np.array_equal(u9.dat.data_ro[nodes], g9.dat.data_ro[nodes])
     # an MLP-SPON is refused on the other mesh
-    mlp = SPON.from_context(model.context, ["f", "g"], "mlp", lifting_input="g", hidden=[8])
+    mlp = SPON.from_context(model.context, ["f", "g"], "mlp", hidden=[8])
     with pytest.raises(SpaceMismatchError, match="GNN"):
-        predict(mlp, [{"f": xy9[0], "g": g9}], V9, bcs=fd.DirichletBC(V9, 0.0, "on_boundary"))
+        predict(mlp, [{"f": xy9[0], "g": g9}], V9, bcs=on_9)
 
 
 def test_darcy_spon_from_problem_fixed_lifting():
     problem = get_problem("darcy", fd.UnitSquareMesh(4, 4))  # DG0 permeability, u = 0 on the boundary
-    model = SPON.from_problem(problem, "gnn", width=4, depth=1, hops=1, coarse_cells=2)
-    assert model.lifting_input is None and model.context.input_maps[0] is not None
+    model = spon_for_problem(problem, "gnn", width=4, depth=1, hops=1, coarse_cells=2)
+    assert model.lifting_inputs == () and model.context.input_maps[0] is not None
     (u,) = predict(model, [problem.sample_inputs(np.random.default_rng(0))], problem.output_space)
     nodes = fd.DirichletBC(problem.output_space, 0.0, "on_boundary").nodes
     assert np.all(u.dat.data_ro[nodes] == 0) and np.any(u.dat.data_ro != 0)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from fe_operators.errors import ConfigError
 from fe_operators.models import GNNProcessor, LatentGridSpectral, grid_transfer
 from fe_operators.models.latent_grid import COVERED, FILL_STIFFNESS
 
@@ -218,8 +219,24 @@ def test_bad_sizes_are_errors():
         LatentGridSpectral(4, 8, 2, 2, padding=-0.5)
     with pytest.raises(ValueError, match="positive node weights"):
         grid_transfer(_points(10, 2), 4, torch.zeros(12, dtype=torch.float64))
-    with pytest.raises(ValueError, match="depth >= 1"):
+    with pytest.raises(ConfigError, match="depth >= 1"):
         GNNProcessor(1, 1, 2, depth=0, latent_cells=8, latent_modes=2)
+    for bad in (-0.5, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="latent_padding: expected a finite number >= 0"):
+            GNNProcessor(1, 1, 2, latent_padding=bad)
+
+
+def test_padding_defaults_to_one_and_old_configs_load_unpadded():
+    from fe_operators.models import GNNOptions
+
+    assert GNNOptions().latent_padding == 1.0
+    gnn = GNNProcessor(1, 1, 2, latent_cells=8, latent_modes=2)
+    assert gnn.latent_padding == 1.0 and gnn.latent[0].size == 18  # 9 vertices per axis, padded to 18
+    clone = GNNProcessor.from_config(gnn.config)
+    assert clone.latent_padding == 1.0 and clone.latent[0].size == 18
+    # a config stored before latent_padding existed ran its FFT on the unpadded grid
+    old = {k: v for k, v in gnn.config.items() if k != "latent_padding"}
+    assert GNNProcessor.from_config(old).latent[0].size == 9
 
 
 # ----------------------------------------------------------------------------- on meshes
@@ -239,10 +256,10 @@ def _mesh(spec):
 def _context(spec):
     import firedrake as fd
 
-    from fe_operators.models import MeshContext
+    from fe_operators.models import context_from_spaces
 
     V = fd.FunctionSpace(_mesh(spec), "CG", 1)
-    return MeshContext.from_spaces([V], V)
+    return context_from_spaces([V], V)
 
 
 def _latent_residual(ctx, cells):

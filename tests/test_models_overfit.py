@@ -6,7 +6,7 @@ import torch
 import firedrake as fd
 
 from fe_operators.fem import FENorm, RelativeLoss, functions_to_tensor
-from fe_operators.models import SPON
+from fe_operators.models.build import spon_for_problem
 from fe_operators.problems import get_problem
 
 # (processor options, steps, learning rate, relative L2 to reach); measured: GNN 0.018,
@@ -31,8 +31,8 @@ def test_overfit_four_samples(poisson, kind):
     problem, x, y = poisson
     options, steps, lr, target = CASES[kind]
     torch.manual_seed(0)
-    model = SPON.from_problem(problem, kind, **options)
-    assert model.lifting_input == "g"  # found from the problem's output_bcs
+    model = spon_for_problem(problem, kind, **options)
+    assert model.lifting_inputs == ("g",)  # read from the problem's output_bcs
     loss_fn = RelativeLoss(FENorm.l2(problem.output_space))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.no_grad():

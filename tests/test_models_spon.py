@@ -8,7 +8,8 @@ import torch
 import firedrake as fd
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.models import SPON, DeepPropagation, MeshContext
+from fe_operators.models import SPON, DeepPropagation
+from fe_operators.models.build import context_from_spaces
 from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.graph_ops import mean_adjacency, mean_aggregate, normalized_coordinates, propagate_mean
 
@@ -17,8 +18,9 @@ OPTIONS = {"gnn": dict(width=8, depth=2, hops=4, coarse_cells=4, latent_cells=4,
 
 
 def _context(n):
+    """Poisson-like: inputs f and g, Dirichlet data g on the whole boundary (lifting maps of g)."""
     V = fd.FunctionSpace(fd.UnitSquareMesh(n, n), "CG", 1)
-    return V, MeshContext.from_spaces({"f": V, "g": V}, V, fd.DirichletBC(V, 0.0, "on_boundary"))
+    return V, context_from_spaces({"f": V, "g": V}, V, lambda x: fd.DirichletBC(V, x["g"], "on_boundary"))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def mesh12():
 
 def _model(ctx, kind, seed=0):
     torch.manual_seed(seed)
-    return SPON.from_context(ctx, ["f", "g"], kind, lifting_input="g", **OPTIONS[kind])
+    return SPON.from_context(ctx, ["f", "g"], kind, **OPTIONS[kind])
 
 
 @pytest.mark.parametrize("kind", sorted(OPTIONS))
@@ -185,3 +187,34 @@ def test_cuda_forward_backward_exact_boundary(mesh8):
     assert torch.equal(u[:, mask], x[:, mask, 1])
     with pytest.raises(ValueError, match="context.to"):
         model(x, context=ctx)  # a CPU context for a CUDA model
+
+
+def test_model_modules_import_one_way():
+    """No import cycle among the modules of fe_operators.models (lazy imports inside functions count)."""
+    import ast
+    import pathlib
+
+    import fe_operators.models as pkg
+
+    folder = pathlib.Path(pkg.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        name = f"fe_operators.models.{path.stem}"
+        tree = ast.parse(path.read_text())
+        targets = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        targets |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        graph[name] = {t for t in targets if t.startswith("fe_operators.models.")}
+    graph.pop("fe_operators.models.__init__")
+
+    def cycle_from(node, stack):
+        if node in stack:
+            return stack[stack.index(node):] + [node]
+        for nxt in sorted(graph.get(node, ())):
+            found = cycle_from(nxt, stack + [node])
+            if found:
+                return found
+        return None
+
+    cycles = [c for c in (cycle_from(m, []) for m in sorted(graph)) if c]
+    assert not cycles, " -> ".join(cycles[0])
+    assert "fe_operators.models.build" not in graph["fe_operators.models.context"] | graph["fe_operators.models.spon"]

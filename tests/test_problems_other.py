@@ -211,7 +211,11 @@ def test_nonlinear_failure_raises_solve_error():
     problem = NonlinearDiffusionProblem(fd.UnitSquareMesh(6, 6), solver_parameters={"snes_max_it": 1})
     with pytest.raises(SolveError, match="DIVERGED_MAX_IT") as info:
         problem.sample(0, 7)
-    assert info.value.reason == -5 and info.value.sample == 7  # SNES_DIVERGED_MAX_IT
+    used = problem.solver_parameters  # what PETSc got: the family's Newton options and ours
+    assert used["snes_max_it"] == 1 and used["snes_type"] == "newtonls" and used["pc_type"] == "lu"
+    assert info.value.reason == -5 and info.value.sample == 7 and info.value.solver == "SNES"
+    # named as the SNES reason it is, not as KSP's -5 (KSP_DIVERGED_BREAKDOWN)
+    assert info.value.reason_text == "-5 (SNES_DIVERGED_MAX_IT)" and "KSP_" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------- Stokes

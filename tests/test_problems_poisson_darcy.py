@@ -8,6 +8,7 @@ import pytest
 import firedrake as fd
 
 from fe_operators.errors import BoundaryMarkerError, SpaceMismatchError
+from fe_operators.io import load_mesh
 from fe_operators.problems import SolveError, get_problem
 from fe_operators.problems.darcy import DarcyProblem
 from fe_operators.problems.poisson import PoissonProblem
@@ -160,8 +161,7 @@ def test_reproducible_samples_through_registry(name):
 
 
 def test_shipped_mesh():
-    io = pytest.importorskip("fe_operators.io")
-    mesh = io.load_mesh("lshape")
+    mesh = load_mesh("lshape")
     darcy = DarcyProblem(mesh, length_scale=0.5)
     inputs, u = darcy.sample(0, 0)
     assert np.all(u.dat.data_ro[darcy.output_bcs(inputs)[0].nodes] == 0.0)

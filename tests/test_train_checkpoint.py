@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 import pytest
 import torch
 
 from fe_operators.errors import SpaceMismatchError
+from fe_operators.models import MODEL_CLASSES, model_class, register_model_class
 from fe_operators.train import CheckpointError, check_spaces, load_model, read_checkpoint, save_checkpoint
 from fe_operators.train import checkpoint as ckpt_module
-from fe_operators.train.checkpoint import import_model_class
 
 
 def payload(value: float) -> dict:
-    """A minimal valid payload (the model class is torch's Linear: no from_config, see below)."""
-    model = {"class": "torch.nn:Linear", "config": {}, "state_dict": {"w": torch.full((3,), value)}}
-    return {"kind": "model", "model": model,
-            "normalizers": {"input": None, "output": None}, "spaces": {}}
+    """A minimal valid payload (the model class is torch's Linear: not registered, see below)."""
+    model = {"class": "torch.nn:Linear", "config": {}, "normalizers": {"input": None, "output": None},
+             "state_dict": {"network.w": torch.full((3,), value)}}
+    return {"kind": "model", "model": model, "spaces": {}}
 
 
 def test_round_trip_with_weights_only(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint(path, payload(1.0))
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == "fe_operators.checkpoint" and raw["format_version"] == 1
+    assert raw["format"] == "fe_operators.checkpoint" and raw["format_version"] == 2
     assert type(raw["torch_version"]) is str
-    assert torch.equal(read_checkpoint(path)["model"]["state_dict"]["w"], torch.ones(3))
+    assert torch.equal(read_checkpoint(path)["model"]["state_dict"]["network.w"], torch.ones(3))
 
 
 def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
@@ -43,7 +45,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
         save_checkpoint(path, payload(2.0))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
-    assert torch.equal(read_checkpoint(path)["model"]["state_dict"]["w"], torch.ones(3))
+    assert torch.equal(read_checkpoint(path)["model"]["state_dict"]["network.w"], torch.ones(3))
 
 
 def test_payload_must_be_plain_data(tmp_path):
@@ -61,8 +63,8 @@ def test_payload_must_be_plain_data(tmp_path):
     ("garbage", "truncated or corrupt"),
     ("pickled_code", r"refused by torch\.load\(weights_only=True\).*Unsupported global"),
     ("foreign", "not an fe_operators checkpoint"),
-    ("newer", "format version 99 .* reads up to version 1: upgrade fe_operators"),
-    ("incomplete", "missing normalizers"),
+    ("newer", "format version 99 .* reads up to version 2: upgrade fe_operators"),
+    ("incomplete", "missing model.normalizers"),
 ])
 def test_bad_files_raise_checkpoint_errors_naming_file_and_reason(tmp_path, case, reason):
     good = tmp_path / "good.pt"
@@ -83,26 +85,46 @@ def test_bad_files_raise_checkpoint_errors_naming_file_and_reason(tmp_path, case
         torch.save(dict(data, format_version=99), path)
     elif case == "incomplete":
         data = torch.load(good, weights_only=True)
-        del data["normalizers"]
+        del data["model"]["normalizers"]
         torch.save(data, path)
     with pytest.raises(CheckpointError, match=reason) as info:
         load_model(path)
     assert info.value.path == str(path) and str(path) in str(info.value)
 
 
-def test_model_class_references_are_restricted(tmp_path):
-    with pytest.raises(ImportError, match="expected a model class reference"):
-        import_model_class("os; import evil:X")
-    with pytest.raises(ImportError, match="cannot import module 'no_such_pkg.models' .*PYTHONPATH"):
-        import_model_class("no_such_pkg.models:Net")
-    with pytest.raises(TypeError, match="not a torch.nn.Module subclass"):
-        import_model_class("os:getcwd")
-    with pytest.raises(TypeError, match="has no from_config"):
-        import_model_class("torch.nn:Linear")
+@pytest.mark.parametrize("ref", ["this:Zen", "lib2to3.__main__:X", "os; import evil:X", "no_such_pkg.models:Net",
+                                 "os:getcwd", "torch.nn:Linear"])
+def test_only_registered_model_classes_are_loaded_and_nothing_is_imported(tmp_path, ref):
+    """A checkpoint naming any module must not import it: only registered classes are looked up."""
     path = tmp_path / "c.pt"
-    save_checkpoint(path, payload(1.0))
-    with pytest.raises(CheckpointError, match=r"c\.pt: model class 'torch.nn:Linear' has no from_config"):
+    bad = payload(1.0)
+    bad["model"]["class"] = ref
+    save_checkpoint(path, bad)
+    module = ref.partition(":")[0]
+    before = set(sys.modules)
+    with pytest.raises(CheckpointError, match=rf"c\.pt: model class {re.escape(repr(ref))} is not a registered "
+                                              r"model class \(registered: .*fe_operators.models.spon:SPON.*\); .*"
+                                              r"register_model_class"):
         load_model(path)
+    assert module not in set(sys.modules) - before
+
+
+def test_registering_model_classes():
+    with pytest.raises(TypeError, match="not a torch.nn.Module subclass"):
+        register_model_class(dict)
+    with pytest.raises(TypeError, match="needs a JSON-able `config` property and a `from_config` classmethod"):
+        register_model_class(torch.nn.Linear)
+
+    class Local(torch.nn.Module):
+        config = property(lambda self: {})
+        from_config = classmethod(lambda cls, config: cls())
+
+    with pytest.raises(TypeError, match="cannot be re-imported from a checkpoint"):
+        register_model_class(Local)
+    assert "torch.nn.modules.linear:Linear" not in MODEL_CLASSES
+    from fe_operators.models import SPON
+
+    assert model_class("fe_operators.models.spon:SPON") is SPON
 
 
 def test_space_mismatch_names_every_difference():
@@ -120,7 +142,10 @@ def test_space_mismatch_names_every_difference():
 SPARSE_MODEL_SOURCE = '''
 import torch
 
+from fe_operators.models import register_model_class
 
+
+@register_model_class
 class SparseOp(torch.nn.Module):
     """y = A x with a mesh operator A as a sparse CSR buffer; from_config knows only its size."""
 
@@ -155,8 +180,75 @@ def test_load_model_takes_mesh_buffers_from_the_checkpoint(tmp_path, monkeypatch
 
     model = SparseOp(5)
     model.A = (torch.diag(torch.arange(1.0, 6.0)) + torch.diag(torch.ones(4), 1)).to_sparse_csr()
-    save_checkpoint(tmp_path / "m.pt", {"kind": "model", "model": model_payload(model),
-                                        "normalizers": {"input": None, "output": None}, "spaces": {}})
+    save_checkpoint(tmp_path / "m.pt", {"kind": "model", "model": model_payload(model), "spaces": {}})
     loaded = load_model(tmp_path / "m.pt")
     x = torch.randn(3, 5)
     assert torch.equal(loaded.predict(x), model(x).detach())
+
+
+class _Mkdir:
+    """Unpickling this would create a folder: the proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+@pytest.mark.parametrize("case, detail", [
+    ("torch_save", r"unsupported GLOBAL (posix|os)\.mkdir whose module (posix|os) is blocked"),
+    ("zip_member", r"unsupported GLOBAL (posix|os)\.mkdir whose module (posix|os) is blocked"),
+    ("protocol_0", r"unsupported GLOBAL os\.mkdir whose module os is blocked"),
+    ("raw_pickle", r"a well-formed pickle with opcode FRAME, which torch's restricted unpickler does not accept"),
+])
+def test_malicious_pickles_are_refused_not_called_corrupt(tmp_path, case, detail):
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    if case == "torch_save":
+        torch.save({"format": "fe_operators.checkpoint", "x": _Mkdir(marker)}, path)
+    elif case == "zip_member":  # a real checkpoint whose pickle was swapped
+        save_checkpoint(path, payload(1.0))
+        with zipfile.ZipFile(path) as z:
+            blobs = {n: z.read(n) for n in z.namelist()}
+        name = next(n for n in blobs if n.endswith("data.pkl"))
+        blobs[name] = pickle.dumps({"model": _Mkdir(marker)}, protocol=2)
+        with zipfile.ZipFile(path, "w") as z:
+            for n, blob in blobs.items():
+                z.writestr(n, blob)
+    elif case == "protocol_0":
+        path.write_bytes(b"cos\nmkdir\n(S'" + str(marker).encode() + b"'\ntR.")
+    else:
+        path.write_bytes(pickle.dumps(_Mkdir(marker), protocol=4))
+    with pytest.raises(CheckpointError, match=rf"refused by torch\.load\(weights_only=True\): .*{detail}.*nothing "
+                                              r"in it was run") as info:
+        load_model(path)
+    assert "corrupt" not in str(info.value) and not marker.exists()
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "last.pt"
+    stale = tmp_path / f".last.pt.{host}-{dead.pid}.k2j4h5g6.tmp"
+    live = tmp_path / f".last.pt.{host}-{os.getpid()}.a1b2c3d4.tmp"  # a write in progress
+    remote = tmp_path / f".last.pt.other-host-{dead.pid}.x1y2z3w4.tmp"  # another machine's writer
+    old = tmp_path / ".last.pt.q9w8e7r6.tmp"  # an older version's, from yesterday
+    recent = tmp_path / ".last.pt.m1n2b3v4.tmp"
+    other = tmp_path / f".best.pt.{host}-{dead.pid}.p0o9i8u7.tmp"  # another target
+    for p in (stale, live, remote, old, recent, other):
+        p.write_bytes(b"half a checkpoint")
+    day_ago = time.time() - 86400
+    os.utime(old, (day_ago, day_ago))
+    save_checkpoint(target, payload(1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (target, live, remote, recent, other))
+    assert read_checkpoint(target)["kind"] == "model"

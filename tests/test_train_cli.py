@@ -26,7 +26,6 @@ KILLABLE_SCRIPT = '''
 import os, sys, time
 from pathlib import Path
 
-argv, sys.argv = sys.argv[1:], sys.argv[:1]
 from fe_operators.train import cli, trainer
 
 cli.MODEL_BUILDERS["tiny"] = "fe_train_tiny:build"
@@ -42,7 +41,7 @@ def train_one_batch(self, x, y):
 
 
 trainer.Trainer.train_one_batch = train_one_batch
-sys.exit(cli.main_train(argv))
+sys.exit(cli.main_train())
 '''
 
 
@@ -114,7 +113,7 @@ def test_run_folder_best_model_and_test_metrics(env, tmp_path, tiny_builder, cap
     assert set(doc["test"]) == {"rel_l2", "rel_h1"}
     # best.pt alone reproduces the test metric, in physical units
     best = load_model(run / "best.pt")
-    assert best.output_normalizer is None and best.input_normalizer.mean.shape == (2,)  # channels f, g
+    assert best.model.output_normalizer is None and best.model.input_normalizer.mean.shape == (2,)  # channels f, g
     file = FEFile(env / "p4.h5")
     best.check_spaces(file.space_dicts)
     assert best.metadata["run"]["config"]["data"]["split"] == [8, 2, 2]
@@ -190,3 +189,46 @@ def test_cli_errors_are_clear(env, tmp_path, tiny_builder, capsys, monkeypatch):
     # a missing dataset
     assert main_train(["--config", str(write_config(tmp_path / "d.yaml", tmp_path / "none.h5", tmp_path / "d"))]) == 1
     assert "no dataset file at" in capsys.readouterr().err
+
+
+def test_train_threads_pins_torch_and_numba(env, tmp_path, tiny_builder):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(2)
+    torch.set_num_threads(2)
+    try:
+        cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1)
+        assert main_train(["--config", str(cfg)]) == 0
+        assert (numba.get_num_threads(), torch.get_num_threads()) == (1, 1)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        torch.set_num_threads(torch_threads)
+
+
+def test_non_finite_data_are_refused_by_train_and_evaluate(env, tmp_path, tiny_builder, capsys):
+    import shutil
+
+    import h5py
+
+    from fe_operators.cli import main
+    from fe_operators.data.h5 import GROUP
+
+    cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1)
+    assert main_train(["--config", str(cfg)]) == 0
+    data = tmp_path / "nan.h5"
+    shutil.copy(env / "p4.h5", data)
+    with h5py.File(data, "a") as h5:
+        out = h5[GROUP]["output"]
+        row = out[4]
+        row[0] = np.nan
+        out[4] = row
+    capsys.readouterr()
+    bad = write_config(tmp_path / "bad.yaml", data, tmp_path / "bad", epochs=1)
+    assert main_train(["--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "nan.h5: sample 4 holds 1 NaN or infinite value(s) in output" in err and not (tmp_path / "bad").exists()
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(data), "--split", "all"]) == 1
+    assert "nan.h5: sample 4 holds 1 NaN or infinite value(s) in output" in capsys.readouterr().err

@@ -133,6 +133,7 @@ def test_cli_prints_config_and_reports_bad_configs(tmp_path, capsys):
     ({"latent_cells": 1, "latent_modes": 1}, "model.latent_cells"),
     ({"latent_cells": 8, "latent_modes": 2, "depth": 0}, "model.depth"),
     ({"processor": "mlp", "latent_cells": 8}, "model.latent_cells"),
+    ({"latent_padding": -1.0}, "model.latent_padding"),
 ])
 def test_spon_latent_grid_keys_are_checked(options, key):
     from fe_operators.train.builders import spon_options

@@ -11,6 +11,7 @@ import torch
 
 from fe_operators.data import UnitGaussianNormalizer
 from fe_operators.errors import SpaceMismatchError
+from fe_operators.models import NormalizedModel
 from fe_operators.train import (
     CheckpointError, RunDirectoryError, SchedulerSection, Trainer, TrainingError, TrainSection, load_model,
     read_checkpoint,
@@ -23,7 +24,10 @@ TINY_MODEL_SOURCE = '''
 import math
 import torch
 
+from fe_operators.models import register_model_class
 
+
+@register_model_class
 class TinyMLP(torch.nn.Module):
     """Flatten -> Linear -> tanh -> dropout -> Linear, reshaped to the output DOF shape."""
 
@@ -91,8 +95,8 @@ def make_trainer(tiny, run_dir, *, epochs=3, seed=0, dropout=0.1, spaces=SPACES,
                             checkpoint_every=kw.pop("checkpoint_every", 0), time_budget=kw.pop("time_budget", None))
     x_norm = UnitGaussianNormalizer.fit(train.tensors[0])
     y_norm = UnitGaussianNormalizer.fit(train.tensors[1])
-    return Trainer(model, rel_l2, train, kw.pop("val", val), run_dir=run_dir, settings=settings,
-                   input_normalizer=x_norm, output_normalizer=y_norm, spaces=spaces, **kw)
+    return Trainer(NormalizedModel(model, x_norm, y_norm), rel_l2, train, kw.pop("val", val), run_dir=run_dir,
+                   settings=settings, spaces=spaces, **kw)
 
 
 def weights(model: torch.nn.Module) -> torch.Tensor:
@@ -112,7 +116,8 @@ def test_fit_writes_run_files_and_loss_is_in_physical_units(tiny, tmp_path):
     x, y = trainer.val_data.tensors
     trainer.model.eval()
     with torch.no_grad():
-        direct = rel_l2(trainer.output_normalizer.decode(trainer.model(trainer.input_normalizer.encode(x))), y)
+        model = trainer.model
+        direct = rel_l2(model.output_normalizer.decode(model.network(model.input_normalizer.encode(x))), y)
     assert doc["epochs"][-1]["val_loss"] == pytest.approx(float(direct), rel=1e-6)
 
 
@@ -126,7 +131,7 @@ def test_load_model_reproduces_outputs_exactly(tiny, tmp_path):
     trainer.model.eval()
     with torch.no_grad():
         assert torch.equal(loaded.predict(x), trainer.forward(x))
-    assert torch.equal(loaded.output_normalizer.mean, trainer.output_normalizer.mean)
+    assert torch.equal(loaded.model.output_normalizer.mean, trainer.model.output_normalizer.mean)
     bad = {k: dict(v, n_nodes=7) for k, v in SPACES.items()}
     with pytest.raises(SpaceMismatchError, match=r"output: n_nodes 6 \(the checkpoint .*\) vs 7 \(the dataset\)"):
         loaded.check_spaces(bad)
@@ -229,3 +234,16 @@ def test_learning_rate_schedules():
     assert [step(s) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
     assert lr_factor(SchedulerSection(name="none"), 1e-3, 10, 100)(77) == 1.0
     assert math.isclose(cos(10**6), 0.1)
+
+
+def test_one_line_per_epoch_without_progress_bars(tiny, tmp_path, capsys):
+    none = SchedulerSection(name="none")
+    trainer = make_trainer(tiny, tmp_path, epochs=3, scheduler=none, batch_size=8,
+                           metrics={"score": Scripted([0.5, 0.2, 0.4]), "loss": rel_l2})
+    trainer.fit()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    rows = trainer.log.rows
+    for line, row, star in zip(lines, rows, ("*", "*", "")):
+        assert line == (f"epoch {row['epoch']}/3: train_loss {row['train_loss']:.3e}, val_score "
+                        f"{row['val_score']:.3e}{star}, val_loss {row['val_loss']:.3e} ({row['epoch_time']:.1f} s)")

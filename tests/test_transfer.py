@@ -8,8 +8,10 @@ import torch
 import firedrake as fd
 
 from fe_operators.errors import PointsOutsideMeshError, SpaceMismatchError, UnsupportedSpaceError
+from fe_operators.errors import NoHierarchyError
+from fe_operators.fem.sparse import petsc_to_scipy
 from fe_operators.fem.transfer import (
-    interpolation_matrix, interpolation_matrix_torch, prolongation_matrix,
+    interpolation_matrix, interpolation_matrix_torch, level_prolongations, prolongation_matrix,
     prolongation_matrix_torch, restriction_matrix, restriction_matrix_torch,
 )
 
@@ -280,6 +282,21 @@ def test_prolongation_reproduces_polynomials(hierarchy, degree):
     uc = fd.Function(Vc).interpolate(poly(hierarchy[0]))
     uf = fd.Function(Vf).interpolate(poly(hierarchy[2]))
     assert np.abs(prolongation_matrix(Vc, Vf) @ _flat(uc) - _flat(uf)).max() <= TOL
+
+
+@pytest.mark.parametrize("degree, rpl", [(1, 1), (2, 1), (2, 2)])
+def test_level_prolongations_are_the_one_level_prolongations(degree, rpl):
+    h = fd.MeshHierarchy(fd.UnitSquareMesh(2, 2), 2, refinements_per_level=rpl)
+    spaces = [fd.FunctionSpace(m, "CG", degree) for m in h]
+    Ps = level_prolongations(spaces[-1])
+    assert len(Ps) == 2 and len(level_prolongations(spaces[-1], levels=2)) == 1
+    for k, P in enumerate(Ps):
+        assert P.getType() in ("seqaij", "mpiaij")
+        assert abs(petsc_to_scipy(P) - prolongation_matrix(spaces[k], spaces[k + 1])).max() <= TOL
+    with pytest.raises(ValueError, match="ask for 1 to 3"):
+        level_prolongations(spaces[-1], levels=4)
+    with pytest.raises(NoHierarchyError, match="unitsquare:16/r4"):
+        level_prolongations(fd.FunctionSpace(fd.UnitSquareMesh(4, 4), "CG", 1))
 
 
 def test_hierarchy_errors(hierarchy):

@@ -1,4 +1,4 @@
-"""A torch ``Dataset`` over a generated file, normalizers, and train/val/test splits.
+"""A torch ``Dataset`` over a generated file, and train/val/test splits.
 
 Nothing here imports Firedrake: a model can be trained from the file alone.
 
@@ -13,9 +13,12 @@ Example
 -------
 >>> from fe_operators.data import FEDataset, FEFile, split_indices     # doctest: +SKIP
 >>> train_idx, val_idx, test_idx = split_indices(FEFile("darcy.h5").done, (0.8, 0.1, 0.1))
->>> x_norm, y_norm = FEDataset("darcy.h5", train_idx).fit_normalizers()  # train split only
->>> train = FEDataset("darcy.h5", train_idx, input_normalizer=x_norm, output_normalizer=y_norm)
+>>> train = FEDataset("darcy.h5", train_idx)
+>>> x_norm, y_norm = train.fit_normalizers()  # train split only; the model applies them
 >>> loader = torch.utils.data.DataLoader(train, batch_size=16, num_workers=2)
+
+Samples are physical (raw) values: normalisation is part of the model
+(:class:`~fe_operators.models.NormalizedModel`).
 """
 
 from __future__ import annotations
@@ -28,121 +31,14 @@ import h5py
 import numpy as np
 import torch
 
-from fe_operators.data.h5 import GROUP, FEFile, space_key
+from fe_operators.data.h5 import GROUP, FEFile, damaged_file_error, space_key
+from fe_operators.errors import NonFiniteError
+from fe_operators.models.normalized import RunningMoments, UnitGaussianNormalizer
 
-__all__ = ["FEDataset", "UnitGaussianNormalizer", "split_indices"]
+__all__ = ["FEDataset", "split_indices"]
 
 #: inputs of one sample or batch: stacked channels, or a dict by input name
 Inputs = torch.Tensor | dict[str, torch.Tensor]
-
-
-class UnitGaussianNormalizer(torch.nn.Module):
-    r"""Affine normalisation :math:`x \mapsto (x - \mu) / (\sigma + \varepsilon)`.
-
-    Mean and standard deviation are float64 buffers, so the normalizer moves with
-    ``.to(device)`` and round-trips through ``state_dict``.  Encoding and decoding cast
-    them to the dtype and device of the data.
-
-    Parameters
-    ----------
-    mean, std
-        Statistics, broadcastable against one sample (and so against a batch).
-    eps
-        Added to ``std`` (guards constant DOFs such as Dirichlet nodes).
-
-    Shapes
-    ------
-    ``mean``/``std``: the sample shape (``per="dof"``) or its trailing channel shape
-    (``per="global"``); data ``(..., *sample_shape)``.
-    """
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64).clone())
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float64).clone())
-        self.register_buffer("eps", torch.tensor(float(eps), dtype=torch.float64))
-
-    @classmethod
-    def fit(cls, data: torch.Tensor | np.ndarray, *, per: str = "dof", eps: float = 1e-8) -> UnitGaussianNormalizer:
-        """Fit to a batch ``(batch, n_nodes[, channels])``.
-
-        Parameters
-        ----------
-        data
-            The training samples, batch first.
-        per
-            ``"dof"``: one mean/std per DOF and channel (over the batch);
-            ``"global"``: one per channel (over batch and nodes).
-        eps
-            See the class.
-        """
-        x = torch.as_tensor(data, dtype=torch.float64)
-        stats = _Moments(per)
-        stats.add(x)
-        return stats.normalizer(eps)
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> UnitGaussianNormalizer:
-        """Rebuild a normalizer from :meth:`state_dict` output."""
-        return cls(state["mean"], state["std"], float(state["eps"]))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x``."""
-        mean, std = self.mean.to(x), self.std.to(x)
-        return (x - mean) / (std + self.eps.to(x))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Undo :meth:`encode`."""
-        mean, std = self.mean.to(z), self.std.to(z)
-        return z * (std + self.eps.to(z)) + mean
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`encode`."""
-        return self.encode(x)
-
-    def extra_repr(self) -> str:
-        return f"shape={tuple(self.mean.shape)}, eps={float(self.eps):g}"
-
-
-#: what normalizes the inputs: one normalizer (stacked), a dict by name, or nothing
-Normalizer = UnitGaussianNormalizer | Mapping[str, UnitGaussianNormalizer] | None
-
-
-class _Moments:
-    """Streaming mean and variance (Chan et al.'s pairwise update), float64."""
-
-    def __init__(self, per: str) -> None:
-        if per not in ("dof", "global"):
-            raise ValueError(f"expected per='dof' or per='global', got {per!r}")
-        self.per = per
-        self.count = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
-
-    def add(self, x: torch.Tensor) -> None:
-        """Add a batch ``(batch, n_nodes[, channels])``."""
-        if x.ndim < 2:
-            raise ValueError(f"expected a batch of shape (batch, n_nodes[, channels]), got {tuple(x.shape)}")
-        dims = (0,) if self.per == "dof" else (0, 1)
-        n = int(np.prod([x.shape[d] for d in dims]))
-        if n == 0:
-            return
-        mean = x.mean(dim=dims)
-        m2 = ((x - mean) ** 2).sum(dim=dims)
-        if self.mean is None:
-            self.count, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
-        self.count = total
-
-    def normalizer(self, eps: float) -> UnitGaussianNormalizer:
-        """The fitted normalizer (population standard deviation)."""
-        if self.mean is None:
-            raise ValueError("cannot fit a normalizer to no samples")
-        return UnitGaussianNormalizer(self.mean, torch.sqrt(self.m2 / self.count), eps)
 
 
 def split_indices(
@@ -196,11 +92,6 @@ class FEDataset(torch.utils.data.Dataset):
     indices
         Sample indices (file rows) in this dataset, e.g. one split of
         :func:`split_indices`; default: all valid (done) samples.
-    input_normalizer
-        Applied to the inputs: one normalizer for stacked inputs, or a dict name ->
-        normalizer for dict inputs; ``None`` for raw inputs.
-    output_normalizer
-        Applied to the output; ``None`` for raw outputs.
     dtype
         Dtype of the returned tensors (the file holds float64).
     preload
@@ -212,6 +103,10 @@ class FEDataset(torch.utils.data.Dataset):
         Not a dataset file.
     IndexError
         An index is out of range or not a valid (done) sample.
+    NonFiniteError
+        A selected sample holds NaN or infinite values (checked once, at construction;
+        without ``preload`` by streaming the selected samples); the message names the
+        sample and the field.
     """
 
     def __init__(
@@ -219,8 +114,6 @@ class FEDataset(torch.utils.data.Dataset):
         path: str | os.PathLike,
         indices: Sequence[int] | np.ndarray | None = None,
         *,
-        input_normalizer: Normalizer = None,
-        output_normalizer: UnitGaussianNormalizer | None = None,
         dtype: torch.dtype = torch.float32,
         preload: bool = False,
     ) -> None:
@@ -231,14 +124,32 @@ class FEDataset(torch.utils.data.Dataset):
         self.file.check_indices(self.indices)
         self.input_names = list(self.file.input_names)
         self.stacked = _same_space([self.file.space_dicts[space_key(n)] for n in self.input_names])
-        self.input_normalizer = input_normalizer
-        self.output_normalizer = output_normalizer
         self.dtype = dtype
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._memory: tuple[dict[str, np.ndarray], np.ndarray] | None = (
             self.file.read(self.indices) if preload else None
         )
+        self._check_finite()
+
+    def _check_finite(self, block: int = 256) -> None:
+        """Raise :class:`~fe_operators.errors.NonFiniteError` naming the first sample and field with NaN/inf."""
+        for start in range(0, len(self), block):
+            rows = self.indices[start:start + block]
+            if self._memory is not None:
+                part = slice(start, start + block)
+                inputs, output = {n: a[part] for n, a in self._memory[0].items()}, self._memory[1][part]
+            else:
+                inputs, output = self.file.read(rows)
+            for name, arr in [*((space_key(n), inputs[n]) for n in self.input_names), ("output", output)]:
+                bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    count = int((~np.isfinite(arr[k])).sum())
+                    raise NonFiniteError(
+                        f"{self.path}: sample {int(rows[k])} holds {count} NaN or infinite value(s) in {name}; the "
+                        "file is damaged (generation never stores such samples): regenerate it with fe-operators "
+                        "generate ... --overwrite")
 
     # ------------------------------------------------------------------ file handle
     def _group(self) -> h5py.Group:
@@ -289,14 +200,15 @@ class FEDataset(torch.utils.data.Dataset):
             y = y[0]
         else:
             row = int(self.indices[k])
-            g = self._group()
-            arrays = {n: g[space_key(n)][row] for n in self.input_names}
+            try:
+                g = self._group()
+                arrays = {n: g[space_key(n)][row] for n in self.input_names}
+                output = g["output"][row]
+            except (OSError, KeyError) as exc:  # a damaged chunk or B-tree
+                raise damaged_file_error(self.path, exc, f"sample {row}") from exc
             x = self._arrange({n: a[None] for n, a in arrays.items()})
             x = x[0] if isinstance(x, torch.Tensor) else {n: v[0] for n, v in x.items()}
-            y = torch.from_numpy(g["output"][row])
-        x = _apply(self.input_normalizer, x)
-        if self.output_normalizer is not None:
-            y = self.output_normalizer.encode(y)
+            y = torch.from_numpy(output)
         x = x.to(self.dtype) if isinstance(x, torch.Tensor) else {n: v.to(self.dtype) for n, v in x.items()}
         return x, y.to(self.dtype)
 
@@ -314,17 +226,17 @@ class FEDataset(torch.utils.data.Dataset):
             One normalizer (stacked inputs) or a dict by input name.
         output_normalizer
         """
-        xs = _Moments(per) if self.stacked else {n: _Moments(per) for n in self.input_names}
-        ys = _Moments(per)
+        xs = RunningMoments(per) if self.stacked else {n: RunningMoments(per) for n in self.input_names}
+        ys = RunningMoments(per)
         for start in range(0, len(self), block):
             x, y = self.raw(np.arange(start, min(start + block, len(self))))
-            if isinstance(xs, _Moments):
+            if isinstance(xs, RunningMoments):
                 xs.add(x)
             else:
                 for n in self.input_names:
                     xs[n].add(x[n])
             ys.add(y)
-        x_norm = xs.normalizer(eps) if isinstance(xs, _Moments) else {n: m.normalizer(eps) for n, m in xs.items()}
+        x_norm = xs.normalizer(eps) if isinstance(xs, RunningMoments) else {n: m.normalizer(eps) for n, m in xs.items()}
         return x_norm, ys.normalizer(eps)
 
 
@@ -332,16 +244,3 @@ def _same_space(infos: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the spaces described by ``infos`` share DOF nodes (so inputs can be stacked)."""
     keys = {(d["family"], d["degree"], d["n_nodes"]) for d in infos}
     return len(keys) == 1
-
-
-def _apply(normalizer: Normalizer, x: Inputs) -> Inputs:
-    """Encode inputs with one normalizer or a dict of them."""
-    if normalizer is None:
-        return x
-    if isinstance(x, torch.Tensor):
-        if not isinstance(normalizer, UnitGaussianNormalizer):
-            raise TypeError("stacked inputs take one UnitGaussianNormalizer, got a mapping")
-        return normalizer.encode(x)
-    if isinstance(normalizer, UnitGaussianNormalizer):
-        raise TypeError("dict inputs take a mapping name -> UnitGaussianNormalizer")
-    return {n: (normalizer[n].encode(v) if n in normalizer else v) for n, v in x.items()}

@@ -27,7 +27,7 @@ mesh and spaces in two checked ways:
   (checked to be a permutation, and against the stored DOF coordinates);
 * :meth:`FEFile.rebuild_problem` rebuilds the problem from the provenance (mesh spec and
   parameters) and checks that its DOF numbering hashes equal the stored ones, raising
-  :class:`~fe_operators.data.errors.NumberingError` otherwise — never renumbering silently.
+  :class:`~fe_operators.errors.NumberingError` otherwise — never renumbering silently.
 
 This module imports Firedrake only inside the functions that need it, so that
 :class:`FEFile`'s array reading (used by the torch dataset) stays light.
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from fe_operators.data.errors import DatasetFileError, NumberingError
+from fe_operators.errors import DatasetFileError, NumberingError
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd
@@ -61,6 +61,7 @@ __all__ = [
     "FEFile",
     "FESpaces",
     "create_dataset_file",
+    "damaged_file_error",
     "dof_coordinates",
     "numbering_hash",
     "space_key",
@@ -276,6 +277,40 @@ class DatasetWriter:
 
 
 # ---------------------------------------------------------------------------- reading
+#: what h5py and Firedrake raise on a damaged file (bad signatures, checksums, JSON)
+_DAMAGE = (OSError, KeyError, ValueError, TypeError, RuntimeError)
+
+
+def _group_or_none(h5: h5py.File) -> Any:
+    """``h5[GROUP]``, or ``None`` when there is no such object (``h5.get`` also hides damage)."""
+    try:
+        return h5[GROUP]
+    except KeyError as exc:
+        if "doesn't exist" in str(exc):
+            return None
+        raise
+
+
+def damaged_file_error(path: str, exc: BaseException, what: str) -> DatasetFileError:
+    """The error for a dataset file that HDF5 (or Firedrake) cannot read back.
+
+    Parameters
+    ----------
+    path
+        The file.
+    exc
+        What the reader raised (its first line is quoted).
+    what
+        The part that could not be read, e.g. ``"its metadata"``.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__  # PETSc's errors go on with a traceback
+    return DatasetFileError(
+        f"{path} is damaged or not readable ({what}: {reason[:200]}); generate it again "
+        "(fe-operators generate ... --overwrite) or restore a good copy"
+    )
+
+
 @dataclasses.dataclass
 class FESpaces:
     """Mesh and spaces rebuilt in a fresh process, with the stored→rebuilt DOF maps.
@@ -346,7 +381,8 @@ class FEFile:
     Raises
     ------
     DatasetFileError
-        The file is missing, not HDF5, or not an fe_operators dataset.
+        The file is missing, not HDF5, not an fe_operators dataset, or damaged (its
+        metadata cannot be read back); the message names the file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -356,30 +392,42 @@ class FEFile:
         try:
             h5 = h5py.File(self.path, "r")
         except OSError as exc:
-            raise DatasetFileError(f"{self.path} is not a readable HDF5 file ({exc})") from exc
-        with h5:
-            g = h5.get(GROUP)
-            if not isinstance(g, h5py.Group) or g.attrs.get("format") != FORMAT:
-                raise DatasetFileError(f"{self.path} is not an fe_operators dataset (no /{GROUP} group)")
-            version = int(g.attrs["format_version"])
-            if version > FORMAT_VERSION:
-                raise DatasetFileError(
-                    f"{self.path} has format version {version}; this fe_operators reads up to "
-                    f"{FORMAT_VERSION}: upgrade fe_operators"
-                )
-            self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
-            self.input_names: list[str] = json.loads(g.attrs["input_names"])
-            self.mesh_name: str = str(g.attrs["mesh_name"])
-            keys = [space_key(n) for n in self.input_names] + [space_key(None)]
-            self.space_dicts: dict[str, dict[str, Any]] = {
-                k: json.loads(g[f"spaces/{k}"].attrs["info"]) for k in keys
-            }
-            self.numbering: dict[str, str] = {
-                k: str(g[f"spaces/{k}"].attrs["numbering_hash"]) for k in keys
-            }
-            self.n_samples = int(g["done"].shape[0])
-            self.done: np.ndarray = g["done"][...].astype(bool)
-            self.times: np.ndarray = g["time_per_sample"][...]
+            raise DatasetFileError(f"{self.path} is not a readable HDF5 file (damaged, or not HDF5: "
+                                   f"{' '.join(str(exc).split())})") from exc
+        try:
+            with h5:
+                g = _group_or_none(h5)
+                if not isinstance(g, h5py.Group):
+                    raise DatasetFileError(f"{self.path} is not an fe_operators dataset (no /{GROUP} group)")
+                if g.attrs.get("format") != FORMAT:
+                    raise DatasetFileError(
+                        f"{self.path} is not an fe_operators dataset: its /{GROUP} group has format "
+                        f"{g.attrs.get('format')!r:.60}, expected {FORMAT!r} (a damaged file, or "
+                        "another program's)"
+                    )
+                version = int(g.attrs["format_version"])
+                if version > FORMAT_VERSION:
+                    raise DatasetFileError(
+                        f"{self.path} has format version {version}; this fe_operators reads up to "
+                        f"{FORMAT_VERSION}: upgrade fe_operators"
+                    )
+                self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
+                self.input_names: list[str] = json.loads(g.attrs["input_names"])
+                self.mesh_name: str = str(g.attrs["mesh_name"])
+                keys = [space_key(n) for n in self.input_names] + [space_key(None)]
+                self.space_dicts: dict[str, dict[str, Any]] = {
+                    k: json.loads(g[f"spaces/{k}"].attrs["info"]) for k in keys
+                }
+                self.numbering: dict[str, str] = {
+                    k: str(g[f"spaces/{k}"].attrs["numbering_hash"]) for k in keys
+                }
+                self.n_samples = int(g["done"].shape[0])
+                self.done: np.ndarray = g["done"][...].astype(bool)
+                self.times: np.ndarray = g["time_per_sample"][...]
+        except DatasetFileError:
+            raise
+        except _DAMAGE as exc:  # a bad signature, checksum, heap or attribute
+            raise damaged_file_error(self.path, exc, "its metadata") from exc
 
     # ------------------------------------------------------------------ plain data
     @property
@@ -399,9 +447,12 @@ class FEFile:
 
     def dof_coordinates(self, key: str) -> np.ndarray | None:
         """Stored DOF-node coordinates of space ``key`` (stored numbering), or ``None``."""
-        with h5py.File(self.path, "r") as h5:
-            ds = h5[f"{GROUP}/spaces/{key}"].get("dof_coordinates")
-            return None if ds is None else ds[...]
+        try:
+            with h5py.File(self.path, "r") as h5:
+                ds = h5[f"{GROUP}/spaces/{key}"].get("dof_coordinates")
+                return None if ds is None else ds[...]
+        except _DAMAGE as exc:
+            raise damaged_file_error(self.path, exc, f"the DOF coordinates of {key}") from exc
 
     def read(self, indices: Iterable[int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Input and output DOF arrays of samples ``indices`` (default: all done ones).
@@ -417,16 +468,21 @@ class FEFile:
         ------
         IndexError
             An index is out of range or not a done (valid) sample.
+        DatasetFileError
+            The arrays cannot be read back (a damaged file).
         """
         idx = np.flatnonzero(self.done) if indices is None else np.asarray(list(indices), dtype=np.int64)
         self.check_indices(idx)
         uniq, inverse = np.unique(idx, return_inverse=True)
         # h5py wants increasing indices; a contiguous run is read as one slice
         sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1) if uniq.size and uniq[-1] - uniq[0] + 1 == uniq.size else uniq
-        with h5py.File(self.path, "r") as h5:
-            g = h5[GROUP]
-            inputs = {n: _rows(g[space_key(n)], sel, uniq.size)[inverse] for n in self.input_names}
-            output = _rows(g["output"], sel, uniq.size)[inverse]
+        try:
+            with h5py.File(self.path, "r") as h5:
+                g = h5[GROUP]
+                inputs = {n: _rows(g[space_key(n)], sel, uniq.size)[inverse] for n in self.input_names}
+                output = _rows(g["output"], sel, uniq.size)[inverse]
+        except _DAMAGE as exc:
+            raise damaged_file_error(self.path, exc, "its sample arrays") from exc
         return inputs, output
 
     def check_indices(self, idx: np.ndarray) -> None:
@@ -459,6 +515,8 @@ class FEFile:
         NumberingError
             A numbering probe is not a permutation, or the permuted DOF coordinates differ
             from the stored ones.
+        DatasetFileError
+            The stored mesh or spaces cannot be read back (a damaged file).
         """
         import firedrake as fd
         from mpi4py import MPI
@@ -468,10 +526,13 @@ class FEFile:
             raise ValueError(f"expected a one-process communicator, got {comm.size} processes")
         keys = list(self.space_dicts)
         probes = {}
-        with fd.CheckpointFile(self.path, "r", comm=comm) as cf:
-            mesh = cf.load_mesh(self.mesh_name)
-            for key in keys:
-                probes[key] = cf.load_function(mesh, _checkpoint_name(key))
+        try:
+            with fd.CheckpointFile(self.path, "r", comm=comm) as cf:
+                mesh = cf.load_mesh(self.mesh_name)
+                for key in keys:
+                    probes[key] = cf.load_function(mesh, _checkpoint_name(key))
+        except Exception as exc:  # noqa: BLE001 - h5py, PETSc and Firedrake errors alike
+            raise damaged_file_error(self.path, exc, "its stored mesh and spaces") from exc
         perms = {}
         for key in keys:
             V = probes[key].function_space()
@@ -516,7 +577,7 @@ class FEFile:
         """
         from mpi4py import MPI
 
-        from fe_operators.data.generate import load_problem
+        from fe_operators.problems.registry import load_problem
 
         comm = MPI.COMM_SELF if comm is None else comm
         prov = self.provenance

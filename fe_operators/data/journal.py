@@ -16,6 +16,11 @@ atomic, so after a ``SIGKILL`` at any instant the folder holds only complete chu
 perhaps a ``*.tmp`` to delete).  When all samples are done, the chunks and the previous
 ``data.h5`` (if any) are merged into a new file that replaces ``data.h5`` by one rename,
 and the folder is removed.
+
+A journal damaged from outside (an unreadable ``settings.json``, a chunk that cannot be
+read or holds arrays of other shapes than the run's spaces) is refused when it is read,
+before any sample is solved, with a :class:`~fe_operators.errors.DatasetFileError`
+naming the file and the fix (:meth:`Journal.settings`, :meth:`Journal.check_parts`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fe_operators.data.errors import OutputError
+from fe_operators.errors import DatasetFileError, OutputError
 
 __all__ = ["Journal", "Part", "journal_path"]
 
@@ -55,6 +60,38 @@ def _atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _part_problem(path: Path, input_shapes: Mapping[str, tuple[int, ...]],
+                  output_shape: tuple[int, ...]) -> str | None:
+    """What is wrong with chunk file ``path`` given the per-sample DOF shapes (``None``: nothing)."""
+    shapes = {f"input.{n}": tuple(v) for n, v in input_shapes.items()}
+    shapes["output"] = tuple(output_shape)
+    expected = {"indices", "times", *shapes}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = {}
+            for member in zf.namelist():
+                with zf.open(member) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(fh)
+                headers[member.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
+        if set(headers) != expected:
+            return f"it holds arrays {sorted(headers)}, expected {sorted(expected)}"
+        with np.load(path) as z:
+            indices = z["indices"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        return f"it cannot be read ({type(exc).__name__}: {exc})"
+    k = indices.shape[0] if indices.ndim == 1 else -1
+    if k < 1 or indices.dtype.kind not in "iu" or (indices < 0).any():
+        return f"its indices are not a list of sample numbers (shape {indices.shape}, dtype {indices.dtype})"
+    for key, (shape, dtype) in sorted(headers.items()):
+        want = (k,) if key in ("indices", "times") else (k, *shapes[key])
+        if key != "indices" and (shape != want or dtype != np.float64):
+            return f"its array {key!r} has shape {shape} and dtype {dtype}, expected {want} and float64"
+    return None
 
 
 class Part(NamedTuple):
@@ -117,11 +154,58 @@ class Journal:
         return self.path.is_dir()
 
     def settings(self) -> dict[str, Any] | None:
-        """The stored settings, or ``None`` if the folder or its settings file is missing."""
+        """The stored settings, or ``None`` if the folder or its settings file is missing.
+
+        Raises
+        ------
+        DatasetFileError
+            ``settings.json`` exists but is not a JSON object (the message names the file
+            and says to delete the folder or rerun with ``--overwrite``).
+        """
+        path = self.path / _SETTINGS
         try:
-            return json.loads((self.path / _SETTINGS).read_text())
+            settings = json.loads(path.read_text())
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._damaged(path, f"it cannot be read as JSON ({exc})") from exc
+        if not isinstance(settings, dict):
+            raise self._damaged(path, f"expected a JSON object of settings, got {type(settings).__name__}")
+        return settings
+
+    def _damaged(self, path: Path, what: str, delete: Path | None = None) -> DatasetFileError:
+        """The error for a damaged file of this journal: what is wrong and the two fixes."""
+        delete = self.path if delete is None else delete
+        return DatasetFileError(
+            f"{path}: {what}; the journal of an interrupted run of {self.out.name} is damaged: "
+            f"delete {delete} (its samples are solved again), or rerun with --overwrite (which "
+            "discards the interrupted run)"
+        )
+
+    def check_parts(self, input_shapes: Mapping[str, tuple[int, ...]], output_shape: tuple[int, ...]) -> None:
+        """Check every chunk file before its samples are counted as done.
+
+        Only the arrays' headers are read (and the indices): each chunk must hold
+        ``indices`` (``(k,)`` integers >= 0), ``times`` (``(k,)``), ``output`` and one
+        ``input.<name>`` per input, float64 of shape ``(k, *shape)``.
+
+        Parameters
+        ----------
+        input_shapes
+            Input name -> the DOF shape of one sample, e.g. ``{"a": (1550,)}``.
+        output_shape
+            The output's DOF shape of one sample, e.g. ``(867,)`` or ``(867, 2)``.
+
+        Raises
+        ------
+        DatasetFileError
+            A chunk that cannot be read or holds other arrays; the message names the file
+            and the fixes (delete that file, or the folder, or rerun with ``--overwrite``).
+        """
+        for path in self._part_files():
+            problem = _part_problem(path, input_shapes, output_shape)
+            if problem is not None:
+                raise self._damaged(path, problem, delete=path)
 
     def start(self, settings: Mapping[str, Any]) -> None:
         """Create the folder (if needed) and write ``settings`` (if not there yet)."""
@@ -165,7 +249,7 @@ class Journal:
         return sorted(self.path.glob("part-*.npz")) if self.exists else []
 
     def parts(self) -> Iterator[Part]:
-        """The stored chunks (unreadable ones, which only outside damage can make, are skipped)."""
+        """The stored chunks (unreadable ones are skipped; :meth:`check_parts` refuses them first)."""
         for path in self._part_files():
             try:
                 with np.load(path) as z:

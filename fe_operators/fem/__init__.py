@@ -8,6 +8,7 @@ element space is turned into tensors and sparse operators by this subpackage.
 * :mod:`~fe_operators.fem.sparse` — assembled forms as scipy/torch CSR
 * :mod:`~fe_operators.fem.norms` — FE norms and relative losses
 * :mod:`~fe_operators.fem.bcs` — Dirichlet DOFs, liftings, free-DOF injection
+* :mod:`~fe_operators.fem.lifting` — input-dependent Dirichlet data as an affine sparse map
 * :mod:`~fe_operators.fem.transfer` — interpolation, prolongation, restriction matrices
 * :mod:`~fe_operators.fem.graph` — DOF adjacency graphs with geometric features
 * :mod:`~fe_operators.fem.hierarchy` — per-level operators and prolongations of a mesh hierarchy
@@ -22,6 +23,7 @@ from fe_operators.fem.transfer import (
     restriction_matrix, restriction_matrix_torch,
 )
 from fe_operators.fem.bcs import DirichletDofs, boundary_nodes, check_markers, free_dofs
+from fe_operators.fem.lifting import DirichletMap, dirichlet_map
 from fe_operators.fem.norms import FENorm, RelativeLoss
 from fe_operators.fem.sparse import (
     assemble_scipy, assemble_torch, mass_matrix, node_weights, petsc_to_scipy, scipy_to_torch, stiffness_matrix,
@@ -35,7 +37,7 @@ __all__ = [
     "petsc_to_scipy", "scipy_to_torch", "assemble_scipy", "assemble_torch",
     "mass_matrix", "node_weights", "stiffness_matrix",
     "FENorm", "RelativeLoss",
-    "DirichletDofs", "boundary_nodes", "check_markers", "free_dofs",
+    "DirichletDofs", "boundary_nodes", "check_markers", "free_dofs", "DirichletMap", "dirichlet_map",
     "interpolation_matrix", "interpolation_matrix_torch", "prolongation_matrix",
     "prolongation_matrix_torch", "restriction_matrix", "restriction_matrix_torch",
     "DofGraph", "dof_graph",

@@ -39,6 +39,7 @@ import firedrake as fd
 from firedrake.mg.utils import get_level
 
 from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError
+from fe_operators.fem.coefficient import coefficient_stiffness_map, supports_coefficient_stiffness
 from fe_operators.fem.sparse import assemble_scipy
 from fe_operators.fem.transfer import prolongation_matrix
 
@@ -111,6 +112,11 @@ class LevelOperators:
     boundary
         Nodes constrained by the Dirichlet conditions on this level (a node is
         constrained if any component is).
+    coefficient_stiffness
+        ``H`` with ``H @ a`` the values, on the operators' pattern, of the stiffness
+        matrix ``∫ a ∇φ_j·∇φ_i`` of a nodal coefficient ``a``
+        (:func:`fe_operators.fem.coefficient.coefficient_stiffness_map`), for P1 levels on
+        simplices; None otherwise.
 
     Shapes
     ------
@@ -124,6 +130,7 @@ class LevelOperators:
     h: float
     operators: dict[str, sp.csr_matrix]
     boundary: np.ndarray
+    coefficient_stiffness: sp.csr_matrix | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -360,6 +367,9 @@ def _level_operators(V: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC]) -> Leve
     lumped = fd.assemble(fd.TestFunction(V) * fd.dx)
     diag = sum(mats[f"K_{a}{a}"].diagonal() for a in _AXES[: mesh.geometric_dimension])
     diam = fd.assemble(fd.interpolate(fd.CellDiameter(mesh), fd.FunctionSpace(mesh, "DG", 0)))
+    pattern = mats["mass"]
+    coefficient = (coefficient_stiffness_map(V, pattern.indptr, pattern.indices)
+                   if supports_coefficient_stiffness(V) else None)
     return LevelOperators(
         coords=_node_coords(V),
         lumped_mass=np.array(lumped.dat.data_ro, dtype=np.float64),
@@ -367,6 +377,7 @@ def _level_operators(V: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC]) -> Leve
         h=float(np.mean(diam.dat.data_ro)),
         operators=mats,
         boundary=_boundary_mask(V, bcs),
+        coefficient_stiffness=coefficient,
     )
 
 

@@ -21,6 +21,7 @@ import firedrake as fd
 from petsc4py import PETSc
 
 from fe_operators.errors import SpaceMismatchError
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 __all__ = [
     "petsc_to_scipy",
@@ -83,13 +84,14 @@ def scipy_to_torch(
         ``torch.sparse_csr`` layout, int64 indices, shape ``A.shape``.
     """
     A = sp.csr_matrix(A)
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(np.asarray(A.indptr, dtype=np.int64)),
-        torch.from_numpy(np.asarray(A.indices, dtype=np.int64)),
-        torch.from_numpy(np.asarray(A.data, dtype=np.float64)).to(dtype),
-        size=A.shape,
-        device=device,
-    )
+    with csr_beta_warning_silenced():
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(np.asarray(A.indptr, dtype=np.int64)),
+            torch.from_numpy(np.asarray(A.indices, dtype=np.int64)),
+            torch.from_numpy(np.asarray(A.data, dtype=np.float64)).to(dtype),
+            size=A.shape,
+            device=device,
+        )
 
 
 def _free_block(A: sp.csr_matrix, bcs: Sequence[fd.DirichletBC], V) -> sp.csr_matrix:

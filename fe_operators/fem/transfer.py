@@ -16,7 +16,9 @@ Rows and columns follow PETSc's numbering of the spaces, interleaved for vector 
 tensor spaces: index ``node * ncomp + component``, the flattening of
 ``Function.dat.data_ro`` and of the DOF-tensor layout ``(n_nodes, ncomp)``.
 
-Only serial (``COMM_SELF``-sized) meshes are supported, like the rest of ``fem/``.
+Only serial (``COMM_SELF``-sized) meshes are supported, like the rest of ``fem/``;
+the exception is :func:`level_prolongations`, PETSc matrices of a hierarchy's
+prolongations on any number of processes (for PETSc's multigrid).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "prolongation_matrix_torch",
     "restriction_matrix",
     "restriction_matrix_torch",
+    "level_prolongations",
 ]
 
 #: Default cell-location tolerance of cross-mesh interpolation, in Firedrake's units (the
@@ -339,6 +342,61 @@ def prolongation_matrix(V_coarse: fd.FunctionSpace, V_fine: fd.FunctionSpace) ->
         P = step if P is None else (step @ P).tocsr()
         Vc = Vf
     return _drop_roundoff(P)
+
+
+def level_prolongations(V: fd.FunctionSpace, levels: int | None = None) -> list[Any]:
+    """The prolongations between consecutive levels of ``V``'s mesh hierarchy, as PETSc matrices.
+
+    Unlike the scipy functions of this module, this works on distributed meshes (any
+    number of processes): each matrix is an AIJ ``petsc4py.PETSc.Mat`` with the rows
+    and columns of the spaces' own layouts, for PETSc's multigrid.
+
+    Parameters
+    ----------
+    V
+        A space on a level of a ``MeshHierarchy`` (e.g. on ``load_mesh("unitsquare:16/r4")``).
+    levels
+        Use the finest ``levels`` levels up to ``V``'s (default: all from the coarsest).
+
+    Returns
+    -------
+    list of petsc4py.PETSc.Mat
+        ``P_l`` from level ``l - 1`` to level ``l``, coarsest first (``levels - 1`` of
+        them); ``P_l`` times a coarse Function's vector is ``prolong`` of it.
+
+    Raises
+    ------
+    NoHierarchyError
+        ``V``'s mesh is not a level of a ``MeshHierarchy``.
+    ValueError
+        ``levels`` below 1 or above the levels available.
+    """
+    from fe_operators.errors import NoHierarchyError
+
+    _check_space(V, "V")
+    hierarchy, level = mg_utils.get_level(V.mesh().unique())
+    if hierarchy is None or level != int(level):
+        raise NoHierarchyError(
+            "the space's mesh is not a level of a MeshHierarchy: load it from a refined spec such as "
+            "load_mesh('unitsquare:16/r4'), or build it with firedrake.MeshHierarchy(base, k)[-1]")
+    level = int(level)
+    n = level + 1 if levels is None else int(levels)
+    if not 1 <= n <= level + 1:
+        raise ValueError(f"levels={levels}: the hierarchy has {level + 1} levels up to this mesh; "
+                         f"ask for 1 to {level + 1}")
+    rpl = hierarchy.refinements_per_level
+    meshes = hierarchy._meshes  # every refinement (refinements_per_level > 1 adds intermediate ones)
+    out = []
+    for lev in range(level - n + 2, level + 1):
+        P = None
+        Vc = V.reconstruct(mesh=meshes[(lev - 1) * rpl])
+        for i in range((lev - 1) * rpl + 1, lev * rpl + 1):
+            Vf = V.reconstruct(mesh=meshes[i])
+            step = assemble_prolongation_aij(Vc, Vf).petscmat
+            P = step if P is None else step.matMult(P)
+            Vc = Vf
+        out.append(P)
+    return out
 
 
 def prolongation_matrix_torch(

@@ -27,11 +27,15 @@ from fe_operators.errors import SpaceMismatchError, UnsupportedSpaceError
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake
+    import matplotlib.figure
 
-__all__ = ["plot_fields", "field_values"]
+__all__ = ["field_values", "fields_figure", "plot_fields"]
 
 #: columns whose title starts with this word get a diverging, zero-centred colour map
 _ERROR_WORDS = ("error", "err")
+#: width a colour bar with its tick labels takes from a panel, and the space between rows
+_COLORBAR_INCHES = 0.9
+_ROW_PAD_INCHES = 0.35
 
 
 def _vertex_triangles(mesh: "firedrake.MeshGeometry") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -99,8 +103,7 @@ def field_values(f: "firedrake.Function", n_vertices: int, vertex_map: np.ndarra
     return values, per_cell
 
 
-def plot_fields(
-    path: str | os.PathLike[str],
+def fields_figure(
     rows: Sequence[Mapping[str, "firedrake.Function"]],
     *,
     row_labels: Sequence[str] | None = None,
@@ -108,51 +111,18 @@ def plot_fields(
     title: str | None = None,
     panel_size: float = 3.2,
     dpi: int = 110,
-) -> Path:
-    """Draw Functions on their 2D mesh into a PNG grid: one row per sample, one column per field.
-
-    Parameters
-    ----------
-    path
-        Output ``.png`` file (folders are created).
-    rows
-        One mapping ``column title -> Function`` per row; every row has the same titles,
-        and all Functions live on one mesh.  Vector fields are drawn as ``|u|``.
-    row_labels
-        A label per row (shown on the left), e.g. ``"sample 12"``.
-    shared
-        Groups of column titles that share one colour range per row (e.g.
-        ``[("truth", "prediction")]``).  Columns whose title starts with "error" get a
-        diverging colour map centred on zero (vector errors, drawn as ``|e|``: a
-        sequential one from zero).
-    title
-        Figure title.
-    panel_size
-        Inches per panel.
-    dpi
-        Resolution.
+) -> "matplotlib.figure.Figure":
+    """The figure :func:`plot_fields` saves, drawn on its own Agg canvas (see there).
 
     Returns
     -------
-    pathlib.Path
-        The written file.
-
-    Raises
-    ------
-    ValueError
-        No rows, rows with different columns, or a path not ending in ``.png``.
-    SpaceMismatchError
-        Functions on different meshes.
-    UnsupportedSpaceError
-        A 3D mesh or a cell type other than triangles and quadrilaterals.
+    matplotlib.figure.Figure
+        Laid out and drawn once: artists' window extents are final.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.tri import Triangulation
 
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"expected a path ending in .png, got {str(path)!r}")
     rows = [dict(r) for r in rows]
     if not rows:
         raise ValueError("expected at least one row of fields, got none")
@@ -170,7 +140,13 @@ def plot_fields(
     triangulation = Triangulation(points[:, 0], points[:, 1], tris)
     group_of = {c: tuple(g) for g in shared for c in g}
 
-    fig = Figure(figsize=(panel_size * len(columns) + 0.6, panel_size * len(rows) + (0.5 if title else 0.1)),
+    # rows as tall as the domain needs (a wide domain gets low rows, a tall one high rows)
+    extent = np.ptp(points, axis=0)
+    aspect = float(np.clip(extent[1] / extent[0], 0.4, 2.0)) if extent[0] > 0 else 1.0
+    row_height = (panel_size - _COLORBAR_INCHES) * aspect + _ROW_PAD_INCHES
+    labels = None if row_labels is None else [_wrap(label) for label in row_labels]
+    fig = Figure(figsize=(panel_size * len(columns) + (1.4 if labels else 0.2),
+                          row_height * len(rows) + (0.8 if title else 0.5)),
                  dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.asarray(fig.subplots(len(rows), len(columns), squeeze=False))
@@ -198,11 +174,77 @@ def plot_fields(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(c)
-            if j == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[i])
+            if j == 0 and labels is not None:
+                # horizontal, left of the row: an axis label is as long as the axes are high
+                # and was cut off on wide domains; an annotation is part of the layout
+                ax.annotate(labels[i], xy=(0.0, 0.5), xycoords="axes fraction", xytext=(-6, 0),
+                            textcoords="offset points", ha="right", va="center")
             fig.colorbar(art, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
+    fig.draw_without_rendering()
+    return fig
+
+
+def _wrap(label: str) -> str:
+    """A row label broken into lines at ``", "`` (``"sample 3, rel L2 1.2%"`` -> two lines)."""
+    return "\n".join(part.strip() for part in label.split(", "))
+
+
+def plot_fields(
+    path: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, "firedrake.Function"]],
+    *,
+    row_labels: Sequence[str] | None = None,
+    shared: Sequence[Sequence[str]] = (),
+    title: str | None = None,
+    panel_size: float = 3.2,
+    dpi: int = 110,
+) -> Path:
+    """Draw Functions on their 2D mesh into a PNG grid: one row per sample, one column per field.
+
+    Parameters
+    ----------
+    path
+        Output ``.png`` file (folders are created).
+    rows
+        One mapping ``column title -> Function`` per row; every row has the same titles,
+        and all Functions live on one mesh.  Vector fields are drawn as ``|u|``.
+    row_labels
+        A label per row, written left of the row and broken into lines at ``", "``
+        (e.g. ``"sample 12, rel L2 3.1%"``).
+    shared
+        Groups of column titles that share one colour range per row (e.g.
+        ``[("truth", "prediction")]``).  Columns whose title starts with "error" get a
+        diverging colour map centred on zero (vector errors, drawn as ``|e|``: a
+        sequential one from zero).
+    title
+        Figure title.
+    panel_size
+        Inches per panel's width (panel and colour bar); the height follows the
+        domain's aspect ratio.
+    dpi
+        Resolution.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        No rows, rows with different columns, or a path not ending in ``.png``.
+    SpaceMismatchError
+        Functions on different meshes.
+    UnsupportedSpaceError
+        A 3D mesh or a cell type other than triangles and quadrilaterals.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"expected a path ending in .png, got {str(path)!r}")
+    fig = fields_figure(rows, row_labels=row_labels, shared=shared, title=title, panel_size=panel_size,
+                        dpi=dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

@@ -15,7 +15,10 @@ Spec grammar (:func:`load_mesh`)
 ``PATH``
     A file.  Gmsh ``.msh`` files of version 2.2 or 4.1 are read by ``firedrake.Mesh``
     directly; any other format meshio reads (``.vtu``, ``.vtk``, ``.xdmf``, ``.med``,
-    ``.mesh``, older ``.msh`` …) is read by meshio and converted.
+    ``.mesh``, older ``.msh`` …) is read by meshio and converted.  In every format the
+    cells must be linear (curved, higher-order cells such as ``triangle6`` are refused:
+    export linear elements), and a 2D mesh must lie in a plane ``z = const`` (a tilted
+    or curved surface in 3D is refused rather than flattened onto the xy-plane).
 ``SPEC/rK``
     Any of the above refined uniformly ``K`` times (``K >= 0``): the finest mesh of
     ``firedrake.MeshHierarchy(load_mesh(SPEC), K)``, e.g. ``plate_holes/r2``,
@@ -364,6 +367,88 @@ def physical_names(path: Path) -> dict[tuple[int, int], str]:
     return names
 
 
+def _gmsh_points(path: Path) -> np.ndarray:
+    """The node coordinates ``(n_nodes, 3)`` of a gmsh 2.2 or 4.1 file (ASCII or binary).
+
+    Only the ``$Nodes`` section is parsed (numpy, one pass): PETSc's reader keeps just
+    ``x, y`` of a 2D mesh's nodes, so ``z`` must be looked at separately.
+    """
+    with open(path, "rb") as fh:
+        data = fh.read()
+    head = data[: data.find(b"$EndMeshFormat")].split()
+    version, binary, size_t = head[1].decode(), head[2] == b"1", int(head[3])
+    start = data.find(b"\n", data.find(b"\n$Nodes") + 1) + 1
+    end = data.find(b"$EndNodes", start)
+    if start <= 0 or end < 0:
+        raise MeshReadError(f"cannot read mesh file '{path}': no $Nodes section")
+    section = data[start:end]
+    if version.startswith("2"):
+        line_end = section.find(b"\n")
+        n = int(section[:line_end])
+        if not binary:
+            return np.fromstring(section[line_end + 1:], sep=" ")[: 4 * n].reshape(n, 4)[:, 1:]
+        records = np.frombuffer(section, dtype=[("i", "<i4"), ("x", "<f8", (3,))], count=n, offset=line_end + 1)
+        return np.array(records["x"])
+    if not binary:  # numEntityBlocks numNodes min max, then per block: dim tag parametric n, tags, coords
+        values = np.fromstring(section, sep=" ")
+        n_blocks, pos, parts = int(values[0]), 4, []
+        for _ in range(n_blocks):  # blocks are geometric entities (a handful), not nodes
+            dim, parametric, n = int(values[pos]), int(values[pos + 2]), int(values[pos + 3])
+            width = 3 + (dim if parametric else 0)
+            pos += 4 + n
+            parts.append(values[pos:pos + width * n].reshape(n, width)[:, :3])
+            pos += width * n
+        return np.concatenate(parts) if parts else np.zeros((0, 3))
+    size = np.dtype(f"<u{size_t}")
+    n_blocks = int(np.frombuffer(section, size, count=1)[0])
+    pos, parts = 4 * size_t, []
+    for _ in range(n_blocks):
+        dim, _tag, parametric = np.frombuffer(section, "<i4", count=3, offset=pos)
+        n = int(np.frombuffer(section, size, count=1, offset=pos + 12)[0])
+        width = 3 + (int(dim) if parametric else 0)
+        pos += 12 + size_t + n * size_t
+        parts.append(np.frombuffer(section, "<f8", count=n * width, offset=pos).reshape(n, width)[:, :3])
+        pos += 8 * n * width
+    return np.concatenate(parts) if parts else np.zeros((0, 3))
+
+
+def _planar(points: np.ndarray, where: str) -> np.ndarray:
+    """The ``(x, y)`` of a 2D mesh's points, refused unless they lie in a plane ``z = const``.
+
+    A 2D mesh in 3D (a tilted plane, a curved surface) would otherwise be flattened onto
+    the xy-plane, changing its lengths and areas without a word.
+    """
+    if points.shape[1] == 3:
+        z = points[:, 2]
+        scale = max(float(np.ptp(points[:, :2])) if len(points) else 0.0, 1.0)
+        if len(points) and np.ptp(z) > 1e-12 * scale:
+            raise MeshReadError(
+                f"cannot read mesh file '{where}': its 2D cells do not lie in a plane z = const "
+                f"(z ranges from {z.min():.6g} to {z.max():.6g}): a surface in 3D, tilted or "
+                "curved, is not supported (it would be flattened onto the xy-plane); rotate the "
+                "mesh into the xy-plane (z = 0) before exporting it"
+            )
+    return points[:, :2]
+
+
+#: higher-order meshio cell types, by the linear type they curve
+_SECOND_ORDER = {
+    "line3": "line", "triangle6": "triangle", "triangle7": "triangle", "triangle10": "triangle",
+    "quad8": "quad", "quad9": "quad", "tetra10": "tetra", "hexahedron20": "hexahedron",
+    "hexahedron27": "hexahedron", "wedge15": "wedge", "pyramid13": "pyramid",
+}
+
+
+def _higher_order_error(where: str, types: list[str]) -> MeshReadError:
+    """The error for a file of curved (second- or higher-order) cells."""
+    return MeshReadError(
+        f"cannot read mesh file '{where}': it has higher-order (curved) cells "
+        f"({', '.join(types)}), which are not supported; export the mesh with linear "
+        "elements (gmsh: Mesh.ElementOrder = 1, i.e. `gmsh -order 1`, or do not call "
+        "SetOrder 2)"
+    )
+
+
 def _cell_tags(mesh: "meshio.Mesh", block: int) -> np.ndarray | None:
     """Integer region tags of cell block ``block`` from the first known tag key, or None."""
     for key in _TAG_KEYS:
@@ -387,9 +472,12 @@ def _convert(mesh: "meshio.Mesh", where: str) -> _Converted:
     """Keep the top-dimensional cells and the tagged facets of a meshio mesh.
 
     Points no cell uses are dropped (PETSc would make them isolated vertices); a 2D mesh
-    must lie in a plane z = const, which is dropped.
+    must lie in a plane z = const, which is dropped; curved (higher-order) cells are refused.
     """
     types = [b.type for b in mesh.cells]
+    curved = sorted({t for t in types if t in _SECOND_ORDER})
+    if curved:
+        raise _higher_order_error(where, curved)
     known = [t for t in types if t in _CELLS]
     if not known:
         found = ", ".join(sorted(set(types))) or "none"
@@ -415,19 +503,15 @@ def _convert(mesh: "meshio.Mesh", where: str) -> _Converted:
         if tags is not None:  # untagged facets carry no information for Firedrake
             blocks.append((_GMSH_FACET_TYPE[facet_type], conn, tags))
 
+    # Renumber to the points the cells use (vectorised: one unique + one lookup table).
+    used = np.unique(np.concatenate([c.reshape(-1) for _, c in cells]))
     points = np.asarray(mesh.points, dtype=np.float64)
-    if dim == 2 and points.shape[1] == 3:
-        z = points[:, 2]
-        scale = max(float(np.ptp(points[:, :2])), 1.0)
-        if np.ptp(z) > 1e-12 * scale:
-            raise MeshReadError(f"cannot read mesh file '{where}': a 2D mesh with "
-                                "non-planar points (a surface in 3D) is not supported")
-        points = points[:, :2]
+    if dim == 2:  # only the points of cells count: gmsh files may hold others
+        points = np.zeros((len(points), 2))
+        points[used] = _planar(np.asarray(mesh.points, dtype=np.float64)[used], where)
     if points.shape[1] != dim:
         raise MeshReadError(f"cannot read mesh file '{where}': {dim}D cells with "
                             f"{points.shape[1]}D points")
-    # Renumber to the points the cells use (vectorised: one unique + one lookup table).
-    used = np.unique(np.concatenate([c.reshape(-1) for _, c in cells]))
     new = np.full(len(points), -1, dtype=np.int64)
     new[used] = np.arange(len(used))
     renumbered = []
@@ -493,15 +577,48 @@ def _mesh_kwargs(comm: Any, name: str | None) -> dict[str, Any]:
 
 
 def _read_gmsh(path: Path, comm: Any, name: str | None) -> "firedrake.MeshGeometry":
-    """Read a gmsh 2.2/4.1 file with ``firedrake.Mesh`` (PETSc's DMPlex reader)."""
+    """Read a gmsh 2.2/4.1 file with ``firedrake.Mesh`` (PETSc's DMPlex reader).
+
+    PETSc keeps only ``x, y`` of a 2D mesh's nodes, so for a 2D mesh rank 0 reads the
+    nodes' ``z`` as well and refuses a surface that is not in a plane ``z = const``.
+    A failed read is explained as higher-order cells when the file has them.
+    """
     import firedrake
 
     try:
-        return firedrake.Mesh(str(path), **_mesh_kwargs(comm, name))
+        mesh = firedrake.Mesh(str(path), **_mesh_kwargs(comm, name))
     except Exception as exc:  # PETSc.Error, ValueError, …: all mean a bad file here
+        curved = _curved_cell_types(path) if comm.rank == 0 else []
+        curved = comm.bcast(curved, root=0)
+        if curved:
+            raise _higher_order_error(str(path), curved) from exc
         raise MeshReadError(f"cannot read mesh file '{path}': PETSc's gmsh reader failed "
                             f"({_first_line(exc)}); is the file truncated or corrupt?"
                             ) from exc
+    if mesh.topological_dimension == 2:
+        error = None
+        if comm.rank == 0:
+            try:
+                try:
+                    points = _gmsh_points(path)
+                except Exception:  # noqa: BLE001 - PETSc read the file: let meshio read the nodes
+                    points = np.asarray(_meshio_read(path).points, dtype=np.float64)
+                _planar(points, str(path))
+            except MeshReadError as exc:
+                error = str(exc)
+        error = comm.bcast(error, root=0)
+        if error is not None:
+            raise MeshReadError(error)
+    return mesh
+
+
+def _curved_cell_types(path: Path) -> list[str]:
+    """Higher-order cell types in a gmsh file (read by meshio; ``[]`` if it cannot)."""
+    try:
+        mesh = _meshio_read(path)
+    except MeshReadError:
+        return []
+    return sorted({b.type for b in mesh.cells if b.type in _SECOND_ORDER})
 
 
 def _first_line(exc: BaseException) -> str:

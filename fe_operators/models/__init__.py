@@ -1,12 +1,12 @@
 """Models: SPON's encoder, processors and exact Dirichlet decoder (DESIGN.md §4, §4b).
 
 * :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
-  (graph, coordinates, Dirichlet split, input maps, mesh hierarchy), kept apart from the
-  weights;
+  (graph, coordinates, Dirichlet split, lifting and its maps of the inputs, input maps,
+  mesh hierarchy), kept apart from the weights;
 * :mod:`~fe_operators.models.processor` — the processor extension point:
   :class:`Processor`, :func:`register_processor`, :data:`PROCESSORS`;
 * :mod:`~fe_operators.models.encoder` / :mod:`~fe_operators.models.decoder` — inputs onto
-  the output nodes; ``u = g_h + Z z`` in float64;
+  the output nodes; ``u = g_h + Z z`` in float64, ``g_h = g_0 + Σ_k L_k x_k``;
 * processors: :mod:`~fe_operators.models.mlp_processor`,
   :mod:`~fe_operators.models.gnn_processor` (layers :mod:`~fe_operators.models.mesh_conv`,
   :mod:`~fe_operators.models.latent_grid`, :mod:`~fe_operators.models.propagation`,
@@ -15,6 +15,10 @@
   :mod:`~fe_operators.models.vcycle` on the mesh hierarchy; products
   :mod:`~fe_operators.models.sparse_ops`);
 * :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
+* :mod:`~fe_operators.models.normalized` — :class:`NormalizedModel`, a network between its
+  :class:`UnitGaussianNormalizer` s (buffers): physical values in and out;
+* :mod:`~fe_operators.models.registry` — the model classes a checkpoint may name
+  (:func:`register_model_class`);
 * :mod:`~fe_operators.models.build` — contexts and SPONs from Firedrake spaces and Problems;
 * :mod:`~fe_operators.models.inference` — :func:`predict`, Functions in and out.
 
@@ -24,13 +28,14 @@ Example
 -------
 >>> import firedrake as fd                                              # doctest: +SKIP
 >>> from fe_operators.problems import get_problem
->>> from fe_operators.models import SPON, MeshContext, predict
+>>> from fe_operators.models import context_for_model, predict, spon_for_problem
 >>> problem = get_problem("poisson", fd.UnitSquareMesh(32, 32))
->>> model = SPON.from_problem(problem, "gnn", width=32, depth=2, latent_cells=16, latent_modes=8)
+>>> model = spon_for_problem(problem, "gnn", depth=3)   # other options: GNNOptions' defaults
 >>> inputs = [problem.sample_inputs(rng) for rng in rngs]
 >>> u = predict(model, inputs, problem.output_space)                  # list of Functions
 >>> fine = get_problem("poisson", fd.UnitSquareMesh(64, 64))
->>> u64 = predict(model, [fine.sample_inputs(rng)], fine.output_space)  # same weights
+>>> u64 = predict(model, [fine.sample_inputs(rng)], fine.output_space,
+...               context=context_for_model(model, fine))        # same weights, fine's lifting
 """
 
 from __future__ import annotations
@@ -39,27 +44,31 @@ from typing import Any
 
 from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelContext, MeshContext, SparseMap
-from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
+from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
 from fe_operators.models.gnn_processor import GNNOptions, GNNProcessor
 from fe_operators.models.latent_grid import GridTransfer, LatentGridSpectral, grid_transfer
 from fe_operators.models.mesh_conv import MeshConv
 from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import MLPOptions, MLPProcessor
+from fe_operators.models.normalized import NormalizedModel, RunningMoments, UnitGaussianNormalizer
 from fe_operators.models.multigrid_processor import MultigridOptions, MultigridProcessor
 from fe_operators.models.vcycle import MultigridCycle
 from fe_operators.models.propagation import DeepPropagation
 from fe_operators.models.processor import PROCESSORS, Processor, processor_class, register_processor
+from fe_operators.models.registry import MODEL_CLASSES, model_class, register_model_class
 from fe_operators.models.spon import SPON
 
 __all__ = [
     "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
     "MeshContext", "SparseMap", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
     "MultigridProcessor", "MultigridOptions", "MultigridCycle",
-    "InputEncoder", "InputField", "DirichletDecoder", "dirichlet_lifting",
+    "InputEncoder", "InputField", "DirichletDecoder", "affine_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
     "GridTransfer", "grid_transfer", "MLP",
-    "predict", "spon_for_problem", "context_from_spaces", "context_from_problem",
+    "NormalizedModel", "UnitGaussianNormalizer", "RunningMoments",
+    "MODEL_CLASSES", "register_model_class", "model_class",
+    "predict", "spon_for_problem", "context_from_spaces", "context_from_problem", "context_for_model",
 ]
 
 _FIREDRAKE_SIDE = {
@@ -67,6 +76,7 @@ _FIREDRAKE_SIDE = {
     "spon_for_problem": "fe_operators.models.build",
     "context_from_spaces": "fe_operators.models.build",
     "context_from_problem": "fe_operators.models.build",
+    "context_for_model": "fe_operators.models.build",
 }
 
 

@@ -19,11 +19,17 @@ brought onto them by a fixed sparse map between the *scalar* versions of the spa
   nodes on the same mesh, ``"interpolate"`` otherwise.
 
 A field already on the output nodes (same mesh and scalar element) gets no map.
+
+Boundary data that depend on the inputs (Poisson's ``u = g``, Stokes' ``u = d g``) are
+stated as a sparse affine map of the inputs (:func:`fe_operators.fem.lifting.dirichlet_map`,
+a Problem's :meth:`~fe_operators.problems.Problem.dirichlet_map`) and stored in the
+context as its lifting maps, which SPON applies to the physical inputs in float64.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+import dataclasses
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,8 +38,9 @@ import ufl
 
 import firedrake as fd
 
-from fe_operators.errors import UnsupportedSpaceError
-from fe_operators.fem import DirichletDofs, assemble_scipy, dof_graph, interpolation_matrix, node_weights
+from fe_operators.errors import ConfigError, UnsupportedSpaceError
+from fe_operators.fem import assemble_scipy, dof_graph, interpolation_matrix, node_weights
+from fe_operators.fem.lifting import BCs, DirichletMap, dirichlet_map
 from fe_operators.fem.spaces import check_supported
 from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext, SparseMap
 from fe_operators.models.encoder import InputField
@@ -42,8 +49,7 @@ from fe_operators.models.spon import SPON
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context",
-    "find_lifting_input", "spon_for_problem",
+    "hierarchy_context", "context_for_model", "spon_for_problem",
 ]
 
 #: how inputs reach the processor's nodes
@@ -118,20 +124,14 @@ def input_fields(input_spaces: Mapping[str, fd.FunctionSpace]) -> list[InputFiel
     return [InputField(name, int(np.prod(V.value_shape, dtype=int))) for name, V in input_spaces.items()]
 
 
-def _as_bcs(bcs: fd.DirichletBC | Iterable[fd.DirichletBC] | None) -> list[fd.DirichletBC]:
-    if bcs is None:
-        return []
-    return [bcs] if isinstance(bcs, fd.DirichletBC) else list(bcs)
-
-
 def context_from_spaces(
     input_spaces: Mapping[str, fd.FunctionSpace] | Sequence[fd.FunctionSpace],
     output_space: fd.FunctionSpace,
-    bcs: fd.DirichletBC | Iterable[fd.DirichletBC] | None = None,
+    bcs: BCs = None,
     *,
     method: str = "auto",
     hierarchy: bool = False,
-    levels: int | None = None,
+    coarsest_nodes: int = 0,
     mesh_spec: str | None = None,
 ) -> MeshContext:
     """The mesh context of a model with these input spaces, output space and Dirichlet conditions.
@@ -144,8 +144,11 @@ def context_from_spaces(
     output_space
         A Lagrange-type (nodal) scalar or vector space: its DOF nodes are the processor's.
     bcs
-        Dirichlet conditions of the output; their data give the fixed lifting (used when
-        the model gets no per-sample lifting).
+        Dirichlet conditions of the output: fixed ones (their data are the fixed
+        lifting), or, for data that depend on the inputs, a function of the named inputs
+        (``{name: Function}``, ``input_spaces`` then a dict) returning them, e.g.
+        ``lambda x: DirichletBC(V, x["g"], "on_boundary")``: the context then holds the
+        data as lifting maps of the inputs (:func:`fe_operators.fem.lifting.dirichlet_map`).
     method
         How inputs reach the output nodes (see the module docstring).
     hierarchy
@@ -154,8 +157,10 @@ def context_from_spaces(
         ``"plate_holes/r2"``), or, for a built-in structured ``mesh_spec`` such as
         ``"unitsquare:64"``, a nested hierarchy with the same nodes
         (:func:`fe_operators.fem.hierarchy.hierarchy_operators`).
-    levels
-        Number of hierarchy levels (the finest ones); None: all.
+    coarsest_nodes
+        Extend the hierarchy below its coarsest mesh by smoothed aggregation until the
+        coarsest level has at most this many nodes
+        (:func:`fe_operators.fem.coarsening.extend_hierarchy`; 0: no extension).
     mesh_spec
         The spec the output's mesh was loaded from, if known.
 
@@ -168,36 +173,54 @@ def context_from_spaces(
     ------
     SpaceMismatchError
         ``hierarchy`` for a mesh that has none (the message says what to do).
+    BoundaryDataError
+        ``bcs`` whose data are not affine in the inputs.
     """
     check_supported(output_space)
-    spaces = list(input_spaces.values()) if isinstance(input_spaces, Mapping) else list(input_spaces)
+    named = isinstance(input_spaces, Mapping)
+    if callable(bcs) and not isinstance(bcs, fd.DirichletBC) and not named:
+        raise TypeError("bcs as a function of the inputs needs input_spaces as a dict name -> space")
+    spaces = dict(input_spaces) if named else {str(k): V for k, V in enumerate(input_spaces)}
+    return _context(spaces, output_space, dirichlet_map(output_space, bcs, spaces), method=method,
+                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
+
+
+def _context(input_spaces: Mapping[str, fd.FunctionSpace], output_space: fd.FunctionSpace, dmap: DirichletMap, *,
+             method: str, hierarchy: bool, coarsest_nodes: int, mesh_spec: str | None) -> MeshContext:
+    """The context of :func:`context_from_spaces` for the output's Dirichlet data ``dmap``."""
+    check_supported(output_space)
     graph = dof_graph(output_space)
-    dofs = DirichletDofs(output_space, _as_bcs(bcs))
+    dofs = dmap.dofs
     n = graph.num_nodes
     ncomp = int(output_space.block_size)
+    lifting_maps = tuple(SparseMap.from_scipy(dmap.maps[name]) if name in dmap.maps else None
+                         for name in input_spaces) if dmap.maps else ()
     return MeshContext(
         coords=torch.from_numpy(graph.coords.copy()),
         edge_index=graph.edge_index.clone(),
         edge_attr=graph.edge_attr.clone(),
         indptr=torch.from_numpy(graph.indptr.copy()),
         mask=dofs.mask.reshape(n, ncomp).clone(),
-        lifting=dofs.lifting().reshape(n, ncomp),
+        lifting=torch.from_numpy(dmap.constant.reshape(n, ncomp).copy()),
         free=torch.from_numpy(dofs.free.copy()),
-        input_maps=tuple(input_map(V, output_space, method) for V in spaces),
-        hierarchy=hierarchy_context(output_space, _as_bcs(bcs), levels=levels, mesh_spec=mesh_spec)
+        input_maps=tuple(input_map(V, output_space, method) for V in input_spaces.values()),
+        hierarchy=hierarchy_context(output_space, dofs.bcs, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
         if hierarchy else None,
+        lifting_maps=lifting_maps,
         node_weights=torch.from_numpy(node_weights(output_space)),
     )
 
 
 def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
-                      levels: int | None = None, mesh_spec: str | None = None) -> HierarchyContext:
+                      coarsest_nodes: int = 0, mesh_spec: str | None = None) -> HierarchyContext:
     """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`)."""
+    from fe_operators.fem.coarsening import extend_hierarchy
     from fe_operators.fem.hierarchy import hierarchy_operators
 
-    ops = hierarchy_operators(output_space, bcs, levels=levels, mesh_spec=mesh_spec)
+    ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
     level_ctx = []
     for lv in ops.levels:
+        H = lv.coefficient_stiffness
         names = list(lv.operators)
         stacked = sp.vstack([lv.operators[name] for name in names], format="csr")
         orders = [0 if name == "mass" else 1 if name.startswith("C_") else 2 for name in names]
@@ -211,64 +234,36 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
             stiffness_diag=torch.from_numpy(np.asarray(lv.stiffness_diag, dtype=np.float64).copy()),
             boundary=torch.from_numpy(np.asarray(lv.boundary, dtype=bool).copy()),
             h=float(lv.h),
+            coefficient_map=None if H is None else SparseMap.from_scipy(H),
         ))
     maps = [None if M is None else SparseMap.from_scipy(M) for M in (ops.to_finest, ops.from_finest)]
     return HierarchyContext(tuple(level_ctx), tuple(SparseMap.from_scipy(P) for P in ops.prolongations), *maps)
 
 
-def _template_inputs(problem: Any) -> dict[str, fd.Function]:
-    return {name: fd.Function(V) for name, V in problem.input_spaces.items()}
+def context_for_model(model: SPON, problem: Any, *, method: str = "auto",
+                      mesh_spec: str | None = None) -> MeshContext:
+    """The mesh context ``model`` needs to run on ``problem``'s spaces (another mesh of the domain).
+
+    A processor that needs a mesh hierarchy gets all levels of the problem mesh's
+    hierarchy; it picks the levels that match its own (see
+    :meth:`~fe_operators.models.multigrid_processor.MultigridProcessor.start_level`).
+    The lifting maps are the problem's Dirichlet data on that mesh, so a model whose
+    boundary data depend on its inputs stays exact there.
+    """
+    return context_from_problem(problem, method=method, mesh_spec=mesh_spec,
+                                **model.processor.context_options(model.processor.config))
 
 
 def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool = False,
-                         levels: int | None = None, mesh_spec: str | None = None) -> MeshContext:
-    """:func:`context_from_spaces` for a Problem's spaces and output conditions.
+                         coarsest_nodes: int = 0, mesh_spec: str | None = None) -> MeshContext:
+    """:func:`context_from_spaces` for a Problem's spaces and Dirichlet data.
 
-    The fixed lifting is that of ``problem.output_bcs`` with all inputs zero (Darcy's
-    ``u = 0``); input-dependent boundary data are lifted per sample (``lifting_input``).
+    The lifting is the problem's :meth:`~fe_operators.problems.Problem.dirichlet_map`:
+    a fixed part (the data for zero inputs, Darcy's ``u = 0``) and, where the data depend
+    on the inputs (Poisson's ``g``, Stokes' ``d g``), lifting maps of those inputs.
     """
-    bcs = problem.output_bcs(_template_inputs(problem))
-    return context_from_spaces(problem.input_spaces, problem.output_space, bcs, method=method,
-                               hierarchy=hierarchy, levels=levels, mesh_spec=mesh_spec)
-
-
-def find_lifting_input(problem: Any, *, method: str = "auto") -> str | None:
-    """The input whose values on the Dirichlet DOFs are the output's boundary data, if any.
-
-    Each input in turn is set to random values (the others to zero) and the lifting of
-    ``problem.output_bcs`` is compared with the input brought onto the output nodes;
-    the one that matches on the constrained DOFs (and is non-trivial) is returned.
-
-    Raises
-    ------
-    ValueError
-        The boundary data depend on the inputs in another way (SPON then needs
-        ``lifting=`` per call).
-    """
-    V = problem.output_space
-    base = DirichletDofs(V, problem.output_bcs(_template_inputs(problem))).lifting()
-    rng = np.random.default_rng(0)
-    found = None
-    for name, W in problem.input_spaces.items():
-        inputs = _template_inputs(problem)
-        inputs[name].dat.data_wo[...] = rng.uniform(1.0, 2.0, inputs[name].dat.data_ro.shape)
-        dofs = DirichletDofs(V, problem.output_bcs(inputs))
-        lifting = dofs.lifting()
-        if torch.equal(lifting, base):
-            continue
-        if W.value_shape != V.value_shape:
-            raise ValueError(f"the boundary data depend on input {name!r}, whose value shape differs from the output's")
-        m = input_map(W, V, "interpolate")
-        vals = torch.from_numpy(np.array(inputs[name].dat.data_ro, dtype=np.float64).reshape(W.dof_dset.size, -1))
-        nodes = vals if m is None else m.apply(vals.unsqueeze(0))[0]
-        mask = dofs.mask.reshape(nodes.shape)
-        if found is not None or not torch.allclose(lifting.reshape(nodes.shape)[mask], nodes[mask], rtol=1e-12, atol=1e-12):
-            raise ValueError(
-                f"the output's boundary data depend on input {name!r} in a way SPON cannot lift from one "
-                "input field; pass lifting= to the model per call"
-            )
-        found = name
-    return found
+    return _context(problem.input_spaces, problem.output_space, problem.dirichlet_map(), method=method,
+                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
 
 
 def spon_for_problem(
@@ -290,8 +285,10 @@ def spon_for_problem(
     processor
         A registered processor name (``"gnn"``, ``"mlp"``, ``"multigrid"``).
     lifting_input
-        The input holding the boundary data (``"auto"``: :func:`find_lifting_input`;
-        None: the fixed lifting of ``output_bcs`` with zero inputs).
+        How the boundary data are lifted: ``"auto"`` through the problem's Dirichlet
+        map of its inputs (fixed data where they do not depend on the inputs); the name
+        of the one input the data depend on (checked, then as ``"auto"``); or None for
+        fixed data, refused where the data depend on the inputs.
     method
         How inputs reach the output nodes.
     dtype
@@ -302,18 +299,34 @@ def spon_for_problem(
     **options
         Processor options (see :meth:`SPON.from_context`).
 
+    Raises
+    ------
+    ConfigError
+        ``lifting_input`` (key ``"lifting_input"``) None where the boundary data depend
+        on the inputs, or a name other than the one input they depend on.
+    BoundaryDataError
+        The problem's boundary data are not affine in its inputs.
+
     Examples
     --------
     >>> problem = get_problem("poisson", fd.UnitSquareMesh(8, 8))     # doctest: +SKIP
-    >>> model = spon_for_problem(problem, "gnn", width=32, depth=3)   # lifting_input == "g"
+    >>> model = spon_for_problem(problem, "gnn", width=32, depth=3)   # model.lifting_inputs == ("g",)
     """
     opts = processor_options(processor, options)
     cls = processor_class(processor)
-    if lifting_input == "auto":
-        lifting_input = find_lifting_input(problem, method=method)
-    context = context_from_problem(problem, method=method, hierarchy=cls.needs_hierarchy,
-                                   levels=getattr(opts, "levels", None), mesh_spec=mesh_spec)
+    context = context_from_problem(problem, method=method, mesh_spec=mesh_spec,
+                                   **cls.context_options(dataclasses.asdict(opts)))
+    names = list(problem.input_spaces)
+    depends = [names[k] for k in context.lifting_inputs]
+    if lifting_input is None and depends:
+        raise ConfigError("lifting_input", f"null means fixed boundary data, but the {problem.name!r} problem's "
+                                           f"Dirichlet data depend on the inputs {depends}: the model would impose "
+                                           "wrong values there; use 'auto'")
+    if lifting_input not in (None, "auto") and [lifting_input] != depends:
+        raise ConfigError("lifting_input", f"expected 'auto', null or the input the boundary data depend on; the "
+                                           f"{problem.name!r} problem's data depend on {depends or 'no input'}, "
+                                           f"got {lifting_input!r}")
     V = problem.output_space
     model = SPON.from_context(context, input_fields(problem.input_spaces), processor,
-                              output_scalar=V.value_shape == (), lifting_input=lifting_input, **options)
+                              output_scalar=V.value_shape == (), **options)
     return model.to(dtype)

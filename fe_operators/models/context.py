@@ -2,11 +2,12 @@
 
 A SPON's learned weights are separate from the mesh it runs on.  What depends on the
 mesh — the DOF graph, node coordinates, the Dirichlet split of the output DOFs, the
-fixed lifting, the sparse maps that bring each input field onto the processor's nodes
-and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
+lifting (a fixed part and, for input-dependent boundary data, sparse maps of the
+inputs), the sparse maps that bring each input field onto the processor's nodes and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
 FE prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (and nested
 dataclasses of tensors), built once from Firedrake spaces by
-:mod:`fe_operators.models.build` (``MeshContext.from_problem``) and handed to the model.
+:mod:`fe_operators.models.build` (:func:`~fe_operators.models.build.context_from_problem`,
+:func:`~fe_operators.models.build.context_from_spaces`) and handed to the model.
 A model keeps a default context as buffers (:class:`ContextBuffers`, a module tree that
 mirrors the dataclasses, so the ``state_dict`` keys are the attribute paths, e.g.
 ``hierarchy.levels.2.operators.crow``); a mesh-agnostic model runs on another mesh of
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 import torch
 
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
@@ -108,8 +110,21 @@ class SparseMap:
         """The map as a torch sparse CSR tensor of ``dtype`` (on the arrays' device), cached."""
         key = ("matrix", dtype)
         if key not in self._cache:
-            self._cache[key] = torch.sparse_csr_tensor(
-                self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
+            with csr_beta_warning_silenced():
+                self._cache[key] = torch.sparse_csr_tensor(
+                    self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
+        return self._cache[key]
+
+    def scipy(self, dtype: torch.dtype = torch.float64) -> "scipy.sparse.csr_matrix":
+        """The map as a scipy CSR matrix with values of ``dtype`` (CPU maps only), cached."""
+        key = ("scipy", dtype)
+        if key not in self._cache:
+            import numpy as np
+            import scipy.sparse as sp
+
+            np_dtype = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+            self._cache[key] = sp.csr_matrix(
+                (self.values.numpy().astype(np_dtype), self.col.numpy(), self.crow.numpy()), shape=self.shape)
         return self._cache[key]
 
     def transpose(self) -> "SparseMap":
@@ -174,6 +189,11 @@ class LevelContext:
         ``(n_l,)`` bool: nodes constrained by the output's Dirichlet conditions.
     h
         The level's mesh size (mean cell diameter).
+    coefficient_map
+        ``(nnz, n_l)``: the values of the stiffness matrix ``∫ a ∇φ_j·∇φ_i`` of a nodal
+        coefficient ``a`` on the operators' block pattern, as a linear map of ``a``
+        (:func:`fe_operators.fem.coefficient.coefficient_stiffness_map`; P1 levels of a
+        mesh), or None (aggregated levels, other elements).
     """
 
     coords: torch.Tensor
@@ -184,6 +204,7 @@ class LevelContext:
     stiffness_diag: torch.Tensor
     boundary: torch.Tensor
     h: float
+    coefficient_map: Union[SparseMap, None] = None
 
     def __post_init__(self) -> None:
         n = self.coords.shape[0]
@@ -197,6 +218,11 @@ class LevelContext:
             if tuple(getattr(self, name).shape) != (n,):
                 raise ValueError(f"LevelContext.{name}: expected shape ({n},), got {tuple(getattr(self, name).shape)}")
         object.__setattr__(self, "h", float(self.h))
+        if self.coefficient_map is not None:
+            nnz = int(self.operators.crow[n])
+            if self.coefficient_map.shape != (nnz, n):
+                raise ValueError(f"LevelContext.coefficient_map: expected shape ({nnz}, {n}) (one row per entry "
+                                 f"of the block pattern), got {self.coefficient_map.shape}")
 
     @property
     def n_nodes(self) -> int:
@@ -264,8 +290,8 @@ class HierarchyContext:
 class MeshContext:
     """Mesh-dependent tensors a SPON needs: graph, geometry, Dirichlet split, input maps.
 
-    Build it from Firedrake spaces with :meth:`from_spaces` or :meth:`from_problem`;
-    models only read its tensors.
+    Build it from Firedrake spaces with :func:`fe_operators.models.build.context_from_spaces`
+    or :func:`~fe_operators.models.build.context_from_problem`; models only read its tensors.
 
     Attributes
     ----------
@@ -282,8 +308,8 @@ class MeshContext:
     mask
         ``(n, ncomp)`` bool: True on Dirichlet-constrained DOFs.
     lifting
-        ``(n, ncomp)`` float64: the fixed lifting (boundary data on constrained DOFs,
-        zero elsewhere), used when no per-sample lifting is given.
+        ``(n, ncomp)`` float64: the fixed part ``g_0`` of the lifting (boundary data on
+        constrained DOFs for zero inputs, zero elsewhere).
     free
         ``(n_free,)`` int64 flat (interleaved) indices of the free DOFs.
     input_maps
@@ -292,6 +318,12 @@ class MeshContext:
         field already lives on them.
     hierarchy
         The mesh hierarchy of the output's mesh (multigrid processors), or None.
+    lifting_maps
+        Input-dependent boundary data, ``g_h = g_0 + Σ_k L_k x_k``: empty when the data
+        do not depend on the inputs, else one entry per input field: a :class:`SparseMap`
+        ``L_k`` of shape ``(n ncomp, n_in_k ncomp_k)`` from the field's flat
+        (interleaved) DOFs to the output's, non-zero only in constrained rows (float64),
+        or None where the data do not depend on that field.
     node_weights
         ``(n,)`` float64 positive quadrature weights of the nodes, each node's share of
         the domain (:func:`fe_operators.fem.node_weights`; sum ``|Ω|``): averages over
@@ -309,6 +341,7 @@ class MeshContext:
     free: torch.Tensor
     input_maps: tuple[SparseMap | None, ...] = ()
     hierarchy: Union[HierarchyContext, None] = None
+    lifting_maps: tuple[SparseMap | None, ...] = ()
     node_weights: Union[torch.Tensor, None] = None
 
     def __post_init__(self) -> None:
@@ -333,6 +366,14 @@ class MeshContext:
             if m is not None and m.n_rows != n:
                 raise ValueError(f"MeshContext.input_maps[{k}]: expected {n} rows, got {m.n_rows}")
         object.__setattr__(self, "input_maps", tuple(self.input_maps))
+        object.__setattr__(self, "lifting_maps", tuple(self.lifting_maps))
+        if self.lifting_maps and len(self.lifting_maps) != len(self.input_maps):
+            raise ValueError(f"MeshContext.lifting_maps: expected none or one per input field "
+                             f"({len(self.input_maps)}), got {len(self.lifting_maps)}")
+        for k, m in enumerate(self.lifting_maps):
+            if m is not None and (m.n_rows != self.mask.numel() or m.n_cols % max(self.input_nodes(k), 1)):
+                raise ValueError(f"MeshContext.lifting_maps[{k}]: expected shape ({self.mask.numel()}, "
+                                 f"{self.input_nodes(k)} * ncomp_{k}), got {m.shape}")
         if self.hierarchy is not None:
             h = self.hierarchy
             want = (h.finest.n_nodes, n) if h.to_finest is not None else None
@@ -387,28 +428,39 @@ class MeshContext:
         m = self.input_maps[k]
         return self.n_nodes if m is None else m.n_cols
 
+    @property
+    def lifting_inputs(self) -> tuple[int, ...]:
+        """Indices of the input fields the boundary data depend on (empty: fixed data)."""
+        return tuple(k for k, m in enumerate(self.lifting_maps) if m is not None)
+
+    def with_lifting_input(self, k: int) -> "MeshContext":
+        """A copy whose boundary data are input field ``k``'s values on the constrained DOFs.
+
+        ``L_k`` is the field's input map (the identity on the output's nodes) applied
+        per component and kept on the constrained rows: Poisson's ``u = g`` where ``g``
+        is an input with the output's components.  Other fields get no map.
+        """
+        import numpy as np
+        import scipy.sparse as sp
+
+        n, ncomp = self.mask.shape
+        m = self.input_maps[k]
+        nodes = sp.identity(n, format="csr") if m is None else m.to_scipy()
+        rows = sp.diags(self.mask.reshape(-1).cpu().numpy().astype(np.float64))
+        L = sp.csr_matrix(rows @ sp.kron(nodes, sp.identity(ncomp), format="csr"))
+        L.eliminate_zeros()
+        maps = [None] * len(self.input_maps)
+        maps[k] = SparseMap.from_scipy(L).to(self.device)
+        return dataclasses.replace(self, lifting_maps=tuple(maps))
+
     # ------------------------------------------------------------------ conversions
     def to(self, device: torch.device | str | None) -> "MeshContext":
         """A copy with every tensor on ``device`` (dtypes kept: FE data stay float64)."""
         return _map_tensors(self, lambda t: t.to(device))
 
-    # ------------------------------------------------------------------ builders (Firedrake)
-    @classmethod
-    def from_spaces(cls, input_spaces: Any, output_space: Any, bcs: Any = None, *, method: str = "auto") -> "MeshContext":
-        """Build from Firedrake spaces; see :func:`fe_operators.models.build.context_from_spaces`."""
-        from fe_operators.models.build import context_from_spaces
-
-        return context_from_spaces(input_spaces, output_space, bcs, method=method)
-
-    @classmethod
-    def from_problem(cls, problem: Any, *, method: str = "auto", **hierarchy: Any) -> "MeshContext":
-        """Build from a Problem; see :func:`fe_operators.models.build.context_from_problem`."""
-        from fe_operators.models.build import context_from_problem
-
-        return context_from_problem(problem, method=method, **hierarchy)
-
     def __repr__(self) -> str:
         extra = "" if self.hierarchy is None else f", hierarchy={self.hierarchy!r}"
+        extra += f", lifting_inputs={list(self.lifting_inputs)}" if self.lifting_maps else ""
         return (f"MeshContext(n_nodes={self.n_nodes}, ncomp={self.ncomp}, n_free={self.n_free}, "
                 f"n_edges={self.n_edges}, gdim={self.gdim}, inputs={len(self.input_maps)}{extra}, "
                 f"device={self.device})")

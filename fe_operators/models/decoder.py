@@ -3,48 +3,59 @@
 The processor predicts the free DOFs ``z``; the decoder writes them into a float64 copy
 of the lifting ``g_h`` at the free positions.  The constrained DOFs are never touched by
 the network's numbers, so the Dirichlet condition holds to the last bit whatever the
-weights (and whatever the model's dtype).
+weights (and whatever the model's dtype).  Boundary data that depend on the inputs are
+lifted by :func:`affine_lifting`, ``g_h = g_0 + Σ_k L_k x_k`` from the physical inputs,
+in float64, with the context's sparse maps (:mod:`fe_operators.fem.lifting`).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import MeshContext
 
-__all__ = ["DirichletDecoder", "dirichlet_lifting"]
+__all__ = ["DirichletDecoder", "affine_lifting"]
 
 
-def dirichlet_lifting(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Liftings of a batch of boundary data given on the output nodes (vectorised).
+def affine_lifting(fields: Sequence[torch.Tensor], context: MeshContext) -> torch.Tensor:
+    """The lifting ``g_h = g_0 + Σ_k L_k x_k`` of a batch of inputs, in float64.
 
-    ``g`` holds the Dirichlet data's values on the output space's DOF nodes (for
-    example the input ``g`` of Poisson's problem, interpolated to the output space); the
-    lifting keeps them on the constrained DOFs and is zero elsewhere — what
-    ``DirichletBC(V, g, ...).apply`` writes into a zero Function, for the whole batch
-    at once.
+    ``g_0`` is ``context.lifting`` and ``L_k`` are ``context.lifting_maps`` (the
+    problem's Dirichlet data as a sparse map of its inputs, see
+    :func:`fe_operators.fem.lifting.dirichlet_map`).  Where each constrained DOF reads
+    one input DOF (Poisson's ``g``, Stokes' ``d g``) the values are the problem's data
+    bit for bit.
 
     Parameters
     ----------
-    g
-        ``(batch, n)`` or ``(batch, n, ncomp)``.
-    mask
-        ``(n, ncomp)`` bool, True on constrained DOFs (``MeshContext.mask``).
+    fields
+        The input fields in the model's order, ``(batch, n_in_k, ncomp_k)`` each, physical
+        values (not normalised).
+    context
+        The mesh context.
 
     Returns
     -------
     torch.Tensor
-        ``(batch, n, ncomp)`` float64.
+        ``(batch, n, ncomp)`` float64; ``context.lifting`` itself, ``(n, ncomp)``, when
+        the context has no lifting maps.
     """
-    if g.ndim == 2:
-        g = g.unsqueeze(-1)
-    if g.ndim != 3 or g.shape[1:] != mask.shape:
-        raise SpaceMismatchError(
-            f"expected boundary data of shape (batch, {', '.join(map(str, mask.shape))}), got {tuple(g.shape)}"
-        )
-    g = g.to(device=mask.device, dtype=torch.float64)
-    return torch.where(mask, g, g.new_zeros(()))
+    if not context.lifting_maps:
+        return context.lifting
+    n, ncomp = context.mask.shape
+    g = context.lifting.reshape(1, n * ncomp, 1)
+    for k, (x, L) in enumerate(zip(fields, context.lifting_maps, strict=True)):
+        if L is None:
+            continue
+        flat = x.to(device=context.device, dtype=torch.float64).reshape(x.shape[0], -1, 1)
+        if flat.shape[1] != L.n_cols:
+            raise SpaceMismatchError(f"input field {k}: the lifting map takes {L.n_cols} DOFs, got "
+                                     f"{flat.shape[1]} (shape {tuple(x.shape)})")
+        g = g + L.apply(flat)
+    return g.reshape(-1, n, ncomp)
 
 
 class DirichletDecoder(torch.nn.Module):

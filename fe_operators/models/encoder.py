@@ -137,7 +137,10 @@ class InputEncoder(torch.nn.Module):
 
     def forward(self, x: Inputs, context: MeshContext) -> torch.Tensor:
         """Channels ``(batch, n, channels)`` in float64 on the processor's nodes."""
-        parts = self.split(x, context)
+        return self.nodes(self.split(x, context), context)
+
+    def nodes(self, parts: Sequence[torch.Tensor], context: MeshContext) -> torch.Tensor:
+        """The fields of :meth:`split` mapped onto the processor's nodes and stacked, float64."""
         out = []
         for t, m in zip(parts, context.input_maps):
             t = t.to(device=context.device, dtype=torch.float64)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 import weakref
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 
@@ -19,9 +20,14 @@ from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
 from fe_operators.models.processor import Processor, register_processor
 from fe_operators.models.propagation import DeepPropagation
-from fe_operators.options import non_negative, option, positive
+from fe_operators.options import dataclass_from_dict, non_negative, option, positive
 
 __all__ = ["GNNProcessor", "GNNOptions"]
+
+
+def _finite_non_negative(v: Any) -> str | None:
+    """Check: finite and ``>= 0``."""
+    return None if math.isfinite(v) and v >= 0 else "expected a finite number >= 0"
 
 
 @dataclasses.dataclass
@@ -38,7 +44,8 @@ class GNNOptions:
                                "(ignored when latent_cells is 0).", non_negative, default=8)
     latent_padding: float = option(
         "Zero padding of the latent grid before its FFT, as a fraction of its vertices per axis (1: twice the "
-        "grid, so opposite sides of the box do not couple; 0: periodic over the box).", non_negative, default=1.0)
+        "grid, so opposite sides of the box do not couple; 0: periodic over the box).", _finite_non_negative,
+        default=1.0)
     hops: int = option("Deep-propagation hops on the training mesh (0: none).", non_negative, default=0)
     coarse_cells: int = option("Coarse-grid cells per axis of the global mixing stage (0: none).",
                                non_negative, default=0)
@@ -138,16 +145,18 @@ class GNNProcessor(Processor):
     #: runs on any mesh of the domain, given its context
     mesh_agnostic = True
 
-    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = 32, depth: int = 2,
-                 hops: int = 0, coarse_cells: int = 0, latent_cells: int = 16, latent_modes: int = 8,
-                 latent_padding: float = 1.0, hop_scaling: str = "diffusive", reference_length: float | None = None,
-                 layer_norm: bool = True, act: str = "gelu") -> None:
+    # defaults and checks: GNNOptions, the one source (also of the run configuration's keys)
+    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, *, width: int = GNNOptions.width,
+                 depth: int = GNNOptions.depth, hops: int = GNNOptions.hops, coarse_cells: int = GNNOptions.coarse_cells,
+                 latent_cells: int = GNNOptions.latent_cells, latent_modes: int = GNNOptions.latent_modes,
+                 latent_padding: float = GNNOptions.latent_padding, hop_scaling: str = GNNOptions.hop_scaling,
+                 reference_length: float | None = None, layer_norm: bool = GNNOptions.layer_norm,
+                 act: str = GNNOptions.act) -> None:
         super().__init__()
-        if depth < 0 or hops < 0 or width < 1 or coarse_cells < 0 or latent_cells < 0:
-            raise ValueError(f"expected width >= 1, depth, hops, coarse_cells, latent_cells >= 0; got {width}, "
-                             f"{depth}, {hops}, {coarse_cells}, {latent_cells}")
-        if latent_cells and depth < 1:
-            raise ValueError("latent_cells needs depth >= 1: a latent-grid stage follows each message-passing layer")
+        dataclass_from_dict(GNNOptions, dict(
+            width=width, depth=depth, hops=hops, coarse_cells=coarse_cells, latent_cells=latent_cells,
+            latent_modes=latent_modes, latent_padding=latent_padding, hop_scaling=hop_scaling,
+            layer_norm=layer_norm, act=act))
         self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
         self.width, self.depth, self.hops, self.coarse_cells = int(width), int(depth), int(hops), int(coarse_cells)
         self.latent_cells, self.latent_modes = int(latent_cells), int(latent_modes)
@@ -181,6 +190,15 @@ class GNNProcessor(Processor):
                 "reference_length": self.reference_length, "layer_norm": self.layer_norm, "act": self.act}
 
     @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "GNNProcessor":
+        """A processor with fresh weights from :attr:`config`.
+
+        A config stored before ``latent_padding`` existed ran its FFT on the unpadded
+        grid: it gets ``latent_padding = 0``, not today's default.
+        """
+        return cls(**{"latent_padding": 0.0, **config})
+
+    @classmethod
     def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int,
                     options: GNNOptions) -> "GNNProcessor":
         """Sizes from ``context``; its mean edge length becomes ``reference_length``."""
@@ -211,7 +229,7 @@ class GNNProcessor(Processor):
             if weights is None:
                 warnings.warn("this mesh context has no node_weights (stored by an older fe_operators): the latent "
                               "grid averages with equal node weights; rebuild the context from the mesh "
-                              "(MeshContext.from_problem) for area averages", stacklevel=3)
+                              "(fe_operators.models.context_from_problem) for area averages", stacklevel=3)
             else:
                 span = (coords.amax(0) - coords.amin(0)).clamp_min(torch.finfo(torch.float64).tiny)
                 weights = weights.to(torch.float64) * (2.0 / span).prod()  # in the normalised coordinates

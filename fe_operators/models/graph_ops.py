@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from fe_operators.sparse_csr import csr_beta_warning_silenced
+
 __all__ = ["normalized_coordinates", "edge_features", "mean_aggregate", "mean_adjacency", "propagate_mean"]
 
 
@@ -91,7 +93,8 @@ def mean_adjacency(indptr: torch.Tensor, source: torch.Tensor, dtype: torch.dtyp
     degree = indptr.diff()
     inv = 1.0 / (degree + 1).to(dtype)
     values = inv.repeat_interleave(degree, output_size=source.shape[0])
-    return torch.sparse_csr_tensor(indptr, source, values, (n, n), check_invariants=False), inv
+    with csr_beta_warning_silenced():
+        return torch.sparse_csr_tensor(indptr, source, values, (n, n), check_invariants=False), inv
 
 
 def propagate_mean(x: torch.Tensor, adjacency: torch.Tensor, self_weight: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from fe_operators.models.context import MeshContext
+from fe_operators.models.normalized import NormalizedModel
 from fe_operators.models.spon import SPON
 
 __all__ = ["predict"]
@@ -38,6 +39,23 @@ def _field_spaces(model: SPON, samples: Sequence[Mapping[str, Any]], output_spac
     return spaces
 
 
+def _stacked(x: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """Inputs by name as stacked channels ``(batch, n, C)`` in field order (all on the same nodes).
+
+    Raises
+    ------
+    SpaceMismatchError
+        The inputs have different numbers of nodes.
+    """
+    sizes = {name: int(x[name].shape[1]) for name in names}
+    if len(set(sizes.values())) != 1:
+        from fe_operators.errors import SpaceMismatchError
+
+        raise SpaceMismatchError(f"the model was trained on inputs stacked on one space (one input normalizer), "
+                                 f"the given inputs have different numbers of nodes {sizes}: give them on one space")
+    return torch.cat([x[n].reshape(x[n].shape[0], x[n].shape[1], -1) for n in names], dim=2)
+
+
 def _matches(context: MeshContext, spaces: Sequence[Any], output_space: Any) -> bool:
     """Whether ``context`` was built for these spaces (coordinates and node counts agree)."""
     from fe_operators.fem.graph import dof_coordinates
@@ -54,7 +72,7 @@ def _matches(context: MeshContext, spaces: Sequence[Any], output_space: Any) -> 
 
 
 def predict(
-    model: SPON,
+    model: SPON | NormalizedModel,
     inputs: Sequence[Mapping[str, Any]] | torch.Tensor | Mapping[str, torch.Tensor],
     output_space: Any,
     *,
@@ -70,7 +88,8 @@ def predict(
     Parameters
     ----------
     model
-        A SPON.
+        A SPON, or a :class:`NormalizedModel` around one (e.g. ``load_model(path).model``
+        of a trained run: physical inputs in, physical outputs out).
     inputs
         A list of samples, each a dict ``name -> Function | UFL expression | number``;
         or a batched tensor / dict of tensors (as :meth:`SPON.forward` takes).
@@ -80,10 +99,13 @@ def predict(
         The space of the results (the model's, or another mesh's for a GNN-SPON).
     bcs
         Dirichlet conditions on ``output_space``, needed when a new context must be built
-        for a model with Dirichlet DOFs (their data are the fixed lifting).
+        for a model with Dirichlet DOFs: fixed ones, or, for a model whose boundary data
+        depend on its inputs (:attr:`SPON.lifting_inputs`), a function of the named input
+        Functions returning them, e.g. ``lambda x: DirichletBC(V, x["g"], "on_boundary")``
+        (see :func:`~fe_operators.models.build.context_from_spaces`).
     context
         The mesh context to use.  Default: the model's own if it matches the spaces,
-        else one built with :meth:`MeshContext.from_spaces`.
+        else one built with :func:`~fe_operators.models.build.context_from_spaces`.
     input_spaces
         Spaces for inputs given as expressions.
     lifting
@@ -111,6 +133,9 @@ def predict(
 
     from fe_operators.fem import functions_to_tensor, tensor_to_functions
 
+    spon = model.network if isinstance(model, NormalizedModel) else model
+    if not isinstance(spon, SPON):
+        raise TypeError(f"expected a SPON or a NormalizedModel around one, got {type(spon).__name__}")
     if isinstance(inputs, (torch.Tensor, Mapping)):
         x = inputs
         n_samples = (inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))).shape[0]
@@ -119,33 +144,41 @@ def predict(
         samples = list(inputs)
         if not samples:
             raise ValueError("expected at least one sample, got none")
-        spaces = _field_spaces(model, samples, output_space, input_spaces)
+        spaces = _field_spaces(spon, samples, output_space, input_spaces)
         x = {}
-        for f in model.encoder.fields:
+        for f in spon.encoder.fields:
             V = spaces[f.name]
             funcs = []
             for s in samples:
                 if f.name not in s:
-                    raise KeyError(f"a sample lacks input {f.name!r}; expected {[g.name for g in model.encoder.fields]}")
+                    raise KeyError(f"a sample lacks input {f.name!r}; expected {[g.name for g in spon.encoder.fields]}")
                 v = s[f.name]
                 if not isinstance(v, fd.Function):
                     v = fd.Function(V).interpolate(v if isinstance(v, ufl.core.expr.Expr) else fd.Constant(v))
                 funcs.append(v)
             x[f.name] = functions_to_tensor(funcs)
         n_samples = len(samples)
+        if isinstance(model, NormalizedModel) and model.layout["input"] == "single":
+            x = _stacked(x, [f.name for f in spon.encoder.fields])  # trained on stacked channels
         ctx = context
         if ctx is None:
-            stored = model.context
-            ordered = [spaces[f.name] for f in model.encoder.fields]
+            stored = spon.context
+            ordered = [spaces[f.name] for f in spon.encoder.fields]
+            named = {f.name: spaces[f.name] for f in spon.encoder.fields}
             if stored is not None and _matches(stored, ordered, output_space):
                 ctx = None
             else:
                 if bcs is None and stored is not None and stored.n_free < stored.mask.numel():
+                    data = (" as a function of the named inputs returning them (the boundary data depend on "
+                            f"{list(spon.lifting_inputs)})" if spon.lifting_inputs else "")
                     raise ValueError(
                         "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
-                        "stored mesh context: pass bcs= (Dirichlet conditions on output_space) or context="
+                        f"stored mesh context: pass bcs= (Dirichlet conditions on output_space{data}) or context="
                     )
-                ctx = MeshContext.from_spaces(ordered, output_space, bcs, method=method)
+                from fe_operators.models.build import context_from_spaces
+
+                ctx = context_from_spaces(named, output_space, bcs, method=method,
+                                          **spon.processor.context_options(spon.processor.config))
     device = next(model.parameters()).device
     if ctx is not None:
         ctx = ctx.to(device)

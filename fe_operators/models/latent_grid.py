@@ -33,6 +33,7 @@ import torch
 from scipy.sparse.linalg import splu
 
 from fe_operators.models.mlp import activation
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 __all__ = ["LatentGridSpectral", "GridTransfer", "grid_transfer", "COVERED", "FILL_STIFFNESS"]
 
@@ -133,10 +134,11 @@ def _to_torch(A: "sp.spmatrix", like: torch.Tensor) -> torch.Tensor:
     """A scipy matrix as a torch sparse CSR tensor of ``like``'s dtype and device."""
     A = sp.csr_matrix(A)
     A.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                   torch.from_numpy(A.indices.astype(np.int64)),
-                                   torch.from_numpy(A.data), A.shape, check_invariants=False
-                                   ).to(device=like.device, dtype=like.dtype)
+    with csr_beta_warning_silenced():
+        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                       torch.from_numpy(A.indices.astype(np.int64)),
+                                       torch.from_numpy(A.data), A.shape, check_invariants=False
+                                       ).to(device=like.device, dtype=like.dtype)
 
 
 def _filled(Q: sp.csr_matrix, coverage: np.ndarray, covered: np.ndarray, index: np.ndarray,

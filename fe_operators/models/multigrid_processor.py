@@ -8,8 +8,8 @@ with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.models.vcycle.Mul
 learned combinations of per-level FE operators, exact FE transfers, no nonlinearity
 inside), a pointwise channel map :math:`W_0`, and a bias computed from the node
 coordinates by a small MLP (a learned FE function would tie the model to one mesh).
-Around the layers: a pointwise lifting of the input channels, the coordinates and a
-Dirichlet indicator to ``width`` channels, and a pointwise projection to the output
+Around the layers: a pointwise lifting of the input channels and the coordinates to
+``width`` channels, and a pointwise projection to the output
 components; the free DOFs are returned (SPON's decoder adds the boundary data).
 
 The layers run on the finest level of the context's hierarchy; when its nodes are not
@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import torch
 
@@ -39,7 +39,7 @@ from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
 from fe_operators.models.processor import Processor, register_processor
 from fe_operators.models.sparse_ops import spmm
-from fe_operators.models.vcycle import CycleLevel, MultigridCycle, cycle_levels
+from fe_operators.models.vcycle import CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels
 from fe_operators.options import non_negative, option, optional, positive
 
 __all__ = ["MultigridOptions", "MultigridProcessor"]
@@ -57,11 +57,25 @@ class MultigridOptions:
     levels: Union[int, None] = option(
         "Hierarchy levels the V-cycles use, the finest ones (null: all levels of the data's hierarchy).",
         optional(positive), default=None)
+    coarsest_nodes: int = option(
+        "Below the mesh hierarchy's coarsest mesh, add levels by smoothed aggregation until the coarsest level "
+        "has at most this many nodes, so that the V-cycles reach across the domain (0: none).",
+        non_negative, default=100)
     pre_smoothing: int = option("Smoothing steps per level on the way down (the coarsest level excepted).",
                                 non_negative, default=1)
     coarsest_smoothing: int = option("Smoothing steps on the coarsest level.", non_negative, default=2)
     post_smoothing: int = option("Smoothing steps per level on the way up (0 in the MgNO paper).",
                                  non_negative, default=0)
+    coefficient_operators: bool = option(
+        "Add, on every mesh level, the stiffness matrices ∫ a_c ∇φ_j·∇φ_i of positive coefficients "
+        "a_c = softplus(s x_c + t) of the input channels (learned s, t) to the learned level operators, and "
+        "their Jacobi scalings to the smoothers (P1 outputs on simplices): the V-cycles then start as, and can "
+        "stay, a multigrid solver of the diffusion problem the input coefficient defines (Darcy).",
+        default=False)
+    mixing: Literal["full", "separable"] = option(
+        "Channel mixing of the level operators and smoothers: 'full' (a C x C matrix per FE operator, a 3x3 "
+        "convolution's analogue) or 'separable' (per-channel weights per operator, then one C x C mixing).",
+        default="full")
     act: ACTIVATIONS = option("Activation.", default="gelu")
 
     def validate(self, key: str = "") -> None:
@@ -93,7 +107,7 @@ class MultigridProcessor(Processor):
         Levels of weights (the training hierarchy's used levels).
     coarsest_h
         Mesh size of the coarsest level the model was built for.
-    width, layers, levels, pre_smoothing, coarsest_smoothing, post_smoothing, act
+    width, layers, levels, coarsest_nodes, coefficient_operators, pre_smoothing, coarsest_smoothing, post_smoothing, mixing, act
         See :class:`MultigridOptions` (``levels`` is what was asked for; ``n_levels``
         what it gave).
 
@@ -109,27 +123,34 @@ class MultigridProcessor(Processor):
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
                  coarsest_h: float, *, width: int = 24, layers: int = 4, levels: int | None = None,
+                 coarsest_nodes: int = 100, coefficient_operators: bool = False,
                  pre_smoothing: int = 1, coarsest_smoothing: int = 2, post_smoothing: int = 0,
-                 act: str = "gelu") -> None:
+                 mixing: str = "full", act: str = "gelu") -> None:
         super().__init__()
         if not coarsest_h > 0:
             raise ValueError(f"expected a positive coarsest_h, got {coarsest_h}")
         self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
         self.n_operators, self.n_levels, self.coarsest_h = int(n_operators), int(n_levels), float(coarsest_h)
         self.width, self.layers, self.levels = int(width), int(layers), levels
+        self.coarsest_nodes, self.coefficient_operators = int(coarsest_nodes), bool(coefficient_operators)
         self.pre_smoothing, self.coarsest_smoothing = int(pre_smoothing), int(coarsest_smoothing)
-        self.post_smoothing, self.act = int(post_smoothing), act
+        self.post_smoothing, self.mixing, self.act = int(post_smoothing), mixing, act
         c = self.width
-        self.lift = MLP([self.in_channels + self.gdim + 1, c, c], act)
+        self.lift = MLP([self.in_channels + self.gdim, c, c], act)
         self.cycles = torch.nn.ModuleList(
             MultigridCycle(c, self.n_operators, self.n_levels, pre_smoothing=self.pre_smoothing,
-                           coarsest_smoothing=self.coarsest_smoothing, post_smoothing=self.post_smoothing)
+                           coarsest_smoothing=self.coarsest_smoothing, post_smoothing=self.post_smoothing,
+                           mixing=mixing, n_coefficients=self.in_channels if self.coefficient_operators else 0)
             for _ in range(self.layers))
         self.mix_out = torch.nn.ModuleList(torch.nn.Linear(c, c, bias=False) for _ in range(self.layers))
         self.pointwise = torch.nn.ModuleList(torch.nn.Linear(c, c, bias=False) for _ in range(self.layers))
         self.bias = MLP([self.gdim, c, self.layers * c], act)
         self.activation = _activation(act)
         self.project = MLP([c, c, self.out_ncomp], act)
+        # coefficient channels a_c = softplus(s_c x_c + t_c) > 0 of the (normalised) inputs
+        m = self.in_channels if self.coefficient_operators else 0
+        self.coefficient_scale = torch.nn.Parameter(torch.ones(m))
+        self.coefficient_shift = torch.nn.Parameter(torch.ones(m))
         # per-context derived tensors (levels, scales), made on first use
         self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
 
@@ -139,16 +160,18 @@ class MultigridProcessor(Processor):
         return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
                 "n_operators": self.n_operators, "n_levels": self.n_levels, "coarsest_h": self.coarsest_h,
                 "width": self.width, "layers": self.layers, "levels": self.levels,
+                "coarsest_nodes": self.coarsest_nodes, "coefficient_operators": self.coefficient_operators,
                 "pre_smoothing": self.pre_smoothing, "coarsest_smoothing": self.coarsest_smoothing,
-                "post_smoothing": self.post_smoothing, "act": self.act}
+                "post_smoothing": self.post_smoothing, "mixing": self.mixing, "act": self.act}
 
     @classmethod
     def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int,
                     options: MultigridOptions) -> "MultigridProcessor":
         """Levels, operators and the coarsest mesh size from the context's hierarchy.
 
-        The V-cycles' Laplacian prior (``W^A`` starts near the Laplacian's combination)
-        is added here.
+        The V-cycles' prior is added here: ``W^A`` starts near the Laplacian's combination,
+        or, with ``coefficient_operators``, the cycles start near a multigrid solve of
+        ``-∇·(x_0∇u)`` for the first input channel (Jacobi smoothing of its operator).
         """
         hier = context.hierarchy
         if hier is None:
@@ -163,8 +186,16 @@ class MultigridProcessor(Processor):
         model = cls(in_channels, out_ncomp, context.gdim, hier.levels[start].n_operators, n_levels,
                     hier.levels[start].h, **opts)
         for cycle in model.cycles:
-            cycle.init_laplacian(hier.levels[start].laplacian)
+            if options.coefficient_operators:
+                cycle.init_coefficient_solver()
+            else:
+                cycle.init_laplacian(hier.levels[start].laplacian)
         return model
+
+    @classmethod
+    def context_options(cls, options: Any) -> dict[str, Any]:
+        """A hierarchy, extended below its coarsest mesh to ``coarsest_nodes``."""
+        return {"hierarchy": True, "coarsest_nodes": int(options["coarsest_nodes"])}
 
     # ------------------------------------------------------------------ context
     def start_level(self, hierarchy: HierarchyContext) -> int:
@@ -199,8 +230,10 @@ class MultigridProcessor(Processor):
     def cycle_levels(self, hierarchy: HierarchyContext, dtype: torch.dtype) -> list[CycleLevel]:
         """The cycle's per-level data for ``hierarchy`` (cached per hierarchy and dtype)."""
         per = self._cache.setdefault(hierarchy, {})
+        if None not in per:
+            per[None] = cycle_levels(hierarchy, self.start_level(hierarchy), self.coarsest_h)
         if dtype not in per:
-            per[dtype] = cycle_levels(hierarchy, self.start_level(hierarchy), self.coarsest_h, dtype)
+            per[dtype] = cast_levels(per[None], dtype)
         return per[dtype]
 
     # ------------------------------------------------------------------ forward
@@ -211,18 +244,26 @@ class MultigridProcessor(Processor):
         batch, n, _ = h.shape
         dtype = h.dtype
         levels = self.cycle_levels(hier, dtype)
+        # no Dirichlet indicator among the lifted features (the GNN has one): it is a layer of
+        # width h along the boundary, not a function of the domain, so it would make the
+        # output depend on the mesh; the cycles keep Dirichlet nodes out by their masks
         x = normalized_coordinates(context.coords).to(dtype)
-        bc = context.mask.any(dim=1, keepdim=True).to(dtype)
-        static = torch.cat([x, bc], dim=1).unsqueeze(1).expand(n, batch, self.gdim + 1)
-        v = self.lift(torch.cat([h.transpose(0, 1), static], dim=-1))        # (n, B, C) node-major
+        static = x.unsqueeze(1).expand(n, batch, self.gdim)
+        hn = h.transpose(0, 1)                                               # (n, B, C_in) node-major
+        v = self.lift(torch.cat([hn, static], dim=-1))                       # (n, B, C)
         if hier.to_finest is not None:
             v = spmm(hier.to_finest, v.reshape(n, -1)).reshape(-1, batch, self.width)
+            hn = spmm(hier.to_finest, hn.reshape(n, -1)).reshape(-1, batch, self.in_channels)
             xf = normalized_coordinates(hier.finest.coords).to(dtype)
         else:
             xf = x
+        coefficients = None
+        if self.coefficient_operators:
+            positive = torch.nn.functional.softplus(hn * self.coefficient_scale + self.coefficient_shift)
+            coefficients = coefficient_values(levels, positive)
         bias = self.bias(xf).reshape(-1, 1, self.layers, self.width)
         for k in range(self.layers):
-            u = self.cycles[k](v, levels)
+            u = self.cycles[k](v, levels, coefficients=coefficients)
             v = self.activation(self.mix_out[k](u) + self.pointwise[k](v) + bias[:, :, k])
         y = self.project(v)                                                 # (n_f, B, ncomp)
         if hier.from_finest is not None:

@@ -89,6 +89,16 @@ class Processor(torch.nn.Module, abc.ABC):
         """JSON-able constructor arguments."""
 
     @classmethod
+    def context_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for building the mesh context this processor needs.
+
+        Given the processor's options (or its :attr:`config`), for
+        :func:`fe_operators.models.build.context_from_problem`; by default
+        ``{"hierarchy": needs_hierarchy}``.
+        """
+        return {"hierarchy": cls.needs_hierarchy}
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Processor":
         """A processor with fresh weights from :attr:`config`."""
         return cls(**config)
@@ -98,7 +108,7 @@ class Processor(torch.nn.Module, abc.ABC):
         if self.needs_hierarchy and context.hierarchy is None:
             raise SpaceMismatchError(
                 f"the {self.name!r} processor needs a mesh context with a mesh hierarchy; build it with "
-                "MeshContext.from_problem(problem, hierarchy=True) on a hierarchy mesh (e.g. 'plate_holes/r2')"
+                "context_from_problem(problem, hierarchy=True) on a hierarchy mesh (e.g. 'plate_holes/r2')"
             )
 
     @abc.abstractmethod

@@ -8,7 +8,7 @@ import torch
 
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import ContextBuffers, MeshContext
-from fe_operators.models.decoder import DirichletDecoder, dirichlet_lifting
+from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField, Inputs, as_fields
 from fe_operators.models.processor import PROCESSORS, Processor, processor_class, processor_options
 
@@ -27,8 +27,10 @@ class SPON(torch.nn.Module):
        ``"mlp"`` for one mesh, ``"gnn"`` and ``"multigrid"`` for any mesh of the domain):
        the free DOF values ``z``.
     3. **Decoder** :class:`~fe_operators.models.decoder.DirichletDecoder`: ``z`` written
-       into a float64 copy of the lifting ``g_h``: per sample (``lifting=`` or read from
-       the input field ``lifting_input``), else the context's fixed one.
+       into a float64 copy of the lifting ``g_h = g_0 + Σ_k L_k x_k``: the context's
+       fixed part ``g_0`` plus, where the boundary data depend on the inputs, the
+       context's sparse maps ``L_k`` of the *physical* inputs (the problem's Dirichlet
+       data, :func:`fe_operators.fem.lifting.dirichlet_map`); or ``lifting=`` per call.
 
     The mesh context (graph, coordinates, Dirichlet split, input maps) is separate from
     the weights: the model keeps a default one as buffers (in the ``state_dict``), and
@@ -44,9 +46,11 @@ class SPON(torch.nn.Module):
         Output components per DOF node.
     output_scalar
         Scalar output space: outputs are ``(batch, n)`` instead of ``(batch, n, 1)``.
-    lifting_input
-        Name of the input field whose values on the Dirichlet DOFs are the boundary data
-        (Poisson's ``"g"``), or None: the context's fixed lifting.
+    lifting_inputs
+        Names of the input fields the boundary data depend on (Poisson's ``("g",)``,
+        Stokes' ``("inflow",)``; empty: fixed data).  Every context the model runs with
+        must have lifting maps for exactly these fields (:meth:`check_context`), so a
+        model never silently imposes another mesh's or a zero lifting.
     context
         The default :class:`MeshContext`.
 
@@ -58,14 +62,17 @@ class SPON(torch.nn.Module):
 
     Examples
     --------
-    >>> ctx = MeshContext.from_problem(problem)                      # doctest: +SKIP
-    >>> model = SPON.from_context(ctx, [("f", 1), ("g", 1)], "gnn", lifting_input="g")
+    >>> from fe_operators.models.build import context_from_problem   # doctest: +SKIP
+    >>> ctx = context_from_problem(problem)
+    >>> model = SPON.from_context(ctx, [("f", 1), ("g", 1)], "gnn")  # ctx lifts g: model.lifting_inputs == ("g",)
     >>> u = model(x)                  # (batch, n), exact on the boundary
-    >>> u2 = model(x2, context=MeshContext.from_problem(problem_on_finer_mesh))
+    >>> u2 = model(x2, context=context_from_problem(problem_on_finer_mesh))
+
+    For a Problem in one call: :func:`fe_operators.models.build.spon_for_problem`.
     """
 
     def __init__(self, processor: torch.nn.Module, inputs: Sequence[Any], *, output_ncomp: int = 1,
-                 output_scalar: bool = True, lifting_input: str | None = None,
+                 output_scalar: bool = True, lifting_inputs: Sequence[str] = (),
                  context: MeshContext | None = None) -> None:
         super().__init__()
         if not isinstance(processor, Processor) or PROCESSORS.get(processor.name) is not type(processor):
@@ -79,15 +86,16 @@ class SPON(torch.nn.Module):
         if self.output_scalar and self.output_ncomp != 1:
             raise ValueError(f"a scalar output has one component, got output_ncomp={output_ncomp}")
         names = [f.name for f in self.encoder.fields]
-        if lifting_input is not None:
-            if lifting_input not in names:
-                raise ValueError(f"lifting_input {lifting_input!r} is not an input field; inputs are {names}")
-            ncomp = self.encoder.fields[names.index(lifting_input)].ncomp
-            if ncomp != self.output_ncomp:
-                raise SpaceMismatchError(
-                    f"lifting_input {lifting_input!r} has {ncomp} components, the output {self.output_ncomp}"
-                )
-        self.lifting_input = lifting_input
+        lifting_inputs = (lifting_inputs,) if isinstance(lifting_inputs, str) else tuple(lifting_inputs)
+        if not set(lifting_inputs) <= set(names):
+            raise ValueError(f"lifting_inputs {list(lifting_inputs)} are not all input fields; inputs are {names}")
+        # in channel order, as the context's maps
+        self.lifting_inputs = tuple(n for n in names if n in lifting_inputs)
+        # a checkpoint written before lifting maps existed names one input whose values
+        # are the data (config key lifting_input) and stores a context without maps:
+        # from_config sets this, loading its state_dict makes the map (_migrate_lifting)
+        self._legacy_lifting_input: str | None = None
+        self.register_load_state_dict_post_hook(_migrate_lifting)
         self.context_buffers = ContextBuffers()
         if context is not None:
             self.set_context(context)
@@ -111,7 +119,11 @@ class SPON(torch.nn.Module):
         output_scalar
             None: scalar iff the context has one component.
         lifting_input
-            See the class.
+            Shorthand for boundary data that are one input field's values on the
+            constrained DOFs (Poisson's ``"g"``): the context gets that field's
+            injection as its lifting map (:meth:`MeshContext.with_lifting_input`).
+            Default: the context's own lifting maps
+            (:func:`~fe_operators.models.build.context_from_problem` has the problem's).  The model's :attr:`lifting_inputs` are the fields with a map.
         **options
             The processor's options (the fields of its ``Options`` dataclass; defaults
             for the rest), e.g. ``width=32, depth=2`` for ``"gnn"``.
@@ -120,21 +132,26 @@ class SPON(torch.nn.Module):
         ------
         ConfigError
             Unknown processor, unknown option, or a bad option value (naming the option).
+        SpaceMismatchError
+            ``lifting_input`` with other components than the output.
         """
         opts = processor_options(processor, options)
         fields = as_fields(inputs)
+        names = [f.name for f in fields]
+        if lifting_input is not None:
+            if lifting_input not in names:
+                raise ValueError(f"lifting_input {lifting_input!r} is not an input field; inputs are {names}")
+            k = names.index(lifting_input)
+            if fields[k].ncomp != context.ncomp:
+                raise SpaceMismatchError(f"lifting_input {lifting_input!r} has {fields[k].ncomp} components, the "
+                                         f"output {context.ncomp}")
+            context = context.with_lifting_input(k)
         channels = sum(f.ncomp for f in fields)
         proc = processor_class(processor).for_context(context, channels, context.ncomp, opts)
         scalar = context.ncomp == 1 if output_scalar is None else output_scalar
+        lifting_inputs = tuple(names[k] for k in context.lifting_inputs if k < len(names))
         return cls(proc, fields, output_ncomp=context.ncomp, output_scalar=scalar,
-                   lifting_input=lifting_input, context=context)
-
-    @classmethod
-    def from_problem(cls, problem: Any, processor: str = "gnn", **options: Any) -> "SPON":
-        """Build for a Problem (Firedrake); see :func:`fe_operators.models.build.spon_for_problem`."""
-        from fe_operators.models.build import spon_for_problem
-
-        return spon_for_problem(problem, processor, **options)
+                   lifting_inputs=lifting_inputs, context=context)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -144,7 +161,7 @@ class SPON(torch.nn.Module):
             "inputs": [f.to_dict() for f in self.encoder.fields],
             "output_ncomp": self.output_ncomp,
             "output_scalar": self.output_scalar,
-            "lifting_input": self.lifting_input,
+            "lifting_inputs": list(self.lifting_inputs),
         }
 
     @classmethod
@@ -153,7 +170,12 @@ class SPON(torch.nn.Module):
         cfg = dict(config)
         proc_cfg = dict(cfg.pop("processor"))
         proc = processor_class(proc_cfg.pop("type"), "processor.type").from_config(proc_cfg)
-        return cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
+        legacy = cfg.pop("lifting_input", None)
+        if legacy is not None:
+            cfg["lifting_inputs"] = (legacy,)
+        model = cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
+        model._legacy_lifting_input = legacy
+        return model
 
     # ------------------------------------------------------------------ context
     @property
@@ -179,7 +201,8 @@ class SPON(torch.nn.Module):
         Raises
         ------
         SpaceMismatchError
-            Other output components or number of input fields, or (MLP) another mesh.
+            Other output components or number of input fields, lifting maps for other
+            input fields than :attr:`lifting_inputs`, or (MLP) another mesh.
         ValueError
             The context is on another device than the model.
         """
@@ -195,6 +218,18 @@ class SPON(torch.nn.Module):
                 f"the context maps {len(context.input_maps)} input fields, the model takes "
                 f"{len(self.encoder.fields)}"
             )
+        lifted = tuple(self.encoder.fields[k].name for k in context.lifting_inputs)
+        if lifted != self.lifting_inputs:
+            if self.lifting_inputs:
+                fix = ("build the context with context_from_problem(problem) or context_for_model(model, problem), "
+                       "or context_from_spaces(..., bcs=<a function of the named inputs returning the DirichletBCs>) "
+                       "(fe_operators.models.build)")
+            else:
+                fix = "this model was built with fixed boundary data; rebuild it from a context with lifting maps"
+            raise SpaceMismatchError(
+                f"the model's boundary data depend on the input fields {list(self.lifting_inputs)}, the mesh "
+                f"context lifts {list(lifted)}: {fix}"
+            )
         self.processor.check_context(context)
         device = next(self.parameters()).device
         if context.device != device:
@@ -205,7 +240,7 @@ class SPON(torch.nn.Module):
             stored = self.context
             if stored is None:
                 raise ValueError(
-                    "this SPON holds no mesh context: pass context=MeshContext.from_spaces(...), or "
+                    "this SPON holds no mesh context: pass context=context_from_spaces(...) (fe_operators.models.build), or "
                     "load a state_dict that has one"
                 )
             return stored
@@ -218,29 +253,23 @@ class SPON(torch.nn.Module):
         return self.encoder(x, self._context(context))
 
     def lifting_from_inputs(self, x: Inputs, context: MeshContext | None = None) -> torch.Tensor:
-        """Per-sample liftings ``(batch, n, ncomp)`` float64 from the field ``lifting_input``.
+        """The lifting ``g_0 + Σ_k L_k x_k`` of physical inputs ``x``, ``(batch, n, ncomp)`` float64.
 
         For callers that normalise inputs: compute the lifting from the *physical* inputs
         and pass it to :meth:`forward`.
         """
-        if self.lifting_input is None:
-            raise ValueError("this model has no lifting_input; its lifting is the context's fixed one")
         ctx = self._context(context)
-        return self._lifting(self.encoder(x, ctx), ctx)
+        parts = self.encoder.split(x, ctx)
+        g = affine_lifting(parts, ctx)
+        return g.expand(parts[0].shape[0], *g.shape) if g.ndim == 2 else g
 
-    def _boundary_data(self, nodes: torch.Tensor | None, context: MeshContext,
-                       lifting: torch.Tensor | None) -> torch.Tensor | None:
-        """Per-sample boundary data ``(batch, n, ncomp)``: ``lifting`` if given, else read from
-        the encoded ``nodes`` of ``lifting_input``; None: the context's fixed lifting."""
+    def _boundary_data(self, parts: list[torch.Tensor], context: MeshContext,
+                       lifting: torch.Tensor | None) -> torch.Tensor:
+        """The lifting: ``lifting`` if given (as ``(batch, n, ncomp)``), else the context's
+        affine lifting of the physical input fields ``parts``."""
         if lifting is not None:
             return lifting.unsqueeze(-1) if lifting.ndim == 2 else lifting
-        if self.lifting_input is not None:
-            return self._lifting(nodes, context)
-        return None
-
-    def _lifting(self, nodes: torch.Tensor, context: MeshContext) -> torch.Tensor:
-        k = [f.name for f in self.encoder.fields].index(self.lifting_input)
-        return dirichlet_lifting(nodes[..., self.encoder.slices[k]], context.mask)
+        return affine_lifting(parts, context)
 
     def forward(self, x: Inputs, context: MeshContext | None = None,
                 lifting: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,8 +283,8 @@ class SPON(torch.nn.Module):
             Mesh context (default: the stored one).
         lifting
             Per-sample boundary data on the output nodes, ``(batch, n[, ncomp])`` (values
-            off the Dirichlet DOFs are ignored).  Default: from ``lifting_input`` if set,
-            else the context's fixed lifting.
+            off the Dirichlet DOFs are ignored).  Default: the context's lifting of ``x``
+            (:func:`~fe_operators.models.decoder.affine_lifting`).
 
         Returns
         -------
@@ -263,8 +292,9 @@ class SPON(torch.nn.Module):
             ``(batch, n)`` or ``(batch, n, ncomp)`` float64.
         """
         ctx = self._context(context)
-        nodes = self.encoder(x, ctx)
-        lifting = self._boundary_data(nodes, ctx, lifting)
+        parts = self.encoder.split(x, ctx)
+        nodes = self.encoder.nodes(parts, ctx)
+        lifting = self._boundary_data(parts, ctx, lifting)
         dtype = next(self.processor.parameters()).dtype
         z = self.processor(nodes.to(dtype), ctx)
         u = self.decoder(z, ctx, lifting)
@@ -275,19 +305,17 @@ class SPON(torch.nn.Module):
         """Overwrite the Dirichlet DOFs of ``u`` with the boundary data of the *physical* inputs ``x``.
 
         :meth:`forward` is exact by itself; this restores exactness when the caller
-        changes units around it (a normalizer encodes the inputs the lifting is read
-        from, or decodes the outputs): the boundary values then come from ``lifting``, the
-        physical ``lifting_input`` field or the context's fixed lifting, in float64, bit
-        for bit.  No gradient flows through the constrained DOFs (they are data).
+        changes units around it (a normalizer encodes the inputs the lifting is computed
+        from, or decodes the outputs): the boundary values then come from ``lifting`` or
+        the context's lifting of the physical ``x``, in float64, bit for bit.  No gradient
+        flows through the constrained DOFs (they are data).
 
         Shapes
         ------
         ``u``: the output layout of :meth:`forward`; ``x`` and ``lifting`` as there.
         """
         ctx = self._context(context)
-        nodes = self.encoder(x, ctx) if lifting is None and self.lifting_input is not None else None
-        g = self._boundary_data(nodes, ctx, lifting)
-        g = ctx.lifting if g is None else g
+        g = self._boundary_data(self.encoder.split(x, ctx), ctx, lifting)
         u3 = u.unsqueeze(-1) if self.output_scalar else u
         if u3.ndim != 3 or u3.shape[1:] != ctx.mask.shape:
             raise SpaceMismatchError(f"expected outputs of shape (batch, {', '.join(map(str, ctx.mask.shape))}), "
@@ -296,4 +324,19 @@ class SPON(torch.nn.Module):
         return out.squeeze(-1) if self.output_scalar else out
 
     def extra_repr(self) -> str:
-        return f"processor={self.processor_type!r}, lifting_input={self.lifting_input!r}"
+        return f"processor={self.processor_type!r}, lifting_inputs={list(self.lifting_inputs)!r}"
+
+
+def _migrate_lifting(model: SPON, incompatible_keys: Any) -> None:
+    """After loading a state_dict: check the stored context against the model (a context
+    without the model's lifting maps would impose fixed data).  A checkpoint written before
+    lifting maps existed (config key ``lifting_input``, a context without maps) gets that
+    input's injection as its lifting map, what such a model did."""
+    ctx = model.context
+    if ctx is None:
+        return
+    name = model._legacy_lifting_input
+    if name is not None and not ctx.lifting_maps:
+        ctx = ctx.with_lifting_input([f.name for f in model.encoder.fields].index(name))
+        model.context_buffers.set(ctx)
+    model.check_context(ctx)

@@ -42,7 +42,7 @@ def solve_or_raise(solver: fd.LinearVariationalSolver) -> None:
         solver.solve()
     except fd.ConvergenceError as exc:
         reason = solver.snes.getKSP().getConvergedReason()
-        raise SolveError(reason, detail=" ".join(str(exc).split())) from exc
+        raise SolveError(reason, detail=" ".join(str(exc).split()), solver="KSP") from exc
 
 
 def assign_inputs(

@@ -9,7 +9,9 @@ evaluation only talk to problems through this interface:
 * :meth:`Problem.sample_inputs` — random inputs of one sample from a numpy ``Generator``,
 * :meth:`Problem.solve` — the FE solution for given inputs (solver structures reused),
 * :meth:`Problem.output_bcs` — the Dirichlet conditions the output satisfies (their data
-  may depend on the inputs, e.g. random boundary data),
+  may depend on the inputs, e.g. random boundary data: give ``DirichletBC`` the input
+  Function or a UFL expression of the inputs, so that :meth:`Problem.dirichlet_map` can
+  state the data as a sparse affine map of the inputs, which SPON lifts exactly),
 * :attr:`Problem.params` — JSON-able parameters, stored as provenance.
 
 Each sample's randomness comes from ``numpy.random.default_rng([seed, index])``
@@ -26,8 +28,9 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.errors import FEOperatorsError
+from fe_operators.fem.lifting import DirichletMap, dirichlet_map
 
-__all__ = ["Problem", "SolveError", "sample_rng"]
+__all__ = ["Problem", "SolveError", "reason_text", "sample_rng"]
 
 
 class SolveError(FEOperatorsError, RuntimeError):
@@ -39,18 +42,53 @@ class SolveError(FEOperatorsError, RuntimeError):
         PETSc's converged reason (a negative integer) or a text.
     sample
         Index of the sample being solved, when known.
+    detail
+        More about the failure (e.g. Firedrake's message).
+    solver
+        Whose reason ``reason`` is: ``"SNES"`` (nonlinear solver) or ``"KSP"`` (linear
+        solver); the two number their reasons differently (-5 is ``SNES_DIVERGED_MAX_IT``
+        but ``KSP_DIVERGED_BREAKDOWN``).  ``None`` when unknown: the number is not named.
     """
 
-    def __init__(self, reason: object, sample: int | None = None, detail: str = "") -> None:
+    def __init__(self, reason: object, sample: int | None = None, detail: str = "",
+                 solver: str | None = None) -> None:
+        if solver not in (None, "SNES", "KSP"):
+            raise ValueError(f"expected solver 'SNES', 'KSP' or None, got {solver!r}")
         self.reason = reason
         self.sample = sample
         self.detail = detail
+        self.solver = solver
         super().__init__(str(self))
+
+    @property
+    def reason_text(self) -> str:
+        """The reason with its PETSc name, e.g. ``"-5 (SNES_DIVERGED_MAX_IT)"``."""
+        return reason_text(self.reason, self.solver)
 
     def __str__(self) -> str:
         where = f"sample {self.sample}: " if self.sample is not None else ""
         extra = f" ({self.detail})" if self.detail else ""
-        return f"{where}solver did not converge, PETSc reason {self.reason}{extra}"
+        return f"{where}solver did not converge, PETSc reason {self.reason_text}{extra}"
+
+
+def reason_text(reason: object, solver: str | None) -> str:
+    """PETSc's converged reason with its name: ``reason_text(-3, "KSP") == "-3 (KSP_DIVERGED_ITS)"``.
+
+    Parameters
+    ----------
+    reason
+        An integer converged reason (anything else is returned as ``str(reason)``).
+    solver
+        ``"SNES"`` or ``"KSP"``: whose enumeration names the number (``None``: no name).
+    """
+    from petsc4py import PETSc
+
+    if solver is None or isinstance(reason, bool) or not isinstance(reason, (int, np.integer)):
+        return str(reason)
+    enum = PETSc.SNES.ConvergedReason if solver == "SNES" else PETSc.KSP.ConvergedReason
+    names = {v: k for k, v in vars(enum).items() if k.isupper() and isinstance(v, int)}
+    name = names.get(int(reason))
+    return f"{int(reason)} ({solver}_{name})" if name else str(int(reason))
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -75,6 +113,9 @@ class Problem(abc.ABC):
 
     #: registry name of the family, e.g. ``"darcy"``
     name: str = ""
+
+    #: options given to the :attr:`solver_parameters` setter (``None``: read the solvers)
+    _solver_parameters: dict[str, Any] | None = None
 
     def __init__(self, mesh: fd.MeshGeometry, **params: Any) -> None:
         self.mesh = mesh
@@ -107,8 +148,53 @@ class Problem(abc.ABC):
         """
 
     def output_bcs(self, inputs: Mapping[str, fd.Function]) -> list[fd.DirichletBC]:
-        """Dirichlet conditions of the output for these inputs (default: none)."""
+        """Dirichlet conditions of the output for these inputs (default: none).
+
+        Data that depend on the inputs should be the input Functions themselves or UFL
+        expressions of them (``DirichletBC(V, d * inputs["g"], 1)``), not Functions
+        computed from them, so that :meth:`dirichlet_map` can read the dependence.
+        """
         return []
+
+    def dirichlet_map(self) -> DirichletMap:
+        """The output's Dirichlet data as an affine map of the inputs, ``g_0 + Σ_k L_k x_k``.
+
+        Default: derived from :meth:`output_bcs` by
+        :func:`~fe_operators.fem.lifting.dirichlet_map` (and checked on random inputs).
+        Override it for data that are affine in the inputs but not written as UFL
+        expressions of them.
+
+        Raises
+        ------
+        BoundaryDataError
+            The data are not affine in the inputs (or not readable as such).
+        """
+        return dirichlet_map(self.output_space, self.output_bcs, self.input_spaces)
+
+    @property
+    def solver_parameters(self) -> dict[str, Any] | None:
+        """The PETSc options the problem's solves really use, Firedrake's defaults included.
+
+        Read from the Firedrake variational solvers held as attributes of the problem:
+        the options Firedrake passes to PETSc, i.e. the family's ``solver_parameters``
+        merged with Firedrake's defaults (``snes_type: ksponly`` for a linear problem,
+        ``ksp_rtol``, ...).  With several solvers, ``{attribute name: options}``;
+        ``None`` when the problem holds none.  A problem that solves otherwise sets this
+        property instead.  Data generation records it in the provenance and compares it
+        when a run is resumed or extended.
+        """
+        if self._solver_parameters is not None:
+            return dict(self._solver_parameters)
+        solvers = {k: v for k, v in vars(self).items() if isinstance(v, fd.NonlinearVariationalSolver)}
+        if not solvers:
+            return None
+        if len(solvers) == 1:
+            return dict(next(iter(solvers.values())).parameters)
+        return {k: dict(v.parameters) for k, v in solvers.items()}
+
+    @solver_parameters.setter
+    def solver_parameters(self, value: Mapping[str, Any] | None) -> None:
+        self._solver_parameters = None if value is None else dict(value)
 
     # -------------------------------------------------------------- helpers
     def sample(self, seed: int, index: int) -> tuple[dict[str, fd.Function], fd.Function]:
@@ -117,7 +203,7 @@ class Problem(abc.ABC):
         try:
             return inputs, self.solve(inputs)
         except SolveError as exc:
-            raise SolveError(exc.reason, index, exc.detail) from exc
+            raise SolveError(exc.reason, index, exc.detail, exc.solver) from exc
 
     def description(self) -> dict[str, Any]:
         """JSON-able description: family name and parameters."""

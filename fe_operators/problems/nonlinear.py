@@ -132,7 +132,8 @@ class NonlinearDiffusionProblem(Problem):
         ------
         SolveError
             Newton did not converge; ``reason`` is the SNES converged reason (or the
-            KSP's when the linear solve failed), ``detail`` Firedrake's message.
+            KSP's when the linear solve failed; ``solver`` says which), ``detail``
+            Firedrake's message.
         """
         assign_inputs({"f": self._f}, inputs, self.name)
         self._u.zero()
@@ -140,10 +141,10 @@ class NonlinearDiffusionProblem(Problem):
         try:
             self._solver.solve()
         except fd.ConvergenceError as exc:
-            reason = snes.getConvergedReason()
+            reason, kind = snes.getConvergedReason(), "SNES"
             if reason >= 0:  # SNES itself fine: the inner linear solve failed
-                reason = snes.getKSP().getConvergedReason()
-            raise SolveError(reason, detail=" ".join(str(exc).split())) from exc
+                reason, kind = snes.getKSP().getConvergedReason(), "KSP"
+            raise SolveError(reason, detail=" ".join(str(exc).split()), solver=kind) from exc
         self.newton_iterations = int(snes.getIterationNumber())
         return self._u.copy(deepcopy=True)
 

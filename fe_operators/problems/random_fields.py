@@ -271,7 +271,7 @@ class GaussianRandomField:
             self._ksp.solve(self._b, self._x)
             reason = self._ksp.getConvergedReason()
             if reason < 0:
-                raise SolveError(reason, detail="Gaussian random field solve")
+                raise SolveError(reason, detail="Gaussian random field solve", solver="KSP")
         f = fd.Function(self.space) if out is None else out
         f.dat.data_wo[:] = self.mean + self.scale * self._x.array_r
         return f

@@ -16,14 +16,13 @@ processor's declared once in its ``Options`` dataclass (``fe-operators train
     model:
       type: spon
       processor: gnn          # a registered processor: gnn | mlp | multigrid
-      width: 32               # gnn: hidden features
-      depth: 2                # gnn: message-passing layers
-      latent_cells: 16        # gnn: latent Fourier grid cells per axis (0: none)
+      width: 64               # gnn: hidden features (keys left out: GNNOptions' defaults)
+      depth: 3                # gnn: message-passing layers
 
 Keys of another processor are an error, not ignored.  Normalisation: any
 ``data.normalize_inputs`` / ``normalize_output`` keeps SPON's Dirichlet values exact (the
-trainer re-imposes the physical boundary data after decoding, see
-:func:`~fe_operators.train.physical_forward`).
+:class:`~fe_operators.models.NormalizedModel` around the SPON re-imposes the physical
+boundary data after decoding).
 
 This module imports Firedrake only when a model is built.
 """
@@ -65,8 +64,10 @@ class SPONOptions:
         "How inputs reach the output's DOF nodes: 'auto' (lumped L2 projection from discontinuous inputs "
         "onto degree-1 nodes, interpolation otherwise), 'interpolate' or 'project'.", default="auto")
     lifting_input: Union[str, None] = option(
-        "Input whose values on the Dirichlet DOFs are the boundary data: 'auto' (found from the problem), "
-        "an input name, or null (the fixed lifting of the problem's conditions).", default="auto")
+        "How the Dirichlet data are lifted: 'auto' (the problem's Dirichlet data as a sparse linear map of its "
+        "inputs, e.g. Poisson's g or Stokes' d*g, exact in float64; fixed data where they do not depend on the "
+        "inputs), the name of the one input they depend on (checked), or null (fixed data: an error where the "
+        "data depend on the inputs).", default="auto")
     weights_dtype: Literal["float32", "float64"] = option(
         "Dtype of the weights (outputs are float64 either way).", default="float32")
     processor_options: Any = dataclasses.field(default=None, init=False, metadata={"doc": ""})
@@ -156,7 +157,8 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     Raises
     ------
     ConfigError
-        Invalid options.
+        Invalid options; ``lifting_input: null`` (or another input's name) where the
+        problem's boundary data depend on its inputs.
     NumberingError
         The problem rebuilt from the provenance numbers its DOFs differently from the
         stored arrays (the model would read scrambled data).
@@ -180,9 +182,14 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     if lifting_input not in (None, "auto") and lifting_input not in names:
         raise ConfigError("model.lifting_input", f"expected 'auto', null or an input name in {names}, "
                                                  f"got {lifting_input!r}")
-    return spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
-                            dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
-                            **config_to_dict(opts.processor_options))
+    try:
+        return spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
+                                dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
+                                **config_to_dict(opts.processor_options))
+    except ConfigError as exc:
+        if exc.key != "lifting_input":
+            raise
+        raise ConfigError("model.lifting_input", exc.message) from None
 
 
 def _register() -> None:

@@ -2,21 +2,22 @@
 
 A checkpoint is one ``torch.save`` file of a dict holding only tensors and plain Python
 values (``str``, ``int``, ``float``, ``bool``, ``None``, lists, tuples, dicts), so it
-loads with ``torch.load(weights_only=True)`` and never unpickles code.  Layout (format
-version 1)::
+loads with ``torch.load(weights_only=True)`` and never unpickles code.  It holds one model,
+a :class:`~fe_operators.models.NormalizedModel` (the network between its normalizers:
+physical values in and out).  Layout (format version 2)::
 
     format                "fe_operators.checkpoint"
-    format_version        1
+    format_version        2
     fe_operators_version  package version that wrote it
     torch_version         torch version that wrote it
     kind                  "last" | "best" | "model"
     model
-      class               "package.module:ClassName" (imported by name on load)
-      config              JSON-able constructor config (model.config; from_config(config))
-      state_dict          weights and buffers
-    normalizers
-      input               None | {"type": "single", "state": {...}} | {"type": "by_name", "state": {name: {...}}}
-      output              None | {"type": "single", "state": {...}}
+      class               "package.module:ClassName" of the network, a registered model
+                          class (fe_operators.models.register_model_class)
+      config              its JSON-able constructor config (network.config; from_config(config))
+      normalizers         {"input": None | "single" | [input names], "output": None | "single"}
+      state_dict          weights and buffers of the NormalizedModel: "network.*",
+                          "input_normalizer.*", "output_normalizer.*"
     spaces                {"inputs/<name>": SpaceInfo dict, ..., "output": SpaceInfo dict}
     run                   None, or plain data on the run: {"config": resolved run
                           configuration, "dataset": {"path", "numbering"}} from the CLI
@@ -29,25 +30,31 @@ version 1)::
                           epoch_loss_sum, epoch_samples, epoch_time, elapsed,
                           best, history (the metric rows)
 
+Format version 1 (normalizer statistics in a top-level ``normalizers`` entry, the
+network's own ``state_dict`` under ``model``) is read and converted to version 2 on load.
+
 Writes go to a temporary file in the same folder, are flushed and ``fsync``-ed, then
 renamed over the target with ``os.replace``: a crash mid-write leaves the previous file
-intact.  :func:`load_model` rebuilds model, normalizers and metadata without the script
-that trained the model; the model class must be importable (on ``sys.path``), a
-``torch.nn.Module`` subclass, and offer ``from_config`` (the contract of
-``fe_operators.models``: a JSON-able ``config`` property and a ``from_config``
-classmethod).
+intact.  :func:`load_model` rebuilds the model and metadata without the script that
+trained it.  The network's class is looked up in the registry of model classes
+(:mod:`fe_operators.models.registry`), never imported by the name the file gives: it must
+be one of fe_operators' models or registered by the user, and offer the contract of
+``fe_operators.models`` (a JSON-able ``config`` property and a ``from_config`` classmethod).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib
+import glob
 import json
 import os
 import pickle
+import pickletools
 import re
+import socket
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -55,10 +62,10 @@ from typing import IO, Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from fe_operators.data.dataset import UnitGaussianNormalizer
-from fe_operators.errors import SpaceMismatchError
-from fe_operators.train.errors import CheckpointError
-from fe_operators.train.normalized import InputNormalizer, Inputs, physical_forward
+from fe_operators.errors import CheckpointError, SpaceMismatchError
+from fe_operators.models.normalized import Inputs, NormalizedModel
+from fe_operators.models.registry import check_model_class, class_reference, model_class
+from fe_operators.sparse_csr import csr_beta_warning_silenced
 
 __all__ = [
     "FORMAT",
@@ -66,22 +73,20 @@ __all__ = [
     "ConfigurableModel",
     "LoadedModel",
     "atomic_write",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "read_checkpoint",
     "model_payload",
-    "normalizer_payload",
-    "normalizers_from_payload",
     "model_class_path",
-    "import_model_class",
     "load_model",
     "space_dicts",
     "check_spaces",
 ]
 
 FORMAT = "fe_operators.checkpoint"
-FORMAT_VERSION = 1
-_REQUIRED = ("format_version", "fe_operators_version", "kind", "model", "normalizers", "spaces")
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+FORMAT_VERSION = 2
+_REQUIRED = ("format_version", "fe_operators_version", "kind", "model", "spaces")
+_MODEL_KEYS = ("class", "config", "normalizers", "state_dict")
 
 
 @runtime_checkable
@@ -98,6 +103,59 @@ class ConfigurableModel(Protocol):
 
 
 # ----------------------------------------------------------------------------- writing
+_HOST = socket.gethostname()
+#: temporaries of writers that recorded no host and process (older versions) are stale after this
+_LEGACY_STALE_SECONDS = 3600.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes to ``path`` whose writer is gone.
+
+    A temporary file of :func:`atomic_write` names its writer's host and process; it is
+    stale when that process no longer exists on this host (killed mid-write).  Files of
+    writers on other hosts (a shared file system) are left alone; those of older versions,
+    which name no writer, count as stale after an hour.
+
+    Returns
+    -------
+    list of Path
+        The removed files.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?P<host>.+)-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        found = pattern.match(tmp.name)
+        if found is None:
+            continue
+        try:
+            if found["pid"] is not None:
+                stale = found["host"] == _HOST and not _alive(int(found["pid"]))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > _LEGACY_STALE_SECONDS
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # removed by someone else meanwhile
+            continue
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file atomically: temporary file in the same folder, fsync, ``os.replace``.
 
@@ -111,10 +169,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     Notes
     -----
     If ``write`` raises (or the process dies) the target keeps its previous content;
-    the temporary file is removed when the failure is an exception.
+    the temporary file is removed when the failure is an exception.  The temporary file
+    is named ``.<name>.<host>-<pid>.<random>.tmp``; one left by a writer that was killed
+    (SIGKILL, power loss) is removed by the next write to the same target
+    (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -190,66 +252,128 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
 
 
 def model_class_path(model: torch.nn.Module) -> str:
-    """The ``"module:QualName"`` reference of ``model``'s class, checked to be importable.
+    """The ``"module:QualName"`` reference of a network's class, checked to be loadable.
+
+    Parameters
+    ----------
+    model
+        The network (a :class:`~fe_operators.models.NormalizedModel` stands for its
+        ``network``).
 
     Raises
     ------
     TypeError
-        The class lives in ``__main__`` or inside a function, or lacks ``config`` /
-        ``from_config``, so a checkpoint could not rebuild it.
+        The class lives in ``__main__`` or inside a function, lacks ``config`` /
+        ``from_config``, or is not registered
+        (:func:`~fe_operators.models.register_model_class`), so a checkpoint could not
+        rebuild it.
     """
-    cls = type(model)
-    ref = f"{cls.__module__}:{cls.__qualname__}"
-    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
-        raise TypeError(
-            f"model class {ref} cannot be re-imported from a checkpoint; define it in an importable "
-            "module (a file on sys.path), not in a script or a function"
-        )
-    if not isinstance(model, ConfigurableModel):
+    network = model.network if isinstance(model, NormalizedModel) else model
+    cls = type(network)
+    check_model_class(cls)
+    ref = class_reference(cls)
+    if not isinstance(network, ConfigurableModel):
         raise TypeError(f"model class {ref} needs a JSON-able `config` property and a `from_config` classmethod")
+    try:
+        registered = model_class(ref)
+    except LookupError as exc:
+        raise TypeError(str(exc)) from None
+    if registered is not cls:
+        raise TypeError(f"model class {ref} is not the class registered under that name ({registered!r})")
     return ref
 
 
 def model_payload(model: torch.nn.Module) -> dict[str, Any]:
-    """The ``model`` entry of a checkpoint: class reference, config and ``state_dict``.
+    """The ``model`` entry of a checkpoint: the network's class and config, the normalizer
+    layout and the ``state_dict`` of the :class:`~fe_operators.models.NormalizedModel`.
+
+    Parameters
+    ----------
+    model
+        A :class:`~fe_operators.models.NormalizedModel`, or a network (stored as one
+        without normalizers).
 
     Raises
     ------
     TypeError
-        The model is not checkpointable (see :func:`model_class_path`) or its config is
-        not JSON-able.
+        The network is not checkpointable (see :func:`model_class_path`) or its config
+        is not JSON-able.
     """
+    model = model if isinstance(model, NormalizedModel) else NormalizedModel(model)
     ref = model_class_path(model)
-    config = model.config
+    config = model.network.config
     try:
         config = json.loads(json.dumps(config))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the config of {ref} is not JSON-able: {exc}") from None
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"class": ref, "config": config, "state_dict": state}
+    return {"class": ref, "config": config, "normalizers": model.layout, "state_dict": state}
 
 
-def normalizer_payload(normalizer: InputNormalizer) -> dict[str, Any] | None:
-    """A normalizer (one, a mapping name -> one, or None) as plain checkpoint data."""
-    if normalizer is None:
-        return None
-    if isinstance(normalizer, UnitGaussianNormalizer):
-        return {"type": "single", "state": {k: v.detach().cpu() for k, v in normalizer.state_dict().items()}}
-    return {"type": "by_name", "state": {n: normalizer_payload(m)["state"] for n, m in normalizer.items()}}
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 checkpoint in the format-2 layout (normalizers moved into the model entry).
 
-
-def normalizers_from_payload(payload: Mapping[str, Any] | None) -> InputNormalizer:
-    """Inverse of :func:`normalizer_payload`."""
-    if payload is None:
-        return None
-    if payload["type"] == "single":
-        return UnitGaussianNormalizer.from_state_dict(payload["state"])
-    if payload["type"] == "by_name":
-        return {n: UnitGaussianNormalizer.from_state_dict(s) for n, s in payload["state"].items()}
-    raise ValueError(f"unknown normalizer type {payload['type']!r}")
+    Version 1 kept the network's ``state_dict`` under ``model`` and the normalizers'
+    statistics in a top-level ``normalizers`` entry (``{"type": "single" | "by_name",
+    "state": ...}`` per side).
+    """
+    norms = data.pop("normalizers", None) or {}
+    model = data["model"]
+    state = {f"network.{k}": v for k, v in model["state_dict"].items()}
+    layout: dict[str, Any] = {}
+    for side in ("input", "output"):
+        entry = norms.get(side)
+        if entry is None:
+            layout[side] = None
+        elif entry["type"] == "single":
+            layout[side] = "single"
+            state.update({f"{side}_normalizer.{k}": v for k, v in entry["state"].items()})
+        elif entry["type"] == "by_name":
+            layout[side] = list(entry["state"])
+            state.update({f"{side}_normalizer.{name}.{k}": v
+                          for name, st in entry["state"].items() for k, v in st.items()})
+        else:
+            raise ValueError(f"unknown normalizer type {entry['type']!r}")
+    data["model"] = {**model, "normalizers": layout, "state_dict": state}
+    return data
 
 
 # ----------------------------------------------------------------------------- reading
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a torch file: ``data.pkl`` of a zip file, else the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("data.pkl")]
+            return z.read(names[0]) if names else b""
+    return path.read_bytes()
+
+
+def _refusal(text: str, path: Path) -> str | None:
+    """What ``torch.load(weights_only=True)`` refused, if it refused a well-formed pickle (else None).
+
+    torch's message names a forbidden global (a function or class: code), or an opcode
+    its restricted unpickler does not allow.  The latter is also what garbage looks
+    like, so an opcode counts as refused only if the stream is a well-formed pickle
+    (parsed with :mod:`pickletools`, which executes nothing).
+    """
+    found = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+ whose module \S+ is blocked|"
+                      r"Unsupported class \S+)", text)
+    if found:
+        return f"it holds pickled objects other than tensors and plain data ({found.group(1)})"
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if not found:
+        return None
+    try:
+        ops = list(pickletools.genops(_pickle_bytes(path)))
+    except Exception:  # not a well-formed pickle: corrupt, not refused
+        return None
+    if not ops or ops[-1][0].name != "STOP":
+        return None
+    op = pickletools.code2op.get(chr(int(found.group(1))))
+    return (f"a well-formed pickle with opcode {op.name if op else found.group(1)}, which torch's restricted "
+            "unpickler does not accept (not a file written by save_checkpoint)")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check a checkpoint file with ``torch.load(weights_only=True)`` on the CPU.
 
@@ -265,16 +389,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(path, "not a regular file")
     try:
-        with warnings.catch_warnings():  # a corrupt file can look like an odd pickle protocol
+        with warnings.catch_warnings(), csr_beta_warning_silenced():  # stored CSR operators are rebuilt here
+            # a corrupt file can look like an odd pickle protocol
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        detail = re.search(r"(Unsupported global: GLOBAL \S+)", text)
-        if detail:
-            raise CheckpointError(path, "refused by torch.load(weights_only=True): it holds pickled objects other "
-                                        f"than tensors and plain data ({detail.group(1)})") from None
-        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        refused = _refusal(str(exc), path)
+        if refused:
+            raise CheckpointError(path, f"refused by torch.load(weights_only=True): {refused}; nothing in it was "
+                                        "run (load checkpoints only from sources you trust)") from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
         why = detail.group(1).strip() if detail else type(exc).__name__
         raise CheckpointError(path, f"cannot be read, the file is truncated or corrupt ({why})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as exc:
@@ -284,50 +408,26 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(path, "not an fe_operators checkpoint (no 'format' entry "
                                     f"{FORMAT!r}); was it written by save_checkpoint?")
-    missing = [k for k in _REQUIRED if k not in data]
+    version = data.get("format_version")
+    required = _REQUIRED + (("normalizers",) if version == 1 else ())
+    missing = [k for k in required if k not in data]
     if missing:
         raise CheckpointError(path, f"incomplete fe_operators checkpoint: missing {', '.join(missing)}")
-    version = data["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise CheckpointError(
             path, f"format version {version!r} written by fe_operators {data['fe_operators_version']}; this "
                   f"fe_operators reads up to version {FORMAT_VERSION}: upgrade fe_operators")
     model = data["model"]
-    if not isinstance(model, dict) or not {"class", "config", "state_dict"} <= set(model):
-        raise CheckpointError(path, "the 'model' entry needs 'class', 'config' and 'state_dict'")
+    keys = _MODEL_KEYS if version > 1 else ("class", "config", "state_dict")
+    if not isinstance(model, dict) or not set(keys) <= set(model):
+        missing = [k for k in keys if not isinstance(model, dict) or k not in model]
+        raise CheckpointError(path, f"incomplete fe_operators checkpoint: missing model.{', model.'.join(missing)}")
+    if version == 1:
+        try:
+            data = _upgrade_v1(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(path, f"malformed normalizer entry of a format-1 checkpoint: {exc}") from None
     return data
-
-
-def import_model_class(ref: str) -> type[torch.nn.Module]:
-    """Import a model class from its ``"package.module:QualName"`` reference.
-
-    Only classes that are ``torch.nn.Module`` subclasses with a ``from_config``
-    classmethod are returned.
-
-    Raises
-    ------
-    ImportError
-        The reference is malformed or the module/class cannot be imported.
-    TypeError
-        The object is not a suitable model class.
-    """
-    module_name, _, qualname = ref.partition(":")
-    if not _DOTTED.match(module_name) or not _DOTTED.match(qualname) or module_name == "__main__":
-        raise ImportError(f"expected a model class reference 'package.module:ClassName', got {ref!r}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"cannot import module {module_name!r} of model class {ref!r} ({exc}); "
-                          "install it or put its folder on PYTHONPATH") from None
-    for part in qualname.split("."):
-        if not hasattr(obj, part):
-            raise ImportError(f"module {module_name!r} has no class {qualname!r}")
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
-        raise TypeError(f"{ref!r} is not a torch.nn.Module subclass")
-    if not callable(getattr(obj, "from_config", None)):
-        raise TypeError(f"model class {ref!r} has no from_config classmethod")
-    return obj
 
 
 def space_dicts(spaces: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -377,20 +477,19 @@ def check_spaces(expected: Mapping[str, Any], actual: Mapping[str, Any], *,
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model rebuilt from a checkpoint, with its normalizers and metadata.
+    """A model rebuilt from a checkpoint, with its metadata.
 
     Attributes
     ----------
     model
-        The network (in eval mode), on the requested device.
-    input_normalizer, output_normalizer
-        The normalizers it was trained with (or ``None``).
+        The :class:`~fe_operators.models.NormalizedModel` (network and normalizers;
+        physical values in and out), in eval mode, on the requested device.
     spaces
         Space key -> SpaceInfo dict of the data it was trained on.
     model_class
-        ``"module:Class"`` reference.
+        ``"module:Class"`` reference of the network.
     config
-        The model's constructor config.
+        The network's constructor config.
     metadata
         ``kind``, versions, ``run`` and (for run checkpoints) the epoch, step and
         best validation value.
@@ -398,25 +497,28 @@ class LoadedModel:
         The checkpoint file.
     """
 
-    model: torch.nn.Module
-    input_normalizer: InputNormalizer
-    output_normalizer: UnitGaussianNormalizer | None
+    model: NormalizedModel
     spaces: dict[str, dict[str, Any]]
     model_class: str
     config: dict[str, Any]
     metadata: dict[str, Any]
     path: str
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network inside the normalizers (e.g. the SPON)."""
+        return self.model.network
+
     @torch.no_grad()
-    def predict(self, x: Inputs) -> torch.Tensor:
-        """Physical outputs for physical inputs (encode, network, decode), without gradients.
+    def predict(self, x: Inputs, **kwargs: Any) -> torch.Tensor:
+        """Physical outputs for physical inputs (``model(x, **kwargs)``), without gradients.
 
         Shapes
         ------
         x: ``(batch, n_nodes, channels)`` or a dict of ``(batch, n_nodes[, ncomp])``;
         output: ``(batch, n_nodes[, ncomp])``.
         """
-        return physical_forward(self.model, x, self.input_normalizer, self.output_normalizer)
+        return self.model(x, **kwargs)
 
     def check_spaces(self, spaces: Mapping[str, Any], name: str = "the dataset") -> None:
         """Raise :class:`~fe_operators.errors.SpaceMismatchError` unless ``spaces`` match
@@ -425,19 +527,20 @@ class LoadedModel:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild a model, its normalizers and metadata from a checkpoint.
+    """Rebuild a model (network and normalizers) and its metadata from a checkpoint.
 
-    The model is built with ``from_config(config)`` and the stored tensors are
-    *assigned* to it (``load_state_dict(assign=True)``), so mesh-dependent buffers such
-    as sparse operators need only the right shape after ``from_config``, not the
-    right sparsity pattern or values.
+    The network is built with ``from_config(config)`` of its registered class, put
+    between placeholder normalizers of the stored layout, and the stored tensors are
+    *assigned* to the whole (``load_state_dict(assign=True)``), so mesh-dependent buffers
+    such as sparse operators, and the normalizers' statistics, need no particular shape
+    after ``from_config``.
 
     Parameters
     ----------
     path
-        A checkpoint file (``best.pt``, ``last.pt`` of a run).
+        A checkpoint file (``best.pt``, ``last.pt`` of a run), format version 1 or 2.
     device
-        Where to put model and normalizers.
+        Where to put the model.
 
     Returns
     -------
@@ -446,8 +549,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Raises
     ------
     CheckpointError
-        Missing/corrupt file, a model class that cannot be imported or is not a model,
-        or weights that do not fit the rebuilt model.
+        Missing/corrupt/refused file, a network class that is not registered, or
+        weights that do not fit the rebuilt model.
 
     Examples
     --------
@@ -456,34 +559,27 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     >>> u = loaded.predict(x)                               # physical units
     """
     data = read_checkpoint(path)
-    ref, config = data["model"]["class"], data["model"]["config"]
+    entry = data["model"]
+    ref, config = entry["class"], entry["config"]
     try:
-        cls = import_model_class(ref)
-    except (ImportError, TypeError) as exc:
+        cls = model_class(ref)
+    except LookupError as exc:
         raise CheckpointError(path, str(exc)) from None
     try:
-        model = cls.from_config(config)
+        network = cls.from_config(config)
     except Exception as exc:  # any constructor failure, reported with its context
         raise CheckpointError(path, f"{ref}.from_config failed on the stored config: "
                                     f"{type(exc).__name__}: {exc}") from exc
-    try:  # assign: buffers (e.g. sparse operators of the mesh) come from the checkpoint as they are
-        model.load_state_dict(data["model"]["state_dict"], assign=True)
+    try:
+        model = NormalizedModel.with_layout(network, entry["normalizers"])
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"malformed model.normalizers entry: {exc}") from None
+    try:  # assign: buffers (sparse operators of the mesh, statistics) come from the checkpoint as they are
+        model.load_state_dict(entry["state_dict"], assign=True)
     except RuntimeError as exc:
         raise CheckpointError(path, f"the stored weights do not fit {ref} built from the stored config: "
                                     f"{exc}") from None
     model.to(device).eval()
-    try:
-        x_norm = normalizers_from_payload(data["normalizers"].get("input"))
-        y_norm = normalizers_from_payload(data["normalizers"].get("output"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(path, f"malformed normalizer entry: {exc}") from None
-    if isinstance(x_norm, UnitGaussianNormalizer):
-        x_norm.to(device)
-    elif x_norm is not None:
-        for m in x_norm.values():
-            m.to(device)
-    if y_norm is not None:
-        y_norm.to(device)
     progress = data.get("progress") or {}
     metadata = {
         "kind": data["kind"],
@@ -495,4 +591,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         "step": progress.get("step"),
         "best": progress.get("best"),
     }
-    return LoadedModel(model, x_norm, y_norm, space_dicts(data["spaces"]), ref, config, metadata, str(path))
+    return LoadedModel(model, space_dicts(data["spaces"]), ref, config, metadata, str(path))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -31,19 +30,19 @@ import numpy as np
 import torch
 import yaml
 
+from fe_operators.cli import command
 from fe_operators.data import FEDataset, FEFile, split_indices
-from fe_operators.errors import FEOperatorsError, SpaceMismatchError
-from fe_operators.train.checkpoint import (
-    atomic_write, check_spaces, load_model, normalizers_from_payload, read_checkpoint,
-)
+from fe_operators.errors import CheckpointError, ConfigError, FEOperatorsError, SpaceMismatchError, UsageError
+from fe_operators.models.normalized import NormalizedModel
+from fe_operators.train.checkpoint import atomic_write, check_spaces, load_model, read_checkpoint
 from fe_operators.train.config import (
     ModelSection, RunConfig, config_to_dict, default_config_yaml, load_config, register_model_schema,
 )
-from fe_operators.train.errors import CheckpointError, ConfigError
 from fe_operators.train.rng import seed_everything
 from fe_operators.train.trainer import Trainer, TrainResult
 
-__all__ = ["MODEL_BUILDERS", "ModelBuilder", "register_model", "build_model", "run_training", "main_train"]
+__all__ = ["MODEL_BUILDERS", "ModelBuilder", "register_model", "build_model", "run_training", "main_train",
+           "pin_threads"]
 
 ModelBuilder = Callable[[ModelSection, FEDataset], torch.nn.Module]
 
@@ -95,6 +94,18 @@ def build_model(section: ModelSection, dataset: FEDataset) -> torch.nn.Module:
         if isinstance(exc, FEOperatorsError):
             raise
         raise ConfigError("model", f"the {section.type!r} builder rejected the section: {exc}") from exc
+
+
+def pin_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in torch and in numba's parallel kernels (graphs, sparse products).
+
+    numba cannot go above the pool it started with (``NUMBA_NUM_THREADS``, by default the
+    number of cores), so its count is capped there.
+    """
+    import numba
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 def _split(file: FEFile, split: list, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,7 +169,7 @@ def run_training(cfg: RunConfig, resume: bool = False) -> TrainResult:
         raise ConfigError("out.dir", f"{run_dir} already holds a run; pass --resume to continue it, or choose "
                                      "another out.dir")
     if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
+        pin_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
 
     file = FEFile(cfg.data.path)
@@ -173,25 +184,21 @@ def run_training(cfg: RunConfig, resume: bool = False) -> TrainResult:
     dtype = getattr(torch, cfg.data.dtype)
     datasets = [FEDataset(file.path, idx, dtype=dtype, preload=cfg.data.preload) for idx in (train_idx, val_idx)]
     test = FEDataset(file.path, test_idx, dtype=dtype, preload=cfg.data.preload) if test_idx.size else None
-    if stored is not None:
-        x_norm = normalizers_from_payload(stored["normalizers"]["input"])
-        y_norm = normalizers_from_payload(stored["normalizers"]["output"])
-    else:
-        x_norm = y_norm = None
-        if cfg.data.normalize_inputs != "none":
-            x_norm, _ = datasets[0].fit_normalizers(per=cfg.data.normalize_inputs)
-        if cfg.data.normalize_output != "none":
-            _, y_norm = datasets[0].fit_normalizers(per=cfg.data.normalize_output)
+    x_norm = y_norm = None  # fitted on the train split; a resumed run then loads the stored ones
+    if cfg.data.normalize_inputs != "none":
+        x_norm, _ = datasets[0].fit_normalizers(per=cfg.data.normalize_inputs)
+    if cfg.data.normalize_output != "none":
+        _, y_norm = datasets[0].fit_normalizers(per=cfg.data.normalize_output)
 
     from fe_operators.train.losses import relative_loss_for_file
 
     names = [cfg.train.loss] + [m for m in cfg.train.metrics if m != cfg.train.loss]
     metrics = {name: relative_loss_for_file(file, name) for name in names}
-    model = build_model(cfg.model, datasets[0])
+    model = NormalizedModel(build_model(cfg.model, datasets[0]), x_norm, y_norm)
     run_info = {"config": resolved, "dataset": {"path": file.path, "numbering": dict(file.numbering)}}
     trainer = Trainer(model, metrics[cfg.train.loss], datasets[0], datasets[1], run_dir=run_dir,
-                      settings=cfg.train, metrics=metrics, select=cfg.train.loss, input_normalizer=x_norm,
-                      output_normalizer=y_norm, spaces=file.space_dicts, run_info=run_info)
+                      settings=cfg.train, metrics=metrics, select=cfg.train.loss, spaces=file.space_dicts,
+                      run_info=run_info)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(resolved, sort_keys=False)
     atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
@@ -213,33 +220,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_train(argv: list[str] | None = None) -> int:
-    """Entry point of ``fe-operators train``; returns the exit status.
+@command("train")
+def main_train(argv: list[str]) -> int:
+    """Entry point of ``fe-operators train`` (``main_train(argv=None)``); returns the exit status.
 
-    Exit status 0 on success, 1 on a data/checkpoint/training error, 2 on a usage or
-    configuration error; errors are printed as one line to stderr.
+    0 on success, 1 on a data/checkpoint/training error, 2 on a usage or configuration
+    error; errors are one line on stderr (:func:`fe_operators.cli.run_command`).
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if argv is None:  # Firedrake hands sys.argv to PETSc on import: keep our flags away from it
-        sys.argv = sys.argv[:1]
+    args = parser.parse_args(argv)
     if args.print_config:
         sys.stdout.write(default_config_yaml(args.print_config))
         return 0
     if not args.config:
         parser.print_usage(sys.stderr)
-        print("fe-operators train: error: --config FILE is required", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config)
-        result = run_training(cfg, resume=args.resume)
-    except ConfigError as exc:
-        print(f"fe-operators train: error: {exc}", file=sys.stderr)
-        return 2
-    except FEOperatorsError as exc:
-        print(f"fe-operators train: error: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("--config FILE is required")
+    result = run_training(load_config(args.config), resume=args.resume)
     best = result.best
     print(f"{result.stopped}: {result.epochs} epochs, {result.step} steps; best {best['metric']} = "
           f"{best['value']} (epoch {best['epoch']}); run in {result.run_dir}")

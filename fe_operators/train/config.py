@@ -60,6 +60,7 @@ __all__ = [
     "dataclass_from_dict",
     "default_config_yaml",
     "config_reference",
+    "device_error",
 ]
 
 
@@ -75,15 +76,23 @@ def _split(v: list) -> str | None:
     return None if v[0] > 0 and v[1] > 0 else f"the train and val splits must not be empty, got {v}"
 
 
-def _device(v: str) -> str | None:
+def device_error(v: Any) -> str | None:
+    """Why ``v`` is not a usable torch device here (None if it is): unknown, or a CUDA device
+    this machine does not have."""
     import torch
 
     try:
         dev = torch.device(v)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):
         return f"expected a torch device such as 'cpu' or 'cuda:0', got {v!r}"
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        return f"device {v!r} requested but torch sees no CUDA device"
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"device {v!r} requested but torch sees no CUDA device; use 'cpu'"
+        if dev.index is not None and dev.index >= count:
+            return f"device {v!r} requested but torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+    elif dev.type not in ("cpu", "meta") and not getattr(getattr(torch, dev.type, None), "is_available", bool)():
+        return f"device {v!r} requested but torch cannot use {dev.type!r} here; use 'cpu'"
     return None
 
 
@@ -115,11 +124,12 @@ class DataSection:
     seed: int = option("Seed of the random split.", default=0)
     normalize_inputs: Literal["dof", "global", "none"] = option(
         "Unit-Gaussian normalizer of the inputs, fitted on the train split: one mean/std per DOF ('dof'), "
-        "per channel ('global'), or none. The model sees encoded inputs.", default="dof")
+        "per channel ('global'), or none. The normalizers are part of the model (its network sees encoded "
+        "inputs; the model takes and returns physical values).", default="dof")
     normalize_output: Literal["dof", "global", "none"] = option(
-        "Normalizer of the output, as normalize_inputs: the model predicts encoded outputs, which the trainer "
-        "decodes before the loss (a SPON's Dirichlet DOFs are then reset to the physical boundary data, so "
-        "they stay exact).", default="dof")
+        "Normalizer of the output, as normalize_inputs: the network predicts encoded outputs, which the model "
+        "decodes (a SPON's Dirichlet DOFs are then reset to the physical boundary data, so they stay "
+        "exact).", default="dof")
     dtype: Literal["float32", "float64"] = option("Dtype of the tensors the model sees.", default="float32")
     preload: bool = option("Read the selected samples into memory once (faster epochs).", default=True)
 
@@ -171,9 +181,10 @@ class TrainSection:
     metrics: list[Literal["rel_l2", "rel_h1"]] = option(
         "Validation (and test) metrics logged in addition to the loss.", default_factory=lambda: ["rel_l2"])
     seed: int = option("Seed of model initialisation, data order and every RNG.", default=0)
-    device: str = option("Torch device, e.g. 'cpu' or 'cuda:0'.", _device, default="cpu")
-    threads: Union[int, None] = option("torch.set_num_threads (null: leave torch's default). Fix it for "
-                                     "bitwise-reproducible CPU runs.", optional(positive), default=None)
+    device: str = option("Torch device, e.g. 'cpu' or 'cuda:0'.", device_error, default="cpu")
+    threads: Union[int, None] = option("CPU threads of torch (torch.set_num_threads) and of numba's kernels "
+                                     "(null: leave their defaults). Fix it for bitwise-reproducible CPU runs.",
+                                     optional(positive), default=None)
     deterministic: bool = option("torch.use_deterministic_algorithms during training (warn-only).", default=True)
     checkpoint_every: int = option("Also write last.pt every this many optimizer steps (0: only at epoch "
                                  "ends).", non_negative, default=0)
@@ -181,7 +192,8 @@ class TrainSection:
         "Stop (with a resumable last.pt) once this many seconds of training have passed in this "
         "invocation (null: no limit).", optional(finite_positive), default=None)
     num_workers: int = option("DataLoader worker processes.", non_negative, default=0)
-    progress: Union[bool, None] = option("tqdm progress bars (null: only when stderr is a terminal).",
+    progress: Union[bool, None] = option("tqdm progress bars (null: only when stderr is a terminal); without "
+                                         "them, one line per epoch is printed (losses, metrics, seconds).",
                                        default=None)
 
 

@@ -5,15 +5,16 @@ Layering (override one method to change one step)::
     fit                       fresh start or resume, the epoch loop, stop on time budget
     └─ train_one_epoch        data order, mid-epoch checkpoints, progress bar
        └─ train_one_batch     forward → compute_loss → backward → optimizer/scheduler step
-    └─ finish_epoch           evaluate (validation metrics), metrics row, best.pt, last.pt
+    └─ finish_epoch           evaluate (validation metrics), metrics row, best.pt, last.pt;
+       │                      without progress bars, one printed line (epoch_line)
        └─ evaluate            mean per-sample metrics over a dataset, no gradients
 
-Units.  The model sees *encoded* inputs and produces *encoded* outputs; the trainer
-decodes its outputs with the output normalizer and measures the loss and every metric
-in physical units against the raw targets (:func:`~fe_operators.train.normalized.physical_forward`).
-So datasets handed to the trainer must yield raw ``(inputs, output)`` pairs: build
-:class:`~fe_operators.data.FEDataset` *without* normalizers and give the normalizers
-(fitted on the train split) to the trainer, which stores them in every checkpoint.
+Units.  The trainer trains one :class:`~fe_operators.models.NormalizedModel`: the network
+between its input and output normalizers (fitted on the train split), physical values in
+and out.  Datasets yield raw ``(inputs, output)`` pairs, and the loss and every metric
+are measured in physical units against the raw targets.  Checkpoints store that one
+module, and :func:`~fe_operators.train.load_model` rebuilds it, so a loaded model's
+outputs are the trainer's, bit for bit.
 
 Reproducibility.  One seeded ``torch.Generator`` draws each epoch's permutation of the
 train split; checkpoints store its state at the start of the epoch and the number of
@@ -38,16 +39,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fe_operators.data.dataset import FEDataset, UnitGaussianNormalizer
-from fe_operators.errors import SpaceMismatchError
+from fe_operators.errors import CheckpointError, RunDirectoryError, SpaceMismatchError, TrainingError
+from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.train.checkpoint import (
-    check_spaces, model_class_path, model_payload, normalizer_payload, read_checkpoint, save_checkpoint,
+    check_spaces, model_class_path, model_payload, read_checkpoint, remove_stale_temporaries, save_checkpoint,
     space_dicts,
 )
 from fe_operators.train.config import TrainSection
-from fe_operators.train.errors import CheckpointError, RunDirectoryError, TrainingError
 from fe_operators.train.metrics import MetricsLog
-from fe_operators.train.normalized import InputNormalizer, Inputs, inputs_to, physical_forward
 from fe_operators.train.optim import build_optimizer, build_scheduler
 from fe_operators.train.rng import rng_state, seed_everything, set_rng_state
 from fe_operators.train.sampler import EpochBatchSampler
@@ -133,12 +132,14 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
-def _normalizer_to(normalizer: InputNormalizer, device: torch.device) -> InputNormalizer:
-    if isinstance(normalizer, UnitGaussianNormalizer):
-        return normalizer.to(device)
-    if normalizer is not None:
-        return {n: m.to(device) for n, m in normalizer.items()}
-    return None
+def _inputs_to(x: Inputs, device: torch.device) -> Inputs:
+    """Move a batch of inputs (tensor or dict of tensors) to ``device``."""
+    return x.to(device) if isinstance(x, torch.Tensor) else {n: v.to(device) for n, v in x.items()}
+
+
+def _layout_key(layout: Mapping[str, Any]) -> tuple:
+    """A normalizer layout, comparable whatever the order of input names."""
+    return tuple(sorted(v) if isinstance(v, (list, tuple)) else v for v in (layout.get("input"), layout.get("output")))
 
 
 def _config_json(config: Any) -> str:
@@ -151,13 +152,16 @@ class Trainer:
     Parameters
     ----------
     model
-        Maps a batch of encoded inputs to encoded output DOFs; must be checkpointable
-        (an importable ``nn.Module`` subclass with ``config`` and ``from_config``).
+        A :class:`~fe_operators.models.NormalizedModel` (a network between its
+        normalizers), or a network, trained as one without normalizers; either maps
+        physical inputs to physical output DOFs.  The network must be checkpointable: a
+        registered model class (:func:`~fe_operators.models.register_model_class`) with
+        ``config`` and ``from_config``.
     loss
-        ``(prediction, target) -> scalar``, the mean over the batch, on *decoded*
-        (physical) DOF tensors, e.g. ``RelativeLoss(FENorm.l2(V))``.
+        ``(prediction, target) -> scalar``, the mean over the batch, on physical DOF
+        tensors, e.g. ``RelativeLoss(FENorm.l2(V))``.
     train_data
-        Dataset of raw ``(inputs, output)`` samples (no normalizers applied).
+        Dataset of raw ``(inputs, output)`` samples.
     val_data
         Validation dataset (raw samples); its metrics pick ``best.pt``.  Without it no
         ``best.pt`` is written.
@@ -171,8 +175,6 @@ class Trainer:
     select
         The metric whose validation value (lower is better) picks ``best.pt``; default
         the first of ``metrics``.
-    input_normalizer, output_normalizer
-        Fitted on the train split; applied by the trainer and stored in checkpoints.
     spaces
         Space key (``"inputs/<name>"``, ``"output"``) -> SpaceInfo (or dict) of the data;
         stored in checkpoints and checked when resuming.
@@ -186,14 +188,14 @@ class Trainer:
         The model cannot be checkpointed (see
         :func:`~fe_operators.train.checkpoint.model_class_path`).
     ValueError
-        ``select`` is not a metric name, or a dataset applies normalizers itself.
+        ``select`` is not a metric name.
 
     Examples
     --------
     >>> loss = RelativeLoss(FENorm.l2(V))                          # doctest: +SKIP
+    >>> model = NormalizedModel(network, *train.fit_normalizers(per="global"))
     >>> trainer = Trainer(model, loss, train, val, run_dir="runs/a",
-    ...                   settings=TrainSection(epochs=50, lr=1e-3),
-    ...                   input_normalizer=x_norm, output_normalizer=y_norm)
+    ...                   settings=TrainSection(epochs=50, lr=1e-3))
     >>> result = trainer.fit()             # or trainer.fit(resume=True) after a crash
     """
 
@@ -208,8 +210,6 @@ class Trainer:
         settings: TrainSection | None = None,
         metrics: Mapping[str, LossFn] | None = None,
         select: str | None = None,
-        input_normalizer: InputNormalizer = None,
-        output_normalizer: UnitGaussianNormalizer | None = None,
         spaces: Mapping[str, Any] | None = None,
         run_info: Mapping[str, Any] | None = None,
     ) -> None:
@@ -217,22 +217,13 @@ class Trainer:
         s = self.settings
         self.device = torch.device(s.device)
         self.model_class = model_class_path(model)
-        self.model = model.to(self.device)
+        self.model = (model if isinstance(model, NormalizedModel) else NormalizedModel(model)).to(self.device)
         self.loss = loss
         self.metrics: dict[str, LossFn] = dict(metrics) if metrics else {"loss": loss}
         select = select if select is not None else next(iter(self.metrics))
         if select not in self.metrics:
             raise ValueError(f"select must name one of the metrics {list(self.metrics)}, got {select!r}")
         self.select = f"val_{select}"
-        for name, data in (("train_data", train_data), ("val_data", val_data)):
-            normalized = isinstance(data, FEDataset) and (
-                data.input_normalizer is not None or data.output_normalizer is not None)
-            if normalized:
-                raise ValueError(
-                    f"{name} applies normalizers itself, but the trainer measures losses in physical units: "
-                    "build the FEDataset without normalizers and pass them to the Trainer")
-        self.input_normalizer = _normalizer_to(input_normalizer, self.device)
-        self.output_normalizer = _normalizer_to(output_normalizer, self.device)
         self.spaces = space_dicts(spaces)
         self.run_info = dict(run_info) if run_info is not None else None
         self.run_dir = Path(run_dir)
@@ -287,6 +278,8 @@ class Trainer:
             The loss became NaN or infinite.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for target in (self.last_path, self.best_path):  # left by a run killed mid-write
+            remove_stale_temporaries(target)
         if resume:
             if not self.last_path.exists():
                 raise CheckpointError(self.last_path, "no checkpoint to resume from; start without resuming")
@@ -375,7 +368,7 @@ class Trainer:
         TrainingError
             The loss is NaN or infinite.
         """
-        x, y = inputs_to(x, self.device), y.to(self.device)
+        x, y = _inputs_to(x, self.device), y.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(self.forward(x), y)
         if not bool(torch.isfinite(loss)):
@@ -388,8 +381,8 @@ class Trainer:
         return float(loss.detach())
 
     def forward(self, x: Inputs) -> torch.Tensor:
-        """Physical outputs for raw inputs: encode, model, decode."""
-        return physical_forward(self.model, x, self.input_normalizer, self.output_normalizer)
+        """Physical outputs for raw inputs: the model (encode, network, decode)."""
+        return self.model(x)
 
     def compute_loss(self, pred: torch.Tensor, y: torch.Tensor, fn: LossFn | None = None) -> torch.Tensor:
         """``fn(pred, y)`` (default: the training loss) after checking that the shapes agree.
@@ -429,7 +422,7 @@ class Trainer:
         count = 0
         try:
             for x, y in loader:
-                x, y = inputs_to(x, self.device), y.to(self.device)
+                x, y = _inputs_to(x, self.device), y.to(self.device)
                 pred = self.forward(x)
                 n = int(y.shape[0])
                 for name, fn in self.metrics.items():
@@ -454,10 +447,25 @@ class Trainer:
         st.epoch_loss_sum, st.epoch_samples, st.epoch_time = 0.0, 0, 0.0
         st.elapsed += spent
         st.epoch_start_sampler_state = None
-        if self.log.append(row):
+        best = self.log.append(row)
+        if best:
             self.save_checkpoint(self.best_path, "best")  # before last.pt: a crash in between redoes it
         self.save_checkpoint(self.last_path, "last")
         self.log.write()
+        if not self.show_progress:  # a log file, not a terminal: one line per epoch instead of bars
+            print(self.epoch_line(row, best), flush=True)
+
+    def epoch_line(self, row: Mapping[str, Any], best: bool = False) -> str:
+        """One line on an epoch: losses, validation metrics (``*``: new best), seconds.
+
+        Examples
+        --------
+        ``epoch 3/40: train_loss 2.113e-02, val_rel_l2 2.504e-02*, val_rel_h1 9.871e-02 (12.3 s)``
+        """
+        parts = [f"train_loss {row['train_loss']:.3e}"]
+        parts += [f"{k} {v:.3e}{'*' if best and k == self.select else ''}" for k, v in row.items()
+                  if k.startswith("val_")]
+        return f"epoch {row['epoch']}/{self.settings.epochs}: {', '.join(parts)} ({row['epoch_time']:.1f} s)"
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self, kind: Literal["last", "best"]) -> dict[str, Any]:
@@ -466,8 +474,6 @@ class Trainer:
         payload: dict[str, Any] = {
             "kind": kind,
             "model": model_payload(self.model),
-            "normalizers": {"input": normalizer_payload(self.input_normalizer),
-                            "output": normalizer_payload(self.output_normalizer)},
             "spaces": self.spaces,
             "run": self.run_info,
             "progress": {"epoch": st.epoch, "step": st.step, "best": dict(self.log.best)},
@@ -496,26 +502,28 @@ class Trainer:
         Raises
         ------
         CheckpointError
-            The checkpoint holds another model class or config, other normalizers, or no
-            training state.
+            The checkpoint holds another model class or config, another normalizer layout,
+            or no training state.
         SpaceMismatchError
             It was trained on other function spaces than :attr:`spaces`.
         """
         model = data["model"]
         if model["class"] != self.model_class:
             raise CheckpointError(source, f"holds a {model['class']} model; this run trains a {self.model_class}")
-        current = model_payload(self.model)["config"]
+        current = self.model.network.config
         if _config_json(model["config"]) != _config_json(current):
             raise CheckpointError(source, f"holds a model with config {_config_json(model['config'])}; this run's "
                                           f"model has config {_config_json(current)}")
         check_spaces(data["spaces"], self.spaces, expected_name=f"the checkpoint {source}",
                      actual_name="this run's data")
+        if _layout_key(model["normalizers"]) != _layout_key(self.model.layout):
+            raise CheckpointError(source, f"holds normalizers {model['normalizers']}; this run's model has "
+                                          f"{self.model.layout} (data.normalize_inputs/normalize_output)")
         training = data.get("training")
         if not training:
             raise CheckpointError(source, "holds no training state (a best.pt or exported model); resume from last.pt")
         try:
             self.model.load_state_dict(model["state_dict"])
-            self._load_normalizers(data["normalizers"], source)
             self.optimizer.load_state_dict(training["optimizer"])
             self.scheduler.load_state_dict(training["scheduler"])
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -525,22 +533,3 @@ class Trainer:
         self.loader_generator.set_state(training["rng"]["loader"])
         self.state = TrainState(**training["trainer"])
         self.log.load_state_dict(training["log"])
-
-    def _load_normalizers(self, stored: Mapping[str, Any], source: str) -> None:
-        """Load stored normalizer statistics into this trainer's normalizers (same structure)."""
-        for side, mine in (("input", self.input_normalizer), ("output", self.output_normalizer)):
-            theirs = stored.get(side)
-            ours = normalizer_payload(mine)
-            if (theirs is None) != (ours is None) or (theirs and theirs["type"] != ours["type"]):
-                raise CheckpointError(source, f"its {side} normalizer ({'none' if theirs is None else theirs['type']}) "
-                                              f"differs from this run's ({'none' if ours is None else ours['type']})")
-            if theirs is None:
-                continue
-            if theirs["type"] == "single":
-                mine.load_state_dict(theirs["state"])
-            else:
-                if set(theirs["state"]) != set(mine):
-                    raise CheckpointError(source, f"its {side} normalizers cover {sorted(theirs['state'])}; this run's "
-                                                  f"cover {sorted(mine)}")
-                for name, st in theirs["state"].items():
-                    mine[name].load_state_dict(st)

@@ -1,0 +1,219 @@
+"""Dataset generation: :func:`generate_dataset`, the code behind ``fe-operators generate``.
+
+Each sample ``i`` is drawn with ``numpy.random.default_rng([seed, i])`` and solved by the
+problem's own solver, which keeps its assembled structures and PETSc objects between
+samples.  The result is one HDF5 file (layout in :mod:`fe_operators.data.h5`).
+
+Resuming
+    Finished samples are journalled, a chunk at a time, in ``FILE.partial/`` (see
+    :mod:`fe_operators.data.journal`); the output file is only ever replaced by a rename
+    of a complete new file.  Rerunning a killed command therefore completes the file, and
+    the result equals an uninterrupted run.  Asking for more samples than the file holds
+    extends it; different settings (problem, parameters, seed, mesh, DOF numbering,
+    solver options) are an error unless ``--overwrite``.
+
+Parallel (ensemble)
+    Under ``mpiexec -n P`` every rank builds its own copy of the mesh on ``COMM_SELF``
+    and its own problem; the missing samples are dealt round-robin; each rank journals
+    its own chunks and rank 0 writes the file.  Samples equal the serial run's.
+
+Failures
+    A sample whose solve fails (no convergence, non-finite values) is never stored: the
+    run stops at the next chunk boundary, stores the valid samples, and raises
+    :class:`~fe_operators.errors.GenerationError` naming the sample and PETSc's
+    reason (the command exits with status 1).
+
+The pieces: :mod:`~fe_operators.data.settings` (what decides the samples, provenance),
+:mod:`~fe_operators.data.plan` (which samples are missing), :mod:`~fe_operators.data.worker`
+(one rank's solve loop), :mod:`~fe_operators.data.merge` (journal -> HDF5 file); the
+command line is :mod:`~fe_operators.data.generate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from fe_operators.errors import GenerationError, OutputError
+from fe_operators.data.journal import Journal
+from fe_operators.data.merge import merge_run
+from fe_operators.data.plan import check_output, plan_run
+from fe_operators.data.settings import run_settings
+from fe_operators.data.worker import Worker, dof_shape
+from fe_operators.errors import FEOperatorsError
+
+__all__ = ["GenerationReport", "generate_dataset"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationReport:
+    """What a generation run did.
+
+    Attributes
+    ----------
+    path
+        The output file.
+    n_samples
+        Rows in the file.
+    n_done
+        Valid samples in the file.
+    generated
+        Samples solved by this run (all ranks).
+    seconds
+        Wall time from the end of mesh and problem set-up to the written file (planning,
+        sampling and solving, journal, HDF5 file).
+    """
+
+    path: str
+    n_samples: int
+    n_done: int
+    generated: int
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        """``generated / seconds`` (0 when nothing was generated)."""
+        return self.generated / self.seconds if self.generated and self.seconds > 0 else 0.0
+
+
+def generate_dataset(
+    problem: str,
+    mesh: str,
+    n_samples: int,
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    chunk_size: int = 16,
+    progress: bool | None = None,
+    command: str | None = None,
+    comm: Any = None,
+) -> GenerationReport:
+    """Generate (or complete, or extend) a dataset file.
+
+    Parameters
+    ----------
+    problem
+        Registry name (``"darcy"``) or ``"module:Class"`` of a Problem subclass.
+    mesh
+        Mesh spec for :func:`fe_operators.io.load_mesh`: shipped mesh name,
+        ``"unitsquare:64"``, or a file path, optionally refined (``"plate_holes/r2"``).
+    n_samples
+        Number of samples wanted (a larger file is kept as it is).
+    out
+        Output HDF5 file.
+    seed
+        Dataset seed; sample ``i`` uses ``numpy.random.default_rng([seed, i])``.
+    params
+        Problem-family parameters.
+    overwrite
+        Replace a file (or interrupted run) made with other settings instead of failing.
+    chunk_size
+        Samples per rank between journal writes (and failure checks).
+    progress
+        Show a tqdm bar with samples/s on rank 0 (default: when stderr is a terminal).
+    command
+        The command line, stored in the provenance.
+    comm
+        The ensemble communicator (default ``COMM_WORLD``); meshes live on ``COMM_SELF``.
+
+    Returns
+    -------
+    GenerationReport
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, unknown problem, invalid problem parameters.
+    fe_operators.errors.MeshReadError
+        The mesh cannot be read.
+    OutputError
+        The output path cannot be written.
+    SettingsMismatchError
+        The file (or an interrupted run) has other settings and ``overwrite`` is false.
+    GenerationError
+        A sample failed; valid samples are stored, the failed one is not.
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    rank, size = comm.rank, comm.size
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= 0:
+        raise ValueError(f"expected a positive number of samples, got {n_samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"expected a non-negative integer seed, got {seed!r}")
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
+        raise ValueError(f"expected a positive chunk size, got {chunk_size!r}")
+    from fe_operators.problems.registry import load_problem, resolve_problem  # imports Firedrake
+
+    out = Path(out).absolute()
+    check_output(out)
+    resolve_problem(problem)  # fail fast, before the mesh is read
+    prob = load_problem(problem, mesh, params or {}, comm=MPI.COMM_SELF)
+    settings = run_settings(problem, mesh, prob, seed)
+    journal = Journal(out)
+    started = time.perf_counter()
+
+    plan, error = None, None
+    if rank == 0:
+        try:
+            shapes = ({n: dof_shape(V) for n, V in prob.input_spaces.items()}, dof_shape(prob.output_space))
+            plan = plan_run(out, journal, settings, int(n_samples), overwrite, shapes)
+        except (FEOperatorsError, OSError) as exc:
+            error = exc
+    shared = None
+    if rank == 0 and error is None:
+        shared = (plan.n_total, plan.missing, plan.nothing_to_do)
+    shared = comm.bcast(shared, root=0)
+    if shared is None:
+        if error is not None:
+            raise error
+        raise FEOperatorsError("rank 0 failed to plan the run (see its message)")
+    n_total, missing, nothing_to_do = shared
+    try:  # rank 0 holds the journal's lock until the end, whatever happens
+        if nothing_to_do:
+            n_done = n_total
+            return GenerationReport(str(out), n_total, n_done, 0, time.perf_counter() - started)
+
+        # ---- solve this rank's share, round by round (rounds are the same on every rank)
+        worker = Worker(prob, seed, journal, comm)
+        show = sys.stderr.isatty() if progress is None else progress
+        t_loop = time.perf_counter()
+        worker.run(missing, chunk_size, progress=show and rank == 0, label=f"generate {problem}")
+        failure, failure_exc, generated = worker.failure, worker.failure_exc, worker.generated
+        loop_seconds = time.perf_counter() - t_loop
+
+        # ---- rank 0 merges the journal (and the previous file) into the output
+        failures = comm.gather(failure, root=0)
+        total_generated = comm.reduce(generated, op=MPI.SUM, root=0)
+        result: tuple[int, tuple[int, str] | None, str | None] | None = None
+        if rank == 0:
+            first = min((f for f in failures if f is not None), default=None)
+            run = {
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "command": command, "ranks": size, "generated": total_generated,
+                "loop_seconds": round(loop_seconds, 6), "failed_sample": None if first is None else first[0],
+            }
+            try:
+                n_done = merge_run(out, journal, settings, prob, plan, run)
+                result = (n_done, first, None)
+            except (OSError, FEOperatorsError) as exc:
+                result = (0, first, f"cannot write {out}: {exc}")
+        n_done, first, merge_error = comm.bcast(result, root=0)
+        if merge_error is not None:
+            raise OutputError(merge_error)
+        if first is not None:
+            exc = GenerationError(first[0], first[1], n_done, str(out))
+            raise exc from (failure_exc if failure is not None and failure[0] == first[0] else None)
+        total_generated = comm.bcast(total_generated, root=0)
+        return GenerationReport(str(out), n_total, n_done, total_generated, time.perf_counter() - started)
+    finally:
+        journal.unlock()

@@ -1,0 +1,82 @@
+"""Merging a run into its output file: previous file + journal -> a new file, one rename.
+
+The new file is written next to the journal (``FILE.partial/merge.h5.tmp``), synced, and
+renamed over the output file, so the output file is always either the old or the new
+complete file; the journal is removed after the rename.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fe_operators.data.h5 import create_dataset_file
+from fe_operators.data.journal import Journal
+from fe_operators.data.plan import Plan
+from fe_operators.data.settings import jsonable, versions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fe_operators.problems.base import Problem
+
+__all__ = ["merge_run"]
+
+
+def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Problem, plan: Plan,
+              run: dict[str, Any]) -> int:
+    """Write the previous file and the journal into a new file, rename it over ``out``.
+
+    Parameters
+    ----------
+    out
+        The output file.
+    journal
+        The run's journal (removed at the end).
+    settings
+        The run's settings (:func:`~fe_operators.data.settings.run_settings`), stored as
+        provenance with the problem's description, the versions and ``run`` appended to
+        the previous file's runs.
+    prob
+        The problem (mesh and spaces of the new file).
+    plan
+        The run's plan (previous file, number of rows).
+    run
+        What this run did (date, command, ranks, samples, failed sample).
+
+    Returns
+    -------
+    int
+        Valid samples in the new file (0, and no file, when there is nothing valid).
+    """
+    tmp = journal.path / "merge.h5.tmp"
+    tmp.unlink(missing_ok=True)
+    if plan.previous is None and journal.indices().size == 0:
+        journal.remove()  # nothing valid to store: no file is better than an empty one
+        return 0
+    runs = list(plan.previous.provenance.get("runs", [])) if plan.previous is not None else []
+    provenance = dict(settings)
+    provenance.update({
+        "description": jsonable(prob.description()), "versions": versions(), "runs": runs + [run],
+        "n_samples": plan.n_total,
+    })
+    writer = create_dataset_file(tmp, prob.mesh, prob.input_spaces, prob.output_space, provenance, plan.n_total)
+    try:
+        if plan.previous is not None:
+            writer.copy_from(plan.previous)
+        for part in journal.parts():
+            keep = part.indices < plan.n_total
+            writer.write(part.indices[keep], {n: a[keep] for n, a in part.inputs.items()},
+                         part.output[keep], part.times[keep])
+        times = writer.group["time_per_sample"][...]
+        if np.isfinite(times).any():
+            provenance["seconds_per_sample_mean"] = float(np.nanmean(times))
+        n_done = writer.close(provenance)
+    finally:
+        writer.close()
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+    journal.remove()
+    return n_done

@@ -1,0 +1,162 @@
+"""One rank's share of a generation run: sample, solve, buffer, journal, stop together.
+
+The missing samples are dealt round-robin (``missing[rank::size]``); every
+``chunk_size`` rounds each rank journals its buffered samples as one part file and the
+ranks agree (one ``allreduce``) whether any of them failed, so that all stop at the same
+chunk boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mpi4py import MPI
+
+from fe_operators.data.journal import Journal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fe_operators.problems.base import Problem
+
+__all__ = ["Worker", "dof_shape", "failure_message"]
+
+
+class _Buffer:
+    """Finished samples of one rank, waiting to be journalled."""
+
+    def __init__(self, input_names: Sequence[str]) -> None:
+        self.input_names = list(input_names)
+        self.indices: list[int] = []
+        self.inputs: dict[str, list[np.ndarray]] = {n: [] for n in self.input_names}
+        self.outputs: list[np.ndarray] = []
+        self.times: list[float] = []
+
+    def clear(self) -> None:
+        """Forget the buffered samples."""
+        self.indices, self.outputs, self.times = [], [], []
+        self.inputs = {n: [] for n in self.input_names}
+
+    def add(self, index: int, inputs: Mapping[str, np.ndarray], output: np.ndarray, seconds: float) -> None:
+        """Add one finished sample."""
+        self.indices.append(int(index))
+        for n in self.input_names:
+            self.inputs[n].append(inputs[n])
+        self.outputs.append(output)
+        self.times.append(seconds)
+
+    def flush(self, journal: Journal, rank: int) -> None:
+        """Journal the buffered samples as one chunk and empty the buffer."""
+        if self.indices:
+            journal.write_part(
+                rank, self.indices, {n: np.stack(v) for n, v in self.inputs.items()},
+                np.stack(self.outputs), self.times,
+            )
+        self.clear()
+
+
+def dof_shape(V: Any) -> tuple[int, ...]:
+    """The DOF-tensor shape of one sample on space ``V``: ``(n_nodes,)`` or ``(n_nodes, ncomp)``."""
+    n = int(V.dof_dset.size)
+    return (n,) if V.value_shape == () else (n, int(V.block_size))
+
+
+def _dofs(f: Any) -> np.ndarray:
+    """A copy of ``f``'s DOFs in the DOF-tensor layout (:func:`dof_shape`)."""
+    return np.array(f.dat.data_ro, dtype=np.float64).reshape(dof_shape(f.function_space()))
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line saying why a sample failed (PETSc's reason, named, for solver failures)."""
+    from firedrake.exceptions import ConvergenceError
+
+    from fe_operators.problems.base import SolveError
+
+    if isinstance(exc, SolveError):
+        text = f"solver did not converge, PETSc reason {exc.reason_text}"
+        text += f" ({exc.detail})" if exc.detail else ""
+    elif isinstance(exc, ConvergenceError):
+        text = "solver did not converge: " + str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+class Worker:
+    """One rank's share of a run: solve, buffer, journal, and agree on stopping.
+
+    Parameters
+    ----------
+    prob
+        This rank's problem (its own mesh copy and solver).
+    seed
+        Dataset seed.
+    journal
+        The run's journal.
+    comm
+        The ensemble communicator.
+
+    Attributes
+    ----------
+    failure : tuple of (int, str) or None
+        The first failed sample of this rank and why.
+    failure_exc : BaseException or None
+        Its exception.
+    generated : int
+        Samples this rank solved.
+    """
+
+    def __init__(self, prob: Problem, seed: int, journal: Journal, comm: Any) -> None:
+        self.prob = prob
+        self.seed = int(seed)
+        self.journal = journal
+        self.comm = comm
+        self.names = list(prob.input_spaces)
+        self.buffer = _Buffer(self.names)
+        self.failure: tuple[int, str] | None = None
+        self.failure_exc: BaseException | None = None
+        self.generated = 0
+
+    def solve_one(self, index: int) -> None:
+        """Sample and solve ``index``; buffer it, or record the failure."""
+        t0 = time.perf_counter()
+        try:
+            inputs, u = self.prob.sample(self.seed, index)
+            arrays = {n: _dofs(inputs[n]) for n in self.names}
+            u_arr = _dofs(u)
+            if not np.isfinite(u_arr).all():
+                raise FloatingPointError("the solution has non-finite values (NaN or inf)")
+        except Exception as exc:  # noqa: BLE001 - every failure stops the run, with its reason
+            self.failure, self.failure_exc = (index, failure_message(exc)), exc
+        else:
+            self.buffer.add(index, arrays, u_arr, time.perf_counter() - t0)
+            self.generated += 1
+
+    def run(self, missing: np.ndarray, chunk_size: int, progress: bool, label: str) -> None:
+        """Solve ``missing[rank::size]``; every ``chunk_size`` rounds journal and check for failures."""
+        rank, size = self.comm.rank, self.comm.size
+        mine = missing[rank::size]
+        n_rounds = math.ceil(missing.size / size)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=int(missing.size), unit="sample", desc=label, dynamic_ncols=True)
+        try:
+            for r in range(n_rounds):
+                if self.failure is None and r < mine.size:
+                    self.solve_one(int(mine[r]))
+                if bar is not None:
+                    bar.update(min(size, missing.size - r * size))
+                if (r + 1) % chunk_size == 0 or r == n_rounds - 1:
+                    self.buffer.flush(self.journal, rank)
+                    if self.comm.allreduce(self.failure is not None, op=MPI.LOR):
+                        break
+        except KeyboardInterrupt:
+            self.buffer.flush(self.journal, rank)  # keep what is done: a rerun resumes from here
+            raise
+        finally:
+            if bar is not None:
+                bar.close()

@@ -1,0 +1,189 @@
+"""The typed schema of ``fe-operators precond train --config FILE``.
+
+One YAML file says which preconditioner to train, on which operator family and
+hierarchy, with which network and budget, and where the checkpoint goes::
+
+    kind: neural_mg             # or dcdm
+    family:                     # FamilySection
+      mesh: unitsquare:8/r3     # the training hierarchy (a /rK spec)
+      coefficient: lognormal
+      variance: 2.0
+      samples: 8
+    smoother:                   # SmootherSection (kind neural_mg)
+      hidden: 16
+      sweeps: 2
+    dcdm:                       # DCDMSection (kind dcdm)
+      width: 8
+    train:                      # TrainSection
+      steps: 300
+      lr: 3.0e-3
+    out: smoother.pt            # the checkpoint
+
+Every key is a field made with :func:`fe_operators.options.option` (type, default, doc,
+check); :func:`load_precond_config` validates a file once and raises
+:class:`~fe_operators.errors.ConfigError` naming the dotted key;
+:func:`precond_config_yaml` prints every key with its default (``--print-config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from fe_operators.errors import ConfigError
+from fe_operators.options import (
+    config_to_dict, dataclass_from_dict, finite_positive, fraction, non_negative, option, option_rows, optional,
+    positive,
+)
+
+__all__ = ["FamilySection", "SmootherSection", "DCDMSection", "PrecondTrainSection", "PrecondConfig",
+           "load_precond_config", "precond_config_from_dict", "precond_config_yaml"]
+
+_ACT = Literal["tanh", "gelu", "relu", "silu"]
+
+
+@dataclasses.dataclass
+class FamilySection:
+    """The operator family and training hierarchy (``family``)."""
+
+    mesh: str = option("(required) Mesh spec of the training hierarchy's finest level, e.g. 'unitsquare:8/r3' "
+                       "(a /rK spec: a MeshHierarchy of K refinements).")
+    coefficient: Literal["lognormal", "dg0", "cg1"] = option(
+        "Coefficient a of -div(a grad u) = f, u = 0: the Darcy family's log-normal field exp(psi), or its "
+        "thresholded variants.", default="lognormal")
+    variance: float = option("Marginal variance of the field psi (log-normal: 2.0 gives max/min contrasts of "
+                             "1e2-1e4, sometimes more).", finite_positive, default=2.0)
+    length_scale: Union[float, None] = option("Matern length scale of psi (null: the FNO field's, 0.94).",
+                                              optional(finite_positive), default=None)
+    samples: int = option("Training coefficients (operators).", positive, default=8)
+    validation_samples: int = option("Held-out coefficients the final report is measured on.", non_negative,
+                                     default=2)
+
+
+@dataclasses.dataclass
+class SmootherSection:
+    """The learned smoother of the SPD neural multigrid (``smoother``, kind ``neural_mg``)."""
+
+    hidden: int = option("Hidden width of the smoother MLP.", positive, default=16)
+    layers: int = option("Hidden layers of the smoother MLP.", non_negative, default=2)
+    act: _ACT = option("Activation (relu: the cheapest at set-up, as accurate as tanh here).", default="relu")
+    sweeps: int = option("Richardson sweeps per level before and after the coarse correction.", positive,
+                         default=2)
+    init_s: float = option("Smoothing factor s of every row at initialisation (0.5: l1-Jacobi).", fraction,
+                           default=0.6)
+    cycles: int = option("V-cycles of the loss, log(|E^k e|_A / |e|_A) / k on random errors e.", positive,
+                         default=4)
+    errors: int = option("Random errors e per training operator and step.", positive, default=8)
+
+
+@dataclasses.dataclass
+class DCDMSection:
+    """The DCDM network and its training right-hand sides (``dcdm``, kind ``dcdm``)."""
+
+    width: int = option("Channels of the network's V-cycles.", positive, default=8)
+    layers: int = option("Nonlinear layers after the first (linear) V-cycle.", non_negative, default=2)
+    pre_smoothing: int = option("Smoothing steps per level on the way down.", non_negative, default=1)
+    coarsest_smoothing: int = option("Smoothing steps on the coarsest level.", non_negative, default=2)
+    post_smoothing: int = option("Smoothing steps per level on the way up.", non_negative, default=1)
+    act: _ACT = option("Activation.", default="gelu")
+    ritz: int = option("Lanczos steps per training operator (Ritz vectors for the right-hand sides).", positive,
+                       default=100)
+    combinations: int = option("Random unit-norm combinations of Ritz vectors per operator (low half of the "
+                               "spectrum weighted 9x, as in the DCDM paper).", non_negative, default=48)
+    smooth: int = option("Random smooth fields (Matern, length 0.2) per operator.", non_negative, default=16)
+    batch: int = option("Right-hand sides per step.", positive, default=16)
+    dtype: Literal["float32", "float64"] = option("Dtype of the network (training and preconditioner).",
+                                                  default="float32")
+
+
+@dataclasses.dataclass
+class PrecondTrainSection:
+    """Optimisation budget (``train``)."""
+
+    steps: int = option("Adam steps.", positive, default=300)
+    lr: float = option("Learning rate (Adam, cosine decay to lr/10).", finite_positive, default=3e-3)
+    seed: int = option("Seed of the coefficients, initialisation and random vectors.", default=0)
+    time_budget: Union[float, None] = option("Stop after this many seconds of optimisation (null: no limit).",
+                                             optional(finite_positive), default=None)
+    threads: int = option("torch threads.", positive, default=1)
+    log_every: int = option("Print the loss every this many steps (0: never).", non_negative, default=25)
+
+
+@dataclasses.dataclass(kw_only=True)
+class PrecondConfig:
+    """A validated ``precond train`` configuration."""
+
+    kind: Literal["neural_mg", "dcdm"] = option(
+        "(required) 'neural_mg': the SPD multigrid's learned smoother (NeuralMG, NeuralAMG, LearnedJacobi); "
+        "'dcdm': the DCDM network (DCDM, with fcg).")
+    family: FamilySection = option("The operator family and training hierarchy.")
+    smoother: SmootherSection = option("Smoother network (kind neural_mg).", default_factory=SmootherSection)
+    dcdm: DCDMSection = option("DCDM network (kind dcdm).", default_factory=DCDMSection)
+    train: PrecondTrainSection = option("Optimisation budget.", default_factory=PrecondTrainSection)
+    out: str = option("(required) The checkpoint file to write; relative to the configuration file.")
+
+
+def precond_config_from_dict(data: Any, base_dir: str | os.PathLike | None = None,
+                             source: str | os.PathLike | None = None) -> PrecondConfig:
+    """Validate a configuration mapping; ``out`` becomes absolute (relative to ``base_dir``).
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, missing required key, wrong type or invalid value (naming the key).
+    """
+    try:
+        cfg = dataclass_from_dict(PrecondConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.message, source) from None
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    cfg.out = str((base / cfg.out).resolve())
+    return cfg
+
+
+def load_precond_config(path: str | os.PathLike) -> PrecondConfig:
+    """Read and validate a YAML ``precond train`` configuration (YAML 1.2 numbers).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not valid YAML, or the configuration is invalid.
+    """
+    from fe_operators.train.config import _Yaml12Loader  # the project's YAML rules: 1e-3 is a float
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read the configuration file ({exc.strerror or exc})", path) from None
+    try:
+        data = yaml.load(text, Loader=_Yaml12Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"not valid YAML: {exc}", path) from None
+    return precond_config_from_dict(data, base_dir=path.parent, source=path)
+
+
+def precond_config_yaml() -> str:
+    """Every key with its default and doc, as a commented YAML file."""
+    lines = []
+    for row in option_rows(PrecondConfig):
+        depth = row.key.count(".")
+        name = row.key.rsplit(".", 1)[-1]
+        pad = "  " * depth
+        if row.section:
+            text = f"{pad}{name}:"
+        else:
+            value = "<required>" if row.doc.startswith("(required)") else yaml.safe_dump(
+                row.default, default_flow_style=True).strip().removesuffix("...").strip()
+            text = f"{pad}{name}: {value}"
+        lines.append(f"{text:<27} # {row.doc}")
+    return "\n".join(lines) + "\n"
+
+
+def config_dict(cfg: PrecondConfig) -> dict[str, Any]:
+    """The configuration as plain data (stored in the checkpoint)."""
+    return config_to_dict(cfg)

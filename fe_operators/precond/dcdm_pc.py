@@ -1,0 +1,173 @@
+"""``DCDM``: the DCDM network as a Firedrake preconditioner for PETSc's flexible CG.
+
+Solver parameters (DCDM's iteration is PETSc's FCG with two directions kept, standard
+truncation, and the true residual checked)::
+
+    {"ksp_type": "fcg", "ksp_fcg_mmax": 2, "ksp_fcg_truncation_type": "standard",
+     "ksp_norm_type": "unpreconditioned",
+     "pc_type": "python", "pc_python_type": "fe_operators.precond.DCDM",
+     "dcdm_model": "dcdm.pt"}
+
+on a mesh that is a level of a ``MeshHierarchy``.  Every application runs the network
+on the residual (numpy → torch → numpy, :meth:`DCDM.direction`); Dirichlet rows get
+``r_i / a_ii``.  Safeguard: a direction that is not finite or not a descent direction
+(``rᵀz ≤ 0``) is replaced by the Jacobi direction ``D⁻¹ r`` for that application,
+counted (:attr:`DCDM.counter`) and reported after the solve.  One process only (the
+network's hierarchy operators are serial); use :class:`~fe_operators.precond.NeuralMG`
+in parallel.
+
+Options (prefix ``<solver prefix>dcdm_``): ``model PATH`` (else
+``appctx["precond_model"]``).  The KSP must measure the unpreconditioned (true) residual
+(``ksp_norm_type unpreconditioned``); a solve with another norm is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import firedrake as fd
+from firedrake.dmhooks import get_function_space
+from firedrake.petsc import PETSc
+from firedrake.preconditioners.base import PCBase
+
+from fe_operators.models.build import hierarchy_context
+from fe_operators.models.vcycle import cast_levels, cycle_levels
+from fe_operators.precond.base import FallbackCounter, options_prefix, resolve_model
+from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, start_level
+from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.precond.features import row_parts
+
+__all__ = ["DCDM"]
+
+
+class DCDM(PCBase):
+    """The DCDM direction ``z = f(r/‖r‖)`` with a Jacobi fallback (module docstring).
+
+    Attributes
+    ----------
+    counter
+        The :class:`~fe_operators.precond.base.FallbackCounter` (``applications``,
+        ``fallbacks`` of the current solve, and totals).
+    net
+        The network (after set-up).
+    setup_seconds
+        Wall time of the last set-up.
+    """
+
+    _prefix = "dcdm_"
+    name = "fe_operators.precond.DCDM"
+    needs_python_pmat = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counter = FallbackCounter("Jacobi")
+        self.net: DCDMNet | None = None
+        self.levels: list[Any] = []
+        self.dtype = torch.float32
+        self.setup_seconds = 0.0
+        self._laplacian_diag: torch.Tensor | None = None
+        self._diag = np.zeros(0)
+        self._decoupled = np.zeros(0, dtype=bool)
+        self._coefficient: torch.Tensor | None = None
+
+    def initialize(self, pc: PETSc.PC) -> None:
+        """Model, the hierarchy's operators as tensors, the operator's coefficient indicator."""
+        t0 = time.perf_counter()
+        if pc.comm.getSize() > 1:
+            raise PreconditionerSetupError(self.name, "runs on one process (its network's hierarchy operators "
+                                                      "are serial); use fe_operators.precond.NeuralMG in parallel")
+        net = resolve_model(self.name, options_prefix(pc, self._prefix), None, self.get_appctx(pc))
+        if not isinstance(net, DCDMNet):
+            raise PreconditionerSetupError(self.name, f"expected a DCDMNet model (fe-operators precond train with "
+                                                      f"kind: dcdm), got {type(net).__name__}")
+        self.net = net
+        self.dtype = next(net.parameters()).dtype
+        V = get_function_space(pc.getDM())
+        _, bcs = self.form(pc)
+        bcs = [bc for bc in (bcs or ()) if isinstance(bc, fd.DirichletBC)]
+        hier = hierarchy_context(V, bcs)
+        start = start_level(hier, net.coarsest_h)
+        self.levels = cast_levels(cycle_levels(hier, start, net.coarsest_h), self.dtype)
+        self._laplacian_diag = hier.finest.stiffness_diag
+        self._read_operator(pc)
+        self.setup_seconds = time.perf_counter() - t0
+
+    def update(self, pc: PETSc.PC) -> None:
+        """New matrix values: recompute the coefficient indicator."""
+        t0 = time.perf_counter()
+        self._read_operator(pc)
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _read_operator(self, pc: PETSc.PC) -> None:
+        _, P = pc.getOperators()
+        if P.getType() in ("python", "shell"):
+            raise PreconditionerSetupError(self.name, "expected an assembled operator: set mat_type aij")
+        indptr, indices, data = P.getValuesCSR()
+        try:
+            d, _, dec = row_parts(indptr, indices, data, P.getOwnershipRange()[0])
+        except ValueError as exc:
+            raise PreconditionerSetupError(self.name, str(exc)) from None
+        self._diag, self._decoupled = d, dec
+        self._coefficient = coefficient_indicator(torch.from_numpy(d), self._laplacian_diag,
+                                                  torch.from_numpy(dec)).to(self.dtype)
+
+    @torch.no_grad()
+    def direction(self, r: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The preconditioned direction for residual ``r``, and whether it fell back to Jacobi.
+
+        ``z = f(r)`` on the free rows, ``r_i / a_ii`` on the Dirichlet rows; ``D⁻¹ r``
+        instead when that is not finite or ``rᵀz ≤ 0``.
+
+        Shapes
+        ------
+        ``r`` ``(n,)`` float64 -> ``(n,)`` float64.
+        """
+        x = torch.from_numpy(np.array(r, dtype=np.float64)).to(self.dtype)[:, None]
+        z = self.net(x, self._coefficient, self.levels)[:, 0].to(torch.float64).numpy()
+        z = np.where(self._decoupled, r / self._diag, z)
+        if np.all(np.isfinite(z)) and float(r @ z) > 0.0:
+            return z, False
+        return r / self._diag, True
+
+    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        """``y = direction(x)``, counted."""
+        z, fell_back = self.direction(x.array_r)
+        self.counter.record(fell_back)
+        y.array[:] = z
+
+    def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        """Not defined: the network is nonlinear."""
+        raise NotImplementedError(f"{self.name} is a nonlinear preconditioner and has no transpose; use it with "
+                                  "ksp_type fcg (or gcr/fgmres), not a method that needs Bᵀ")
+
+    def preSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+        """Check that the Krylov method tests the true residual; reset the per-solve fallback count.
+
+        Raises
+        ------
+        PreconditionerSetupError
+            The KSP measures a preconditioned or natural norm: for a nonlinear PC that is
+            no residual norm, and convergence would be claimed on a residual never checked.
+        """
+        if ksp.getNormType() not in (PETSc.KSP.NormType.UNPRECONDITIONED, PETSc.KSP.NormType.NONE):
+            raise PreconditionerSetupError(self.name, "the Krylov method must test the true residual: set "
+                                                      "ksp_norm_type unpreconditioned (a nonlinear "
+                                                      "preconditioner's preconditioned norm is not a residual norm)")
+        self.counter.start_solve()
+
+    def postSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+        """Report fallbacks after a solve (nothing when there were none)."""
+        if self.counter.fallbacks:
+            PETSc.Sys.Print(self.counter.summary(self.name), comm=pc.comm)
+
+    def view(self, pc: PETSc.PC, viewer: Any = None) -> None:
+        """Print the network and the fallback count."""
+        super().view(pc, viewer)
+        if viewer is None or viewer.getType() != "ascii":
+            return
+        viewer.printfASCII(f"  {self.net!r}\n".replace("\n", "\n  ").rstrip() + "\n")
+        viewer.printfASCII(f"  {self.counter.summary(self.name)}\n")

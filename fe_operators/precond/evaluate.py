@@ -1,0 +1,236 @@
+"""Solves with learned and classical preconditioners on the same matrices: ``precond evaluate``.
+
+:func:`evaluate_preconditioners` draws coefficients of the operator family (never the
+training ones: another seed), assembles each once, and solves
+:math:`-\\nabla\\cdot(a\\nabla u) = 1`, :math:`u = 0` with every method to ``rtol`` on the
+true (unpreconditioned) residual from a zero initial guess, through Firedrake's
+``LinearVariationalSolver`` with the methods' solver parameters
+(:func:`solver_parameters`).  Set-up and solve times are PETSc's ``PCSetUp`` and
+``KSPSolve`` event times of that solve (assembly excluded); each method first solves one
+warm-up coefficient (kernel compilation, first set-up), then the measured coefficients
+through the same solver, as a sequence of solves with new coefficients would (every
+solve re-assembles the matrix, so every set-up is a full one for new values; with
+``repeats > 1`` each coefficient is solved that many times and the fastest set-up and
+solve are kept, against the noise of a shared machine).  The true relative residual
+``‖b − Ax‖/‖b‖`` is recomputed after every solve.
+
+Methods (:data:`METHODS`): ``neural_mg``, ``neural_amg`` (a smoother checkpoint),
+``dcdm`` (a DCDM checkpoint), ``galerkin_jacobi`` (the same Galerkin V-cycle with
+classical ℓ1-Jacobi weights), ``gamg``, ``gmg`` (Firedrake's ``pc_type mg`` on the same
+hierarchy: Chebyshev(2)/Jacobi smoothing, LU coarse), ``icc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["METHODS", "SolveRow", "solver_parameters", "evaluate_preconditioners", "format_rows"]
+
+#: method -> what it is (the order of the table)
+METHODS: dict[str, str] = {
+    "neural_mg": "CG + NeuralMG (Galerkin V-cycle, learned smoothers)",
+    "neural_amg": "CG + NeuralAMG (GAMG, learned smoothers)",
+    "galerkin_jacobi": "CG + the same Galerkin V-cycle, classical l1-Jacobi weights",
+    "dcdm": "FCG(mmax 2) + DCDM network",
+    "gamg": "CG + GAMG",
+    "gmg": "CG + Firedrake GMG (pc_type mg, Chebyshev(2)/Jacobi, LU coarse)",
+    "icc": "CG + ICC(0)",
+}
+
+
+@dataclasses.dataclass
+class SolveRow:
+    """One method's solves (means over the measured coefficients).
+
+    Attributes
+    ----------
+    method
+        Key of :data:`METHODS`.
+    dofs
+        Unknowns.
+    iterations
+        Mean Krylov iterations.
+    setup_seconds, solve_seconds
+        Mean ``PCSetUp`` and ``KSPSolve`` times.
+    fallbacks
+        Network fallbacks summed over the measured solves (DCDM: applications that fell
+        back to Jacobi; multigrid: rows given the classical weight); None for classical
+        methods.
+    converged
+        Every solve converged (PETSc reason > 0) with a true relative residual within
+        ``rtol`` (and 1% slack for round-off).
+    residual
+        Largest true relative residual.
+    """
+
+    method: str
+    dofs: int
+    iterations: float
+    setup_seconds: float
+    solve_seconds: float
+    fallbacks: int | None
+    converged: bool
+    residual: float
+
+
+def solver_parameters(method: str, model: str | None = None, *, rtol: float = 1e-8,
+                      max_it: int = 10000) -> dict[str, Any]:
+    """The PETSc options of a method (see :data:`METHODS`).
+
+    Raises
+    ------
+    ValueError
+        Unknown method, or a learned method without ``model``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    krylov = {"mat_type": "aij", "ksp_type": "cg", "ksp_rtol": rtol, "ksp_atol": 0.0, "ksp_max_it": max_it,
+              "ksp_norm_type": "unpreconditioned"}
+    learned = {"neural_mg": "NeuralMG", "neural_amg": "NeuralAMG", "dcdm": "DCDM"}
+    if method in learned:
+        if model is None:
+            raise ValueError(f"method {method!r} needs a trained model (--model PATH)")
+        name = learned[method]
+        out = {**krylov, "pc_type": "python", "pc_python_type": f"fe_operators.precond.{name}",
+               f"{name.lower()}_model": str(model)}
+        if method == "dcdm":
+            out.update(ksp_type="fcg", ksp_fcg_mmax=2, ksp_fcg_truncation_type="standard")
+        return out
+    if method == "galerkin_jacobi":
+        return {**krylov, "pc_type": "python", "pc_python_type": "fe_operators.precond.NeuralMG"}
+    if method == "gamg":
+        return {**krylov, "pc_type": "gamg"}
+    if method == "gmg":
+        return {**krylov, "pc_type": "mg", "mg_levels_ksp_type": "chebyshev", "mg_levels_ksp_max_it": 2,
+                "mg_levels_pc_type": "jacobi", "mg_coarse_ksp_type": "preonly", "mg_coarse_pc_type": "lu"}
+    return {**krylov, "pc_type": "icc"}
+
+
+def _fallbacks(pc: Any) -> int | None:
+    if pc.getType() != "python":
+        return None
+    ctx = pc.getPythonContext()
+    counter = getattr(ctx, "counter", None)
+    if counter is not None:
+        return int(counter.fallbacks)
+    return int(getattr(ctx, "fallback_rows", 0))
+
+
+def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: dict[str, str] | None = None,
+                             samples: int = 1, repeats: int = 1, seed: int = 1000, rtol: float = 1e-8,
+                             coefficient: str = "lognormal",
+                             variance: float = 2.0, length_scale: float | None = None,
+                             log: Any = None) -> tuple[list[SolveRow], dict[str, Any]]:
+    """Solve with each method on the same sampled matrices (module docstring).
+
+    Parameters
+    ----------
+    mesh_spec
+        The mesh (a level of a hierarchy for ``neural_mg``, ``gmg``, ``dcdm``), e.g.
+        ``"unitsquare:16/r4"`` (66,049 DOFs).
+    methods
+        Keys of :data:`METHODS`.
+    models
+        Method -> checkpoint path for the learned methods.
+    samples
+        Measured coefficients (after one warm-up coefficient).
+    repeats
+        Solves per measured coefficient; the fastest set-up and solve count.
+    seed
+        Seed of the coefficients (keep it away from the training seed).
+    rtol
+        Relative tolerance on the true residual.
+    coefficient, variance, length_scale
+        The operator family (:class:`~fe_operators.precond.data.DiffusionFamily`).
+    log
+        Called with a line per finished method (None: silent).
+
+    Returns
+    -------
+    tuple
+        ``(rows, info)``: a :class:`SolveRow` per method, and ``{"dofs", "contrasts"}``.
+    """
+    import firedrake as fd
+    from firedrake.petsc import PETSc
+
+    from fe_operators.io import load_mesh
+    from fe_operators.precond.base import APPCTX_KEY
+    from fe_operators.precond.data import DiffusionFamily
+    from fe_operators.precond.smoother import SmootherNet
+
+    models = dict(models or {})
+    mesh = load_mesh(mesh_spec)
+    family = DiffusionFamily(mesh, coefficient, variance, length_scale)
+    rng = np.random.default_rng(seed)
+    coefficients = [family.sample_coefficient(rng) for _ in range(samples + 1)]
+    contrasts = [family.contrast(a) for a in coefficients[1:]]
+    a = fd.Function(coefficients[0].function_space())
+    PETSc.Log.begin()
+    rows = []
+    for method in methods:
+        params = solver_parameters(method, models.get(method), rtol=rtol)
+        appctx = {}
+        if method == "galerkin_jacobi":
+            appctx[APPCTX_KEY] = SmootherNet(hidden=1, layers=0, init_s=0.5).double()
+        u = fd.Function(family.V)
+        problem = fd.LinearVariationalProblem(family.form(a), family.rhs_form(), u, bcs=family.bcs)
+        solver = fd.LinearVariationalSolver(problem, solver_parameters=params, appctx=appctx,
+                                            options_prefix=f"precond_eval_{method}_")
+        ksp = solver.snes.ksp
+        its, setups, solves, fallbacks, residual, ok = [], [], [], 0, 0.0, True
+        for k, coeff in enumerate(coefficients):
+            a.dat.data_wo[...] = coeff.dat.data_ro
+            best_setup = best_solve = math.inf
+            for rep in range(1 if k == 0 else repeats):
+                u.dat.zero()
+                stage = PETSc.Log.Stage(f"precond_eval_{method}_{k}_{rep}")
+                stage.push()
+                try:
+                    solver.solve()
+                    converged = True
+                except fd.ConvergenceError:
+                    converged = False
+                finally:
+                    stage.pop()
+                best_setup = min(best_setup, PETSc.Log.Event("PCSetUp").getPerfInfo(stage)["time"])
+                best_solve = min(best_solve, PETSc.Log.Event("KSPSolve").getPerfInfo(stage)["time"])
+            if k == 0:
+                continue  # warm-up: kernels compiled, first set-up done
+            A, _ = ksp.getOperators()
+            b, x = ksp.getRhs(), ksp.getSolution()
+            r = b.duplicate()
+            A.mult(x, r)
+            r.aypx(-1.0, b)
+            rel = r.norm() / b.norm()
+            residual = max(residual, rel)
+            ok = ok and converged and ksp.getConvergedReason() > 0 and rel <= 1.01 * rtol
+            its.append(ksp.getIterationNumber())
+            setups.append(best_setup)
+            solves.append(best_solve)
+            fb = _fallbacks(ksp.getPC())
+            fallbacks = None if fb is None else fallbacks + fb
+        row = SolveRow(method, family.V.dim(), float(np.mean(its)), float(np.mean(setups)), float(np.mean(solves)),
+                       fallbacks, ok, residual)
+        rows.append(row)
+        if log is not None:
+            log(format_rows([row], header=False))
+    return rows, {"dofs": family.V.dim(), "contrasts": contrasts}
+
+
+def format_rows(rows: Sequence[SolveRow], header: bool = True) -> str:
+    """A plain-text table: method, DOFs, iterations, set-up s, solve s, total s, fallbacks, converged."""
+    lines = []
+    if header:
+        lines.append(f"{'method':<16} {'DOFs':>9} {'its':>7} {'setup s':>8} {'solve s':>8} {'total s':>8} "
+                     f"{'fallbacks':>9} {'converged':>9} {'true res':>9}")
+    for r in rows:
+        fb = "-" if r.fallbacks is None else str(r.fallbacks)
+        its = f"{r.iterations:.0f}" if float(r.iterations).is_integer() else f"{r.iterations:.1f}"
+        lines.append(f"{r.method:<16} {r.dofs:>9} {its:>7} {r.setup_seconds:>8.3f} {r.solve_seconds:>8.3f} "
+                     f"{r.setup_seconds + r.solve_seconds:>8.3f} {fb:>9} {'yes' if r.converged else 'NO':>9} "
+                     f"{r.residual:>9.1e}")
+    return "\n".join(lines)

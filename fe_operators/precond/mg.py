@@ -1,0 +1,413 @@
+r"""Galerkin multigrid with learned smoothers, in PETSc (and its scipy mirror for training).
+
+The V-cycle of the SPD neural multigrid (DESIGN.md §6), for a fine SPD matrix :math:`A`
+whose Dirichlet rows are identity rows (Firedrake's assembly) and prolongations
+:math:`P_l` from level :math:`l-1` to :math:`l`:
+
+* **boundary masks** — :math:`b_L` the decoupled rows of :math:`A` (no off-diagonal
+  entry); on a coarser level, :math:`b_{l-1} = [P_l^T b_l > 1/2]`: the coarse nodes whose
+  basis functions reach the fine Dirichlet nodes, i.e. the coarse Dirichlet nodes of a
+  nested Lagrange hierarchy;
+* **masked prolongations** :math:`\tilde P_l = (I - B_l) P_l (I - B_{l-1})`
+  (:math:`B = \mathrm{diag}(b)`): coarse corrections never touch Dirichlet rows;
+* **Galerkin operators** :math:`A_{l-1} = \tilde P_l^T A_l \tilde P_l + B_{l-1}`
+  (``MatPtAP``; the identity keeps the coarse Dirichlet rows decoupled and the matrix
+  non-singular), down to the coarsest level, solved exactly (LU);
+* **smoothing** — ``sweeps`` Richardson steps :math:`x \leftarrow x + S_l(b - A_l x)` with
+  the learned diagonal :math:`S_l` (:class:`~fe_operators.precond.smoother.LearnedJacobi`)
+  before and after the coarse correction; :math:`S_l` is symmetric, so the post-smoother
+  is the pre-smoother's adjoint.
+
+The cycle is then symmetric, and positive definite because every :math:`S_l` is
+energy-convergent: :math:`B = \bar S + (I - S A) \tilde P B_c \tilde P^T (I - A S)` with
+:math:`\bar S = S(2S^{-1} - A)S \succ 0` and :math:`B_c \succ 0` by induction.
+
+:class:`GalerkinHierarchy` builds and updates the operators with PETSc (any number of
+processes); :func:`scipy_galerkin_hierarchy` is the same in scipy, for training and tests;
+:func:`setup_learned_mg` configures a ``PCMG`` with it; :class:`NeuralAMG` is the plain
+petsc4py PC for matrices without a mesh hierarchy (PETSc's GAMG with learned smoothers).
+Nothing here imports Firedrake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from fe_operators.precond.base import options_prefix, resolve_model
+from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.precond.features import row_parts
+from fe_operators.precond.smoother import LearnedJacobi
+
+__all__ = [
+    "BOUNDARY_THRESHOLD", "GalerkinHierarchy", "ScipyHierarchy", "scipy_galerkin_hierarchy", "setup_learned_mg",
+    "install_learned_smoothers", "NeuralAMG",
+]
+
+#: a coarse node is a Dirichlet node when ``(P^T b_fine)_c`` exceeds this
+BOUNDARY_THRESHOLD = 0.5
+
+
+# ----------------------------------------------------------------------------- scipy mirror
+@dataclasses.dataclass(frozen=True)
+class ScipyHierarchy:
+    """The Galerkin hierarchy of :func:`scipy_galerkin_hierarchy` (coarsest level first).
+
+    Attributes
+    ----------
+    operators
+        ``A_l``, CSR, coarsest first; the last is the fine matrix.
+    prolongations
+        ``P̃_l`` (masked), ``prolongations[l - 1]`` maps level ``l - 1`` to ``l``.
+    boundary
+        ``b_l`` bool masks, coarsest first.
+    """
+
+    operators: tuple[sp.csr_matrix, ...]
+    prolongations: tuple[sp.csr_matrix, ...]
+    boundary: tuple[np.ndarray, ...]
+
+
+def scipy_galerkin_hierarchy(A: sp.spmatrix, prolongations: Sequence[sp.spmatrix]) -> ScipyHierarchy:
+    """The masked Galerkin hierarchy of the module docstring, with scipy (one process).
+
+    Parameters
+    ----------
+    A
+        The fine SPD matrix (Dirichlet rows as identity rows).
+    prolongations
+        ``P_l``, coarsest first: ``prolongations[l - 1]`` is ``(n_l, n_{l-1})``.
+    """
+    A = sp.csr_matrix(A, dtype=np.float64)
+    A.sum_duplicates()
+    ops, pros, masks = [A], [], []
+    b = row_parts(A.indptr, A.indices, A.data)[2]
+    masks.append(b)
+    for P in reversed(list(prolongations)):
+        P = sp.csr_matrix(P, dtype=np.float64)
+        bc = (P.T @ b.astype(np.float64)) > BOUNDARY_THRESHOLD
+        Pm = sp.diags((~b).astype(np.float64)) @ P @ sp.diags((~bc).astype(np.float64))
+        Pm = sp.csr_matrix(Pm)
+        Ac = sp.csr_matrix(Pm.T @ ops[-1] @ Pm + sp.diags(bc.astype(np.float64)))
+        Ac.sum_duplicates()
+        ops.append(Ac)
+        pros.append(Pm)
+        masks.append(bc)
+        b = bc
+    return ScipyHierarchy(tuple(reversed(ops)), tuple(reversed(pros)), tuple(reversed(masks)))
+
+
+# ----------------------------------------------------------------------------- PETSc
+def _decoupled_vec(A: Any) -> Any:
+    """A Vec with 1 on the decoupled rows of ``A`` (local rows), 0 elsewhere."""
+    indptr, indices, data = A.getValuesCSR()
+    b = row_parts(indptr, indices, data, A.getOwnershipRange()[0])[2]
+    vec = A.createVecLeft()
+    vec.array[:] = b
+    return vec
+
+
+class GalerkinHierarchy:
+    """The masked Galerkin operators of a fine PETSc matrix and prolongations (module docstring).
+
+    Parameters
+    ----------
+    A
+        The fine matrix (assembled AIJ, SPD, Dirichlet rows as identity rows).
+    prolongations
+        PETSc AIJ matrices ``P_l``, coarsest first (``prolongations[l - 1]``: level
+        ``l - 1`` to ``l``); not modified (masked copies are made).
+
+    Attributes
+    ----------
+    operators
+        ``A_l``, coarsest first (the last is ``A`` itself).
+    prolongations
+        The masked ``P̃_l``.
+    setup_seconds
+        Wall time of the last build or update.
+    """
+
+    def __init__(self, A: Any, prolongations: Sequence[Any]) -> None:
+        self._raw = list(prolongations)
+        self.operators: list[Any] = []
+        self.prolongations: list[Any] = []
+        self._masks: list[np.ndarray] = []
+        self.setup_seconds = 0.0
+        self.update(A)
+
+    @property
+    def n_levels(self) -> int:
+        """Number of levels."""
+        return len(self._raw) + 1
+
+    def update(self, A: Any) -> None:
+        """(Re)compute the coarse operators for new values of ``A`` (same sparsity).
+
+        The masked prolongations and the symbolic products are reused when the
+        Dirichlet rows did not change (decided on all processes together); otherwise
+        everything is rebuilt and the old matrices freed (check :attr:`prolongations`
+        and :attr:`operators` for new objects).
+        """
+        t0 = time.perf_counter()
+        vecs = [_decoupled_vec(A)]
+        for P in reversed(self._raw):  # fine to coarse
+            bc = P.createVecRight()
+            P.multTranspose(vecs[-1], bc)
+            bc.array[:] = (bc.array_r > BOUNDARY_THRESHOLD).astype(np.float64)
+            vecs.append(bc)
+        vecs.reverse()  # coarsest first
+        masks = [v.array_r.astype(bool) for v in vecs]
+        same = bool(self.operators) and all(np.array_equal(m, old) for m, old in zip(masks, self._masks))
+        reuse = A.comm.tompi4py().allreduce(same, op=_land())
+        if not reuse:
+            self.destroy()
+        ops = [A]
+        for level in range(self.n_levels - 2, -1, -1):  # the coarse level made from level + 1
+            if reuse:
+                Ac = ops[-1].ptap(self.prolongations[level], result=self.operators[level])
+            else:
+                Pm = self._raw[level].duplicate(copy=True)
+                keep_f, keep_c = vecs[level + 1].duplicate(), vecs[level].duplicate()
+                for keep, b in ((keep_f, vecs[level + 1]), (keep_c, vecs[level])):
+                    keep.set(1.0)
+                    keep.axpy(-1.0, b)
+                Pm.diagonalScale(keep_f, keep_c)
+                self.prolongations.insert(0, Pm)
+                Ac = ops[-1].ptap(Pm)
+                Ac.setOption(Ac.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+            Ac.setDiagonal(vecs[level], addv=True)
+            ops.append(Ac)
+        self.operators = list(reversed(ops))
+        self._masks = masks
+        self.setup_seconds = time.perf_counter() - t0
+
+    def destroy(self) -> None:
+        """Free the coarse operators and masked prolongations (not the fine matrix)."""
+        for M in self.operators[:-1] + self.prolongations:
+            M.destroy()
+        self.operators, self.prolongations, self._masks = [], [], []
+
+
+def _land() -> Any:
+    from mpi4py import MPI
+
+    return MPI.LAND
+
+
+def _configure_smoother(ksp: Any, sweeps: int, context: Any) -> None:
+    from petsc4py import PETSc
+
+    ksp.setType(PETSc.KSP.Type.RICHARDSON)
+    ksp.setTolerances(max_it=int(sweeps))
+    ksp.setNormType(PETSc.KSP.NormType.NONE)  # also selects KSPConvergedSkip
+    pc = ksp.getPC()
+    pc.setType(PETSc.PC.Type.PYTHON)
+    pc.setPythonContext(context)
+
+
+def setup_learned_mg(mg: Any, hierarchy: GalerkinHierarchy, model: Any, sweeps: int) -> list[LearnedJacobi]:
+    """Configure ``mg`` (a new PETSc PC with its options prefix set) as the learned V-cycle.
+
+    Multiplicative V-cycle on ``hierarchy``'s levels; on every level but the coarsest
+    ``sweeps`` Richardson steps with a :class:`LearnedJacobi` of ``model`` before and
+    after the coarse correction (one smoother, two KSPs: the first starts from zero);
+    the coarsest level solved by LU
+    (``redundant`` LU on several processes).  Options under ``mg``'s prefix are applied
+    last (``-<prefix>mg_levels_ksp_max_it 3``, ``-<prefix>mg_coarse_pc_type cholesky``).
+
+    Returns
+    -------
+    list of LearnedJacobi
+        The smoothers' contexts, finest level first (their ``fallback_rows`` after set-up).
+    """
+    from petsc4py import PETSc
+
+    n = hierarchy.n_levels
+    mg.setType(PETSc.PC.Type.MG)
+    mg.setMGLevels(n)
+    mg.setMGType(PETSc.PC.MGType.MULTIPLICATIVE)
+    mg.setMGCycleType(PETSc.PC.MGCycleType.V)
+    A = hierarchy.operators[-1]
+    mg.setOperators(A, A)
+    for level in range(1, n):
+        mg.setMGInterpolation(level, hierarchy.prolongations[level - 1])
+    contexts = []
+    for level in range(n):
+        A_l = hierarchy.operators[level]
+        if level:
+            # distinct KSPs before and after the coarse correction (one context, computed once):
+            # the pre-smoother then starts from a zero guess and skips the product A 0
+            ctx = LearnedJacobi(model)
+            for ksp in (mg.getMGSmootherDown(level), mg.getMGSmootherUp(level)):
+                ksp.setOperators(A_l, A_l)
+                _configure_smoother(ksp, sweeps, ctx)
+            contexts.append(ctx)
+        else:
+            ksp = mg.getMGCoarseSolve()
+            ksp.setOperators(A_l, A_l)
+            ksp.setType(PETSc.KSP.Type.PREONLY)
+            cpc = ksp.getPC()
+            cpc.setType(PETSc.PC.Type.REDUNDANT if mg.comm.getSize() > 1 else PETSc.PC.Type.LU)
+    mg.setFromOptions()
+    return contexts[::-1]
+
+
+def install_learned_smoothers(mg: Any, model: Any, sweeps: int) -> list[LearnedJacobi]:
+    """Give every non-coarse level of a set-up ``PCMG`` (e.g. GAMG's) the learned smoother.
+
+    Levels whose PC already holds a :class:`LearnedJacobi` keep it (they re-read their
+    matrix at the next set-up).
+
+    Returns
+    -------
+    list of LearnedJacobi
+        The contexts, finest level first.
+    """
+    contexts = []
+    for level in range(mg.getMGLevels() - 1, 0, -1):
+        ksp = mg.getMGSmoother(level)
+        pc = ksp.getPC()
+        ctx = pc.getPythonContext() if pc.getType() == "python" else None
+        if not isinstance(ctx, LearnedJacobi):
+            ctx = LearnedJacobi(model)
+            _configure_smoother(ksp, sweeps, ctx)
+        contexts.append(ctx)
+    return contexts
+
+
+class _LearnedMGBase:
+    """What the two learned-multigrid PCs share: apply, view and the smoothers' report."""
+
+    _prefix = ""
+    name = ""
+
+    def __init__(self) -> None:
+        self.mg = None
+        self.net = None
+        self.smoothers: list[LearnedJacobi] = []
+        self.sweeps = 0
+        self.setup_seconds = 0.0
+
+    @property
+    def fallback_rows(self) -> int:
+        """Rows (local, all levels) whose smoother weight fell back to the classical one."""
+        return sum(s.fallback_rows for s in self.smoothers)
+
+    def _sweeps(self, prefix: str) -> int:
+        from petsc4py import PETSc
+
+        default = int(getattr(self.net, "sweeps", 2))
+        sweeps = PETSc.Options(prefix).getInt("sweeps", default)
+        if sweeps < 1:
+            raise PreconditionerSetupError(self.name, f"-{prefix}sweeps: expected at least 1, got {sweeps}")
+        return sweeps
+
+    def apply(self, pc: Any, x: Any, y: Any) -> None:
+        """One V-cycle: ``y = B x``."""
+        self.mg.apply(x, y)
+
+    def applyTranspose(self, pc: Any, x: Any, y: Any) -> None:
+        """``y = Bᵀ x = B x`` (the cycle is symmetric)."""
+        self.mg.apply(x, y)
+
+    def _report(self) -> str:
+        return (f"{self.name}: learned smoothers on {len(self.smoothers)} levels, {self.sweeps} sweeps; "
+                f"{self.fallback_rows} rows with the classical weight after non-finite network output; "
+                f"set-up {self.setup_seconds:.3f} s")
+
+    def view(self, pc: Any, viewer: Any = None) -> None:
+        """Print the summary and the inner multigrid PC."""
+        if viewer is None or viewer.getType() != "ascii":
+            return
+        viewer.printfASCII(self._report() + "\n")
+        if self.mg is not None:
+            self.mg.view(viewer)
+
+    def postSolve(self, pc: Any, ksp: Any, b: Any, x: Any) -> None:
+        """Report smoother fallbacks after a solve (nothing when there were none)."""
+        if self.fallback_rows:
+            from petsc4py import PETSc
+
+            PETSc.Sys.Print(self._report(), comm=pc.comm)
+
+    def destroy(self, pc: Any) -> None:
+        """Free the inner PC."""
+        if self.mg is not None:
+            self.mg.destroy()
+            self.mg = None
+
+
+class NeuralAMG(_LearnedMGBase):
+    """A petsc4py Python PC for any assembled SPD matrix: PETSc's GAMG with learned smoothers.
+
+    For matrices that did not come from a Firedrake mesh hierarchy.  Select it with::
+
+        -pc_type python -pc_python_type fe_operators.precond.NeuralAMG
+        -neuralamg_model smoother.pt
+
+    (options prefix ``<pc prefix>neuralamg_``).  The inner GAMG reads its options under
+    the same prefix (``-neuralamg_pc_gamg_threshold 0.02``); after its set-up every level
+    but the coarsest gets ``sweeps`` Richardson steps with a
+    :class:`~fe_operators.precond.smoother.LearnedJacobi` (before and after the coarse
+    correction: the cycle stays symmetric, use ``-ksp_type cg``).
+
+    Options
+    -------
+    ``-<prefix>model PATH``
+        The trained smoother network (or pass ``model=`` to the constructor).
+    ``-<prefix>sweeps N``
+        Smoothing sweeps per level (default: the network's ``sweeps``).
+
+    Parameters
+    ----------
+    model
+        The network or a checkpoint path (instead of the option).
+    """
+
+    _prefix = "neuralamg_"
+    name = "fe_operators.precond.NeuralAMG"
+
+    def __init__(self, model: Any = None) -> None:
+        super().__init__()
+        self.model = model
+
+    def setUp(self, pc: Any) -> None:
+        """Set up GAMG on the PC's matrix, then its learned smoothers."""
+        from petsc4py import PETSc
+
+        t0 = time.perf_counter()
+        prefix = options_prefix(pc, self._prefix)
+        _, P = pc.getOperators()
+        if P.getType() in ("python", "shell"):
+            raise PreconditionerSetupError(self.name, f"expected an assembled (AIJ) matrix, got type "
+                                                      f"{P.getType()!r}: assemble the operator (mat_type aij)")
+        if self.net is None:
+            self.net = resolve_model(self.name, prefix, self.model)
+            self.sweeps = self._sweeps(prefix)
+        if self.mg is None:
+            self.mg = PETSc.PC().create(comm=pc.comm)
+            self.mg.setOptionsPrefix(prefix)
+            self.mg.setType(PETSc.PC.Type.GAMG)
+            self.mg.setFromOptions()
+        A, _ = pc.getOperators()
+        self.mg.setOperators(A, P)
+        # GAMG makes its level smoothers from options during set-up: cheap placeholders (no
+        # eigenvalue estimates) until the learned smoothers replace them, unless the user set some
+        opts = PETSc.Options(prefix)
+        added = [key for key in ("mg_levels_ksp_type", "mg_levels_pc_type") if not opts.hasName(key)]
+        for key in added:
+            opts.setValue(key, "richardson" if key.endswith("ksp_type") else "jacobi")
+        try:
+            self.mg.setUp()
+        finally:
+            for key in added:
+                opts.delValue(key)
+        self.smoothers = install_learned_smoothers(self.mg, self.net, self.sweeps)
+        for level in range(1, self.mg.getMGLevels()):
+            self.mg.getMGSmoother(level).setUp()
+        self.setup_seconds = time.perf_counter() - t0

@@ -1,0 +1,72 @@
+"""``fe-operators precond train|evaluate``: typed configs, self-describing checkpoints, the table."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fe_operators.cli import main
+from fe_operators.precond.dcdm import DCDMNet
+from fe_operators.precond.smoother import SmootherNet
+from fe_operators.train.checkpoint import load_model, read_checkpoint
+
+
+def _config(tmp_path, **data) -> str:
+    path = tmp_path / "pc.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_print_config_lists_every_section(capsys):
+    assert main(["precond", "train", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    for key in ("kind: <required>", "family:", "mesh: <required>", "smoother:", "sweeps: 2", "dcdm:", "ritz: 100",
+                "train:", "steps: 300", "out: <required>"):
+        assert key in out
+
+
+def test_bad_config_key_is_named(tmp_path, capsys):
+    cfg = _config(tmp_path, kind="neural_mg", family={"mesh": "unitsquare:4/r2"}, smoother={"sweep": 2}, out="x.pt")
+    assert main(["precond", "train", "--config", cfg]) == 2  # a configuration error, as for every command
+    err = capsys.readouterr().err
+    assert "smoother.sweep: unknown key; did you mean 'sweeps'?" in err and "pc.yaml" in err
+
+
+@pytest.mark.parametrize("kind, cls, section", [
+    ("neural_mg", SmootherNet, {"smoother": {"hidden": 4, "sweeps": 1}}),
+    ("dcdm", DCDMNet, {"dcdm": {"width": 2, "layers": 1, "ritz": 10, "combinations": 4, "smooth": 2, "batch": 4}}),
+])
+def test_train_writes_a_self_describing_checkpoint(tmp_path, capsys, kind, cls, section):
+    cfg = _config(tmp_path, kind=kind, family={"mesh": "unitsquare:4/r2", "samples": 2, "validation_samples": 1},
+                  train={"steps": 3, "log_every": 1}, out="net.pt", **section)
+    assert main(["precond", "train", "--config", cfg]) == 0
+    assert "step     3" in capsys.readouterr().out
+    data = read_checkpoint(tmp_path / "net.pt")
+    assert data["model"]["class"] == f"{cls.__module__}:{cls.__name__}"
+    assert data["run"]["config"]["kind"] == kind and data["run"]["config"]["out"] == str(tmp_path / "net.pt")
+    assert [row["step"] for row in data["run"]["precond"]["history"]] == [1, 2, 3]
+    loaded = load_model(tmp_path / "net.pt")
+    assert isinstance(loaded.network, cls)
+    if kind == "neural_mg":
+        assert loaded.network.sweeps == 1 and "rho_learned" in data["run"]["precond"]["report"]
+
+
+def test_evaluate_prints_one_row_per_method(tmp_path, capsys):
+    from precond_helpers import family
+    from fe_operators.precond.training import write_precond_checkpoint
+    from fe_operators.precond.config import precond_config_from_dict
+
+    net = SmootherNet(hidden=4, init_s=0.5).double()
+    cfg = precond_config_from_dict({"kind": "neural_mg", "family": {"mesh": "unitsquare:4/r2"}, "out": "s.pt"},
+                                   base_dir=tmp_path)
+    write_precond_checkpoint(cfg.out, net, cfg, [], {})
+    status = main(["precond", "evaluate", "--model", cfg.out, "--mesh", "unitsquare:4/r3",
+                   "--methods", "neural_mg,galerkin_jacobi,gamg,icc"])
+    out = capsys.readouterr().out
+    assert status == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:5]}
+    assert list(rows) == ["neural_mg", "galerkin_jacobi", "gamg", "icc"]
+    assert all(r[1] == str(family("unitsquare:4/r3").V.dim()) and r[7] == "yes" for r in rows.values())
+    assert rows["neural_mg"][2] == rows["galerkin_jacobi"][2]  # s = 1/2 everywhere is the classical cycle
+    assert rows["neural_mg"][6] == "0" and rows["gamg"][6] == "-"
+    assert "contrast max/min" in out
