@@ -10,7 +10,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-all bench-bridge bench-data bench-spon
+.PHONY: install demo test test-all bench-bridge bench-data bench-spon bench-mgno
 
 install:
 	@bash scripts/install.sh
@@ -34,3 +34,7 @@ bench-data: install
 # Installs neuraloperator (optional, benchmark only) into the venv with torch pinned.
 bench-spon: install
 	$(PY) benchmarks/bench_spon.py
+
+# About 90 minutes (seven models x 10 min); shares bench-spon's unitsquare:64 data (out/bench/spon), caches the rest in out/bench/mgno.
+bench-mgno: install
+	$(PY) benchmarks/bench_mgno.py

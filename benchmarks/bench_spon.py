@@ -129,15 +129,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------- data
-def dataset(spec_n: int, seed: int, counts: tuple[int, int, int], out: Path) -> dict[str, Any]:
-    """Generate (or reuse) the Darcy file; return its problem, FE norm and split tensors."""
+def mesh_dataset(spec: str, seed: int, counts: tuple[int, int, int], out: Path) -> dict[str, Any]:
+    """Generate (or reuse) a Darcy (``coefficient: cg1``) file on mesh ``spec``; split it.
+
+    The file is ``out/darcy-cg1-<spec without ':', '/' as '-'>-seed<seed>.h5`` (a larger
+    file is reused as it is; its first ``sum(counts)`` rows are read). Returns the file,
+    its rebuilt problem, the FE L2 norm of the output space and the train/val/test tensors.
+    """
     from fe_operators.data import FEFile, generate_dataset
     from fe_operators.fem import FENorm
 
     total = sum(counts)
-    path = out / f"darcy-cg1-unitsquare{spec_n}-seed{seed}.h5"
+    path = out / f"darcy-cg1-{spec.replace(':', '').replace('/', '-')}-seed{seed}.h5"
     t0 = time.perf_counter()
-    report = generate_dataset("darcy", f"unitsquare:{spec_n}", total, path, seed=seed,
+    report = generate_dataset("darcy", spec, total, path, seed=seed,
                               params={"coefficient": "cg1"}, progress=False)
     file = FEFile(path)
     inputs, output = file.read(range(total))
@@ -149,7 +154,12 @@ def dataset(spec_n: int, seed: int, counts: tuple[int, int, int], out: Path) -> 
     print(f"data: {path} ({report.generated} of {total} samples generated now, "
           f"{time.perf_counter() - t0:.1f} s); split {counts[0]}/{counts[1]}/{counts[2]}", flush=True)
     return {"file": file, "problem": problem, "norm": FENorm.l2(problem.output_space), "split": split,
-            "n": spec_n}
+            "spec": spec}
+
+
+def dataset(spec_n: int, seed: int, counts: tuple[int, int, int], out: Path) -> dict[str, Any]:
+    """:func:`mesh_dataset` on ``unitsquare:<spec_n>`` (the dict also has ``"n"``)."""
+    return {**mesh_dataset(f"unitsquare:{spec_n}", seed, counts, out), "n": spec_n}
 
 
 # ---------------------------------------------------------------------------------- models
