@@ -101,7 +101,7 @@ MG_OPTIONS: dict[str, Any] = {"width": 24, "layers": 4, "levels": None, "pre_smo
 MG_TRAIN: dict[str, Any] = {"lr": 1e-3, "batch": 8, "loss": "h1", "schedule": "cosine", "weight_decay": 1e-4}
 #: SPON-GNN: bench_spon's settings
 GNN_OPTIONS: dict[str, Any] = {"width": 32, "depth": 2, "hops": 0, "coarse_cells": 0, "latent_cells": 16,
-                               "latent_modes": 8}
+                               "latent_modes": 8, "latent_padding": 1.0}
 GNN_TRAIN: dict[str, Any] = {"lr": 3e-3, "batch": 5, "weight_decay": 1e-4}
 #: FNO (both grids): bench_spon's lr, batch and weight decay; the paper's MgNO: its own
 FNO_TRAIN: dict[str, Any] = {"lr": 8e-3, "batch": 20, "weight_decay": 1e-4}
@@ -162,7 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gnn-lr", type=float, default=GNN_TRAIN["lr"])
     p.add_argument("--gnn-batch", type=int, default=GNN_TRAIN["batch"])
     for key, value in GNN_OPTIONS.items():
-        p.add_argument(f"--gnn-{key.replace('_', '-')}", type=int, default=value)
+        p.add_argument(f"--gnn-{key.replace('_', '-')}", type=type(value), default=value)
     p.add_argument("--fno-lr", type=float, default=FNO_TRAIN["lr"])
     p.add_argument("--batch", type=int, default=FNO_TRAIN["batch"], help="FNO's batch (default 20)")
     p.add_argument("--weight-decay", type=float, default=FNO_TRAIN["weight_decay"], help="FNO and SPON-GNN")
