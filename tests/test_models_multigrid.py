@@ -126,7 +126,8 @@ def test_spon_multigrid_on_an_unstructured_hierarchy_is_exact_on_the_boundary():
     assert torch.equal(u[:, mask], x[:, mask, 1])  # Poisson's g on the Dirichlet DOFs, bit for bit
     u.square().sum().backward()
     for name, p in model.named_parameters():
-        assert p.grad is not None, name
+        # coefficient_scale/shift are empty without coefficient_operators: nothing to differentiate
+        assert p.grad is not None or p.numel() == 0, name
     clone = SPON.from_config(model.config)
     clone.load_state_dict(model.state_dict())
     assert torch.equal(clone(x), u.detach())
