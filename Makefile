@@ -10,7 +10,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-all bench-bridge bench-data bench-spon bench-mgno
+.PHONY: install demo test test-all bench-bridge bench-data bench-spon bench-mgno bench-pc
 
 install:
 	@bash scripts/install.sh
@@ -38,3 +38,7 @@ bench-spon: install
 # About 90 minutes (seven models x 10 min); shares bench-spon's unitsquare:64 data (out/bench/spon), caches the rest in out/bench/mgno.
 bench-mgno: install
 	$(PY) benchmarks/bench_mgno.py
+
+# About 30-45 minutes: learned preconditioners against GAMG, GMG and ICC at 66k/263k/1.05M DOFs (checkpoints cached in out/bench/pc).
+bench-pc: install
+	$(PY) benchmarks/bench_pc.py

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["METHODS", "SolveRow", "solver_parameters", "evaluate_preconditioners", "format_rows"]
+__all__ = ["METHODS", "SolveRow", "solver_parameters", "fallback_count", "evaluate_preconditioners", "format_rows"]
 
 #: method -> what it is (the order of the table)
 METHODS: dict[str, str] = {
@@ -110,7 +110,8 @@ def solver_parameters(method: str, model: str | None = None, *, rtol: float = 1e
     return {**krylov, "pc_type": "icc"}
 
 
-def _fallbacks(pc: Any) -> int | None:
+def fallback_count(pc: Any) -> int | None:
+    """Network fallbacks of a learned PC's last solve (None for a classical PC)."""
     if pc.getType() != "python":
         return None
     ctx = pc.getPythonContext()
@@ -124,6 +125,7 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
                              samples: int = 1, repeats: int = 1, seed: int = 1000, rtol: float = 1e-8,
                              coefficient: str = "lognormal",
                              variance: float = 2.0, length_scale: float | None = None,
+                             options: dict[str, dict[str, Any]] | None = None,
                              log: Any = None) -> tuple[list[SolveRow], dict[str, Any]]:
     """Solve with each method on the same sampled matrices (module docstring).
 
@@ -146,6 +148,9 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
         Relative tolerance on the true residual.
     coefficient, variance, length_scale
         The operator family (:class:`~fe_operators.precond.data.DiffusionFamily`).
+    options
+        Method -> PETSc options added to (or overriding) :func:`solver_parameters`, e.g.
+        ``{"gamg": {"pc_gamg_threshold": 0.02}}``.
     log
         Called with a line per finished method (None: silent).
 
@@ -172,7 +177,7 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     PETSc.Log.begin()
     rows = []
     for method in methods:
-        params = solver_parameters(method, models.get(method), rtol=rtol)
+        params = {**solver_parameters(method, models.get(method), rtol=rtol), **(options or {}).get(method, {})}
         appctx = {}
         if method == "galerkin_jacobi":
             appctx[APPCTX_KEY] = SmootherNet(hidden=1, layers=0, init_s=0.5).double()
@@ -211,7 +216,7 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
             its.append(ksp.getIterationNumber())
             setups.append(best_setup)
             solves.append(best_solve)
-            fb = _fallbacks(ksp.getPC())
+            fb = fallback_count(ksp.getPC())
             fallbacks = None if fb is None else fallbacks + fb
         row = SolveRow(method, family.V.dim(), float(np.mean(its)), float(np.mean(setups)), float(np.mean(solves)),
                        fallbacks, ok, residual)
