@@ -70,3 +70,17 @@ def test_evaluate_prints_one_row_per_method(tmp_path, capsys):
     assert rows["neural_mg"][2] == rows["galerkin_jacobi"][2]  # s = 1/2 everywhere is the classical cycle
     assert rows["neural_mg"][6] == "0" and rows["gamg"][6] == "-"
     assert "contrast max/min" in out
+
+
+def test_evaluate_times_each_call_not_the_sum_over_the_process():
+    # PETSc stages are found by name: timing a stage's events without the difference would
+    # add every earlier call's set-ups and solves to the later ones (seen in bench-pc)
+    from fe_operators.precond.evaluate import evaluate_preconditioners
+
+    import statistics
+
+    rows = [evaluate_preconditioners("unitsquare:8/r4", ["gamg"], seed=7)[0][0] for _ in range(8)]
+    totals = [r.setup_seconds + r.solve_seconds for r in rows]
+    assert all(t > 0 for t in totals)
+    # a running sum would make the eighth about four times the median of the first three
+    assert totals[-1] < 2.5 * statistics.median(totals[:3]), totals
