@@ -13,8 +13,9 @@ Stages:
 1. **train** — the NeuralMG smoother network (``precond train``, kind ``neural_mg``, on
    the ``unitsquare:8/r3`` hierarchy) and the DCDM network (kind ``dcdm``, on
    ``unitsquare:16/r2``); cached in ``--out`` by configuration, so a rerun skips them.
-2. **gamg options** — GAMG's option sets (:data:`GAMG_VARIANTS`) on the first size; the
-   fastest is GAMG's "best options" for the rest of the run.
+2. **options** — option sets of GAMG and of Firedrake's GMG (:data:`VARIANTS`: strength
+   thresholds, aggregation smoothing; Chebyshev/Jacobi against (S)SOR smoothing) on the
+   second size; the fastest of each is its "best options" for the rest of the run.
 3. **sizes** — ``unitsquare:16/r4``, ``/r5``, ``/r6`` (66,049, 263,169 and 1,050,625
    DOFs): NeuralMG, the same Galerkin V-cycle with classical l1-Jacobi weights, CG+GAMG,
    CG+Firedrake GMG (``pc_type mg`` on the same hierarchy), CG+ICC(0); DCDM (FCG, mmax 2)
@@ -51,12 +52,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_summary  # noqa: E402
 
-#: GAMG option sets tried on the first size (the fastest is used for the rest)
-GAMG_VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "threshold 0.02": {"pc_gamg_threshold": 0.02},
-    "threshold 0.05, cheby(3)": {"pc_gamg_threshold": 0.05, "mg_levels_ksp_max_it": 3},
-    "agg_nsmooths 0": {"pc_gamg_agg_nsmooths": 0},
+#: option sets of the classical multigrids tried on the selection size (the fastest of each is used)
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "gamg": {
+        "default": {},
+        "threshold 0.02": {"pc_gamg_threshold": 0.02},
+        "threshold 0.05, cheby(3)": {"pc_gamg_threshold": 0.05, "mg_levels_ksp_max_it": 3},
+        "agg_nsmooths 0": {"pc_gamg_agg_nsmooths": 0},
+    },
+    "gmg": {
+        "cheby(2)/jacobi": {},
+        "cheby(2)/ssor": {"mg_levels_pc_type": "sor"},
+        "richardson/ssor(1)": {"mg_levels_ksp_type": "richardson", "mg_levels_ksp_max_it": 1,
+                               "mg_levels_pc_type": "sor"},
+        "richardson/ssor(2)": {"mg_levels_ksp_type": "richardson", "mg_levels_ksp_max_it": 2,
+                               "mg_levels_pc_type": "sor"},
+    },
 }
 
 #: the training configurations (``precond train``), written next to their checkpoints
@@ -195,24 +206,27 @@ def main(argv: list[str] | None = None) -> int:
     models = {"neural_mg": mg_model, "dcdm": dcdm_model}
     kw = dict(samples=args.samples, repeats=args.repeats, seed=1000, rtol=1e-8)
 
-    print(f"\n## 2. GAMG's options, on {sizes[0]}")
-    best_gamg, best_time = {}, float("inf")
-    for name, opts in GAMG_VARIANTS.items():
-        rows, _ = evaluate_preconditioners(sizes[0], ["gamg"], options={"gamg": opts}, **kw)
-        r = rows[0]
-        total = r.setup_seconds + r.solve_seconds
-        print(f"gamg [{name}]: {r.iterations:.1f} its, set-up {r.setup_seconds:.3f} s, solve "
-              f"{r.solve_seconds:.3f} s, total {total:.3f} s, converged {r.converged}")
-        if r.converged and total < best_time:
-            best_gamg, best_time, best_name = opts, total, name
-    print(f"GAMG's best options here: [{best_name}] {best_gamg}")
+    select = sizes[1] if len(sizes) > 1 else sizes[0]
+    print(f"\n## 2. options of the classical multigrids, on {select} (the fastest of each is used everywhere)")
+    best: dict[str, dict[str, Any]] = {}
+    for method, variants in VARIANTS.items():
+        timings = {}
+        for name, opts in variants.items():
+            rows, _ = evaluate_preconditioners(select, [method], options={method: opts}, **kw)
+            r = rows[0]
+            timings[name] = r.setup_seconds + r.solve_seconds if r.converged else float("inf")
+            print(f"{method} [{name}]: {r.iterations:.1f} its, set-up {r.setup_seconds:.3f} s, solve "
+                  f"{r.solve_seconds:.3f} s, total {timings[name]:.3f} s, converged {r.converged}")
+        name = min(timings, key=timings.get)
+        best[method] = variants[name]
+        print(f"{method}: best options [{name}] {variants[name]}")
 
     print("\n## 3. sizes (unit square hierarchies, log-normal coefficients never seen in training)")
     print(format_rows([]))
     by_size: dict[str, dict[str, Any]] = {}
     for spec in sizes:
         methods = ["neural_mg", "galerkin_jacobi", "gamg", "gmg", "icc"]
-        rows, info = evaluate_preconditioners(spec, methods, models=models, options={"gamg": best_gamg},
+        rows, info = evaluate_preconditioners(spec, methods, models=models, options=best,
                                               log=print, **kw)
         table = {r.method: r for r in rows}
         if info["dofs"] <= args.dcdm_max_dofs:
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     other = {}
     for label, spec in (("unstructured", args.unstructured), ("3d", args.three_d)):
         rows, info = evaluate_preconditioners(spec, ["neural_mg", "gamg"], models=models,
-                                              options={"gamg": best_gamg}, log=print, **kw)
+                                              options=best, log=print, **kw)
         other[label] = {r.method: r for r in rows}
         print(f"-- {spec}: {info['dofs']} DOFs")
 

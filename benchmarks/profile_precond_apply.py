@@ -1,4 +1,4 @@
-"""Where the time of a NeuralMG solve goes: PETSc events, cProfile, Python overhead per smoother call.
+"""Where the time of a NeuralMG set-up and solve goes: PETSc events, cProfile, Python overhead per smoother call.
 
 Usage::
 
@@ -25,6 +25,8 @@ from fe_operators.io import load_mesh
 from fe_operators.precond.data import DiffusionFamily
 from fe_operators.precond.smoother import LearnedJacobi, SmootherNet
 
+SETUP_EVENTS = ("MatPtAP", "MatPtAPNumeric", "MatPtAPSymbolic", "MatLUFactorNum", "MatGetDiagonal", "MatGetRow",
+                "MatAssemblyEnd")
 EVENTS = ("PCApply", "MatMult", "MatResidual", "MatMultTranspose", "MatMultAdd", "VecPointwiseMult", "MatSolve",
           "VecAXPY", "VecAYPX", "VecTDot", "VecNorm")
 
@@ -61,12 +63,16 @@ def main(spec: str, model: str) -> None:
     setup = PETSc.Log.Event("PCSetUp").getPerfInfo(stage)["time"]
     print(f"{fam.V.dim()} DOFs, {its} CG iterations, KSPSolve {ksolve:.4f} s ({1e3 * ksolve / its:.2f} ms per "
           f"iteration), PCSetUp {setup:.4f} s")
+    for ev in SETUP_EVENTS:
+        info = PETSc.Log.Event(ev).getPerfInfo(stage)
+        print(f"  {ev:18s} calls {info['count']:6d}  {info['time']:.4f} s  {100 * info['time'] / setup:5.1f} % "
+              "of PCSetUp")
     for ev in EVENTS:
         info = PETSc.Log.Event(ev).getPerfInfo(stage)
         print(f"  {ev:18s} calls {info['count']:6d}  {info['time']:.4f} s  {100 * info['time'] / ksolve:5.1f} % "
               "of KSPSolve")
     out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(8)
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(12)
     print(out.getvalue())
     A = PETSc.Mat().createAIJ([10, 10], nnz=1, comm=PETSc.COMM_SELF)
     for i in range(10):

@@ -55,6 +55,26 @@ def test_features_are_dimensionless_and_match_the_laplacian_stencil():
     assert len(FEATURE_NAMES) == f.values.shape[1]
 
 
+def test_seqaij_csr_is_a_view_of_the_matrix_storage_and_features_agree_on_every_path(operator):
+    from fe_operators.precond.petsc_csr import seqaij_csr
+
+    _, _, A0 = operator
+    A = A0.duplicate(copy=True)
+    view = seqaij_csr(A)
+    assert view is not None and not any(arr.flags.writeable for arr in view)
+    for got, ref in zip(view, A.getValuesCSR()):
+        assert np.array_equal(got, ref)
+    A.scale(2.0)  # the view is the storage: it sees the new values, no copy was made
+    assert np.array_equal(view[2], A.getValuesCSR()[2])
+    # the compiled serial path, the row-by-row path of other matrix types, and scipy's agree
+    B = A.convert("mpiaij")  # one process, another type: no view, read with getValuesCSR
+    assert seqaij_csr(B) is None and seqaij_csr(A.convert("dense")) is None
+    fa, fb, fc = petsc_row_features(A), petsc_row_features(B), csr_row_features(petsc_to_scipy(A))
+    for f in (fb, fc):
+        assert np.allclose(fa.values, f.values, rtol=1e-13, atol=1e-15)
+        assert np.array_equal(fa.decoupled, f.decoupled) and np.allclose(fa.abs_row_sum, f.abs_row_sum, rtol=1e-14)
+
+
 def test_galerkin_operators_and_cycle_agree_with_the_torch_training_cycle(operator):
     fam, _, A = operator
     Ps = level_prolongations(fam.V)

@@ -37,7 +37,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["FEATURE_NAMES", "RowFeatures", "row_parts", "row_features", "csr_row_features", "petsc_row_features"]
+__all__ = ["FEATURE_NAMES", "RowFeatures", "row_parts", "row_features", "serial_row_features", "csr_row_features",
+           "petsc_row_features"]
 
 #: names of the feature columns, in order (stored with trained models, checked on load)
 FEATURE_NAMES: tuple[str, ...] = (
@@ -73,37 +74,87 @@ class RowFeatures:
 
 
 @numba.njit(cache=True)
-def _row_sums(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> tuple:
-    """One pass over the rows: diagonal, Σ|off|, Σ off, Σ max(off, 0), max |off|, Σ off²."""
+def _diagonal(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> np.ndarray:
     n = indptr.shape[0] - 1
-    d, o, total = np.zeros(n), np.zeros(n), np.zeros(n)
-    positive, biggest, squares = np.zeros(n), np.zeros(n), np.zeros(n)
+    d = np.zeros(n)
     for i in range(n):
         for k in range(indptr[i], indptr[i + 1]):
-            v = data[k]
-            total[i] += v
             if indices[k] == i + row_start:
-                d[i] += v
-            else:
+                d[i] += data[k]
+    return d
+
+
+@numba.njit(cache=True)
+def _offdiag_abs(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> np.ndarray:
+    n = indptr.shape[0] - 1
+    o = np.zeros(n)
+    for i in range(n):
+        for k in range(indptr[i], indptr[i + 1]):
+            if indices[k] != i + row_start:
+                o[i] += abs(data[k])
+    return o
+
+
+@numba.njit(cache=True)
+def _scaled_row_sum(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``A D^{-1/2} 1`` of a square matrix whose columns are the local rows (one process)."""
+    n = indptr.shape[0] - 1
+    out = np.zeros(n)
+    for i in range(n):
+        acc = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            acc += data[k] / np.sqrt(d[indices[k]])
+        out[i] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _fill_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int, d: np.ndarray,
+                   scaled: np.ndarray) -> tuple:
+    """One pass over the rows: the feature columns, ``Σ_j |a_ij|`` and the decoupled flags."""
+    n = indptr.shape[0] - 1
+    values = np.empty((n, 6))
+    abs_row_sum = np.empty(n)
+    decoupled = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        o = 0.0
+        total = 0.0
+        positive = 0.0
+        biggest = 0.0
+        squares = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            v = data[k]
+            total += v
+            if indices[k] != i + row_start:
                 a = abs(v)
-                o[i] += a
-                squares[i] += v * v
+                o += a
+                squares += v * v
                 if v > 0:
-                    positive[i] += v
-                if a > biggest[i]:
-                    biggest[i] = a
-    return d, o, total, positive, biggest, squares
+                    positive += v
+                if a > biggest:
+                    biggest = a
+        di = d[i]
+        values[i, 0] = o / di
+        values[i, 1] = total / di
+        values[i, 2] = positive / di
+        values[i, 3] = biggest / di
+        values[i, 4] = scaled[i] / np.sqrt(di)
+        values[i, 5] = squares / (o * o) if o > 0 else 0.0
+        abs_row_sum[i] = di + o
+        decoupled[i] = o == 0
+    return values, abs_row_sum, decoupled
 
 
-def _checked(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> tuple:
-    sums = _row_sums(np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64),
-                     np.asarray(data, dtype=np.float64), int(row_start))
-    d = sums[0]
+def _check_diagonal(d: np.ndarray, row_start: int) -> None:
     if d.size and not np.all(d > 0):
         bad = int(np.flatnonzero(~(d > 0))[0])
         raise ValueError(f"expected a matrix with a positive diagonal (symmetric positive definite), row "
                          f"{bad + row_start} has diagonal {d[bad]!r}")
-    return sums
+
+
+def _arrays(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> tuple:
+    # PETSc's 32-bit indices are used as they are (numba compiles each index type once)
+    return np.ascontiguousarray(indptr), np.ascontiguousarray(indices), np.ascontiguousarray(data, dtype=np.float64)
 
 
 def row_parts(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
@@ -115,7 +166,10 @@ def row_parts(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
     ValueError
         A diagonal entry that is not positive (the matrix is not SPD).
     """
-    d, o = _checked(indptr, indices, data, row_start)[:2]
+    indptr, indices, data = _arrays(indptr, indices, data)
+    d = _diagonal(indptr, indices, data, int(row_start))
+    _check_diagonal(d, row_start)
+    o = _offdiag_abs(indptr, indices, data, int(row_start))
     return d, o, o == 0
 
 
@@ -138,26 +192,37 @@ def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scal
     ValueError
         A non-positive diagonal entry.
     """
-    d, o, total, positive, biggest, squares = _checked(indptr, indices, data, row_start)
-    values = np.empty((d.shape[0], len(FEATURE_NAMES)))
-    values[:, 0] = o / d
-    values[:, 1] = total / d
-    values[:, 2] = positive / d
-    values[:, 3] = biggest / d
-    values[:, 4] = np.asarray(scaled_row_sum, dtype=np.float64) / np.sqrt(d)
-    np.divide(squares, o * o, out=values[:, 5], where=o > 0)
-    values[o == 0, 5] = 0.0
-    return RowFeatures(values, d, d + o, o == 0)
+    indptr, indices, data = _arrays(indptr, indices, data)
+    d = _diagonal(indptr, indices, data, int(row_start))
+    _check_diagonal(d, row_start)
+    values, abs_row_sum, decoupled = _fill_features(indptr, indices, data, int(row_start), d,
+                                                    np.ascontiguousarray(scaled_row_sum, dtype=np.float64))
+    return RowFeatures(values, d, abs_row_sum, decoupled)
+
+
+def serial_row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> RowFeatures:
+    """:func:`row_features` of a whole square CSR matrix on one process (all compiled, no copies).
+
+    The arrays may be views of a PETSc matrix's own storage
+    (:func:`~fe_operators.precond.petsc_csr.seqaij_csr`).
+
+    Raises
+    ------
+    ValueError
+        A non-positive diagonal entry.
+    """
+    indptr, indices, data = _arrays(indptr, indices, data)
+    d = _diagonal(indptr, indices, data, 0)
+    _check_diagonal(d, 0)
+    scaled = _scaled_row_sum(indptr, indices, data, d)
+    values, abs_row_sum, decoupled = _fill_features(indptr, indices, data, 0, d, scaled)
+    return RowFeatures(values, d, abs_row_sum, decoupled)
 
 
 def csr_row_features(A: sp.csr_matrix) -> RowFeatures:
     """:func:`row_features` of a whole scipy matrix (one process)."""
     A = sp.csr_matrix(A)
-    d = A.diagonal()
-    if A.shape[0] and not np.all(d > 0):
-        row_parts(A.indptr, A.indices, A.data)  # raises with the row named
-    scaled = A @ (1.0 / np.sqrt(d))
-    return row_features(A.indptr, A.indices, A.data, scaled)
+    return serial_row_features(A.indptr, A.indices, A.data)
 
 
 def petsc_row_features(A: Any) -> RowFeatures:
@@ -168,6 +233,11 @@ def petsc_row_features(A: Any) -> RowFeatures:
     ValueError
         A non-positive diagonal entry, or a matrix that is not assembled (AIJ-like).
     """
+    from fe_operators.precond.petsc_csr import seqaij_csr
+
+    view = seqaij_csr(A)
+    if view is not None:  # one process: the matrix's own arrays, no copy
+        return serial_row_features(*view)
     try:
         indptr, indices, data = A.getValuesCSR()
     except Exception as exc:  # a matrix-free (python, shell) matrix has no rows to read
