@@ -74,7 +74,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 NEURAL_MG_CONFIG: dict[str, Any] = {
     "kind": "neural_mg",
     "family": {"mesh": "unitsquare:8/r3", "coefficient": "lognormal", "variance": 2.0, "samples": 8},
-    "smoother": {"hidden": 16, "layers": 2, "sweeps": 2},
+    "smoother": {"hidden": 8, "layers": 1, "sweeps": 2},
     "train": {"steps": 300, "lr": 3e-3, "seed": 0},
 }
 DCDM_CONFIG: dict[str, Any] = {

@@ -10,7 +10,7 @@ hierarchy, with which network and budget, and where the checkpoint goes::
       variance: 2.0
       samples: 8
     smoother:                   # SmootherSection (kind neural_mg)
-      hidden: 16
+      hidden: 8
       sweeps: 2
     dcdm:                       # DCDMSection (kind dcdm)
       width: 8
@@ -68,8 +68,9 @@ class FamilySection:
 class SmootherSection:
     """The learned smoother of the SPD neural multigrid (``smoother``, kind ``neural_mg``)."""
 
-    hidden: int = option("Hidden width of the smoother MLP.", positive, default=16)
-    layers: int = option("Hidden layers of the smoother MLP.", non_negative, default=2)
+    hidden: int = option("Hidden width of the smoother MLP (8 x 1 layer: the held-out convergence factor of "
+                         "16 x 2, 0.169, at a seventh of the set-up arithmetic).", positive, default=8)
+    layers: int = option("Hidden layers of the smoother MLP.", non_negative, default=1)
     act: _ACT = option("Activation (relu: the cheapest at set-up, as accurate as tanh here).", default="relu")
     sweeps: int = option("Richardson sweeps per level before and after the coarse correction.", positive,
                          default=2)
