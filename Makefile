@@ -39,6 +39,6 @@ bench-spon: install
 bench-mgno: install
 	$(PY) benchmarks/bench_mgno.py
 
-# About 30-45 minutes: learned preconditioners against GAMG, GMG and ICC at 66k/263k/1.05M DOFs (checkpoints cached in out/bench/pc).
+# About 15 minutes: learned preconditioners against GAMG, GMG and ICC at 66k/263k/1.05M DOFs (checkpoints cached in out/bench/pc).
 bench-pc: install
 	$(PY) benchmarks/bench_pc.py

@@ -35,7 +35,7 @@ the largest over the smallest size; target <= 1.2), ``pc_its_1M`` (target <= 10)
 ``dcdm_its_vs_icc_<size>`` (at the largest size DCDM ran), ``pc_its_vs_gamg_unstructured``
 and ``pc_its_vs_gamg_3d`` (target <= 1).
 
-Run: ``make bench-pc`` (about 30-45 minutes here; ``--quick`` for a 2-minute check).
+Run: ``make bench-pc`` (about 15 minutes here; ``--quick`` for a half-minute check).
 """
 
 from __future__ import annotations
