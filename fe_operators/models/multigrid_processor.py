@@ -26,7 +26,6 @@ discretisation error).
 from __future__ import annotations
 
 import dataclasses
-import math
 import weakref
 from typing import Any, Literal, Union
 
@@ -39,13 +38,12 @@ from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
 from fe_operators.models.processor import Processor, register_processor
 from fe_operators.models.sparse_ops import spmm
-from fe_operators.models.vcycle import CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels
+from fe_operators.models.vcycle import (
+    CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels, match_level,
+)
 from fe_operators.options import non_negative, option, optional, positive
 
 __all__ = ["MultigridOptions", "MultigridProcessor"]
-
-#: how far (factor) a hierarchy's level may be from the model's coarsest size and still match it
-_MATCH_FACTOR = 1.5
 
 
 @dataclasses.dataclass
@@ -206,14 +204,8 @@ class MultigridProcessor(Processor):
         SpaceMismatchError
             No level within a factor 1.5 of the model's coarsest mesh size.
         """
-        sizes = [lv.h for lv in hierarchy.levels]
-        dist = [abs(math.log(h / self.coarsest_h)) for h in sizes]
-        best = min(range(len(sizes)), key=dist.__getitem__)
-        if dist[best] > math.log(_MATCH_FACTOR):
-            raise SpaceMismatchError(
-                f"the model's coarsest level has mesh size {self.coarsest_h:.4g}; the mesh hierarchy's levels have "
-                f"{', '.join(f'{h:.4g}' for h in sizes)}: refine the same base mesh (e.g. 'plate_holes/rK')")
-        return best
+        return match_level([lv.h for lv in hierarchy.levels], self.coarsest_h, "model",
+                           "refine the same base mesh (e.g. 'plate_holes/rK')")
 
     def check_context(self, context: MeshContext) -> None:
         """Raise :class:`SpaceMismatchError` unless the context carries a matching hierarchy."""

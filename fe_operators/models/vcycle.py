@@ -54,7 +54,11 @@ import torch
 from fe_operators.models.context import HierarchyContext, LevelContext, SparseMap, _row_indices
 from fe_operators.models.sparse_ops import spmm
 
-__all__ = ["CycleLevel", "cycle_levels", "cast_levels", "LevelCoefficients", "coefficient_values", "MultigridCycle"]
+__all__ = ["CycleLevel", "cycle_levels", "cast_levels", "LevelCoefficients", "coefficient_values", "MultigridCycle",
+           "match_level", "MATCH_FACTOR"]
+
+#: how far (factor) a hierarchy's level may be from a model's coarsest mesh size and still match it
+MATCH_FACTOR = 1.5
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -469,3 +473,25 @@ class MultigridCycle(torch.nn.Module):
         return (f"channels={self.channels}, operators={self.n_operators}, levels={self.n_levels}, "
                 f"smoothing=({self.pre}, coarsest {self.coarsest}, post {self.post}), mixing={self.mixing!r}, "
                 f"coefficients={self.n_coefficients}")
+
+
+def match_level(sizes: list[float], coarsest_h: float, who: str, hint: str) -> int:
+    """Index of the mesh size in ``sizes`` closest (in ratio) to a model's ``coarsest_h``.
+
+    A model trained on one hierarchy of a domain starts its cycles on the level of another
+    hierarchy with the same mesh size; ``who`` and ``hint`` complete the error message.
+
+    Raises
+    ------
+    SpaceMismatchError
+        No size within a factor :data:`MATCH_FACTOR` of ``coarsest_h``.
+    """
+    from fe_operators.errors import SpaceMismatchError
+
+    dist = [abs(math.log(h / coarsest_h)) for h in sizes]
+    best = min(range(len(sizes)), key=dist.__getitem__)
+    if dist[best] > math.log(MATCH_FACTOR):
+        raise SpaceMismatchError(
+            f"the {who}'s coarsest level has mesh size {coarsest_h:.4g}; the mesh hierarchy's levels have "
+            f"{', '.join(f'{h:.4g}' for h in sizes)}: {hint}")
+    return best

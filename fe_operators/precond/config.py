@@ -154,17 +154,10 @@ def load_precond_config(path: str | os.PathLike) -> PrecondConfig:
     ConfigError
         The file is missing or not valid YAML, or the configuration is invalid.
     """
-    from fe_operators.train.config import _Yaml12Loader  # the project's YAML rules: 1e-3 is a float
+    from fe_operators.train.config import read_yaml_file  # the project's YAML rules: 1e-3 is a float
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError("", f"cannot read the configuration file ({exc.strerror or exc})", path) from None
-    try:
-        data = yaml.load(text, Loader=_Yaml12Loader)
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"not valid YAML: {exc}", path) from None
+    data = read_yaml_file(path)
     return precond_config_from_dict(data, base_dir=path.parent, source=path)
 
 

@@ -28,21 +28,16 @@ along :math:`f(b)` from zero.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import HierarchyContext, SparseMap
 from fe_operators.models.mlp import MLP, activation
 from fe_operators.models.sparse_ops import spmm
-from fe_operators.models.vcycle import CycleLevel, MultigridCycle
+from fe_operators.models.vcycle import CycleLevel, MultigridCycle, match_level
 
 __all__ = ["DCDMNet", "dcdm_loss", "start_level", "coefficient_indicator"]
-
-#: how far (factor) a hierarchy's level may be from the model's coarsest size and still match it
-_MATCH_FACTOR = 1.5
 
 
 def start_level(hierarchy: HierarchyContext, coarsest_h: float) -> int:
@@ -53,14 +48,8 @@ def start_level(hierarchy: HierarchyContext, coarsest_h: float) -> int:
     SpaceMismatchError
         No level within a factor 1.5 of ``coarsest_h``.
     """
-    sizes = [lv.h for lv in hierarchy.levels]
-    dist = [abs(math.log(h / coarsest_h)) for h in sizes]
-    best = min(range(len(sizes)), key=dist.__getitem__)
-    if dist[best] > math.log(_MATCH_FACTOR):
-        raise SpaceMismatchError(
-            f"the network's coarsest level has mesh size {coarsest_h:.4g}; the mesh hierarchy's levels have "
-            f"{', '.join(f'{h:.4g}' for h in sizes)}: refine the base mesh it was trained on")
-    return best
+    return match_level([lv.h for lv in hierarchy.levels], coarsest_h, "network",
+                       "refine the base mesh it was trained on")
 
 
 def coefficient_indicator(diagonal: torch.Tensor, laplacian_diagonal: torch.Tensor,

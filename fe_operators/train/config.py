@@ -325,15 +325,25 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         The file is missing or not valid YAML, or the configuration is invalid.
     """
     path = Path(path)
+    return config_from_dict(read_yaml_file(path), base_dir=path.parent, source=path)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The data of a YAML configuration file (YAML 1.2 numbers, safe loading).
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or is not valid YAML.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError("", f"cannot read the configuration file ({exc.strerror or exc})", path) from None
     try:
-        data = yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
+        return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError("", f"not valid YAML: {exc}", path) from None
-    return config_from_dict(data, base_dir=path.parent, source=path)
 
 
 def _walk(model_types: list[str]) -> list[OptionRow]:
