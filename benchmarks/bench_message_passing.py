@@ -13,7 +13,7 @@ implementations, checks that they agree, and prints one line per case::
 * ``propagate`` — one hop ``(A + I) x / (d + 1)`` of node features (DeepPropagation):
   CSR adjacency times ``x`` vs gathering ``x[source]`` and ``index_add_``;
 * ``propagate_learned`` — the same with learned per-edge weights (gradient for the
-  weights too), the form of an adjacency with learned edge weights (DESIGN.md §4b);
+  weights too), the form of an adjacency with learned edge weights (docs/design.md §4.2);
   only up to ``--learned-max-size`` (the CSR product's gradient for its values is slow).
 
 The package keeps the faster kernel of each op (:mod:`fe_operators.models.graph_ops`);

@@ -2,7 +2,7 @@
 
 Nothing here imports Firedrake: a model can be trained from the file alone.
 
-Samples are returned in the DOF-tensor layout of DESIGN.md §3 (no batch axis):
+Samples are returned in the DOF-tensor layout of docs/design.md §2.1 (no batch axis):
 
 * inputs: ``(n_nodes, channels)`` when all inputs live on the same space (channels in
   the file's input order; a vector input contributes ``ncomp`` channels), otherwise a

@@ -1,7 +1,8 @@
 """The bridge between Firedrake and torch.
 
-Firedrake types stop here (and in ``problems/``): everything a model needs from a finite
-element space is turned into tensors and sparse operators by this subpackage.
+Everything a model needs from a finite element space is turned into tensors and sparse
+operators by this subpackage, so the torch side of :mod:`fe_operators.models` never
+sees a Firedrake type (docs/design.md §2).
 
 * :mod:`~fe_operators.fem.spaces` — plain-data space descriptions
 * :mod:`~fe_operators.fem.tensors` — Functions ↔ batched DOF tensors

@@ -36,7 +36,7 @@ compilation (about 2 s) is cached on disk (``cache=True``).
 
 Nodes are the DOF *nodes* of the space: a vector space with ``ncomp`` components has one
 graph node per vector node (``V.dof_dset.size``), matching the DOF-tensor layout
-``(batch, n_nodes, ncomp)`` of DESIGN.md §3.  Graphs are built on one process (serial
+``(batch, n_nodes, ncomp)`` of docs/design.md §2.1.  Graphs are built on one process (serial
 meshes).
 """
 

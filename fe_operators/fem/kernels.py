@@ -1,8 +1,10 @@
 """Compiled CPU kernels for batched sparse products and quadratic forms.
 
-torch's float64 sparse CSR kernels were measured 4× slower than scipy/PETSc on this kind of
-machine (INSTALL-NOTES §6).  These kernels work in the DOF-tensor layout ``(batch, n)``,
-read the matrix once for a whole batch (``prange`` over blocks of rows), and fuse the
+torch's float64 sparse CSR kernels were measured 4× slower than scipy/PETSc on the CPUs
+this package was developed on (a one-off measurement; no benchmark in the repository
+repeats it, while ``make bench-bridge`` times the FE-norm loss these kernels serve
+against torch's MSE).  These kernels work in the DOF-tensor layout ``(batch, n)``, read
+the matrix once for a whole batch (``prange`` over blocks of rows), and fuse the
 quadratic forms ``x_k^T A x_k`` into the same pass, so an FE-norm loss costs one sweep
 over the matrix instead of a product plus separate elementwise passes.
 """

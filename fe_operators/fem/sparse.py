@@ -6,7 +6,7 @@ PETSc's values and sparsity) → ``torch.sparse_csr_tensor``.
 
 Vector-valued spaces follow PETSc's interleaved (node-major) numbering: row
 ``node * ncomp + component``, which is the flattening of the DOF-tensor layout
-``(batch, n_nodes, ncomp)`` of DESIGN.md §3.
+``(batch, n_nodes, ncomp)`` of docs/design.md §2.1.
 """
 
 from __future__ import annotations

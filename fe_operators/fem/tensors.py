@@ -1,6 +1,6 @@
 """Firedrake Functions ↔ batched torch DOF tensors.
 
-The public layout of a batch of functions on a space V (DESIGN.md §3) is
+The public layout of a batch of functions on a space V (docs/design.md §2.1) is
 
 * ``(batch, n_nodes)`` for scalar spaces,
 * ``(batch, n_nodes, ncomp)`` for vector and tensor spaces (tensor values flattened

@@ -1,4 +1,4 @@
-"""Models: SPON's encoder, processors and exact Dirichlet decoder (DESIGN.md §4, §4b).
+"""Models: SPON's encoder, processors and exact Dirichlet decoder (docs/design.md §3, §4).
 
 * :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
   (graph, coordinates, Dirichlet split, lifting and its maps of the inputs, input maps,

@@ -1,7 +1,9 @@
 """Building mesh contexts and SPONs from Firedrake spaces and Problems.
 
-The only module of :mod:`fe_operators.models` that imports Firedrake (everything goes
-through :mod:`fe_operators.fem`); the rest of the package sees tensors only.
+One of the two Firedrake-side modules of :mod:`fe_operators.models` (with
+:mod:`~fe_operators.models.inference`, which imports Firedrake inside its functions);
+the operators come from :mod:`fe_operators.fem`, and the torch modules of the package
+(context, encoder, decoder, SPON, processors) see tensors only (docs/design.md §1, §3.4).
 
 The processor's nodes are the DOF nodes of the output space.  Each input field is
 brought onto them by a fixed sparse map between the *scalar* versions of the spaces

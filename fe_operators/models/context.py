@@ -15,7 +15,7 @@ the domain when given that mesh's context.
 
 Nothing here imports Firedrake.
 
-Layouts (DESIGN.md §3): the processor's nodes are the DOF nodes of the output space
+Layouts (docs/design.md §2.1): the processor's nodes are the DOF nodes of the output space
 (``n`` of them, ``ncomp`` components each); flat DOF indices are interleaved,
 ``node * ncomp + component``.
 """
@@ -586,7 +586,7 @@ class ContextBuffers(torch.nn.Module):
     whatever context it holds (its shapes may differ from the current one: a model built
     by ``from_config`` has none yet).  Moving the module (``.to(device)``) moves the
     buffers; casting (``.float()``, ``.to(dtype)``) leaves them alone: FE data stay
-    float64 (DESIGN.md §3).  :meth:`get` returns the same :class:`MeshContext` object
+    float64 (docs/design.md §2.1).  :meth:`get` returns the same :class:`MeshContext` object
     until the buffers change, so derived data a processor caches per context survive.
 
     Parameters

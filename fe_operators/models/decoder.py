@@ -1,4 +1,4 @@
-"""SPON's decoder: ``u_h = g_h + Z z`` with exact Dirichlet values (DESIGN.md §4).
+"""SPON's decoder: ``u_h = g_h + Z z`` with exact Dirichlet values (docs/design.md §3.3).
 
 The processor predicts the free DOFs ``z``; the decoder writes them into a float64 copy
 of the lifting ``g_h`` at the free positions.  The constrained DOFs are never touched by

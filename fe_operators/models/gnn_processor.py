@@ -79,7 +79,7 @@ class GNNProcessor(Processor):
     2. ``depth`` :class:`MeshConv` layers (local features), each followed by a
        :class:`LatentGridSpectral` stage when ``latent_cells > 0`` (a Fourier layer on a
        grid over the bounding box: every point sees the whole domain, in every layer);
-    3. after the first ``depth // 2`` layers, the middle global stage (DESIGN.md §4b):
+    3. after the first ``depth // 2`` layers, the middle global stage (docs/design.md §4.2):
        :class:`CoarseGridMixing` (one dense mixing on a coarse grid) and
        :class:`DeepPropagation` (``hops`` hops with learned per-hop weights), each optional;
     4. decoder MLP per node -> ``out_ncomp``; the free DOFs are returned.

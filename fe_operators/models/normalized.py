@@ -197,7 +197,7 @@ class NormalizedModel(torch.nn.Module):
     Shapes
     ------
     ``x``: ``(batch, n_nodes, channels)`` or a dict of ``(batch, n_nodes[, ncomp])``;
-    output: ``(batch, n_nodes[, ncomp])`` (the DOF-tensor layout of DESIGN.md §3).
+    output: ``(batch, n_nodes[, ncomp])`` (the DOF-tensor layout of docs/design.md §2.1).
 
     Examples
     --------

@@ -1,6 +1,6 @@
 """The processor extension point of SPON: a base class, a registry, declared options.
 
-A SPON is ``u = g_h + Z P_θ(E x)`` (DESIGN.md §4); the processor ``P_θ`` maps the
+A SPON is ``u = g_h + Z P_θ(E x)`` (docs/design.md §3); the processor ``P_θ`` maps the
 encoded input channels on the output space's DOF nodes to the free output DOFs.  Adding
 a processor is one step: subclass :class:`Processor`, declare its options as a
 dataclass (:func:`fe_operators.options.option` fields), and decorate the class with

@@ -1,4 +1,4 @@
-"""Decoupled deep propagation: many cheap hops with learned per-hop weights (DESIGN.md §4b)."""
+"""Decoupled deep propagation: many cheap hops with learned per-hop weights (docs/design.md §4.2)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ the fly.
 
 Kernels: on the CPU, scipy's CSR × dense product (float32 or float64, on the tensors'
 memory, no copy); measured 4× faster than torch's sparse CSR kernel for a 2D CG1 operator
-stack with 192 columns, and 9× faster for its transpose
-(``benchmarks/bench_multigrid.py``).  On CUDA, torch's sparse CSR product.
+stack with 192 columns, and 9× faster for its transpose (a one-off measurement when the
+kernel was chosen; no benchmark in the repository repeats it).  On CUDA, torch's sparse
+CSR product.
 """
 
 from __future__ import annotations

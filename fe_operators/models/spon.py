@@ -1,4 +1,4 @@
-"""SPON: structure-preserving operator network ``u_θ = D ∘ P_θ ∘ E`` (DESIGN.md §4)."""
+"""SPON: structure-preserving operator network ``u_θ = D ∘ P_θ ∘ E`` (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class SPON(torch.nn.Module):
     ------
     ``x``: ``(batch, n_in, channels)`` or a dict ``name -> (batch, n_in_k[, ncomp_k])``;
     ``lifting``: ``(batch, n[, ncomp])``; output ``(batch, n)`` (scalar) or
-    ``(batch, n, ncomp)``, float64, the DOF-tensor layout of DESIGN.md §3.
+    ``(batch, n, ncomp)``, float64, the DOF-tensor layout of docs/design.md §2.1.
 
     Examples
     --------

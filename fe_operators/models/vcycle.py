@@ -2,7 +2,7 @@ r"""A learned multi-channel V-cycle on a mesh hierarchy: ``W_Mg`` of an MgNO lay
 
 The MgNO paper's layer is :math:`\sigma(W_{Mg} u + W_0 u + b)` with :math:`W_{Mg}` one
 V-cycle for :math:`A u = f` whose operators are learned 3×3 convolutions.  On finite
-elements (DESIGN.md §5) every convolution becomes a learned combination of fixed FE
+elements (docs/design.md §4.3) every convolution becomes a learned combination of fixed FE
 operators assembled on each level, and the transfers are the exact FE prolongation and
 its adjoint.  With ``C`` channels, level ``l``'s operators ``Φ_k`` (mass, first-order
 ``∫∂_aφ_jφ_i``, stiffness ``∫∂_aφ_j∂_bφ_i``; :class:`~fe_operators.models.context.

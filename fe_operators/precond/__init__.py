@@ -1,4 +1,4 @@
-"""Learned preconditioners for PETSc Krylov solves (DESIGN.md §6).
+"""Learned preconditioners for PETSc Krylov solves (docs/design.md §6).
 
 Chosen with ordinary solver options, ``-pc_type python -pc_python_type
 fe_operators.precond.<Class>``:

@@ -1,9 +1,9 @@
-r"""The DCDM network and its loss (Kaneda et al. 2023, DESIGN.md §6), torch only.
+r"""The DCDM network and its loss (Kaneda et al. 2023, docs/design.md §6.5), torch only.
 
 DCDM preconditions a flexible CG (PETSc ``fcg`` with ``mmax 2``, standard truncation) by
 a nonlinear network: the search direction is :math:`q = f(r/\|r\|)`.  The network here,
 :class:`DCDMNet`, is a small MgNO-like net on the problem's mesh hierarchy
-(:class:`~fe_operators.models.vcycle.MultigridCycle`, DESIGN.md §5):
+(:class:`~fe_operators.models.vcycle.MultigridCycle`, docs/design.md §4.3):
 
 1. :math:`\hat r = E\, r / \mathrm{rms}(r)` with :math:`E = \mathrm{diag}(e^{-c_i/2})`, where
    :math:`c_i = \log(a_{ii} / k_{ii})` is the local coefficient indicator (the operator's

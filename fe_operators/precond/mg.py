@@ -1,6 +1,6 @@
 r"""Galerkin multigrid with learned smoothers, in PETSc (and its scipy mirror for training).
 
-The V-cycle of the SPD neural multigrid (DESIGN.md §6), for a fine SPD matrix :math:`A`
+The V-cycle of the SPD neural multigrid (docs/design.md §6.2), for a fine SPD matrix :math:`A`
 whose Dirichlet rows are identity rows (Firedrake's assembly) and prolongations
 :math:`P_l` from level :math:`l-1` to :math:`l`:
 

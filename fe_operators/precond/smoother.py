@@ -1,6 +1,6 @@
 r"""The learned SPD smoother: per-row Jacobi weights from a small network, fixed at set-up.
 
-DESIGN.md §6: the smoother is :math:`S = \mathrm{diag}(m)` with
+docs/design.md §6.2: the smoother is :math:`S = \mathrm{diag}(m)` with
 
 .. math::
 
