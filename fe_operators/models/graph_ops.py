@@ -6,7 +6,7 @@ edge length ``h``, so features are O(1) on coarse and fine meshes alike; aggrega
 a mean, so node degrees (which differ between P1 and P2, interior and boundary) do not
 scale messages.
 
-Two kernels, each the faster of two measured by ``benchmarks/bench_message_passing.py``
+Two kernels, each the faster of two measured by ``benchmarks/experiments/bench_message_passing.py``
 (CPU, one thread, forward + backward, batch 4, width 32; time sparse / time scatter):
 
 * :func:`mean_aggregate` — per-edge messages to nodes: ``index_add_`` (scatter).  A

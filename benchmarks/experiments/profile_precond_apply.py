@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/profile_precond_apply.py unitsquare:8/r6 smoother.pt
+    python benchmarks/experiments/profile_precond_apply.py unitsquare:8/r6 smoother.pt
 
 Solves -div(a grad u) = 1, u = 0 (log-normal a, variance 2) with CG + NeuralMG for a
 warm-up coefficient, then three times for a new one, and prints for the fastest solve

@@ -11,7 +11,7 @@ x = 0 and y = 0), and the shipped ``plate_holes`` (unstructured, graded, two hol
 against its refinements.  The difference should shrink under refinement (discretisation
 error), whichever mesh is coarser than the grid.
 
-Usage: ``python benchmarks/latent_consistency.py [--cells 16] [--modes 8] [--padding 1]``.
+Usage: ``python benchmarks/experiments/latent_consistency.py [--cells 16] [--modes 8] [--padding 1]``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ writes the data under ``out/bench/spon``) and prints its test error on 32x32 and
   (instead of each mesh's own), so a message sees physical geometry;
 * + diffusive hops 8: the default plus deep propagation with diffusive hop scaling.
 
-Usage: ``python benchmarks/transfer_remedies.py [budget seconds, default 300]``.
+Usage: ``python benchmarks/experiments/transfer_remedies.py [budget seconds, default 300]``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"  # Firedrake/PETSc single-threaded; torch threads set below
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
 
 import torch  # noqa: E402
 

@@ -19,7 +19,7 @@ implementations, checks that they agree, and prints one line per case::
 The package keeps the faster kernel of each op (:mod:`fe_operators.models.graph_ops`);
 the slower one lives only here.
 
-Usage: ``python benchmarks/bench_message_passing.py [--sizes 64 256] [--batch 4]
+Usage: ``python benchmarks/experiments/bench_message_passing.py [--sizes 64 256] [--batch 4]
 [--width 32] [--threads 1] [--repeats 5]``.
 """
 
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 import firedrake as fd  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
 from machine import machine_summary, median_time  # noqa: E402
 
 from fe_operators.fem import dof_graph  # noqa: E402
