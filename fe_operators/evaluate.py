@@ -2,7 +2,7 @@
 
 Usage::
 
-    fe-operators evaluate RUN_DIR --data data.h5 [--split test|all] [--out DIR]
+    fe-operators evaluate RUN_DIR --data data.h5 [--split test|all] [--out DIR] [--problem MODULE:CLASS]
 
 ``RUN_DIR`` is a run folder of ``fe-operators train`` (its ``best.pt`` is used, or
 ``--checkpoint last``) or a checkpoint file.  Printed (and written to
@@ -37,7 +37,9 @@ Non-finite predictions are an error naming how many samples have them.
 
 The problem is rebuilt from the dataset's provenance with
 :meth:`~fe_operators.data.FEFile.rebuild_problem`, whose DOF numbering is checked to equal
-the stored arrays'; nothing is ever renumbered silently.
+the stored arrays'; nothing is ever renumbered silently.  A dataset of a problem class of
+your own records its ``module:Class``, which is imported only when ``--problem
+MODULE:CLASS`` names it: a file never decides what code runs.
 """
 
 from __future__ import annotations
@@ -260,6 +262,7 @@ def evaluate_run(
     batch_size: int = 32,
     plots: int = 3,
     device: str = "cpu",
+    problem: str | type | None = None,
 ) -> EvaluationResult:
     """Evaluate a trained model on a dataset; write plots, a .vtu and ``evaluation.json``.
 
@@ -290,6 +293,10 @@ def evaluate_run(
         Samples to plot (0: no PNG; at most 3: first, median, worst).
     device
         Torch device.
+    problem
+        The problem class of your own that generated the data, ``"module:Class"`` or the
+        class (``--problem``): needed when the dataset's problem is not a registered
+        family, and checked against the stored name.
 
     Returns
     -------
@@ -298,9 +305,10 @@ def evaluate_run(
     Raises
     ------
     CheckpointError
-        A missing or corrupt checkpoint.
+        A missing or corrupt checkpoint, or one of a learned preconditioner.
     DatasetFileError
-        ``data`` is not a dataset file.
+        ``data`` is not a dataset file; its problem is a ``module:Class`` that ``problem``
+        does not name; its stored solver options select a Python PETSc type.
     SpaceMismatchError
         The data's spaces differ from the model's; the data are on another mesh and the
         model is fixed-mesh or has mesh-bound normalizers; ``mesh`` not the dataset's mesh.
@@ -310,7 +318,8 @@ def evaluate_run(
         The problem rebuilt from the dataset's provenance numbers its DOFs differently
         from the stored arrays.
     UsageError
-        Bad arguments (split, batch size, plots, an unknown or unavailable device).
+        Bad arguments (split, batch size, plots, an unknown or unavailable device), or
+        ``problem`` is not the dataset's problem.
     """
     from fe_operators.data import FEFile
     from fe_operators.train.checkpoint import load_model
@@ -318,10 +327,15 @@ def evaluate_run(
     _check_arguments(split, batch_size, plots, device)
     ckpt = resolve_checkpoint(run, checkpoint)
     loaded = load_model(ckpt, device=device)
+    _check_not_precond(loaded)
     file = FEFile(data)
+    if problem is not None:  # a mismatch is an error before any data are read
+        from fe_operators.problems.registry import stored_problem_class
+
+        stored_problem_class(file.provenance.get("problem"), problem, source=f"the dataset {file.path}")
     other_mesh = _check_fit(loaded, file, mesh)
     split, rows = _select_rows(loaded, file, split)
-    problem, context = _problem_and_context(loaded, file, other_mesh, device)
+    problem, context = _problem_and_context(loaded, file, other_mesh, device, problem)
     pred, y, ms = _predict(loaded, file, rows, context, batch_size, device)
     rel_l2, rel_h1, boundary, notes = _measure(problem, pred, y)
     result = EvaluationResult(
@@ -348,6 +362,26 @@ def _check_arguments(split: Any, batch_size: Any, plots: Any, device: Any) -> No
     why = device_error(device)
     if why:
         raise UsageError(f"--device: {why}")
+
+
+def _check_not_precond(loaded: Any) -> None:
+    """Refuse the checkpoint of a learned preconditioner (``fe-operators precond train`` writes one).
+
+    Such a checkpoint records ``run.precond`` and no function spaces; without this check
+    it would fail the space comparison with "not a model space".
+    """
+    from fe_operators.errors import CheckpointError
+
+    precond = (loaded.metadata.get("run") or {}).get("precond")
+    if isinstance(precond, Mapping):
+        kind = precond.get("kind")
+        flag = "--dcdm-model" if kind == "dcdm" else "--model"
+        raise CheckpointError(loaded.path, f"holds a learned preconditioner (kind {str(kind)[:40]}), not a model "
+                                           "trained on a dataset; evaluate it with fe-operators precond evaluate "
+                                           f"{flag} {loaded.path} --mesh SPEC")
+    if not loaded.spaces:
+        raise CheckpointError(loaded.path, "records no function spaces, so no dataset fits it (it was not written "
+                                           "by fe-operators train)")
 
 
 def _run_info(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -433,11 +467,12 @@ def _select_rows(loaded: Any, file: Any, split: str | None) -> tuple[str, np.nda
     return split, rows
 
 
-def _problem_and_context(loaded: Any, file: Any, other_mesh: bool, device: str) -> tuple[Any, Any]:
+def _problem_and_context(loaded: Any, file: Any, other_mesh: bool, device: str,
+                         user_problem: Any = None) -> tuple[Any, Any]:
     """The dataset's problem (in the stored DOF order, checked) and, on another mesh, its mesh context."""
     from fe_operators.models.build import context_for_model
 
-    problem = file.rebuild_problem()
+    problem = file.rebuild_problem(problem=user_problem)
     if not other_mesh:
         return problem, None
     run_config, _ = _run_info(loaded)
@@ -564,6 +599,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", type=int, default=3, choices=range(4), metavar="{0,1,2,3}",
                    help="samples to plot: first, median, worst (default 3; 0: no PNG)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--problem", metavar="MODULE:CLASS",
+                   help="the problem class of your own that generated the data (it must be importable, e.g. "
+                        "with PYTHONPATH); only then is it imported: a file never names code to run")
     return p
 
 
@@ -577,7 +615,7 @@ def main_evaluate(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     result = evaluate_run(args.run, args.data, mesh=args.mesh, split=args.split, out=args.out,
                           checkpoint=args.checkpoint, batch_size=args.batch_size, plots=args.plots,
-                          device=args.device)
+                          device=args.device, problem=args.problem)
     print(format_table(result))
     return 0
 

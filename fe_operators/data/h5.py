@@ -561,7 +561,8 @@ class FEFile:
         inputs = {n: probes[space_key(n)].function_space() for n in self.input_names}
         return FESpaces(mesh, inputs, out_space, perms)
 
-    def rebuild_problem(self, comm: Any = None) -> Problem:
+    def rebuild_problem(self, comm: Any = None, problem: str | type[Problem] | None = None, *,
+                        solver_parameters: Mapping[str, Any] | None = None) -> Problem:
         """Rebuild the generating problem from the provenance and check its DOF numbering.
 
         The mesh is rebuilt from the stored mesh spec with :func:`fe_operators.io.load_mesh`
@@ -569,29 +570,65 @@ class FEFile:
         apply to its spaces as they are.  A refined spec (``plate_holes/r2``) gives the
         finest level of its ``MeshHierarchy`` again, ready for multigrid.
 
+        The file decides no code that runs: a registered family is built from the
+        registry; a stored ``module:Class`` is imported only when ``problem`` names it
+        (see :func:`~fe_operators.problems.registry.stored_problem_class`), and stored
+        solver options that select a Python PETSc type are refused
+        (:func:`~fe_operators.petsc_options.check_stored_options`).
+
+        Parameters
+        ----------
+        comm
+            Communicator of the mesh (default ``COMM_SELF``).
+        problem
+            The problem as the user names it, ``"module:Class"`` or the class, needed for
+            data of a problem class that is not a registered family and checked against
+            the stored name (default: the one set with
+            :func:`~fe_operators.problems.registry.user_problem`, if any).
+        solver_parameters
+            The user's own solver options, used instead of the stored ones (not checked).
+
         Raises
         ------
+        DatasetFileError
+            The stored problem is a ``module:Class`` that ``problem`` does not name, or the
+            stored solver options select a Python PETSc type.
+        UsageError
+            ``problem`` differs from the stored problem.
         NumberingError
-            The rebuilt spaces number their DOFs differently from the stored data (use
-            :meth:`rebuild`, which reads the stored mesh, instead).
+            The rebuilt spaces number their DOFs differently from the stored data (the
+            mesh the spec names changed since the data were generated; :meth:`rebuild`
+            reads the stored mesh instead).
         """
         from mpi4py import MPI
 
-        from fe_operators.problems.registry import load_problem
+        from fe_operators.petsc_options import check_stored_options
+        from fe_operators.problems.registry import load_problem, stored_problem_class
 
         comm = MPI.COMM_SELF if comm is None else comm
         prov = self.provenance
-        problem = load_problem(prov["problem"], prov["mesh"], prov["params"], comm=comm)
-        got = {space_key(n): numbering_hash(V) for n, V in problem.input_spaces.items()}
-        got[space_key(None)] = numbering_hash(problem.output_space)
+        cls = stored_problem_class(prov.get("problem"), problem, source=f"the dataset {self.path}")
+        params = dict(prov.get("params") or {})
+        if solver_parameters is not None:
+            params.pop("solver_parameters", None)
+        # all of params, not just solver_parameters: a class may hand options to PETSc under any key
+        check_stored_options(params, f"the dataset {self.path} (provenance params)")
+        if solver_parameters is not None:
+            params["solver_parameters"] = dict(solver_parameters)
+        rebuilt = load_problem(cls, prov["mesh"], params, comm=comm)
+        got = {space_key(n): numbering_hash(V) for n, V in rebuilt.input_spaces.items()}
+        got[space_key(None)] = numbering_hash(rebuilt.output_space)
         bad = sorted(k for k in self.numbering if got.get(k) != self.numbering[k])
         if bad:
+            mesh = str(prov["mesh"])
+            mesh = mesh if len(mesh) <= 80 else mesh[:77] + "..."
             raise NumberingError(
-                f"the problem rebuilt from mesh {prov['mesh']!r} numbers the DOFs of "
-                f"{', '.join(bad)} differently from {self.path}; use FEFile.rebuild(), which "
-                "loads the stored mesh and maps the DOFs"
+                f"the problem rebuilt from mesh {mesh!r} numbers the DOFs of {', '.join(bad)} differently from "
+                f"{self.path}: the mesh (or Firedrake) changed since the data were generated; restore it, or "
+                f"generate the data again (fe-operators generate ... --mesh {mesh} --overwrite); in Python, "
+                "FEFile.rebuild() reads the mesh stored in the file and maps the DOFs"
             )
-        return problem
+        return rebuilt
 
     def functions(self, indices: Iterable[int], spaces: FESpaces) -> list[tuple[dict[str, Any], Any]]:
         """Samples as Firedrake Functions on rebuilt spaces (see :meth:`rebuild`).

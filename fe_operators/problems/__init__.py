@@ -15,6 +15,8 @@ from fe_operators.problems.registry import (
     load_problem,
     problem_class,
     resolve_problem,
+    stored_problem_class,
+    user_problem,
 )
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "problem_class",
     "resolve_problem",
     "sample_rng",
+    "stored_problem_class",
+    "user_problem",
 ]

@@ -6,26 +6,38 @@ Data generation (:mod:`fe_operators.data`), rebuilding a problem from a dataset 
 before building anything, so that a bad value is reported by name and expected type
 (``length_scale: expected a number (float), got 'abc'``) rather than by a traceback
 from deep inside the constructor.
+
+A name the user gives (``fe-operators generate my_problems:Mine``) is imported as given.
+A name read from a file is data: :func:`stored_problem_class` builds a registered family
+from :data:`FAMILIES`, and imports a ``module:Class`` only when the user named the same
+problem (``--problem my_problems:Mine`` on the command line, ``problem=`` in Python, or
+:func:`user_problem` around code that rebuilds problems from files).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import inspect
 import numbers
 import types
 import typing
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
-from fe_operators.errors import ConfigError
+from fe_operators.errors import ConfigError, DatasetFileError, UsageError, _short
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd
 
     from fe_operators.problems.base import Problem
 
-__all__ = ["FAMILIES", "check_params", "get_problem", "load_problem", "problem_class", "resolve_problem"]
+__all__ = ["FAMILIES", "check_params", "get_problem", "load_problem", "problem_class", "problem_reference",
+           "resolve_problem", "stored_problem_class", "user_problem"]
+
+#: a problem as a user names it: a family name, ``"module:Class"``, or the class itself
+ProblemChoice = Union[str, "type[Problem]"]
 
 #: family name -> "module:Class" (imported on first use)
 FAMILIES: dict[str, str] = {
@@ -57,16 +69,23 @@ def get_problem(name: str, mesh: fd.MeshGeometry, **params: Any) -> Problem:
     return problem_class(name)(mesh, **params)
 
 
-def resolve_problem(name: str) -> type[Problem]:
+def resolve_problem(name: ProblemChoice) -> type[Problem]:
     """The Problem class of a registry name (``"darcy"``) or an import path (``"pkg.mod:Class"``).
+
+    Only for names a user gives: an import path is imported.  A name read from a file
+    goes through :func:`stored_problem_class`.  A class is returned as it is (checked).
 
     Raises
     ------
     ValueError
-        Unknown family, or an import path that does not name a Problem subclass.
+        Unknown family, or an import path (or class) that does not name a Problem subclass.
     """
     from fe_operators.problems.base import Problem
 
+    if isinstance(name, type):
+        if not issubclass(name, Problem):
+            raise ValueError(f"expected a Problem subclass, got {name!r}")
+        return name
     if ":" in name and name not in FAMILIES:
         module, _, attr = name.partition(":")
         try:
@@ -77,6 +96,107 @@ def resolve_problem(name: str) -> type[Problem]:
             raise ValueError(f"expected {name!r} to name a Problem subclass, got {cls!r}")
         return cls
     return problem_class(name)
+
+
+def problem_reference(problem: ProblemChoice) -> str:
+    """The ``"module:Class"`` a problem choice stands for (a family's is its entry in :data:`FAMILIES`).
+
+    ``problem_reference("darcy") == problem_reference(DarcyProblem) ==
+    "fe_operators.problems.darcy:DarcyProblem"``; any other string is returned as given.
+    """
+    if isinstance(problem, type):
+        return f"{problem.__module__}:{problem.__qualname__}"
+    return FAMILIES.get(problem, problem)
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (a name read from a file may be anything)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: the problem the user named for code that rebuilds problems from files (see user_problem)
+_USER_PROBLEM: contextvars.ContextVar[ProblemChoice | None] = contextvars.ContextVar(
+    "fe_operators_user_problem", default=None)
+
+
+@contextlib.contextmanager
+def user_problem(problem: ProblemChoice | None) -> Iterator[None]:
+    """Within the block, problems rebuilt from files may be ``problem`` (what the user named).
+
+    How ``fe-operators train --problem`` reaches the model builders that call
+    :meth:`~fe_operators.data.FEFile.rebuild_problem` without a ``problem`` argument.
+
+    Examples
+    --------
+    >>> with user_problem("my_problems:Mine"):          # doctest: +SKIP
+    ...     run_training(cfg)
+    """
+    token = _USER_PROBLEM.set(problem)
+    try:
+        yield
+    finally:
+        _USER_PROBLEM.reset(token)
+
+
+def stored_problem_class(stored: Any, given: ProblemChoice | None = None, *, source: str = "the file") -> type[Problem]:
+    """The Problem class of a problem name read from a file, imported only if the user named it.
+
+    A registered family (its name, or its ``module:Class`` in :data:`FAMILIES`) is built
+    from the registry.  Any other ``module:Class`` is code a file names: it is imported
+    only when ``given`` (the user's own choice) is that same path or a class whose
+    ``module:qualname`` is it.  Whenever ``given`` is passed it must match the stored name.
+
+    Parameters
+    ----------
+    stored
+        The name the file holds (a dataset's ``provenance["problem"]``).
+    given
+        The problem the user named (``--problem``, ``problem=``); ``None``: the one set
+        with :func:`user_problem`, if any.
+    source
+        The file, for messages (e.g. ``"the dataset d.h5"``).
+
+    Raises
+    ------
+    DatasetFileError
+        The stored name is not a string, not a known family, or a ``module:Class`` the
+        user did not name (the message says how to name it).
+    UsageError
+        ``given`` differs from the stored name (the message names both).
+    ValueError
+        ``given`` cannot be imported or is not a Problem subclass.
+    """
+    given = _USER_PROBLEM.get() if given is None else given
+    if not isinstance(stored, str) or not stored.strip():
+        raise DatasetFileError(f"{source} records no problem name (its provenance 'problem' is {_short(stored)})")
+    ref = problem_reference(stored)
+    if given is not None:
+        if not isinstance(given, (str, type)):
+            raise UsageError(f"--problem: expected 'module:Class' or a Problem subclass, got {_short(given)}")
+        if problem_reference(given) != ref:
+            shown = _cut(given if isinstance(given, str) else problem_reference(given))
+            if ref in FAMILIES.values():
+                raise UsageError(f"--problem {shown} does not match {source}, generated by the registered family "
+                                 f"{_short(stored)}: leave out --problem (it is needed only for your own problem "
+                                 "classes), or pass the dataset of your problem")
+            raise UsageError(
+                f"--problem {shown} does not match {source}, generated by the problem class {_short(stored)}: "
+                f"pass --problem {_cut(stored)} (problem={_short(stored)} in Python) if you trust that module, "
+                "or pass the dataset of your problem")
+        if isinstance(given, type):
+            return resolve_problem(given)
+    if ref in FAMILIES.values():  # a registered family: the registry says what to import
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    if ":" not in stored:
+        raise DatasetFileError(f"{source} was generated by an unknown problem {_short(stored)}; known problems: "
+                               f"{', '.join(sorted(FAMILIES))}")
+    if given is None:
+        raise DatasetFileError(
+            f"{source} was generated by the problem class {_short(stored)}, which is not a registered family; "
+            "fe_operators never imports code a file names: if you trust that module, name it yourself with "
+            f"--problem {_cut(stored)} on the command line (problem={_short(stored)} in Python)")
+    return resolve_problem(given)
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -159,13 +279,14 @@ def check_params(cls: type[Problem], params: Mapping[str, Any], name: str | None
                                    f"got {type(value).__name__} {value!r}")
 
 
-def load_problem(name: str, mesh: str, params: Mapping[str, Any], comm: Any = None) -> Problem:
+def load_problem(name: ProblemChoice, mesh: str, params: Mapping[str, Any], comm: Any = None) -> Problem:
     """Build problem ``name`` with ``params`` on the mesh ``mesh`` (a spec for ``load_mesh``).
 
     Parameters
     ----------
     name
-        Registry name or ``"module:Class"``.
+        Registry name, ``"module:Class"`` (imported: a name the user gave, see
+        :func:`stored_problem_class` for names read from files) or a Problem subclass.
     mesh
         Mesh spec: a shipped mesh name, ``"unitsquare:64"`` or a file path, optionally
         refined (``"plate_holes/r2"``).
@@ -187,6 +308,7 @@ def load_problem(name: str, mesh: str, params: Mapping[str, Any], comm: Any = No
     from fe_operators.io import load_mesh
 
     cls = resolve_problem(name)
+    name = name if isinstance(name, str) else cls.__name__
     check_params(cls, params, name)
     mesh_obj = load_mesh(mesh, comm=MPI.COMM_SELF if comm is None else comm)
     try:
