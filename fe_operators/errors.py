@@ -23,6 +23,12 @@ data (generation, HDF5 files, datasets)
     :class:`NumberingError`, :class:`GenerationError`, :class:`NonFiniteError`
 training (checkpoints, runs)
     :class:`CheckpointError`, :class:`TrainingError`, :class:`RunDirectoryError`
+resources
+    :class:`MemoryLimitError`
+
+Values quoted in messages are cut to a bounded length first
+(:func:`fe_operators.limits.short`): a configuration can hold a value whose text is
+gigabytes long.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from fe_operators.limits import clip, short
 
 __all__ = [
     "FEOperatorsError",
@@ -51,6 +59,7 @@ __all__ = [
     "CheckpointError",
     "TrainingError",
     "RunDirectoryError",
+    "MemoryLimitError",
 ]
 
 
@@ -64,6 +73,10 @@ class UsageError(FEOperatorsError, ValueError):
     For what ``argparse`` cannot check by itself (e.g. a value valid only with another
     option); the commands exit with status 2, as for ``argparse``'s own usage errors.
     """
+
+
+#: longest ConfigError message shown whole (longer ones lose their middle)
+_MESSAGE_LIMIT = 1000
 
 
 class ConfigError(FEOperatorsError, ValueError):
@@ -90,8 +103,15 @@ class ConfigError(FEOperatorsError, ValueError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
+        # the key may be user text (an unknown key); the message should quote values cut
+        # already (fe_operators.limits.short), this bounds what slipped through, keeping
+        # its start (what is wrong) and its end (the fix)
         where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.key}: {self.message}" if self.key else f"{where}{self.message}"
+        key = clip(self.key, 80)
+        message = self.message
+        if len(message) > _MESSAGE_LIMIT:
+            message = message[: _MESSAGE_LIMIT * 2 // 3] + " ... " + message[-(_MESSAGE_LIMIT // 3):]
+        return f"{where}{key}: {message}" if key else f"{where}{message}"
 
 
 class SpaceMismatchError(FEOperatorsError, ValueError):
@@ -268,5 +288,10 @@ class RunDirectoryError(FEOperatorsError, FileExistsError):
 
 def _short(value: Any, limit: int = 80) -> str:
     """``repr`` of ``value`` cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short(value, limit)
+
+
+class MemoryLimitError(FEOperatorsError, MemoryError):
+    """An allocation refused before it was made: its estimated size exceeds the memory
+    available (:func:`fe_operators.limits.check_allocation`; sizes chosen by a
+    configuration key raise :class:`ConfigError` naming the key instead)."""

@@ -34,6 +34,7 @@ import typing
 from typing import Any, Callable, Literal, NamedTuple, Union
 
 from fe_operators.errors import ConfigError
+from fe_operators.limits import short
 
 __all__ = [
     "Check", "option", "positive", "non_negative", "finite_positive", "fraction", "optional", "sizes",
@@ -82,7 +83,7 @@ def fraction(v: Any) -> str | None:
 
 def sizes(v: list) -> str | None:
     """Check: a non-empty list of positive sizes."""
-    return None if v and all(s > 0 for s in v) else f"expected a non-empty list of positive sizes, got {v}"
+    return None if v and all(s > 0 for s in v) else f"expected a non-empty list of positive sizes, got {short(v)}"
 
 
 def optional(check: Check) -> Check:
@@ -92,10 +93,9 @@ def optional(check: Check) -> Check:
 
 # ----------------------------------------------------------------------------- validation
 def describe(value: Any) -> str:
-    """``"type repr"`` of a value for messages (``null`` for None), shortened."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
+    """``"type repr"`` of a value for messages (``null`` for None), shortened (without
+    building the whole ``repr`` of a huge value)."""
+    text = short(value, 60)
     return f"{type(value).__name__} {text}" if value is not None else "null"
 
 
@@ -225,7 +225,7 @@ def dataclass_from_dict(cls: type, data: Any, key: str = "") -> Any:
         if check is not None:
             reason = check(value)
             if reason:
-                raise ConfigError(sub, f"{reason}, got {value!r}" if "got" not in reason else reason)
+                raise ConfigError(sub, f"{reason}, got {short(value)}" if "got" not in reason else reason)
         kwargs[f.name] = value
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

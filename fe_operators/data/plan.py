@@ -19,6 +19,7 @@ from fe_operators.errors import DatasetFileError, OutputError, SettingsMismatchE
 from fe_operators.data.h5 import FEFile
 from fe_operators.data.journal import Journal
 from fe_operators.data.settings import compare_settings
+from fe_operators.limits import check_allocation
 
 __all__ = ["Plan", "check_output", "plan_run"]
 
@@ -75,6 +76,8 @@ def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: i
         unreadable ``settings.json`` or chunk), and ``overwrite`` is false.
     SettingsMismatchError
         ``out`` or the journal holds other settings (and ``overwrite`` is false).
+    MemoryLimitError
+        The plan of ``n_samples`` samples would not fit in memory.
     """
     try:
         journal.lock()
@@ -122,6 +125,9 @@ def _plan_locked(out: Path, journal: Journal, settings: dict[str, Any], n_sample
                 raise SettingsMismatchError(f"{journal.path} (an interrupted run)", diff)
             journal.clear()
     n_total = max(n_samples, previous.n_samples if previous is not None else 0)
+    # the plan holds per sample a flag, its negation and an index, and is broadcast (pickled) to every rank
+    check_allocation(n_total * (1 + 1 + 8 * 3), f"--samples {n_total}: the plan (sample flags and indices)",
+                     fix="generate fewer samples per file")
     done = np.zeros(n_total, dtype=bool)
     if previous is not None:
         done[: previous.n_samples] = previous.done

@@ -44,6 +44,7 @@ from fe_operators.errors import ConfigError, UnsupportedSpaceError
 from fe_operators.fem import assemble_scipy, dof_graph, interpolation_matrix, node_weights
 from fe_operators.fem.lifting import BCs, DirichletMap, dirichlet_map
 from fe_operators.fem.spaces import check_supported
+from fe_operators.limits import check_allocation
 from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext, SparseMap
 from fe_operators.models.encoder import InputField
 from fe_operators.models.processor import processor_class, processor_options
@@ -51,7 +52,7 @@ from fe_operators.models.spon import SPON
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context", "context_for_model", "spon_for_problem",
+    "hierarchy_context", "context_for_model", "spon_for_problem", "check_processor_size",
 ]
 
 #: how inputs reach the processor's nodes
@@ -268,6 +269,59 @@ def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool 
                     hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
 
 
+def _size_key(cls: type) -> str:
+    """The option of processor class ``cls`` that a message about its size names."""
+    names = {f.name for f in dataclasses.fields(cls.Options)}
+    return next((k for k in ("hidden", "width") if k in names), "processor")
+
+
+def check_processor_size(processor: str, context: MeshContext, channels: int, options: Any, *,
+                         dtype: torch.dtype = torch.float32, copies: int = 1) -> None:
+    """Refuse a processor whose weights would not fit in memory, before they are allocated.
+
+    The processor is built on PyTorch's ``meta`` device, which allocates nothing, to
+    count its weights; ``copies`` of them in ``dtype`` are compared with the memory
+    available (:func:`fe_operators.limits.check_allocation`).  A processor that cannot
+    be built on the meta device (its construction computes with real data) is not
+    checked.
+
+    Parameters
+    ----------
+    processor
+        The registered processor name.
+    context
+        The mesh context it is built for (e.g. an MLP's first layer has ``n_nodes *
+        channels`` inputs).
+    channels
+        Input channels.
+    options
+        The processor's validated options (an instance of its ``Options``).
+    dtype
+        Of the weights.
+    copies
+        Copies of the weights the caller will hold: 1 for the model alone, 4 for
+        training with Adam (weights, gradients and two moment estimates).
+
+    Raises
+    ------
+    ConfigError
+        The estimate exceeds the memory available; the key is the processor's size
+        option (``hidden`` for the MLP, ``width`` for the others).
+    """
+    cls = processor_class(processor)
+    try:
+        with torch.device("meta"):
+            meta = cls.for_context(context, channels, context.ncomp, options)
+        count = sum(p.numel() for p in meta.parameters())
+    except Exception:  # construction that needs real data: not checked here
+        return
+    held = "the weights" if copies == 1 else ("the weights, their gradients and Adam's two moments" if copies == 4
+                                               else f"{copies} copies of the weights")
+    check_allocation(count * dtype.itemsize * copies,
+                     f"the {processor} processor's {count:.3g} weights ({held}, {str(dtype).removeprefix('torch.')})",
+                     _size_key(cls), fix="choose smaller layer sizes")
+
+
 def spon_for_problem(
     problem: Any,
     processor: str = "gnn",
@@ -276,6 +330,7 @@ def spon_for_problem(
     method: str = "auto",
     dtype: torch.dtype = torch.float32,
     mesh_spec: str | None = None,
+    weight_copies: int = 1,
     **options: Any,
 ) -> SPON:
     """A SPON for a Problem: its inputs as channels, its output space and conditions.
@@ -298,6 +353,9 @@ def spon_for_problem(
     mesh_spec
         The spec the problem's mesh was loaded from (lets a processor that needs a mesh
         hierarchy find one for built-in structured meshes, see :func:`context_from_spaces`).
+    weight_copies
+        Copies of the weights that must fit in memory (4 to train with Adam), checked
+        before they are allocated (:func:`check_processor_size`).
     **options
         Processor options (see :meth:`SPON.from_context`).
 
@@ -305,7 +363,8 @@ def spon_for_problem(
     ------
     ConfigError
         ``lifting_input`` (key ``"lifting_input"``) None where the boundary data depend
-        on the inputs, or a name other than the one input they depend on.
+        on the inputs, or a name other than the one input they depend on; weights that
+        would not fit in memory (key ``"hidden"`` or ``"width"``).
     BoundaryDataError
         The problem's boundary data are not affine in its inputs.
 
@@ -329,6 +388,8 @@ def spon_for_problem(
                                            f"{problem.name!r} problem's data depend on {depends or 'no input'}, "
                                            f"got {lifting_input!r}")
     V = problem.output_space
+    check_processor_size(processor, context, sum(f.ncomp for f in input_fields(problem.input_spaces)), opts,
+                         dtype=dtype, copies=weight_copies)
     model = SPON.from_context(context, input_fields(problem.input_spaces), processor,
                               output_scalar=V.value_shape == (), **options)
     return model.to(dtype)

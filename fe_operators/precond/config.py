@@ -35,13 +35,14 @@ from typing import Any, Literal, Union
 import yaml
 
 from fe_operators.errors import ConfigError
+from fe_operators.limits import check_allocation, format_bytes
 from fe_operators.options import (
     config_to_dict, dataclass_from_dict, finite_positive, fraction, non_negative, option, option_rows, optional,
     positive,
 )
 
 __all__ = ["FamilySection", "SmootherSection", "DCDMSection", "PrecondTrainSection", "PrecondConfig",
-           "load_precond_config", "precond_config_from_dict", "precond_config_yaml"]
+           "load_precond_config", "precond_config_from_dict", "precond_config_yaml", "check_sizes"]
 
 _ACT = Literal["tanh", "gelu", "relu", "silu"]
 
@@ -176,6 +177,42 @@ def precond_config_yaml() -> str:
             text = f"{pad}{name}: {value}"
         lines.append(f"{text:<27} # {row.doc}")
     return "\n".join(lines) + "\n"
+
+
+def check_sizes(cfg: PrecondConfig, n_dofs: int) -> None:
+    """Refuse counts whose arrays would not fit in memory, once the mesh is known and before sampling.
+
+    The estimates are lower bounds from the finest operator's ``n_dofs`` rows: every
+    training (and held-out) operator keeps at least its CSR matrix (at least one entry
+    per row) and its per-row data: for ``neural_mg`` the smoother's six row features
+    and three row vectors, for ``dcdm`` the coefficient indicator and the right-hand
+    sides; ``dcdm`` also builds, per operator, a dense Lanczos basis of ``dcdm.ritz``
+    columns (and the Ritz problem's dense matrices).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``dcdm.ritz``, ``family.samples`` or ``family.validation_samples``, with
+        the estimate and the memory available.
+    """
+    n = int(n_dofs)
+    csr = 24 * n  # a value, a column index and a row pointer per row, at least
+    if cfg.kind == "dcdm":
+        itemsize = 8 if cfg.dcdm.dtype == "float64" else 4
+        per_sample = csr + n * itemsize * (1 + cfg.dcdm.combinations + cfg.dcdm.smooth)
+        if cfg.dcdm.combinations:
+            m = cfg.dcdm.ritz
+            k = min(m, n)
+            check_allocation(8 * (n * m + 2 * m + 3 * k * k + n * k),
+                             f"the Lanczos basis of {m} Ritz vectors of the {n}-row training operator", "dcdm.ritz",
+                             fix=f"lower dcdm.ritz (at most {n} are useful: the Krylov space of {n} rows)")
+    else:
+        per_sample = csr + n * (6 * 8 + 3 * 8 + 1)
+    train, held_out = cfg.family.samples, cfg.family.validation_samples
+    key = "family.samples" if train >= held_out else "family.validation_samples"
+    check_allocation((train + held_out) * per_sample,
+                     f"{train} training and {held_out} held-out operators of {n} rows (at least "
+                     f"{format_bytes(per_sample)} each)", key, fix=f"lower {key}")
 
 
 def config_dict(cfg: PrecondConfig) -> dict[str, Any]:

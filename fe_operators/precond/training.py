@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from fe_operators.precond.config import PrecondConfig, config_dict, precond_config_from_dict
+from fe_operators.precond.config import PrecondConfig, check_sizes, config_dict, precond_config_from_dict
 
 __all__ = ["TrainResult", "train_preconditioner", "write_precond_checkpoint", "smoother_report"]
 
@@ -106,7 +106,9 @@ def _family(cfg: PrecondConfig) -> Any:
     from fe_operators.precond.data import DiffusionFamily
 
     mesh = load_mesh(cfg.family.mesh, comm=COMM_SELF)
-    return DiffusionFamily(mesh, cfg.family.coefficient, cfg.family.variance, cfg.family.length_scale)
+    family = DiffusionFamily(mesh, cfg.family.coefficient, cfg.family.variance, cfg.family.length_scale)
+    check_sizes(cfg, family.V.dim())  # before any operator is sampled
+    return family
 
 
 @torch.no_grad()

@@ -182,14 +182,12 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     if lifting_input not in (None, "auto") and lifting_input not in names:
         raise ConfigError("model.lifting_input", f"expected 'auto', null or an input name in {names}, "
                                                  f"got {lifting_input!r}")
-    try:
+    try:  # weight_copies 4: training holds the weights, their gradients and Adam's two moments
         return spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
                                 dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
-                                **config_to_dict(opts.processor_options))
-    except ConfigError as exc:
-        if exc.key != "lifting_input":
-            raise
-        raise ConfigError("model.lifting_input", exc.message) from None
+                                weight_copies=4, **config_to_dict(opts.processor_options))
+    except ConfigError as exc:  # its keys are this section's
+        raise ConfigError(f"model.{exc.key}" if exc.key else "model", exc.message) from None
 
 
 def _register() -> None:

@@ -63,6 +63,7 @@ from typing import IO, Any, Callable, Mapping, Protocol, runtime_checkable
 import torch
 
 from fe_operators.errors import CheckpointError, SpaceMismatchError
+from fe_operators.limits import format_bytes, over_memory, short
 from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.models.registry import check_model_class, class_reference, model_class
 from fe_operators.sparse_csr import csr_beta_warning_silenced
@@ -380,14 +381,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     CheckpointError
-        The file is missing, not a torch file, truncated or corrupt, holds pickled code,
-        is not an fe_operators checkpoint, or was written by a newer format version.
+        The file is missing, larger than the memory available, not a torch file,
+        truncated or corrupt, holds pickled code, is not an fe_operators checkpoint, or
+        was written by a newer format version.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "no such file")
     if not path.is_file():
         raise CheckpointError(path, "not a regular file")
+    # torch.load holds every stored tensor in memory: about the file's size
+    too_large = over_memory(path.stat().st_size, "loading it", "load it on a machine with more memory")
+    if too_large:
+        raise CheckpointError(path, too_large)
     try:
         with warnings.catch_warnings(), csr_beta_warning_silenced():  # stored CSR operators are rebuilt here
             # a corrupt file can look like an odd pickle protocol
@@ -526,6 +532,48 @@ class LoadedModel:
         check_spaces(self.spaces, spaces, expected_name=f"the checkpoint {self.path}", actual_name=name)
 
 
+def _check_sizes(path: str | os.PathLike, cls: type, ref: str, config: Any, state: Any) -> None:
+    """Check the model the stored config describes against the stored weights, before building it.
+
+    The network is built on PyTorch's ``meta`` device, which allocates nothing: each of
+    its parameters must be stored with the same shape (a config altered to ``hidden:
+    [1000000, 1000000]`` would otherwise allocate terabytes before ``load_state_dict``
+    noticed), and its parameters and buffers must fit in the memory available.  A class
+    that cannot be built on the meta device is not checked here (``load_state_dict``
+    still checks the shapes, after building it).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the first parameter that is missing or of another shape, or the size.
+    """
+    try:
+        with torch.device("meta"):
+            meta = cls.from_config(config)
+        params = list(meta.named_parameters())
+        nbytes = sum(t.numel() * t.element_size() for t in [*meta.parameters(), *meta.buffers()])
+    except Exception:  # a bad config fails again, with its message, when the network is built for real
+        return
+    if not isinstance(state, Mapping):
+        raise CheckpointError(path, f"malformed model.state_dict entry: expected a mapping, got "
+                                    f"{type(state).__name__}")
+    for name, param in params:
+        key = f"network.{name}"
+        stored = state.get(key)
+        if not isinstance(stored, torch.Tensor):
+            raise CheckpointError(path, f"the stored weights lack parameter {key} of {ref} as its stored config "
+                                        "describes it; the file is damaged or was altered")
+        if tuple(stored.shape) != tuple(param.shape):
+            raise CheckpointError(
+                path, f"parameter {key} is stored with shape {tuple(stored.shape)}, but the stored config of {ref} "
+                      f"makes it {short(tuple(param.shape), 60)} (and the network {format_bytes(nbytes)}); the file "
+                      "is damaged or was altered")
+    too_large = over_memory(nbytes, f"{ref} as its stored config describes it",
+                            "load it on a machine with more memory")
+    if too_large:
+        raise CheckpointError(path, too_large)
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a model (network and normalizers) and its metadata from a checkpoint.
 
@@ -550,7 +598,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     ------
     CheckpointError
         Missing/corrupt/refused file, a network class that is not registered, or
-        weights that do not fit the rebuilt model.
+        weights that do not fit the rebuilt model (their shapes are checked against the
+        stored config before the network is allocated), or a model too large for the
+        memory available.
 
     Examples
     --------
@@ -565,6 +615,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         cls = model_class(ref)
     except LookupError as exc:
         raise CheckpointError(path, str(exc)) from None
+    _check_sizes(path, cls, ref, config, entry["state_dict"])
     try:
         network = cls.from_config(config)
     except Exception as exc:  # any constructor failure, reported with its context

@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol, Union, runtime_checkable
 import yaml
 
 from fe_operators.errors import ConfigError
+from fe_operators.limits import clip, short
 from fe_operators.options import (
     OptionRow, config_to_dict, convert, dataclass_from_dict, finite_positive, fraction, non_negative, option,
     option_rows, optional, positive, type_name,
@@ -68,12 +69,12 @@ def _split(v: list) -> str | None:
     if len(v) != 3:
         return f"expected 3 numbers [train, val, test], got {len(v)}"
     if any(x < 0 for x in v):
-        return f"expected non-negative sizes, got {v}"
+        return f"expected non-negative sizes, got {short(v)}"
     if all(isinstance(x, int) for x in v):
-        return None if v[0] > 0 and v[1] > 0 else f"the train and val splits must not be empty, got {v}"
+        return None if v[0] > 0 and v[1] > 0 else f"the train and val splits must not be empty, got {short(v)}"
     if sum(v) > 1 + 1e-12:
-        return f"fractions must sum to at most 1, got {v} (sum {sum(v):g})"
-    return None if v[0] > 0 and v[1] > 0 else f"the train and val splits must not be empty, got {v}"
+        return f"fractions must sum to at most 1, got {short(v)} (sum {sum(v):g})"
+    return None if v[0] > 0 and v[1] > 0 else f"the train and val splits must not be empty, got {short(v)}"
 
 
 def device_error(v: Any) -> str | None:
@@ -84,7 +85,7 @@ def device_error(v: Any) -> str | None:
     try:
         dev = torch.device(v)
     except (RuntimeError, ValueError, TypeError):
-        return f"expected a torch device such as 'cpu' or 'cuda:0', got {v!r}"
+        return f"expected a torch device such as 'cpu' or 'cuda:0', got {short(v)}"
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -295,23 +296,122 @@ def config_from_dict(data: Any, base_dir: str | os.PathLike | None = None,
     return cfg
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads floats by YAML 1.2 rules (``1e-3`` is a float, not a string)."""
+#: largest configuration file read, in bytes (checked before parsing)
+MAX_CONFIG_BYTES = 1 << 20
+#: most YAML nodes a configuration may hold, an alias counted as the nodes it stands for
+MAX_CONFIG_NODES = 10_000
+#: deepest nesting of mappings and lists in a configuration
+MAX_CONFIG_DEPTH = 50
 
 
-_Yaml12Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                 |[-+]?\.(?:inf|Inf|INF)
-                 |\.(?:nan|NaN|NAN))$""", re.VERBOSE),
-    list("-+0123456789."),
-)
+class _ConfigTooLarge(yaml.YAMLError):
+    """A YAML document refused while it was composed: too many nodes, or nested too deeply."""
+
+
+def _yaml12(cls: type) -> type:
+    """``cls`` with YAML 1.2 float rules (``1e-3`` is a float, not a string)."""
+    cls.yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                     |[-+]?\.(?:inf|Inf|INF)
+                     |\.(?:nan|NaN|NAN))$""", re.VERBOSE),
+        list("-+0123456789."),
+    )
+    return cls
+
+
+class _CountingComposer(yaml.composer.Composer):
+    """A composer that refuses documents too large once their aliases are expanded.
+
+    Anchors and aliases stay allowed (a user may well write ``hidden: &h [64, 64]`` and
+    reuse ``*h``), but each alias counts as the nodes it stands for: PyYAML shares an
+    aliased node instead of copying it, so loading a "billion laughs" document is cheap,
+    but every consumer that walks the data (validation, error messages quoting a value,
+    ``yaml.safe_dump`` of the resolved configuration) pays for the expansion: 9 levels
+    of 9 aliases are 9^9 strings.  The running total of expanded nodes is checked at
+    every node, so a document is refused after at most :data:`MAX_CONFIG_NODES` nodes
+    of work; nesting deeper than :data:`MAX_CONFIG_DEPTH` is refused before the
+    composer's recursion (libyaml's own composer would overflow the C stack), and so is
+    an alias inside the node it names (a value that contains itself, infinitely deep
+    once walked).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expanded: dict[int, int] = {}  # id(node) -> nodes it expands to
+        self._total = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        alias = self.check_event(yaml.AliasEvent)
+        self._depth += 1
+        if self._depth > MAX_CONFIG_DEPTH:
+            raise _ConfigTooLarge(f"nested more than {MAX_CONFIG_DEPTH} levels deep, too deep for a "
+                                      "configuration file; is it the right file?")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if alias:
+            size = self._expanded.get(id(node))
+            if size is None:  # the anchored node is still being composed: one of this alias's parents
+                raise _ConfigTooLarge("an alias (*name) inside the value it names makes a value that contains "
+                                          "itself; write the values out")
+        else:  # a node composed just now: its children are counted already
+            if isinstance(node, yaml.SequenceNode):
+                size = 1 + sum(self._expanded[id(c)] for c in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size = 1 + sum(self._expanded[id(k)] + self._expanded[id(v)] for k, v in node.value)
+            else:
+                size = 1
+            self._expanded[id(node)] = size
+        # a new node adds itself (its children added themselves); an alias adds all it stands for
+        self._total += size if alias else 1
+        if self._total > MAX_CONFIG_NODES:
+            raise _ConfigTooLarge(
+                f"more than {MAX_CONFIG_NODES} values once its aliases (*name) are expanded, too many for a "
+                "configuration file (a YAML alias bomb?); write the values out, or use fewer aliases" if alias else
+                f"more than {MAX_CONFIG_NODES} values, too many for a configuration file; is it the right file?")
+        return node
+
+
+def _counting_loader() -> type:
+    """The loader class: libyaml's parser if available (fast), this module's composer, the safe constructor."""
+    parser = getattr(getattr(yaml, "cyaml", None), "CParser", None) if yaml.__with_libyaml__ else None
+    if parser is None:
+        @_yaml12
+        class PyLoader(_CountingComposer, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
+                       yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+            def __init__(self, stream: Any) -> None:
+                yaml.reader.Reader.__init__(self, stream)
+                yaml.scanner.Scanner.__init__(self)
+                yaml.parser.Parser.__init__(self)
+                _CountingComposer.__init__(self)
+                yaml.constructor.SafeConstructor.__init__(self)
+                yaml.resolver.Resolver.__init__(self)
+
+        return PyLoader
+
+    @_yaml12
+    class CLoader(_CountingComposer, parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        # the Python composer comes first in the MRO: it replaces libyaml's (C) one
+        def __init__(self, stream: Any) -> None:
+            parser.__init__(self, stream)
+            _CountingComposer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return CLoader
+
+
+#: the loader of configuration files: safe (plain data only), YAML 1.2 numbers, bounded size
+_ConfigLoader = _counting_loader()
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -329,21 +429,39 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
 
 def read_yaml_file(path: Path) -> Any:
-    """The data of a YAML configuration file (YAML 1.2 numbers, safe loading).
+    """The data of a YAML configuration file (YAML 1.2 numbers, safe loading, bounded size).
+
+    A file is refused before it is parsed if it is larger than :data:`MAX_CONFIG_BYTES`,
+    and while it is parsed as soon as it holds more than :data:`MAX_CONFIG_NODES` values
+    (aliases counted at their expanded size) or nests deeper than
+    :data:`MAX_CONFIG_DEPTH`; a configuration has a few dozen values, so any file within
+    the byte limit loads or is refused in a fraction of a second and a few megabytes.
 
     Raises
     ------
     ConfigError
-        The file cannot be read or is not valid YAML.
+        The file cannot be read, is too large, is not UTF-8 text or not valid YAML.
     """
+    path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError("", f"cannot read the configuration file ({exc.strerror or exc})", path) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("", f"larger than {MAX_CONFIG_BYTES // 1024} KiB, too large for a configuration file; "
+                              "is it the right file?", path)
     try:
-        return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass: no arbitrary objects
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not UTF-8 text (byte {exc.start}); is it the right file?", path) from None
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # safe: plain data only, no arbitrary objects
+    except _ConfigTooLarge as exc:
+        raise ConfigError("", f"refused: {exc}", path) from None
     except yaml.YAMLError as exc:
-        raise ConfigError("", f"not valid YAML: {exc}", path) from None
+        where = " ".join(str(exc).replace(' in "<unicode string>",', " at").split())
+        raise ConfigError("", f"not valid YAML: {clip(where, 300)}", path) from None
 
 
 def _walk(model_types: list[str]) -> list[OptionRow]:
