@@ -193,7 +193,7 @@ class SettingsMismatchError(FEOperatorsError, ValueError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        parts = [f"{k}: stored {_short(a)}, requested {_short(b)}" for k, (a, b) in self.differing.items()]
+        parts = [f"{k}: stored {short(a)}, requested {short(b)}" for k, (a, b) in self.differing.items()]
         return (
             f"{self.path} was generated with other settings ({'; '.join(parts)}); "
             "use another --out, or --overwrite to replace it"
@@ -285,10 +285,6 @@ class TrainingError(FEOperatorsError, RuntimeError):
 class RunDirectoryError(FEOperatorsError, FileExistsError):
     """A new run would overwrite the checkpoints of an existing run in the same folder."""
 
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters."""
-    return short(value, limit)
 
 
 class MemoryLimitError(FEOperatorsError, MemoryError):

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from fe_operators.errors import DatasetFileError, _short
+from fe_operators.errors import DatasetFileError
+from fe_operators.limits import short
 
 __all__ = ["check_stored_options", "unsafe_options"]
 
@@ -92,7 +93,7 @@ def check_stored_options(options: Any, source: str, *, error: type[Exception] = 
         why = _refusal(key, value)
         if why:
             raise error(
-                f"{source} sets the PETSc option {_short(key)}: {_short(value)}, {why}; solver options read "
+                f"{source} sets the PETSc option {short(key)}: {short(value)}, {why}; solver options read "
                 "from a file never select Python types or name files (to use a Python preconditioner, pass "
                 "your own solver options explicitly: solver_parameters= in Python)"
             )
