@@ -27,7 +27,7 @@ resources
     :class:`MemoryLimitError`
 
 Values quoted in messages are cut to a bounded length first
-(:func:`fe_operators.limits.short`): a configuration can hold a value whose text is
+(:func:`fe_operators.quoting.short`): a configuration can hold a value whose text is
 gigabytes long.
 """
 
@@ -37,7 +37,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from fe_operators.limits import clip, short
+from fe_operators.quoting import clip, short
 
 __all__ = [
     "FEOperatorsError",
@@ -104,7 +104,7 @@ class ConfigError(FEOperatorsError, ValueError):
 
     def __str__(self) -> str:
         # the key may be user text (an unknown key); the message should quote values cut
-        # already (fe_operators.limits.short), this bounds what slipped through, keeping
+        # already (fe_operators.quoting.short), this bounds what slipped through, keeping
         # its start (what is wrong) and its end (the fix)
         where = f"{self.source}: " if self.source else ""
         key = clip(self.key, 80)

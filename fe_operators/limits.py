@@ -1,4 +1,4 @@
-"""Size guards: refuse an allocation that cannot fit before making it, and keep messages short.
+"""Size guards: refuse an allocation that cannot fit before making it.
 
 A configuration value, a command-line count or a checkpoint's stored config can ask for
 arrays far larger than the machine holds (``hidden: [100000, 100000]``, ``dcdm.ritz:
@@ -16,10 +16,6 @@ else Linux's ``MemAvailable`` (``/proc/meminfo``), lowered to what the process's
 still allows where a cgroup limit is set, else ``psutil``'s available memory, else the
 free physical pages (``os.sysconf``).  Where none is known, nothing is refused.
 
-:func:`short` cuts a value quoted in a message to a bounded length without building its
-full ``repr`` first (a YAML alias bomb expands to a list of 9^9 strings: its full
-``repr`` alone takes gigabytes).
-
 Nothing here imports torch, numpy or Firedrake.
 """
 
@@ -28,11 +24,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import reprlib
 from typing import Any
 
-__all__ = ["MAX_BYTES_ENV", "available_memory", "format_bytes", "short", "clip", "over_memory",
-           "check_allocation"]
+from fe_operators.errors import ConfigError, MemoryLimitError
+from fe_operators.quoting import short
+
+__all__ = ["MAX_BYTES_ENV", "available_memory", "format_bytes", "over_memory", "check_allocation"]
 
 #: environment variable overriding the memory the guards allow (bytes, e.g. "2e9" or "512MiB")
 MAX_BYTES_ENV = "FE_OPERATORS_MAX_BYTES"
@@ -99,7 +96,6 @@ def available_memory() -> int | None:
     if env is not None and env.strip():
         value = _parse_bytes(env)
         if value is None:
-            from fe_operators.errors import ConfigError
 
             raise ConfigError(MAX_BYTES_ENV, f"expected a number of bytes such as 2e9 or 512MiB, got {short(env)} "
                                              "(environment variable); unset it or fix it")
@@ -133,40 +129,6 @@ def format_bytes(nbytes: float) -> str:
     if unit == "B":
         return f"{int(value)} B"
     return f"{value:.3g} {unit}"
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel = 3
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = _REPR.maxarray = 8
-_REPR.maxdict = 6
-
-
-def short(value: Any, n: int = 80) -> str:
-    """The ``repr`` of ``value`` cut to at most ``n`` characters (``...`` marks a cut).
-
-    Containers and strings are abbreviated while the text is made (:mod:`reprlib`), so a
-    huge or deeply shared value costs no more than its first few items.
-
-    Examples
-    --------
-    >>> short("x" * 1000, 12)
-    "'xxx...xxxx'"
-    >>> short(list(range(100)), 30)
-    '[0, 1, 2, 3, 4, 5, 6, 7, ...]'
-    """
-    _REPR.maxstring = _REPR.maxother = _REPR.maxlong = max(8, n)
-    try:
-        text = _REPR.repr(value)
-    except Exception:  # a broken __repr__ must not hide the error being reported
-        text = f"<{type(value).__name__} object>"
-    return clip(text, n)
-
-
-def clip(text: str, n: int = 80) -> str:
-    """``text`` cut to at most ``n`` characters, ``...`` at the end when cut (for quoting text
-    that is already formatted, such as a parser's message)."""
-    text = str(text)
-    return text if len(text) <= n else text[: max(0, n - 3)] + "..."
 
 
 def over_memory(nbytes: float, what: str, fix: str) -> str | None:
@@ -213,7 +175,6 @@ def check_allocation(nbytes: float, what: str, key: str | None = None, *, fix: s
     MemoryLimitError
         Without ``key``.
     """
-    from fe_operators.errors import ConfigError, MemoryLimitError
 
     reason = over_memory(nbytes, what, fix)
     if reason is None:

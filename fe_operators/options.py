@@ -34,7 +34,7 @@ import typing
 from typing import Any, Callable, Literal, NamedTuple, Union
 
 from fe_operators.errors import ConfigError
-from fe_operators.limits import short
+from fe_operators.quoting import short
 
 __all__ = [
     "Check", "option", "positive", "non_negative", "finite_positive", "fraction", "optional", "sizes",

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fe_operators.errors import DatasetFileError
-from fe_operators.limits import short
+from fe_operators.quoting import short
 
 __all__ = ["check_stored_options", "unsafe_options"]
 

@@ -16,7 +16,8 @@ import yaml
 
 from fe_operators.cli import main
 from fe_operators.errors import CheckpointError, ConfigError, MemoryLimitError
-from fe_operators.limits import MAX_BYTES_ENV, available_memory, check_allocation, format_bytes, short
+from fe_operators.limits import MAX_BYTES_ENV, available_memory, check_allocation, format_bytes
+from fe_operators.quoting import short
 
 GiB = 2**30
 

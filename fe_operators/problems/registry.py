@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
 from fe_operators.errors import ConfigError, DatasetFileError, UsageError
-from fe_operators.limits import clip, short
+from fe_operators.quoting import clip, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd

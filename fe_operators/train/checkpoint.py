@@ -63,7 +63,8 @@ from typing import IO, Any, Callable, Mapping, Protocol, runtime_checkable
 import torch
 
 from fe_operators.errors import CheckpointError, SpaceMismatchError
-from fe_operators.limits import format_bytes, over_memory, short
+from fe_operators.limits import format_bytes, over_memory
+from fe_operators.quoting import short
 from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.models.registry import check_model_class, class_reference, model_class
 from fe_operators.sparse_csr import csr_beta_warning_silenced

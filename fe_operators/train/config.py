@@ -39,7 +39,7 @@ from typing import Any, Literal, Protocol, Union, runtime_checkable
 import yaml
 
 from fe_operators.errors import ConfigError
-from fe_operators.limits import clip, short
+from fe_operators.quoting import clip, short
 from fe_operators.options import (
     OptionRow, config_to_dict, convert, dataclass_from_dict, finite_positive, fraction, non_negative, option,
     option_rows, optional, positive, type_name,
