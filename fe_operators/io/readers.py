@@ -29,6 +29,12 @@ Spec grammar (:func:`load_mesh`)
     cells' straight edges, so a curved boundary keeps the base mesh's polygon.  A path
     to an existing file is always that file, even if it ends in ``/rK``.
 
+Validation: before PETSc reads a file, its cells are checked
+(:func:`fe_operators.io.validate.validate_cells`): a vertex index out of range, a
+non-finite coordinate of a vertex a cell uses, a cell that lists a vertex twice or a cell
+of zero area (volume in 3D) is refused with a :class:`MeshReadError` naming the file and
+the first such cell.  Cells of either orientation are valid.
+
 Size limit: a spec whose estimated cell count (the built-in counts, or the base file's
 cells, times ``4**K`` in 2D and ``8**K`` in 3D) exceeds :data:`MAX_CELLS` (2e7 cells,
 some 10-20 GB of memory in Firedrake) is refused with a :class:`MeshReadError`: a
