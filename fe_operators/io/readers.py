@@ -842,8 +842,10 @@ def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
     ------
     MeshReadError
         Unknown name, malformed spec, missing file, or a file that is corrupt or of an
-        unsupported format or cell type; the one-line message names the file and the
-        reason, and the original exception is chained.  Also a spec whose estimated
+        unsupported format or cell type, or whose cells are invalid (a vertex listed
+        twice, a non-finite coordinate, zero area or volume: the message names the
+        first such cell); the one-line message names the file and the reason, and the
+        original exception is chained.  Also a spec whose estimated
         cell count is past :func:`max_cells`, before anything is built.
 
     Examples
