@@ -5,7 +5,9 @@
 Firedrake mesh with its boundary markers (``load_hierarchy`` also gives the refined
 spec's ``MeshHierarchy``);
 ``mesh_info``/``format_mesh_info`` summarise a mesh (``main_mesh_info`` is the body of
-``fe-operators mesh info``); ``write_fields`` writes Functions for ParaView.
+``fe-operators mesh info``); ``validate_cells`` is the check every mesh file's cells pass
+when read (vertex indices, finite coordinates, no vertex listed twice, no zero-measure
+cell); ``write_fields`` writes Functions for ParaView.
 """
 
 from fe_operators.io.info import format_mesh_info, main_mesh_info, mesh_info, radius_ratio
@@ -19,6 +21,7 @@ from fe_operators.io.readers import (
     resolve_mesh_spec,
     shipped_meshes,
 )
+from fe_operators.io.validate import validate_cells
 from fe_operators.io.writers import write_fields
 
 __all__ = [
@@ -34,5 +37,6 @@ __all__ = [
     "radius_ratio",
     "resolve_mesh_spec",
     "shipped_meshes",
+    "validate_cells",
     "write_fields",
 ]

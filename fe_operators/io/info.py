@@ -254,8 +254,9 @@ def main_mesh_info(argv: Sequence[str] | None = None) -> int:
     for spec in args.specs:
         try:
             info = mesh_info(spec)
-        except MeshReadError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except MeshReadError as exc:  # one line, as run_command's; then the next spec
+            print(f"fe-operators mesh info: error: {' '.join(str(exc).split())}",
+                  file=sys.stderr)
             status = 1
             continue
         if args.json:

@@ -29,6 +29,12 @@ Spec grammar (:func:`load_mesh`)
     cells' straight edges, so a curved boundary keeps the base mesh's polygon.  A path
     to an existing file is always that file, even if it ends in ``/rK``.
 
+Validation: before PETSc reads a file, its cells are checked
+(:func:`fe_operators.io.validate.validate_cells`): a vertex index out of range, a
+non-finite coordinate of a vertex a cell uses, a cell that lists a vertex twice or a cell
+of zero area (volume in 3D) is refused with a :class:`MeshReadError` naming the file and
+the first such cell.  Cells of either orientation are valid.
+
 Size limit: a spec whose estimated cell count (the built-in counts, or the base file's
 cells, times ``4**K`` in 2D and ``8**K`` in 3D) exceeds :data:`MAX_CELLS` (2e7 cells,
 some 10-20 GB of memory in Firedrake) is refused with a :class:`MeshReadError`: a
@@ -61,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fe_operators.errors import MeshReadError
+from fe_operators.io.validate import validate_cells
 
 if TYPE_CHECKING:  # Firedrake is imported lazily: it is slow to import.
     import firedrake
@@ -495,6 +502,9 @@ def _convert(mesh: "meshio.Mesh", where: str) -> _Converted:
     facet_type = _CELLS[cell_type][1]
     cells = [(i, b.data) for i, b in enumerate(mesh.cells) if b.type == cell_type]
     facets = [(i, b.data) for i, b in enumerate(mesh.cells) if b.type == facet_type]
+    # Before any point is indexed: an index out of range would wrap or raise below.
+    validate_cells(mesh.points, np.concatenate([np.asarray(c) for _, c in cells]),
+                   source=where, cell_type=cell_type)
     blocks: list[tuple[int, np.ndarray, np.ndarray | None]] = []
     for i, conn in cells:
         blocks.append((_CELLS[cell_type][2], conn, _cell_tags(mesh, i)))
@@ -576,15 +586,57 @@ def _mesh_kwargs(comm: Any, name: str | None) -> dict[str, Any]:
     return kwargs
 
 
+def _check_gmsh(path: Path) -> bool:
+    """Validate a gmsh file's cells before PETSc reads it; True if it was checked.
+
+    PETSc crashes on a cell that lists a vertex twice and reads non-finite coordinates
+    and zero-area cells without a word, so the file is read with meshio first and its
+    cells of the top dimension checked (:func:`~fe_operators.io.validate.validate_cells`),
+    and a 2D mesh's points checked to lie in a plane ``z = const``.  A file meshio cannot
+    read, or one with curved cells, is left to PETSc (False): its failure is explained there.
+    """
+    try:
+        mesh = _meshio_read(path)
+    except MeshReadError:
+        return False
+    types = {b.type for b in mesh.cells}
+    known = [t for t in types if t in _CELLS]
+    if not known or types & set(_SECOND_ORDER):
+        return False
+    dim = max(_CELLS[t][0] for t in known)
+    used = []
+    for cell_type in sorted(t for t in known if _CELLS[t][0] == dim):  # one or two types
+        conn = np.concatenate([b.data for b in mesh.cells if b.type == cell_type])
+        validate_cells(mesh.points, conn, source=str(path), cell_type=cell_type)
+        used.append(conn.reshape(-1))
+    if dim == 2:
+        _planar(np.asarray(mesh.points, dtype=np.float64)[np.unique(np.concatenate(used))],
+                str(path))
+    return True
+
+
 def _read_gmsh(path: Path, comm: Any, name: str | None) -> "firedrake.MeshGeometry":
     """Read a gmsh 2.2/4.1 file with ``firedrake.Mesh`` (PETSc's DMPlex reader).
 
-    PETSc keeps only ``x, y`` of a 2D mesh's nodes, so for a 2D mesh rank 0 reads the
-    nodes' ``z`` as well and refuses a surface that is not in a plane ``z = const``.
-    A failed read is explained as higher-order cells when the file has them.
+    Rank 0 first checks the cells (:func:`_check_gmsh`).  PETSc keeps only ``x, y`` of a
+    2D mesh's nodes, so for a 2D mesh rank 0 reads the nodes' ``z`` as well and refuses a
+    surface that is not in a plane ``z = const`` (in :func:`_check_gmsh`, or after PETSc's
+    read if meshio could not read the file).  A failed read is explained as higher-order
+    cells when the file has them.
     """
     import firedrake
 
+    error, checked = None, False
+    if comm.rank == 0:
+        try:
+            checked = _check_gmsh(path)
+        except MeshReadError as exc:
+            error = str(exc)
+        except Exception:  # noqa: BLE001 - never leave the other ranks waiting in bcast:
+            checked = False  # PETSc reads the file unchecked, as before the check existed
+    error, checked = comm.bcast((error, checked), root=0)
+    if error is not None:
+        raise MeshReadError(error)
     try:
         mesh = firedrake.Mesh(str(path), **_mesh_kwargs(comm, name))
     except Exception as exc:  # PETSc.Error, ValueError, …: all mean a bad file here
@@ -595,7 +647,7 @@ def _read_gmsh(path: Path, comm: Any, name: str | None) -> "firedrake.MeshGeomet
         raise MeshReadError(f"cannot read mesh file '{path}': PETSc's gmsh reader failed "
                             f"({_first_line(exc)}); is the file truncated or corrupt?"
                             ) from exc
-    if mesh.topological_dimension == 2:
+    if mesh.topological_dimension == 2 and not checked:
         error = None
         if comm.rank == 0:
             try:
@@ -790,8 +842,10 @@ def load_mesh(spec: str | os.PathLike[str], *, comm: Any = None,
     ------
     MeshReadError
         Unknown name, malformed spec, missing file, or a file that is corrupt or of an
-        unsupported format or cell type; the one-line message names the file and the
-        reason, and the original exception is chained.  Also a spec whose estimated
+        unsupported format or cell type, or whose cells are invalid (a vertex listed
+        twice, a non-finite coordinate, zero area or volume: the message names the
+        first such cell); the one-line message names the file and the reason, and the
+        original exception is chained.  Also a spec whose estimated
         cell count is past :func:`max_cells`, before anything is built.
 
     Examples
