@@ -271,7 +271,7 @@ def _gmsh_square(path, tilt=0.0, z0=0.0, order=1):
 @pytest.mark.parametrize("name", ["v22.msh", "v22_bin.msh", "v41.msh", "v41_bin.msh"])
 def test_a_2d_mesh_must_lie_in_a_plane_z_const_in_every_format(tmp_path, name):
     # a tilted square was read by PETSc with z dropped: area 0.878 instead of 1
-    from fe_operators.io.readers import _gmsh_points
+    from fe_operators.io.mesh_files import _gmsh_points
 
     tilted = _gmsh_square(tmp_path / f"tilted_{name}", tilt=28.6)
     points = _gmsh_points(tilted)  # the nodes as gmsh wrote them, z included

@@ -42,7 +42,7 @@ def normalise_mesh_spec(spec: str) -> str:
     if os.path.isfile(spec):
         return os.path.abspath(spec)
     from fe_operators.errors import MeshReadError
-    from fe_operators.io.readers import resolve_mesh_spec
+    from fe_operators.io.specs import resolve_mesh_spec
 
     try:
         source = resolve_mesh_spec(spec)

@@ -207,7 +207,7 @@ def _coarsened_builtin(source: Any) -> tuple[str, tuple[Any, ...], dict[str, Any
 def _no_hierarchy(mesh_spec: str | None, why: str = "") -> NoHierarchyError:
     base = "plate_holes"
     if mesh_spec is not None:
-        from fe_operators.io.readers import resolve_mesh_spec
+        from fe_operators.io.specs import resolve_mesh_spec
 
         try:
             base = resolve_mesh_spec(mesh_spec).base_spec
@@ -253,7 +253,8 @@ def find_hierarchy(mesh: fd.MeshGeometry, mesh_spec: str | None = None) -> tuple
         return hierarchy, int(level)
     if mesh_spec is None:
         raise _no_hierarchy(None)
-    from fe_operators.io.readers import load_hierarchy, resolve_mesh_spec
+    from fe_operators.io.readers import load_hierarchy
+    from fe_operators.io.specs import resolve_mesh_spec
 
     source = resolve_mesh_spec(mesh_spec)
     if source.refinements is not None:

@@ -11,16 +11,8 @@ cell); ``write_fields`` writes Functions for ParaView.
 """
 
 from fe_operators.io.info import format_mesh_info, main_mesh_info, mesh_info, radius_ratio
-from fe_operators.io.readers import (
-    BUILTIN_SPECS,
-    MAX_CELLS,
-    MeshSource,
-    load_hierarchy,
-    load_mesh,
-    max_cells,
-    resolve_mesh_spec,
-    shipped_meshes,
-)
+from fe_operators.io.readers import load_hierarchy, load_mesh
+from fe_operators.io.specs import BUILTIN_SPECS, MAX_CELLS, MeshSource, max_cells, resolve_mesh_spec, shipped_meshes
 from fe_operators.io.validate import validate_cells
 from fe_operators.io.writers import write_fields
 

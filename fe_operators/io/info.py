@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fe_operators.errors import MeshReadError
-from fe_operators.io.readers import BUILTIN_SPECS, _load, shipped_meshes
+from fe_operators.io.readers import _load
+from fe_operators.io.specs import BUILTIN_SPECS, shipped_meshes
 
 if TYPE_CHECKING:
     import firedrake
