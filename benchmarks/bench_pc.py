@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         sizes = ["unitsquare:8/r2", "unitsquare:8/r3"]
         mg_cfg = {**mg_cfg, "train": {**mg_cfg["train"], "steps": 20}}
+        # 20 steps of DCDM do not beat CG + ICC(0) (30.5 against 22.5 held-out iterations), which
+        # `precond train` refuses; --quick checks that everything runs, so it keeps the network
         dcdm_cfg = {**dcdm_cfg, "family": {**dcdm_cfg["family"], "mesh": "unitsquare:8/r2", "samples": 2},
-                    "train": {**dcdm_cfg["train"], "steps": 20}}
+                    "train": {**dcdm_cfg["train"], "steps": 20, "allow_worse": True}}
         args.samples, args.repeats = 1, 1
         args.unstructured, args.three_d = "plate_holes/r1", "box_cavity/r1"
 

@@ -23,7 +23,11 @@ Exit statuses (the same for every command, see :func:`run_command`)
     The command failed on its input: a :class:`~fe_operators.errors.FEOperatorsError`
     (a corrupt checkpoint, a dataset that does not fit, a failed solve, ...) or a plain
     ``ValueError``/``OSError`` (a missing file, no permission); one line
-    ``fe-operators COMMAND: error: ...`` on stderr, no traceback.
+    ``fe-operators COMMAND: error: ...`` on stderr, no traceback.  A
+    ``petsc4py.PETSc.Error`` is reported as its cause: the exception raised in a Python
+    callback of PETSc (a learned preconditioner's set-up), or, with no Python cause,
+    PETSc's error when its code means bad input (an unknown type name, an unreadable
+    file, a zero pivot, ...).
 2
     A usage or configuration error (``argparse``'s, :class:`~fe_operators.errors.UsageError`,
     :class:`~fe_operators.errors.ConfigError`), reported the same way.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -58,8 +63,61 @@ def _rank() -> int:
 
 def _error(name: str, exc: BaseException) -> None:
     if _rank() == 0:
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        code = _petsc_code(exc)
+        if code is not None:  # a bare PETSc error of bad input: its code, what it means, PETSc's messages
+            # str() is "error code N" and the call stack ("[0] KSPSetType() at file:line"), then the messages
+            said = [line.split("]", 1)[-1].strip() for line in str(exc).splitlines()[1:]
+                    if not re.match(r"\[\d+\] \w+\(\) at ", line)]
+            text = f"PETSc error {code} ({_PETSC_INPUT_ERRORS[code]})" + (f": {' '.join(said)}" if said else "")
+        else:
+            text = " ".join(str(exc).split()) or type(exc).__name__
         print(f"fe-operators {name}: error: {text}", file=sys.stderr)
+
+
+#: petsc4py.PETSc.Error codes (``ierr``, PETSc's ``PETSC_ERR_*``) that mean bad input, not a bug
+_PETSC_INPUT_ERRORS = {
+    65: "unable to open a file", 66: "unable to read a file", 67: "unable to write a file",
+    79: "unexpected data in a file", 71: "zero pivot in an LU factorization",
+    81: "zero pivot in a Cholesky factorization: the matrix is not positive definite",
+    82: "the iterative method failed", 86: "unknown type name in the solver options",
+    91: "the solver did not converge", 92: "the factorization is not available in this PETSc",
+    94: "wrong number of MPI processes", 95: "missing or incorrect input",
+}
+
+
+def _petsc_code(exc: BaseException) -> int | None:
+    """The error code of a ``petsc4py.PETSc.Error`` (None for any other exception)."""
+    petsc = sys.modules.get("petsc4py.PETSc")  # not imported: the exception is no PETSc error
+    error = getattr(petsc, "Error", None)
+    if error is None or not isinstance(exc, error):
+        return None
+    return int(getattr(exc, "ierr", -1))
+
+
+def _petsc_cause(exc: BaseException) -> BaseException | None:
+    """What a ``petsc4py.PETSc.Error`` reports, or None (not a PETSc error, or a bug).
+
+    An exception raised in a Python callback of PETSc (a Python PC's set-up or apply)
+    reaches the caller as ``PETSc.Error`` (code 101) whose ``__cause__`` is the original;
+    PETSc errors raised inside nested callbacks chain the same way.  The first exception
+    down that chain that is not a PETSc error is the cause: reported when it is an
+    fe_operators error, ``ValueError`` or ``OSError``, a bug otherwise.  A PETSc error
+    with no Python cause is reported when its code means bad input
+    (:data:`_PETSC_INPUT_ERRORS`).
+    """
+    from fe_operators.errors import FEOperatorsError
+
+    if _petsc_code(exc) is None:
+        return None
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _petsc_code(current) is None:
+            return current if isinstance(current, (FEOperatorsError, ValueError, OSError)) else None
+        last = current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return last if _petsc_code(last) in _PETSC_INPUT_ERRORS else None
 
 
 def run_command(name: str, body: CommandBody, argv: Sequence[str]) -> int:
@@ -105,6 +163,12 @@ def run_command(name: str, body: CommandBody, argv: Sequence[str]) -> int:
             raise
         _error(name, exc)
         return 1
+    except Exception as exc:  # a PETSc error: report its cause (module docstring), else a bug
+        cause = _petsc_cause(exc)
+        if cause is None or traceback:
+            raise
+        _error(name, cause)
+        return 2 if isinstance(cause, (UsageError, ConfigError)) else 1
     return 0 if status is None else int(status)
 
 

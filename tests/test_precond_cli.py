@@ -39,7 +39,8 @@ def test_bad_config_key_is_named(tmp_path, capsys):
 def test_train_writes_a_self_describing_checkpoint(tmp_path, capsys, kind, cls, section):
     cfg = _config(tmp_path, kind=kind, family={"mesh": "unitsquare:4/r2", "samples": 2, "validation_samples": 1},
                   train={"steps": 3, "log_every": 1}, out="net.pt", **section)
-    assert main(["precond", "train", "--config", cfg]) == 0
+    # three steps of DCDM do not beat CG + ICC(0) (24 against 12 iterations): written only with --allow-worse
+    assert main(["precond", "train", "--config", cfg] + (["--allow-worse"] if kind == "dcdm" else [])) == 0
     assert "step     3" in capsys.readouterr().out
     data = read_checkpoint(tmp_path / "net.pt")
     assert data["model"]["class"] == f"{cls.__module__}:{cls.__name__}"
@@ -47,8 +48,11 @@ def test_train_writes_a_self_describing_checkpoint(tmp_path, capsys, kind, cls, 
     assert [row["step"] for row in data["run"]["precond"]["history"]] == [1, 2, 3]
     loaded = load_model(tmp_path / "net.pt")
     assert isinstance(loaded.network, cls)
+    report = data["run"]["precond"]["report"]
     if kind == "neural_mg":
-        assert loaded.network.sweeps == 1 and "rho_learned" in data["run"]["precond"]["report"]
+        assert loaded.network.sweeps == 1 and report["rho_learned"] <= report["rho_classical"]
+    else:
+        assert report["its_learned"] > report["its_classical"] > 0
 
 
 def test_evaluate_prints_one_row_per_method(tmp_path, capsys):

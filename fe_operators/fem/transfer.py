@@ -377,8 +377,9 @@ def level_prolongations(V: fd.FunctionSpace, levels: int | None = None) -> list[
     hierarchy, level = mg_utils.get_level(V.mesh().unique())
     if hierarchy is None or level != int(level):
         raise NoHierarchyError(
-            "the space's mesh is not a level of a MeshHierarchy: load it from a refined spec such as "
-            "load_mesh('unitsquare:16/r4'), or build it with firedrake.MeshHierarchy(base, k)[-1]")
+            "the space's mesh is not a level of a MeshHierarchy: use a mesh spec with /rK refinements "
+            "(--mesh unitsquare:16/r4 on the command line, load_mesh('unitsquare:16/r4') in Python), or build "
+            "it with firedrake.MeshHierarchy(base, k)[-1]")
     level = int(level)
     n = level + 1 if levels is None else int(levels)
     if not 1 <= n <= level + 1:

@@ -12,6 +12,11 @@ Model
        :class:`~fe_operators.train.checkpoint.LoadedModel` or a ``torch.nn.Module``.
 
     Checkpoints are read once per path and modification time (:func:`load_precond_model`).
+    Each PC checks that the model is of its kind (:data:`MODEL_KINDS`) before it builds
+    anything: a DCDM network given to ``NeuralMG``, a smoother given to ``DCDM`` or an
+    operator-learning checkpoint given to either is a
+    :class:`~fe_operators.precond.errors.ModelKindError` naming the file, its kind and the
+    preconditioner that takes it.
 
 Fallbacks
     A network output that is non-finite (or, for a per-iteration network, not a descent
@@ -29,9 +34,10 @@ from typing import Any, Mapping
 
 import torch
 
-from fe_operators.precond.errors import ModelNotGivenError
+from fe_operators.precond.errors import ModelKindError, ModelNotGivenError
 
-__all__ = ["APPCTX_KEY", "load_precond_model", "resolve_model", "FallbackCounter", "options_prefix"]
+__all__ = ["APPCTX_KEY", "MODEL_KINDS", "ModelKind", "load_precond_model", "check_model_kind", "resolve_model",
+           "require_hierarchy", "FallbackCounter", "options_prefix"]
 
 #: the ``appctx`` key of a Firedrake solve that holds the preconditioner's model
 APPCTX_KEY = "precond_model"
@@ -39,7 +45,79 @@ APPCTX_KEY = "precond_model"
 _CACHE: dict[tuple[str, int], torch.nn.Module] = {}
 
 
-def load_precond_model(source: Any) -> torch.nn.Module:
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """A kind of preconditioner network (a value of ``precond train``'s ``kind``).
+
+    Attributes
+    ----------
+    reference
+        The registered ``"module:Class"`` of its network.
+    what
+        What it is, for messages (``"a learned smoother"``).
+    users
+        The preconditioners that take it, for messages.
+    option
+        The ``fe-operators precond evaluate`` option that takes it.
+    """
+
+    reference: str
+    what: str
+    users: str
+    option: str
+
+
+#: kind -> the network it trains and the preconditioners that use it
+MODEL_KINDS: dict[str, ModelKind] = {
+    "neural_mg": ModelKind("fe_operators.precond.smoother:SmootherNet", "a learned smoother",
+                           "NeuralMG, NeuralAMG or LearnedJacobi", "--model"),
+    "dcdm": ModelKind("fe_operators.precond.dcdm:DCDMNet", "a DCDM network", "DCDM", "--dcdm-model"),
+}
+
+
+def _kind_of(cls: type) -> str | None:
+    """The kind whose network ``cls`` is (a subclass counts), or None."""
+    from fe_operators.models.registry import model_class
+
+    for kind, info in MODEL_KINDS.items():
+        if isinstance(cls, type) and issubclass(cls, model_class(info.reference)):
+            return kind
+    return None
+
+
+def check_model_kind(cls: type, kind: str, pc_name: str, source: str) -> None:
+    """Raise :class:`~fe_operators.precond.errors.ModelKindError` unless ``cls`` is ``kind``'s network.
+
+    Parameters
+    ----------
+    cls
+        The network's class.
+    kind
+        A key of :data:`MODEL_KINDS`: the kind ``pc_name`` needs.
+    pc_name
+        The preconditioner (or ``precond evaluate`` method), for the message.
+    source
+        ``"checkpoint PATH"`` or ``"the model given"``, for the message.
+    """
+    found = _kind_of(cls)
+    if found == kind:
+        return
+    need = MODEL_KINDS[kind]
+    train = f"{pc_name} needs a checkpoint of `fe-operators precond train` with kind: {kind}"
+    if found is None:
+        from fe_operators.models.registry import class_reference
+
+        ref = class_reference(cls)
+        text = f"{source} holds a {ref} model, not {need.what} (kind {kind}); {train}"
+    else:
+        other = MODEL_KINDS[found]
+        text = (f"{source} holds {other.what} (kind {found}), not {need.what} (kind {kind}): use it with "
+                f"{other.users} (precond evaluate {other.option}); {train}")
+        ref = found
+    raise ModelKindError(pc_name, source, ref, kind, text)
+
+
+def load_precond_model(source: Any, kind: str | None = None, pc_name: str = "the preconditioner") -> torch.nn.Module:
     """The network of a checkpoint path, a ``LoadedModel`` or a module, in eval mode.
 
     Parameters
@@ -48,29 +126,70 @@ def load_precond_model(source: Any) -> torch.nn.Module:
         A path (``str`` or ``os.PathLike``) of a checkpoint, an object with a ``model``
         attribute (:class:`~fe_operators.train.checkpoint.LoadedModel`) or a
         ``torch.nn.Module``.
+    kind
+        A key of :data:`MODEL_KINDS`: the network must be of this kind (checked from the
+        checkpoint's class entry before the network is built).  None: any network.
+    pc_name
+        Who asks (a preconditioner class, a ``precond evaluate`` method), for messages.
 
     Raises
     ------
     CheckpointError
         The file is missing or not a loadable checkpoint.
+    ModelKindError
+        The network is not of ``kind``.
     TypeError
         ``source`` is none of the above.
     """
-    if isinstance(source, torch.nn.Module):
-        return source.eval()
     if isinstance(source, (str, os.PathLike)):
-        from fe_operators.train.checkpoint import load_model
+        from fe_operators.train.checkpoint import load_model, read_checkpoint
 
         path = Path(source).expanduser().resolve()
-        key = (str(path), path.stat().st_mtime_ns if path.exists() else -1)
+        key = (str(path), path.stat().st_mtime_ns if path.is_file() else -1)
         if key not in _CACHE:
+            if kind is not None:  # the kind from the class entry, before anything is built
+                _check_reference(read_checkpoint(path)["model"]["class"], kind, pc_name, f"checkpoint {source}")
             _CACHE[key] = load_model(path).network.eval()
-        return _CACHE[key]
-    model = getattr(source, "model", None)
-    if isinstance(model, torch.nn.Module):
-        return model.eval()
-    raise TypeError(f"expected a checkpoint path, a LoadedModel or a torch.nn.Module as the preconditioner's "
-                    f"model, got {type(source).__name__}")
+        net = _CACHE[key]
+        where = f"checkpoint {source}"
+    elif isinstance(source, torch.nn.Module):
+        net, where = source.eval(), "the model given"
+    elif isinstance(getattr(source, "model", None), torch.nn.Module):
+        net = getattr(source, "network", source.model).eval()
+        where = f"checkpoint {source.path}" if getattr(source, "path", None) else "the model given"
+    else:
+        raise TypeError(f"expected a checkpoint path, a LoadedModel or a torch.nn.Module as the preconditioner's "
+                        f"model, got {type(source).__name__}")
+    if kind is not None:
+        check_model_kind(type(net), kind, pc_name, where)
+    return net
+
+
+def _check_reference(ref: Any, kind: str, pc_name: str, source: str) -> None:
+    """:func:`check_model_kind` for a checkpoint's class reference (an unregistered one is left
+    to :func:`~fe_operators.train.checkpoint.load_model` to report)."""
+    from fe_operators.models.registry import model_class
+
+    try:
+        cls = model_class(ref)
+    except LookupError:
+        return
+    check_model_kind(cls, kind, pc_name, source)
+
+
+def require_hierarchy(V: Any, pc_name: str) -> None:
+    """Raise :class:`~fe_operators.errors.NoHierarchyError` unless ``V``'s mesh is a level of a
+    ``MeshHierarchy`` (where a preconditioner needs one), with the fix for CLI and API users."""
+    from firedrake.mg.utils import get_level
+
+    from fe_operators.errors import NoHierarchyError
+
+    hierarchy, level = get_level(V.mesh().unique())
+    if hierarchy is None or level != int(level):
+        raise NoHierarchyError(
+            f"{pc_name}: the mesh is not a level of a MeshHierarchy: use a mesh spec with /rK refinements "
+            "(--mesh unitsquare:16/r4 on the command line, load_mesh('unitsquare:16/r4') in Python), or "
+            "firedrake.MeshHierarchy(base, k)[-1]")
 
 
 def options_prefix(pc: Any, own: str) -> str:
@@ -79,7 +198,7 @@ def options_prefix(pc: Any, own: str) -> str:
 
 
 def resolve_model(pc_name: str, prefix: str, explicit: Any = None,
-                  appctx: Mapping[str, Any] | None = None) -> torch.nn.Module:
+                  appctx: Mapping[str, Any] | None = None, kind: str | None = None) -> torch.nn.Module:
     """The model of a learned PC: ``explicit``, else option ``-<prefix>model``, else ``appctx``.
 
     Parameters
@@ -92,21 +211,27 @@ def resolve_model(pc_name: str, prefix: str, explicit: Any = None,
         A model handed over directly (by a parent PC or the constructor), or None.
     appctx
         The Firedrake application context, or None outside Firedrake.
+    kind
+        The kind of network the PC needs (a key of :data:`MODEL_KINDS`; None: any).
 
     Raises
     ------
     ModelNotGivenError
         None of the three gives a model.
+    ModelKindError
+        The model is of another kind.
+    CheckpointError
+        The checkpoint is missing or unreadable.
     """
     if explicit is not None:
-        return load_precond_model(explicit)
+        return load_precond_model(explicit, kind, pc_name)
     from petsc4py import PETSc
 
     opts = PETSc.Options(prefix)
     if opts.hasName("model"):
-        return load_precond_model(opts.getString("model"))
+        return load_precond_model(opts.getString("model"), kind, pc_name)
     if appctx is not None and APPCTX_KEY in appctx:
-        return load_precond_model(appctx[APPCTX_KEY])
+        return load_precond_model(appctx[APPCTX_KEY], kind, pc_name)
     raise ModelNotGivenError(pc_name, f"-{prefix}model", APPCTX_KEY if appctx is not None else None)
 
 

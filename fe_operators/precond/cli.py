@@ -2,27 +2,48 @@
 
 Usage::
 
-    fe-operators precond train --config pc.yaml       # writes the checkpoint of `out`
+    fe-operators precond train --config pc.yaml [--allow-worse]   # writes the checkpoint of `out`
     fe-operators precond train --print-config         # every key, documented, at its default
     fe-operators precond evaluate --model smoother.pt --mesh unitsquare:16/r4 [--dcdm-model dcdm.pt]
         [--methods neural_mg,gamg,gmg,icc] [--samples 1] [--repeats 1] [--seed 1000] [--rtol 1e-8]
 
 ``evaluate`` prints one row per method: DOFs, iterations, set-up and solve seconds,
 fallbacks, whether the true residual met ``rtol``
-(:mod:`fe_operators.precond.evaluate`).  Errors are one line on stderr, exit status 1
-(2 for usage errors).
+(:mod:`fe_operators.precond.evaluate`); the model files, their kinds and the mesh
+hierarchy are checked before any solve.  ``train`` refuses (exit 1, nothing written) a
+network worse than its classical counterpart on held-out coefficients, unless
+``--allow-worse``.  Errors are one line on stderr, exit status 1 (2 for usage errors).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from fe_operators.cli import command
 
 __all__ = ["main_precond"]
+
+
+def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = False,
+            high_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` number in the given range (a usage error, exit 2, otherwise)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text[:40]!r}") from None
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"expected a value in {lo}{low:g}, {high:g}{hi}, got {text[:40]}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a preconditioner network from a YAML config")
     train.add_argument("--config", help="the YAML configuration (see --print-config)")
     train.add_argument("--print-config", action="store_true", help="print every key with its default and exit")
+    train.add_argument("--allow-worse", action="store_true",
+                       help="write the checkpoint even if it does worse than its classical counterpart on held-out "
+                            "coefficients (train.allow_worse)")
     ev = sub.add_parser("evaluate", help="solve with learned and classical preconditioners, print a table",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="methods:\n" + "\n".join(f"  {k:<16} {v}" for k, v in METHODS.items()))
@@ -43,35 +67,58 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", default=None,
                     help="comma-separated methods (default: the learned ones given a model, then galerkin_jacobi, "
                          "gamg, gmg, icc)")
-    ev.add_argument("--samples", type=int, default=1, help="measured coefficients (after one warm-up)")
-    ev.add_argument("--repeats", type=int, default=1,
+    ev.add_argument("--samples", type=_number(int, 1), default=1, help="measured coefficients (after one warm-up)")
+    ev.add_argument("--repeats", type=_number(int, 1), default=1,
                     help="solves per coefficient; the fastest set-up and solve are kept (noisy machines)")
-    ev.add_argument("--seed", type=int, default=1000, help="seed of the coefficients")
-    ev.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance on the true residual")
+    ev.add_argument("--seed", type=_number(int, 0), default=1000, help="seed of the coefficients")
+    ev.add_argument("--rtol", type=_number(float, 0.0, 1.0, low_open=True), default=1e-8,
+                    help="relative tolerance on the true residual, in (0, 1)")
     ev.add_argument("--coefficient", default="lognormal", choices=["lognormal", "dg0", "cg1"])
-    ev.add_argument("--variance", type=float, default=2.0, help="variance of the log-coefficient field")
+    ev.add_argument("--variance", type=_number(float, 0.0, low_open=True), default=2.0,
+                    help="variance of the log-coefficient field")
     return p
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fe_operators.precond.evaluate import evaluate_preconditioners, format_rows
+    from fe_operators.errors import UsageError
+    from fe_operators.precond.evaluate import METHODS, check_methods, evaluate_preconditioners, format_rows
 
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     else:
         methods = (["neural_mg", "neural_amg"] if args.model else []) + (["dcdm"] if args.dcdm_model else []) \
             + ["galerkin_jacobi", "gamg", "gmg", "icc"]
-    models = {"neural_mg": args.model, "neural_amg": args.model, "dcdm": args.dcdm_model}
-    if args.samples < 1 or args.repeats < 1:
-        raise ValueError(f"--samples, --repeats: expected at least 1, got {args.samples}, {args.repeats}")
-    print(format_rows([]))
-    rows, info = evaluate_preconditioners(args.mesh, methods, models={k: v for k, v in models.items() if v},
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"--methods: unknown {', '.join(repr(m[:40]) for m in unknown) or 'empty list'}; "
+                         f"choose from {', '.join(METHODS)}")
+    for method, flag, path in (("neural_mg", "--model", args.model), ("neural_amg", "--model", args.model),
+                               ("dcdm", "--dcdm-model", args.dcdm_model)):
+        if method in methods and not path:
+            raise UsageError(f"--methods {method} needs {flag} PATH (a checkpoint of `fe-operators precond train`"
+                             f" with kind: {'dcdm' if method == 'dcdm' else 'neural_mg'})")
+    models = {k: v for k, v in {"neural_mg": args.model, "neural_amg": args.model,
+                                "dcdm": args.dcdm_model}.items() if v and k in methods}
+    check_methods(methods, models)  # the model files and their kinds, before the mesh and any solve
+    printed: list[str] = []
+
+    def log(line: str) -> None:  # the header with the first row: after the mesh and its hierarchy are checked
+        if not printed:
+            print(format_rows([]))
+        printed.append(line)
+        print(line)
+
+    rows, info = evaluate_preconditioners(args.mesh, methods, models=models,
                                           samples=args.samples, repeats=args.repeats, seed=args.seed, rtol=args.rtol,
-                                          coefficient=args.coefficient, variance=args.variance, log=print)
+                                          coefficient=args.coefficient, variance=args.variance, log=log)
     contrasts = info["contrasts"]
     print(f"{info['dofs']} DOFs, {len(contrasts)} coefficient(s), contrast max/min "
           f"{min(contrasts):.3g}-{max(contrasts):.3g}, rtol {args.rtol:g} on the true residual")
-    return 0 if all(r.converged for r in rows) else 1
+    failed = [r.method for r in rows if not r.converged]
+    if failed:
+        print(f"fe-operators precond evaluate: {', '.join(failed)} did not reach rtol {args.rtol:g} on the true "
+              "residual (see the table)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 @command("precond")
@@ -92,7 +139,7 @@ def main_precond(argv: Sequence[str]) -> int:
             return 0
         if not args.config:
             raise UsageError("--config FILE is required (or --print-config)")
-        train_preconditioner(load_precond_config(args.config))
+        train_preconditioner(load_precond_config(args.config), allow_worse=True if args.allow_worse else None)
         return 0
     return _evaluate(args)
 

@@ -61,8 +61,9 @@ class FamilySection:
     length_scale: Union[float, None] = option("Matern length scale of psi (null: the FNO field's, 0.94).",
                                               optional(finite_positive), default=None)
     samples: int = option("Training coefficients (operators).", positive, default=8)
-    validation_samples: int = option("Held-out coefficients the final report is measured on.", non_negative,
-                                     default=2)
+    validation_samples: int = option("Held-out coefficients (drawn from another seed than the training ones) the "
+                                     "final report and the comparison with the classical preconditioner are "
+                                     "measured on (at least 1 is drawn).", non_negative, default=2)
 
 
 @dataclasses.dataclass
@@ -113,6 +114,9 @@ class PrecondTrainSection:
                                              optional(finite_positive), default=None)
     threads: int = option("torch threads.", positive, default=1)
     log_every: int = option("Print the loss every this many steps (0: never).", non_negative, default=25)
+    allow_worse: bool = option("Write the checkpoint even if, on the held-out coefficients, it does worse than "
+                               "its classical counterpart (neural_mg: the same V-cycle with l1-Jacobi weights; "
+                               "dcdm: CG + ICC(0)); false: refuse, exit 1 (--allow-worse sets it).", default=False)
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -17,8 +17,11 @@ network's hierarchy operators are serial); use :class:`~fe_operators.precond.Neu
 in parallel.
 
 Options (prefix ``<solver prefix>dcdm_``): ``model PATH`` (else
-``appctx["precond_model"]``).  The KSP must measure the unpreconditioned (true) residual
-(``ksp_norm_type unpreconditioned``); a solve with another norm is refused.
+``appctx["precond_model"]``).  The KSP must be a flexible method (:data:`FLEXIBLE_KSP`:
+``fcg``, ``gcr``, ``fgmres`` and their pipelined variants; ``preonly`` for one
+application inside another flexible method) and measure the unpreconditioned (true)
+residual (``ksp_norm_type unpreconditioned``); a solve with another method or norm is
+refused (plain ``cg`` assumes a fixed linear preconditioner and stalls or diverges).
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from firedrake.preconditioners.base import PCBase
 
 from fe_operators.models.build import hierarchy_context
 from fe_operators.models.vcycle import cast_levels, cycle_levels
-from fe_operators.precond.base import FallbackCounter, options_prefix, resolve_model
+from fe_operators.precond.base import FallbackCounter, options_prefix, require_hierarchy, resolve_model
 from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, start_level
 from fe_operators.precond.errors import PreconditionerSetupError
 from fe_operators.precond.features import row_parts
 
-__all__ = ["DCDM"]
+__all__ = ["DCDM", "FLEXIBLE_KSP"]
+
+#: the Krylov methods DCDM's nonlinear, changing preconditioner is valid in
+FLEXIBLE_KSP = ("fcg", "pipefcg", "gcr", "pipegcr", "fgmres", "pipefgmres", "preonly")
 
 
 class DCDM(PCBase):
@@ -80,13 +86,11 @@ class DCDM(PCBase):
         if pc.comm.getSize() > 1:
             raise PreconditionerSetupError(self.name, "runs on one process (its network's hierarchy operators "
                                                       "are serial); use fe_operators.precond.NeuralMG in parallel")
-        net = resolve_model(self.name, options_prefix(pc, self._prefix), None, self.get_appctx(pc))
-        if not isinstance(net, DCDMNet):
-            raise PreconditionerSetupError(self.name, f"expected a DCDMNet model (fe-operators precond train with "
-                                                      f"kind: dcdm), got {type(net).__name__}")
+        net = resolve_model(self.name, options_prefix(pc, self._prefix), None, self.get_appctx(pc), kind="dcdm")
+        V = get_function_space(pc.getDM())
+        require_hierarchy(V, self.name)
         self.net = net
         self.dtype = next(net.parameters()).dtype
-        V = get_function_space(pc.getDM())
         _, bcs = self.form(pc)
         bcs = [bc for bc in (bcs or ()) if isinstance(bc, fd.DirichletBC)]
         hier = hierarchy_context(V, bcs)
@@ -145,14 +149,21 @@ class DCDM(PCBase):
                                   "ksp_type fcg (or gcr/fgmres), not a method that needs Bᵀ")
 
     def preSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
-        """Check that the Krylov method tests the true residual; reset the per-solve fallback count.
+        """Check the Krylov method: flexible, testing the true residual; reset the fallback count.
 
         Raises
         ------
         PreconditionerSetupError
-            The KSP measures a preconditioned or natural norm: for a nonlinear PC that is
-            no residual norm, and convergence would be claimed on a residual never checked.
+            The KSP is not a flexible method (:data:`FLEXIBLE_KSP`: ``cg`` and ``gmres``
+            assume a fixed linear preconditioner, and stall or diverge with DCDM), or it
+            measures a preconditioned or natural norm: for a nonlinear PC that is no
+            residual norm, and convergence would be claimed on a residual never checked.
         """
+        if ksp.getType() not in FLEXIBLE_KSP:
+            raise PreconditionerSetupError(
+                self.name, f"ksp_type {ksp.getType()} assumes a fixed linear preconditioner; DCDM is nonlinear and "
+                           "needs a flexible Krylov method: set ksp_type fcg, ksp_fcg_mmax 2, "
+                           "ksp_fcg_truncation_type standard (or ksp_type gcr, fgmres)")
         if ksp.getNormType() not in (PETSc.KSP.NormType.UNPRECONDITIONED, PETSc.KSP.NormType.NONE):
             raise PreconditionerSetupError(self.name, "the Krylov method must test the true residual: set "
                                                       "ksp_norm_type unpreconditioned (a nonlinear "

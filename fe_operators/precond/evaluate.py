@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["METHODS", "SolveRow", "solver_parameters", "fallback_count", "true_residual", "evaluate_preconditioners",
-           "format_rows"]
+__all__ = ["METHODS", "LEARNED", "NEEDS_HIERARCHY", "SolveRow", "solver_parameters", "fallback_count",
+           "true_residual", "check_methods", "check_hierarchy", "evaluate_preconditioners", "format_rows"]
 
 #: method -> what it is (the order of the table)
 METHODS: dict[str, str] = {
@@ -41,6 +42,12 @@ METHODS: dict[str, str] = {
     "gmg": "CG + Firedrake GMG (pc_type mg, Chebyshev(2)/Jacobi, LU coarse)",
     "icc": "CG + ICC(0)",
 }
+
+#: learned method -> the kind of checkpoint it takes (:data:`~fe_operators.precond.base.MODEL_KINDS`)
+LEARNED: dict[str, str] = {"neural_mg": "neural_mg", "neural_amg": "neural_mg", "dcdm": "dcdm"}
+
+#: the methods that need the mesh to be a level of a MeshHierarchy
+NEEDS_HIERARCHY = ("neural_mg", "galerkin_jacobi", "dcdm", "gmg")
 
 
 @dataclasses.dataclass
@@ -78,9 +85,12 @@ class SolveRow:
     residual: float
 
 
-def solver_parameters(method: str, model: str | None = None, *, rtol: float = 1e-8,
+def solver_parameters(method: str, model: Any = None, *, rtol: float = 1e-8,
                       max_it: int = 10000) -> dict[str, Any]:
     """The PETSc options of a method (see :data:`METHODS`).
+
+    ``model`` is a checkpoint path (the PC's ``model`` option), or a network, which the
+    caller hands over in ``appctx["precond_model"]`` (no option is set).
 
     Raises
     ------
@@ -94,10 +104,12 @@ def solver_parameters(method: str, model: str | None = None, *, rtol: float = 1e
     learned = {"neural_mg": "NeuralMG", "neural_amg": "NeuralAMG", "dcdm": "DCDM"}
     if method in learned:
         if model is None:
-            raise ValueError(f"method {method!r} needs a trained model (--model PATH)")
+            flag = "--dcdm-model" if method == "dcdm" else "--model"
+            raise ValueError(f"method {method!r} needs a trained model ({flag} PATH)")
         name = learned[method]
-        out = {**krylov, "pc_type": "python", "pc_python_type": f"fe_operators.precond.{name}",
-               f"{name.lower()}_model": str(model)}
+        out = {**krylov, "pc_type": "python", "pc_python_type": f"fe_operators.precond.{name}"}
+        if isinstance(model, (str, os.PathLike)):
+            out[f"{name.lower()}_model"] = str(model)
         if method == "dcdm":
             out.update(ksp_type="fcg", ksp_fcg_mmax=2, ksp_fcg_truncation_type="standard")
         return out
@@ -132,12 +144,61 @@ def fallback_count(pc: Any) -> int | None:
     return int(getattr(ctx, "fallback_rows", 0))
 
 
-def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: dict[str, str] | None = None,
-                             samples: int = 1, repeats: int = 1, seed: int = 1000, rtol: float = 1e-8,
-                             coefficient: str = "lognormal",
+def check_methods(methods: Sequence[str], models: dict[str, Any]) -> None:
+    """Check the methods and their models before any KSP is set up: known methods, and a model
+    of the right kind for each learned method (read and checked, not only found).
+
+    Parameters
+    ----------
+    methods
+        Keys of :data:`METHODS`.
+    models
+        Method -> checkpoint path or network.
+
+    Raises
+    ------
+    ValueError
+        An unknown method, or a learned method without a model.
+    CheckpointError
+        A missing, unreadable or refused checkpoint.
+    ModelKindError
+        A checkpoint of another kind than its method needs.
+    """
+    from fe_operators.precond.base import load_precond_model
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(METHODS)}")
+    for method in methods:
+        if method in LEARNED:
+            solver_parameters(method, models.get(method))  # a model is given
+            load_precond_model(models[method], LEARNED[method], f"method {method}")
+
+
+def check_hierarchy(methods: Sequence[str], mesh: Any, mesh_spec: str) -> None:
+    """Raise :class:`~fe_operators.errors.NoHierarchyError` if a method of :data:`NEEDS_HIERARCHY`
+    is to run on a mesh (loaded from ``mesh_spec``) that is no level of a MeshHierarchy."""
+    need = [m for m in methods if m in NEEDS_HIERARCHY]
+    if need:
+        from firedrake.mg.utils import get_level
+
+        from fe_operators.errors import NoHierarchyError
+
+        hierarchy, level = get_level(mesh)
+        if hierarchy is None or level != int(level):
+            spec = str(mesh_spec) if len(str(mesh_spec)) <= 60 else str(mesh_spec)[:57] + "..."
+            raise NoHierarchyError(
+                f"mesh {spec!r} is no level of a MeshHierarchy, which {', '.join(need)} need: give a mesh spec with "
+                f"/rK refinements (--mesh {spec}/r2: {spec} refined twice; load_mesh('{spec}/r2') in Python), or "
+                f"leave {', '.join(need)} out of the methods")
+
+
+def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: dict[str, Any] | None = None,
+                             samples: int = 1, repeats: int = 1, seed: int | Sequence[int] = 1000,
+                             rtol: float = 1e-8, coefficient: str = "lognormal",
                              variance: float = 2.0, length_scale: float | None = None,
                              options: dict[str, dict[str, Any]] | None = None,
-                             log: Any = None) -> tuple[list[SolveRow], dict[str, Any]]:
+                             log: Any = None, comm: Any = None) -> tuple[list[SolveRow], dict[str, Any]]:
     """Solve with each method on the same sampled matrices (module docstring).
 
     Parameters
@@ -148,13 +209,15 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     methods
         Keys of :data:`METHODS`.
     models
-        Method -> checkpoint path for the learned methods.
+        Method -> checkpoint path (or network) for the learned methods; each is read and
+        checked to be of its method's kind before any solve (:func:`check_methods`).
     samples
         Measured coefficients (after one warm-up coefficient).
     repeats
         Solves per measured coefficient; the fastest set-up and solve count.
     seed
-        Seed of the coefficients (keep it away from the training seed).
+        Seed of the coefficients (keep it away from the training seed); an int or a
+        sequence of ints (``numpy.random.default_rng``'s entropy).
     rtol
         Relative tolerance on the true residual.
     coefficient, variance, length_scale
@@ -164,11 +227,19 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
         ``{"gamg": {"pc_gamg_threshold": 0.02}}``.
     log
         Called with a line per finished method (None: silent).
+    comm
+        Communicator of the mesh (None: COMM_WORLD).
 
     Returns
     -------
     tuple
         ``(rows, info)``: a :class:`SolveRow` per method, and ``{"dofs", "contrasts"}``.
+
+    Raises
+    ------
+    ValueError, CheckpointError, ModelKindError, NoHierarchyError
+        See :func:`check_methods` and :func:`check_hierarchy`: what the solves need is
+        checked before any solve.
     """
     import firedrake as fd
     from firedrake.petsc import PETSc
@@ -179,7 +250,9 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     from fe_operators.precond.smoother import SmootherNet
 
     models = dict(models or {})
-    mesh = load_mesh(mesh_spec)
+    check_methods(methods, models)  # the model files first: they need no mesh
+    mesh = load_mesh(mesh_spec) if comm is None else load_mesh(mesh_spec, comm=comm)
+    check_hierarchy(methods, mesh, mesh_spec)
     family = DiffusionFamily(mesh, coefficient, variance, length_scale)
     rng = np.random.default_rng(seed)
     coefficients = [family.sample_coefficient(rng) for _ in range(samples + 1)]
@@ -190,6 +263,8 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     for method in methods:
         params = {**solver_parameters(method, models.get(method), rtol=rtol), **(options or {}).get(method, {})}
         appctx = {}
+        if method in LEARNED and not isinstance(models[method], (str, os.PathLike)):
+            appctx[APPCTX_KEY] = models[method]
         if method == "galerkin_jacobi":
             appctx[APPCTX_KEY] = SmootherNet(hidden=1, layers=0, init_s=0.5).double()
         u = fd.Function(family.V)

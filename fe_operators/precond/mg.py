@@ -389,7 +389,7 @@ class NeuralAMG(_LearnedMGBase):
             raise PreconditionerSetupError(self.name, f"expected an assembled (AIJ) matrix, got type "
                                                       f"{P.getType()!r}: assemble the operator (mat_type aij)")
         if self.net is None:
-            self.net = resolve_model(self.name, prefix, self.model)
+            self.net = resolve_model(self.name, prefix, self.model, kind="neural_mg")
             self.sweeps = self._sweeps(prefix)
         if self.mg is None:
             self.mg = PETSc.PC().create(comm=pc.comm)

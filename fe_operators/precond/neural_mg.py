@@ -40,7 +40,7 @@ from firedrake.petsc import PETSc
 from firedrake.preconditioners.base import PCBase
 
 from fe_operators.fem.transfer import level_prolongations
-from fe_operators.precond.base import options_prefix, resolve_model
+from fe_operators.precond.base import options_prefix, require_hierarchy, resolve_model
 from fe_operators.precond.errors import PreconditionerSetupError
 from fe_operators.precond.mg import GalerkinHierarchy, _LearnedMGBase, setup_learned_mg
 
@@ -81,9 +81,10 @@ class NeuralMG(_LearnedMGBase, PCBase):
         if P.getType() in ("python", "shell"):
             raise PreconditionerSetupError(self.name, f"expected an assembled operator, got a {P.getType()!r} "
                                                       "matrix: set mat_type (or pmat_type) aij")
-        self.net = resolve_model(self.name, prefix, None, self.get_appctx(pc))
+        self.net = resolve_model(self.name, prefix, None, self.get_appctx(pc), kind="neural_mg")
         self.sweeps = self._sweeps(prefix)
         V = get_function_space(pc.getDM())
+        require_hierarchy(V, self.name)
         opts = PETSc.Options(prefix)
         levels = opts.getInt("levels") if opts.hasName("levels") else None
         prolongations = level_prolongations(V, levels)

@@ -203,7 +203,7 @@ class LearnedJacobi:
         """
         t0 = time.perf_counter()
         if self.net is None:
-            net = resolve_model(self.name, options_prefix(pc, self.prefix), self.model)
+            net = resolve_model(self.name, options_prefix(pc, self.prefix), self.model, kind="neural_mg")
             self.net = copy.deepcopy(net).to(INFERENCE_DTYPE).eval()
         _, P = pc.getOperators()
         state = (P.handle, P.stateGet())

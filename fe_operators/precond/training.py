@@ -16,6 +16,15 @@ preconditioners load with ``-<prefix>model PATH``:
   scale-free loss (:func:`~fe_operators.precond.dcdm.dcdm_loss`) over Ritz-vector and
   smooth right-hand sides (:func:`~fe_operators.precond.data.training_rhs`).
 
+A network worse than its classical counterpart is refused (no checkpoint written,
+:class:`~fe_operators.precond.errors.WorseThanClassicalError`) unless
+``train.allow_worse`` (``--allow-worse``) is set: on held-out coefficients drawn from
+another seed than the training ones (:func:`heldout_seed`, ``family.validation_samples``
+of them, at least one), the learned V-cycle's energy-norm convergence factor against the
+same Galerkin cycle with ℓ1-Jacobi weights (:func:`smoother_report`), and DCDM's FCG
+iterations against CG + ICC(0)'s (:func:`dcdm_report`, through
+:func:`~fe_operators.precond.evaluate.evaluate_preconditioners` on the training mesh).
+
 Example
 -------
 >>> result = train_preconditioner({"kind": "neural_mg", "family": {"mesh": "unitsquare:8/r3"},
@@ -27,15 +36,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from fe_operators.precond.config import PrecondConfig, check_sizes, config_dict, precond_config_from_dict
+from fe_operators.precond.errors import WorseThanClassicalError
 
-__all__ = ["TrainResult", "train_preconditioner", "write_precond_checkpoint", "smoother_report"]
+__all__ = ["TrainResult", "train_preconditioner", "write_precond_checkpoint", "smoother_report", "dcdm_report",
+           "heldout_seed"]
 
 
 @dataclasses.dataclass
@@ -51,7 +64,8 @@ class TrainResult:
     report
         Held-out numbers: for ``neural_mg`` the V-cycle's energy-norm convergence factor
         with the learned and the classical (ℓ1-Jacobi) weights, ``rho_learned`` /
-        ``rho_classical``; for ``dcdm`` the held-out loss ``val_loss``; both with the
+        ``rho_classical``; for ``dcdm`` the held-out loss ``val_loss`` and the mean FCG +
+        DCDM and CG + ICC(0) iterations ``its_learned`` / ``its_classical``; both with the
         training coefficients' contrasts and ``train_seconds``.
     path
         The checkpoint written (None when not written).
@@ -80,9 +94,10 @@ def _optimise(params: list[torch.nn.Parameter], step_loss: Callable[[int], torch
         opt.zero_grad(set_to_none=True)
         loss = step_loss(step)
         if not torch.isfinite(loss):
-            from fe_operators.train.errors import TrainingError
+            from fe_operators.errors import TrainingError
 
-            raise TrainingError(0, step, f"the loss became {loss.item()}; lower train.lr")
+            raise TrainingError(0, step, f"the loss became {loss.item()}; nothing written: lower train.lr "
+                                         f"(it is {cfg.train.lr:g})")
         loss.backward()
         opt.step()
         sched.step()
@@ -97,6 +112,16 @@ def _optimise(params: list[torch.nn.Parameter], step_loss: Callable[[int], torch
         if last:
             break
     return history, time.perf_counter() - t0
+
+
+def heldout_seed(cfg: PrecondConfig) -> list[int]:
+    """The seed of the held-out coefficients: the entropy ``[train.seed, 1]``, a stream no
+    training draw (seeded ``train.seed``) comes from."""
+    return [int(cfg.train.seed), 1]
+
+
+def _heldout_count(cfg: PrecondConfig) -> int:
+    return max(1, cfg.family.validation_samples)
 
 
 def _family(cfg: PrecondConfig) -> Any:
@@ -146,7 +171,7 @@ def _train_smoother(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[tor
     family = _family(cfg)
     t0 = time.perf_counter()
     train, contrasts = smoother_samples(family, cfg.family.samples, rng)
-    val, val_contrasts = smoother_samples(family, cfg.family.validation_samples, rng)
+    val, _ = smoother_samples(family, _heldout_count(cfg), np.random.default_rng(heldout_seed(cfg)))
     log(f"{len(train)} training operators ({train[0].n} rows, {len(train[0].levels)} levels), contrast "
         f"{min(contrasts):.0f}-{max(contrasts):.0f}; set-up {time.perf_counter() - t0:.1f} s")
     opts = cfg.smoother
@@ -161,7 +186,7 @@ def _train_smoother(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[tor
     history, seconds = _optimise(list(net.parameters()), step_loss, cfg, log)
     net.eval()
     report = {"train_seconds": seconds, "contrast_min": float(min(contrasts)), "contrast_max": float(max(contrasts)),
-              **smoother_report(net, val or train, opts.sweeps, seed=cfg.train.seed + 1)}
+              **smoother_report(net, val, opts.sweeps, seed=cfg.train.seed + 1)}
     log(f"held-out V-cycle convergence factor: learned {report['rho_learned']:.4f}, classical (l1-Jacobi) "
         f"{report['rho_classical']:.4f}")
     return net, history, report
@@ -198,7 +223,8 @@ def _train_dcdm(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[torch.n
         return out, contrasts
 
     train, contrasts = samples(cfg.family.samples)
-    val, _ = samples(cfg.family.validation_samples)
+    rng = np.random.default_rng(heldout_seed(cfg))  # held out: another stream than the training draws
+    val, _ = samples(_heldout_count(cfg))
     log(f"{len(train)} training operators ({hier.finest.n_nodes} rows, {hier.n_levels} levels), "
         f"{train[0][2].shape[1]} right-hand sides each, contrast {min(contrasts):.0f}-{max(contrasts):.0f}; "
         f"set-up {time.perf_counter() - t0:.1f} s")
@@ -218,11 +244,46 @@ def _train_dcdm(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[torch.n
     history, seconds = _optimise(list(net.parameters()), step_loss, cfg, log)
     net.eval()
     with torch.no_grad():
-        val_loss = float(np.mean([float(dcdm_loss(net, A, b, c, levels)) for A, c, b in (val or train)]))
+        val_loss = float(np.mean([float(dcdm_loss(net, A, b, c, levels)) for A, c, b in val]))
     log(f"held-out DCDM loss {val_loss:.4g}")
     report = {"train_seconds": seconds, "contrast_min": float(min(contrasts)),
-              "contrast_max": float(max(contrasts)), "val_loss": val_loss}
+              "contrast_max": float(max(contrasts)), "val_loss": val_loss, **dcdm_report(net, cfg)}
+    log(f"held-out iterations to rtol {DCDM_RTOL:g}: FCG + DCDM {report['its_learned']:.4g}, CG + ICC(0) "
+        f"{report['its_classical']:.4g}")
     return net, history, report
+
+
+#: relative tolerance (true residual) of the held-out solves that compare DCDM with CG + ICC(0)
+DCDM_RTOL = 1e-8
+
+
+def dcdm_report(net: torch.nn.Module, cfg: PrecondConfig) -> dict[str, float]:
+    """Mean iterations of FCG + DCDM (``net``) and of CG + ICC(0) on held-out coefficients.
+
+    The solves of ``precond evaluate`` (:func:`~fe_operators.precond.evaluate.evaluate_preconditioners`)
+    on the training mesh, ``family.validation_samples`` coefficients (at least one) of
+    :func:`heldout_seed`, to ``rtol`` :data:`DCDM_RTOL` on the true residual.  A DCDM solve
+    that does not converge within four times ICC's iterations (at least 50) counts as
+    that many.
+
+    Returns
+    -------
+    dict
+        ``{"its_learned", "its_classical"}``.
+    """
+    from firedrake import COMM_SELF
+
+    from fe_operators.precond.evaluate import evaluate_preconditioners
+
+    fam = cfg.family
+    kw = dict(samples=_heldout_count(cfg), seed=heldout_seed(cfg), rtol=DCDM_RTOL, coefficient=fam.coefficient,
+              variance=fam.variance, length_scale=fam.length_scale, comm=COMM_SELF)
+    (icc,), _ = evaluate_preconditioners(fam.mesh, ["icc"], **kw)
+    cap = max(50, 4 * math.ceil(icc.iterations))
+    (dcdm,), _ = evaluate_preconditioners(fam.mesh, ["dcdm"], models={"dcdm": net},
+                                          options={"dcdm": {"ksp_max_it": cap}}, **kw)
+    learned = dcdm.iterations if dcdm.converged else float(cap)
+    return {"its_learned": float(learned), "its_classical": float(icc.iterations)}
 
 
 def write_precond_checkpoint(path: str, model: torch.nn.Module, config: PrecondConfig,
@@ -241,8 +302,35 @@ def write_precond_checkpoint(path: str, model: torch.nn.Module, config: PrecondC
     })
 
 
+def _check_out(path: str, kind: str) -> None:
+    """Refuse an ``out`` that cannot be written before any training (not after it)."""
+    from fe_operators.errors import OutputError
+
+    out = Path(path)
+    if out.is_dir():
+        example = out / ("dcdm.pt" if kind == "dcdm" else "smoother.pt")
+        raise OutputError(f"out: {path} is a directory; name the checkpoint file, e.g. {example}")
+    if not out.parent.is_dir():
+        raise OutputError(f"out: the folder {out.parent} does not exist; create it or name another file")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"out: the folder {out.parent} is not writable; name a file in a folder you can write")
+
+
+def _worse(cfg: PrecondConfig, report: dict[str, Any]) -> WorseThanClassicalError | None:
+    """The refusal of a network worse than its classical counterpart (None when it is not worse)."""
+    if cfg.kind == "neural_mg":
+        learned, classical = report["rho_learned"], report["rho_classical"]
+        measure, name = "V-cycle convergence factor", "the same Galerkin V-cycle with l1-Jacobi weights"
+    else:
+        learned, classical = report["its_learned"], report["its_classical"]
+        measure, name = f"iterations to rtol {DCDM_RTOL:g}", "CG + ICC(0)"
+    if not learned > classical:
+        return None
+    return WorseThanClassicalError(cfg.kind, measure, learned, classical, name, cfg.out, report)
+
+
 def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Callable[[str], None] | None = print,
-                         write: bool = True) -> TrainResult:
+                         write: bool = True, allow_worse: bool | None = None) -> TrainResult:
     """Train the network of a learned preconditioner and write its checkpoint.
 
     Parameters
@@ -254,6 +342,9 @@ def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Call
         Where progress lines go (None: nowhere).
     write
         Write the checkpoint to ``config.out``.
+    allow_worse
+        Keep (and write) a network that does worse than its classical counterpart on the
+        held-out coefficients (module docstring); None: ``config.train.allow_worse``.
 
     Returns
     -------
@@ -263,10 +354,18 @@ def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Call
     ------
     ConfigError
         An invalid configuration mapping.
+    OutputError
+        ``out`` is a directory or in a missing or read-only folder (checked before training).
     TrainingError
         The loss became non-finite.
+    WorseThanClassicalError
+        The network does worse than its classical counterpart (nothing written); its
+        ``learned``, ``classical`` and ``report`` hold the numbers.
     """
     cfg = config if isinstance(config, PrecondConfig) else precond_config_from_dict(dict(config))
+    allow_worse = cfg.train.allow_worse if allow_worse is None else bool(allow_worse)
+    if write:
+        _check_out(cfg.out, cfg.kind)
     log = log or (lambda _: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.train.threads)
@@ -276,6 +375,13 @@ def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Call
         model, history, report = train(cfg, log)
     finally:
         torch.set_num_threads(threads)
+    refused = _worse(cfg, report)
+    if refused is not None:
+        if not allow_worse:
+            refused.path = cfg.out if write else None
+            raise refused
+        log(f"warning: {refused.measure} learned {refused.learned:.4g} is worse than classical "
+            f"{refused.classical:.4g}; written anyway (allow_worse)")
     path = None
     if write:
         write_precond_checkpoint(cfg.out, model, cfg, history, report)
