@@ -140,7 +140,7 @@ def test_a_preconditioned_norm_is_refused(setting):
     """A nonlinear PC's preconditioned norm is no residual: DCDM refuses to let FCG converge on it."""
     from firedrake.petsc import PETSc
 
-    from fe_operators.precond.errors import PreconditionerSetupError
+    from fe_operators.errors import PreconditionerSetupError
 
     fam, _, net, a = setting
     solver, _ = make_solver(fam, a, {**FCG, "ksp_norm_type": "preconditioned"}, {"precond_model": net})

@@ -18,7 +18,7 @@ import yaml
 from fe_operators.cli import main, run_command
 from fe_operators.precond.config import precond_config_from_dict
 from fe_operators.precond.dcdm import DCDMNet
-from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.smoother import SmootherNet
 from fe_operators.precond.training import write_precond_checkpoint
 
@@ -161,7 +161,7 @@ def test_evaluate_refuses_bad_options_at_parse_time(capsys, args, option):
 def test_a_script_solving_with_neural_mg_and_a_dcdm_checkpoint_gets_a_typed_exception(checkpoints):
     from firedrake.petsc import PETSc
 
-    from fe_operators.precond.errors import ModelKindError
+    from fe_operators.errors import ModelKindError
 
     fam = family(MESH)
     solver, _ = make_solver(fam, fam.sample_coefficient(np.random.default_rng(0)),

@@ -13,7 +13,7 @@ from firedrake.petsc import PETSc
 from fe_operators.errors import NoHierarchyError
 from fe_operators.fem.sparse import petsc_to_scipy
 from fe_operators.fem.transfer import level_prolongations
-from fe_operators.precond.errors import ModelNotGivenError
+from fe_operators.errors import ModelNotGivenError
 from fe_operators.precond.features import FEATURE_NAMES, csr_row_features, petsc_row_features
 from fe_operators.precond.mg import GalerkinHierarchy, scipy_galerkin_hierarchy, setup_learned_mg
 from fe_operators.precond.smoother import SmootherNet, smoother_multipliers

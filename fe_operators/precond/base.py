@@ -15,7 +15,7 @@ Model
     Each PC checks that the model is of its kind (:data:`MODEL_KINDS`) before it builds
     anything: a DCDM network given to ``NeuralMG``, a smoother given to ``DCDM`` or an
     operator-learning checkpoint given to either is a
-    :class:`~fe_operators.precond.errors.ModelKindError` naming the file, its kind and the
+    :class:`~fe_operators.errors.ModelKindError` naming the file, its kind and the
     preconditioner that takes it.
 
 Fallbacks
@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import torch
 
-from fe_operators.precond.errors import ModelKindError, ModelNotGivenError
+from fe_operators.errors import ModelKindError, ModelNotGivenError
 
 __all__ = ["APPCTX_KEY", "MODEL_KINDS", "ModelKind", "load_precond_model", "check_model_kind", "resolve_model",
            "require_hierarchy", "FallbackCounter", "options_prefix"]
@@ -86,7 +86,7 @@ def _kind_of(cls: type) -> str | None:
 
 
 def check_model_kind(cls: type, kind: str, pc_name: str, source: str) -> None:
-    """Raise :class:`~fe_operators.precond.errors.ModelKindError` unless ``cls`` is ``kind``'s network.
+    """Raise :class:`~fe_operators.errors.ModelKindError` unless ``cls`` is ``kind``'s network.
 
     Parameters
     ----------

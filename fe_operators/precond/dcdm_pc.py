@@ -41,7 +41,7 @@ from fe_operators.models.build import hierarchy_context
 from fe_operators.models.vcycle import cast_levels, cycle_levels
 from fe_operators.precond.base import FallbackCounter, options_prefix, require_hierarchy, resolve_model
 from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, start_level
-from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.features import row_parts
 
 __all__ = ["DCDM", "FLEXIBLE_KSP"]

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fe_operators.precond.base import options_prefix, resolve_model
-from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.features import row_parts
 from fe_operators.precond.smoother import LearnedJacobi
 

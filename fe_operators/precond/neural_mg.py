@@ -41,7 +41,7 @@ from firedrake.preconditioners.base import PCBase
 
 from fe_operators.fem.transfer import level_prolongations
 from fe_operators.precond.base import options_prefix, require_hierarchy, resolve_model
-from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.mg import GalerkinHierarchy, _LearnedMGBase, setup_learned_mg
 
 __all__ = ["NeuralMG"]

@@ -36,7 +36,7 @@ import torch
 
 from fe_operators.models.mlp import MLP
 from fe_operators.precond.base import options_prefix, resolve_model
-from fe_operators.precond.errors import PreconditionerSetupError
+from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.features import FEATURE_NAMES, RowFeatures, petsc_row_features
 
 __all__ = ["SmootherNet", "smoother_multipliers", "multipliers_torch", "LearnedJacobi", "S_MARGIN",

@@ -17,7 +17,7 @@ preconditioners load with ``-<prefix>model PATH``:
   smooth right-hand sides (:func:`~fe_operators.precond.data.training_rhs`).
 
 A network worse than its classical counterpart is refused (no checkpoint written,
-:class:`~fe_operators.precond.errors.WorseThanClassicalError`) unless
+:class:`~fe_operators.errors.WorseThanClassicalError`) unless
 ``train.allow_worse`` (``--allow-worse``) is set: on held-out coefficients drawn from
 another seed than the training ones (:func:`heldout_seed`, ``family.validation_samples``
 of them, at least one), the learned V-cycle's energy-norm convergence factor against the
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from fe_operators.precond.config import PrecondConfig, check_sizes, config_dict, precond_config_from_dict
-from fe_operators.precond.errors import WorseThanClassicalError
+from fe_operators.errors import WorseThanClassicalError
 
 __all__ = ["TrainResult", "train_preconditioner", "write_precond_checkpoint", "smoother_report", "dcdm_report",
            "heldout_seed"]
