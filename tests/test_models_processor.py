@@ -9,9 +9,10 @@ import yaml
 
 from fe_operators.errors import ConfigError
 from fe_operators.models import (
-    PROCESSORS, SPON, HierarchyContext, LevelContext, MeshContext, Processor, SparseMap, register_processor,
+    PROCESSORS, SPON, HierarchyContext, LevelContext, MeshContext, Processor, register_processor,
 )
 from fe_operators.options import option, positive
+from fe_operators.sparse import SparseMap
 from fe_operators.train import config_from_dict, default_config_yaml
 from fe_operators.train.builders import spon_options
 from fe_operators.train.config import ModelSection

@@ -13,7 +13,7 @@
   :mod:`~fe_operators.models.coarse_grid`; kernels :mod:`~fe_operators.models.graph_ops`),
   :mod:`~fe_operators.models.multigrid_processor` (MgNO: V-cycles
   :mod:`~fe_operators.models.vcycle` on the mesh hierarchy; products
-  :mod:`~fe_operators.models.sparse_ops`);
+  :func:`fe_operators.sparse.spmm`);
 * :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
 * :mod:`~fe_operators.models.normalized` — :class:`NormalizedModel`, a network between its
   :class:`UnitGaussianNormalizer` s (buffers): physical values in and out;
@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 from fe_operators.models.coarse_grid import CoarseGridMixing
-from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelContext, MeshContext, SparseMap
+from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelContext, MeshContext
 from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
 from fe_operators.models.gnn_processor import GNNOptions, GNNProcessor
@@ -61,7 +61,7 @@ from fe_operators.models.spon import SPON
 
 __all__ = [
     "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
-    "MeshContext", "SparseMap", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
+    "MeshContext", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
     "MultigridProcessor", "MultigridOptions", "MultigridCycle",
     "InputEncoder", "InputField", "DirichletDecoder", "affine_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",

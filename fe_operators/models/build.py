@@ -45,7 +45,8 @@ from fe_operators.fem import assemble_scipy, dof_graph, interpolation_matrix, no
 from fe_operators.fem.lifting import BCs, DirichletMap, dirichlet_map
 from fe_operators.fem.spaces import check_supported
 from fe_operators.limits import check_allocation
-from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext, SparseMap
+from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext
+from fe_operators.sparse.maps import SparseMap
 from fe_operators.models.encoder import InputField
 from fe_operators.models.processor import processor_class, processor_options
 from fe_operators.models.spon import SPON

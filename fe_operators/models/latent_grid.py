@@ -33,7 +33,7 @@ import torch
 from scipy.sparse.linalg import splu
 
 from fe_operators.models.mlp import activation
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.sparse.warnings import csr_beta_warning_silenced
 
 __all__ = ["LatentGridSpectral", "GridTransfer", "grid_transfer", "COVERED", "FILL_STIFFNESS"]
 

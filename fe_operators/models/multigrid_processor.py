@@ -37,7 +37,7 @@ from fe_operators.models.graph_ops import normalized_coordinates
 from fe_operators.models.mlp import MLP
 from fe_operators.models.mlp_processor import ACTIVATIONS
 from fe_operators.models.processor import Processor, register_processor
-from fe_operators.models.sparse_ops import spmm
+from fe_operators.sparse.spmm import spmm
 from fe_operators.models.vcycle import (
     CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels, match_level,
 )

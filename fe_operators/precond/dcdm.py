@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 
-from fe_operators.models.context import HierarchyContext, SparseMap
+from fe_operators.models.context import HierarchyContext
+from fe_operators.sparse.maps import SparseMap
 from fe_operators.models.mlp import MLP, activation
-from fe_operators.models.sparse_ops import spmm
+from fe_operators.sparse.spmm import spmm
 from fe_operators.models.vcycle import CycleLevel, MultigridCycle, match_level
 
 __all__ = ["DCDMNet", "dcdm_loss", "start_level", "coefficient_indicator"]

@@ -67,7 +67,7 @@ from fe_operators.limits import format_bytes, over_memory
 from fe_operators.quoting import short
 from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.models.registry import check_model_class, class_reference, model_class
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.sparse.warnings import csr_beta_warning_silenced
 
 __all__ = [
     "FORMAT",
