@@ -416,19 +416,6 @@ def _nest(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return tree
 
 
-def _legacy_tree(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """The tree of a context stored by fe_operators 0.1 (flat names ``map<k>_crow``, ...)."""
-    tree = {k: v for k, v in flat.items() if not k.startswith("map") and k != "input_has_map"}
-    has = flat["input_has_map"].tolist()
-    maps: dict[str, Any] = {"length": torch.tensor(len(has), dtype=torch.int64)}
-    for k, present in enumerate(has):
-        if present:
-            maps[str(k)] = {"crow": flat[f"map{k}_crow"], "col": flat[f"map{k}_col"],
-                            "values": flat[f"map{k}_values"], "n_cols": flat[f"map{k}_ncols"]}
-    tree["input_maps"] = maps
-    return tree
-
-
 class _Node(torch.nn.Module):
     """A plain container of buffers and child nodes (one per tree node)."""
 
@@ -499,14 +486,8 @@ class ContextBuffers(torch.nn.Module):
             # Adopt the incoming structure, shapes and dtypes; torch then copies the values
             # into this module's buffers and recurses into the children made here.
             device = next((b.device for b in self.buffers()), torch.device("cpu"))
-            tree = _legacy_tree(incoming) if "input_has_map" in incoming else _nest(incoming)
-            if "input_has_map" in incoming:  # rename the legacy keys in place for the copy below
-                for k in list(state_dict):
-                    if k.startswith(prefix):
-                        del state_dict[k]  # type: ignore[attr-defined]
-                state_dict.update({prefix + k: v for k, v in _flatten(tree).items()})  # type: ignore[attr-defined]
             self._clear()
-            _fill(self, tree, lambda t: torch.empty_like(t, device=device))
+            _fill(self, _nest(incoming), lambda t: torch.empty_like(t, device=device))
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._context = None
 
@@ -526,13 +507,3 @@ class ContextBuffers(torch.nn.Module):
         ctx = self.get()
         return "empty" if ctx is None else repr(ctx)
 
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
-    """Inverse of :func:`_nest`."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in tree.items():
-        if isinstance(v, torch.Tensor):
-            out[prefix + k] = v
-        else:
-            out.update(_flatten(v, f"{prefix}{k}."))
-    return out

@@ -91,11 +91,7 @@ class SPON(torch.nn.Module):
             raise ValueError(f"lifting_inputs {list(lifting_inputs)} are not all input fields; inputs are {names}")
         # in channel order, as the context's maps
         self.lifting_inputs = tuple(n for n in names if n in lifting_inputs)
-        # a checkpoint written before lifting maps existed names one input whose values
-        # are the data (config key lifting_input) and stores a context without maps:
-        # from_config sets this, loading its state_dict makes the map (_migrate_lifting)
-        self._legacy_lifting_input: str | None = None
-        self.register_load_state_dict_post_hook(_migrate_lifting)
+        self.register_load_state_dict_post_hook(_check_loaded_context)
         self.context_buffers = ContextBuffers()
         if context is not None:
             self.set_context(context)
@@ -170,12 +166,7 @@ class SPON(torch.nn.Module):
         cfg = dict(config)
         proc_cfg = dict(cfg.pop("processor"))
         proc = processor_class(proc_cfg.pop("type"), "processor.type").from_config(proc_cfg)
-        legacy = cfg.pop("lifting_input", None)
-        if legacy is not None:
-            cfg["lifting_inputs"] = (legacy,)
-        model = cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
-        model._legacy_lifting_input = legacy
-        return model
+        return cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
 
     # ------------------------------------------------------------------ context
     @property
@@ -327,16 +318,9 @@ class SPON(torch.nn.Module):
         return f"processor={self.processor_type!r}, lifting_inputs={list(self.lifting_inputs)!r}"
 
 
-def _migrate_lifting(model: SPON, incompatible_keys: Any) -> None:
+def _check_loaded_context(model: SPON, incompatible_keys: Any) -> None:
     """After loading a state_dict: check the stored context against the model (a context
-    without the model's lifting maps would impose fixed data).  A checkpoint written before
-    lifting maps existed (config key ``lifting_input``, a context without maps) gets that
-    input's injection as its lifting map, what such a model did."""
+    without the model's lifting maps would impose fixed data)."""
     ctx = model.context
-    if ctx is None:
-        return
-    name = model._legacy_lifting_input
-    if name is not None and not ctx.lifting_maps:
-        ctx = ctx.with_lifting_input([f.name for f in model.encoder.fields].index(name))
-        model.context_buffers.set(ctx)
-    model.check_context(ctx)
+    if ctx is not None:
+        model.check_context(ctx)

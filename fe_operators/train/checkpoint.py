@@ -30,8 +30,9 @@ physical values in and out).  Layout (format version 2)::
                           epoch_loss_sum, epoch_samples, epoch_time, elapsed,
                           best, history (the metric rows)
 
-Format version 1 (normalizer statistics in a top-level ``normalizers`` entry, the
-network's own ``state_dict`` under ``model``) is read and converted to version 2 on load.
+Only this format version is read.  The package is pre-release: a checkpoint of an older
+format (version 1: normalizer statistics in a top-level ``normalizers`` entry) is refused
+with a :class:`~fe_operators.errors.CheckpointError` that says to retrain, not converted.
 
 Writes go to a temporary file in the same folder, are flushed and ``fsync``-ed, then
 renamed over the target with ``os.replace``: a crash mid-write leaves the previous file
@@ -312,34 +313,6 @@ def model_payload(model: torch.nn.Module) -> dict[str, Any]:
     return {"class": ref, "config": config, "normalizers": model.layout, "state_dict": state}
 
 
-def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """A format-1 checkpoint in the format-2 layout (normalizers moved into the model entry).
-
-    Version 1 kept the network's ``state_dict`` under ``model`` and the normalizers'
-    statistics in a top-level ``normalizers`` entry (``{"type": "single" | "by_name",
-    "state": ...}`` per side).
-    """
-    norms = data.pop("normalizers", None) or {}
-    model = data["model"]
-    state = {f"network.{k}": v for k, v in model["state_dict"].items()}
-    layout: dict[str, Any] = {}
-    for side in ("input", "output"):
-        entry = norms.get(side)
-        if entry is None:
-            layout[side] = None
-        elif entry["type"] == "single":
-            layout[side] = "single"
-            state.update({f"{side}_normalizer.{k}": v for k, v in entry["state"].items()})
-        elif entry["type"] == "by_name":
-            layout[side] = list(entry["state"])
-            state.update({f"{side}_normalizer.{name}.{k}": v
-                          for name, st in entry["state"].items() for k, v in st.items()})
-        else:
-            raise ValueError(f"unknown normalizer type {entry['type']!r}")
-    data["model"] = {**model, "normalizers": layout, "state_dict": state}
-    return data
-
-
 # ----------------------------------------------------------------------------- reading
 def _pickle_bytes(path: Path) -> bytes:
     """The pickle stream of a torch file: ``data.pkl`` of a zip file, else the file itself."""
@@ -384,7 +357,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     CheckpointError
         The file is missing, larger than the memory available, not a torch file,
         truncated or corrupt, holds pickled code, is not an fe_operators checkpoint, or
-        was written by a newer format version.
+        was written in another format version (an older one: retrain; a newer one:
+        upgrade fe_operators).
     """
     path = Path(path)
     if not path.exists():
@@ -415,25 +389,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(path, "not an fe_operators checkpoint (no 'format' entry "
                                     f"{FORMAT!r}); was it written by save_checkpoint?")
-    version = data.get("format_version")
-    required = _REQUIRED + (("normalizers",) if version == 1 else ())
-    missing = [k for k in required if k not in data]
+    missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CheckpointError(path, f"incomplete fe_operators checkpoint: missing {', '.join(missing)}")
+    version = data["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise CheckpointError(
             path, f"format version {version!r} written by fe_operators {data['fe_operators_version']}; this "
                   f"fe_operators reads up to version {FORMAT_VERSION}: upgrade fe_operators")
+    if version < FORMAT_VERSION:  # pre-release formats are refused, not converted
+        raise CheckpointError(
+            path, f"format version {version} written by fe_operators {data['fe_operators_version']}, a pre-release "
+                  f"format this fe_operators no longer reads (it reads version {FORMAT_VERSION}): retrain the model "
+                  "to write a current checkpoint")
     model = data["model"]
-    keys = _MODEL_KEYS if version > 1 else ("class", "config", "state_dict")
-    if not isinstance(model, dict) or not set(keys) <= set(model):
-        missing = [k for k in keys if not isinstance(model, dict) or k not in model]
+    if not isinstance(model, dict) or not set(_MODEL_KEYS) <= set(model):
+        missing = [k for k in _MODEL_KEYS if not isinstance(model, dict) or k not in model]
         raise CheckpointError(path, f"incomplete fe_operators checkpoint: missing model.{', model.'.join(missing)}")
-    if version == 1:
-        try:
-            data = _upgrade_v1(data)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(path, f"malformed normalizer entry of a format-1 checkpoint: {exc}") from None
     return data
 
 
@@ -587,7 +559,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Parameters
     ----------
     path
-        A checkpoint file (``best.pt``, ``last.pt`` of a run), format version 1 or 2.
+        A checkpoint file (``best.pt``, ``last.pt`` of a run), format version 2.
     device
         Where to put the model.
 
