@@ -7,10 +7,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.models.context import ContextBuffers, MeshContext
+from fe_operators.models.context import MeshContext
+from fe_operators.models.context_buffers import ContextBuffers
 from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField, Inputs, as_fields
-from fe_operators.models.processor import PROCESSORS, Processor, processor_class, processor_options
+from fe_operators.models.processors.base import PROCESSORS, Processor, processor_class, processor_options
 
 __all__ = ["SPON"]
 
@@ -23,7 +24,7 @@ class SPON(torch.nn.Module):
     1. **Encoder** :class:`~fe_operators.models.encoder.InputEncoder`: the input fields
        onto the output space's DOF nodes (fixed sparse maps of the mesh context), stacked
        as channels, in float64; then cast to the processor's dtype.
-    2. **Processor** (a registered :class:`~fe_operators.models.processor.Processor`:
+    2. **Processor** (a registered :class:`~fe_operators.models.processors.base.Processor`:
        ``"mlp"`` for one mesh, ``"gnn"`` and ``"multigrid"`` for any mesh of the domain):
        the free DOF values ``z``.
     3. **Decoder** :class:`~fe_operators.models.decoder.DirichletDecoder`: ``z`` written
@@ -39,7 +40,7 @@ class SPON(torch.nn.Module):
     Parameters
     ----------
     processor
-        A registered :class:`~fe_operators.models.processor.Processor`.
+        A registered :class:`~fe_operators.models.processors.base.Processor`.
     inputs
         Input fields in channel order (``InputField``, ``"name"``, ``("name", ncomp)``).
     output_ncomp
@@ -111,7 +112,7 @@ class SPON(torch.nn.Module):
             Input fields (as for the constructor).
         processor
             A registered processor name (``"gnn"``, ``"mlp"``, ``"multigrid"``, see
-            :data:`~fe_operators.models.processor.PROCESSORS`).
+            :data:`~fe_operators.models.processors.base.PROCESSORS`).
         output_scalar
             None: scalar iff the context has one component.
         lifting_input
