@@ -297,7 +297,7 @@ class BoxGridModel(torch.nn.Module):
     grid_model
         Maps ``(batch, n_grid)`` grid-mesh CG1 values to the same (a :class:`fno_grid.GridFNO`).
     to_box, from_box
-        :class:`~fe_operators.models.context.SparseMap` interpolations DOFs -> grid nodes
+        :class:`~fe_operators.sparse.SparseMap` interpolations DOFs -> grid nodes
         (rows of nodes outside the domain are zero) and grid nodes -> DOFs.
 
     Shapes
@@ -328,7 +328,7 @@ def box_grid_maps(problem: Any, cells: int) -> tuple[Any, Any, Any, Any, int]:
     import firedrake as fd
 
     from fe_operators.fem import interpolation_matrix
-    from fe_operators.models.context import SparseMap
+    from fe_operators.sparse.maps import SparseMap
     from fno_grid import grid_permutation
 
     V = problem.output_space

@@ -71,7 +71,7 @@ os.environ["OMP_NUM_THREADS"] = "1"  # Firedrake/PETSc single-threaded; torch th
 
 import torch  # installing neuralop never replaces it (fno_grid.ensure_neuralop)
 
-from fe_operators.models.gnn_processor import GNNOptions
+from fe_operators.models.processors.gnn import GNNOptions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gnn-lr", type=float, default=3e-3)
     p.add_argument("--gnn-batch", type=int, default=5,
                    help="SPON-GNN's batch (default 5: at 60 s on 200 samples, batch 5/10/20 gave 3.9/5.0/9.5 %%)")
-    gnn = GNNOptions()  # the processor's defaults: one source (fe_operators.models.gnn_processor)
+    gnn = GNNOptions()  # the processor's defaults: one source (fe_operators.models.processors.gnn)
     p.add_argument("--gnn-width", type=int, default=gnn.width,
                    help=f"default {gnn.width}: on 2 cores a step of width 64 costs ~3x more")
     p.add_argument("--gnn-depth", type=int, default=gnn.depth)

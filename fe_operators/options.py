@@ -1,7 +1,7 @@
 """Typed, documented option schemas: one dataclass per set of options, checked once.
 
 Run configurations (:mod:`fe_operators.train.config`), SPON processors
-(:mod:`fe_operators.models.processor`) and every other set of user options are plain
+(:mod:`fe_operators.models.processors.base`) and every other set of user options are plain
 dataclasses whose fields are made with :func:`option`: a type hint, a default, a
 one-sentence ``doc`` and an optional value check.  From that one declaration come
 

@@ -12,7 +12,7 @@ from fe_operators.fem.hierarchy import hierarchy_operators
 from fe_operators.io import load_mesh
 from fe_operators.models import MultigridCycle
 from fe_operators.models.build import hierarchy_context
-from fe_operators.models.vcycle import cycle_levels
+from fe_operators.models.layers.vcycle import cycle_levels
 
 
 def _ops(spec: str, coarsest: int):

@@ -7,7 +7,7 @@ import torch
 
 from fe_operators.errors import ConfigError
 from fe_operators.models import GNNProcessor, LatentGridSpectral, grid_transfer
-from fe_operators.models.latent_grid import COVERED, FILL_STIFFNESS
+from fe_operators.models.layers.latent_grid import COVERED, FILL_STIFFNESS
 
 
 def _points(n: int, gdim: int, seed: int = 0) -> torch.Tensor:
@@ -304,7 +304,7 @@ def test_latent_stage_difference_shrinks_under_refinement():
 def test_gnn_builds_the_latent_transfer_once_per_context_and_dtype(monkeypatch):
     import dataclasses
 
-    from fe_operators.models import gnn_processor
+    from fe_operators.models.processors import gnn as gnn_processor
 
     calls = []
     real = gnn_processor.grid_transfer

@@ -8,7 +8,6 @@ and without normalizers; data that are not affine in the inputs are refused.
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 import firedrake as fd
@@ -157,24 +156,6 @@ def test_context_without_the_models_lifting_maps_is_refused(problems):
                                    latent_cells=0)
     with pytest.raises(SpaceMismatchError, match="built with fixed boundary data"):
         darcy_like(x, context=model.context)
-
-
-def test_checkpoint_with_the_old_lifting_input_key_loads_and_lifts():
-    V = fd.FunctionSpace(fd.UnitSquareMesh(4, 4), "CG", 1)
-    ctx = context_from_spaces({"f": V, "g": V}, V, fd.DirichletBC(V, 0.0, "on_boundary"))
-    torch.manual_seed(0)
-    model = SPON.from_context(ctx, ["f", "g"], "mlp", lifting_input="g", hidden=[8])
-    # what such a checkpoint held: config key lifting_input, a context without lifting maps
-    config = {k: v for k, v in model.config.items() if k != "lifting_inputs"} | {"lifting_input": "g"}
-    state = {k: v for k, v in model.state_dict().items() if ".lifting_maps." not in k}
-    assert len(state) < len(model.state_dict())
-    clone = SPON.from_config(config)
-    clone.load_state_dict(state)
-    assert clone.lifting_inputs == ("g",) and clone.config == model.config
-    L = clone.context.lifting_maps[1].to_scipy()
-    assert abs(L - sp.diags(ctx.mask[:, 0].double().numpy())).max() == 0
-    x = torch.randn(3, V.dof_dset.size, 2, dtype=torch.float64)
-    assert torch.equal(clone(x), model(x))
 
 
 @pytest.mark.parametrize("name", ["poisson", "stokes"])

@@ -2,8 +2,8 @@
 
 import torch
 
-from fe_operators.models.graph_ops import mean_aggregate
-from fe_operators.models.mesh_conv import MeshConv
+from fe_operators.models.layers.graph_ops import mean_aggregate
+from fe_operators.models.layers.mesh_conv import MeshConv
 
 
 def test_linear_after_mean_equals_per_edge():

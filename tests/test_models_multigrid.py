@@ -12,7 +12,7 @@ from fe_operators.fem import interpolation_matrix, prolongation_matrix
 from fe_operators.io import load_mesh
 from fe_operators.models import SPON, MultigridCycle
 from fe_operators.models.build import context_from_spaces, hierarchy_context, spon_for_problem
-from fe_operators.models.vcycle import cycle_levels
+from fe_operators.models.layers.vcycle import cycle_levels
 from fe_operators.problems import get_problem
 
 
@@ -172,7 +172,7 @@ def test_coefficient_stiffness_map_is_firedrakes_assembly():
 
 def test_coefficient_operators_make_a_convergent_cycle_for_variable_diffusion(squares):
     """Ã = D⁻¹K_a (the input's own stiffness), damped Jacobi: a multigrid solver of -div(a grad u)."""
-    from fe_operators.models.vcycle import coefficient_values
+    from fe_operators.models.layers.vcycle import coefficient_values
 
     V, bc, H = squares[4]
     x = fd.SpatialCoordinate(V.mesh())

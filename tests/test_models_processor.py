@@ -9,9 +9,10 @@ import yaml
 
 from fe_operators.errors import ConfigError
 from fe_operators.models import (
-    PROCESSORS, SPON, HierarchyContext, LevelContext, MeshContext, Processor, SparseMap, register_processor,
+    PROCESSORS, SPON, HierarchyContext, LevelContext, MeshContext, Processor, register_processor,
 )
 from fe_operators.options import option, positive
+from fe_operators.sparse import SparseMap
 from fe_operators.train import config_from_dict, default_config_yaml
 from fe_operators.train.builders import spon_options
 from fe_operators.train.config import ModelSection
@@ -149,22 +150,6 @@ def test_context_state_dict_keys_are_attribute_paths_and_round_trip():
     # casting the model keeps the FE data in float64
     clone.float()
     assert clone.context.hierarchy.levels[0].lumped_mass.dtype == torch.float64
-
-
-def test_legacy_flat_context_keys_still_load():
-    ctx = _context()
-    model = SPON.from_context(ctx, ["a", "b"], "mlp", hidden=[4])
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("context_buffers.")}
-    m = ctx.input_maps[1]
-    for name in ("coords", "edge_index", "edge_attr", "indptr", "mask", "lifting", "free"):
-        state[f"context_buffers.{name}"] = getattr(ctx, name)
-    state["context_buffers.input_has_map"] = torch.tensor([False, True])
-    state.update({"context_buffers.map1_crow": m.crow, "context_buffers.map1_col": m.col,
-                  "context_buffers.map1_values": m.values, "context_buffers.map1_ncols": torch.tensor(m.n_cols)})
-    clone = SPON.from_config(model.config)
-    clone.load_state_dict(state)
-    assert clone.context.input_maps[0] is None and torch.equal(clone.context.input_maps[1].values, m.values)
-    assert clone.context.node_weights is None  # stored before node weights existed
 
 
 def test_node_weights_travel_in_the_state_dict_and_may_be_absent():

@@ -10,8 +10,8 @@ import firedrake as fd
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models import SPON, DeepPropagation
 from fe_operators.models.build import context_from_spaces
-from fe_operators.models.coarse_grid import CoarseGridMixing
-from fe_operators.models.graph_ops import mean_adjacency, mean_aggregate, normalized_coordinates, propagate_mean
+from fe_operators.models.layers.coarse_grid import CoarseGridMixing
+from fe_operators.models.layers.graph_ops import mean_adjacency, mean_aggregate, normalized_coordinates, propagate_mean
 
 OPTIONS = {"gnn": dict(width=8, depth=2, hops=4, coarse_cells=4, latent_cells=4, latent_modes=2),
            "mlp": dict(hidden=[16, 16])}

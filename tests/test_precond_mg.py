@@ -11,7 +11,7 @@ import firedrake as fd
 from firedrake.petsc import PETSc
 
 from fe_operators.errors import NoHierarchyError
-from fe_operators.fem.sparse import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.fem.transfer import level_prolongations
 from fe_operators.errors import ModelNotGivenError
 from fe_operators.precond.features import FEATURE_NAMES, csr_row_features, petsc_row_features
@@ -56,7 +56,7 @@ def test_features_are_dimensionless_and_match_the_laplacian_stencil():
 
 
 def test_seqaij_csr_is_a_view_of_the_matrix_storage_and_features_agree_on_every_path(operator):
-    from fe_operators.precond.petsc_csr import seqaij_csr
+    from fe_operators.sparse.petsc import seqaij_csr
 
     _, _, A0 = operator
     A = A0.duplicate(copy=True)

@@ -6,7 +6,7 @@ import pytest
 import firedrake as fd
 
 from fe_operators.errors import UnsupportedSpaceError
-from fe_operators.fem.sparse import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.problems.random_fields import (
     GaussianRandomField, _white_noise_factor, allowed_smoothness, matern_correlation,
 )

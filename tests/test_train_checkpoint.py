@@ -64,6 +64,7 @@ def test_payload_must_be_plain_data(tmp_path):
     ("pickled_code", r"refused by torch\.load\(weights_only=True\).*Unsupported global"),
     ("foreign", "not an fe_operators checkpoint"),
     ("newer", "format version 99 .* reads up to version 2: upgrade fe_operators"),
+    ("older", "format version 1 .*pre-release format.*retrain the model"),
     ("incomplete", "missing model.normalizers"),
 ])
 def test_bad_files_raise_checkpoint_errors_naming_file_and_reason(tmp_path, case, reason):
@@ -83,6 +84,10 @@ def test_bad_files_raise_checkpoint_errors_naming_file_and_reason(tmp_path, case
     elif case == "newer":
         data = torch.load(good, weights_only=True)
         torch.save(dict(data, format_version=99), path)
+    elif case == "older":  # format 1 kept the normalizers beside the model entry
+        data = torch.load(good, weights_only=True)
+        normalizers = data["model"].pop("normalizers")
+        torch.save(dict(data, format_version=1, normalizers=normalizers), path)
     elif case == "incomplete":
         data = torch.load(good, weights_only=True)
         del data["model"]["normalizers"]

@@ -1,9 +1,10 @@
 """One module from training to loading: the normalizers are part of the model.
 
 A SPON between its normalizers (a ``NormalizedModel``) is trained by the Trainer,
-checkpointed, loaded and applied through ``load_model``, ``predict`` and format-1
-checkpoints (normalizers stored beside the model): every path gives the trainer's outputs
-bit for bit, with the Dirichlet DOFs equal to the physical boundary data.
+checkpointed, loaded and applied through ``load_model`` and ``predict``: every path gives
+the trainer's outputs bit for bit, with the Dirichlet DOFs equal to the physical boundary
+data.  Checkpoints of the pre-release format 1 (normalizers stored beside the model) are
+refused, on loading and on resuming, with a message that says to retrain.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from fe_operators.data import FEDataset, FEFile, split_indices
+from fe_operators.errors import CheckpointError
 from fe_operators.models import NormalizedModel, SPON, predict, spon_for_problem
 from fe_operators.train import TrainSection, Trainer, load_model, read_checkpoint
 from fe_operators.train.losses import relative_loss_for_file
@@ -22,13 +24,11 @@ GNN = dict(width=8, depth=1, hops=1, coarse_cells=2)
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Poisson (inputs f, g on one space: stacked) and SmallPoisson with k on DG0 (inputs by name)."""
+    """Poisson (inputs f, g on one space: stacked)."""
     from fe_operators.data.generate import generate_dataset
 
     folder = tmp_path_factory.mktemp("normalized")
     generate_dataset("poisson", "unitsquare:4", 10, folder / "stacked.h5", seed=1, progress=False)
-    generate_dataset("test_data_problems:SmallPoisson", "unitsquare:4", 10, folder / "by_name.h5", seed=1,
-                     params={"diffusion": "dg0"}, progress=False)
     return folder
 
 
@@ -46,29 +46,6 @@ def make_trainer(path, run_dir, epochs=1) -> Trainer:
 
 def val_batch(trainer):
     return trainer.val_data.raw(np.arange(len(trainer.val_data)))
-
-
-def as_format_1(path, out):
-    """Rewrite a format-2 checkpoint in the format-1 layout (normalizers beside the network)."""
-    data = read_checkpoint(path)
-    model = data["model"]
-    state = model.pop("state_dict")
-    layout = model.pop("normalizers")
-    model["state_dict"] = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
-    normalizers = {}
-    for side in ("input", "output"):
-        prefix = f"{side}_normalizer."
-        if layout[side] is None:
-            normalizers[side] = None
-        elif layout[side] == "single":
-            normalizers[side] = {"type": "single",
-                                 "state": {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}}
-        else:
-            normalizers[side] = {"type": "by_name", "state": {
-                name: {s: state[f"{prefix}{name}.{s}"] for s in ("mean", "std", "eps")} for name in layout[side]}}
-    data.update(format_version=1, normalizers=normalizers)
-    torch.save(data, out)
-    return out
 
 
 def test_loaded_model_reproduces_the_trainer_bit_for_bit(files, tmp_path):
@@ -92,26 +69,17 @@ def test_loaded_model_reproduces_the_trainer_bit_for_bit(files, tmp_path):
     assert torch.equal(torch.stack([torch.from_numpy(f.dat.data_ro.copy()) for f in got]), expected)
 
 
-@pytest.mark.parametrize("name, layout", [("stacked", "single"), ("by_name", ["f", "k"])])
-def test_format_1_checkpoints_load_and_resume(files, tmp_path, name, layout):
-    path = files / f"{name}.h5"
-    trainer = make_trainer(path, tmp_path / "run")
-    trainer.fit()
-    assert trainer.model.layout["input"] == layout
-    old = as_format_1(tmp_path / "run" / "last.pt", tmp_path / "old.pt")
-    assert torch.load(old, weights_only=True)["format_version"] == 1
-    loaded = load_model(old)
-    assert loaded.metadata["format_version"] == 1 and loaded.model.layout["input"] == layout
-    x, _ = val_batch(trainer)
-    trainer.model.eval()
-    with torch.no_grad():
-        assert torch.equal(loaded.model(x), trainer.model(x))
-    # resuming from the format-1 last.pt continues exactly as from the format-2 one
+def test_format_1_checkpoints_are_refused_on_load_and_resume(files, tmp_path):
+    path = files / "stacked.h5"
+    make_trainer(path, tmp_path / "run").fit()
+    data = read_checkpoint(tmp_path / "run" / "last.pt")
+    normalizers = data["model"].pop("normalizers")  # format 1 kept them beside the model entry
     (tmp_path / "run1").mkdir()
-    (tmp_path / "run1" / "last.pt").write_bytes(old.read_bytes())
-    a, b = make_trainer(path, tmp_path / "run", epochs=2), make_trainer(path, tmp_path / "run1", epochs=2)
-    a.fit(resume=True)
-    b.fit(resume=True)
-    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
-        dense = (v if v.layout == torch.strided else v.to_dense() for v in (va, vb))
-        assert ka == kb and torch.equal(*dense), ka
+    old = tmp_path / "run1" / "last.pt"
+    torch.save(dict(data, format_version=1, normalizers=normalizers), old)
+    with pytest.raises(CheckpointError, match="format version 1 .*retrain the model") as info:
+        load_model(old)
+    assert info.value.path == str(old)
+    with pytest.raises(CheckpointError, match="format version 1 .*retrain the model") as info:
+        make_trainer(path, tmp_path / "run1", epochs=2).fit(resume=True)
+    assert info.value.path == str(old)

@@ -9,7 +9,7 @@ import firedrake as fd
 
 from fe_operators.errors import PointsOutsideMeshError, SpaceMismatchError, UnsupportedSpaceError
 from fe_operators.errors import NoHierarchyError
-from fe_operators.fem.sparse import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.fem.transfer import (
     interpolation_matrix, interpolation_matrix_torch, level_prolongations, prolongation_matrix,
     prolongation_matrix_torch, restriction_matrix, restriction_matrix_torch,

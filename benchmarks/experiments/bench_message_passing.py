@@ -16,7 +16,7 @@ implementations, checks that they agree, and prints one line per case::
   weights too), the form of an adjacency with learned edge weights (docs/design.md §4.2);
   only up to ``--learned-max-size`` (the CSR product's gradient for its values is slow).
 
-The package keeps the faster kernel of each op (:mod:`fe_operators.models.graph_ops`);
+The package keeps the faster kernel of each op (:mod:`fe_operators.models.layers.graph_ops`);
 the slower one lives only here.
 
 Usage: ``python benchmarks/experiments/bench_message_passing.py [--sizes 64 256] [--batch 4]
@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from machine import machine_summary, median_time  # noqa: E402
 
 from fe_operators.fem import dof_graph  # noqa: E402
-from fe_operators.models.graph_ops import mean_adjacency, mean_aggregate, propagate_mean  # noqa: E402
+from fe_operators.models.layers.graph_ops import mean_adjacency, mean_aggregate, propagate_mean  # noqa: E402
 
 
 # ------------------------------------------------------------- the kernels not kept

@@ -1,6 +1,6 @@
 """Is the latent-grid stage the same function on different meshes of a domain?
 
-One :class:`~fe_operators.models.latent_grid.LatentGridSpectral` stage with fixed random
+One :class:`~fe_operators.models.layers.latent_grid.LatentGridSpectral` stage with fixed random
 weights (seed 0, width 6, float64) is applied to six smooth channels (1, x, y,
 sin(pi x) cos(2y), a Gaussian bump, xy) given at the nodes of two meshes of the same
 domain; printed is the relative difference of its output (the residual branch, output

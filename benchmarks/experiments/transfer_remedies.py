@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     import_firedrake()  # without this script's flags (Firedrake hands sys.argv to PETSc)
 
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    import fe_operators.models.gnn_processor as gp
+    import fe_operators.models.processors.gnn as gp
     from fe_operators import models
 
     torch.set_num_threads(2)

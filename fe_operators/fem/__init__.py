@@ -6,7 +6,8 @@ sees a Firedrake type (docs/design.md §2).
 
 * :mod:`~fe_operators.fem.spaces` — plain-data space descriptions
 * :mod:`~fe_operators.fem.tensors` — Functions ↔ batched DOF tensors
-* :mod:`~fe_operators.fem.sparse` — assembled forms as scipy/torch CSR
+* :mod:`~fe_operators.fem.assembly` — assembled forms as scipy/torch CSR, mass and stiffness
+  matrices, node weights (the PETSc → scipy → torch conversions are :mod:`fe_operators.sparse`)
 * :mod:`~fe_operators.fem.norms` — FE norms and relative losses
 * :mod:`~fe_operators.fem.bcs` — Dirichlet DOFs, liftings, free-DOF injection
 * :mod:`~fe_operators.fem.lifting` — input-dependent Dirichlet data as an affine sparse map
@@ -26,16 +27,14 @@ from fe_operators.fem.transfer import (
 from fe_operators.fem.bcs import DirichletDofs, boundary_nodes, check_markers, free_dofs
 from fe_operators.fem.lifting import DirichletMap, dirichlet_map
 from fe_operators.fem.norms import FENorm, RelativeLoss
-from fe_operators.fem.sparse import (
-    assemble_scipy, assemble_torch, mass_matrix, node_weights, petsc_to_scipy, scipy_to_torch, stiffness_matrix,
-)
+from fe_operators.fem.assembly import assemble_scipy, assemble_torch, mass_matrix, node_weights, stiffness_matrix
 from fe_operators.fem.spaces import SpaceInfo, check_supported, space_info
 from fe_operators.fem.tensors import dof_shape, function_view, functions_to_tensor, tensor_to_functions
 
 __all__ = [
     "SpaceInfo", "space_info", "check_supported",
     "dof_shape", "functions_to_tensor", "tensor_to_functions", "function_view",
-    "petsc_to_scipy", "scipy_to_torch", "assemble_scipy", "assemble_torch",
+    "assemble_scipy", "assemble_torch",
     "mass_matrix", "node_weights", "stiffness_matrix",
     "FENorm", "RelativeLoss",
     "DirichletDofs", "boundary_nodes", "check_markers", "free_dofs", "DirichletMap", "dirichlet_map",

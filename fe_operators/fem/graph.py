@@ -6,7 +6,7 @@ the diagonal.  :func:`dof_graph` turns a Firedrake space into a :class:`DofGraph
 holds the adjacency in two layouts that share memory,
 
 * CSR (``indptr``, ``indices``; int64, columns sorted within each row), the layout of
-  :mod:`scipy.sparse` and of :mod:`fe_operators.fem.sparse`;
+  :mod:`scipy.sparse` and of :mod:`fe_operators.sparse`;
 * ``edge_index`` in PyTorch Geometric's ``flow="source_to_target"`` convention:
   ``edge_index[0]`` is the source *j*, ``edge_index[1]`` the target *i*, and a message
   ``x_j -> i`` is aggregated at ``i``.  Edges come in CSR order: row *i* of the CSR is the

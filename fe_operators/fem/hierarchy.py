@@ -40,7 +40,7 @@ from firedrake.mg.utils import get_level
 
 from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError
 from fe_operators.fem.coefficient import coefficient_stiffness_map, supports_coefficient_stiffness
-from fe_operators.fem.sparse import assemble_scipy
+from fe_operators.fem.assembly import assemble_scipy
 from fe_operators.fem.transfer import prolongation_matrix
 
 __all__ = [

@@ -38,7 +38,7 @@ import firedrake as fd
 
 from fe_operators.errors import BoundaryDataError
 from fe_operators.fem.bcs import DirichletDofs, _as_list, _bc_flat_dofs
-from fe_operators.fem.sparse import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy
 
 __all__ = ["DirichletMap", "dirichlet_map", "BCs"]
 

@@ -25,8 +25,8 @@ import torch
 import firedrake as fd
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.fem.kernels import csr_matmul_rows, csr_quadratic, csr_quadratic_diff
-from fe_operators.fem.sparse import assemble_scipy, mass_matrix, stiffness_matrix
+from fe_operators.sparse.kernels import csr_matmul_rows, csr_quadratic, csr_quadratic_diff
+from fe_operators.fem.assembly import assemble_scipy, mass_matrix, stiffness_matrix
 
 __all__ = ["FENorm", "RelativeLoss"]
 
@@ -151,7 +151,7 @@ class FENorm:
 
     def _torch_matrix(self, device: torch.device) -> torch.Tensor:
         if device not in self._device_cache:
-            from fe_operators.fem.sparse import scipy_to_torch
+            from fe_operators.sparse.maps import scipy_to_torch
 
             self._device_cache[device] = scipy_to_torch(self.A, torch.float64, device)
         return self._device_cache[device]

@@ -3,7 +3,7 @@
 Three operators, each assembled by Firedrake itself (so they agree with its
 ``interpolate``/``prolong``/``restrict`` to round-off) and returned as ``scipy.sparse.csr_matrix`` (float64); the ``*_torch`` variants return the
 same matrix as a torch sparse CSR tensor (through
-:func:`fe_operators.fem.sparse.scipy_to_torch`).
+:func:`fe_operators.sparse.scipy_to_torch`).
 
 * :func:`interpolation_matrix` — ``I`` with ``I @ u_src == interpolate(u_src, V_dst)``,
   on one mesh or between two meshes covering the same domain.
@@ -35,7 +35,7 @@ from firedrake.mg import utils as mg_utils
 from firedrake.mg.interface import assemble_prolongation_aij
 
 from fe_operators.errors import PointsOutsideMeshError, SpaceMismatchError, UnsupportedSpaceError
-from fe_operators.fem.sparse import petsc_to_scipy, scipy_to_torch
+from fe_operators.sparse import petsc_to_scipy, scipy_to_torch
 
 __all__ = [
     "DEFAULT_TOLERANCE",

@@ -1,19 +1,18 @@
 """Models: SPON's encoder, processors and exact Dirichlet decoder (docs/design.md §3, §4).
 
-* :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
-  (graph, coordinates, Dirichlet split, lifting and its maps of the inputs, input maps,
-  mesh hierarchy), kept apart from the weights;
-* :mod:`~fe_operators.models.processor` — the processor extension point:
-  :class:`Processor`, :func:`register_processor`, :data:`PROCESSORS`;
+* :mod:`~fe_operators.models.context` — :class:`MeshContext` (and its
+  :class:`HierarchyContext`, :class:`LevelContext`), the mesh-dependent tensors (graph,
+  coordinates, Dirichlet split, lifting and its maps of the inputs, input maps, mesh
+  hierarchy), kept apart from the weights; :mod:`~fe_operators.models.context_buffers` —
+  :class:`ContextBuffers`, a context as buffers in a model's ``state_dict``;
 * :mod:`~fe_operators.models.encoder` / :mod:`~fe_operators.models.decoder` — inputs onto
   the output nodes; ``u = g_h + Z z`` in float64, ``g_h = g_0 + Σ_k L_k x_k``;
-* processors: :mod:`~fe_operators.models.mlp_processor`,
-  :mod:`~fe_operators.models.gnn_processor` (layers :mod:`~fe_operators.models.mesh_conv`,
-  :mod:`~fe_operators.models.latent_grid`, :mod:`~fe_operators.models.propagation`,
-  :mod:`~fe_operators.models.coarse_grid`; kernels :mod:`~fe_operators.models.graph_ops`),
-  :mod:`~fe_operators.models.multigrid_processor` (MgNO: V-cycles
-  :mod:`~fe_operators.models.vcycle` on the mesh hierarchy; products
-  :mod:`~fe_operators.models.sparse_ops`);
+* :mod:`~fe_operators.models.processors` — the processor extension point
+  (:class:`Processor`, :func:`register_processor`, :data:`PROCESSORS`) and the
+  processors that ship (``mlp``, ``gnn``, ``multigrid``), registered when the package
+  is imported;
+* :mod:`~fe_operators.models.layers` — the layers processors are built from (MLP,
+  message passing, deep propagation, coarse and latent grids, the learned V-cycle);
 * :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
 * :mod:`~fe_operators.models.normalized` — :class:`NormalizedModel`, a network between its
   :class:`UnitGaussianNormalizer` s (buffers): physical values in and out;
@@ -21,6 +20,9 @@
   (:func:`register_model_class`);
 * :mod:`~fe_operators.models.build` — contexts and SPONs from Firedrake spaces and Problems;
 * :mod:`~fe_operators.models.inference` — :func:`predict`, Functions in and out.
+
+Sparse maps and products (:class:`~fe_operators.sparse.SparseMap`,
+:func:`~fe_operators.sparse.spmm`) are in :mod:`fe_operators.sparse`.
 
 Importing this package does not import Firedrake (``build`` and ``predict`` do, on use).
 
@@ -42,26 +44,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fe_operators.models.coarse_grid import CoarseGridMixing
-from fe_operators.models.context import ContextBuffers, HierarchyContext, LevelContext, MeshContext, SparseMap
+from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext
+from fe_operators.models.context_buffers import ContextBuffers
 from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
-from fe_operators.models.gnn_processor import GNNOptions, GNNProcessor
-from fe_operators.models.latent_grid import GridTransfer, LatentGridSpectral, grid_transfer
-from fe_operators.models.mesh_conv import MeshConv
-from fe_operators.models.mlp import MLP
-from fe_operators.models.mlp_processor import MLPOptions, MLPProcessor
+from fe_operators.models.layers import (
+    MLP, CoarseGridMixing, DeepPropagation, GridTransfer, LatentGridSpectral, MeshConv, MultigridCycle, grid_transfer,
+)
 from fe_operators.models.normalized import NormalizedModel, RunningMoments, UnitGaussianNormalizer
-from fe_operators.models.multigrid_processor import MultigridOptions, MultigridProcessor
-from fe_operators.models.vcycle import MultigridCycle
-from fe_operators.models.propagation import DeepPropagation
-from fe_operators.models.processor import PROCESSORS, Processor, processor_class, register_processor
+from fe_operators.models.processors import (
+    PROCESSORS, GNNOptions, GNNProcessor, MLPOptions, MLPProcessor, MultigridOptions, MultigridProcessor, Processor,
+    processor_class, register_processor,
+)
 from fe_operators.models.registry import MODEL_CLASSES, model_class, register_model_class
 from fe_operators.models.spon import SPON
 
 __all__ = [
     "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
-    "MeshContext", "SparseMap", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
+    "MeshContext", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
     "MultigridProcessor", "MultigridOptions", "MultigridCycle",
     "InputEncoder", "InputField", "DirichletDecoder", "affine_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",

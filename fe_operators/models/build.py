@@ -45,10 +45,11 @@ from fe_operators.fem import assemble_scipy, dof_graph, interpolation_matrix, no
 from fe_operators.fem.lifting import BCs, DirichletMap, dirichlet_map
 from fe_operators.fem.spaces import check_supported
 from fe_operators.limits import check_allocation
-from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext, SparseMap
+from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext
 from fe_operators.models.encoder import InputField
-from fe_operators.models.processor import processor_class, processor_options
+from fe_operators.models.processors.base import processor_class, processor_options
 from fe_operators.models.spon import SPON
+from fe_operators.sparse.maps import SparseMap
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
@@ -249,7 +250,7 @@ def context_for_model(model: SPON, problem: Any, *, method: str = "auto",
 
     A processor that needs a mesh hierarchy gets all levels of the problem mesh's
     hierarchy; it picks the levels that match its own (see
-    :meth:`~fe_operators.models.multigrid_processor.MultigridProcessor.start_level`).
+    :meth:`~fe_operators.models.processors.multigrid.MultigridProcessor.start_level`).
     The lifting maps are the problem's Dirichlet data on that mesh, so a model whose
     boundary data depend on its inputs stays exact there.
     """

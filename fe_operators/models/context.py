@@ -8,10 +8,9 @@ FE prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (
 dataclasses of tensors), built once from Firedrake spaces by
 :mod:`fe_operators.models.build` (:func:`~fe_operators.models.build.context_from_problem`,
 :func:`~fe_operators.models.build.context_from_spaces`) and handed to the model.
-A model keeps a default context as buffers (:class:`ContextBuffers`, a module tree that
-mirrors the dataclasses, so the ``state_dict`` keys are the attribute paths, e.g.
-``hierarchy.levels.2.operators.crow``); a mesh-agnostic model runs on another mesh of
-the domain when given that mesh's context.
+A model keeps a default context as buffers
+(:class:`~fe_operators.models.context_buffers.ContextBuffers`); a mesh-agnostic model
+runs on another mesh of the domain when given that mesh's context.
 
 Nothing here imports Firedrake.
 
@@ -23,141 +22,13 @@ Layouts (docs/design.md §2.1): the processor's nodes are the DOF nodes of the o
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
+from typing import Any, Callable, Union
 
 import torch
 
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.sparse.maps import SparseMap
 
-if TYPE_CHECKING:  # pragma: no cover
-    import scipy.sparse
-
-__all__ = ["SparseMap", "LevelContext", "HierarchyContext", "MeshContext", "ContextBuffers"]
-
-
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class SparseMap:
-    """A fixed sparse linear map between two node sets, applied to every channel.
-
-    Parameters
-    ----------
-    crow, col, values
-        CSR arrays of the ``(n_rows, n_cols)`` matrix: int64 ``(n_rows + 1,)``, int64
-        ``(nnz,)``, float64 ``(nnz,)``.
-    n_cols
-        Number of columns (source nodes).
-
-    Shapes
-    ------
-    :meth:`apply`: ``(batch, n_cols, c) -> (batch, n_rows, c)``.
-    """
-
-    crow: torch.Tensor
-    col: torch.Tensor
-    values: torch.Tensor
-    n_cols: int
-
-    def __post_init__(self) -> None:
-        if self.crow.ndim != 1 or self.col.shape != self.values.shape or self.col.ndim != 1:
-            raise ValueError(
-                f"expected CSR arrays crow (rows + 1,), col and values (nnz,), got "
-                f"{tuple(self.crow.shape)}, {tuple(self.col.shape)}, {tuple(self.values.shape)}"
-            )
-        object.__setattr__(self, "n_cols", int(self.n_cols))
-        # derived matrices (per dtype, and the transpose), made once on first use
-        object.__setattr__(self, "_cache", {})
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows (target nodes)."""
-        return int(self.crow.shape[0] - 1)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(n_rows, n_cols)``."""
-        return self.n_rows, self.n_cols
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the arrays."""
-        return self.values.device
-
-    @classmethod
-    def from_scipy(cls, A: "scipy.sparse.spmatrix") -> "SparseMap":
-        """Copy a scipy sparse matrix (float64)."""
-        import numpy as np
-        import scipy.sparse as sp
-
-        A = sp.csr_matrix(A)
-        A.sort_indices()
-        return cls(
-            torch.from_numpy(np.asarray(A.indptr, dtype=np.int64)),
-            torch.from_numpy(np.asarray(A.indices, dtype=np.int64)),
-            torch.from_numpy(np.asarray(A.data, dtype=np.float64)),
-            int(A.shape[1]),
-        )
-
-    def to_scipy(self) -> "scipy.sparse.csr_matrix":
-        """The map as a scipy CSR matrix (float64, on the CPU)."""
-        import scipy.sparse as sp
-
-        return sp.csr_matrix((self.values.cpu().numpy(), self.col.cpu().numpy(), self.crow.cpu().numpy()),
-                             shape=self.shape)
-
-    def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The map as a torch sparse CSR tensor of ``dtype`` (on the arrays' device), cached."""
-        key = ("matrix", dtype)
-        if key not in self._cache:
-            with csr_beta_warning_silenced():
-                self._cache[key] = torch.sparse_csr_tensor(
-                    self.crow, self.col, self.values.to(dtype), self.shape, check_invariants=False)
-        return self._cache[key]
-
-    def scipy(self, dtype: torch.dtype = torch.float64) -> "scipy.sparse.csr_matrix":
-        """The map as a scipy CSR matrix with values of ``dtype`` (CPU maps only), cached."""
-        key = ("scipy", dtype)
-        if key not in self._cache:
-            import numpy as np
-            import scipy.sparse as sp
-
-            np_dtype = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
-            self._cache[key] = sp.csr_matrix(
-                (self.values.numpy().astype(np_dtype), self.col.numpy(), self.crow.numpy()), shape=self.shape)
-        return self._cache[key]
-
-    def transpose(self) -> "SparseMap":
-        """The transposed map (CSR of the transpose), cached."""
-        if "T" not in self._cache:
-            order = torch.argsort(self.col * self.n_rows + _row_indices(self.crow), stable=True)
-            rows = _row_indices(self.crow)
-            counts = torch.bincount(self.col, minlength=self.n_cols)
-            crow = torch.zeros(self.n_cols + 1, dtype=torch.int64, device=self.device)
-            crow[1:] = torch.cumsum(counts, 0)
-            T = SparseMap(crow, rows[order], self.values[order], self.n_rows)
-            T._cache["T"] = self
-            self._cache["T"] = T
-        return self._cache["T"]
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the map to ``x`` of shape ``(batch, n_cols, c)``, in ``x``'s dtype."""
-        b, n, c = x.shape
-        cols = x.permute(1, 0, 2).reshape(n, b * c)
-        return (self.matrix(x.dtype) @ cols).reshape(self.n_rows, b, c).permute(1, 0, 2)
-
-    def to(self, device: torch.device | str | None) -> "SparseMap":
-        """A copy on ``device``."""
-        return SparseMap(self.crow.to(device), self.col.to(device), self.values.to(device), self.n_cols)
-
-    def __repr__(self) -> str:
-        return f"SparseMap({self.n_rows}x{self.n_cols}, nnz={int(self.values.numel())})"
-
-
-def _row_indices(crow: torch.Tensor) -> torch.Tensor:
-    """Row index of every stored entry of a CSR row pointer."""
-    n = crow.shape[0] - 1
-    return torch.repeat_interleave(torch.arange(n, device=crow.device), crow.diff())
+__all__ = ["LevelContext", "HierarchyContext", "MeshContext"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -466,13 +337,7 @@ class MeshContext:
                 f"device={self.device})")
 
 
-# ----------------------------------------------------------------------------- trees
-# A context is a tree: dataclasses (fields by name), tuples (entries "0", "1", ... and a
-# "length"), tensors and numbers (leaves; numbers as 0-d tensors), None (absent).  The
-# field type hints say how to rebuild it, so the storage needs no per-class code.
-
-_NODES = (SparseMap, LevelContext, HierarchyContext, MeshContext)
-
+# ----------------------------------------------------------------------------- copies
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """A copy of the context tree ``obj`` with ``fn`` applied to every tensor."""
@@ -483,182 +348,3 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if dataclasses.is_dataclass(obj):
         return type(obj)(**{f.name: _map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)})
     return obj
-
-
-def _to_tree(obj: Any) -> Any:
-    """The context tree ``obj`` as nested dicts of tensors (numbers become 0-d tensors)."""
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, bool):
-        return torch.tensor(obj)
-    if isinstance(obj, int):
-        return torch.tensor(obj, dtype=torch.int64)
-    if isinstance(obj, float):
-        return torch.tensor(obj, dtype=torch.float64)
-    if isinstance(obj, tuple):
-        out: dict[str, Any] = {str(k): _to_tree(v) for k, v in enumerate(obj) if v is not None}
-        out["length"] = torch.tensor(len(obj), dtype=torch.int64)
-        return out
-    if isinstance(obj, _NODES):
-        return {f.name: _to_tree(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if getattr(obj, f.name) is not None}
-    raise TypeError(f"cannot store a {type(obj).__name__} in a mesh context")
-
-
-def _from_tree(tp: Any, tree: Any, where: str) -> Any:
-    """Inverse of :func:`_to_tree` for the type hint ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):  # X | None
-        inner = [a for a in args if a is not type(None)]
-        return None if tree is None else _from_tree(inner[0], tree, where)
-    if tree is None:
-        raise ValueError(f"mesh context: {where} is missing")
-    if tp is torch.Tensor:
-        return tree
-    if tp in (int, float, bool):
-        return tp(tree.item())
-    if origin is tuple:
-        n = int(tree["length"].item())
-        return tuple(_from_tree(args[0], tree.get(str(k)), f"{where}.{k}") for k in range(n))
-    if isinstance(tp, type) and issubclass(tp, _NODES):
-        hints = typing.get_type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in tree or f.default is dataclasses.MISSING:
-                kwargs[f.name] = _from_tree(hints[f.name], tree.get(f.name), f"{where}.{f.name}")
-        return tp(**kwargs)
-    raise TypeError(f"unsupported context field type {tp!r} ({where})")
-
-
-def _nest(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """``{"a.b.c": t}`` -> ``{"a": {"b": {"c": t}}}``."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *path, leaf = key.split(".")
-        node = tree
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
-def _legacy_tree(flat: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """The tree of a context stored by fe_operators 0.1 (flat names ``map<k>_crow``, ...)."""
-    tree = {k: v for k, v in flat.items() if not k.startswith("map") and k != "input_has_map"}
-    has = flat["input_has_map"].tolist()
-    maps: dict[str, Any] = {"length": torch.tensor(len(has), dtype=torch.int64)}
-    for k, present in enumerate(has):
-        if present:
-            maps[str(k)] = {"crow": flat[f"map{k}_crow"], "col": flat[f"map{k}_col"],
-                            "values": flat[f"map{k}_values"], "n_cols": flat[f"map{k}_ncols"]}
-    tree["input_maps"] = maps
-    return tree
-
-
-class _Node(torch.nn.Module):
-    """A plain container of buffers and child nodes (one per tree node)."""
-
-
-def _fill(module: torch.nn.Module, tree: Mapping[str, Any], make: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Register the tensors of ``tree`` as buffers (``make`` of each) and sub-trees as children."""
-    for name, value in tree.items():
-        if isinstance(value, torch.Tensor):
-            module.register_buffer(name, make(value))
-        else:
-            child = _Node()
-            _fill(child, value, make)
-            module.add_module(name, child)
-
-
-def _tree_of(module: torch.nn.Module) -> dict[str, Any]:
-    """The nested dict of buffers of a module tree."""
-    tree: dict[str, Any] = dict(module._buffers)
-    for name, child in module._modules.items():
-        tree[name] = _tree_of(child)
-    return tree
-
-
-class ContextBuffers(torch.nn.Module):
-    """Holds a :class:`MeshContext` as a tree of buffers, so it travels in the ``state_dict``.
-
-    The buffers mirror the context's attributes: ``coords``, ``input_maps.0.crow``,
-    ``hierarchy.levels.1.operators.values``, ... Loading a ``state_dict`` installs
-    whatever context it holds (its shapes may differ from the current one: a model built
-    by ``from_config`` has none yet).  Moving the module (``.to(device)``) moves the
-    buffers; casting (``.float()``, ``.to(dtype)``) leaves them alone: FE data stay
-    float64 (docs/design.md §2.1).  :meth:`get` returns the same :class:`MeshContext` object
-    until the buffers change, so derived data a processor caches per context survive.
-
-    Parameters
-    ----------
-    context
-        The initial context, or None.
-    """
-
-    def __init__(self, context: MeshContext | None = None) -> None:
-        super().__init__()
-        self._context: MeshContext | None = None
-        if context is not None:
-            self.set(context)
-
-    def _clear(self) -> None:
-        self._buffers.clear()
-        self._modules.clear()
-        self._context = None
-
-    def set(self, context: MeshContext | None) -> None:
-        """Replace the stored context (None removes it)."""
-        self._clear()
-        if context is not None:
-            _fill(self, _to_tree(context), lambda t: t)
-            self._context = context
-
-    def get(self) -> MeshContext | None:
-        """The stored context, or None."""
-        if self._context is None and self._buffers:
-            self._context = _from_tree(MeshContext, _tree_of(self), "context")
-        return self._context
-
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
-        incoming = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        if incoming:
-            # Adopt the incoming structure, shapes and dtypes; torch then copies the values
-            # into this module's buffers and recurses into the children made here.
-            device = next((b.device for b in self.buffers()), torch.device("cpu"))
-            tree = _legacy_tree(incoming) if "input_has_map" in incoming else _nest(incoming)
-            if "input_has_map" in incoming:  # rename the legacy keys in place for the copy below
-                for k in list(state_dict):
-                    if k.startswith(prefix):
-                        del state_dict[k]  # type: ignore[attr-defined]
-                state_dict.update({prefix + k: v for k, v in _flatten(tree).items()})  # type: ignore[attr-defined]
-            self._clear()
-            _fill(self, tree, lambda t: torch.empty_like(t, device=device))
-        super()._load_from_state_dict(state_dict, prefix, *args)
-        self._context = None
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "ContextBuffers":
-        # Follow device moves only: learn the target device from an empty probe tensor.
-        for module in self.modules():
-            for name, t in module._buffers.items():
-                if t is None:
-                    continue
-                device = fn(torch.empty(0, device=t.device)).device
-                if device != t.device:
-                    module._buffers[name] = t.to(device)
-                    self._context = None
-        return self
-
-    def extra_repr(self) -> str:
-        ctx = self.get()
-        return "empty" if ctx is None else repr(ctx)
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
-    """Inverse of :func:`_nest`."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in tree.items():
-        if isinstance(v, torch.Tensor):
-            out[prefix + k] = v
-        else:
-            out.update(_flatten(v, f"{prefix}{k}."))
-    return out

@@ -1,6 +1,9 @@
 """``predict``: Firedrake Functions (or tensors) in, Firedrake Functions out, batched.
 
-The Python counterpart of ``fe-operators evaluate``.  Imports Firedrake on first call.
+The Python counterpart of ``fe-operators evaluate``, in three steps: the samples become
+the model's input tensors (:func:`_input_tensors`), the mesh context is chosen — the
+model's own when it was built for these spaces, else a new one (:func:`_choose_context`)
+— and the model runs in batches.  Imports Firedrake on first call.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.models.normalized import NormalizedModel
 from fe_operators.models.spon import SPON
@@ -27,8 +31,6 @@ def _field_spaces(model: SPON, samples: Sequence[Mapping[str, Any]], output_spac
     for f in model.encoder.fields:
         given = {s[f.name].function_space() for s in samples if isinstance(s.get(f.name), fd.Function)}
         if len(given) > 1:
-            from fe_operators.errors import SpaceMismatchError
-
             raise SpaceMismatchError(f"input {f.name!r}: the samples' Functions live on {len(given)} different spaces")
         if given:
             spaces[f.name] = given.pop()
@@ -49,8 +51,6 @@ def _stacked(x: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tenso
     """
     sizes = {name: int(x[name].shape[1]) for name in names}
     if len(set(sizes.values())) != 1:
-        from fe_operators.errors import SpaceMismatchError
-
         raise SpaceMismatchError(f"the model was trained on inputs stacked on one space (one input normalizer), "
                                  f"the given inputs have different numbers of nodes {sizes}: give them on one space")
     return torch.cat([x[n].reshape(x[n].shape[0], x[n].shape[1], -1) for n in names], dim=2)
@@ -128,57 +128,23 @@ def predict(
     ValueError
         A context must be built for a model with Dirichlet DOFs and ``bcs`` is missing.
     """
-    import firedrake as fd
-    import ufl
-
-    from fe_operators.fem import functions_to_tensor, tensor_to_functions
+    from fe_operators.fem import tensor_to_functions
 
     spon = model.network if isinstance(model, NormalizedModel) else model
     if not isinstance(spon, SPON):
         raise TypeError(f"expected a SPON or a NormalizedModel around one, got {type(spon).__name__}")
+    ctx = context
     if isinstance(inputs, (torch.Tensor, Mapping)):
         x = inputs
         n_samples = (inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))).shape[0]
-        ctx = context
     else:
         samples = list(inputs)
         if not samples:
             raise ValueError("expected at least one sample, got none")
-        spaces = _field_spaces(spon, samples, output_space, input_spaces)
-        x = {}
-        for f in spon.encoder.fields:
-            V = spaces[f.name]
-            funcs = []
-            for s in samples:
-                if f.name not in s:
-                    raise KeyError(f"a sample lacks input {f.name!r}; expected {[g.name for g in spon.encoder.fields]}")
-                v = s[f.name]
-                if not isinstance(v, fd.Function):
-                    v = fd.Function(V).interpolate(v if isinstance(v, ufl.core.expr.Expr) else fd.Constant(v))
-                funcs.append(v)
-            x[f.name] = functions_to_tensor(funcs)
+        x, spaces = _input_tensors(model, samples, output_space, input_spaces)
         n_samples = len(samples)
-        if isinstance(model, NormalizedModel) and model.layout["input"] == "single":
-            x = _stacked(x, [f.name for f in spon.encoder.fields])  # trained on stacked channels
-        ctx = context
         if ctx is None:
-            stored = spon.context
-            ordered = [spaces[f.name] for f in spon.encoder.fields]
-            named = {f.name: spaces[f.name] for f in spon.encoder.fields}
-            if stored is not None and _matches(stored, ordered, output_space):
-                ctx = None
-            else:
-                if bcs is None and stored is not None and stored.n_free < stored.mask.numel():
-                    data = (" as a function of the named inputs returning them (the boundary data depend on "
-                            f"{list(spon.lifting_inputs)})" if spon.lifting_inputs else "")
-                    raise ValueError(
-                        "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
-                        f"stored mesh context: pass bcs= (Dirichlet conditions on output_space{data}) or context="
-                    )
-                from fe_operators.models.build import context_from_spaces
-
-                ctx = context_from_spaces(named, output_space, bcs, method=method,
-                                          **spon.processor.context_options(spon.processor.config))
+            ctx = _choose_context(spon, spaces, output_space, bcs, method)
     device = next(model.parameters()).device
     if ctx is not None:
         ctx = ctx.to(device)
@@ -195,3 +161,73 @@ def predict(
     finally:
         model.train(was_training)
     return tensor_to_functions(torch.cat(outputs), output_space)
+
+
+def _input_tensors(model: SPON | NormalizedModel, samples: Sequence[Mapping[str, Any]], output_space: Any,
+                   input_spaces: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """The samples as the model's inputs, and the space of each input field.
+
+    Returns
+    -------
+    x
+        A dict ``name -> (batch, n_k[, ncomp_k])`` tensor, or the stacked channels
+        ``(batch, n, C)`` for a :class:`NormalizedModel` trained on stacked inputs.
+    spaces
+        Input name -> the space its values are given on (expressions and numbers are
+        interpolated there).
+
+    Raises
+    ------
+    KeyError
+        A sample lacks an input field.
+    """
+    import firedrake as fd
+    import ufl
+
+    from fe_operators.fem import functions_to_tensor
+
+    spon = model.network if isinstance(model, NormalizedModel) else model
+    fields = spon.encoder.fields
+    spaces = _field_spaces(spon, samples, output_space, input_spaces)
+    x = {}
+    for f in fields:
+        V = spaces[f.name]
+        funcs = []
+        for s in samples:
+            if f.name not in s:
+                raise KeyError(f"a sample lacks input {f.name!r}; expected {[g.name for g in fields]}")
+            v = s[f.name]
+            if not isinstance(v, fd.Function):
+                v = fd.Function(V).interpolate(v if isinstance(v, ufl.core.expr.Expr) else fd.Constant(v))
+            funcs.append(v)
+        x[f.name] = functions_to_tensor(funcs)
+    if isinstance(model, NormalizedModel) and model.layout["input"] == "single":
+        return _stacked(x, [f.name for f in fields]), spaces  # trained on stacked channels
+    return x, spaces
+
+
+def _choose_context(spon: SPON, spaces: Mapping[str, Any], output_space: Any, bcs: Any,
+                    method: str) -> MeshContext | None:
+    """The context to run with: None (the model's own) when it was built for these spaces, else a new one.
+
+    Raises
+    ------
+    ValueError
+        A new context is needed for a model with Dirichlet DOFs and ``bcs`` is None.
+    """
+    from fe_operators.models.build import context_from_spaces
+
+    stored = spon.context
+    ordered = [spaces[f.name] for f in spon.encoder.fields]
+    if stored is not None and _matches(stored, ordered, output_space):
+        return None
+    if bcs is None and stored is not None and stored.n_free < stored.mask.numel():
+        data = (" as a function of the named inputs returning them (the boundary data depend on "
+                f"{list(spon.lifting_inputs)})" if spon.lifting_inputs else "")
+        raise ValueError(
+            "the model's output has Dirichlet DOFs and the inputs or output space differ from its "
+            f"stored mesh context: pass bcs= (Dirichlet conditions on output_space{data}) or context="
+        )
+    named = {f.name: spaces[f.name] for f in spon.encoder.fields}
+    return context_from_spaces(named, output_space, bcs, method=method,
+                               **spon.processor.context_options(spon.processor.config))

@@ -7,10 +7,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.models.context import ContextBuffers, MeshContext
+from fe_operators.models.context import MeshContext
+from fe_operators.models.context_buffers import ContextBuffers
 from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField, Inputs, as_fields
-from fe_operators.models.processor import PROCESSORS, Processor, processor_class, processor_options
+from fe_operators.models.processors.base import PROCESSORS, Processor, processor_class, processor_options
 
 __all__ = ["SPON"]
 
@@ -23,7 +24,7 @@ class SPON(torch.nn.Module):
     1. **Encoder** :class:`~fe_operators.models.encoder.InputEncoder`: the input fields
        onto the output space's DOF nodes (fixed sparse maps of the mesh context), stacked
        as channels, in float64; then cast to the processor's dtype.
-    2. **Processor** (a registered :class:`~fe_operators.models.processor.Processor`:
+    2. **Processor** (a registered :class:`~fe_operators.models.processors.base.Processor`:
        ``"mlp"`` for one mesh, ``"gnn"`` and ``"multigrid"`` for any mesh of the domain):
        the free DOF values ``z``.
     3. **Decoder** :class:`~fe_operators.models.decoder.DirichletDecoder`: ``z`` written
@@ -39,7 +40,7 @@ class SPON(torch.nn.Module):
     Parameters
     ----------
     processor
-        A registered :class:`~fe_operators.models.processor.Processor`.
+        A registered :class:`~fe_operators.models.processors.base.Processor`.
     inputs
         Input fields in channel order (``InputField``, ``"name"``, ``("name", ncomp)``).
     output_ncomp
@@ -91,11 +92,7 @@ class SPON(torch.nn.Module):
             raise ValueError(f"lifting_inputs {list(lifting_inputs)} are not all input fields; inputs are {names}")
         # in channel order, as the context's maps
         self.lifting_inputs = tuple(n for n in names if n in lifting_inputs)
-        # a checkpoint written before lifting maps existed names one input whose values
-        # are the data (config key lifting_input) and stores a context without maps:
-        # from_config sets this, loading its state_dict makes the map (_migrate_lifting)
-        self._legacy_lifting_input: str | None = None
-        self.register_load_state_dict_post_hook(_migrate_lifting)
+        self.register_load_state_dict_post_hook(_check_loaded_context)
         self.context_buffers = ContextBuffers()
         if context is not None:
             self.set_context(context)
@@ -115,7 +112,7 @@ class SPON(torch.nn.Module):
             Input fields (as for the constructor).
         processor
             A registered processor name (``"gnn"``, ``"mlp"``, ``"multigrid"``, see
-            :data:`~fe_operators.models.processor.PROCESSORS`).
+            :data:`~fe_operators.models.processors.base.PROCESSORS`).
         output_scalar
             None: scalar iff the context has one component.
         lifting_input
@@ -170,12 +167,7 @@ class SPON(torch.nn.Module):
         cfg = dict(config)
         proc_cfg = dict(cfg.pop("processor"))
         proc = processor_class(proc_cfg.pop("type"), "processor.type").from_config(proc_cfg)
-        legacy = cfg.pop("lifting_input", None)
-        if legacy is not None:
-            cfg["lifting_inputs"] = (legacy,)
-        model = cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
-        model._legacy_lifting_input = legacy
-        return model
+        return cls(proc, [InputField(**f) for f in cfg.pop("inputs")], **cfg)
 
     # ------------------------------------------------------------------ context
     @property
@@ -327,16 +319,9 @@ class SPON(torch.nn.Module):
         return f"processor={self.processor_type!r}, lifting_inputs={list(self.lifting_inputs)!r}"
 
 
-def _migrate_lifting(model: SPON, incompatible_keys: Any) -> None:
+def _check_loaded_context(model: SPON, incompatible_keys: Any) -> None:
     """After loading a state_dict: check the stored context against the model (a context
-    without the model's lifting maps would impose fixed data).  A checkpoint written before
-    lifting maps existed (config key ``lifting_input``, a context without maps) gets that
-    input's injection as its lifting map, what such a model did."""
+    without the model's lifting maps would impose fixed data)."""
     ctx = model.context
-    if ctx is None:
-        return
-    name = model._legacy_lifting_input
-    if name is not None and not ctx.lifting_maps:
-        ctx = ctx.with_lifting_input([f.name for f in model.encoder.fields].index(name))
-        model.context_buffers.set(ctx)
-    model.check_context(ctx)
+    if ctx is not None:
+        model.check_context(ctx)

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 import firedrake as fd
 
-from fe_operators.fem.sparse import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.fem.transfer import level_prolongations
 from fe_operators.precond.features import row_parts
 from fe_operators.precond.mg import scipy_galerkin_hierarchy

@@ -204,7 +204,7 @@ def serial_row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarra
     """:func:`row_features` of a whole square CSR matrix on one process (all compiled, no copies).
 
     The arrays may be views of a PETSc matrix's own storage
-    (:func:`~fe_operators.precond.petsc_csr.seqaij_csr`).
+    (:func:`~fe_operators.sparse.petsc.seqaij_csr`).
 
     Raises
     ------
@@ -233,7 +233,7 @@ def petsc_row_features(A: Any) -> RowFeatures:
     ValueError
         A non-positive diagonal entry, or a matrix that is not assembled (AIJ-like).
     """
-    from fe_operators.precond.petsc_csr import seqaij_csr
+    from fe_operators.sparse.petsc import seqaij_csr
 
     view = seqaij_csr(A)
     if view is not None:  # one process: the matrix's own arrays, no copy

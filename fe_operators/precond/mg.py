@@ -104,7 +104,7 @@ def scipy_galerkin_hierarchy(A: sp.spmatrix, prolongations: Sequence[sp.spmatrix
 # ----------------------------------------------------------------------------- PETSc
 def _decoupled_vec(A: Any) -> Any:
     """A Vec with 1 on the decoupled rows of ``A`` (local rows), 0 elsewhere."""
-    from fe_operators.precond.petsc_csr import seqaij_csr
+    from fe_operators.sparse.petsc import seqaij_csr
 
     indptr, indices, data = seqaij_csr(A) or A.getValuesCSR()  # one process: a view, not a row-by-row copy
     b = row_parts(indptr, indices, data, A.getOwnershipRange()[0])[2]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fe_operators.models.mlp import MLP
+from fe_operators.models.layers.mlp import MLP
 from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.features import FEATURE_NAMES, RowFeatures, petsc_row_features

@@ -193,10 +193,10 @@ def _train_smoother(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[tor
 
 
 def _train_dcdm(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[torch.nn.Module, list, dict]:
-    from fe_operators.fem.sparse import petsc_to_scipy
+    from fe_operators.sparse.petsc import petsc_to_scipy
     from fe_operators.models.build import hierarchy_context
-    from fe_operators.models.context import SparseMap
-    from fe_operators.models.vcycle import cast_levels, cycle_levels
+    from fe_operators.sparse.maps import SparseMap
+    from fe_operators.models.layers.vcycle import cast_levels, cycle_levels
     from fe_operators.precond.data import decoupled_rows, training_rhs
     from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, dcdm_loss
 

@@ -4,7 +4,7 @@ The same cycle that PETSc's ``PCMG`` runs with :class:`~fe_operators.precond.smo
 LearnedJacobi` smoothers — same masked Galerkin operators
 (:func:`~fe_operators.precond.mg.scipy_galerkin_hierarchy`), same multipliers, same order
 of operations — written with differentiable sparse products
-(:func:`fe_operators.models.sparse_ops.spmm`, scipy kernels on the CPU), float64:
+(:func:`fe_operators.sparse.spmm`, scipy kernels on the CPU), float64:
 
 .. code-block:: text
 
@@ -26,8 +26,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from fe_operators.models.context import SparseMap
-from fe_operators.models.sparse_ops import spmm
+from fe_operators.sparse.maps import SparseMap
+from fe_operators.sparse.spmm import spmm
 from fe_operators.precond.features import csr_row_features
 from fe_operators.precond.mg import ScipyHierarchy
 from fe_operators.precond.smoother import multipliers_torch

@@ -50,7 +50,7 @@ import petsctools
 from firedrake.petsc import PETSc
 
 from fe_operators.errors import UnsupportedSpaceError
-from fe_operators.fem.sparse import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.problems.base import SolveError
 
 __all__ = [

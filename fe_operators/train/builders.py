@@ -35,7 +35,7 @@ from typing import Any, Literal, Union
 import torch
 
 from fe_operators.errors import ConfigError
-from fe_operators.models.processor import PROCESSORS, processor_class
+from fe_operators.models.processors.base import PROCESSORS, processor_class
 from fe_operators.options import OptionRow, config_to_dict, dataclass_from_dict, option, option_rows, unknown_key
 from fe_operators.train.config import ModelSection, register_model_schema
 

@@ -30,8 +30,9 @@ physical values in and out).  Layout (format version 2)::
                           epoch_loss_sum, epoch_samples, epoch_time, elapsed,
                           best, history (the metric rows)
 
-Format version 1 (normalizer statistics in a top-level ``normalizers`` entry, the
-network's own ``state_dict`` under ``model``) is read and converted to version 2 on load.
+Only this format version is read.  The package is pre-release: a checkpoint of an older
+format (version 1: normalizer statistics in a top-level ``normalizers`` entry) is refused
+with a :class:`~fe_operators.errors.CheckpointError` that says to retrain, not converted.
 
 Writes go to a temporary file in the same folder, are flushed and ``fsync``-ed, then
 renamed over the target with ``os.replace``: a crash mid-write leaves the previous file
@@ -44,13 +45,11 @@ be one of fe_operators' models or registered by the user, and offer the contract
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import glob
 import json
 import os
 import pickle
-import pickletools
 import re
 import socket
 import tempfile
@@ -63,11 +62,11 @@ from typing import IO, Any, Callable, Mapping, Protocol, runtime_checkable
 import torch
 
 from fe_operators.errors import CheckpointError, SpaceMismatchError
-from fe_operators.limits import format_bytes, over_memory
-from fe_operators.quoting import short
+from fe_operators.limits import over_memory
 from fe_operators.models.normalized import Inputs, NormalizedModel
 from fe_operators.models.registry import check_model_class, class_reference, model_class
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.sparse.warnings import csr_beta_warning_silenced
+from fe_operators.train.checkpoint_guards import check_plain, check_sizes, torch_refusal
 
 __all__ = [
     "FORMAT",
@@ -203,26 +202,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.close(dir_fd)
 
 
-def _check_plain(obj: Any, where: str) -> None:
-    """Raise TypeError unless ``obj`` is tensors and plain Python data only."""
-    if obj is None or type(obj) in (str, bool, int, float) or isinstance(obj, torch.Tensor):
-        return
-    if type(obj) in (dict, collections.OrderedDict):
-        for k, v in obj.items():
-            if not isinstance(k, (str, int)):
-                raise TypeError(f"{where}: checkpoint keys must be str or int, got {type(k).__name__} {k!r}")
-            _check_plain(v, f"{where}.{k}")
-        return
-    if type(obj) in (list, tuple):
-        for i, v in enumerate(obj):
-            _check_plain(v, f"{where}[{i}]")
-        return
-    raise TypeError(
-        f"{where}: a checkpoint holds only tensors and str/int/float/bool/None/list/tuple/dict, "
-        f"got {type(obj).__module__}.{type(obj).__qualname__}"
-    )
-
-
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
     """Write a checkpoint atomically (``format`` and versions are added).
 
@@ -249,7 +228,7 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
         "torch_version": str(torch.__version__),
         **payload,
     }
-    _check_plain(data, "checkpoint")
+    check_plain(data, "checkpoint")
     atomic_write(path, lambda f: torch.save(data, f))
 
 
@@ -312,70 +291,7 @@ def model_payload(model: torch.nn.Module) -> dict[str, Any]:
     return {"class": ref, "config": config, "normalizers": model.layout, "state_dict": state}
 
 
-def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """A format-1 checkpoint in the format-2 layout (normalizers moved into the model entry).
-
-    Version 1 kept the network's ``state_dict`` under ``model`` and the normalizers'
-    statistics in a top-level ``normalizers`` entry (``{"type": "single" | "by_name",
-    "state": ...}`` per side).
-    """
-    norms = data.pop("normalizers", None) or {}
-    model = data["model"]
-    state = {f"network.{k}": v for k, v in model["state_dict"].items()}
-    layout: dict[str, Any] = {}
-    for side in ("input", "output"):
-        entry = norms.get(side)
-        if entry is None:
-            layout[side] = None
-        elif entry["type"] == "single":
-            layout[side] = "single"
-            state.update({f"{side}_normalizer.{k}": v for k, v in entry["state"].items()})
-        elif entry["type"] == "by_name":
-            layout[side] = list(entry["state"])
-            state.update({f"{side}_normalizer.{name}.{k}": v
-                          for name, st in entry["state"].items() for k, v in st.items()})
-        else:
-            raise ValueError(f"unknown normalizer type {entry['type']!r}")
-    data["model"] = {**model, "normalizers": layout, "state_dict": state}
-    return data
-
-
 # ----------------------------------------------------------------------------- reading
-def _pickle_bytes(path: Path) -> bytes:
-    """The pickle stream of a torch file: ``data.pkl`` of a zip file, else the file itself."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith("data.pkl")]
-            return z.read(names[0]) if names else b""
-    return path.read_bytes()
-
-
-def _refusal(text: str, path: Path) -> str | None:
-    """What ``torch.load(weights_only=True)`` refused, if it refused a well-formed pickle (else None).
-
-    torch's message names a forbidden global (a function or class: code), or an opcode
-    its restricted unpickler does not allow.  The latter is also what garbage looks
-    like, so an opcode counts as refused only if the stream is a well-formed pickle
-    (parsed with :mod:`pickletools`, which executes nothing).
-    """
-    found = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+ whose module \S+ is blocked|"
-                      r"Unsupported class \S+)", text)
-    if found:
-        return f"it holds pickled objects other than tensors and plain data ({found.group(1)})"
-    found = re.search(r"Unsupported operand (\d+)", text)
-    if not found:
-        return None
-    try:
-        ops = list(pickletools.genops(_pickle_bytes(path)))
-    except Exception:  # not a well-formed pickle: corrupt, not refused
-        return None
-    if not ops or ops[-1][0].name != "STOP":
-        return None
-    op = pickletools.code2op.get(chr(int(found.group(1))))
-    return (f"a well-formed pickle with opcode {op.name if op else found.group(1)}, which torch's restricted "
-            "unpickler does not accept (not a file written by save_checkpoint)")
-
-
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check a checkpoint file with ``torch.load(weights_only=True)`` on the CPU.
 
@@ -384,7 +300,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     CheckpointError
         The file is missing, larger than the memory available, not a torch file,
         truncated or corrupt, holds pickled code, is not an fe_operators checkpoint, or
-        was written by a newer format version.
+        was written in another format version (an older one: retrain; a newer one:
+        upgrade fe_operators).
     """
     path = Path(path)
     if not path.exists():
@@ -401,7 +318,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = _refusal(str(exc), path)
+        refused = torch_refusal(str(exc), path)
         if refused:
             raise CheckpointError(path, f"refused by torch.load(weights_only=True): {refused}; nothing in it was "
                                         "run (load checkpoints only from sources you trust)") from None
@@ -415,25 +332,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(path, "not an fe_operators checkpoint (no 'format' entry "
                                     f"{FORMAT!r}); was it written by save_checkpoint?")
-    version = data.get("format_version")
-    required = _REQUIRED + (("normalizers",) if version == 1 else ())
-    missing = [k for k in required if k not in data]
+    missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CheckpointError(path, f"incomplete fe_operators checkpoint: missing {', '.join(missing)}")
+    version = data["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise CheckpointError(
             path, f"format version {version!r} written by fe_operators {data['fe_operators_version']}; this "
                   f"fe_operators reads up to version {FORMAT_VERSION}: upgrade fe_operators")
+    if version < FORMAT_VERSION:  # pre-release formats are refused, not converted
+        raise CheckpointError(
+            path, f"format version {version} written by fe_operators {data['fe_operators_version']}, a pre-release "
+                  f"format this fe_operators no longer reads (it reads version {FORMAT_VERSION}): retrain the model "
+                  "to write a current checkpoint")
     model = data["model"]
-    keys = _MODEL_KEYS if version > 1 else ("class", "config", "state_dict")
-    if not isinstance(model, dict) or not set(keys) <= set(model):
-        missing = [k for k in keys if not isinstance(model, dict) or k not in model]
+    if not isinstance(model, dict) or not set(_MODEL_KEYS) <= set(model):
+        missing = [k for k in _MODEL_KEYS if not isinstance(model, dict) or k not in model]
         raise CheckpointError(path, f"incomplete fe_operators checkpoint: missing model.{', model.'.join(missing)}")
-    if version == 1:
-        try:
-            data = _upgrade_v1(data)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(path, f"malformed normalizer entry of a format-1 checkpoint: {exc}") from None
     return data
 
 
@@ -533,48 +448,6 @@ class LoadedModel:
         check_spaces(self.spaces, spaces, expected_name=f"the checkpoint {self.path}", actual_name=name)
 
 
-def _check_sizes(path: str | os.PathLike, cls: type, ref: str, config: Any, state: Any) -> None:
-    """Check the model the stored config describes against the stored weights, before building it.
-
-    The network is built on PyTorch's ``meta`` device, which allocates nothing: each of
-    its parameters must be stored with the same shape (a config altered to ``hidden:
-    [1000000, 1000000]`` would otherwise allocate terabytes before ``load_state_dict``
-    noticed), and its parameters and buffers must fit in the memory available.  A class
-    that cannot be built on the meta device is not checked here (``load_state_dict``
-    still checks the shapes, after building it).
-
-    Raises
-    ------
-    CheckpointError
-        Naming the first parameter that is missing or of another shape, or the size.
-    """
-    try:
-        with torch.device("meta"):
-            meta = cls.from_config(config)
-        params = list(meta.named_parameters())
-        nbytes = sum(t.numel() * t.element_size() for t in [*meta.parameters(), *meta.buffers()])
-    except Exception:  # a bad config fails again, with its message, when the network is built for real
-        return
-    if not isinstance(state, Mapping):
-        raise CheckpointError(path, f"malformed model.state_dict entry: expected a mapping, got "
-                                    f"{type(state).__name__}")
-    for name, param in params:
-        key = f"network.{name}"
-        stored = state.get(key)
-        if not isinstance(stored, torch.Tensor):
-            raise CheckpointError(path, f"the stored weights lack parameter {key} of {ref} as its stored config "
-                                        "describes it; the file is damaged or was altered")
-        if tuple(stored.shape) != tuple(param.shape):
-            raise CheckpointError(
-                path, f"parameter {key} is stored with shape {tuple(stored.shape)}, but the stored config of {ref} "
-                      f"makes it {short(tuple(param.shape), 60)} (and the network {format_bytes(nbytes)}); the file "
-                      "is damaged or was altered")
-    too_large = over_memory(nbytes, f"{ref} as its stored config describes it",
-                            "load it on a machine with more memory")
-    if too_large:
-        raise CheckpointError(path, too_large)
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a model (network and normalizers) and its metadata from a checkpoint.
 
@@ -587,7 +460,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Parameters
     ----------
     path
-        A checkpoint file (``best.pt``, ``last.pt`` of a run), format version 1 or 2.
+        A checkpoint file (``best.pt``, ``last.pt`` of a run), format version 2.
     device
         Where to put the model.
 
@@ -616,7 +489,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         cls = model_class(ref)
     except LookupError as exc:
         raise CheckpointError(path, str(exc)) from None
-    _check_sizes(path, cls, ref, config, entry["state_dict"])
+    check_sizes(path, cls, ref, config, entry["state_dict"])
     try:
         network = cls.from_config(config)
     except Exception as exc:  # any constructor failure, reported with its context

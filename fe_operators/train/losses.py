@@ -44,7 +44,7 @@ def fe_norm_for_file(file: FEFile, kind: Literal["L2", "H1"]) -> "object":
         Acting on DOF tensors in the file's DOF order, shape ``(batch, n_nodes[, ncomp])``.
     """
     from fe_operators.fem.norms import FENorm
-    from fe_operators.fem.sparse import mass_matrix, stiffness_matrix
+    from fe_operators.fem.assembly import mass_matrix, stiffness_matrix
 
     if kind not in ("L2", "H1"):
         raise ValueError(f"expected kind 'L2' or 'H1', got {kind!r}")

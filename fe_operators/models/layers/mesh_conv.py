@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fe_operators.models.graph_ops import mean_aggregate
-from fe_operators.models.mlp import MLP, activation
+from fe_operators.models.layers.graph_ops import mean_aggregate
+from fe_operators.models.layers.mlp import MLP, activation
 
 __all__ = ["MeshConv"]
 

@@ -1,4 +1,9 @@
-"""Zero-copy CSR views of a sequential PETSc AIJ matrix.
+"""PETSc matrices as scipy CSR: a copy (:func:`petsc_to_scipy`) or a zero-copy view (:func:`seqaij_csr`).
+
+Firedrake assembles into PETSc matrices; models and preconditioners want scipy or torch
+ones.  :func:`petsc_to_scipy` is the crossing point: an exact float64 copy of PETSc's
+values and sparsity (vector spaces keep PETSc's interleaved numbering,
+``node * ncomp + component``, docs/design.md §2.1).
 
 ``Mat.getValuesCSR()`` of petsc4py copies a matrix row by row (two ``MatGetRow`` passes):
 about 0.2 s for the 1.05M-row CG1 stiffness matrix here, idle, and several times that on
@@ -12,6 +17,9 @@ within one set-up, never keep them.
 Anything else — a parallel matrix, another type, a PETSc built with 64-bit indices or
 complex scalars we did not expect, no ``libpetsc`` to load — gives None, and callers fall
 back to ``getValuesCSR``.
+
+petsc4py and scipy are imported on first use, so importing :mod:`fe_operators.sparse`
+initialises no PETSc (entry points do that through :mod:`fe_operators.petsc_argv`).
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["seqaij_csr"]
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse
+
+__all__ = ["petsc_to_scipy", "seqaij_csr"]
 
 _HOST = 0  # PETSC_MEMTYPE_HOST
 
@@ -83,3 +94,35 @@ def seqaij_csr(A: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     for arr in (indptr, indices, data):
         arr.flags.writeable = False
     return indptr, indices, data
+
+
+def petsc_to_scipy(mat: Any) -> "scipy.sparse.csr_matrix":
+    """Copy an assembled (serial, AIJ-family) PETSc matrix into scipy CSR.
+
+    Parameters
+    ----------
+    mat
+        An assembled petsc4py ``Mat`` (``aij``, ``baij`` or ``seqaij`` types; a
+        ``MATNEST`` or matrix-free matrix is rejected).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        float64, the same sparsity pattern (explicit zeros kept) and values.
+    """
+    import scipy.sparse as sp
+
+    if mat.getType() in ("nest", "python", "shell"):
+        raise TypeError(f"expected an assembled AIJ matrix, got PETSc type {mat.getType()!r}")
+    if mat.getComm().getSize() > 1:
+        raise NotImplementedError("sparse operators are built on one process; use COMM_SELF meshes")
+    if mat.getType() not in ("seqaij", "aij"):
+        mat = mat.convert("aij")
+    indptr, indices, data = mat.getValuesCSR()
+    shape = mat.getSize()
+    # copies: PETSc owns those buffers
+    return sp.csr_matrix(
+        (np.array(data, dtype=np.float64), np.array(indices, dtype=np.int64),
+         np.array(indptr, dtype=np.int64)),
+        shape=shape,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fe_operators.models.graph_ops import mean_adjacency, propagate_mean
+from fe_operators.models.layers.graph_ops import mean_adjacency, propagate_mean
 
 __all__ = ["DeepPropagation", "HOP_SCALINGS"]
 
@@ -18,7 +18,7 @@ class DeepPropagation(torch.nn.Module):
     .. math:: h' = h + \sum_{k=1}^{K} \gamma_k \odot \hat A^k h, \qquad \hat A = (A + I)/(d + 1)
 
     (the transform-then-propagate scheme of "Towards Deeper Graph Neural Networks", with
-    GPR-GNN's learned hop weights; :math:`\hat A` via :func:`~fe_operators.models.graph_ops.propagate_mean`).
+    GPR-GNN's learned hop weights; :math:`\hat A` via :func:`~fe_operators.models.layers.graph_ops.propagate_mean`).
     ``K`` sparse products extend the receptive field by ``K`` hops at the cost of ``K``
     averaging steps, without weights per hop beyond the ``(K, W)`` table ``γ``.
 

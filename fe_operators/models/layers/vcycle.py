@@ -51,8 +51,9 @@ import math
 
 import torch
 
-from fe_operators.models.context import HierarchyContext, LevelContext, SparseMap, _row_indices
-from fe_operators.models.sparse_ops import spmm
+from fe_operators.models.context import HierarchyContext, LevelContext
+from fe_operators.sparse.maps import SparseMap, row_indices
+from fe_operators.sparse.spmm import spmm
 
 __all__ = ["CycleLevel", "cycle_levels", "cast_levels", "LevelCoefficients", "coefficient_values", "MultigridCycle",
            "match_level", "MATCH_FACTOR"]
@@ -117,7 +118,7 @@ class CycleLevel:
 def _block_diagonals(ops: SparseMap, n: int) -> torch.Tensor:
     """``(K, n)``: the diagonal of every ``(n, n)`` block of a row-stacked operator."""
     k = ops.n_rows // n
-    rows = _row_indices(ops.crow)
+    rows = row_indices(ops.crow)
     on_diag = ops.col == rows % n
     out = torch.zeros(k * n, dtype=ops.values.dtype, device=ops.device)
     out.index_add_(0, rows[on_diag], ops.values[on_diag])
@@ -137,7 +138,7 @@ def _side_by_side(ops: SparseMap, scale: torch.Tensor) -> SparseMap:
     """
     n = ops.n_cols
     k = ops.n_rows // n
-    rows = _row_indices(ops.crow)
+    rows = row_indices(ops.crow)
     block, row = rows // n, rows % n
     col = ops.col * k + block
     order = torch.argsort(row * (n * k) + col, stable=True)
@@ -184,7 +185,7 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
             restrict=None if P is None else P.transpose(),
             laplacian=lv.laplacian,
             coefficient_map=lv.coefficient_map,
-            pattern_rows=_row_indices(lv.operators.crow[:n + 1]),
+            pattern_rows=row_indices(lv.operators.crow[:n + 1]),
             pattern_cols=lv.operators.col[:nnz],
             diagonal=_diagonal_positions(lv.operators.crow[:n + 1], lv.operators.col[:nnz]),
             mass_diag=_block_row_sums(lv.operators, mass_k, n),
@@ -194,7 +195,7 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
 
 def _diagonal_positions(crow: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     """Position of the diagonal entry of every row of a CSR pattern that has one in each row."""
-    rows = _row_indices(crow)
+    rows = row_indices(crow)
     pos = torch.nonzero(rows == col)[:, 0]
     if pos.numel() != crow.numel() - 1:
         raise ValueError("the level's operator pattern lacks diagonal entries")
@@ -205,7 +206,7 @@ def _block_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
     """Row sums of block ``k`` of a row-stacked operator."""
     block = _rows(ops, k * n, (k + 1) * n)
     sums = torch.zeros(n, dtype=ops.values.dtype, device=ops.device)
-    return sums.index_add_(0, _row_indices(block.crow), block.values)
+    return sums.index_add_(0, row_indices(block.crow), block.values)
 
 
 def cast_levels(levels: list[CycleLevel], dtype: torch.dtype) -> list[CycleLevel]:

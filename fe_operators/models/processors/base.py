@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 
@@ -44,7 +44,10 @@ from fe_operators.errors import ConfigError, SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.options import dataclass_from_dict
 
-__all__ = ["Processor", "PROCESSORS", "register_processor", "processor_class", "processor_options"]
+__all__ = ["Processor", "PROCESSORS", "register_processor", "processor_class", "processor_options", "ACTIVATIONS"]
+
+#: activation names every processor accepts (the type of their ``act`` option)
+ACTIVATIONS = Literal["gelu", "relu", "silu", "tanh"]
 
 
 class Processor(torch.nn.Module, abc.ABC):

@@ -1,6 +1,6 @@
 """Sparse products with a fixed matrix that autograd can differentiate through.
 
-``spmm(A, X) = A @ X`` for a :class:`~fe_operators.models.context.SparseMap` ``A`` (a
+``spmm(A, X) = A @ X`` for a :class:`~fe_operators.sparse.maps.SparseMap` ``A`` (a
 fixed FE operator: no gradient for it) and a dense ``X`` with many columns (nodes ×
 batch·channels).  The backward product is ``Aᵀ @ G`` with the transpose stored as CSR
 once (:meth:`SparseMap.transpose`), so neither direction converts formats or sorts on
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fe_operators.models.context import SparseMap
+from fe_operators.sparse.maps import SparseMap
 
 __all__ = ["spmm"]
 

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from fe_operators.models.mlp import activation
+from fe_operators.models.layers.mlp import activation
 
 __all__ = ["CoarseGridMixing"]
 

@@ -32,8 +32,8 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import splu
 
-from fe_operators.models.mlp import activation
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.models.layers.mlp import activation
+from fe_operators.sparse.warnings import csr_beta_warning_silenced
 
 __all__ = ["LatentGridSpectral", "GridTransfer", "grid_transfer", "COVERED", "FILL_STIFFNESS"]
 

@@ -1,8 +1,10 @@
 """Assembled bilinear forms as scipy and torch sparse CSR operators.
 
-Firedrake assembles into PETSc matrices; models want torch tensors.  This module is the
-one crossing point: ``PETSc.Mat`` → ``scipy.sparse.csr_matrix`` (float64, exact copy of
-PETSc's values and sparsity) → ``torch.sparse_csr_tensor``.
+Firedrake assembles a form into a PETSc matrix; :func:`assemble_scipy` copies it into
+scipy CSR (:func:`fe_operators.sparse.petsc_to_scipy`: float64, exact copy of PETSc's
+values and sparsity) and :func:`assemble_torch` on into a ``torch.sparse_csr_tensor``
+(:func:`fe_operators.sparse.scipy_to_torch`).  Mass and stiffness matrices and the
+nodes' quadrature weights are built on them.
 
 Vector-valued spaces follow PETSc's interleaved (node-major) numbering: row
 ``node * ncomp + component``, which is the flattening of the DOF-tensor layout
@@ -18,80 +20,18 @@ import scipy.sparse as sp
 import torch
 
 import firedrake as fd
-from petsc4py import PETSc
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.sparse.maps import scipy_to_torch
+from fe_operators.sparse.petsc import petsc_to_scipy
 
 __all__ = [
-    "petsc_to_scipy",
-    "scipy_to_torch",
     "assemble_scipy",
     "assemble_torch",
     "mass_matrix",
     "node_weights",
     "stiffness_matrix",
 ]
-
-
-def petsc_to_scipy(mat: PETSc.Mat) -> sp.csr_matrix:
-    """Copy an assembled (serial, AIJ-family) PETSc matrix into scipy CSR.
-
-    Parameters
-    ----------
-    mat
-        An assembled PETSc matrix (``aij``, ``baij`` or ``seqaij`` types; a
-        ``MATNEST`` or matrix-free matrix is rejected).
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix
-        float64, the same sparsity pattern (explicit zeros kept) and values.
-    """
-    if mat.getType() in ("nest", "python", "shell"):
-        raise TypeError(f"expected an assembled AIJ matrix, got PETSc type {mat.getType()!r}")
-    if mat.getComm().getSize() > 1:
-        raise NotImplementedError("sparse operators are built on one process; use COMM_SELF meshes")
-    if mat.getType() not in ("seqaij", "aij"):
-        mat = mat.convert("aij")
-    indptr, indices, data = mat.getValuesCSR()
-    shape = mat.getSize()
-    # copies: PETSc owns those buffers
-    return sp.csr_matrix(
-        (np.array(data, dtype=np.float64), np.array(indices, dtype=np.int64),
-         np.array(indptr, dtype=np.int64)),
-        shape=shape,
-    )
-
-
-def scipy_to_torch(
-    A: sp.spmatrix,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Convert a scipy sparse matrix to a torch sparse CSR tensor.
-
-    Parameters
-    ----------
-    A
-        Any scipy sparse matrix (converted to CSR first).
-    dtype, device
-        Of the result.
-
-    Returns
-    -------
-    torch.Tensor
-        ``torch.sparse_csr`` layout, int64 indices, shape ``A.shape``.
-    """
-    A = sp.csr_matrix(A)
-    with csr_beta_warning_silenced():
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(np.asarray(A.indptr, dtype=np.int64)),
-            torch.from_numpy(np.asarray(A.indices, dtype=np.int64)),
-            torch.from_numpy(np.asarray(A.data, dtype=np.float64)).to(dtype),
-            size=A.shape,
-            device=device,
-        )
 
 
 def _free_block(A: sp.csr_matrix, bcs: Sequence[fd.DirichletBC], V) -> sp.csr_matrix:

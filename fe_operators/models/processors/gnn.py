@@ -11,15 +11,14 @@ from typing import Any, Literal, Mapping
 import torch
 
 from fe_operators.errors import ConfigError, SpaceMismatchError
-from fe_operators.models.coarse_grid import CoarseGridMixing
 from fe_operators.models.context import MeshContext
-from fe_operators.models.graph_ops import edge_features, normalized_coordinates
-from fe_operators.models.latent_grid import GridTransfer, LatentGridSpectral, grid_transfer
-from fe_operators.models.mesh_conv import MeshConv
-from fe_operators.models.mlp import MLP
-from fe_operators.models.mlp_processor import ACTIVATIONS
-from fe_operators.models.processor import Processor, register_processor
-from fe_operators.models.propagation import DeepPropagation
+from fe_operators.models.layers.coarse_grid import CoarseGridMixing
+from fe_operators.models.layers.graph_ops import edge_features, normalized_coordinates
+from fe_operators.models.layers.latent_grid import GridTransfer, LatentGridSpectral, grid_transfer
+from fe_operators.models.layers.mesh_conv import MeshConv
+from fe_operators.models.layers.mlp import MLP
+from fe_operators.models.layers.propagation import DeepPropagation
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
 from fe_operators.options import dataclass_from_dict, non_negative, option, positive
 
 __all__ = ["GNNProcessor", "GNNOptions"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from fe_operators.sparse_csr import csr_beta_warning_silenced
+from fe_operators.sparse.warnings import csr_beta_warning_silenced
 
 __all__ = ["normalized_coordinates", "edge_features", "mean_aggregate", "mean_adjacency", "propagate_mean"]
 

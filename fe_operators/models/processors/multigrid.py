@@ -4,7 +4,7 @@ Each layer is the MgNO paper's
 
 .. math:: v \leftarrow \sigma\big(W_{Mg}(v)\,W_{out} + v\,W_0 + b(x)\big)
 
-with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.models.vcycle.MultigridCycle`:
+with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.models.layers.vcycle.MultigridCycle`:
 learned combinations of per-level FE operators, exact FE transfers, no nonlinearity
 inside), a pointwise channel map :math:`W_0`, and a bias computed from the node
 coordinates by a small MLP (a learned FE function would tie the model to one mesh).
@@ -19,7 +19,7 @@ hierarchy's ``to_finest`` / ``from_finest`` maps carry the channels there and ba
 Transfer across hierarchies of the domain: the model records its coarsest level's mesh
 size ``coarsest_h``; on another hierarchy the cycle starts at the level whose size is
 closest to it, and levels finer than the trained ones reuse the finest trained weights
-(:mod:`~fe_operators.models.vcycle` explains why the output then changes only by
+(:mod:`~fe_operators.models.layers.vcycle` explains why the output then changes only by
 discretisation error).
 """
 
@@ -33,15 +33,14 @@ import torch
 
 from fe_operators.errors import ConfigError, SpaceMismatchError
 from fe_operators.models.context import HierarchyContext, MeshContext
-from fe_operators.models.graph_ops import normalized_coordinates
-from fe_operators.models.mlp import MLP
-from fe_operators.models.mlp_processor import ACTIVATIONS
-from fe_operators.models.processor import Processor, register_processor
-from fe_operators.models.sparse_ops import spmm
-from fe_operators.models.vcycle import (
+from fe_operators.models.layers.graph_ops import normalized_coordinates
+from fe_operators.models.layers.mlp import MLP
+from fe_operators.models.layers.vcycle import (
     CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels, match_level,
 )
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
 from fe_operators.options import non_negative, option, optional, positive
+from fe_operators.sparse.spmm import spmm
 
 __all__ = ["MultigridOptions", "MultigridProcessor"]
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import MeshContext
-from fe_operators.models.mlp import MLP
-from fe_operators.models.processor import Processor, register_processor
+from fe_operators.models.layers.mlp import MLP
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
 from fe_operators.options import option, sizes
 
-__all__ = ["MLPProcessor", "MLPOptions", "ACTIVATIONS"]
-
-#: activation names every processor accepts
-ACTIVATIONS = Literal["gelu", "relu", "silu", "tanh"]
+__all__ = ["MLPProcessor", "MLPOptions"]
 
 
 @dataclasses.dataclass
