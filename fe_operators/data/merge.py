@@ -2,11 +2,14 @@
 
 The new file is written next to the journal (``FILE.partial/merge.h5.tmp``), synced, and
 renamed over the output file, so the output file is always either the old or the new
-complete file; the journal is removed after the rename.
+complete file; the journal is removed after the rename.  A merge that fails (a full
+disk, a damaged chunk) deletes its unfinished ``merge.h5.tmp`` and leaves the output
+file and the journal as they were, so the same command, re-run, merges again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +52,14 @@ def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Probl
     -------
     int
         Valid samples in the new file (0, and no file, when there is nothing valid).
+
+    Raises
+    ------
+    DatasetFileError
+        A journal chunk is damaged (:meth:`Journal.parts`), or so is the previous file.
+    OSError
+        The new file cannot be written (e.g. ``ENOSPC``); ``out`` and the journal are
+        kept, the unfinished new file is deleted.
     """
     tmp = journal.path / "merge.h5.tmp"
     tmp.unlink(missing_ok=True)
@@ -61,6 +72,20 @@ def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Probl
         "description": jsonable(prob.description()), "versions": versions(), "runs": runs + [run],
         "n_samples": plan.n_total,
     })
+    try:
+        n_done = _write_merged(tmp, journal, prob, plan, provenance)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never mistaken for a finished file, and its space is freed
+        raise
+    os.replace(tmp, out)
+    journal.remove()
+    return n_done
+
+
+def _write_merged(tmp: Path, journal: Journal, prob: Problem, plan: Plan, provenance: dict[str, Any]) -> int:
+    """Write the previous file's and the journal's samples into the new file ``tmp``; return #done."""
     writer = create_dataset_file(tmp, prob.mesh, prob.input_spaces, prob.output_space, provenance, plan.n_total)
     try:
         if plan.previous is not None:
@@ -72,11 +97,8 @@ def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Probl
         times = writer.group["time_per_sample"][...]
         if np.isfinite(times).any():
             provenance["seconds_per_sample_mean"] = float(np.nanmean(times))
-        n_done = writer.close(provenance)
-    finally:
-        writer.close()
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
-    journal.remove()
-    return n_done
+        return writer.close(provenance)
+    except BaseException:
+        with contextlib.suppress(Exception):  # closing may fail again (a full disk): the first error tells
+            writer.h5.close()
+        raise

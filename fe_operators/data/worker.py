@@ -2,13 +2,15 @@
 
 The missing samples are dealt round-robin (``missing[rank::size]``); every
 ``chunk_size`` rounds each rank journals its buffered samples as one part file and the
-ranks agree (one ``allreduce``) whether any of them failed, so that all stop at the same
-chunk boundary.
+ranks agree (one ``allreduce``) whether any of them failed (a sample, or a journal
+write, e.g. on a full disk), so that all stop at the same chunk boundary.
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,28 @@ from fe_operators.data.journal import Journal
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.problems.base import Problem
 
-__all__ = ["Worker", "dof_shape", "failure_message"]
+__all__ = ["Worker", "dof_shape", "failure_message", "no_space"]
+
+#: errno values of a full disk or quota
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk or quota is full.
+
+    ``OSError`` carries the errno; HDF5 (through h5py) and PETSc only put it in their
+    message (``errno = 28``, ``No space left on device``).
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        text = str(exc)
+        if any(f"errno = {e}," in text or os.strerror(e) in text for e in _NO_SPACE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class _Buffer:
@@ -104,6 +127,9 @@ class Worker:
         The first failed sample of this rank and why.
     failure_exc : BaseException or None
         Its exception.
+    write_error : tuple of (str, str, bool) or None
+        A journal chunk this rank could not write: the file, why, and whether the disk
+        (or quota) was full.  The chunk's samples are not kept; the run stops.
     generated : int
         Samples this rank solved.
     """
@@ -117,7 +143,17 @@ class Worker:
         self.buffer = _Buffer(self.names)
         self.failure: tuple[int, str] | None = None
         self.failure_exc: BaseException | None = None
+        self.write_error: tuple[str, str, bool] | None = None
         self.generated = 0
+
+    def flush(self) -> None:
+        """Journal the buffered samples; a failed write is recorded in :attr:`write_error`."""
+        try:
+            self.buffer.flush(self.journal, self.comm.rank)
+        except OSError as exc:
+            self.buffer.clear()  # not journalled: a rerun solves them again
+            path = str(exc.filename or self.journal.path)
+            self.write_error = (path, exc.strerror or str(exc), no_space(exc))
 
     def solve_one(self, index: int) -> None:
         """Sample and solve ``index``; buffer it, or record the failure."""
@@ -151,11 +187,12 @@ class Worker:
                 if bar is not None:
                     bar.update(min(size, missing.size - r * size))
                 if (r + 1) % chunk_size == 0 or r == n_rounds - 1:
-                    self.buffer.flush(self.journal, rank)
-                    if self.comm.allreduce(self.failure is not None, op=MPI.LOR):
+                    self.flush()
+                    stop = self.failure is not None or self.write_error is not None
+                    if self.comm.allreduce(stop, op=MPI.LOR):
                         break
         except KeyboardInterrupt:
-            self.buffer.flush(self.journal, rank)  # keep what is done: a rerun resumes from here
+            self.flush()  # keep what is done: a rerun resumes from here
             raise
         finally:
             if bar is not None:
