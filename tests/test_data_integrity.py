@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -317,6 +318,53 @@ def test_a_full_disk_during_the_merge_keeps_file_and_journal(tmp_path, capsys, r
     assert main_generate(argv) == 0
     _assert_reference(out, reference)
     assert not journal.exists() and FEFile(out).provenance["runs"][-1]["generated"] == 0
+
+
+def test_a_merge_that_cannot_fit_is_refused_before_writing(tmp_path, capsys, reference, monkeypatch):
+    from fe_operators.data import merge
+
+    out = tmp_path / "tight.h5"
+    _killed_run(out, reference, chunks=((0, 1, 2, 3, 4, 5, 6, 7),))
+    real = merge.shutil.disk_usage
+    monkeypatch.setattr(merge.shutil, "disk_usage", lambda path: real(path)._replace(free=50_000))
+    monkeypatch.setattr(merge, "create_dataset_file", None)  # never reached
+    argv = [*ARGV, "--samples", str(N), "--out", str(out)]
+    assert main_generate(argv) == 1
+    line = _one_error_line(capsys)
+    assert re.search(f"no space left on device writing {re.escape(str(out))} \\(the file needs at least "
+                     r"1\d\d kB, 50 kB are free\); free space and re-run the same command", line), line
+    assert f"({N}/{N} samples are kept in {journal_path(out)})" in line
+    monkeypatch.undo()
+    assert main_generate(argv) == 0
+    _assert_reference(out, reference)
+
+
+def test_a_petsc_write_error_on_a_full_disk_is_named_as_such(tmp_path, capsys, reference, monkeypatch):
+    # PETSc says "error code 76" only: the space left on the disk says why
+    import types
+
+    import firedrake as fd
+
+    from fe_operators.data import h5, merge
+
+    out = tmp_path / "petsc.h5"
+    journal = _killed_run(out, reference, chunks=((0, 1, 2, 3, 4, 5, 6, 7),))
+
+    def save_mesh(self, mesh):
+        raise RuntimeError("error code 76\n[0] Error in HDF5 call H5Dcreate2() Status -1")
+
+    monkeypatch.setattr(fd.CheckpointFile, "save_mesh", save_mesh)
+    monkeypatch.setattr(merge, "_check_space", lambda *args: None)  # as if the disk filled up meanwhile
+    usage = h5.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(h5, "shutil", types.SimpleNamespace(disk_usage=lambda path: usage._replace(free=4096)))
+    argv = [*ARGV, "--samples", str(N), "--out", str(out)]
+    assert main_generate(argv) == 1
+    line = _one_error_line(capsys)
+    assert f"no space left on device writing {out}; free space and re-run the same command to resume" in line
+    assert list(journal.path.iterdir()) and not list(journal.path.glob("merge*"))
+    monkeypatch.undo()
+    assert main_generate(argv) == 0
+    _assert_reference(out, reference)
 
 
 def test_a_full_disk_in_the_api_is_an_output_error(tmp_path, monkeypatch):

@@ -52,11 +52,12 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from fe_operators.data.h5 import no_space
 from fe_operators.data.journal import Journal
-from fe_operators.data.merge import merge_run
+from fe_operators.data.merge import kept_samples, merge_run
 from fe_operators.data.plan import Plan, check_output, plan_run
 from fe_operators.data.settings import run_settings
-from fe_operators.data.worker import Worker, dof_shape, no_space
+from fe_operators.data.worker import Worker, dof_shape
 from fe_operators.errors import DatasetFileError, FEOperatorsError, GenerationError, OutputError
 
 __all__ = ["GenerationReport", "generate_dataset"]
@@ -79,6 +80,8 @@ class GenerationReport:
     seconds
         Wall time from the end of mesh and problem set-up to the written file (planning,
         sampling and solving, journal, HDF5 file).
+    written
+        Whether this run wrote the file (``False``: it was complete already).
     """
 
     path: str
@@ -86,6 +89,7 @@ class GenerationReport:
     n_done: int
     generated: int
     seconds: float
+    written: bool = True
 
     @property
     def samples_per_second(self) -> float:
@@ -196,7 +200,7 @@ def generate_dataset(
     try:  # rank 0 holds the journal's lock until the end, whatever happens
         if nothing_to_do:
             n_done = n_total
-            return GenerationReport(str(out), n_total, n_done, 0, time.perf_counter() - started)
+            return GenerationReport(str(out), n_total, n_done, 0, time.perf_counter() - started, written=False)
 
         # ---- solve this rank's share, round by round (rounds are the same on every rank)
         worker = Worker(prob, seed, journal, comm)
@@ -231,8 +235,9 @@ def generate_dataset(
                 except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang
                     if isinstance(exc, (OSError, FEOperatorsError)) or no_space(exc):
                         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                        detail = reason if isinstance(exc, OutputError) else None  # merge's own words
                         result = (0, first, ("output", _write_failure(str(out), reason, no_space(exc),
-                                                                      journal, plan)))
+                                                                      journal, plan, detail)))
                     else:  # a bug: rank 0 shows its traceback
                         unexpected = exc
                         result = (0, first, ("other", f"rank 0 failed to write {out} (see its message)"))
@@ -251,16 +256,14 @@ def generate_dataset(
         journal.unlock()
 
 
-def _write_failure(path: str, reason: str, full: bool, journal: Journal, plan: Plan) -> str:
+def _write_failure(path: str, reason: str, full: bool, journal: Journal, plan: Plan,
+                   detail: str | None = None) -> str:
     """The one line for a run stopped by a failed write: the file, why, and how to resume."""
-    done = np.zeros(plan.n_total, dtype=bool)
-    if plan.previous is not None:
-        done[: plan.previous.n_samples] = plan.previous.done[: plan.n_total]
-    found = journal.indices()
-    done[found[found < plan.n_total]] = True
     where = str(journal.path) + (f" and {journal.out}" if plan.previous is not None else "")
-    kept = f"{int(done.sum())}/{plan.n_total} samples are kept in {where}"
+    kept = f"{kept_samples(journal, plan)}/{plan.n_total} samples are kept in {where}"
     if full:
-        return f"no space left on device writing {path}; free space and re-run the same command to resume ({kept})"
+        detail = f" ({detail})" if detail else ""
+        return (f"no space left on device writing {path}{detail}; free space and re-run the same command "
+                f"to resume ({kept})")
     reason = " ".join(reason.split())[:200]
     return f"cannot write {path}: {reason}; fix that and re-run the same command to resume ({kept})"

@@ -8,9 +8,7 @@ write, e.g. on a full disk), so that all stop at the same chunk boundary.
 
 from __future__ import annotations
 
-import errno
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
+from fe_operators.data.h5 import no_space
 from fe_operators.data.journal import Journal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,26 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Worker", "dof_shape", "failure_message", "no_space"]
 
-#: errno values of a full disk or quota
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-
-
-def no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) says the disk or quota is full.
-
-    ``OSError`` carries the errno; HDF5 (through h5py) and PETSc only put it in their
-    message (``errno = 28``, ``No space left on device``).
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            return True
-        text = str(exc)
-        if any(f"errno = {e}," in text or os.strerror(e) in text for e in _NO_SPACE):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 class _Buffer:
