@@ -22,8 +22,7 @@ from fe_operators.data.journal import Journal
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.problems.base import Problem
 
-__all__ = ["Worker", "dof_shape", "failure_message", "no_space"]
-
+__all__ = ["Worker", "dof_shape", "failure_message"]
 
 
 class _Buffer:
