@@ -16,6 +16,7 @@ import pytest
 
 from fe_operators.data import DatasetFileError, FEFile, NumberingError
 from fe_operators.data.generate import generate_dataset
+from fe_operators.data.h5 import sample_digests
 from fe_operators.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +118,8 @@ def test_stored_dofs_in_another_order_are_mapped_back(darcy_file, tmp_path):
         coords[...] = coords[...][sigma]
         probe = h5[_probe_path(h5, "fe_operators_numbering_output")]
         probe[...] = np.argsort(sigma)[np.rint(probe[...]).astype(np.int64)].astype(np.float64)
+        fields = json.loads(g["digests"].attrs["fields"])  # as a writer in that order digests them
+        g["digests"][...] = sample_digests(np.arange(g["done"].shape[0]), [(k, g[k][...]) for k in fields])
     f = FEFile(moved)
     spaces = f.rebuild()
     assert not np.array_equal(spaces.permutations["output"], np.arange(867))

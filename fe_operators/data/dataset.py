@@ -31,8 +31,7 @@ import h5py
 import numpy as np
 import torch
 
-from fe_operators.data.h5 import GROUP, FEFile, damaged_file_error, space_key
-from fe_operators.errors import NonFiniteError
+from fe_operators.data.h5 import GROUP, FEFile, damaged_file_error, non_finite_error, space_key
 from fe_operators.models.normalized import RunningMoments, UnitGaussianNormalizer
 
 __all__ = ["FEDataset", "split_indices"]
@@ -107,6 +106,9 @@ class FEDataset(torch.utils.data.Dataset):
         A selected sample holds NaN or infinite values (checked once, at construction;
         without ``preload`` by streaming the selected samples); the message names the
         sample and the field.
+    DatasetFileError
+        A selected sample does not match its stored digests (checked at construction,
+        and again by :meth:`__getitem__` for each sample it reads from the file).
     """
 
     def __init__(
@@ -145,11 +147,7 @@ class FEDataset(torch.utils.data.Dataset):
                 bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
                 if bad.any():
                     k = int(np.flatnonzero(bad)[0])
-                    count = int((~np.isfinite(arr[k])).sum())
-                    raise NonFiniteError(
-                        f"{self.path}: sample {int(rows[k])} holds {count} NaN or infinite value(s) in {name}; the "
-                        "file is damaged (generation never stores such samples): regenerate it with fe-operators "
-                        "generate ... --overwrite")
+                    raise non_finite_error(self.path, int(rows[k]), name, arr[k])
 
     # ------------------------------------------------------------------ file handle
     def _group(self) -> h5py.Group:
@@ -204,8 +202,11 @@ class FEDataset(torch.utils.data.Dataset):
                 g = self._group()
                 arrays = {n: g[space_key(n)][row] for n in self.input_names}
                 output = g["output"][row]
+                digests = g["digests"][row]
             except (OSError, KeyError) as exc:  # a damaged chunk or B-tree
                 raise damaged_file_error(self.path, exc, f"sample {row}") from exc
+            self.file.verify(np.array([row]), {n: a[None] for n, a in arrays.items()}, output[None],
+                             digests[None])
             x = self._arrange({n: a[None] for n, a in arrays.items()})
             x = x[0] if isinstance(x, torch.Tensor) else {n: v[0] for n, v in x.items()}
             y = torch.from_numpy(output)

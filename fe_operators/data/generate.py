@@ -191,6 +191,9 @@ def main_generate(argv: Sequence[str] | None = None) -> int:
             print(f"generated {report.generated} samples in {report.seconds:.2f} s "
                   f"({report.samples_per_second:.1f} samples/s); {report.path}: "
                   f"{report.n_done}/{report.n_samples} samples")
+        elif report.written:  # every missing sample was in the journal (e.g. a merge stopped by a full disk)
+            print(f"{report.path}: {report.n_done}/{report.n_samples} samples, merged from the journal of the "
+                  "interrupted run")
         else:
             print(f"nothing to do: {report.path} already holds {report.n_done}/{report.n_samples} samples")
     return 0

@@ -23,6 +23,15 @@ Failures
     :class:`~fe_operators.errors.GenerationError` naming the sample and PETSc's
     reason (the command exits with status 1).
 
+Full disk
+    A journal chunk or the final file that cannot be written (``ENOSPC``, a full quota,
+    or another write error on any rank) stops every rank at the same chunk boundary; the
+    journalled samples stay in ``FILE.partial/``, an unfinished new file is deleted, the
+    output file is left as it was, and every rank raises one
+    :class:`~fe_operators.errors.OutputError` ("no space left on device writing FILE;
+    free space and re-run the same command to resume (N/M samples are kept in
+    FILE.partial)"); re-running resumes from the journal.
+
 The pieces: :mod:`~fe_operators.data.settings` (what decides the samples, provenance),
 :mod:`~fe_operators.data.plan` (which samples are missing), :mod:`~fe_operators.data.worker`
 (one rank's solve loop), :mod:`~fe_operators.data.merge` (journal -> HDF5 file); the
@@ -43,13 +52,13 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from fe_operators.errors import GenerationError, OutputError
+from fe_operators.data.h5 import no_space
 from fe_operators.data.journal import Journal
-from fe_operators.data.merge import merge_run
-from fe_operators.data.plan import check_output, plan_run
+from fe_operators.data.merge import kept_samples, merge_run
+from fe_operators.data.plan import Plan, check_output, plan_run
 from fe_operators.data.settings import run_settings
 from fe_operators.data.worker import Worker, dof_shape
-from fe_operators.errors import FEOperatorsError
+from fe_operators.errors import DatasetFileError, FEOperatorsError, GenerationError, OutputError
 
 __all__ = ["GenerationReport", "generate_dataset"]
 
@@ -71,6 +80,8 @@ class GenerationReport:
     seconds
         Wall time from the end of mesh and problem set-up to the written file (planning,
         sampling and solving, journal, HDF5 file).
+    written
+        Whether this run wrote the file (``False``: it was complete already).
     """
 
     path: str
@@ -78,6 +89,7 @@ class GenerationReport:
     n_done: int
     generated: int
     seconds: float
+    written: bool = True
 
     @property
     def samples_per_second(self) -> float:
@@ -138,7 +150,11 @@ def generate_dataset(
     fe_operators.errors.MeshReadError
         The mesh cannot be read.
     OutputError
-        The output path cannot be written.
+        The output path cannot be written, or a journal chunk or the file could not be
+        written during the run (e.g. a full disk; the journal is kept: re-run to resume).
+    DatasetFileError
+        The existing file or the journal of an interrupted run is damaged (named, with
+        the fix).
     SettingsMismatchError
         The file (or an interrupted run) has other settings and ``overwrite`` is false.
     GenerationError
@@ -169,6 +185,9 @@ def generate_dataset(
             plan = plan_run(out, journal, settings, int(n_samples), overwrite, shapes)
         except (FEOperatorsError, OSError) as exc:
             error = exc
+            if not isinstance(exc, FEOperatorsError) and no_space(exc):
+                error = OutputError(f"no space left on device writing {exc.filename or journal.path}; "
+                                    "free space and re-run the same command")
     shared = None
     if rank == 0 and error is None:
         shared = (plan.n_total, plan.missing, plan.nothing_to_do)
@@ -181,7 +200,7 @@ def generate_dataset(
     try:  # rank 0 holds the journal's lock until the end, whatever happens
         if nothing_to_do:
             n_done = n_total
-            return GenerationReport(str(out), n_total, n_done, 0, time.perf_counter() - started)
+            return GenerationReport(str(out), n_total, n_done, 0, time.perf_counter() - started, written=False)
 
         # ---- solve this rank's share, round by round (rounds are the same on every rank)
         worker = Worker(prob, seed, journal, comm)
@@ -193,23 +212,41 @@ def generate_dataset(
 
         # ---- rank 0 merges the journal (and the previous file) into the output
         failures = comm.gather(failure, root=0)
+        write_errors = comm.gather(worker.write_error, root=0)
         total_generated = comm.reduce(generated, op=MPI.SUM, root=0)
-        result: tuple[int, tuple[int, str] | None, str | None] | None = None
+        result: tuple[int, tuple[int, str] | None, tuple[str, str] | None] | None = None
+        unexpected: BaseException | None = None
         if rank == 0:
             first = min((f for f in failures if f is not None), default=None)
+            write_error = next((w for w in write_errors if w is not None), None)
             run = {
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "command": command, "ranks": size, "generated": total_generated,
                 "loop_seconds": round(loop_seconds, 6), "failed_sample": None if first is None else first[0],
             }
-            try:
-                n_done = merge_run(out, journal, settings, prob, plan, run)
-                result = (n_done, first, None)
-            except (OSError, FEOperatorsError) as exc:
-                result = (0, first, f"cannot write {out}: {exc}")
+            if write_error is not None:  # the disk is full (most likely): a merge would fail too
+                result = (0, first, ("output", _write_failure(*write_error, journal, plan)))
+            else:
+                try:
+                    n_done = merge_run(out, journal, settings, prob, plan, run)
+                    result = (n_done, first, None)
+                except DatasetFileError as exc:  # a damaged chunk: the message names it and the fix
+                    result = (0, first, ("data", str(exc)))
+                except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang
+                    if isinstance(exc, (OSError, FEOperatorsError)) or no_space(exc):
+                        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                        detail = reason if isinstance(exc, OutputError) else None  # merge's own words
+                        result = (0, first, ("output", _write_failure(str(out), reason, no_space(exc),
+                                                                      journal, plan, detail)))
+                    else:  # a bug: rank 0 shows its traceback
+                        unexpected = exc
+                        result = (0, first, ("other", f"rank 0 failed to write {out} (see its message)"))
         n_done, first, merge_error = comm.bcast(result, root=0)
+        if unexpected is not None:
+            raise unexpected
         if merge_error is not None:
-            raise OutputError(merge_error)
+            kind, text = merge_error
+            raise {"data": DatasetFileError, "output": OutputError}.get(kind, FEOperatorsError)(text)
         if first is not None:
             exc = GenerationError(first[0], first[1], n_done, str(out))
             raise exc from (failure_exc if failure is not None and failure[0] == first[0] else None)
@@ -217,3 +254,16 @@ def generate_dataset(
         return GenerationReport(str(out), n_total, n_done, total_generated, time.perf_counter() - started)
     finally:
         journal.unlock()
+
+
+def _write_failure(path: str, reason: str, full: bool, journal: Journal, plan: Plan,
+                   detail: str | None = None) -> str:
+    """The one line for a run stopped by a failed write: the file, why, and how to resume."""
+    where = str(journal.path) + (f" and {journal.out}" if plan.previous is not None else "")
+    kept = f"{kept_samples(journal, plan)}/{plan.n_total} samples are kept in {where}"
+    if full:
+        detail = f" ({detail})" if detail else ""
+        return (f"no space left on device writing {path}{detail}; free space and re-run the same command "
+                f"to resume ({kept})")
+    reason = " ".join(reason.split())[:200]
+    return f"cannot write {path}: {reason}; fix that and re-run the same command to resume ({kept})"

@@ -11,6 +11,10 @@ side by side; the two are never open at the same time)::
                                    n_samples, n_done, complete
     /fe_operators/inputs/<name>    float64 (N, n_nodes) or (N, n_nodes, ncomp)
     /fe_operators/output           float64 (N, n_nodes) or (N, n_nodes, ncomp)
+    /fe_operators/digests          uint8 (N, F, 16): per sample and field, a SHA-256
+                                   digest (see :func:`sample_digests`); attr fields (JSON
+                                   list of the F space keys: the inputs in channel order,
+                                   then "output")
     /fe_operators/done             uint8 (N,): 1 once the sample's arrays are valid
     /fe_operators/time_per_sample  float64 (N,): seconds to sample and solve (NaN if not done)
     /fe_operators/spaces/inputs/<name>, /fe_operators/spaces/output
@@ -19,7 +23,20 @@ side by side; the two are never open at the same time)::
                                    for Lagrange-type spaces
 
 DOF arrays are in the numbering of the generating process (the mesh built from the
-provenance's mesh spec).  Rows that are not ``done`` hold NaN.  A fresh process rebuilds
+provenance's mesh spec).  Rows that are not ``done`` hold NaN.
+
+Integrity
+    Every sample is written with one digest per field (:meth:`DatasetWriter.write`, in
+    the same call as its rows) and verified whenever it is read (:meth:`FEFile.read`,
+    :meth:`FEFile.verify`): a sample whose bytes changed after it was written (a bad
+    disk, a stray write, a hand edit) is refused with a
+    :class:`~fe_operators.errors.DatasetFileError` naming the file, the sample and the
+    field (a :class:`~fe_operators.errors.NonFiniteError` when the damage put NaN or
+    infinite values there).  HDF5's own chunk checksums cannot do this: a chunk holds up
+    to 1024 rows, and uncompressed chunks carry no checksum at all.  Files of format
+    version 1, written before the digests, are refused when opened, with the advice to
+    regenerate them (fe_operators is pre-release and ships no data files).
+  A fresh process rebuilds
 mesh and spaces in two checked ways:
 
 * :meth:`FEFile.rebuild` loads the stored mesh with ``CheckpointFile`` and reads each
@@ -35,17 +52,20 @@ This module imports Firedrake only inside the functions that need it, so that
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from fe_operators.errors import DatasetFileError, NumberingError
+from fe_operators.errors import DatasetFileError, NonFiniteError, NumberingError
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd
@@ -62,16 +82,69 @@ __all__ = [
     "FESpaces",
     "create_dataset_file",
     "damaged_file_error",
+    "digest_fields",
     "dof_coordinates",
+    "find_digest_mismatch",
+    "no_space",
+    "non_finite_error",
     "numbering_hash",
+    "sample_digests",
     "space_key",
 ]
 
 FORMAT = "fe_operators.dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-sample digests
 GROUP = "fe_operators"
+DIGEST_SIZE = 16  # bytes kept of a SHA-256 per sample and field
+_DIGEST_PREFIX = b"fe_operators sample digest\0"
 _LAGRANGE = {"Lagrange", "Discontinuous Lagrange", "Q", "DQ", "TensorProductElement"}
 _ROW_CHUNK_BYTES = 1 << 16
+
+
+#: errno values of a full disk or quota
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+#: a write that fails with less free space than this left on its disk failed for want of space
+_FULL_BYTES = 16 << 20
+
+
+def no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk or quota is full.
+
+    ``OSError`` carries the errno; HDF5 (through h5py) and PETSc may only put it in their
+    message (``errno = 28``, ``No space left on device``).
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return True
+        text = str(exc)
+        if any(f"errno = {e}," in text or os.strerror(e) in text for e in _NO_SPACE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _disk_full(exc: BaseException, path: str | os.PathLike) -> bool:
+    """Whether a write to ``path`` that raised ``exc`` failed because its disk is full.
+
+    By the error itself (:func:`no_space`), or, for PETSc's and HDF5's errors that do not
+    say why a write failed, by the space left on the disk (to be asked before the failed
+    file is deleted).
+    """
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+        return False
+    if no_space(exc):
+        return True
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < _FULL_BYTES
+    except OSError:
+        return False
+
+
+def _no_space_error(path: str | os.PathLike) -> OSError:
+    """``OSError(ENOSPC)`` naming ``path``."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def space_key(name: str | None) -> str:
@@ -88,6 +161,92 @@ def _dof_shape(info: Mapping[str, Any]) -> tuple[int, ...]:
     """DOF-tensor shape of one sample from a SpaceInfo dict (see :class:`SpaceInfo`)."""
     n = int(info["n_nodes"])
     return (n,) if not info["value_shape"] else (n, int(info["ncomp"]))
+
+
+def digest_fields(input_names: Sequence[str]) -> list[str]:
+    """The fields a sample's digests cover, in order: ``inputs/<name>`` in channel order, ``output``."""
+    return [space_key(n) for n in input_names] + [space_key(None)]
+
+
+def sample_digests(indices: np.ndarray, fields: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Per-sample, per-field digests of the rows of a batch.
+
+    The digest of sample ``i``'s field ``key`` is the first 16 bytes of the SHA-256 of
+    ``b"fe_operators sample digest\\0"``, ``i`` as little-endian int64, ``key`` in UTF-8
+    and a NUL byte, and the sample's values as little-endian float64 (the on-disk dtype)
+    in C order.  The index and the key are hashed too, so a row copied onto another
+    sample, or one field's values put in another's place, do not match either.  (SHA-256
+    rather than BLAKE2b: CPUs with SHA instructions hash 2-3 times faster with it.)
+
+    Parameters
+    ----------
+    indices
+        Sample indices, ``(k,)``.
+    fields
+        ``(key, array)`` pairs, each array ``(k, ...)`` (batch first).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, len(fields), DIGEST_SIZE)`` uint8.
+    """
+    idx = np.ascontiguousarray(indices, dtype="<i8").reshape(-1)
+    rows = [(key.encode() + b"\0", np.ascontiguousarray(a, dtype="<f8").reshape(idx.size, -1))
+            for key, a in fields]
+    out = bytearray()
+    for k in range(idx.size):  # hashlib runs over each row in C; this loop is per sample read
+        head = _DIGEST_PREFIX + idx[k].tobytes()
+        for key, a in rows:
+            h = hashlib.sha256(head + key)
+            h.update(a[k])
+            out += h.digest()[:DIGEST_SIZE]
+    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(idx.size, len(rows), DIGEST_SIZE)
+
+
+def non_finite_error(path: str, sample: int, field: str, values: np.ndarray) -> NonFiniteError:
+    """The error for a stored sample with NaN or infinite values in ``field``."""
+    count = int((~np.isfinite(values)).sum())
+    return NonFiniteError(
+        f"{path}: sample {sample} holds {count} NaN or infinite value(s) in {field}; the file is damaged "
+        "(generation never stores such samples): regenerate it with fe-operators generate ... --overwrite"
+    )
+
+
+def find_digest_mismatch(indices: np.ndarray, fields: Sequence[tuple[str, np.ndarray]],
+                         stored: np.ndarray) -> tuple[int, int] | None:
+    """The first ``(row, field)`` position whose values do not hash to ``stored``, or ``None``.
+
+    Parameters
+    ----------
+    indices, fields
+        As for :func:`sample_digests`.
+    stored
+        The digests written with the rows, ``(k, len(fields), DIGEST_SIZE)`` (any other
+        shape mismatches at ``(0, 0)``).
+    """
+    got = sample_digests(indices, fields)
+    if stored.shape != got.shape:
+        return (0, 0)
+    bad = np.argwhere((got != stored).any(axis=2))
+    return None if bad.size == 0 else (int(bad[0, 0]), int(bad[0, 1]))
+
+
+def _check_digests(path: str, indices: np.ndarray, fields: Sequence[tuple[str, np.ndarray]],
+                   stored: np.ndarray) -> None:
+    """Raise unless the rows in ``fields`` hash to ``stored`` (see :func:`sample_digests`)."""
+    found = find_digest_mismatch(indices, fields, stored)
+    if found is None:
+        return
+    k, j = found
+    key, values = fields[j][0], np.asarray(fields[j][1][k])
+    sample = int(indices[k])
+    if not np.isfinite(values).all():
+        raise non_finite_error(path, sample, key, values)
+    raise DatasetFileError(
+        f"{path}: sample {sample} is damaged: its {key} values do not match the digest written with them "
+        "(the file was changed after it was written); regenerate it with fe-operators generate ... "
+        "--overwrite, or restore a good copy"
+    )
 
 
 def numbering_hash(V: fd.FunctionSpace) -> str:
@@ -168,13 +327,23 @@ def create_dataset_file(
         idx = np.arange(V.dof_dset.size, dtype=np.float64)
         f.dat.data_wo[...] = idx.reshape((-1,) + (1,) * (f.dat.data_wo.ndim - 1))
         probes[key] = f
-    with fd.CheckpointFile(str(path), "w", comm=mesh.comm) as cf:
+    cf = fd.CheckpointFile(str(path), "w", comm=mesh.comm)
+    try:
         cf.save_mesh(mesh)
         for f in probes.values():
             cf.save_function(f)
+        cf.close()
+    except BaseException as exc:
+        full = _disk_full(exc, path)
+        _discard_checkpoint(cf, path)
+        if full and not no_space(exc):  # PETSc's error says "error code 76" only
+            raise _no_space_error(path) from exc
+        raise
     meta = {key: (space_info(V).to_dict(), str(V.ufl_element()), numbering_hash(V), dof_coordinates(V))
             for key, V in spaces.items()}
-    h5 = h5py.File(path, "a")
+    # no chunk cache: a failed write (a full disk) raises in the call that made it, with nothing
+    # left dirty for the closing flush but metadata (see _discard)
+    h5 = h5py.File(path, "a", rdcc_nbytes=0)
     try:
         g = h5.create_group(GROUP)
         g.attrs["format"] = FORMAT
@@ -200,13 +369,53 @@ def create_dataset_file(
                 key, shape=(n_samples, *shape), maxshape=(None, *shape), dtype=np.float64,
                 chunks=(min(rows, max(n_samples, 1)), *shape), fillvalue=np.nan,
             )
+        fields = digest_fields(list(input_spaces))
+        dg = g.create_dataset("digests", shape=(n_samples, len(fields), DIGEST_SIZE),
+                              maxshape=(None, len(fields), DIGEST_SIZE), dtype=np.uint8, fillvalue=0,
+                              chunks=(min(1024, max(n_samples, 1)), len(fields), DIGEST_SIZE))
+        dg.attrs["fields"] = json.dumps(fields)
         g.create_dataset("done", shape=(n_samples,), maxshape=(None,), dtype=np.uint8, fillvalue=0)
         g.create_dataset("time_per_sample", shape=(n_samples,), maxshape=(None,), dtype=np.float64,
                          fillvalue=np.nan)
-    except BaseException:
-        h5.close()
+    except BaseException as exc:
+        full = _disk_full(exc, path)
+        _discard(h5, path)
+        if full and not no_space(exc):
+            raise _no_space_error(path) from exc
         raise
     return DatasetWriter(h5, list(input_spaces))
+
+
+def _discard_checkpoint(cf: Any, path: str | os.PathLike) -> None:
+    """Close a ``CheckpointFile`` whose writing failed, and delete the file (as :func:`_discard`).
+
+    Its PETSc viewer would otherwise be destroyed by the garbage collector at exit, with
+    a flush that fails again after MPI has been finalised (an abort).
+    """
+    with contextlib.suppress(OSError):
+        os.truncate(path, 0)
+    with contextlib.suppress(Exception):
+        if hasattr(cf, "_h5pyfile"):
+            del cf._h5pyfile  # no flush through h5py: the viewer flushes as it closes
+        cf.viewer.destroy()
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _discard(h5: h5py.File, path: str | os.PathLike) -> None:
+    """Close a file whose writing failed, and delete it.
+
+    HDF5 flushes its cached metadata when a file is closed; where the disk is full that
+    flush fails half-way and leaves the library in a state that crashes the process
+    later (a segmentation fault at the next close, or at exit).  The file is emptied
+    first, which gives that last flush the room it needs, then closed and deleted.
+    """
+    with contextlib.suppress(OSError):
+        os.truncate(path, 0)
+    with contextlib.suppress(Exception):
+        h5.close()
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 class DatasetWriter:
@@ -222,8 +431,14 @@ class DatasetWriter:
 
     def __init__(self, h5: h5py.File, input_names: Sequence[str]) -> None:
         self.h5 = h5
+        self.path = str(h5.filename)
         self.input_names = list(input_names)
         self.group = h5[GROUP]
+        # held open until the file is closed: HDF5 flushes a dataset's chunk cache when its
+        # last handle goes, and a flush failing in a handle's destructor (a full disk) is
+        # only printed, and leaves HDF5 in a state that crashes the process later
+        keys = [*digest_fields(self.input_names), "digests", "time_per_sample", "done"]
+        self.datasets: dict[str, h5py.Dataset] = {k: self.group[k] for k in keys}
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -238,7 +453,11 @@ class DatasetWriter:
         output: np.ndarray,
         times: np.ndarray,
     ) -> None:
-        """Write samples ``indices`` (rows of the arrays) and mark them done."""
+        """Write samples ``indices`` (rows of the arrays) with their digests and mark them done.
+
+        The values are stored as float64; the digests (:func:`sample_digests`) are taken
+        of the values as stored, in this same call.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
             return
@@ -246,12 +465,15 @@ class DatasetWriter:
         idx, first = np.unique(indices[order], return_index=True)
         rows = order[first]  # h5py fancy indexing needs increasing, unique indices
         sel: Any = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size else idx
-        g = self.group
-        for name in self.input_names:
-            g[space_key(name)][sel] = np.asarray(inputs[name])[rows]
-        g["output"][sel] = np.asarray(output)[rows]
-        g["time_per_sample"][sel] = np.asarray(times)[rows]
-        g["done"][sel] = 1  # last: a row is valid only once its arrays are written
+        fields = [(space_key(n), np.ascontiguousarray(np.asarray(inputs[n])[rows], dtype="<f8"))
+                  for n in self.input_names]
+        fields.append((space_key(None), np.ascontiguousarray(np.asarray(output)[rows], dtype="<f8")))
+        ds = self.datasets
+        for key, values in fields:
+            ds[key][sel] = values
+        ds["digests"][sel] = sample_digests(idx, fields)
+        ds["time_per_sample"][sel] = np.asarray(times)[rows]
+        ds["done"][sel] = 1  # last: a row is valid only once its arrays are written
 
     def copy_from(self, other: FEFile, block: int = 256) -> None:
         """Copy the done samples of another dataset file (same spaces) into this one."""
@@ -266,14 +488,36 @@ class DatasetWriter:
         if not self.h5.id.valid:
             return 0
         g = self.group
-        done = g["done"][...]
+        done = self.datasets["done"][...]
         g.attrs["n_done"] = int(done.sum())
         g.attrs["complete"] = bool(done.all())
         if provenance is not None:
             g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
         n = int(done.sum())
+        self.h5.flush()  # a full disk fails here, with the file still open (see discard)
         self.h5.close()
         return n
+
+    def discard(self, exc: BaseException | None = None) -> None:
+        """Close and delete a file whose writing failed (e.g. on a full disk), freeing its space.
+
+        Safe where a write or :meth:`close` raised ``ENOSPC``: the file is emptied before
+        HDF5's closing flush, which would otherwise fail and crash the process later.
+
+        Parameters
+        ----------
+        exc
+            What the failed write raised: where it failed because the disk is full but
+            does not say so, an ``OSError(ENOSPC)`` naming the file is raised from it.
+        """
+        full = exc is not None and _disk_full(exc, self.path)
+        if self.h5.id.valid:
+            _discard(self.h5, self.path)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        if full and not no_space(exc):
+            raise _no_space_error(self.path) from exc
 
 
 # ---------------------------------------------------------------------------- reading
@@ -381,8 +625,9 @@ class FEFile:
     Raises
     ------
     DatasetFileError
-        The file is missing, not HDF5, not an fe_operators dataset, or damaged (its
-        metadata cannot be read back); the message names the file.
+        The file is missing, not HDF5, not an fe_operators dataset, damaged (its
+        metadata cannot be read back), or of format version 1 (written without
+        per-sample digests: regenerate it); the message names the file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -411,6 +656,12 @@ class FEFile:
                         f"{self.path} has format version {version}; this fe_operators reads up to "
                         f"{FORMAT_VERSION}: upgrade fe_operators"
                     )
+                if version < FORMAT_VERSION:  # version 1 had no digests: its samples cannot be verified
+                    raise DatasetFileError(
+                        f"{self.path} has format version {version}, written by an older fe_operators "
+                        "without per-sample digests; regenerate it with this version (fe-operators "
+                        "generate ... --overwrite)"
+                    )
                 self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
                 self.input_names: list[str] = json.loads(g.attrs["input_names"])
                 self.mesh_name: str = str(g.attrs["mesh_name"])
@@ -422,6 +673,15 @@ class FEFile:
                     k: str(g[f"spaces/{k}"].attrs["numbering_hash"]) for k in keys
                 }
                 self.n_samples = int(g["done"].shape[0])
+                fields = digest_fields(self.input_names)
+                digests = g["digests"]
+                if (digests.shape != (self.n_samples, len(fields), DIGEST_SIZE)
+                        or json.loads(digests.attrs["fields"]) != fields):
+                    raise DatasetFileError(
+                        f"{self.path} is damaged: its digests have shape {digests.shape}, expected "
+                        f"{(self.n_samples, len(fields), DIGEST_SIZE)} for fields {fields}; generate it "
+                        "again (fe-operators generate ... --overwrite) or restore a good copy"
+                    )
                 self.done: np.ndarray = g["done"][...].astype(bool)
                 self.times: np.ndarray = g["time_per_sample"][...]
         except DatasetFileError:
@@ -464,12 +724,17 @@ class FEFile:
         output : numpy.ndarray
             ``(k, n_nodes[, ncomp])``.
 
+        Every sample read is checked against its stored digests (:meth:`verify`).
+
         Raises
         ------
         IndexError
             An index is out of range or not a done (valid) sample.
         DatasetFileError
-            The arrays cannot be read back (a damaged file).
+            The arrays cannot be read back, or a sample does not match its digests (a
+            damaged file); the message names the file and the sample.
+        NonFiniteError
+            A damaged sample holds NaN or infinite values (named by sample and field).
         """
         idx = np.flatnonzero(self.done) if indices is None else np.asarray(list(indices), dtype=np.int64)
         self.check_indices(idx)
@@ -479,11 +744,49 @@ class FEFile:
         try:
             with h5py.File(self.path, "r") as h5:
                 g = h5[GROUP]
-                inputs = {n: _rows(g[space_key(n)], sel, uniq.size)[inverse] for n in self.input_names}
-                output = _rows(g["output"], sel, uniq.size)[inverse]
+                inputs = {n: _rows(g[space_key(n)], sel, uniq.size) for n in self.input_names}
+                output = _rows(g["output"], sel, uniq.size)
+                digests = _rows(g["digests"], sel, uniq.size)
         except _DAMAGE as exc:
             raise damaged_file_error(self.path, exc, "its sample arrays") from exc
-        return inputs, output
+        self.verify(uniq, inputs, output, digests)
+        return {n: a[inverse] for n, a in inputs.items()}, output[inverse]
+
+    def check(self, block: int = 256) -> None:
+        """Read every done sample, ``block`` at a time, and verify it against its digests.
+
+        Raises
+        ------
+        DatasetFileError, NonFiniteError
+            As :meth:`read`, for the first damaged sample.
+        """
+        idx = np.flatnonzero(self.done)
+        for start in range(0, idx.size, block):
+            self.read(idx[start:start + block])
+
+    def verify(self, indices: np.ndarray, inputs: Mapping[str, np.ndarray], output: np.ndarray,
+               digests: np.ndarray) -> None:
+        """Check samples read from this file against their stored digests.
+
+        Parameters
+        ----------
+        indices
+            The samples' indices, ``(k,)``.
+        inputs, output
+            Their arrays as read (batch first).
+        digests
+            Their rows of the ``digests`` dataset, ``(k, F, DIGEST_SIZE)``.
+
+        Raises
+        ------
+        NonFiniteError
+            A sample does not match its digest and holds NaN or infinite values; the
+            message names the file, the sample and the field.
+        DatasetFileError
+            A sample does not match its digest (named as above).
+        """
+        fields = [(space_key(n), inputs[n]) for n in self.input_names] + [(space_key(None), output)]
+        _check_digests(self.path, np.asarray(indices, dtype=np.int64), fields, np.asarray(digests))
 
     def check_indices(self, idx: np.ndarray) -> None:
         """Raise ``IndexError`` unless all ``idx`` are valid, done samples."""

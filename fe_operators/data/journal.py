@@ -9,7 +9,8 @@ file killed mid-write can be left unreadable):
 * ``settings.json`` — the run's settings (problem, parameters, seed, mesh, numbering,
   solver options), written before any sample;
 * ``part-<rank>-<first index>-<random>.npz`` — one chunk of finished samples each
-  (indices, input and output DOF arrays, seconds per sample).
+  (indices, input and output DOF arrays, seconds per sample, and per sample and field
+  the digest of :func:`~fe_operators.data.h5.sample_digests`, taken as it is written).
 
 Every file is written under a temporary name and renamed into place, and a rename is
 atomic, so after a ``SIGKILL`` at any instant the folder holds only complete chunks (and
@@ -18,9 +19,12 @@ perhaps a ``*.tmp`` to delete).  When all samples are done, the chunks and the p
 and the folder is removed.
 
 A journal damaged from outside (an unreadable ``settings.json``, a chunk that cannot be
-read or holds arrays of other shapes than the run's spaces) is refused when it is read,
-before any sample is solved, with a :class:`~fe_operators.errors.DatasetFileError`
-naming the file and the fix (:meth:`Journal.settings`, :meth:`Journal.check_parts`).
+read, holds arrays of other shapes than the run's spaces, values that do not match their
+digests, or NaN or infinite values) is refused when it is read, before any sample is
+solved, and again before its chunks are merged, with a
+:class:`~fe_operators.errors.DatasetFileError` naming the file, the sample and the fix:
+delete that chunk and re-run the same command, which solves its samples again
+(:meth:`Journal.settings`, :meth:`Journal.check_parts`, :meth:`Journal.parts`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fe_operators.data.h5 import DIGEST_SIZE, find_digest_mismatch, sample_digests, space_key
 from fe_operators.errors import DatasetFileError, OutputError
 
 __all__ = ["Journal", "Part", "journal_path"]
@@ -57,9 +62,36 @@ def _atomic_write(path: Path, write: Any) -> None:
         with open(tmp, "wb") as fh:
             write(fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file: name the one being written
         raise
+
+
+def _part_fields(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """A chunk's digested fields: ``inputs/<name>`` by sorted name, then ``output``."""
+    names = sorted(k.split(".", 1)[1] for k in arrays if k.startswith("input."))
+    return [(space_key(n), arrays[f"input.{n}"]) for n in names] + [(space_key(None), arrays["output"])]
+
+
+def _content_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What is wrong with a chunk's values (digests, finiteness), naming the sample; ``None``: nothing."""
+    indices = arrays["indices"]
+    fields = _part_fields(arrays)
+    found = find_digest_mismatch(indices, fields, arrays["digests"])
+    if found is not None:
+        k, j = found
+        key, values = fields[j]
+        count = int((~np.isfinite(values[k])).sum())
+        what = f"holds {count} NaN or infinite value(s) in" if count else "does not match its digest in"
+        return f"sample {int(indices[k])} {what} {key} (damaged after it was written)"
+    for key, values in fields:  # digests match: values written non-finite would still be refused
+        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            return f"sample {int(indices[k])} holds NaN or infinite values in {key}"
+    return None
 
 
 def _part_problem(path: Path, input_shapes: Mapping[str, tuple[int, ...]],
@@ -67,7 +99,7 @@ def _part_problem(path: Path, input_shapes: Mapping[str, tuple[int, ...]],
     """What is wrong with chunk file ``path`` given the per-sample DOF shapes (``None``: nothing)."""
     shapes = {f"input.{n}": tuple(v) for n, v in input_shapes.items()}
     shapes["output"] = tuple(output_shape)
-    expected = {"indices", "times", *shapes}
+    expected = {"indices", "times", "digests", *shapes}
     try:
         with zipfile.ZipFile(path) as zf:
             headers = {}
@@ -88,10 +120,18 @@ def _part_problem(path: Path, input_shapes: Mapping[str, tuple[int, ...]],
     if k < 1 or indices.dtype.kind not in "iu" or (indices < 0).any():
         return f"its indices are not a list of sample numbers (shape {indices.shape}, dtype {indices.dtype})"
     for key, (shape, dtype) in sorted(headers.items()):
-        want = (k,) if key in ("indices", "times") else (k, *shapes[key])
-        if key != "indices" and (shape != want or dtype != np.float64):
-            return f"its array {key!r} has shape {shape} and dtype {dtype}, expected {want} and float64"
-    return None
+        if key == "digests":
+            want, want_dtype = (k, len(shapes), DIGEST_SIZE), np.dtype(np.uint8)
+        else:
+            want, want_dtype = ((k,) if key in ("indices", "times") else (k, *shapes[key])), np.dtype(np.float64)
+        if key != "indices" and (shape != want or dtype != want_dtype):
+            return f"its array {key!r} has shape {shape} and dtype {dtype}, expected {want} and {want_dtype}"
+    try:
+        with np.load(path) as z:
+            arrays = {key: z[key] for key in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        return f"it cannot be read ({type(exc).__name__}: {exc})"
+    return _content_problem({key.removesuffix(".npy"): a for key, a in arrays.items()})
 
 
 class Part(NamedTuple):
@@ -178,16 +218,17 @@ class Journal:
         delete = self.path if delete is None else delete
         return DatasetFileError(
             f"{path}: {what}; the journal of an interrupted run of {self.out.name} is damaged: "
-            f"delete {delete} (its samples are solved again), or rerun with --overwrite (which "
-            "discards the interrupted run)"
+            f"delete {delete} and re-run the same command (its samples are solved again), or rerun "
+            "with --overwrite (which discards the interrupted run)"
         )
 
     def check_parts(self, input_shapes: Mapping[str, tuple[int, ...]], output_shape: tuple[int, ...]) -> None:
         """Check every chunk file before its samples are counted as done.
 
-        Only the arrays' headers are read (and the indices): each chunk must hold
-        ``indices`` (``(k,)`` integers >= 0), ``times`` (``(k,)``), ``output`` and one
-        ``input.<name>`` per input, float64 of shape ``(k, *shape)``.
+        Each chunk must hold ``indices`` (``(k,)`` integers >= 0), ``times`` (``(k,)``),
+        ``output`` and one ``input.<name>`` per input, float64 of shape ``(k, *shape)``,
+        and ``digests`` (``(k, fields, DIGEST_SIZE)`` uint8), checked from the arrays'
+        headers first; then every sample's values must match its digests and be finite.
 
         Parameters
         ----------
@@ -199,8 +240,10 @@ class Journal:
         Raises
         ------
         DatasetFileError
-            A chunk that cannot be read or holds other arrays; the message names the file
-            and the fixes (delete that file, or the folder, or rerun with ``--overwrite``).
+            A chunk that cannot be read, holds other arrays, or a sample whose values do
+            not match their digests or are not finite; the message names the file (and
+            the sample) and the fixes (delete that file and re-run, which solves its
+            samples again, or rerun with ``--overwrite``).
         """
         for path in self._part_files():
             problem = _part_problem(path, input_shapes, output_shape)
@@ -235,12 +278,24 @@ class Journal:
         output: np.ndarray,
         times: Sequence[float],
     ) -> None:
-        """Atomically add a chunk of finished samples."""
+        """Atomically add a chunk of finished samples, with their digests.
+
+        The values are stored as float64; the digests (:func:`~fe_operators.data.h5.sample_digests`)
+        are taken of the values as stored.
+
+        Raises
+        ------
+        OSError
+            The chunk cannot be written (e.g. ``ENOSPC``, the disk is full); its
+            ``filename`` names the chunk, and no partial chunk is left.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0:
             return
-        arrays = {"indices": idx, "output": np.asarray(output), "times": np.asarray(times, dtype=np.float64)}
-        arrays.update({f"input.{name}": np.asarray(a) for name, a in inputs.items()})
+        arrays = {"indices": idx, "output": np.ascontiguousarray(output, dtype="<f8"),
+                  "times": np.asarray(times, dtype=np.float64)}
+        arrays.update({f"input.{name}": np.ascontiguousarray(a, dtype="<f8") for name, a in inputs.items()})
+        arrays["digests"] = sample_digests(idx, _part_fields(arrays))
         name = f"part-{rank:04d}-{int(idx[0]):09d}-{uuid.uuid4().hex[:8]}.npz"
         _atomic_write(self.path / name, lambda fh: np.savez(fh, **arrays))
 
@@ -249,14 +304,26 @@ class Journal:
         return sorted(self.path.glob("part-*.npz")) if self.exists else []
 
     def parts(self) -> Iterator[Part]:
-        """The stored chunks (unreadable ones are skipped; :meth:`check_parts` refuses them first)."""
+        """The stored chunks, each verified (digests, finite values) as it is read.
+
+        Raises
+        ------
+        DatasetFileError
+            A chunk that cannot be read, or a sample in it that does not match its
+            digests or holds NaN or infinite values; the message names the chunk, the
+            sample and the fix (as :meth:`check_parts`).
+        """
         for path in self._part_files():
             try:
                 with np.load(path) as z:
-                    inputs = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("input.")}
-                    yield Part(z["indices"], inputs, z["output"], z["times"])
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                continue
+                    arrays = {k: z[k] for k in z.files}
+                problem = _content_problem(arrays)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+            if problem is not None:
+                raise self._damaged(path, problem, delete=path)
+            inputs = {k.split(".", 1)[1]: a for k, a in arrays.items() if k.startswith("input.")}
+            yield Part(arrays["indices"], inputs, arrays["output"], arrays["times"])
 
     def indices(self) -> np.ndarray:
         """Indices of all samples in the stored chunks."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fe_operators.errors import DatasetFileError, OutputError, SettingsMismatchError
+from fe_operators.errors import DatasetFileError, NonFiniteError, OutputError, SettingsMismatchError
 from fe_operators.data.h5 import FEFile
 from fe_operators.data.journal import Journal
 from fe_operators.data.settings import compare_settings
@@ -72,8 +72,10 @@ def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: i
     OutputError
         The journal folder cannot be created, or another run holds it.
     DatasetFileError
-        ``out`` exists and is not a readable dataset, or the journal is damaged (an
-        unreadable ``settings.json`` or chunk), and ``overwrite`` is false.
+        ``out`` exists and is not a readable dataset or holds a damaged sample (one
+        whose values do not match their digests; checked when its samples are to be
+        copied), or the journal is damaged (an unreadable ``settings.json``, a chunk
+        that cannot be read or fails its digests), and ``overwrite`` is false.
     SettingsMismatchError
         ``out`` or the journal holds other settings (and ``overwrite`` is false).
     MemoryLimitError
@@ -108,6 +110,16 @@ def _plan_locked(out: Path, journal: Journal, settings: dict[str, Any], n_sample
             if diff and not overwrite:
                 raise SettingsMismatchError(str(out), diff)
             previous = None if diff else previous
+        if previous is not None and not (previous.complete and previous.n_samples >= n_samples):
+            try:  # its samples will be copied into the new file: verify them before solving any
+                previous.check()
+            except (DatasetFileError, NonFiniteError) as exc:
+                if not overwrite:
+                    raise DatasetFileError(
+                        f"{exc}; to go on, choose another --out, or --overwrite to replace {out} (its "
+                        "samples are solved again)"
+                    ) from exc
+                previous = None
     try:
         stored = journal.settings()
         if stored is not None and not compare_settings(stored, settings):

@@ -2,8 +2,8 @@
 
 The missing samples are dealt round-robin (``missing[rank::size]``); every
 ``chunk_size`` rounds each rank journals its buffered samples as one part file and the
-ranks agree (one ``allreduce``) whether any of them failed, so that all stop at the same
-chunk boundary.
+ranks agree (one ``allreduce``) whether any of them failed (a sample, or a journal
+write, e.g. on a full disk), so that all stop at the same chunk boundary.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
+from fe_operators.data.h5 import no_space
 from fe_operators.data.journal import Journal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +105,9 @@ class Worker:
         The first failed sample of this rank and why.
     failure_exc : BaseException or None
         Its exception.
+    write_error : tuple of (str, str, bool) or None
+        A journal chunk this rank could not write: the file, why, and whether the disk
+        (or quota) was full.  The chunk's samples are not kept; the run stops.
     generated : int
         Samples this rank solved.
     """
@@ -117,7 +121,17 @@ class Worker:
         self.buffer = _Buffer(self.names)
         self.failure: tuple[int, str] | None = None
         self.failure_exc: BaseException | None = None
+        self.write_error: tuple[str, str, bool] | None = None
         self.generated = 0
+
+    def flush(self) -> None:
+        """Journal the buffered samples; a failed write is recorded in :attr:`write_error`."""
+        try:
+            self.buffer.flush(self.journal, self.comm.rank)
+        except OSError as exc:
+            self.buffer.clear()  # not journalled: a rerun solves them again
+            path = str(exc.filename or self.journal.path)
+            self.write_error = (path, exc.strerror or str(exc), no_space(exc))
 
     def solve_one(self, index: int) -> None:
         """Sample and solve ``index``; buffer it, or record the failure."""
@@ -151,11 +165,12 @@ class Worker:
                 if bar is not None:
                     bar.update(min(size, missing.size - r * size))
                 if (r + 1) % chunk_size == 0 or r == n_rounds - 1:
-                    self.buffer.flush(self.journal, rank)
-                    if self.comm.allreduce(self.failure is not None, op=MPI.LOR):
+                    self.flush()
+                    stop = self.failure is not None or self.write_error is not None
+                    if self.comm.allreduce(stop, op=MPI.LOR):
                         break
         except KeyboardInterrupt:
-            self.buffer.flush(self.journal, rank)  # keep what is done: a rerun resumes from here
+            self.flush()  # keep what is done: a rerun resumes from here
             raise
         finally:
             if bar is not None:
