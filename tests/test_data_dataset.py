@@ -114,7 +114,7 @@ def test_non_finite_samples_are_refused_naming_sample_and_field(files, tmp_path,
 
     import h5py
 
-    from fe_operators.data.h5 import GROUP
+    from fe_operators.data.layout import GROUP
     from fe_operators.errors import NonFiniteError
 
     path = tmp_path / "nan.h5"

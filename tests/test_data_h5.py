@@ -16,7 +16,7 @@ import pytest
 
 from fe_operators.data import DatasetFileError, FEFile, NumberingError
 from fe_operators.data.generate import generate_dataset
-from fe_operators.data.h5 import sample_digests
+from fe_operators.data.digests import sample_digests
 from fe_operators.problems import load_problem
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ from fe_operators.cli import main
 from fe_operators.data import FEDataset, FEFile
 from fe_operators.data import journal as journal_module
 from fe_operators.data.generate import generate_dataset, main_generate
-from fe_operators.data.h5 import GROUP, DatasetWriter
+from fe_operators.data.h5_writer import DatasetWriter
+from fe_operators.data.layout import GROUP
 from fe_operators.data.journal import Journal, journal_path
 from fe_operators.errors import DatasetFileError, NonFiniteError, OutputError
 
@@ -345,7 +346,7 @@ def test_a_petsc_write_error_on_a_full_disk_is_named_as_such(tmp_path, capsys, r
 
     import firedrake as fd
 
-    from fe_operators.data import h5, merge
+    from fe_operators.data import disk, merge
 
     out = tmp_path / "petsc.h5"
     journal = _killed_run(out, reference, chunks=((0, 1, 2, 3, 4, 5, 6, 7),))
@@ -355,8 +356,8 @@ def test_a_petsc_write_error_on_a_full_disk_is_named_as_such(tmp_path, capsys, r
 
     monkeypatch.setattr(fd.CheckpointFile, "save_mesh", save_mesh)
     monkeypatch.setattr(merge, "_check_space", lambda *args: None)  # as if the disk filled up meanwhile
-    usage = h5.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(h5, "shutil", types.SimpleNamespace(disk_usage=lambda path: usage._replace(free=4096)))
+    usage = disk.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(disk, "shutil", types.SimpleNamespace(disk_usage=lambda path: usage._replace(free=4096)))
     argv = [*ARGV, "--samples", str(N), "--out", str(out)]
     assert main_generate(argv) == 1
     line = _one_error_line(capsys)
@@ -379,7 +380,7 @@ def test_a_full_disk_in_the_api_is_an_output_error(tmp_path, monkeypatch):
 _FULL_DISK_SCRIPT = """
 import errno, os, sys
 from fe_operators.data import journal
-from fe_operators.data.h5 import DatasetWriter
+from fe_operators.data.h5_writer import DatasetWriter
 
 def enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

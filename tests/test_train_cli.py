@@ -214,7 +214,7 @@ def test_non_finite_data_are_refused_by_train_and_evaluate(env, tmp_path, tiny_b
     import h5py
 
     from fe_operators.cli import main
-    from fe_operators.data.h5 import GROUP
+    from fe_operators.data.layout import GROUP
 
     cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1)
     assert main_train(["--config", str(cfg)]) == 0

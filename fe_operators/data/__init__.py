@@ -8,7 +8,9 @@
 * :mod:`~fe_operators.data.generate` — the ``fe-operators generate`` command
   (:func:`main_generate`);
 * :mod:`~fe_operators.data.h5` — the file layout, :class:`FEFile` (read arrays, rebuild
-  mesh and spaces with checked DOF numbering);
+  mesh and spaces with checked DOF numbering); :mod:`~fe_operators.data.h5_writer` writes
+  it, :mod:`~fe_operators.data.digests` checks every sample's bytes,
+  :mod:`~fe_operators.data.disk` recognises a full disk;
 * :mod:`~fe_operators.data.journal` — the crash-safe journal of an unfinished run;
 * :mod:`~fe_operators.data.dataset` — :class:`FEDataset` (raw samples, normalizers fitted
   with :meth:`FEDataset.fit_normalizers`), :func:`split_indices`.

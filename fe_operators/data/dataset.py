@@ -31,7 +31,11 @@ import h5py
 import numpy as np
 import torch
 
-from fe_operators.data.h5 import GROUP, FEFile, damaged_file_error, non_finite_error, space_key
+from fe_operators.data.digests import non_finite_error
+
+from fe_operators.data.h5 import FEFile, damaged_file_error
+
+from fe_operators.data.layout import GROUP, space_key
 from fe_operators.models.normalized import RunningMoments, UnitGaussianNormalizer
 
 __all__ = ["FEDataset", "split_indices"]

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from fe_operators.data.h5 import no_space
+from fe_operators.data.disk import no_space
 from fe_operators.data.journal import Journal
 from fe_operators.data.merge import kept_samples, merge_run
 from fe_operators.data.plan import Plan, check_output, plan_run

@@ -1,4 +1,5 @@
-"""The HDF5 layout of a dataset file, its writer and its reader.
+"""The HDF5 layout of a dataset file and its reader (the writer is :mod:`~fe_operators.data.h5_writer`,
+the names of the layout :mod:`~fe_operators.data.layout`).
 
 One user-facing file holds everything (a Firedrake ``CheckpointFile`` and h5py data
 side by side; the two are never open at the same time)::
@@ -12,7 +13,7 @@ side by side; the two are never open at the same time)::
     /fe_operators/inputs/<name>    float64 (N, n_nodes) or (N, n_nodes, ncomp)
     /fe_operators/output           float64 (N, n_nodes) or (N, n_nodes, ncomp)
     /fe_operators/digests          uint8 (N, F, 16): per sample and field, a SHA-256
-                                   digest (see :func:`sample_digests`); attr fields (JSON
+                                   digest (see :func:`~fe_operators.data.digests.sample_digests`); attr fields (JSON
                                    list of the F space keys: the inputs in channel order,
                                    then "output")
     /fe_operators/done             uint8 (N,): 1 once the sample's arrays are valid
@@ -26,7 +27,7 @@ DOF arrays are in the numbering of the generating process (the mesh built from t
 provenance's mesh spec).  Rows that are not ``done`` hold NaN.
 
 Integrity
-    Every sample is written with one digest per field (:meth:`DatasetWriter.write`, in
+    Every sample is written with one digest per field (:meth:`~fe_operators.data.h5_writer.DatasetWriter.write`, in
     the same call as its rows) and verified whenever it is read (:meth:`FEFile.read`,
     :meth:`FEFile.verify`): a sample whose bytes changed after it was written (a bad
     disk, a stray write, a hand edit) is refused with a
@@ -52,20 +53,19 @@ This module imports Firedrake only inside the functions that need it, so that
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from fe_operators.errors import DatasetFileError, NonFiniteError, NumberingError
+from fe_operators.data.digests import DIGEST_SIZE, check_digests, digest_fields
+from fe_operators.data.layout import FORMAT, FORMAT_VERSION, GROUP, checkpoint_name, dof_shape, space_key
+from fe_operators.errors import DatasetFileError, NumberingError
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd
@@ -73,180 +73,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.fem.spaces import SpaceInfo
     from fe_operators.problems.base import Problem
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "GROUP",
-    "DatasetWriter",
-    "FEFile",
-    "FESpaces",
-    "create_dataset_file",
-    "damaged_file_error",
-    "digest_fields",
-    "dof_coordinates",
-    "find_digest_mismatch",
-    "no_space",
-    "non_finite_error",
-    "numbering_hash",
-    "sample_digests",
-    "space_key",
-]
+__all__ = ["FEFile", "FESpaces", "damaged_file_error", "dof_coordinates", "numbering_hash"]
 
-FORMAT = "fe_operators.dataset"
-FORMAT_VERSION = 2  # 2: per-sample digests
-GROUP = "fe_operators"
-DIGEST_SIZE = 16  # bytes kept of a SHA-256 per sample and field
-_DIGEST_PREFIX = b"fe_operators sample digest\0"
 _LAGRANGE = {"Lagrange", "Discontinuous Lagrange", "Q", "DQ", "TensorProductElement"}
-_ROW_CHUNK_BYTES = 1 << 16
-
-
-#: errno values of a full disk or quota
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-#: a write that fails with less free space than this left on its disk failed for want of space
-_FULL_BYTES = 16 << 20
-
-
-def no_space(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) says the disk or quota is full.
-
-    ``OSError`` carries the errno; HDF5 (through h5py) and PETSc may only put it in their
-    message (``errno = 28``, ``No space left on device``).
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            return True
-        text = str(exc)
-        if any(f"errno = {e}," in text or os.strerror(e) in text for e in _NO_SPACE):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _disk_full(exc: BaseException, path: str | os.PathLike) -> bool:
-    """Whether a write to ``path`` that raised ``exc`` failed because its disk is full.
-
-    By the error itself (:func:`no_space`), or, for PETSc's and HDF5's errors that do not
-    say why a write failed, by the space left on the disk (to be asked before the failed
-    file is deleted).
-    """
-    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
-        return False
-    if no_space(exc):
-        return True
-    try:
-        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < _FULL_BYTES
-    except OSError:
-        return False
-
-
-def _no_space_error(path: str | os.PathLike) -> OSError:
-    """``OSError(ENOSPC)`` naming ``path``."""
-    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-
-
-def space_key(name: str | None) -> str:
-    """The key of a space in the file: ``"inputs/<name>"`` for inputs, ``"output"`` for ``None``."""
-    return "output" if name is None else f"inputs/{name}"
-
-
-def _checkpoint_name(key: str) -> str:
-    """Name of the numbering-probe Function of space ``key`` inside the CheckpointFile."""
-    return "fe_operators_numbering_" + key.replace("/", "_")
-
-
-def _dof_shape(info: Mapping[str, Any]) -> tuple[int, ...]:
-    """DOF-tensor shape of one sample from a SpaceInfo dict (see :class:`SpaceInfo`)."""
-    n = int(info["n_nodes"])
-    return (n,) if not info["value_shape"] else (n, int(info["ncomp"]))
-
-
-def digest_fields(input_names: Sequence[str]) -> list[str]:
-    """The fields a sample's digests cover, in order: ``inputs/<name>`` in channel order, ``output``."""
-    return [space_key(n) for n in input_names] + [space_key(None)]
-
-
-def sample_digests(indices: np.ndarray, fields: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Per-sample, per-field digests of the rows of a batch.
-
-    The digest of sample ``i``'s field ``key`` is the first 16 bytes of the SHA-256 of
-    ``b"fe_operators sample digest\\0"``, ``i`` as little-endian int64, ``key`` in UTF-8
-    and a NUL byte, and the sample's values as little-endian float64 (the on-disk dtype)
-    in C order.  The index and the key are hashed too, so a row copied onto another
-    sample, or one field's values put in another's place, do not match either.  (SHA-256
-    rather than BLAKE2b: CPUs with SHA instructions hash 2-3 times faster with it.)
-
-    Parameters
-    ----------
-    indices
-        Sample indices, ``(k,)``.
-    fields
-        ``(key, array)`` pairs, each array ``(k, ...)`` (batch first).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(k, len(fields), DIGEST_SIZE)`` uint8.
-    """
-    idx = np.ascontiguousarray(indices, dtype="<i8").reshape(-1)
-    rows = [(key.encode() + b"\0", np.ascontiguousarray(a, dtype="<f8").reshape(idx.size, -1))
-            for key, a in fields]
-    out = bytearray()
-    for k in range(idx.size):  # hashlib runs over each row in C; this loop is per sample read
-        head = _DIGEST_PREFIX + idx[k].tobytes()
-        for key, a in rows:
-            h = hashlib.sha256(head + key)
-            h.update(a[k])
-            out += h.digest()[:DIGEST_SIZE]
-    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(idx.size, len(rows), DIGEST_SIZE)
-
-
-def non_finite_error(path: str, sample: int, field: str, values: np.ndarray) -> NonFiniteError:
-    """The error for a stored sample with NaN or infinite values in ``field``."""
-    count = int((~np.isfinite(values)).sum())
-    return NonFiniteError(
-        f"{path}: sample {sample} holds {count} NaN or infinite value(s) in {field}; the file is damaged "
-        "(generation never stores such samples): regenerate it with fe-operators generate ... --overwrite"
-    )
-
-
-def find_digest_mismatch(indices: np.ndarray, fields: Sequence[tuple[str, np.ndarray]],
-                         stored: np.ndarray) -> tuple[int, int] | None:
-    """The first ``(row, field)`` position whose values do not hash to ``stored``, or ``None``.
-
-    Parameters
-    ----------
-    indices, fields
-        As for :func:`sample_digests`.
-    stored
-        The digests written with the rows, ``(k, len(fields), DIGEST_SIZE)`` (any other
-        shape mismatches at ``(0, 0)``).
-    """
-    got = sample_digests(indices, fields)
-    if stored.shape != got.shape:
-        return (0, 0)
-    bad = np.argwhere((got != stored).any(axis=2))
-    return None if bad.size == 0 else (int(bad[0, 0]), int(bad[0, 1]))
-
-
-def _check_digests(path: str, indices: np.ndarray, fields: Sequence[tuple[str, np.ndarray]],
-                   stored: np.ndarray) -> None:
-    """Raise unless the rows in ``fields`` hash to ``stored`` (see :func:`sample_digests`)."""
-    found = find_digest_mismatch(indices, fields, stored)
-    if found is None:
-        return
-    k, j = found
-    key, values = fields[j][0], np.asarray(fields[j][1][k])
-    sample = int(indices[k])
-    if not np.isfinite(values).all():
-        raise non_finite_error(path, sample, key, values)
-    raise DatasetFileError(
-        f"{path}: sample {sample} is damaged: its {key} values do not match the digest written with them "
-        "(the file was changed after it was written); regenerate it with fe-operators generate ... "
-        "--overwrite, or restore a good copy"
-    )
 
 
 def numbering_hash(V: fd.FunctionSpace) -> str:
@@ -280,244 +109,6 @@ def dof_coordinates(V: fd.FunctionSpace) -> np.ndarray | None:
     W = fd.VectorFunctionSpace(V.mesh(), base)
     x = fd.Function(W).interpolate(fd.SpatialCoordinate(V.mesh()))
     return np.array(x.dat.data_ro, dtype=np.float64).reshape(V.dof_dset.size, -1)
-
-
-# ---------------------------------------------------------------------------- writing
-def create_dataset_file(
-    path: str | os.PathLike,
-    mesh: fd.MeshGeometry,
-    input_spaces: Mapping[str, fd.FunctionSpace],
-    output_space: fd.FunctionSpace,
-    provenance: Mapping[str, Any],
-    n_samples: int,
-) -> DatasetWriter:
-    """Create a new dataset file with mesh, space descriptions and empty sample arrays.
-
-    The mesh and the numbering probes are written with Firedrake's ``CheckpointFile``
-    (on the mesh's communicator, which must be a single process), which is closed before
-    the h5py part is added.
-
-    Parameters
-    ----------
-    path
-        The file to create (truncated if it exists).
-    mesh, input_spaces, output_space
-        The generating process's mesh and spaces.
-    provenance
-        JSON-able provenance, stored as the ``provenance`` attribute.
-    n_samples
-        Number of rows of the sample arrays.
-
-    Returns
-    -------
-    DatasetWriter
-        An open writer for the sample arrays (use it as a context manager).
-    """
-    import firedrake as fd
-
-    from fe_operators.fem.spaces import space_info
-
-    if mesh.comm.size != 1:
-        raise ValueError(f"expected a mesh on one process, got one on {mesh.comm.size} processes")
-    spaces: dict[str, fd.FunctionSpace] = {space_key(n): V for n, V in input_spaces.items()}
-    spaces[space_key(None)] = output_space
-    probes = {}
-    for key, V in spaces.items():
-        f = fd.Function(V, name=_checkpoint_name(key))
-        idx = np.arange(V.dof_dset.size, dtype=np.float64)
-        f.dat.data_wo[...] = idx.reshape((-1,) + (1,) * (f.dat.data_wo.ndim - 1))
-        probes[key] = f
-    cf = fd.CheckpointFile(str(path), "w", comm=mesh.comm)
-    try:
-        cf.save_mesh(mesh)
-        for f in probes.values():
-            cf.save_function(f)
-        cf.close()
-    except BaseException as exc:
-        full = _disk_full(exc, path)
-        _discard_checkpoint(cf, path)
-        if full and not no_space(exc):  # PETSc's error says "error code 76" only
-            raise _no_space_error(path) from exc
-        raise
-    meta = {key: (space_info(V).to_dict(), str(V.ufl_element()), numbering_hash(V), dof_coordinates(V))
-            for key, V in spaces.items()}
-    # no chunk cache: a failed write (a full disk) raises in the call that made it, with nothing
-    # left dirty for the closing flush but metadata (see _discard)
-    h5 = h5py.File(path, "a", rdcc_nbytes=0)
-    try:
-        g = h5.create_group(GROUP)
-        g.attrs["format"] = FORMAT
-        g.attrs["format_version"] = FORMAT_VERSION
-        g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
-        g.attrs["input_names"] = json.dumps(list(input_spaces))
-        g.attrs["mesh_name"] = mesh.name
-        g.attrs["n_samples"] = int(n_samples)
-        g.attrs["n_done"] = 0
-        g.attrs["complete"] = False
-        for key, (info, element, digest, coords) in meta.items():
-            sg = g.create_group(f"spaces/{key}")
-            sg.attrs["info"] = json.dumps(info)
-            sg.attrs["element"] = element
-            sg.attrs["numbering_hash"] = digest
-            sg.attrs["checkpoint_name"] = _checkpoint_name(key)
-            if coords is not None:
-                sg.create_dataset("dof_coordinates", data=coords)
-            shape = _dof_shape(info)
-            row_bytes = 8 * int(np.prod(shape))
-            rows = int(np.clip(_ROW_CHUNK_BYTES // row_bytes, 1, 1024))
-            g.create_dataset(
-                key, shape=(n_samples, *shape), maxshape=(None, *shape), dtype=np.float64,
-                chunks=(min(rows, max(n_samples, 1)), *shape), fillvalue=np.nan,
-            )
-        fields = digest_fields(list(input_spaces))
-        dg = g.create_dataset("digests", shape=(n_samples, len(fields), DIGEST_SIZE),
-                              maxshape=(None, len(fields), DIGEST_SIZE), dtype=np.uint8, fillvalue=0,
-                              chunks=(min(1024, max(n_samples, 1)), len(fields), DIGEST_SIZE))
-        dg.attrs["fields"] = json.dumps(fields)
-        g.create_dataset("done", shape=(n_samples,), maxshape=(None,), dtype=np.uint8, fillvalue=0)
-        g.create_dataset("time_per_sample", shape=(n_samples,), maxshape=(None,), dtype=np.float64,
-                         fillvalue=np.nan)
-    except BaseException as exc:
-        full = _disk_full(exc, path)
-        _discard(h5, path)
-        if full and not no_space(exc):
-            raise _no_space_error(path) from exc
-        raise
-    return DatasetWriter(h5, list(input_spaces))
-
-
-def _discard_checkpoint(cf: Any, path: str | os.PathLike) -> None:
-    """Close a ``CheckpointFile`` whose writing failed, and delete the file (as :func:`_discard`).
-
-    Its PETSc viewer would otherwise be destroyed by the garbage collector at exit, with
-    a flush that fails again after MPI has been finalised (an abort).
-    """
-    with contextlib.suppress(OSError):
-        os.truncate(path, 0)
-    with contextlib.suppress(Exception):
-        if hasattr(cf, "_h5pyfile"):
-            del cf._h5pyfile  # no flush through h5py: the viewer flushes as it closes
-        cf.viewer.destroy()
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _discard(h5: h5py.File, path: str | os.PathLike) -> None:
-    """Close a file whose writing failed, and delete it.
-
-    HDF5 flushes its cached metadata when a file is closed; where the disk is full that
-    flush fails half-way and leaves the library in a state that crashes the process
-    later (a segmentation fault at the next close, or at exit).  The file is emptied
-    first, which gives that last flush the room it needs, then closed and deleted.
-    """
-    with contextlib.suppress(OSError):
-        os.truncate(path, 0)
-    with contextlib.suppress(Exception):
-        h5.close()
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-class DatasetWriter:
-    """Writes sample rows into a file made by :func:`create_dataset_file`.
-
-    Parameters
-    ----------
-    h5
-        The file, open for writing (the writer closes it).
-    input_names
-        Input names in channel order.
-    """
-
-    def __init__(self, h5: h5py.File, input_names: Sequence[str]) -> None:
-        self.h5 = h5
-        self.path = str(h5.filename)
-        self.input_names = list(input_names)
-        self.group = h5[GROUP]
-        # held open until the file is closed: HDF5 flushes a dataset's chunk cache when its
-        # last handle goes, and a flush failing in a handle's destructor (a full disk) is
-        # only printed, and leaves HDF5 in a state that crashes the process later
-        keys = [*digest_fields(self.input_names), "digests", "time_per_sample", "done"]
-        self.datasets: dict[str, h5py.Dataset] = {k: self.group[k] for k in keys}
-
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def write(
-        self,
-        indices: np.ndarray,
-        inputs: Mapping[str, np.ndarray],
-        output: np.ndarray,
-        times: np.ndarray,
-    ) -> None:
-        """Write samples ``indices`` (rows of the arrays) with their digests and mark them done.
-
-        The values are stored as float64; the digests (:func:`sample_digests`) are taken
-        of the values as stored, in this same call.
-        """
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size == 0:
-            return
-        order = np.argsort(indices, kind="stable")
-        idx, first = np.unique(indices[order], return_index=True)
-        rows = order[first]  # h5py fancy indexing needs increasing, unique indices
-        sel: Any = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size else idx
-        fields = [(space_key(n), np.ascontiguousarray(np.asarray(inputs[n])[rows], dtype="<f8"))
-                  for n in self.input_names]
-        fields.append((space_key(None), np.ascontiguousarray(np.asarray(output)[rows], dtype="<f8")))
-        ds = self.datasets
-        for key, values in fields:
-            ds[key][sel] = values
-        ds["digests"][sel] = sample_digests(idx, fields)
-        ds["time_per_sample"][sel] = np.asarray(times)[rows]
-        ds["done"][sel] = 1  # last: a row is valid only once its arrays are written
-
-    def copy_from(self, other: FEFile, block: int = 256) -> None:
-        """Copy the done samples of another dataset file (same spaces) into this one."""
-        idx = np.flatnonzero(other.done)
-        for start in range(0, idx.size, block):
-            sel = idx[start:start + block]
-            inputs, output = other.read(sel)
-            self.write(sel, inputs, output, other.times[sel])
-
-    def close(self, provenance: Mapping[str, Any] | None = None) -> int:
-        """Set the summary attributes (and optionally the provenance), close; return #done."""
-        if not self.h5.id.valid:
-            return 0
-        g = self.group
-        done = self.datasets["done"][...]
-        g.attrs["n_done"] = int(done.sum())
-        g.attrs["complete"] = bool(done.all())
-        if provenance is not None:
-            g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
-        n = int(done.sum())
-        self.h5.flush()  # a full disk fails here, with the file still open (see discard)
-        self.h5.close()
-        return n
-
-    def discard(self, exc: BaseException | None = None) -> None:
-        """Close and delete a file whose writing failed (e.g. on a full disk), freeing its space.
-
-        Safe where a write or :meth:`close` raised ``ENOSPC``: the file is emptied before
-        HDF5's closing flush, which would otherwise fail and crash the process later.
-
-        Parameters
-        ----------
-        exc
-            What the failed write raised: where it failed because the disk is full but
-            does not say so, an ``OSError(ENOSPC)`` naming the file is raised from it.
-        """
-        full = exc is not None and _disk_full(exc, self.path)
-        if self.h5.id.valid:
-            _discard(self.h5, self.path)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-        if full and not no_space(exc):
-            raise _no_space_error(self.path) from exc
 
 
 # ---------------------------------------------------------------------------- reading
@@ -697,7 +288,7 @@ class FEFile:
 
     def dof_shape(self, key: str) -> tuple[int, ...]:
         """Shape of one sample of space ``key`` (``"inputs/<name>"`` or ``"output"``)."""
-        return _dof_shape(self.space_dicts[key])
+        return dof_shape(self.space_dicts[key])
 
     def space_info(self, key: str) -> SpaceInfo:
         """The :class:`~fe_operators.fem.spaces.SpaceInfo` of space ``key``."""
@@ -786,7 +377,7 @@ class FEFile:
             A sample does not match its digest (named as above).
         """
         fields = [(space_key(n), inputs[n]) for n in self.input_names] + [(space_key(None), output)]
-        _check_digests(self.path, np.asarray(indices, dtype=np.int64), fields, np.asarray(digests))
+        check_digests(self.path, np.asarray(indices, dtype=np.int64), fields, np.asarray(digests))
 
     def check_indices(self, idx: np.ndarray) -> None:
         """Raise ``IndexError`` unless all ``idx`` are valid, done samples."""
@@ -833,7 +424,7 @@ class FEFile:
             with fd.CheckpointFile(self.path, "r", comm=comm) as cf:
                 mesh = cf.load_mesh(self.mesh_name)
                 for key in keys:
-                    probes[key] = cf.load_function(mesh, _checkpoint_name(key))
+                    probes[key] = cf.load_function(mesh, checkpoint_name(key))
         except Exception as exc:  # noqa: BLE001 - h5py, PETSc and Firedrake errors alike
             raise damaged_file_error(self.path, exc, "its stored mesh and spaces") from exc
         perms = {}

@@ -10,7 +10,7 @@ file killed mid-write can be left unreadable):
   solver options), written before any sample;
 * ``part-<rank>-<first index>-<random>.npz`` — one chunk of finished samples each
   (indices, input and output DOF arrays, seconds per sample, and per sample and field
-  the digest of :func:`~fe_operators.data.h5.sample_digests`, taken as it is written).
+  the digest of :func:`~fe_operators.data.digests.sample_digests`, taken as it is written).
 
 Every file is written under a temporary name and renamed into place, and a rename is
 atomic, so after a ``SIGKILL`` at any instant the folder holds only complete chunks (and
@@ -41,7 +41,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fe_operators.data.h5 import DIGEST_SIZE, find_digest_mismatch, sample_digests, space_key
+from fe_operators.data.digests import DIGEST_SIZE, find_digest_mismatch, sample_digests
+
+from fe_operators.data.layout import space_key
 from fe_operators.errors import DatasetFileError, OutputError
 
 __all__ = ["Journal", "Part", "journal_path"]
@@ -280,7 +282,7 @@ class Journal:
     ) -> None:
         """Atomically add a chunk of finished samples, with their digests.
 
-        The values are stored as float64; the digests (:func:`~fe_operators.data.h5.sample_digests`)
+        The values are stored as float64; the digests (:func:`~fe_operators.data.digests.sample_digests`)
         are taken of the values as stored.
 
         Raises

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fe_operators.data.h5 import DIGEST_SIZE, create_dataset_file
+from fe_operators.data.digests import DIGEST_SIZE
+
+from fe_operators.data.h5_writer import create_dataset_file
 from fe_operators.data.journal import Journal
 from fe_operators.data.plan import Plan
 from fe_operators.data.settings import jsonable, versions

@@ -15,7 +15,9 @@ import platform
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fe_operators.data.h5 import FORMAT_VERSION, numbering_hash, space_key
+from fe_operators.data.h5 import numbering_hash
+
+from fe_operators.data.layout import FORMAT_VERSION, space_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.problems.base import Problem

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from fe_operators.data.h5 import no_space
+from fe_operators.data.disk import no_space
 from fe_operators.data.journal import Journal
 
 if TYPE_CHECKING:  # pragma: no cover
