@@ -36,7 +36,7 @@ def _write(path, text: str):
 
 def _refuses_fast(path) -> str:
     """The message of read_yaml_file's refusal of ``path``, asserting it came fast and small."""
-    from fe_operators.train.config import read_yaml_file
+    from fe_operators.configfile import read_yaml_file
 
     tracemalloc.start()
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def test_alias_bomb_is_refused_fast_and_small(tmp_path):
 
 
 def test_other_oversized_yaml_is_refused_fast(tmp_path):
-    from fe_operators.train.config import MAX_CONFIG_BYTES
+    from fe_operators.configfile import MAX_CONFIG_BYTES
 
     assert "larger than 1024 KiB" in _refuses_fast(_write(tmp_path / "big.yaml", "#" * MAX_CONFIG_BYTES + "\n"))
     many = "[" + "a, " * 300_000 + "]\n"  # under 1 MB, 300k values
@@ -112,7 +112,7 @@ def test_other_oversized_yaml_is_refused_fast(tmp_path):
 
 
 def test_ordinary_configs_with_anchors_still_load(tmp_path):
-    from fe_operators.train.config import read_yaml_file
+    from fe_operators.configfile import read_yaml_file
 
     text = "sizes: &h [64, 64]\nmodel: {hidden: *h, lr: 1e-3}\nmerged: {<<: {a: 1}, b: 2}\n"
     path = _write(tmp_path / "ok.yaml", text)
