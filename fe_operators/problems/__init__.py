@@ -7,7 +7,7 @@ a module of its own, listed in :mod:`~fe_operators.problems.registry`.
 
 from __future__ import annotations
 
-from fe_operators.problems.base import Problem, SolveError, sample_rng
+from fe_operators.problems.base import Problem, sample_rng
 from fe_operators.problems.registry import (
     FAMILIES,
     check_params,
@@ -22,7 +22,6 @@ from fe_operators.problems.registry import (
 __all__ = [
     "FAMILIES",
     "Problem",
-    "SolveError",
     "check_params",
     "get_problem",
     "load_problem",

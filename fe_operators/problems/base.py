@@ -27,68 +27,10 @@ import numpy as np
 
 import firedrake as fd
 
-from fe_operators.errors import FEOperatorsError
+from fe_operators.errors import SolveError
 from fe_operators.fem.lifting import DirichletMap, dirichlet_map
 
-__all__ = ["Problem", "SolveError", "reason_text", "sample_rng"]
-
-
-class SolveError(FEOperatorsError, RuntimeError):
-    """A PDE solve did not converge.
-
-    Parameters
-    ----------
-    reason
-        PETSc's converged reason (a negative integer) or a text.
-    sample
-        Index of the sample being solved, when known.
-    detail
-        More about the failure (e.g. Firedrake's message).
-    solver
-        Whose reason ``reason`` is: ``"SNES"`` (nonlinear solver) or ``"KSP"`` (linear
-        solver); the two number their reasons differently (-5 is ``SNES_DIVERGED_MAX_IT``
-        but ``KSP_DIVERGED_BREAKDOWN``).  ``None`` when unknown: the number is not named.
-    """
-
-    def __init__(self, reason: object, sample: int | None = None, detail: str = "",
-                 solver: str | None = None) -> None:
-        if solver not in (None, "SNES", "KSP"):
-            raise ValueError(f"expected solver 'SNES', 'KSP' or None, got {solver!r}")
-        self.reason = reason
-        self.sample = sample
-        self.detail = detail
-        self.solver = solver
-        super().__init__(str(self))
-
-    @property
-    def reason_text(self) -> str:
-        """The reason with its PETSc name, e.g. ``"-5 (SNES_DIVERGED_MAX_IT)"``."""
-        return reason_text(self.reason, self.solver)
-
-    def __str__(self) -> str:
-        where = f"sample {self.sample}: " if self.sample is not None else ""
-        extra = f" ({self.detail})" if self.detail else ""
-        return f"{where}solver did not converge, PETSc reason {self.reason_text}{extra}"
-
-
-def reason_text(reason: object, solver: str | None) -> str:
-    """PETSc's converged reason with its name: ``reason_text(-3, "KSP") == "-3 (KSP_DIVERGED_ITS)"``.
-
-    Parameters
-    ----------
-    reason
-        An integer converged reason (anything else is returned as ``str(reason)``).
-    solver
-        ``"SNES"`` or ``"KSP"``: whose enumeration names the number (``None``: no name).
-    """
-    from petsc4py import PETSc
-
-    if solver is None or isinstance(reason, bool) or not isinstance(reason, (int, np.integer)):
-        return str(reason)
-    enum = PETSc.SNES.ConvergedReason if solver == "SNES" else PETSc.KSP.ConvergedReason
-    names = {v: k for k, v in vars(enum).items() if k.isupper() and isinstance(v, int)}
-    name = names.get(int(reason))
-    return f"{int(reason)} ({solver}_{name})" if name else str(int(reason))
+__all__ = ["Problem", "sample_rng"]
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:

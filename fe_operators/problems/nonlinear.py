@@ -20,9 +20,10 @@ import numpy as np
 
 import firedrake as fd
 
+from fe_operators.errors import SolveError
 from fe_operators.fem.bcs import check_markers
 from fe_operators.problems._common import SPARSE_LU, Markers, assign_inputs, json_markers
-from fe_operators.problems.base import Problem, SolveError
+from fe_operators.problems.base import Problem
 from fe_operators.problems.random_fields import GaussianRandomField
 
 __all__ = ["NonlinearDiffusionProblem", "DEFAULT_SOLVER_PARAMETERS"]
