@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine_summary, median_time  # noqa: E402
+from common import machine_summary, median_time, print_ratios  # noqa: E402
 
 from fe_operators.fem import FENorm, RelativeLoss, dof_graph, functions_to_tensor, tensor_to_functions  # noqa: E402
 
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'benchmark':<22}{'ours [ms]':>12}{'baseline [ms]':>15}{'ratio':>8}{'target':>8}")
     for name, (ours, base) in results.items():
         print(f"{name:<22}{ours * 1e3:>12.1f}{base * 1e3:>15.1f}{ours / base:>8.2f}{'<= ' + str(TARGETS[name]):>8}")
-    for name, (ours, base) in results.items():
-        print(f"ratio {name} {ours / base:.3f}")
+    print_ratios({name: ours / base for name, (ours, base) in results.items()})
     return 0
 
 

@@ -34,7 +34,7 @@ fd = import_firedrake()  # first, without this script's arguments (PETSc would r
 from mpi4py import MPI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine_summary
+from common import machine_summary
 
 from fe_operators.data.generate import generate_dataset
 from fe_operators.problems import load_problem, sample_rng

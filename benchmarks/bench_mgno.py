@@ -1,7 +1,7 @@
 """``make bench-mgno``: SPON-MG (the multigrid processor) against the pinned FNO, the paper's MgNO and SPON-GNN.
 
 Every model is trained for the same wall-clock budget (``--budget``, default 600 s) with
-the weights of its best validation epoch kept (:func:`bench_spon.train_timed`), and
+the weights of its best validation epoch kept (:func:`common.train_timed`), and
 evaluated in the FE norms of the output space: mean relative L2 and relative (full) H1
 error on the test samples. Four stages; with the defaults seven models train for 10
 minutes each, so a full run takes about 90 minutes (the issue's 45 cannot hold seven
@@ -10,7 +10,7 @@ minutes each, so a full run takes about 90 minutes (the issue's 45 cannot hold s
 1. **square** — Darcy on ``unitsquare:64`` (the ``bench-spon`` data: coefficient ``cg1``,
    1000/100/200 samples, seed 0, cached under ``--square-out``):
 
-   * FNO (neuralop), pinned, trained exactly as in ``bench-spon`` (:func:`bench_spon.run_fno`);
+   * FNO (neuralop), pinned, trained exactly as in ``bench-spon`` (:func:`common.run_fno`);
    * MgNO (grid): the paper's conv MgNO (:mod:`mgno_grid`, :data:`mgno_grid.PINNED`: 24
      channels, 4 layers, 6 levels on the 65×65 grid) with the paper's optimisation: Adam,
      one-cycle to max lr 5e-4, batch 8, relative H1 loss summed over the batch, selected
@@ -18,13 +18,13 @@ minutes each, so a full run takes about 90 minutes (the issue's 45 cannot hold s
    * SPON-MG: ``spon_for_problem(problem, "multigrid", mesh_spec="unitsquare:64", ...)``
      (a 6-level hierarchy with the same nodes), settings :data:`MG_OPTIONS` /
      :data:`MG_TRAIN` (``--mg-*`` options), input/output scaled by one number each
-     (:class:`bench_spon.ScaledSPON`: the boundary values stay exact).
+     (:class:`common.ScaledSPON`: the boundary values stay exact).
 
 2. **geom** — Darcy on ``plate_holes/r2`` (``--geom-mesh``: 12,774 CG1 DOFs, a 3-level
    hierarchy), same counts, seed 0:
 
    * SPON-MG (as above, the hierarchy of the data's mesh);
-   * SPON-GNN with ``bench-spon``'s settings (``--gnn-*``; :func:`bench_spon.run_spon`);
+   * SPON-GNN with ``bench-spon``'s settings (``--gnn-*``; :func:`common.run_spon`);
    * FNO (box grid): the pinned FNO on a ``(GEOM_GRID + 1)²`` vertex grid over the
      bounding box (``--geom-grid``). Inputs are interpolated onto the grid with zero
      outside the domain, the FNO is trained on the grid values of the solution (zero in
@@ -82,7 +82,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,6 +90,10 @@ os.environ["OMP_NUM_THREADS"] = "1"  # Firedrake/PETSc single-threaded; torch th
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    ScaledSPON, check_load, dataset, fe_solve_time, machine_summary, mesh_dataset, n_params, pinned_fno, print_ratios,
+    run_fno, run_spon, start_training_bench, timed_predict, train_grid_fno, train_timed, transfer_floor, val_fn,
+)
 
 # ----------------------------------------------------------------------- settings (the lead tunes these)
 #: SPON-MG architecture (``spon_for_problem(..., "multigrid", **MG_OPTIONS)``); ``levels=None``: all levels
@@ -181,14 +184,6 @@ def gnn_options(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, f"gnn_{key}") for key in GNN_OPTIONS}
 
 
-def check_load(where: str) -> None:
-    """Print a warning line when the 1-minute load average exceeds the cores (the budgets are then unfair)."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores:
-        print(f"warning: load average {load:.1f} on {cores} cores at {where}: the machine is shared, "
-              f"wall-clock budgets are unfair", flush=True)
-
-
 # ---------------------------------------------------------------------------------- data and evaluation
 def with_h1(data: dict[str, Any]) -> dict[str, Any]:
     """Add the FE H1 norm of the output space and the Dirichlet mask of the DOFs."""
@@ -205,8 +200,6 @@ def with_h1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_data(spec: str, seed: int, counts: tuple[int, int, int], out: Path) -> dict[str, Any]:
-    from bench_spon import mesh_dataset
-
     return with_h1(mesh_dataset(spec, seed, counts, out))
 
 
@@ -217,16 +210,11 @@ def evaluate_model(predict: Callable[[Any], Any], data: dict[str, Any], info: di
     Mean relative L2 and H1 errors in the FE norms, max error on the Dirichlet DOFs, and
     batched inference seconds per sample (batches of ``batch``, inputs in memory, after
     one warm-up batch, the fastest of ``passes`` passes over the test set, as
-    :func:`bench_spon.evaluate` times it; the metrics use that pass's predictions).
+    :func:`common.evaluate` times it; the metrics use that pass's predictions).
     """
     a, u = data["split"]["test"]
+    pred, seconds = timed_predict(predict, a, batch, passes)  # warm-up first: cycle levels, casts
     with torch.no_grad():
-        predict(a[:batch])  # warm-up (first-call caches: cycle levels, casts)
-        seconds = math.inf
-        for _ in range(passes):  # the machine may be shared
-            t0 = time.perf_counter()
-            pred = torch.cat([predict(a[k:k + batch]) for k in range(0, a.shape[0], batch)])
-            seconds = min(seconds, time.perf_counter() - t0)
         pred, u = pred.double(), u.double()
         res = {"rel_l2": float(data["norm"].relative(pred, u).mean()),
                "rel_h1": float(data["h1"].relative(pred, u).mean()),
@@ -253,7 +241,6 @@ def print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------- models
 def run_sponmg(data: dict[str, Any], args: argparse.Namespace, label: str) -> tuple[Any, dict[str, Any]]:
     """SPON-MG on ``data``'s mesh hierarchy, trained for ``--budget`` seconds."""
-    from bench_spon import ScaledSPON, n_params, train_timed, val_fn
     from fe_operators.fem import RelativeLoss
     from fe_operators.models import spon_for_problem
     from mgno_grid import OneCycle
@@ -347,10 +334,7 @@ def box_grid_maps(problem: Any, cells: int) -> tuple[Any, Any, Any, Any, int]:
 
 def run_fno_box(data: dict[str, Any], args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The pinned FNO on the bounding-box grid: trained on grid values, measured on the DOFs."""
-    from bench_spon import n_params, train_timed, val_fn
     from fno_grid import GridFNO
-    from neuralop import LpLoss
-    from neuralop.models import FNO
 
     cells = args.geom_grid
     file = data["file"]
@@ -358,31 +342,22 @@ def run_fno_box(data: dict[str, Any], args: argparse.Namespace) -> tuple[Any, di
         raise ValueError("the input and output DOF nodes differ; expected both in CG1")
     to_box, from_box, to_grid, to_dofs, outside = box_grid_maps(data["problem"], cells)
     a, u = data["split"]["train"]
-    va, vu = data["split"]["val"]
     torch.manual_seed(args.seed)
     print(f"  box grid {cells + 1}x{cells + 1}, {outside} of its nodes outside the domain (input 0 there)", flush=True)
     check_load("FNO (box grid)")
-    fno = FNO(n_modes=(16, 16), hidden_channels=32, n_layers=4, in_channels=1, out_channels=1)
     probe = BoxGridModel(torch.nn.Identity(), to_box, from_box)
     a_box, u_box = probe.boxed(a), probe.boxed(u)
-    grid_model = GridFNO(fno, to_grid, to_dofs, cells + 1, a_box, u_box)
+    grid_model = GridFNO(pinned_fno(), to_grid, to_dofs, cells + 1, a_box, u_box)
     model = BoxGridModel(grid_model, to_box, from_box)
     # train on grids prepared once (the interpolation is not part of the training cost)
-    ag, ug = grid_model.grid(a_box), grid_model.grid(u_box).float()
-    lp = LpLoss(d=2, p=2, reduction="mean")
-    info = train_timed(model, lambda x, y: lp(grid_model.forward_grid(x), y),
-                       val_fn(model, va, vu, data["norm"], args.infer_batch), ag, ug, budget=args.budget,
-                       lr=args.fno_lr, weight_decay=args.weight_decay, batch=args.batch, seed=args.seed,
-                       label="FNO (box grid)")
-    info["params"] = n_params(model)
+    info = train_grid_fno(model, grid_model, grid_model.grid(a_box), grid_model.grid(u_box).float(), data, args,
+                          "FNO (box grid)")
     return model, info
 
 
 # ---------------------------------------------------------------------------------- stages
 def stage_square(args: argparse.Namespace, counts: tuple[int, int, int]) -> tuple[dict, dict]:
     """Stage 1: FNO, MgNO (grid) and SPON-MG on unitsquare:n."""
-    from bench_spon import dataset, run_fno
-
     data = with_h1(dataset(args.n, 0, counts, Path(args.square_out)))
     rows: dict[str, dict[str, Any]] = {}
     check_load("FNO")
@@ -407,8 +382,6 @@ def stage_square(args: argparse.Namespace, counts: tuple[int, int, int]) -> tupl
 
 def stage_geom(args: argparse.Namespace, data: dict[str, Any]) -> tuple[dict, dict, Any]:
     """Stage 2: SPON-MG, SPON-GNN and the box-grid FNO on the complex geometry."""
-    from bench_spon import run_spon
-
     rows: dict[str, dict[str, Any]] = {}
     mg, info = run_sponmg(data, args, "SPON-MG")
     rows["SPON-MG"] = evaluate_model(mg, data, info, args.infer_batch)
@@ -430,7 +403,6 @@ def stage_geom(args: argparse.Namespace, data: dict[str, Any]) -> tuple[dict, di
 def stage_transfer(args: argparse.Namespace, fine: dict[str, Any], counts: tuple[int, int, int],
                    out: Path) -> tuple[dict, dict, Any]:
     """Stage 3: SPON-MG trained on the coarser refinement, tested on the finer one, and the floor."""
-    from bench_spon import transfer_floor
     from fe_operators.models.build import context_for_model
 
     coarse = load_data(args.transfer_mesh, 1, counts, out)
@@ -459,7 +431,6 @@ def stage_speed(args: argparse.Namespace, model: Any, out: Path) -> tuple[dict, 
     """Stage 4: SPON-MG batched inference on the large mesh against the best warm Firedrake solve."""
     import firedrake as fd
 
-    from bench_spon import fe_solve_time
     from fe_operators.models.build import context_for_model
     from fe_operators.problems.darcy import DarcyProblem
 
@@ -470,7 +441,6 @@ def stage_speed(args: argparse.Namespace, model: Any, out: Path) -> tuple[dict, 
     if dofs < 250_000:
         print(f"warning: {args.large_mesh} has {dofs:,} DOFs, fewer than the 250k the speed ratio is defined for")
     if model is None:
-        from bench_spon import ScaledSPON
         from fe_operators.io import load_mesh
         from fe_operators.models import spon_for_problem
 
@@ -507,18 +477,7 @@ def stage_speed(args: argparse.Namespace, model: Any, out: Path) -> tuple[dict, 
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from fno_grid import ensure_neuralop
-
-    nl_version = ensure_neuralop(install=not args.no_install)
-    _argv, sys.argv = sys.argv, sys.argv[:1]  # Firedrake hands sys.argv to PETSc on import
-    import firedrake  # noqa: F401
-
-    sys.argv = _argv
-    # after the imports (one of them resets the filters): the package's CSR kernels warn "beta"
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    from machine import machine_summary
-
-    torch.set_num_threads(args.threads)
+    nl_version = start_training_bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Path(args.square_out).mkdir(parents=True, exist_ok=True)
@@ -556,9 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"max boundary error of the SPONs: {bnd:.3g} (target 0); total {time.perf_counter() - t_start:.0f} s")
     results["ratios"] = ratios
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print("targets: " + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()) + ", max boundary error 0")
-    for name, value in ratios.items():
-        print(f"ratio {name} {value:.3f}")
+    print_ratios(ratios, TARGETS, ", max boundary error 0")
     return 0
 
 

@@ -50,7 +50,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_summary  # noqa: E402
+from common import machine_summary  # noqa: E402
 
 #: option sets of the classical multigrids tried on the selection size (the fastest of each is used)
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {

@@ -43,7 +43,7 @@ std), the input encoded, the network output decoded.
 
 :func:`train_mgno_grid`: the paper's optimisation (Adam with L2 weight decay 1e-4, a
 one-cycle schedule to ``max_lr = 5e-4``, batch 8) for a wall-clock budget, through
-:func:`bench_spon.train_timed`.
+:func:`common.train_timed`.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common import n_params, train_timed, val_fn
 from fno_grid import grid_permutation
 
 __all__ = ["PINNED", "GridMgNO", "MgNOGrid", "MgNOLayer", "MgVCycle", "OneCycle", "grid_mgno", "level_sizes",
@@ -310,7 +311,7 @@ class OneCycle:
     The paper's code uses ``OneCycleLR(max_lr, div_factor=2, final_div_factor=100,
     pct_start=0.2)`` with the default momentum cycling (``beta1`` from 0.95 down to 0.85 and
     back), stepped once per epoch. Here the schedule is a function of the elapsed fraction
-    of a wall-clock budget, set before every batch (as :func:`bench_spon.train_timed`
+    of a wall-clock budget, set before every batch (as :func:`common.train_timed`
     schedules), so it always ends with the budget, whatever the machine's load. Mapping
     torch's step ``t`` of ``T`` to a fraction piecewise linearly (step ``pct_start T - 1``
     to ``pct_start``, step ``T - 1`` to 1) gives torch's values at every step.
@@ -370,7 +371,7 @@ def train_mgno_grid(model: GridMgNO, x_train: torch.Tensor, y_train: torch.Tenso
     :class:`OneCycle` over the wall-clock budget, stepped before every batch of ``batch``
     shuffled samples; after every epoch the mean relative error in ``val_norm`` on the
     validation set, and the weights of the best one are restored at the end (the paper
-    selects on validation relative L2). Runs :func:`bench_spon.train_timed`.
+    selects on validation relative L2). Runs :func:`common.train_timed`.
 
     Parameters
     ----------
@@ -396,8 +397,6 @@ def train_mgno_grid(model: GridMgNO, x_train: torch.Tensor, y_train: torch.Tenso
     ------
     ``x_*``, ``y_*``: ``(samples, n_dofs)``.
     """
-    from bench_spon import n_params, train_timed, val_fn
-
     opt = torch.optim.Adam(model.parameters(), lr=max_lr / div_factor, weight_decay=weight_decay)
     schedule = OneCycle(max_lr, div_factor=div_factor, final_div_factor=final_div_factor, pct_start=pct_start)
     info = train_timed(model, lambda x, y: loss_fn(model(x), y), val_fn(model, x_val, y_val, val_norm, val_batch),

@@ -28,6 +28,8 @@ learned preconditioners
     :class:`WorseThanClassicalError`
 resources
     :class:`MemoryLimitError`
+solvers
+    :class:`SolveError`
 
 Values quoted in messages are cut to a bounded length first
 (:func:`fe_operators.quoting.short`): a configuration can hold a value whose text is
@@ -36,6 +38,7 @@ gigabytes long.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -67,6 +70,7 @@ __all__ = [
     "ModelNotGivenError",
     "ModelKindError",
     "WorseThanClassicalError",
+    "SolveError",
 ]
 
 
@@ -406,3 +410,50 @@ class WorseThanClassicalError(FEOperatorsError, RuntimeError):
                 f"coefficients ({self.measure}: learned {self.learned:.4g}, classical {self.classical:.4g}); "
                 f"{where}: train longer or with a lower train.lr, or pass --allow-worse (train.allow_worse: true) "
                 "to write it anyway")
+
+
+class SolveError(FEOperatorsError, RuntimeError):
+    """A PDE solve did not converge.
+
+    Parameters
+    ----------
+    reason
+        PETSc's converged reason (a negative integer) or a text.
+    sample
+        Index of the sample being solved, when known.
+    detail
+        More about the failure (e.g. Firedrake's message).
+    solver
+        Whose reason ``reason`` is: ``"SNES"`` (nonlinear solver) or ``"KSP"`` (linear
+        solver); the two number their reasons differently (-5 is ``SNES_DIVERGED_MAX_IT``
+        but ``KSP_DIVERGED_BREAKDOWN``).  ``None`` when unknown: the number is not named.
+    """
+
+    def __init__(self, reason: object, sample: int | None = None, detail: str = "",
+                 solver: str | None = None) -> None:
+        if solver not in (None, "SNES", "KSP"):
+            raise ValueError(f"expected solver 'SNES', 'KSP' or None, got {solver!r}")
+        self.reason = reason
+        self.sample = sample
+        self.detail = detail
+        self.solver = solver
+        super().__init__(str(self))
+
+    @property
+    def reason_text(self) -> str:
+        """The reason with its PETSc name, e.g. ``"-5 (SNES_DIVERGED_MAX_IT)"`` (``str(reason)`` if unnamed)."""
+        reason = self.reason
+        # an integer reason of a known solver (bool is an int to Python, numpy integers are Integral)
+        if self.solver is None or isinstance(reason, bool) or not isinstance(reason, numbers.Integral):
+            return str(reason)
+        from petsc4py import PETSc  # only here: errors.py is imported by code that never needs PETSc
+
+        enum = PETSc.SNES.ConvergedReason if self.solver == "SNES" else PETSc.KSP.ConvergedReason
+        names = {v: k for k, v in vars(enum).items() if k.isupper() and isinstance(v, int)}
+        name = names.get(int(reason))
+        return f"{int(reason)} ({self.solver}_{name})" if name else str(int(reason))
+
+    def __str__(self) -> str:
+        where = f"sample {self.sample}: " if self.sample is not None else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{where}solver did not converge, PETSc reason {self.reason_text}{extra}"

@@ -125,6 +125,5 @@ def test_non_finite_samples_are_refused_naming_sample_and_field(files, tmp_path,
         row[[3, 5]] = [np.nan, np.inf]
         k[7] = row
     FEDataset(path, [0, 1, 2], preload=preload)  # the damaged sample not selected: fine
-    with pytest.raises(NonFiniteError, match=r"nan\.h5: sample 7 holds 2 NaN or infinite value\(s\) in inputs/k; "
-                                             r"the file is damaged"):
+    with pytest.raises(NonFiniteError, match=r"nan\.h5: sample 7\b.*\b2 NaN.*inputs/k.*damaged"):
         FEDataset(path, preload=preload)

@@ -14,7 +14,8 @@ import firedrake as fd
 import numpy as np
 from firedrake.exceptions import ConvergenceError
 
-from fe_operators.problems.base import Problem, SolveError
+from fe_operators.errors import SolveError
+from fe_operators.problems.base import Problem
 
 __all__ = ["SmallPoisson"]
 

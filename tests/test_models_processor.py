@@ -110,8 +110,7 @@ def test_processor_options_are_checked_where_they_are_given():
         SPON.from_context(ctx, ["a", "b"], "cnn")
     with pytest.raises(ConfigError, match=r"widht: unknown key; did you mean 'width'\?"):
         SPON.from_context(ctx, ["a", "b"], "gnn", widht=8)
-    with pytest.raises(ConfigError, match=r"model\.hidden: is a key of the mlp processor; this model has "
-                                          r"processor: gnn"):
+    with pytest.raises(ConfigError, match=r"model\.hidden:.*mlp processor.*processor: gnn"):
         config_from_dict({"data": {"path": "d"}, "out": {"dir": "o"}, "model": {"hidden": [8]}})
     with pytest.raises(ConfigError, match=r"model\.processor: expected one of \['gnn', 'mlp', 'multigrid'\]"):
         config_from_dict({"data": {"path": "d"}, "out": {"dir": "o"}, "model": {"processor": "cnn"}})

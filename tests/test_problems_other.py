@@ -13,9 +13,9 @@ import pytest
 
 import firedrake as fd
 
-from fe_operators.errors import BoundaryMarkerError
+from fe_operators.errors import BoundaryMarkerError, SolveError
 from fe_operators.io import load_mesh
-from fe_operators.problems import SolveError, get_problem, problem_class
+from fe_operators.problems import get_problem, problem_class
 from fe_operators.problems.elasticity import ElasticityProblem
 from fe_operators.problems.helmholtz import HelmholtzProblem
 from fe_operators.problems.nonlinear import NonlinearDiffusionProblem

@@ -7,9 +7,9 @@ import pytest
 
 import firedrake as fd
 
-from fe_operators.errors import BoundaryMarkerError, SpaceMismatchError
+from fe_operators.errors import BoundaryMarkerError, SolveError, SpaceMismatchError
 from fe_operators.io import load_mesh
-from fe_operators.problems import SolveError, get_problem
+from fe_operators.problems import get_problem
 from fe_operators.problems.darcy import DarcyProblem
 from fe_operators.problems.poisson import PoissonProblem
 

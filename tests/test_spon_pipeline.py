@@ -125,7 +125,8 @@ def test_missing_or_corrupt_checkpoint(work, tmp_path, capsys):
     shutil.copytree(work / "gnn", run)
     (run / "best.pt").write_bytes(b"\x80\x04garbage")
     assert cli("evaluate", run, "--data", work / "d6.h5") == 1
-    assert "best.pt: cannot be read, the file is truncated or corrupt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "best.pt:" in err and "truncated" in err
     (run / "best.pt").unlink()
     assert cli("evaluate", run, "--data", work / "d6.h5") == 1
     assert "best.pt: no such file" in capsys.readouterr().err
@@ -136,7 +137,8 @@ def test_missing_or_corrupt_checkpoint(work, tmp_path, capsys):
 def test_bad_spon_config(work, tmp_path, capsys):
     cfg = write_config(tmp_path / "bad.yaml", work / "d6.h5", tmp_path / "bad", {**MLP, "width": 8})
     assert cli("train", "--config", cfg) == 2
-    assert "model.width: is a key of the gnn processor; this model has processor: mlp" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model.width:" in err and "gnn processor" in err and "processor: mlp" in err
     cfg = write_config(tmp_path / "bad2.yaml", work / "d6.h5", tmp_path / "bad2", {**GNN, "hops": "many"})
     assert cli("train", "--config", cfg) == 2
     assert "model.hops: expected int, got str 'many'" in capsys.readouterr().err
@@ -189,7 +191,7 @@ def test_non_finite_predictions_are_an_error(work, tmp_path, capsys):
     assert cli("evaluate", tmp_path / "nan.pt", "--data", work / "d6.h5", "--out", tmp_path / "e", "--split",
                "all") == 1
     err = capsys.readouterr().err
-    assert "predicts NaN or infinite values for 24 of 24 samples (file rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...)" in err
+    assert "NaN" in err and "24 of 24 samples" in err and "rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...)" in err  # cut at 10
     assert not (tmp_path / "e" / "evaluation.json").exists()
 
 
@@ -207,8 +209,8 @@ def test_bad_evaluate_arguments_exit_2(work, capsys, args, message):
 def test_evaluate_on_cuda_without_cuda_is_a_clear_error(work, capsys):
     assert cli("evaluate", work / "gnn", "--data", work / "d6.h5", "--device", "cuda") == 2
     err = capsys.readouterr().err
-    assert err == ("fe-operators evaluate: error: --device: device 'cuda' requested but torch sees no CUDA "
-                   "device; use 'cpu'\n")
+    assert err.startswith("fe-operators evaluate: error: --device:") and err.count("\n") == 1
+    assert "'cuda'" in err and "no CUDA device" in err and "use 'cpu'" in err
 
 
 def test_no_sparse_csr_beta_warning_in_a_fresh_process(work):

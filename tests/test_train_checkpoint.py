@@ -51,7 +51,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
 def test_payload_must_be_plain_data(tmp_path):
     bad = payload(1.0)
     bad["model"]["config"] = {"activation": torch.nn.ReLU()}
-    with pytest.raises(TypeError, match=r"checkpoint\.model\.config\.activation: a checkpoint holds only tensors"):
+    with pytest.raises(TypeError, match=r"checkpoint\.model\.config\.activation:.*only tensors"):
         save_checkpoint(tmp_path / "c.pt", bad)
     assert not (tmp_path / "c.pt").exists()
 

@@ -215,8 +215,7 @@ def test_bad_models_and_outputs_fail_clearly(tiny, tmp_path):
         Trainer(torch.nn.Linear(2, 2), rel_l2, data(4, 0), run_dir=tmp_path)
     wrong = tiny.TinyMLP(12, (5,))
     trainer = Trainer(wrong, rel_l2, data(4, 0), run_dir=tmp_path / "w", settings=TrainSection(progress=False))
-    with pytest.raises(SpaceMismatchError, match=r"outputs DOF tensors of shape \(4, 5\) but the targets have "
-                                                  r"shape \(4, 6\)"):
+    with pytest.raises(SpaceMismatchError, match=r"shape \(4, 5\).*targets.*shape \(4, 6\)"):
         trainer.fit()
     nan_data = data(4, 0)
     nan_data.tensors[1][0, 0] = float("nan")

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 import firedrake as fd  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
-from machine import machine_summary, median_time  # noqa: E402
+from common import machine_summary, median_time  # noqa: E402
 
 from fe_operators.fem import dof_graph  # noqa: E402
 from fe_operators.models.layers.graph_ops import mean_adjacency, mean_aggregate, propagate_mean  # noqa: E402

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 
 import bench_spon  # noqa: E402
+import common  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -41,9 +42,9 @@ def main(argv: list[str]) -> int:
     args = bench_spon.parse_args(["--no-install"])
     out = Path(args.out)
     counts = (args.train, args.val, args.test)
-    fine = bench_spon.dataset(64, 0, counts, out)
-    coarse = bench_spon.dataset(32, 1, counts, out)
-    floor = bench_spon.transfer_floor(fine, coarse, args.floor_samples)
+    fine = common.dataset(64, 0, counts, out)
+    coarse = common.dataset(32, 1, counts, out)
+    floor = common.transfer_floor(fine, coarse, args.floor_samples)
     print(f"floor {floor:.4f}", flush=True)
     base: dict = {}  # the processor's defaults (GNNOptions)
     h32 = float(models.context_from_problem(coarse["problem"]).length_scale())
@@ -53,10 +54,10 @@ def main(argv: list[str]) -> int:
     for name, opts, physical in [("baseline", base, False), ("physical edges", base, True),
                                  ("+ diffusive hops 8", {**base, "hops": 8}, False)]:
         gp.edge_features = (lambda e: e / h32) if physical else mesh_scaled
-        model, _ = bench_spon.run_spon(coarse, "gnn", opts, budget=budget, lr=args.gnn_lr, args=args, label=name,
+        model, _ = common.run_spon(coarse, "gnn", opts, budget=budget, lr=args.gnn_lr, args=args, label=name,
                                        batch=args.gnn_batch)
-        e32 = bench_spon.evaluate(model, *coarse["split"]["test"], coarse["norm"], coarse_mask, 20)["rel_l2"]
-        e64 = bench_spon.evaluate(lambda a: model(a, context=fine_ctx), *fine["split"]["test"], fine["norm"],
+        e32 = common.evaluate(model, *coarse["split"]["test"], coarse["norm"], coarse_mask, 20)["rel_l2"]
+        e64 = common.evaluate(lambda a: model(a, context=fine_ctx), *fine["split"]["test"], fine["norm"],
                                   fine_ctx.mask[:, 0], 20)["rel_l2"]
         print(f"RESULT {name:<20} e32 {e32:.4f} e64 {e64:.4f} transfer_err {e64 / e32:.3f} "
               f"vs_floor {e64 / math.hypot(e32, floor):.3f}", flush=True)

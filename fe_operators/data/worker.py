@@ -73,7 +73,7 @@ def failure_message(exc: BaseException) -> str:
     """One line saying why a sample failed (PETSc's reason, named, for solver failures)."""
     from firedrake.exceptions import ConvergenceError
 
-    from fe_operators.problems.base import SolveError
+    from fe_operators.errors import SolveError
 
     if isinstance(exc, SolveError):
         text = f"solver did not converge, PETSc reason {exc.reason_text}"

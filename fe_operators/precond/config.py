@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
-
+from fe_operators.configfile import commented_yaml, config_from_data, load_config_file
 from fe_operators.errors import ConfigError
 from fe_operators.limits import check_allocation, format_bytes
 from fe_operators.options import (
-    config_to_dict, dataclass_from_dict, finite_positive, fraction, non_negative, option, option_rows, optional,
+    config_to_dict, finite_positive, fraction, non_negative, option, option_rows, optional,
     positive,
 )
 
@@ -142,13 +140,7 @@ def precond_config_from_dict(data: Any, base_dir: str | os.PathLike | None = Non
     ConfigError
         Unknown key, missing required key, wrong type or invalid value (naming the key).
     """
-    try:
-        cfg = dataclass_from_dict(PrecondConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(exc.key, exc.message, source) from None
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    cfg.out = str((base / cfg.out).resolve())
-    return cfg
+    return config_from_data(PrecondConfig, data, base_dir=base_dir, source=source, paths=("out",))
 
 
 def load_precond_config(path: str | os.PathLike) -> PrecondConfig:
@@ -159,28 +151,12 @@ def load_precond_config(path: str | os.PathLike) -> PrecondConfig:
     ConfigError
         The file is missing or not valid YAML, or the configuration is invalid.
     """
-    from fe_operators.train.config import read_yaml_file  # the project's YAML rules: 1e-3 is a float
-
-    path = Path(path)
-    data = read_yaml_file(path)
-    return precond_config_from_dict(data, base_dir=path.parent, source=path)
+    return load_config_file(PrecondConfig, path, paths=("out",))
 
 
 def precond_config_yaml() -> str:
     """Every key with its default and doc, as a commented YAML file."""
-    lines = []
-    for row in option_rows(PrecondConfig):
-        depth = row.key.count(".")
-        name = row.key.rsplit(".", 1)[-1]
-        pad = "  " * depth
-        if row.section:
-            text = f"{pad}{name}:"
-        else:
-            value = "<required>" if row.doc.startswith("(required)") else yaml.safe_dump(
-                row.default, default_flow_style=True).strip().removesuffix("...").strip()
-            text = f"{pad}{name}: {value}"
-        lines.append(f"{text:<27} # {row.doc}")
-    return "\n".join(lines) + "\n"
+    return commented_yaml(option_rows(PrecondConfig), "fe-operators precond train")
 
 
 def check_sizes(cfg: PrecondConfig, n_dofs: int) -> None:

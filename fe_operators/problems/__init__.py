@@ -2,31 +2,37 @@
 
 Families are looked up by name with :func:`get_problem` (or built on a mesh spec with
 :func:`load_problem`); each is a :class:`~fe_operators.problems.base.Problem` subclass in
-a module of its own, listed in :mod:`~fe_operators.problems.registry`.
+a module of its own that registers it with :func:`register_problem`.  Importing this
+package imports the six families of the package, which fills :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
-from fe_operators.problems.base import Problem, SolveError, sample_rng
+from fe_operators.problems.base import Problem, bound_params, sample_rng
 from fe_operators.problems.registry import (
     FAMILIES,
     check_params,
     get_problem,
     load_problem,
     problem_class,
+    register_problem,
     resolve_problem,
     stored_problem_class,
     user_problem,
 )
 
+# the families register themselves on import (in this order, the order of FAMILIES)
+from fe_operators.problems import poisson, darcy, helmholtz, elasticity, nonlinear, stokes  # noqa: E402,F401  isort: skip
+
 __all__ = [
     "FAMILIES",
     "Problem",
-    "SolveError",
+    "bound_params",
     "check_params",
     "get_problem",
     "load_problem",
     "problem_class",
+    "register_problem",
     "resolve_problem",
     "sample_rng",
     "stored_problem_class",

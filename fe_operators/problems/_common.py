@@ -8,8 +8,7 @@ import numpy as np
 
 import firedrake as fd
 
-from fe_operators.errors import SpaceMismatchError
-from fe_operators.problems.base import SolveError
+from fe_operators.errors import SolveError, SpaceMismatchError
 
 __all__ = ["SPARSE_CHOLESKY", "SPARSE_LU", "Markers", "COEFFICIENT_SPACES", "json_markers", "boundary_measure", "solve_or_raise", "assign_inputs"]
 

@@ -21,79 +21,68 @@ Each sample's randomness comes from ``numpy.random.default_rng([seed, index])``
 from __future__ import annotations
 
 import abc
+import collections.abc
+import inspect
+import types
+import typing
 from typing import Any, Mapping
 
 import numpy as np
 
 import firedrake as fd
 
-from fe_operators.errors import FEOperatorsError
+from fe_operators.errors import SolveError
 from fe_operators.fem.lifting import DirichletMap, dirichlet_map
+from fe_operators.problems._common import json_markers
 
-__all__ = ["Problem", "SolveError", "reason_text", "sample_rng"]
-
-
-class SolveError(FEOperatorsError, RuntimeError):
-    """A PDE solve did not converge.
-
-    Parameters
-    ----------
-    reason
-        PETSc's converged reason (a negative integer) or a text.
-    sample
-        Index of the sample being solved, when known.
-    detail
-        More about the failure (e.g. Firedrake's message).
-    solver
-        Whose reason ``reason`` is: ``"SNES"`` (nonlinear solver) or ``"KSP"`` (linear
-        solver); the two number their reasons differently (-5 is ``SNES_DIVERGED_MAX_IT``
-        but ``KSP_DIVERGED_BREAKDOWN``).  ``None`` when unknown: the number is not named.
-    """
-
-    def __init__(self, reason: object, sample: int | None = None, detail: str = "",
-                 solver: str | None = None) -> None:
-        if solver not in (None, "SNES", "KSP"):
-            raise ValueError(f"expected solver 'SNES', 'KSP' or None, got {solver!r}")
-        self.reason = reason
-        self.sample = sample
-        self.detail = detail
-        self.solver = solver
-        super().__init__(str(self))
-
-    @property
-    def reason_text(self) -> str:
-        """The reason with its PETSc name, e.g. ``"-5 (SNES_DIVERGED_MAX_IT)"``."""
-        return reason_text(self.reason, self.solver)
-
-    def __str__(self) -> str:
-        where = f"sample {self.sample}: " if self.sample is not None else ""
-        extra = f" ({self.detail})" if self.detail else ""
-        return f"{where}solver did not converge, PETSc reason {self.reason_text}{extra}"
-
-
-def reason_text(reason: object, solver: str | None) -> str:
-    """PETSc's converged reason with its name: ``reason_text(-3, "KSP") == "-3 (KSP_DIVERGED_ITS)"``.
-
-    Parameters
-    ----------
-    reason
-        An integer converged reason (anything else is returned as ``str(reason)``).
-    solver
-        ``"SNES"`` or ``"KSP"``: whose enumeration names the number (``None``: no name).
-    """
-    from petsc4py import PETSc
-
-    if solver is None or isinstance(reason, bool) or not isinstance(reason, (int, np.integer)):
-        return str(reason)
-    enum = PETSc.SNES.ConvergedReason if solver == "SNES" else PETSc.KSP.ConvergedReason
-    names = {v: k for k, v in vars(enum).items() if k.isupper() and isinstance(v, int)}
-    name = names.get(int(reason))
-    return f"{int(reason)} ({solver}_{name})" if name else str(int(reason))
+__all__ = ["Problem", "bound_params", "sample_rng"]
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
     """The random generator of sample ``index`` of a dataset with seed ``seed``."""
     return np.random.default_rng([int(seed), int(index)])
+
+
+def _jsonable(value: Any, hint: Any) -> Any:
+    """``value`` in the JSON-able form its annotation ``hint`` asks for.
+
+    ``float``, ``int`` and ``bool`` (optionally ``| None``) convert the value with the
+    type; boundary markers (a union of ``str``/``int`` and ``Sequence[int]``) become
+    :func:`~fe_operators.problems._common.json_markers`; anything else is kept as given.
+    """
+    if value is None:
+        return None
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    members = [m for m in members if m is not type(None)]
+    if len(members) == 1 and members[0] in (float, int, bool):
+        return members[0](value)
+    if any(typing.get_origin(m) is collections.abc.Sequence and typing.get_args(m) == (int,) for m in members) \
+            and all(m in (str, int) or typing.get_origin(m) is collections.abc.Sequence for m in members):
+        return json_markers(value)
+    return value
+
+
+def bound_params(family: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of ``family``'s constructor, read by name from ``values``, as JSON-able data.
+
+    How a family states its :attr:`Problem.params` once: after resolving its defaults
+    (``smoothness = 2 - d/2 if smoothness is None else ...``), its ``__init__`` calls
+    ``super().__init__(mesh, **bound_params(MyFamily, locals()))``, and every parameter
+    of the signature after ``mesh`` is recorded, in the signature's order, with its
+    resolved value converted as its annotation says (``float``, ``int``, ``bool``:
+    converted; boundary markers: lists of ints; anything else as it is).
+
+    Parameters
+    ----------
+    family
+        The class whose ``__init__`` signature names the parameters.
+    values
+        The constructor's local variables (``locals()``), holding every parameter.
+    """
+    init = family.__init__
+    hints = typing.get_type_hints(init)
+    names = list(inspect.signature(init).parameters)[2:]  # after self, mesh
+    return {name: _jsonable(values[name], hints.get(name)) for name in names}
 
 
 class Problem(abc.ABC):

@@ -32,9 +32,10 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import SPARSE_CHOLESKY, assign_inputs, json_markers, solve_or_raise
-from fe_operators.problems.base import Problem
+from fe_operators.problems._common import SPARSE_CHOLESKY, assign_inputs, solve_or_raise
+from fe_operators.problems.base import Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
+from fe_operators.problems.registry import register_problem
 
 __all__ = ["DarcyProblem", "COEFFICIENTS", "DEFAULT_SOLVER_PARAMETERS"]
 
@@ -49,6 +50,7 @@ DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = dict(SPARSE_CHOLESKY)
 FNO_LENGTH_SCALE = math.sqrt(8.0) / 3.0
 
 
+@register_problem("darcy")
 class DarcyProblem(Problem):
     """−∇·(a∇u) = 1, u = 0 on ∂Ω; input the random permeability ``a``.
 
@@ -86,8 +88,6 @@ class DarcyProblem(Problem):
         A marker the mesh does not have.
     """
 
-    name = "darcy"
-
     def __init__(
         self,
         mesh: fd.MeshGeometry,
@@ -109,12 +109,7 @@ class DarcyProblem(Problem):
         solver_parameters = dict(
             DEFAULT_SOLVER_PARAMETERS if solver_parameters is None else solver_parameters
         )
-        super().__init__(
-            mesh, coefficient=coefficient, a_high=float(a_high), a_low=float(a_low),
-            length_scale=float(length_scale), smoothness=smoothness, variance=float(variance),
-            zero_mean=bool(zero_mean), degree=int(degree), markers=json_markers(markers),
-            solver_parameters=solver_parameters,
-        )
+        super().__init__(mesh, **bound_params(DarcyProblem, locals()))
         self.coefficient = coefficient
         self.a_high, self.a_low = float(a_high), float(a_low)
         self.zero_mean = bool(zero_mean)

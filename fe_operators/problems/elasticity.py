@@ -27,9 +27,10 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import COEFFICIENT_SPACES, Markers, assign_inputs, boundary_measure, json_markers, solve_or_raise
-from fe_operators.problems.base import Problem
+from fe_operators.problems._common import COEFFICIENT_SPACES, Markers, assign_inputs, boundary_measure, solve_or_raise
+from fe_operators.problems.base import Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
+from fe_operators.problems.registry import register_problem
 
 __all__ = ["ElasticityProblem", "DEFAULT_SOLVER_PARAMETERS", "LOAD_TYPES"]
 
@@ -48,6 +49,7 @@ LOAD_TYPES = ("traction", "body")
 
 
 
+@register_problem("elasticity")
 class ElasticityProblem(Problem):
     """Linear elasticity, clamped on ``Γ_C``; inputs Young's modulus ``E`` and a ``load``.
 
@@ -104,8 +106,6 @@ class ElasticityProblem(Problem):
         Bad ``load_type``, ``poisson_ratio``, ``coefficient_space`` or vector length.
     """
 
-    name = "elasticity"
-
     def __init__(
         self,
         mesh: fd.MeshGeometry,
@@ -157,16 +157,7 @@ class ElasticityProblem(Problem):
         E_smoothness = 2.0 - dim / 2 if E_smoothness is None else float(E_smoothness)
         load_smoothness = 2.0 - dim / 2 if load_smoothness is None else float(load_smoothness)
         solver_parameters = dict(DEFAULT_SOLVER_PARAMETERS if solver_parameters is None else solver_parameters)
-        super().__init__(
-            mesh, degree=int(degree), clamp_markers=json_markers(clamp_markers),
-            traction_markers=None if traction_markers is None else json_markers(traction_markers),
-            load_type=load_type, poisson_ratio=float(poisson_ratio), plane_stress=bool(plane_stress),
-            coefficient_space=coefficient_space, young_modulus=float(young_modulus),
-            E_length_scale=float(E_length_scale), E_smoothness=E_smoothness,
-            E_log_variance=float(E_log_variance), load_mean=load_mean,
-            load_length_scale=float(load_length_scale), load_smoothness=load_smoothness,
-            load_variance=float(load_variance), gravity=gravity, solver_parameters=solver_parameters,
-        )
+        super().__init__(mesh, **bound_params(ElasticityProblem, locals()))
         self.clamp_markers = clamp_markers
         self.traction_markers = traction_markers
         self._CG1 = fd.FunctionSpace(mesh, "CG", 1)

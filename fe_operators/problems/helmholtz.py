@@ -39,9 +39,10 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import COEFFICIENT_SPACES, Markers, assign_inputs, boundary_measure, json_markers, solve_or_raise
-from fe_operators.problems.base import Problem
+from fe_operators.problems._common import COEFFICIENT_SPACES, Markers, assign_inputs, boundary_measure, solve_or_raise
+from fe_operators.problems.base import Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
+from fe_operators.problems.registry import register_problem
 
 __all__ = ["HelmholtzProblem", "DEFAULT_SOLVER_PARAMETERS"]
 
@@ -54,6 +55,7 @@ DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
     "pc_factor_mat_solver_type": "mumps",
 }
 
+@register_problem("helmholtz")
 class HelmholtzProblem(Problem):
     """−Δu − (ω/c)²u = f with an impedance boundary; input the wave speed ``c``.
 
@@ -109,8 +111,6 @@ class HelmholtzProblem(Problem):
         ``coefficient_space``.
     """
 
-    name = "helmholtz"
-
     def __init__(
         self,
         mesh: fd.MeshGeometry,
@@ -149,13 +149,7 @@ class HelmholtzProblem(Problem):
             source_width = 0.05 * float(np.linalg.norm(coords.max(axis=0) - coords.min(axis=0)))
         smoothness = 2.0 - dim / 2 if smoothness is None else float(smoothness)
         solver_parameters = dict(DEFAULT_SOLVER_PARAMETERS if solver_parameters is None else solver_parameters)
-        super().__init__(
-            mesh, degree=int(degree), omega=float(omega), c_min=float(c_min), c_max=float(c_max),
-            markers=json_markers(markers), coefficient_space=coefficient_space,
-            length_scale=float(length_scale), smoothness=smoothness, variance=float(variance),
-            source_center=source_center, source_width=float(source_width),
-            source_amplitude=float(source_amplitude), solver_parameters=solver_parameters,
-        )
+        super().__init__(mesh, **bound_params(HelmholtzProblem, locals()))
         self.markers = markers
         self._CG1 = fd.FunctionSpace(mesh, "CG", 1)
         self._C = fd.FunctionSpace(mesh, *COEFFICIENT_SPACES[coefficient_space])

@@ -20,10 +20,12 @@ import numpy as np
 
 import firedrake as fd
 
+from fe_operators.errors import SolveError
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import SPARSE_LU, Markers, assign_inputs, json_markers
-from fe_operators.problems.base import Problem, SolveError
+from fe_operators.problems._common import SPARSE_LU, Markers, assign_inputs
+from fe_operators.problems.base import Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
+from fe_operators.problems.registry import register_problem
 
 __all__ = ["NonlinearDiffusionProblem", "DEFAULT_SOLVER_PARAMETERS"]
 
@@ -40,6 +42,7 @@ DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
 
 
 
+@register_problem("nonlinear")
 class NonlinearDiffusionProblem(Problem):
     """−∇·((1 + u²)∇u) = f, u = 0 on ``Γ_D``; input the source ``f``.
 
@@ -74,8 +77,6 @@ class NonlinearDiffusionProblem(Problem):
         A marker the mesh does not have.
     """
 
-    name = "nonlinear"
-
     def __init__(
         self,
         mesh: fd.MeshGeometry,
@@ -91,11 +92,7 @@ class NonlinearDiffusionProblem(Problem):
         dim = mesh.geometric_dimension
         source_smoothness = 2.0 - dim / 2 if source_smoothness is None else float(source_smoothness)
         solver_parameters = {**DEFAULT_SOLVER_PARAMETERS, **(solver_parameters or {})}
-        super().__init__(
-            mesh, degree=int(degree), markers=json_markers(markers), source_mean=float(source_mean),
-            source_length_scale=float(source_length_scale), source_smoothness=source_smoothness,
-            source_variance=float(source_variance), solver_parameters=solver_parameters,
-        )
+        super().__init__(mesh, **bound_params(NonlinearDiffusionProblem, locals()))
         self.markers = markers
         self.newton_iterations = 0
         self._V = fd.FunctionSpace(mesh, "CG", int(degree))

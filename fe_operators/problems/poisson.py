@@ -19,9 +19,10 @@ import numpy as np
 import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import SPARSE_CHOLESKY, Markers, assign_inputs, json_markers, solve_or_raise
-from fe_operators.problems.base import Problem
+from fe_operators.problems._common import SPARSE_CHOLESKY, Markers, assign_inputs, solve_or_raise
+from fe_operators.problems.base import Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
+from fe_operators.problems.registry import register_problem
 
 __all__ = ["PoissonProblem", "DEFAULT_SOLVER_PARAMETERS"]
 
@@ -30,6 +31,7 @@ __all__ = ["PoissonProblem", "DEFAULT_SOLVER_PARAMETERS"]
 #: factorisation is several times faster per solve than MUMPS on one process.
 DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = dict(SPARSE_CHOLESKY)
 
+@register_problem("poisson")
 class PoissonProblem(Problem):
     """−Δu = f in Ω, u = g on the Dirichlet boundary; inputs ``f`` and ``g``.
 
@@ -61,8 +63,6 @@ class PoissonProblem(Problem):
         A marker the mesh does not have.
     """
 
-    name = "poisson"
-
     def __init__(
         self,
         mesh: fd.MeshGeometry,
@@ -83,13 +83,7 @@ class PoissonProblem(Problem):
         solver_parameters = dict(
             DEFAULT_SOLVER_PARAMETERS if solver_parameters is None else solver_parameters
         )
-        super().__init__(
-            mesh, degree=int(degree), markers=json_markers(markers),
-            source_length_scale=float(source_length_scale), source_smoothness=source_smoothness,
-            source_variance=float(source_variance),
-            boundary_length_scale=float(boundary_length_scale), boundary_smoothness=boundary_smoothness,
-            boundary_variance=float(boundary_variance), solver_parameters=solver_parameters,
-        )
+        super().__init__(mesh, **bound_params(PoissonProblem, locals()))
         self.markers = markers
         self._V = fd.FunctionSpace(mesh, "CG", int(degree))
         self.source_field = GaussianRandomField(

@@ -49,9 +49,8 @@ import firedrake as fd
 import petsctools
 from firedrake.petsc import PETSc
 
-from fe_operators.errors import UnsupportedSpaceError
+from fe_operators.errors import SolveError, UnsupportedSpaceError
 from fe_operators.sparse.petsc import petsc_to_scipy
-from fe_operators.problems.base import SolveError
 
 __all__ = [
     "GaussianRandomField", "matern_correlation", "allowed_smoothness", "DEFAULT_SOLVER_PARAMETERS",

@@ -23,32 +23,70 @@ import inspect
 import numbers
 import types
 import typing
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from fe_operators.errors import ConfigError, DatasetFileError, UsageError
+from fe_operators.problems.base import Problem
 from fe_operators.quoting import clip, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd
 
-    from fe_operators.problems.base import Problem
-
 __all__ = ["FAMILIES", "check_params", "get_problem", "load_problem", "problem_class", "problem_reference",
-           "resolve_problem", "stored_problem_class", "user_problem"]
+           "register_problem", "resolve_problem", "stored_problem_class", "user_problem"]
 
 #: a problem as a user names it: a family name, ``"module:Class"``, or the class itself
 ProblemChoice = Union[str, "type[Problem]"]
 
-#: family name -> "module:Class" (imported on first use)
-FAMILIES: dict[str, str] = {
-    "poisson": "fe_operators.problems.poisson:PoissonProblem",
-    "darcy": "fe_operators.problems.darcy:DarcyProblem",
-    "helmholtz": "fe_operators.problems.helmholtz:HelmholtzProblem",
-    "elasticity": "fe_operators.problems.elasticity:ElasticityProblem",
-    "nonlinear": "fe_operators.problems.nonlinear:NonlinearDiffusionProblem",
-    "stokes": "fe_operators.problems.stokes:StokesProblem",
-}
+#: family name -> its class's "module:Class", filled by :func:`register_problem` (the six
+#: families of this package register when :mod:`fe_operators.problems` is imported)
+FAMILIES: dict[str, str] = {}
+
+#: family name -> its class
+_CLASSES: dict[str, type[Problem]] = {}
+
+_P = TypeVar("_P", bound="type[Problem]")
+
+
+def register_problem(name: str) -> Callable[[_P], _P]:
+    """Class decorator: register a Problem subclass as the family ``name``.
+
+    The family is then known by name everywhere a family is (``fe-operators generate
+    NAME``, :func:`get_problem`, :func:`load_problem`), and a dataset that records it is
+    rebuilt without ``--problem`` (:func:`stored_problem_class`).  The decorator sets the
+    class's :attr:`~fe_operators.problems.base.Problem.name`.
+
+    Examples
+    --------
+    >>> @register_problem("reaction")                        # doctest: +SKIP
+    ... class ReactionProblem(Problem):
+    ...     ...
+
+    Raises
+    ------
+    ValueError
+        ``name`` is empty or holds a ``:`` (the mark of a ``module:Class`` path), or is
+        the name of another registered class.
+    TypeError
+        The decorated object is not a Problem subclass.
+    """
+    if not isinstance(name, str) or not name.strip() or ":" in name:
+        raise ValueError(f"expected a family name without ':' (e.g. 'darcy'), got {short(name)}")
+
+    def register(cls: _P) -> _P:
+        if not (isinstance(cls, type) and issubclass(cls, Problem)):
+            raise TypeError(f"@register_problem({name!r}) decorates Problem subclasses, got {short(cls)}")
+        ref = problem_reference(cls)
+        if FAMILIES.get(name, ref) != ref:
+            raise ValueError(f"problem family {name!r} is registered already, by {FAMILIES[name]}; choose "
+                             "another name")
+        cls.name = name
+        FAMILIES[name] = ref
+        _CLASSES[name] = cls
+        return cls
+
+    return register
 
 
 def problem_class(name: str) -> type[Problem]:
@@ -61,8 +99,7 @@ def problem_class(name: str) -> type[Problem]:
     """
     if name not in FAMILIES:
         raise ValueError(f"unknown problem {name!r}; known problems: {', '.join(sorted(FAMILIES))}")
-    module, cls = FAMILIES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return _CLASSES[name]
 
 
 def get_problem(name: str, mesh: fd.MeshGeometry, **params: Any) -> Problem:
@@ -81,8 +118,6 @@ def resolve_problem(name: ProblemChoice) -> type[Problem]:
     ValueError
         Unknown family, or an import path (or class) that does not name a Problem subclass.
     """
-    from fe_operators.problems.base import Problem
-
     if isinstance(name, type):
         if not issubclass(name, Problem):
             raise ValueError(f"expected a Problem subclass, got {name!r}")
@@ -182,9 +217,8 @@ def stored_problem_class(stored: Any, given: ProblemChoice | None = None, *, sou
                 "or pass the dataset of your problem")
         if isinstance(given, type):
             return resolve_problem(given)
-    if ref in FAMILIES.values():  # a registered family: the registry says what to import
-        module, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(module), attr)
+    if ref in FAMILIES.values():  # a registered family: the registry holds its class
+        return next(_CLASSES[name] for name, known in FAMILIES.items() if known == ref)
     if ":" not in stored:
         raise DatasetFileError(f"{source} was generated by an unknown problem {short(stored)}; known problems: "
                                f"{', '.join(sorted(FAMILIES))}")

@@ -36,8 +36,9 @@ import firedrake as fd
 
 from fe_operators.errors import UnsupportedSpaceError
 from fe_operators.fem.bcs import check_markers
-from fe_operators.problems._common import assign_inputs, json_markers, solve_or_raise
-from fe_operators.problems.base import Problem
+from fe_operators.problems._common import assign_inputs, solve_or_raise
+from fe_operators.problems.base import Problem, bound_params
+from fe_operators.problems.registry import register_problem
 
 __all__ = ["StokesProblem", "DEFAULT_SOLVER_PARAMETERS"]
 
@@ -53,6 +54,7 @@ DEFAULT_SOLVER_PARAMETERS: dict[str, Any] = {
 WallMarkers = int | Sequence[int]
 
 
+@register_problem("stokes")
 class StokesProblem(Problem):
     """Stokes flow, random inflow profile on ``Γ_in``, no-slip walls, do-nothing outlet.
 
@@ -95,8 +97,6 @@ class StokesProblem(Problem):
         The inlet is not a straight segment, or bad ``n_modes``/``perturbation``.
     """
 
-    name = "stokes"
-
     def __init__(
         self,
         mesh: fd.MeshGeometry,
@@ -119,11 +119,7 @@ class StokesProblem(Problem):
                 f"expected n_modes >= 0 and perturbation >= 0, got {n_modes!r} and {perturbation!r}"
             )
         solver_parameters = dict(DEFAULT_SOLVER_PARAMETERS if solver_parameters is None else solver_parameters)
-        super().__init__(
-            mesh, inlet_marker=int(inlet_marker), noslip_markers=json_markers(noslip_markers),
-            max_velocity=float(max_velocity), n_modes=int(n_modes), perturbation=float(perturbation),
-            solver_parameters=solver_parameters,
-        )
+        super().__init__(mesh, **bound_params(StokesProblem, locals()))
         self.inlet_marker = int(inlet_marker)
         self.noslip_markers = noslip_markers
         self._V = fd.VectorFunctionSpace(mesh, "CG", 2)

@@ -18,8 +18,9 @@ all, with defaults, as a commented YAML file::
 
 Validation happens once, in :func:`config_from_dict`: an unknown key, a missing required
 key, a wrong type or an out-of-range value raises :class:`ConfigError` naming the dotted
-key, e.g. ``train.lr: expected float, got str 'abc'``.  YAML is read with YAML 1.2 number
-rules, so ``1e-3`` is a float (PyYAML's YAML 1.1 default would read a string).
+key, e.g. ``train.lr: expected float, got str 'abc'``.  The file is read, and the relative
+paths in it resolved, by :mod:`fe_operators.configfile` (YAML 1.2 number rules: ``1e-3`` is
+a float, where PyYAML's YAML 1.1 default would read a string).
 
 The ``model`` section: ``type`` names the model family and every other key goes to that
 family's builder.  A family registers a schema in :data:`MODEL_SCHEMAS` (a dataclass of
@@ -32,14 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-from pathlib import Path
 from typing import Any, Literal, Protocol, Union, runtime_checkable
 
-import yaml
-
-from fe_operators.errors import ConfigError
-from fe_operators.quoting import clip, short
+from fe_operators.configfile import commented_yaml, config_from_data, flow, load_config_file
+from fe_operators.quoting import short
 from fe_operators.options import (
     OptionRow, config_to_dict, convert, dataclass_from_dict, finite_positive, fraction, non_negative, option,
     option_rows, optional, positive, type_name,
@@ -240,6 +237,9 @@ class DataclassSchema:
         return option_rows(self.cls, prefix)
 
 
+#: the keys whose values are paths, taken relative to the configuration file
+PATH_KEYS = ("data.path", "out.dir")
+
 #: model type -> schema of its options (filled by the model families)
 MODEL_SCHEMAS: dict[str, ModelSchema] = {}
 
@@ -286,132 +286,7 @@ def config_from_dict(data: Any, base_dir: str | os.PathLike | None = None,
     ConfigError
         Unknown key, missing required key, wrong type or invalid value (naming the key).
     """
-    try:
-        cfg = dataclass_from_dict(RunConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(exc.key, exc.message, source) from None
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    cfg.data.path = str((base / cfg.data.path).resolve())
-    cfg.out.dir = str((base / cfg.out.dir).resolve())
-    return cfg
-
-
-#: largest configuration file read, in bytes (checked before parsing)
-MAX_CONFIG_BYTES = 1 << 20
-#: most YAML nodes a configuration may hold, an alias counted as the nodes it stands for
-MAX_CONFIG_NODES = 10_000
-#: deepest nesting of mappings and lists in a configuration
-MAX_CONFIG_DEPTH = 50
-
-
-class _ConfigTooLarge(yaml.YAMLError):
-    """A YAML document refused while it was composed: too many nodes, or nested too deeply."""
-
-
-def _yaml12(cls: type) -> type:
-    """``cls`` with YAML 1.2 float rules (``1e-3`` is a float, not a string)."""
-    cls.yaml_implicit_resolvers = {
-        k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    cls.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                     |[-+]?\.(?:inf|Inf|INF)
-                     |\.(?:nan|NaN|NAN))$""", re.VERBOSE),
-        list("-+0123456789."),
-    )
-    return cls
-
-
-class _CountingComposer(yaml.composer.Composer):
-    """A composer that refuses documents too large once their aliases are expanded.
-
-    Anchors and aliases stay allowed (a user may well write ``hidden: &h [64, 64]`` and
-    reuse ``*h``), but each alias counts as the nodes it stands for: PyYAML shares an
-    aliased node instead of copying it, so loading a "billion laughs" document is cheap,
-    but every consumer that walks the data (validation, error messages quoting a value,
-    ``yaml.safe_dump`` of the resolved configuration) pays for the expansion: 9 levels
-    of 9 aliases are 9^9 strings.  The running total of expanded nodes is checked at
-    every node, so a document is refused after at most :data:`MAX_CONFIG_NODES` nodes
-    of work; nesting deeper than :data:`MAX_CONFIG_DEPTH` is refused before the
-    composer's recursion (libyaml's own composer would overflow the C stack), and so is
-    an alias inside the node it names (a value that contains itself, infinitely deep
-    once walked).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._expanded: dict[int, int] = {}  # id(node) -> nodes it expands to
-        self._total = 0
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        alias = self.check_event(yaml.AliasEvent)
-        self._depth += 1
-        if self._depth > MAX_CONFIG_DEPTH:
-            raise _ConfigTooLarge(f"nested more than {MAX_CONFIG_DEPTH} levels deep, too deep for a "
-                                      "configuration file; is it the right file?")
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if alias:
-            size = self._expanded.get(id(node))
-            if size is None:  # the anchored node is still being composed: one of this alias's parents
-                raise _ConfigTooLarge("an alias (*name) inside the value it names makes a value that contains "
-                                          "itself; write the values out")
-        else:  # a node composed just now: its children are counted already
-            if isinstance(node, yaml.SequenceNode):
-                size = 1 + sum(self._expanded[id(c)] for c in node.value)
-            elif isinstance(node, yaml.MappingNode):
-                size = 1 + sum(self._expanded[id(k)] + self._expanded[id(v)] for k, v in node.value)
-            else:
-                size = 1
-            self._expanded[id(node)] = size
-        # a new node adds itself (its children added themselves); an alias adds all it stands for
-        self._total += size if alias else 1
-        if self._total > MAX_CONFIG_NODES:
-            raise _ConfigTooLarge(
-                f"more than {MAX_CONFIG_NODES} values once its aliases (*name) are expanded, too many for a "
-                "configuration file (a YAML alias bomb?); write the values out, or use fewer aliases" if alias else
-                f"more than {MAX_CONFIG_NODES} values, too many for a configuration file; is it the right file?")
-        return node
-
-
-def _counting_loader() -> type:
-    """The loader class: libyaml's parser if available (fast), this module's composer, the safe constructor."""
-    parser = getattr(getattr(yaml, "cyaml", None), "CParser", None) if yaml.__with_libyaml__ else None
-    if parser is None:
-        @_yaml12
-        class PyLoader(_CountingComposer, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
-                       yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
-            def __init__(self, stream: Any) -> None:
-                yaml.reader.Reader.__init__(self, stream)
-                yaml.scanner.Scanner.__init__(self)
-                yaml.parser.Parser.__init__(self)
-                _CountingComposer.__init__(self)
-                yaml.constructor.SafeConstructor.__init__(self)
-                yaml.resolver.Resolver.__init__(self)
-
-        return PyLoader
-
-    @_yaml12
-    class CLoader(_CountingComposer, parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
-        # the Python composer comes first in the MRO: it replaces libyaml's (C) one
-        def __init__(self, stream: Any) -> None:
-            parser.__init__(self, stream)
-            _CountingComposer.__init__(self)
-            yaml.constructor.SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
-
-    return CLoader
-
-
-#: the loader of configuration files: safe (plain data only), YAML 1.2 numbers, bounded size
-_ConfigLoader = _counting_loader()
+    return config_from_data(RunConfig, data, base_dir=base_dir, source=source, paths=PATH_KEYS)
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -424,44 +299,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     ConfigError
         The file is missing or not valid YAML, or the configuration is invalid.
     """
-    path = Path(path)
-    return config_from_dict(read_yaml_file(path), base_dir=path.parent, source=path)
-
-
-def read_yaml_file(path: Path) -> Any:
-    """The data of a YAML configuration file (YAML 1.2 numbers, safe loading, bounded size).
-
-    A file is refused before it is parsed if it is larger than :data:`MAX_CONFIG_BYTES`,
-    and while it is parsed as soon as it holds more than :data:`MAX_CONFIG_NODES` values
-    (aliases counted at their expanded size) or nests deeper than
-    :data:`MAX_CONFIG_DEPTH`; a configuration has a few dozen values, so any file within
-    the byte limit loads or is refused in a fraction of a second and a few megabytes.
-
-    Raises
-    ------
-    ConfigError
-        The file cannot be read, is too large, is not UTF-8 text or not valid YAML.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError("", f"cannot read the configuration file ({exc.strerror or exc})", path) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError("", f"larger than {MAX_CONFIG_BYTES // 1024} KiB, too large for a configuration file; "
-                              "is it the right file?", path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"not UTF-8 text (byte {exc.start}); is it the right file?", path) from None
-    try:
-        return yaml.load(text, Loader=_ConfigLoader)  # safe: plain data only, no arbitrary objects
-    except _ConfigTooLarge as exc:
-        raise ConfigError("", f"refused: {exc}", path) from None
-    except yaml.YAMLError as exc:
-        where = " ".join(str(exc).replace(' in "<unicode string>",', " at").split())
-        raise ConfigError("", f"not valid YAML: {clip(where, 300)}", path) from None
+    return load_config_file(RunConfig, path, paths=PATH_KEYS)
 
 
 def _walk(model_types: list[str]) -> list[OptionRow]:
@@ -477,18 +315,13 @@ def _walk(model_types: list[str]) -> list[OptionRow]:
     return rows
 
 
-def _flow(value: Any) -> str:
-    """``value`` as one line of YAML."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
 def config_reference() -> str:
     """A Markdown table of every key (with every registered model family's): name, type, default, meaning."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for row in _walk(sorted(MODEL_SCHEMAS)):
         if row.section:
             continue
-        shown = "—" if row.doc.startswith("(required)") else f"`{_flow(row.default)}`"
+        shown = "—" if row.doc.startswith("(required)") else f"`{flow(row.default)}`"
         lines.append(f"| `{row.key}` | {type_name(row.type)} | {shown} | {row.doc} |")
     return "\n".join(lines)
 
@@ -506,18 +339,6 @@ def default_config_yaml(model_type: str = ModelSection.type) -> str:
     Required keys are ``null`` and must be filled in; with them filled in, the file is a
     valid configuration.
     """
-    out = ["# fe-operators train configuration: every key with its default.",
-           "# Keys marked (required) must be set; all others may be left out.", ""]
-    for row in _walk([model_type]):
-        depth = row.key.count(".")
-        pad = "  " * depth
-        name = row.key.rsplit(".", 1)[-1]
-        mark = "# " if row.commented else ""
-        out.append(f"{pad}# {row.doc}")
-        if row.section:
-            out.append(f"{pad}{mark}{name}:")
-            continue
-        out.append(f"{pad}{mark}{name}: {_flow(model_type if row.key == 'model.type' else row.default)}")
-        if row.key == "model.type" and model_type not in MODEL_SCHEMAS:
-            out.append(f"{pad}# ...and the keys of the model family (it registered no schema).")
-    return "\n".join(out) + "\n"
+    notes = {} if model_type in MODEL_SCHEMAS else {
+        "model.type": "...and the keys of the model family (it registered no schema)."}
+    return commented_yaml(_walk([model_type]), "fe-operators train", values={"model.type": model_type}, notes=notes)
