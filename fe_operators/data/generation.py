@@ -178,25 +178,8 @@ def generate_dataset(
     journal = Journal(out)
     started = time.perf_counter()
 
-    plan, error = None, None
-    if rank == 0:
-        try:
-            shapes = ({n: dof_shape(V) for n, V in prob.input_spaces.items()}, dof_shape(prob.output_space))
-            plan = plan_run(out, journal, settings, int(n_samples), overwrite, shapes)
-        except (FEOperatorsError, OSError) as exc:
-            error = exc
-            if not isinstance(exc, FEOperatorsError) and no_space(exc):
-                error = OutputError(f"no space left on device writing {exc.filename or journal.path}; "
-                                    "free space and re-run the same command")
-    shared = None
-    if rank == 0 and error is None:
-        shared = (plan.n_total, plan.missing, plan.nothing_to_do)
-    shared = comm.bcast(shared, root=0)
-    if shared is None:
-        if error is not None:
-            raise error
-        raise FEOperatorsError("rank 0 failed to plan the run (see its message)")
-    n_total, missing, nothing_to_do = shared
+    plan, (n_total, missing, nothing_to_do) = _plan_on_rank_0(comm, out, journal, settings, prob,
+                                                              int(n_samples), overwrite)
     try:  # rank 0 holds the journal's lock until the end, whatever happens
         if nothing_to_do:
             n_done = n_total
@@ -217,30 +200,12 @@ def generate_dataset(
         result: tuple[int, tuple[int, str] | None, tuple[str, str] | None] | None = None
         unexpected: BaseException | None = None
         if rank == 0:
-            first = min((f for f in failures if f is not None), default=None)
-            write_error = next((w for w in write_errors if w is not None), None)
             run = {
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "command": command, "ranks": size, "generated": total_generated,
-                "loop_seconds": round(loop_seconds, 6), "failed_sample": None if first is None else first[0],
+                "loop_seconds": round(loop_seconds, 6),
             }
-            if write_error is not None:  # the disk is full (most likely): a merge would fail too
-                result = (0, first, ("output", _write_failure(*write_error, journal, plan)))
-            else:
-                try:
-                    n_done = merge_run(out, journal, settings, prob, plan, run)
-                    result = (n_done, first, None)
-                except DatasetFileError as exc:  # a damaged chunk: the message names it and the fix
-                    result = (0, first, ("data", str(exc)))
-                except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang
-                    if isinstance(exc, (OSError, FEOperatorsError)) or no_space(exc):
-                        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                        detail = reason if isinstance(exc, OutputError) else None  # merge's own words
-                        result = (0, first, ("output", _write_failure(str(out), reason, no_space(exc),
-                                                                      journal, plan, detail)))
-                    else:  # a bug: rank 0 shows its traceback
-                        unexpected = exc
-                        result = (0, first, ("other", f"rank 0 failed to write {out} (see its message)"))
+            result, unexpected = _merge_on_rank_0(out, journal, settings, prob, plan, run, failures, write_errors)
         n_done, first, merge_error = comm.bcast(result, root=0)
         if unexpected is not None:
             raise unexpected
@@ -255,6 +220,58 @@ def generate_dataset(
     finally:
         journal.unlock()
 
+
+
+def _plan_on_rank_0(comm: Any, out: Path, journal: Journal, settings: Mapping[str, Any], prob: Any,
+                    n_samples: int, overwrite: bool) -> tuple[Plan | None, tuple[int, Any, bool]]:
+    """Rank 0 plans the run (:func:`plan_run`); every rank gets ``(n_total, missing, nothing_to_do)``.
+
+    The plan itself stays on rank 0 (None elsewhere); a planning error is raised on every rank.
+    """
+    plan, error = None, None
+    if comm.rank == 0:
+        try:
+            shapes = ({n: dof_shape(V) for n, V in prob.input_spaces.items()}, dof_shape(prob.output_space))
+            plan = plan_run(out, journal, settings, n_samples, overwrite, shapes)
+        except (FEOperatorsError, OSError) as exc:
+            error = exc
+            if not isinstance(exc, FEOperatorsError) and no_space(exc):
+                error = OutputError(f"no space left on device writing {exc.filename or journal.path}; "
+                                    "free space and re-run the same command")
+    shared = (plan.n_total, plan.missing, plan.nothing_to_do) if comm.rank == 0 and error is None else None
+    shared = comm.bcast(shared, root=0)
+    if shared is None:
+        if error is not None:
+            raise error
+        raise FEOperatorsError("rank 0 failed to plan the run (see its message)")
+    return plan, shared
+
+
+def _merge_on_rank_0(out: Path, journal: Journal, settings: Mapping[str, Any], prob: Any, plan: Plan,
+                     run: dict[str, Any], failures: list, write_errors: list
+                     ) -> tuple[tuple[int, tuple[int, str] | None, tuple[str, str] | None], BaseException | None]:
+    """Rank 0 merges the journal into ``out``: ``((n_done, first failure, error), unexpected)``.
+
+    The error is ``(kind, message)`` with kind ``"data"`` (a damaged chunk), ``"output"``
+    (a write failed, e.g. a full disk) or ``"other"``; ``unexpected`` is an exception
+    that is a bug (rank 0 re-raises it with its traceback after every rank heard of it).
+    """
+    first = min((f for f in failures if f is not None), default=None)
+    write_error = next((w for w in write_errors if w is not None), None)
+    run = {**run, "failed_sample": None if first is None else first[0]}
+    if write_error is not None:  # the disk is full (most likely): a merge would fail too
+        return (0, first, ("output", _write_failure(*write_error, journal, plan))), None
+    try:
+        return (merge_run(out, journal, settings, prob, plan, run), first, None), None
+    except DatasetFileError as exc:  # a damaged chunk: the message names it and the fix
+        return (0, first, ("data", str(exc))), None
+    except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang
+        if isinstance(exc, (OSError, FEOperatorsError)) or no_space(exc):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            detail = reason if isinstance(exc, OutputError) else None  # merge's own words
+            return (0, first, ("output", _write_failure(str(out), reason, no_space(exc), journal, plan,
+                                                        detail))), None
+        return (0, first, ("other", f"rank 0 failed to write {out} (see its message)")), exc  # a bug
 
 def _write_failure(path: str, reason: str, full: bool, journal: Journal, plan: Plan,
                    detail: str | None = None) -> str:
