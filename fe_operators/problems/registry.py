@@ -48,6 +48,7 @@ FAMILIES: dict[str, str] = {
     "elasticity": "fe_operators.problems.elasticity:ElasticityProblem",
     "nonlinear": "fe_operators.problems.nonlinear:NonlinearDiffusionProblem",
     "stokes": "fe_operators.problems.stokes:StokesProblem",
+    "hyperelastic_beam": "fe_operators.problems.hyperelastic:HyperelasticBeamProblem",
 }
 
 
