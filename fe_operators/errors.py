@@ -18,6 +18,8 @@ spaces and meshes
     :class:`SpaceMismatchError`, :class:`UnsupportedSpaceError`,
     :class:`BoundaryMarkerError`, :class:`PointsOutsideMeshError`, :class:`MeshReadError`,
     :class:`NoHierarchyError`, :class:`BoundaryDataError`
+problems
+    :class:`LoadLimitError`
 data (generation, HDF5 files, datasets)
     :class:`OutputError`, :class:`DatasetFileError`, :class:`SettingsMismatchError`,
     :class:`NumberingError`, :class:`GenerationError`, :class:`NonFiniteError`
@@ -56,6 +58,7 @@ __all__ = [
     "MeshReadError",
     "NoHierarchyError",
     "BoundaryDataError",
+    "LoadLimitError",
     "OutputError",
     "DatasetFileError",
     "SettingsMismatchError",
@@ -176,6 +179,12 @@ class BoundaryDataError(FEOperatorsError, ValueError):
     another way (nonlinearly, or through Functions computed from them) cannot be lifted
     exactly.
     """
+
+
+# ----------------------------------------------------------------------------- problems
+class LoadLimitError(FEOperatorsError, ValueError):
+    """Problem inputs outside the range where the problem has one solution, e.g. a compressive
+    load on the hyperelastic beam above the documented fraction of its buckling load."""
 
 
 # ----------------------------------------------------------------------------- data

@@ -3,7 +3,7 @@
 Families are looked up by name with :func:`get_problem` (or built on a mesh spec with
 :func:`load_problem`); each is a :class:`~fe_operators.problems.base.Problem` subclass in
 a module of its own that registers it with :func:`register_problem`.  Importing this
-package imports the six families of the package, which fills :data:`FAMILIES`.
+package imports the seven families of the package, which fills :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fe_operators.problems.registry import (
 )
 
 # the families register themselves on import (in this order, the order of FAMILIES)
-from fe_operators.problems import poisson, darcy, helmholtz, elasticity, nonlinear, stokes  # noqa: E402,F401  isort: skip
+from fe_operators.problems import poisson, darcy, helmholtz, elasticity, nonlinear, stokes, hyperelastic  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "FAMILIES",
