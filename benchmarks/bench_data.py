@@ -2,7 +2,7 @@
 
 Darcy (``darcy``, default parameters: DG0 coefficient, CG1 output) on ``unitsquare:64``:
 
-* ``generate`` — :func:`fe_operators.data.generate.generate_dataset`, the code behind
+* ``generate`` — :func:`fe_operators.data.generation.generate_dataset`, the code behind
   ``fe-operators generate``: every sample, the journal and the final HDF5 file (mesh
   checkpoint included), timed from the end of mesh and problem set-up (the whole call,
   set-up included, is printed too);
@@ -36,7 +36,7 @@ from mpi4py import MPI
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine_summary
 
-from fe_operators.data.generate import generate_dataset
+from fe_operators.data import generate_dataset
 from fe_operators.problems import load_problem, sample_rng
 
 TARGET = 3.0

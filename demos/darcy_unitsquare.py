@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                "scheduler": {"name": "cosine", "warmup_steps": 20}},
     )
 
-    from fe_operators.data.generate import generate_dataset
-    from fe_operators.evaluate import evaluate_run, format_table
+    from fe_operators.data import generate_dataset
+    from fe_operators.evaluation import evaluate_run, format_table
 
     other = out / f"other_unitsquare{fine}.h5"
     generate_dataset("darcy", f"unitsquare:{fine}", max(samples // 10, 8), other, seed=1, progress=False)

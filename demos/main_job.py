@@ -86,11 +86,11 @@ def run_pipeline(
 
     Returns
     -------
-    fe_operators.evaluate.EvaluationResult
+    fe_operators.evaluation.EvaluationResult
         Also printed as a table.
     """
-    from fe_operators.data.generate import generate_dataset
-    from fe_operators.evaluate import evaluate_run, format_table
+    from fe_operators.data import generate_dataset
+    from fe_operators.evaluation import evaluate_run, format_table
     from fe_operators.train import config_to_dict, load_config, run_training
 
     out = Path(out).absolute()

@@ -7,7 +7,7 @@ was expected, what was given, and where possible how to fix it; errors that carr
 attributes build their message from them in ``__str__``.
 
 The ``fe-operators`` commands map them to exit statuses in one place
-(:func:`fe_operators.cli.run_command`): :class:`UsageError` and :class:`ConfigError` exit
+(:func:`fe_operators.cli.runner.run_command`): :class:`UsageError` and :class:`ConfigError` exit
 2, every other :class:`FEOperatorsError` exits 1.
 
 Groups

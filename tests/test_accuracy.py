@@ -23,7 +23,7 @@ import numba
 import pytest
 import yaml
 
-from fe_operators.cli import main
+from fe_operators.cli.main import main
 
 THRESHOLD = 0.2
 

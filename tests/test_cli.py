@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from fe_operators import errors
-from fe_operators.cli import main, run_command
+from fe_operators.cli.main import main
+from fe_operators.cli.runner import run_command
 from fe_operators.petsc_argv import argv_hidden_from_petsc
 
 
@@ -61,7 +62,7 @@ def test_argv_hidden_while_the_command_runs(monkeypatch):
 
 
 def test_train_reports_plain_value_errors_without_traceback(monkeypatch, capsys):
-    from fe_operators.train import cli as train_cli
+    from fe_operators.cli import train as train_cli
 
     monkeypatch.setattr(train_cli, "load_config", lambda path: path)
     monkeypatch.setattr(train_cli, "run_training", raising(ValueError("bad value")))

@@ -14,7 +14,7 @@ PROBLEM = "test_data_problems:SmallPoisson"
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Two small files: one input on CG1 (stacked) and inputs on CG1 + DG0 (dict)."""
-    from fe_operators.data.generate import generate_dataset
+    from fe_operators.data import generate_dataset
 
     folder = tmp_path_factory.mktemp("dataset")
     out = {}

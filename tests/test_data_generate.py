@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from fe_operators.data import FEFile, GenerationError, SettingsMismatchError
-from fe_operators.data.generate import generate_dataset, main_generate
+from fe_operators.cli.generate import main_generate
+from fe_operators.data import generate_dataset
 from fe_operators.data.journal import Journal, journal_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def _env() -> dict[str, str]:
 
 
 def _cmd(out: Path, n: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fe_operators.data.generate", PROBLEM, "--mesh", MESH,
+    return [sys.executable, "-m", "fe_operators.cli", "generate", PROBLEM, "--mesh", MESH,
             "--samples", str(n), "--out", str(out), "--seed", str(SEED), "--diffusion", "dg0",
             "--quiet", *extra]
 
@@ -179,14 +180,15 @@ def test_a_failed_newton_solve_is_named_by_its_snes_reason(tmp_path, capsys):
         ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion"], 2, "--diffusion needs a value"),
         ([PROBLEM, "--mesh", MESH, "--samples", "2", "--diffusion", "cubic"], 1,
          "expected diffusion 'const' or 'dg0', got 'cubic'"),
-        # problem options are checked against the constructor's annotations, by name
-        (["darcy", "--mesh", MESH, "--samples", "2", "--length_scale", "abc"], 1,
+        # problem options are checked against the constructor's annotations, by name: a
+        # configuration error, exit 2 (the runner's status for every command)
+        (["darcy", "--mesh", MESH, "--samples", "2", "--length_scale", "abc"], 2,
          "problem option --length_scale: expected a number (float) for problem 'darcy', got str 'abc'"),
-        (["darcy", "--mesh", MESH, "--samples", "2", "--zero-mean", "maybe"], 1,
+        (["darcy", "--mesh", MESH, "--samples", "2", "--zero-mean", "maybe"], 2,
          "problem option --zero_mean: expected true or false"),
-        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--fail-sample", "1.5"], 1,
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--fail-sample", "1.5"], 2,
          "problem option --fail_sample: expected an integer or null for problem "),
-        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--param", "difusion=dg0"], 1,
+        ([PROBLEM, "--mesh", MESH, "--samples", "2", "--param", "difusion=dg0"], 2,
          "problem option --difusion: unknown parameter of problem 'test_data_problems:SmallPoisson'; "
          "its parameters are diffusion, fail_sample"),
     ],

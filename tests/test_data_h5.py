@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fe_operators.data import DatasetFileError, FEFile, NumberingError
-from fe_operators.data.generate import generate_dataset
+from fe_operators.data import generate_dataset
 from fe_operators.data.digests import sample_digests
 from fe_operators.problems import load_problem
 
@@ -188,7 +188,7 @@ def test_a_damaged_file_is_reported_by_path_not_by_traceback(tmp_path, capsys, d
         return
 
     # the generator, asked to extend it, says the same in one line
-    from fe_operators.data.generate import main_generate
+    from fe_operators.cli.generate import main_generate
 
     assert main_generate(["darcy", "--mesh", MESH, "--samples", "4", "--out", str(meta), "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

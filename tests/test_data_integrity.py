@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 import yaml
 
-from fe_operators.cli import main
+from fe_operators.cli.main import main
 from fe_operators.data import FEDataset, FEFile
 from fe_operators.data import journal as journal_module
-from fe_operators.data.generate import generate_dataset, main_generate
+from fe_operators.cli.generate import main_generate
+from fe_operators.data import generate_dataset
 from fe_operators.data.h5_writer import DatasetWriter
 from fe_operators.data.layout import GROUP
 from fe_operators.data.journal import Journal, journal_path
@@ -392,7 +393,7 @@ if os.environ["FULL"] == "chunks":
         else real(path, write))
 else:
     DatasetWriter.write = enospc
-from fe_operators.data.generate import main_generate
+from fe_operators.cli.generate import main_generate
 sys.exit(main_generate(sys.argv[1:]))
 """
 

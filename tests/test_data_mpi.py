@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fe_operators.data import FEFile
-from fe_operators.data.generate import generate_dataset
+from fe_operators.data import generate_dataset
 from fe_operators.parallel import mpiexec_command, mpiexec_env
 
 ROOT = Path(__file__).resolve().parents[1]

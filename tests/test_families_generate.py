@@ -6,7 +6,7 @@ import pytest
 import firedrake as fd
 
 from fe_operators.data import FEDataset, FEFile
-from fe_operators.data.generate import generate_dataset
+from fe_operators.data import generate_dataset
 from fe_operators.problems import load_problem
 
 CASES = [

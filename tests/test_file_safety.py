@@ -21,9 +21,9 @@ import yaml
 
 from fe_operators.data import FEFile, NumberingError
 from fe_operators.errors import CheckpointError, ConfigError, DatasetFileError, UsageError
-from fe_operators.evaluate import main_evaluate
+from fe_operators.cli.evaluate import main_evaluate
 from fe_operators.petsc_options import check_stored_options, unsafe_options
-from fe_operators.train.cli import main_train
+from fe_operators.cli.train import main_train
 
 MESH = "unitsquare:4"
 ZEN = "sentinel_zen:Zen"
@@ -86,7 +86,7 @@ def sentinels(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Poisson data on unitsquare:4 and a small SPON-MLP run trained on it."""
-    from fe_operators.data.generate import generate_dataset
+    from fe_operators.data import generate_dataset
 
     folder = tmp_path_factory.mktemp("safety")
     generate_dataset("poisson", MESH, 12, folder / "p.h5", seed=1, progress=False)
@@ -259,12 +259,13 @@ def test_evaluate_refuses_stored_python_solver_options(work, tmp_path, sentinels
 
 
 def test_train_out_dir_an_existing_file_is_refused_before_the_data_load(work, tmp_path, capsys, monkeypatch):
-    from fe_operators.train import cli
+    from fe_operators.train import load_config, run_training
+    from fe_operators.train import run as run_module
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data were read before out.dir was checked")
 
-    monkeypatch.setattr(cli, "FEFile", no_data)
+    monkeypatch.setattr(run_module, "FEFile", no_data)
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
     for out, words in ((taken, "is a file"), (taken / "run", f"lies under {taken}, which is a file")):
@@ -273,11 +274,11 @@ def test_train_out_dir_an_existing_file_is_refused_before_the_data_load(work, tm
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"out.dir: {out} {words}" in err and "choose another out.dir" in err
     with pytest.raises(ConfigError, match="out.dir"):
-        cli.run_training(cli.load_config(config))
+        run_training(load_config(config))
 
 
 def test_evaluate_given_a_preconditioner_checkpoint_says_which_command(work, tmp_path, capsys):
-    from fe_operators.evaluate import evaluate_run
+    from fe_operators.evaluation import evaluate_run
     from fe_operators.precond.config import precond_config_from_dict
     from fe_operators.precond.smoother import SmootherNet
     from fe_operators.precond.training import write_precond_checkpoint

@@ -218,7 +218,7 @@ def test_no_hierarchy_and_bad_levels_are_clear_errors(lshape):
 
 def test_data_on_a_file_spec_rebuilds_as_a_hierarchy(tmp_path, monkeypatch):
     from fe_operators.data import FEFile
-    from fe_operators.data.generate import generate_dataset
+    from fe_operators.data import generate_dataset
     from fe_operators.io import shipped_meshes
 
     monkeypatch.chdir(tmp_path)

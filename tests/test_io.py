@@ -10,10 +10,10 @@ import pytest
 import firedrake
 
 from fe_operators.errors import MeshReadError, SpaceMismatchError
+from fe_operators.cli.mesh import main_mesh_info
 from fe_operators.io import (
     format_mesh_info,
     load_mesh,
-    main_mesh_info,
     max_cells,
     mesh_info,
     radius_ratio,

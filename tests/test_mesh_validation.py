@@ -15,7 +15,7 @@ import pytest
 
 import firedrake
 
-from fe_operators.cli import main
+from fe_operators.cli.main import main
 from fe_operators.errors import MeshReadError
 from fe_operators.io import load_mesh, validate_cells
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fe_operators.cli import main
+from fe_operators.cli.main import main
 from fe_operators.precond.dcdm import DCDMNet
 from fe_operators.precond.smoother import SmootherNet
 from fe_operators.train.checkpoint import load_model, read_checkpoint

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from fe_operators.cli import main, run_command
+from fe_operators.cli.main import main
+from fe_operators.cli.runner import run_command
 from fe_operators.precond.config import precond_config_from_dict
 from fe_operators.precond.dcdm import DCDMNet
 from fe_operators.errors import PreconditionerSetupError

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from fe_operators.cli import main
+from fe_operators.cli.main import main
 from fe_operators.errors import CheckpointError, ConfigError, MemoryLimitError
 from fe_operators.limits import MAX_BYTES_ENV, available_memory, check_allocation, format_bytes
 from fe_operators.quoting import short
@@ -159,7 +159,7 @@ def test_messages_quoting_bad_values_cut_them(tmp_path):
 
 # ----------------------------------------------------------------------------- models
 def test_train_with_huge_mlp_layers_is_refused_before_building_naming_model_hidden(tmp_path, capsys, monkeypatch):
-    from fe_operators.data.generate import generate_dataset
+    from fe_operators.data import generate_dataset
 
     generate_dataset("poisson", "unitsquare:3", 6, tmp_path / "p.h5", seed=1, progress=False)
     monkeypatch.setenv(MAX_BYTES_ENV, "1GiB")

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from fe_operators.cli import main
+from fe_operators.cli.main import main
 
 SPLIT = [16, 4, 4]
 GNN = {"type": "spon", "processor": "gnn", "width": 8, "depth": 2, "hops": 2, "coarse_cells": 2}

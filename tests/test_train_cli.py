@@ -16,7 +16,8 @@ import yaml
 
 from fe_operators.data import FEDataset, FEFile, split_indices
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.train import cli, load_model, main_train, read_checkpoint
+from fe_operators.cli.train import main_train
+from fe_operators.train import MODEL_TYPES, ModelType, load_model, read_checkpoint
 from fe_operators.train.losses import relative_loss_for_file
 from test_train_trainer import TINY_MODEL_SOURCE
 
@@ -26,9 +27,10 @@ KILLABLE_SCRIPT = '''
 import os, sys, time
 from pathlib import Path
 
-from fe_operators.train import cli, trainer
+from fe_operators.cli.train import main_train
+from fe_operators.train import register_model, trainer
 
-cli.MODEL_BUILDERS["tiny"] = "fe_train_tiny:build"
+register_model("tiny", "fe_train_tiny:build")
 pause_at = int(os.environ["PAUSE_AT_STEP"])
 original = trainer.Trainer.train_one_batch
 
@@ -41,14 +43,14 @@ def train_one_batch(self, x, y):
 
 
 trainer.Trainer.train_one_batch = train_one_batch
-sys.exit(cli.main_train())
+sys.exit(main_train())
 '''
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Two small Poisson datasets (4x4 and 3x3 meshes) and the tiny model module on sys.path."""
-    from fe_operators.data.generate import generate_dataset
+    from fe_operators.data import generate_dataset
 
     folder = tmp_path_factory.mktemp("train_cli")
     generate_dataset("poisson", "unitsquare:4", 12, folder / "p4.h5", seed=1, progress=False)
@@ -62,7 +64,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture
 def tiny_builder(monkeypatch):
-    monkeypatch.setitem(cli.MODEL_BUILDERS, "tiny", "fe_train_tiny:build")
+    monkeypatch.setitem(MODEL_TYPES, "tiny", ModelType("fe_train_tiny:build"))
 
 
 def write_config(path, data, out, data_options=None, **train):
@@ -184,7 +186,7 @@ def test_cli_errors_are_clear(env, tmp_path, tiny_builder, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "last.pt:" in err and "truncated" in err
     # an unknown model type
-    monkeypatch.delitem(cli.MODEL_BUILDERS, "tiny")
+    monkeypatch.delitem(MODEL_TYPES, "tiny")
     assert main_train(["--config", str(write_config(tmp_path / "m.yaml", env / "p4.h5", tmp_path / "m"))]) == 2
     err = capsys.readouterr().err
     assert "model.type:" in err and "'tiny'" in err
@@ -215,7 +217,7 @@ def test_non_finite_data_are_refused_by_train_and_evaluate(env, tmp_path, tiny_b
 
     import h5py
 
-    from fe_operators.cli import main
+    from fe_operators.cli.main import main
     from fe_operators.data.layout import GROUP
 
     cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1)

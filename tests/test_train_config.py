@@ -8,10 +8,11 @@ import typing
 import pytest
 import yaml
 
+from fe_operators.cli.train import main_train
 from fe_operators.train import (
-    ConfigError, RunConfig, config_from_dict, config_to_dict, default_config_yaml, load_config, main_train,
+    MODEL_TYPES, ConfigError, RunConfig, config_from_dict, config_to_dict, default_config_yaml, load_config,
 )
-from fe_operators.train import config as config_module
+from fe_operators.train.model_types import DataclassSchema, ModelType
 
 MINIMAL = {"data": {"path": "d.h5"}, "out": {"dir": "runs/a"}}
 
@@ -85,7 +86,7 @@ def test_registered_model_schema_checks_model_keys(monkeypatch):
         processor: typing.Literal["mlp", "gnn"] = dataclasses.field(default="mlp", metadata={"doc": "Processor."})
         width: int = dataclasses.field(default=64, metadata={"doc": "Hidden width."})
 
-    monkeypatch.setitem(config_module.MODEL_SCHEMAS, "toy", config_module.DataclassSchema(Schema))
+    monkeypatch.setitem(MODEL_TYPES, "toy", ModelType("unused:build", DataclassSchema(Schema)))
     cfg = config_from_dict(with_(model={"type": "toy", "width": 8}))
     assert cfg.model.options == {"processor": "mlp", "width": 8}
     with pytest.raises(ConfigError, match="model.width: expected int, got str 'wide'"):

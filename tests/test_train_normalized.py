@@ -25,7 +25,7 @@ GNN = dict(width=8, depth=1, hops=1, coarse_cells=2)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Poisson (inputs f, g on one space: stacked)."""
-    from fe_operators.data.generate import generate_dataset
+    from fe_operators.data import generate_dataset
 
     folder = tmp_path_factory.mktemp("normalized")
     generate_dataset("poisson", "unitsquare:4", 10, folder / "stacked.h5", seed=1, progress=False)

@@ -51,7 +51,7 @@ class TinyMLP(torch.nn.Module):
 
 
 def build(section, dataset):
-    """Model builder for fe_operators.train.cli.MODEL_BUILDERS."""
+    """Model builder registered with fe_operators.train.register_model."""
     f = dataset.file
     n_in = sum(math.prod(f.dof_shape("inputs/" + n)) for n in dataset.input_names)
     return TinyMLP(n_in, f.dof_shape("output"), **section.options)

@@ -5,25 +5,24 @@
   the samples), :mod:`~fe_operators.data.plan` (what is missing),
   :mod:`~fe_operators.data.worker` (one rank's solve loop) and
   :mod:`~fe_operators.data.merge` (journal -> file);
-* :mod:`~fe_operators.data.generate` — the ``fe-operators generate`` command
-  (:func:`main_generate`);
 * :mod:`~fe_operators.data.h5` — the file layout, :class:`FEFile` (read arrays, rebuild
   mesh and spaces with checked DOF numbering); :mod:`~fe_operators.data.h5_writer` writes
   it, :mod:`~fe_operators.data.digests` checks every sample's bytes,
   :mod:`~fe_operators.data.disk` recognises a full disk;
 * :mod:`~fe_operators.data.journal` — the crash-safe journal of an unfinished run;
 * :mod:`~fe_operators.data.dataset` — :class:`FEDataset` (raw samples, normalizers fitted
-  with :meth:`FEDataset.fit_normalizers`), :func:`split_indices`.
+  with :meth:`FEDataset.fit_normalizers`), :func:`split_indices`, :func:`split_rows` (a
+  run's ``data.split``).
 
-Importing this package does not import Firedrake; :func:`generate_dataset` and
-:func:`main_generate` are loaded on first access.
+Importing this package does not import Firedrake; :func:`generate_dataset` is loaded on
+first access.  The ``fe-operators generate`` command is :mod:`fe_operators.cli.generate`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fe_operators.data.dataset import FEDataset, split_indices
+from fe_operators.data.dataset import FEDataset, split_indices, split_rows
 from fe_operators.data.h5 import FEFile, FESpaces
 from fe_operators.errors import (  # re-exported: the data pipeline's errors
     DatasetFileError,
@@ -46,12 +45,12 @@ __all__ = [
     "SettingsMismatchError",
     "UnitGaussianNormalizer",
     "generate_dataset",
-    "main_generate",
     "split_indices",
+    "split_rows",
 ]
 
 #: lazily loaded name -> its module (they pull in MPI, and Firedrake when run)
-_LAZY = {"generate_dataset": "generation", "GenerationReport": "generation", "main_generate": "generate"}
+_LAZY = {"generate_dataset": "generation", "GenerationReport": "generation"}
 
 
 def __getattr__(name: str) -> Any:

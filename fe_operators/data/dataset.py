@@ -36,9 +36,10 @@ from fe_operators.data.digests import non_finite_error
 from fe_operators.data.h5 import FEFile, damaged_file_error
 
 from fe_operators.data.layout import GROUP, space_key
+from fe_operators.errors import ConfigError
 from fe_operators.models.normalized import RunningMoments, UnitGaussianNormalizer
 
-__all__ = ["FEDataset", "split_indices"]
+__all__ = ["FEDataset", "split_indices", "split_rows"]
 
 #: inputs of one sample or batch: stacked channels, or a dict by input name
 Inputs = torch.Tensor | dict[str, torch.Tensor]
@@ -80,6 +81,42 @@ def split_indices(
     cuts = np.rint(np.cumsum(fr) * pool.size).astype(np.int64)
     starts = np.concatenate([[0], cuts[:-1]])
     return tuple(np.sort(perm[a:b]) for a, b in zip(starts, cuts))
+
+
+def split_rows(file: FEFile, split: Sequence[int | float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train/val/test file rows of a run's ``data.split`` (what ``fe-operators train`` trains on).
+
+    Parameters
+    ----------
+    file
+        The dataset file; only its valid (done) samples are split.
+    split
+        ``[train, val, test]``: sample counts (all integers) or fractions of the valid samples.
+    seed
+        Seed of the shuffle (``data.seed``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Sorted file rows of the train, val and test splits.
+
+    Raises
+    ------
+    ConfigError
+        (key ``data.split``) The counts ask for more samples than the file holds, or the
+        train or val split is empty.
+    """
+    n = int(file.done.sum())
+    if all(isinstance(v, int) for v in split):
+        if sum(split) > n:
+            raise ConfigError("data.split", f"asks for {sum(split)} samples; {file.path} has {n} valid samples")
+        fractions = [v / n for v in split]
+    else:
+        fractions = [float(v) for v in split]
+    train, val, test = split_indices(file.done, fractions, seed)
+    if train.size == 0 or val.size == 0:
+        raise ConfigError("data.split", f"{list(split)} of {n} samples leaves the train or val split empty")
+    return train, val, test
 
 
 class FEDataset(torch.utils.data.Dataset):

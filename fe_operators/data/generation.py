@@ -35,7 +35,7 @@ Full disk
 The pieces: :mod:`~fe_operators.data.settings` (what decides the samples, provenance),
 :mod:`~fe_operators.data.plan` (which samples are missing), :mod:`~fe_operators.data.worker`
 (one rank's solve loop), :mod:`~fe_operators.data.merge` (journal -> HDF5 file); the
-command line is :mod:`~fe_operators.data.generate`.
+command line is :mod:`~fe_operators.cli.generate`.
 """
 
 from __future__ import annotations

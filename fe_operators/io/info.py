@@ -1,24 +1,20 @@
-"""Summaries of meshes: counts, boundary tags and element quality, for people and the CLI."""
+"""Summaries of meshes: counts, boundary tags and element quality (``fe-operators mesh info``
+prints them: :mod:`fe_operators.cli.mesh`)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fe_operators.errors import MeshReadError
 from fe_operators.io.readers import _load
-from fe_operators.io.specs import BUILTIN_SPECS, shipped_meshes
 
 if TYPE_CHECKING:
     import firedrake
 
-__all__ = ["mesh_info", "format_mesh_info", "radius_ratio", "main_mesh_info"]
+__all__ = ["mesh_info", "format_mesh_info", "radius_ratio"]
 
 
 def radius_ratio(vertices: np.ndarray) -> np.ndarray:
@@ -221,49 +217,3 @@ def format_mesh_info(info: dict[str, Any]) -> str:
             where += f" + {t['interior_facets']} interior"
         lines.append(f"  {t['id']:>4}  {t['name'] or '-':<18} {where}")
     return "\n".join(lines)
-
-
-def main_mesh_info(argv: Sequence[str] | None = None) -> int:
-    """``fe-operators mesh info [--json] FILE_OR_NAME...``: print mesh summaries.
-
-    Without arguments, lists the shipped meshes and the built-in specs.
-
-    Parameters
-    ----------
-    argv
-        The arguments after ``mesh info``.
-
-    Returns
-    -------
-    int
-        0 on success; 1 if any mesh could not be read (a one-line error on stderr each).
-    """
-    p = argparse.ArgumentParser(prog="fe-operators mesh info",
-                                description="Summarise meshes: counts, boundary tags, "
-                                            "quality.")
-    p.add_argument("specs", nargs="*", metavar="FILE_OR_NAME",
-                   help="a shipped mesh name, a built-in spec or a mesh file, with "
-                        "/rK for K uniform refinements")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    args = p.parse_args(argv)
-    if not args.specs:
-        print("shipped meshes: " + ", ".join(shipped_meshes()))
-        print("built-in specs: " + ", ".join(BUILTIN_SPECS))
-        print("refined:        any of them + /rK, K uniform refinements (plate_holes/r2)")
-        return 0
-    status, infos = 0, []
-    for spec in args.specs:
-        try:
-            info = mesh_info(spec)
-        except MeshReadError as exc:  # one line, as run_command's; then the next spec
-            print(f"fe-operators mesh info: error: {' '.join(str(exc).split())}",
-                  file=sys.stderr)
-            status = 1
-            continue
-        if args.json:
-            infos.append(info)
-        else:
-            print(format_mesh_info(info) + ("\n" if spec != args.specs[-1] else ""))
-    if args.json and infos:
-        print(json.dumps(infos if len(args.specs) > 1 else infos[0], indent=2))
-    return status

@@ -6,9 +6,11 @@
 * :mod:`~fe_operators.train.checkpoint` — one-file checkpoints loadable with
   ``torch.load(weights_only=True)``, atomic writes, :func:`load_model`;
 * :mod:`~fe_operators.train.config` — the typed schema of ``fe-operators train --config``;
-* :mod:`~fe_operators.train.cli` — ``fe-operators train`` (:func:`main_train`) and the
-  model-builder registry :data:`~fe_operators.train.cli.MODEL_BUILDERS`;
-* :mod:`~fe_operators.train.builders` — the ``spon`` model family (registered on import);
+* :mod:`~fe_operators.train.run` — :func:`run_training`, a run from a configuration
+  (the command ``fe-operators train`` is :mod:`fe_operators.cli.train`);
+* :mod:`~fe_operators.train.model_types` — one entry per ``model.type``, builder and
+  schema together (:func:`register_model`, :data:`MODEL_TYPES`);
+* :mod:`~fe_operators.train.builders` — the ``spon`` model type (registered on import);
 * :mod:`~fe_operators.train.losses` — relative L2/H1 losses for a dataset file (Firedrake);
 * :mod:`~fe_operators.train.metrics` — ``metrics.csv`` / ``metrics.json``.
 
@@ -20,11 +22,12 @@ from __future__ import annotations
 from fe_operators.train.checkpoint import (
     LoadedModel, atomic_write, check_spaces, load_model, read_checkpoint, save_checkpoint,
 )
-from fe_operators.train.cli import MODEL_BUILDERS, build_model, main_train, register_model, run_training
 from fe_operators.train.config import (
-    MODEL_SCHEMAS, DataSection, ModelSection, OutSection, RunConfig, SchedulerSection, TrainSection,
-    config_from_dict, config_reference, config_to_dict, default_config_yaml, load_config, register_model_schema,
+    DataSection, ModelSection, OutSection, RunConfig, SchedulerSection, TrainSection,
+    config_from_dict, config_reference, config_to_dict, default_config_yaml, load_config,
 )
+from fe_operators.train.model_types import MODEL_TYPES, ModelSchema, ModelType, build_model, register_model
+from fe_operators.train.run import run_training
 from fe_operators.errors import CheckpointError, ConfigError, RunDirectoryError, TrainingError
 from fe_operators.train.metrics import MetricsLog
 from fe_operators.train.trainer import Trainer, TrainResult, TrainState
@@ -34,8 +37,7 @@ __all__ = [
     "Trainer", "TrainResult", "TrainState", "MetricsLog",
     "LoadedModel", "load_model", "read_checkpoint", "save_checkpoint", "atomic_write", "check_spaces",
     "RunConfig", "DataSection", "ModelSection", "TrainSection", "SchedulerSection", "OutSection",
-    "MODEL_SCHEMAS", "register_model_schema", "load_config", "config_from_dict", "config_to_dict",
-    "default_config_yaml", "config_reference",
-    "MODEL_BUILDERS", "register_model", "build_model", "run_training", "main_train",
+    "load_config", "config_from_dict", "config_to_dict", "default_config_yaml", "config_reference",
+    "MODEL_TYPES", "ModelType", "ModelSchema", "register_model", "build_model", "run_training",
     "ConfigError", "CheckpointError", "TrainingError", "RunDirectoryError",
 ]

@@ -2,7 +2,7 @@
 
 import sys
 
-from fe_operators.train.cli import main_train
+from fe_operators.cli.train import main_train
 
 if __name__ == "__main__":
     sys.exit(main_train())

@@ -1,4 +1,4 @@
-"""The ``spon`` model family of ``fe-operators train``: a SPON for the dataset's problem.
+"""The ``spon`` model type of ``fe-operators train``: a SPON for the dataset's problem.
 
 ``model.type: spon`` builds a :class:`~fe_operators.models.SPON` for the problem that
 generated the training data.  The problem is rebuilt from the dataset file's provenance
@@ -37,7 +37,8 @@ import torch
 from fe_operators.errors import ConfigError
 from fe_operators.models.processors.base import PROCESSORS, processor_class
 from fe_operators.options import OptionRow, config_to_dict, dataclass_from_dict, option, option_rows, unknown_key
-from fe_operators.train.config import ModelSection, register_model_schema
+from fe_operators.train.config import ModelSection
+from fe_operators.train.model_types import register_model
 
 __all__ = ["SPONOptions", "SPONSchema", "spon_options", "build_spon"]
 
@@ -119,7 +120,7 @@ def _parse(given: dict[str, Any], key: str) -> SPONOptions:
 
 
 class SPONSchema:
-    """The :class:`~fe_operators.train.config.ModelSchema` of ``type: spon``: SPON's keys
+    """The :class:`~fe_operators.train.model_types.ModelSchema` of ``type: spon``: SPON's keys
     plus the chosen processor's (each processor's options are declared once, in its
     ``Options`` dataclass)."""
 
@@ -190,10 +191,4 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
         raise ConfigError(f"model.{exc.key}" if exc.key else "model", exc.message) from None
 
 
-def _register() -> None:
-    from fe_operators.train.cli import register_model
-
-    register_model("spon", build_spon, SPONSchema())
-
-
-_register()
+register_model("spon", build_spon, SPONSchema())

@@ -22,21 +22,22 @@ key, e.g. ``train.lr: expected float, got str 'abc'``.  The file is read, and th
 paths in it resolved, by :mod:`fe_operators.configfile` (YAML 1.2 number rules: ``1e-3`` is
 a float, where PyYAML's YAML 1.1 default would read a string).
 
-The ``model`` section: ``type`` names the model family and every other key goes to that
-family's builder.  A family registers a schema in :data:`MODEL_SCHEMAS` (a dataclass of
-options, or a :class:`ModelSchema`, with :func:`register_model_schema`); its keys are then
-checked, defaulted and documented the same way as the other sections
-(``model.width: expected int, ...``).  The machinery is :mod:`fe_operators.options`.
+The ``model`` section: ``type`` names the model type and every other key goes to that
+type's builder.  A type registered with a schema
+(:func:`~fe_operators.train.model_types.register_model`) has its keys checked, defaulted
+and documented the same way as the other sections (``model.width: expected int, ...``).
+The machinery is :mod:`fe_operators.options`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Literal, Protocol, Union, runtime_checkable
+from typing import Any, Literal, Union
 
 from fe_operators.configfile import commented_yaml, config_from_data, flow, load_config_file
 from fe_operators.quoting import short
+from fe_operators.train.model_types import MODEL_TYPES
 from fe_operators.options import (
     OptionRow, config_to_dict, convert, dataclass_from_dict, finite_positive, fraction, non_negative, option,
     option_rows, optional, positive, type_name,
@@ -49,9 +50,6 @@ __all__ = [
     "TrainSection",
     "OutSection",
     "RunConfig",
-    "ModelSchema",
-    "MODEL_SCHEMAS",
-    "register_model_schema",
     "load_config",
     "config_from_dict",
     "config_to_dict",
@@ -136,8 +134,8 @@ class DataSection:
 class ModelSection:
     """The model (``model``): ``type`` plus the keys of that model family."""
 
-    type: str = option("Model family, a key of fe_operators.train.cli.MODEL_BUILDERS (e.g. 'spon'). "
-                     "Every other key of this section goes to the family's builder.", default="spon")
+    type: str = option("Model type, a key of fe_operators.train.model_types.MODEL_TYPES (e.g. 'spon'). "
+                     "Every other key of this section goes to the type's builder.", default="spon")
     options: dict[str, Any] = option("The other keys of the section (not written as 'options').",
                                    default_factory=dict)
 
@@ -147,7 +145,7 @@ class ModelSection:
         key = key or "model"
         model_type = convert(data.get("type", cls.type), str, f"{key}.type")
         options = {k: v for k, v in data.items() if k != "type"}
-        schema = MODEL_SCHEMAS.get(model_type)
+        schema = _schema(model_type)
         if schema is not None:
             options = schema.check(options, key)
         else:
@@ -213,58 +211,13 @@ class RunConfig:
     out: OutSection = option("Where the run is written.")
 
 
-@runtime_checkable
-class ModelSchema(Protocol):
-    """What a model family registers to have its ``model`` keys checked and documented."""
-
-    def check(self, options: dict[str, Any], key: str) -> dict[str, Any]:
-        """The validated options as plain data (defaults filled in); raise ConfigError naming the key."""
-
-    def rows(self, prefix: str) -> list[OptionRow]:
-        """Documentation rows of the family's keys (:func:`fe_operators.options.option_rows`)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataclassSchema:
-    """A :class:`ModelSchema` made from one options dataclass."""
-
-    cls: type
-
-    def check(self, options: dict[str, Any], key: str) -> dict[str, Any]:
-        return config_to_dict(dataclass_from_dict(self.cls, options, key))
-
-    def rows(self, prefix: str) -> list[OptionRow]:
-        return option_rows(self.cls, prefix)
-
-
 #: the keys whose values are paths, taken relative to the configuration file
 PATH_KEYS = ("data.path", "out.dir")
 
-#: model type -> schema of its options (filled by the model families)
-MODEL_SCHEMAS: dict[str, ModelSchema] = {}
-
-
-def register_model_schema(model_type: str, schema: type | ModelSchema) -> None:
-    """Check and document the ``model`` options of ``model_type``.
-
-    Parameters
-    ----------
-    model_type
-        The value of ``model.type``.
-    schema
-        A dataclass whose fields (made with :func:`fe_operators.options.option`) are the
-        family's keys, or a :class:`ModelSchema`.
-
-    Raises
-    ------
-    TypeError
-        ``schema`` is neither.
-    """
-    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
-        schema = DataclassSchema(schema)
-    if not isinstance(schema, ModelSchema):
-        raise TypeError(f"expected a dataclass type or a ModelSchema as the schema of {model_type!r}, got {schema!r}")
-    MODEL_SCHEMAS[model_type] = schema
+def _schema(model_type: str) -> Any:
+    """The schema of a registered model type's keys, or None (unregistered, or no schema)."""
+    entry = MODEL_TYPES.get(model_type)
+    return None if entry is None else entry.schema
 
 
 def config_from_dict(data: Any, base_dir: str | os.PathLike | None = None,
@@ -309,7 +262,7 @@ def _walk(model_types: list[str]) -> list[OptionRow]:
         rows.append(row)
         if row.key == "model.type":
             for model_type in model_types:
-                schema = MODEL_SCHEMAS.get(model_type)
+                schema = _schema(model_type)
                 if schema is not None:
                     rows.extend(r._replace(doc=f"[{model_type}] {r.doc}") for r in schema.rows("model."))
     return rows
@@ -318,7 +271,7 @@ def _walk(model_types: list[str]) -> list[OptionRow]:
 def config_reference() -> str:
     """A Markdown table of every key (with every registered model family's): name, type, default, meaning."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for row in _walk(sorted(MODEL_SCHEMAS)):
+    for row in _walk(sorted(MODEL_TYPES)):
         if row.section:
             continue
         shown = "—" if row.doc.startswith("(required)") else f"`{flow(row.default)}`"
@@ -332,13 +285,13 @@ def default_config_yaml(model_type: str = ModelSection.type) -> str:
     Parameters
     ----------
     model_type
-        The ``model.type`` to show; if its family registered a schema in
-        :data:`MODEL_SCHEMAS`, its keys are listed under ``model`` too (keys of
+        The ``model.type`` to show; if it was registered with a schema
+        (:data:`~fe_operators.train.model_types.MODEL_TYPES`), its keys are listed under ``model`` too (keys of
         alternatives, such as the other processors of a SPON, commented out).
 
     Required keys are ``null`` and must be filled in; with them filled in, the file is a
     valid configuration.
     """
-    notes = {} if model_type in MODEL_SCHEMAS else {
-        "model.type": "...and the keys of the model family (it registered no schema)."}
+    notes = {} if _schema(model_type) is not None else {
+        "model.type": "...and the keys of the model type (it registered no schema)."}
     return commented_yaml(_walk([model_type]), "fe-operators train", values={"model.type": model_type}, notes=notes)

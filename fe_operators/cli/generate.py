@@ -1,4 +1,4 @@
-"""The ``fe-operators generate`` command: ``fe-operators generate PROBLEM --mesh MESH --samples N --out FILE``.
+"""``fe-operators generate PROBLEM --mesh MESH --samples N --out FILE``: generate a dataset.
 
 Each sample ``i`` is drawn with ``numpy.random.default_rng([seed, i])`` and solved by the
 problem's own solver, which keeps its assembled structures and PETSc objects between
@@ -8,54 +8,26 @@ parallelism and failures are described there).
 
 Problem options are taken from the command line: ``--param KEY=VALUE`` or any other
 ``--KEY VALUE`` (dashes become underscores, values are parsed as JSON when they can be),
-and checked against the problem's parameters before any mesh is read.
-
-This module also re-exports the generation API (:func:`generate_dataset`,
-:func:`run_settings`, :func:`load_problem`, ...) under its historical names.
+and checked against the problem's parameters before any mesh is read.  Errors and exit
+statuses are the runner's (:mod:`fe_operators.cli.runner`): an invalid problem option is
+a configuration error (exit 2) named as typed, ``problem option --KEY: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mpi4py import MPI
-
-from fe_operators.data.generation import GenerationReport, generate_dataset
-from fe_operators.data.settings import COMPARED_SETTINGS, compare_settings, run_settings
-from fe_operators.errors import ConfigError, FEOperatorsError
+from fe_operators.cli.runner import command, print_rank0
+from fe_operators.data.generation import generate_dataset
+from fe_operators.errors import ConfigError, UsageError
 from fe_operators.petsc_argv import import_firedrake
 
-__all__ = [
-    "COMPARED_SETTINGS",
-    "GenerationReport",
-    "build_parser",
-    "compare_settings",
-    "generate_dataset",
-    "load_problem",
-    "main_generate",
-    "resolve_problem",
-    "run_settings",
-]
-
-
-def __getattr__(name: str) -> Any:
-    """``load_problem`` and ``resolve_problem`` live in :mod:`fe_operators.problems.registry`.
-
-    They are loaded on first access: importing :mod:`fe_operators.problems` imports
-    Firedrake, which must not happen before :func:`main_generate` has hidden this
-    command's arguments from PETSc.
-    """
-    if name in ("load_problem", "resolve_problem"):
-        from fe_operators.problems import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["build_parser", "main_generate"]
 
 
 _OPTIONS = {"--mesh", "-m", "--samples", "-n", "--out", "-o", "--seed", "--param", "-p",
@@ -141,37 +113,31 @@ def _split_problem_options(argv: Sequence[str]) -> tuple[list[str], dict[str, An
             value = argv[i + 1]
             i += 2
         else:
-            raise ValueError(f"problem option {tok} needs a value ({tok} VALUE or {tok}=VALUE)")
+            raise UsageError(f"problem option {tok} needs a value ({tok} VALUE or {tok}=VALUE)")
         params[name[2:].replace("-", "_")] = _parse_value(value)
     return rest, params
 
 
-def main_generate(argv: Sequence[str] | None = None) -> int:
-    """Run ``fe-operators generate`` with arguments ``argv``; return the exit status.
+@command("generate")
+def main_generate(argv: list[str]) -> int:
+    """Entry point of ``fe-operators generate`` (``main_generate(argv=None)``); returns the exit status.
 
-    Exit status 0 on success, 1 on a failed run (one-line message on stderr), 2 on
-    bad command-line arguments.
+    0 on success, 1 on a failed run, 2 on bad arguments or problem options; errors are
+    one line on stderr (:func:`fe_operators.cli.runner.run_command`).
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    import_firedrake()
+    import_firedrake()  # after the runner has hidden the arguments from PETSc
     parser = build_parser()
-    rank = MPI.COMM_WORLD.rank
     try:
         rest, params = _split_problem_options(argv)
-        args = parser.parse_args(rest)
-        for item in args.param:
-            if "=" not in item:
-                parser.error(f"--param expects KEY=VALUE, got {item!r}")
-            key, value = item.split("=", 1)
-            params[key.strip().replace("-", "_")] = _parse_value(value)
-    except ValueError as exc:
-        if rank == 0:
-            parser.print_usage(sys.stderr)
-            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # argparse: --help or a usage error
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    except UsageError:
+        print_rank0(parser.format_usage(), end="", file=sys.stderr)
+        raise
+    args = parser.parse_args(rest)
+    for item in args.param:
+        if "=" not in item:
+            parser.error(f"--param expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        params[key.strip().replace("-", "_")] = _parse_value(value)
     try:
         report = generate_dataset(
             args.problem, args.mesh, args.samples, args.out, seed=args.seed, params=params,
@@ -179,25 +145,22 @@ def main_generate(argv: Sequence[str] | None = None) -> int:
             progress=False if args.quiet else None,
             command=shlex.join(["fe-operators", "generate", *argv]),
         )
-    except (FEOperatorsError, ValueError, OSError) as exc:
-        text = str(exc)
-        if isinstance(exc, ConfigError) and exc.key in params:  # name it as it was typed
-            text = f"problem option --{exc.key}: {exc.message}"
-        if rank == 0:
-            print(f"{parser.prog}: error: {' '.join(text.split())}", file=sys.stderr)
-        return 1
-    if rank == 0 and not args.quiet:
-        if report.generated:
-            print(f"generated {report.generated} samples in {report.seconds:.2f} s "
-                  f"({report.samples_per_second:.1f} samples/s); {report.path}: "
-                  f"{report.n_done}/{report.n_samples} samples")
-        elif report.written:  # every missing sample was in the journal (e.g. a merge stopped by a full disk)
-            print(f"{report.path}: {report.n_done}/{report.n_samples} samples, merged from the journal of the "
-                  "interrupted run")
-        else:
-            print(f"nothing to do: {report.path} already holds {report.n_done}/{report.n_samples} samples")
+    except ConfigError as exc:
+        if exc.key in params:  # name it as it was typed
+            raise ConfigError(f"problem option --{exc.key}", exc.message) from exc
+        raise
+    if not args.quiet:
+        print_rank0(_summary(report))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main_generate())
+def _summary(report: Any) -> str:
+    """The line printed after a run (a :class:`~fe_operators.data.generation.GenerationReport`)."""
+    if report.generated:
+        return (f"generated {report.generated} samples in {report.seconds:.2f} s "
+                f"({report.samples_per_second:.1f} samples/s); {report.path}: "
+                f"{report.n_done}/{report.n_samples} samples")
+    if report.written:  # every missing sample was in the journal (e.g. a merge stopped by a full disk)
+        return (f"{report.path}: {report.n_done}/{report.n_samples} samples, merged from the journal of the "
+                "interrupted run")
+    return f"nothing to do: {report.path} already holds {report.n_done}/{report.n_samples} samples"

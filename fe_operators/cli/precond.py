@@ -22,7 +22,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
-from fe_operators.cli import command
+from fe_operators.cli.runner import command
 
 __all__ = ["main_precond"]
 
@@ -126,7 +126,7 @@ def main_precond(argv: Sequence[str]) -> int:
     """Entry point of ``fe-operators precond`` (``main_precond(argv=None)``); returns the exit status.
 
     Errors are one line on stderr with the exit statuses of every command
-    (:func:`fe_operators.cli.run_command`).
+    (:func:`fe_operators.cli.runner.run_command`).
     """
     args = _parser().parse_args(list(argv))
     if args.action == "train":
@@ -142,7 +142,3 @@ def main_precond(argv: Sequence[str]) -> int:
         train_preconditioner(load_precond_config(args.config), allow_worse=True if args.allow_worse else None)
         return 0
     return _evaluate(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main_precond())

@@ -1,19 +1,8 @@
-"""The ``fe-operators`` command line.
+"""The runner every ``fe-operators`` command goes through: exit statuses, errors, rank 0.
 
-Subcommands
------------
-doctor
-    Print the stack's versions and run small checks (exit 1 on any failure).
-mesh info FILE_OR_NAME
-    Summarise a mesh: cells, vertices, boundary tags, element quality.
-generate PROBLEM --mesh MESH --samples N --out FILE --seed S
-    Generate a dataset by solving a problem family on a mesh.
-train --config run.yaml [--resume]
-    Train a model on a generated dataset.
-evaluate RUN_DIR --data FILE [--split test|all] [--out DIR]
-    Evaluate a trained model: FE-norm errors, boundary error, timing, plots and a .vtu.
-precond train --config FILE | precond evaluate --model PATH --mesh SPEC
-    Train a learned preconditioner; solve with it and classical ones, print a table.
+A command is a body ``(argv) -> exit status`` decorated with :func:`command` (its module
+is in :mod:`fe_operators.cli`); :func:`run_command` runs it.  This module imports no
+command and nothing heavy, so every command module can import it.
 
 Exit statuses (the same for every command, see :func:`run_command`)
 ----------------------------------------------------------------------
@@ -40,16 +29,16 @@ to get the traceback of the errors above as well.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 
+from fe_operators.errors import ConfigError, FEOperatorsError, UsageError
 from fe_operators.petsc_argv import argv_hidden_from_petsc
 
-__all__ = ["main", "build_parser", "run_command", "command"]
+__all__ = ["CommandBody", "run_command", "command", "report_error", "print_rank0"]
 
 #: a command's body: its arguments -> exit status (None: 0)
 CommandBody = Callable[[list[str]], "int | None"]
@@ -61,7 +50,19 @@ def _rank() -> int:
     return int(mpi.COMM_WORLD.rank) if mpi is not None else 0
 
 
-def _error(name: str, exc: BaseException) -> None:
+def print_rank0(*args: object, **kwargs: object) -> None:
+    """``print`` on MPI rank 0 only (a command under ``mpiexec`` prints its output once)."""
+    if _rank() == 0:
+        print(*args, **kwargs)  # type: ignore[call-overload]
+
+
+def report_error(name: str, exc: BaseException) -> None:
+    """Print ``fe-operators NAME: error: ...`` for ``exc`` on one line of stderr (rank 0 only).
+
+    What :func:`run_command` prints for a reported error; a command that goes on after
+    an error (``mesh info`` with several meshes) prints its errors with it too.  A bare
+    PETSc error is printed as its code, what the code means and PETSc's messages.
+    """
     if _rank() == 0:
         code = _petsc_code(exc)
         if code is not None:  # a bare PETSc error of bad input: its code, what it means, PETSc's messages
@@ -105,8 +106,6 @@ def _petsc_cause(exc: BaseException) -> BaseException | None:
     with no Python cause is reported when its code means bad input
     (:data:`_PETSC_INPUT_ERRORS`).
     """
-    from fe_operators.errors import FEOperatorsError
-
     if _petsc_code(exc) is None:
         return None
     current: BaseException | None = exc
@@ -140,8 +139,6 @@ def run_command(name: str, body: CommandBody, argv: Sequence[str]) -> int:
     int
         The exit status.
     """
-    from fe_operators.errors import ConfigError, FEOperatorsError, UsageError
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # Firedrake warns (and runs slower) otherwise
     traceback = os.environ.get("FE_OPERATORS_TRACEBACK", "") not in ("", "0")
     try:
@@ -156,18 +153,18 @@ def run_command(name: str, body: CommandBody, argv: Sequence[str]) -> int:
     except (UsageError, ConfigError) as exc:
         if traceback:
             raise
-        _error(name, exc)
+        report_error(name, exc)
         return 2
     except (FEOperatorsError, ValueError, OSError) as exc:
         if traceback:
             raise
-        _error(name, exc)
+        report_error(name, exc)
         return 1
     except Exception as exc:  # a PETSc error: report its cause (module docstring), else a bug
         cause = _petsc_cause(exc)
         if cause is None or traceback:
             raise
-        _error(name, cause)
+        report_error(name, cause)
         return 2 if isinstance(cause, (UsageError, ConfigError)) else 1
     return 0 if status is None else int(status)
 
@@ -194,77 +191,3 @@ def command(name: str) -> Callable[[CommandBody], Callable[[Sequence[str] | None
         return entry
 
     return decorate
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fe-operators`` (subcommands parse their own options)."""
-    from fe_operators import __version__
-
-    p = argparse.ArgumentParser(
-        prog="fe-operators", description="Finite-element operator learning on Firedrake meshes.",
-        epilog="Run 'fe-operators COMMAND --help' for a command's options.",
-    )
-    p.add_argument("--version", action="version", version=f"fe_operators {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("doctor", help="print versions and check the installation")
-    mesh = sub.add_parser("mesh", help="mesh tools (mesh info FILE_OR_NAME)")
-    mesh_sub = mesh.add_subparsers(dest="mesh_command", required=True, metavar="MESH_COMMAND")
-    mesh_sub.add_parser("info", help="cells, vertices, boundary tags, quality", add_help=False).add_argument(
-        "rest", nargs=argparse.REMAINDER)
-    sub.add_parser("generate", help="generate a dataset by solving a problem family", add_help=False).add_argument(
-        "rest", nargs=argparse.REMAINDER)
-    sub.add_parser("train", help="train a model from a YAML config", add_help=False).add_argument(
-        "rest", nargs=argparse.REMAINDER)
-    sub.add_parser("evaluate", help="evaluate a trained model on a dataset (errors, plots, .vtu)",
-                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
-    sub.add_parser("precond", help="train and evaluate learned preconditioners (precond train|evaluate)",
-                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
-    return p
-
-
-def _command(argv: list[str]) -> tuple[str, CommandBody] | None:
-    """The command ``argv`` names and its body (which parses the rest), or None."""
-    if argv[:1] == ["generate"]:
-        from fe_operators.data.generate import main_generate
-
-        return "generate", main_generate
-    if argv[:1] == ["train"]:
-        from fe_operators.train.cli import main_train
-
-        return "train", main_train
-    if argv[:1] == ["evaluate"]:
-        from fe_operators.evaluate import main_evaluate
-
-        return "evaluate", main_evaluate
-    if argv[:1] == ["precond"]:
-        from fe_operators.precond.cli import main_precond
-
-        return "precond", main_precond
-    if argv[:2] == ["mesh", "info"]:
-        from fe_operators.io.info import main_mesh_info
-
-        return "mesh info", main_mesh_info
-    if argv[:1] == ["doctor"] and len(argv) == 1:
-        from fe_operators.doctor import run_doctor
-
-        return "doctor", lambda rest: run_doctor()
-    return None
-
-
-def _parse_only(argv: list[str]) -> int:
-    build_parser().parse_args(argv)
-    return 2  # not reached: every command was dispatched by _command
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fe-operators`` console script; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    found = _command(argv)
-    if found is None:  # help, --version, and usage errors: argparse prints them and exits
-        return run_command("", _parse_only, argv)
-    name, body = found
-    return run_command(name, body, argv[len(name.split()):])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
