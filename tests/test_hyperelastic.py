@@ -9,7 +9,7 @@ import scipy.linalg
 import firedrake as fd
 
 from fe_operators.data import FEDataset, FEFile
-from fe_operators.data.generate import generate_dataset
+from fe_operators.data import generate_dataset
 from fe_operators.errors import ConfigError, LoadLimitError
 from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.io import load_mesh
