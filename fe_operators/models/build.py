@@ -53,7 +53,7 @@ from fe_operators.sparse.maps import SparseMap
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context", "context_for_model", "spon_for_problem", "check_processor_size",
+    "hierarchy_context", "hierarchy_context_from_operators", "context_for_model", "spon_for_problem", "check_processor_size",
 ]
 
 #: how inputs reach the processor's nodes
@@ -249,6 +249,11 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
     else:
         ops = mesh_levels(output_space, bcs, mesh_spec=mesh_spec, geometric=levels == "auto",
                           coarsest_nodes=coarsest_nodes)
+    return hierarchy_context_from_operators(ops)
+
+
+def hierarchy_context_from_operators(ops: Any) -> HierarchyContext:
+    """A :class:`HierarchyContext` of scipy :class:`~fe_operators.fem.hierarchy.HierarchyOperators`."""
     level_ctx = []
     for lv in ops.levels:
         H = lv.coefficient_stiffness
