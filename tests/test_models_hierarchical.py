@@ -267,6 +267,5 @@ def test_trainer_end_to_end(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert cli("train", "--config", tmp_path / "c.yaml") == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    history = metrics["history"]
-    loss = [h["train_loss"] for h in history]
+    loss = [e["train_loss"] for e in metrics["epochs"]]
     assert loss[-1] < loss[0], loss
