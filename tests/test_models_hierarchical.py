@@ -196,6 +196,7 @@ def test_trained_on_r1_evaluates_on_a_finer_hierarchy():
         _p1, x1t, y1t = _sine_data("unitsquare:8/r1", 8, 1)
         e1 = float((model(x1t / 20) - y1t / scale).norm() / (y1t / scale).norm())
         e2 = float((model(x2 / 20, context=ctx2) - y2 / scale).norm() / (y2 / scale).norm())
+    print(f"relative error on r1 {e1:.4f}, on r2 {e2:.4f}")
     assert np.isfinite(e2) and e2 < max(1.5 * e1, 0.05), (e1, e2)
 
 
