@@ -230,6 +230,25 @@ def test_cg2_output_and_dirichlet_data_on_part_of_the_boundary():
         assert torch.equal(model(x)[:, mask], x[:, mask, 1])
 
 
+def test_vector_cg2_output_with_a_component_fixed_on_part_of_the_boundary():
+    from fe_operators.fem import DirichletDofs
+    from fe_operators.models.build import context_from_spaces
+
+    V = fd.VectorFunctionSpace(fd.UnitSquareMesh(6, 6), "CG", 2)
+    bcs = [fd.DirichletBC(V, fd.Constant((0.25, -3.0)), 1), fd.DirichletBC(V.sub(1), 7.0, 2)]
+    ctx = context_from_spaces({"load": V}, V, bcs, **HierarchicalProcessor.context_options(SMALL))
+    assert ctx.hierarchy.to_finest is None and ctx.hierarchy.n_levels >= 2   # no MeshHierarchy: aggregation
+    torch.manual_seed(2)
+    model = SPON.from_context(ctx, [("load", 2)], "hierarchical", **{**SMALL, "coarsest_nodes": 60})
+    x = torch.randn(3, V.dof_dset.size, 2, dtype=torch.float64)
+    with torch.no_grad():
+        u = model(x)
+    g = DirichletDofs(V, bcs).lifting()
+    assert torch.equal(u[:, ctx.mask], g[ctx.mask].expand(3, -1))
+    roller = ctx.mask[:, 1] & ~ctx.mask[:, 0]                               # x free, y fixed (marker 2)
+    assert roller.sum() > 0 and float(u[:, roller, 0].std(dim=0).min()) > 0  # the free component is predicted
+
+
 def test_multiply_adds_do_not_peak_on_the_finest_level_with_the_defaults():
     problem = get_problem("darcy", load_mesh("plate_holes/r1"))
     model = spon_for_problem(problem, "hierarchical")

@@ -20,7 +20,9 @@ coarsest) to ``L - 1`` (the finest):
   ``∫∂_aφ_j∂_bφ_i``) scaled to O(1) stencils (``m⁻¹``, ``(D m)^{-1/2}``, ``D⁻¹`` with ``D`` the
   Laplacian diagonal and ``m`` the mass diagonal, as the multigrid processor's smoothers),
   ``a_j`` learned per-channel weights, ``W_1 (C→2C), W_2 (2C→C)`` and ``B`` the mask that
-  keeps the output's Dirichlet nodes at zero (their values come from SPON's decoder).
+  keeps the output's Dirichlet nodes at zero (their values come from SPON's decoder; on the
+  finest level only nodes whose components are all constrained, so that a node with a
+  free component keeps its features).
   A level gets ``max(depth + 1 - k, 1)`` blocks on the way down and as many on the way up:
   one on the finest levels, more on the coarse ones;
 * **down**: exact FE restriction of nodal values, ``R = M_c^{-1} Pᵀ M_f`` with ``M_f`` the
@@ -427,6 +429,12 @@ class HierarchicalProcessor(Processor):
         batch, n, _ = h.shape
         levels = self.levels_for(hier, h.dtype)
         L = self.n_levels
+        # on the finest level, mask only the nodes whose components are all constrained: a node
+        # with one free component (a roller) must keep its features (the level masks say "any")
+        keep = (~context.mask.all(dim=1)).to(h.dtype)[:, None]
+        if hier.to_finest is not None:
+            keep = spmm(hier.to_finest, keep)
+        levels = levels[:-1] + [dataclasses.replace(levels[-1], keep=keep[:, :, None])]
         x = levels[-1].coords
         hn = h.transpose(0, 1)                                                   # (n, B, C_in)
         if hier.to_finest is not None:
