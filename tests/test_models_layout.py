@@ -38,6 +38,7 @@ def test_in_tree_processors_are_registered_by_importing_any_models_module(module
     out = _fresh(f"import {module}\nfrom fe_operators.models.processors import PROCESSORS\n"
                  "print({n: c.__module__ for n, c in sorted(PROCESSORS.items())})")
     assert out.strip() == str({"gnn": "fe_operators.models.processors.gnn",
+                               "hierarchical": "fe_operators.models.processors.hierarchical",
                                "mlp": "fe_operators.models.processors.mlp",
                                "multigrid": "fe_operators.models.processors.multigrid"})
 

@@ -147,10 +147,12 @@ def test_structured_data_mesh_maps_onto_its_hierarchy_and_3d_runs():
     assert model3(torch.randn(1, model3.context.n_nodes, 2)).shape == (1, model3.context.n_nodes)
 
 
-def test_a_mesh_without_hierarchy_fails_with_one_clear_sentence():
+def test_a_mesh_without_hierarchy_gets_aggregated_levels():
     problem = get_problem("darcy", load_mesh("plate_holes"))
-    with pytest.raises(SpaceMismatchError, match=r"no MeshHierarchy.*'plate_holes/r2'"):
-        spon_for_problem(problem, "multigrid")
+    model = spon_for_problem(problem, "multigrid", width=4, layers=1)
+    H = model.context.hierarchy
+    assert H.finest.n_nodes == 867 and H.levels[0].n_nodes <= 100 and H.n_levels >= 3
+    assert model(torch.randn(2, model.context.input_nodes(0), 1)).shape == (2, 867)
 
 
 def test_coefficient_stiffness_map_is_firedrakes_assembly():

@@ -106,13 +106,13 @@ def test_a_registered_processor_is_one_step_away(toy):
 
 def test_processor_options_are_checked_where_they_are_given():
     ctx = _context()
-    with pytest.raises(ConfigError, match=r"processor: unknown processor 'cnn'; expected one of \['gnn', 'mlp'"):
+    with pytest.raises(ConfigError, match=r"processor: unknown processor 'cnn'; expected one of \['gnn', 'hierarchical', 'mlp'"):
         SPON.from_context(ctx, ["a", "b"], "cnn")
     with pytest.raises(ConfigError, match=r"widht: unknown key; did you mean 'width'\?"):
         SPON.from_context(ctx, ["a", "b"], "gnn", widht=8)
     with pytest.raises(ConfigError, match=r"model\.hidden:.*mlp processor.*processor: gnn"):
         config_from_dict({"data": {"path": "d"}, "out": {"dir": "o"}, "model": {"hidden": [8]}})
-    with pytest.raises(ConfigError, match=r"model\.processor: expected one of \['gnn', 'mlp', 'multigrid'\]"):
+    with pytest.raises(ConfigError, match=r"model\.processor: expected one of \['gnn', 'hierarchical', 'mlp', 'multigrid'\]"):
         config_from_dict({"data": {"path": "d"}, "out": {"dir": "o"}, "model": {"processor": "cnn"}})
     with pytest.raises(TypeError, match="registered processor class"):
         SPON(torch.nn.Linear(2, 1), ["a"])

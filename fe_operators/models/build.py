@@ -53,7 +53,7 @@ from fe_operators.sparse.maps import SparseMap
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context", "context_for_model", "spon_for_problem", "check_processor_size",
+    "hierarchy_context", "hierarchy_context_from_operators", "context_for_model", "spon_for_problem", "check_processor_size",
 ]
 
 #: how inputs reach the processor's nodes
@@ -137,6 +137,7 @@ def context_from_spaces(
     hierarchy: bool = False,
     coarsest_nodes: int = 0,
     mesh_spec: str | None = None,
+    levels: str = "geometric",
 ) -> MeshContext:
     """The mesh context of a model with these input spaces, output space and Dirichlet conditions.
 
@@ -164,9 +165,14 @@ def context_from_spaces(
     coarsest_nodes
         Extend the hierarchy below its coarsest mesh by smoothed aggregation until the
         coarsest level has at most this many nodes
-        (:func:`fe_operators.fem.coarsening.extend_hierarchy`; 0: no extension).
+        (:func:`fe_operators.multigrid.aggregation.extend_hierarchy`; 0: no extension).
     mesh_spec
         The spec the output's mesh was loaded from, if known.
+    levels
+        Where the hierarchy's levels come from (see :func:`hierarchy_context`):
+        ``"geometric"`` (a ``MeshHierarchy``, else :class:`~fe_operators.errors.NoHierarchyError`),
+        ``"auto"`` (a ``MeshHierarchy`` where there is one, else aggregation only: any
+        mesh) or ``"algebraic"`` (aggregation only).
 
     Returns
     -------
@@ -186,11 +192,12 @@ def context_from_spaces(
         raise TypeError("bcs as a function of the inputs needs input_spaces as a dict name -> space")
     spaces = dict(input_spaces) if named else {str(k): V for k, V in enumerate(input_spaces)}
     return _context(spaces, output_space, dirichlet_map(output_space, bcs, spaces), method=method,
-                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
+                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec, levels=levels)
 
 
 def _context(input_spaces: Mapping[str, fd.FunctionSpace], output_space: fd.FunctionSpace, dmap: DirichletMap, *,
-             method: str, hierarchy: bool, coarsest_nodes: int, mesh_spec: str | None) -> MeshContext:
+             method: str, hierarchy: bool, coarsest_nodes: int, mesh_spec: str | None,
+             levels: str = "geometric") -> MeshContext:
     """The context of :func:`context_from_spaces` for the output's Dirichlet data ``dmap``."""
     check_supported(output_space)
     graph = dof_graph(output_space)
@@ -208,20 +215,45 @@ def _context(input_spaces: Mapping[str, fd.FunctionSpace], output_space: fd.Func
         lifting=torch.from_numpy(dmap.constant.reshape(n, ncomp).copy()),
         free=torch.from_numpy(dofs.free.copy()),
         input_maps=tuple(input_map(V, output_space, method) for V in input_spaces.values()),
-        hierarchy=hierarchy_context(output_space, dofs.bcs, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
-        if hierarchy else None,
+        hierarchy=hierarchy_context(output_space, dofs.bcs, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec,
+                                    levels=levels) if hierarchy else None,
         lifting_maps=lifting_maps,
         node_weights=torch.from_numpy(node_weights(output_space)),
     )
 
 
-def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
-                      coarsest_nodes: int = 0, mesh_spec: str | None = None) -> HierarchyContext:
-    """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`)."""
-    from fe_operators.fem.coarsening import extend_hierarchy
-    from fe_operators.fem.hierarchy import hierarchy_operators
+#: values of the ``levels`` argument of :func:`hierarchy_context`
+LEVEL_SOURCES = ("geometric", "auto", "algebraic")
 
-    ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
+
+def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
+                      coarsest_nodes: int = 0, mesh_spec: str | None = None,
+                      levels: str = "geometric") -> HierarchyContext:
+    """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`).
+
+    ``levels``: ``"geometric"`` — the levels of the mesh's ``MeshHierarchy``
+    (:func:`fe_operators.fem.hierarchy.hierarchy_operators`; NoHierarchyError for a mesh
+    without one), extended below by aggregation to ``coarsest_nodes``; ``"auto"`` — the
+    same where there is a hierarchy, else the mesh itself and aggregated levels below it
+    (any mesh); ``"algebraic"`` — the mesh itself and aggregated levels only
+    (:func:`fe_operators.multigrid.levels.mesh_levels`).
+    """
+    from fe_operators.fem.hierarchy import hierarchy_operators
+    from fe_operators.multigrid.aggregation import extend_hierarchy
+    from fe_operators.multigrid.levels import mesh_levels
+
+    if levels not in LEVEL_SOURCES:
+        raise ValueError(f"expected levels in {LEVEL_SOURCES}, got {levels!r}")
+    if levels == "geometric":
+        ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
+    else:
+        ops = mesh_levels(output_space, bcs, mesh_spec=mesh_spec, geometric=levels == "auto",
+                          coarsest_nodes=coarsest_nodes)
+    return hierarchy_context_from_operators(ops)
+
+
+def hierarchy_context_from_operators(ops: Any) -> HierarchyContext:
+    """A :class:`HierarchyContext` of scipy :class:`~fe_operators.fem.hierarchy.HierarchyOperators`."""
     level_ctx = []
     for lv in ops.levels:
         H = lv.coefficient_stiffness
@@ -259,7 +291,8 @@ def context_for_model(model: SPON, problem: Any, *, method: str = "auto",
 
 
 def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool = False,
-                         coarsest_nodes: int = 0, mesh_spec: str | None = None) -> MeshContext:
+                         coarsest_nodes: int = 0, mesh_spec: str | None = None,
+                         levels: str = "geometric") -> MeshContext:
     """:func:`context_from_spaces` for a Problem's spaces and Dirichlet data.
 
     The lifting is the problem's :meth:`~fe_operators.problems.Problem.dirichlet_map`:
@@ -267,7 +300,7 @@ def context_from_problem(problem: Any, *, method: str = "auto", hierarchy: bool 
     on the inputs (Poisson's ``g``, Stokes' ``d g``), lifting maps of those inputs.
     """
     return _context(problem.input_spaces, problem.output_space, problem.dirichlet_map(), method=method,
-                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec)
+                    hierarchy=hierarchy, coarsest_nodes=coarsest_nodes, mesh_spec=mesh_spec, levels=levels)
 
 
 def _size_key(cls: type) -> str:

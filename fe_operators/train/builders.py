@@ -59,7 +59,8 @@ class SPONOptions:
     processor: str = option(
         "Processor, a registered name: 'gnn' (message passing on the DOF graph, any mesh of the domain), "
         "'mlp' (dense, the training mesh only), 'multigrid' (MgNO V-cycles on the mesh hierarchy, any "
-        "hierarchy of the domain). Its keys follow; those of the others are shown commented out.",
+        "hierarchy of the domain), 'hierarchical' (a graph U-Net on the FE levels of any mesh, SPON-MG). Its "
+        "keys follow; those of the others are shown commented out.",
         _registered, default="gnn")
     method: Literal["auto", "interpolate", "project"] = option(
         "How inputs reach the output's DOF nodes: 'auto' (lumped L2 projection from discontinuous inputs "
@@ -184,11 +185,15 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
         raise ConfigError("model.lifting_input", f"expected 'auto', null or an input name in {names}, "
                                                  f"got {lifting_input!r}")
     try:  # weight_copies 4: training holds the weights, their gradients and Adam's two moments
-        return spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
-                                dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
-                                weight_copies=4, **config_to_dict(opts.processor_options))
+        model = spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
+                                 dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
+                                 weight_copies=4, **config_to_dict(opts.processor_options))
     except ConfigError as exc:  # its keys are this section's
         raise ConfigError(f"model.{exc.key}" if exc.key else "model", exc.message) from None
+    report = getattr(model.processor, "cost_report", None)
+    if report is not None:  # processors that count their arithmetic: multiply-adds per level for one sample
+        print(report(model.context), flush=True)
+    return model
 
 
 register_model("spon", build_spon, SPONSchema())

@@ -7,7 +7,9 @@
 * :mod:`~fe_operators.models.processors.gnn` — ``"gnn"``: message passing on the DOF
   graph with latent-grid stages (any mesh of the domain);
 * :mod:`~fe_operators.models.processors.multigrid` — ``"multigrid"``: MgNO V-cycles on a
-  mesh hierarchy (any hierarchy of the domain).
+  mesh hierarchy (any hierarchy of the domain);
+* :mod:`~fe_operators.models.processors.hierarchical` — ``"hierarchical"``: a graph U-Net
+  on the FE levels of any mesh (SPON-MG; geometric and aggregated levels).
 
 Registration: each processor module registers its class with :func:`register_processor`
 when it is imported, and this package imports every processor module below, so importing
@@ -22,10 +24,12 @@ from fe_operators.models.processors.base import (
 )
 # the in-tree processors: importing them registers them
 from fe_operators.models.processors.gnn import GNNOptions, GNNProcessor
+from fe_operators.models.processors.hierarchical import HierarchicalOptions, HierarchicalProcessor
 from fe_operators.models.processors.mlp import MLPOptions, MLPProcessor
 from fe_operators.models.processors.multigrid import MultigridOptions, MultigridProcessor
 
 __all__ = [
     "Processor", "PROCESSORS", "register_processor", "processor_class", "processor_options", "ACTIVATIONS",
     "MLPProcessor", "MLPOptions", "GNNProcessor", "GNNOptions", "MultigridProcessor", "MultigridOptions",
+    "HierarchicalProcessor", "HierarchicalOptions",
 ]

@@ -173,8 +173,8 @@ class MultigridProcessor(Processor):
         hier = context.hierarchy
         if hier is None:
             raise SpaceMismatchError(
-                "the multigrid processor needs a mesh hierarchy: generate the data on a refined mesh spec such "
-                "as 'plate_holes/r2' (or a built-in structured one such as 'unitsquare:64')")
+                "the multigrid processor needs a mesh context with levels: build it with "
+                "context_from_problem(problem, **MultigridProcessor.context_options(options))")
         n_levels = hier.n_levels if options.levels is None else options.levels
         if n_levels > hier.n_levels:
             raise SpaceMismatchError(f"levels={n_levels} asked for, the mesh hierarchy has {hier.n_levels}")
@@ -191,8 +191,12 @@ class MultigridProcessor(Processor):
 
     @classmethod
     def context_options(cls, options: Any) -> dict[str, Any]:
-        """A hierarchy, extended below its coarsest mesh to ``coarsest_nodes``."""
-        return {"hierarchy": True, "coarsest_nodes": int(options["coarsest_nodes"])}
+        """A hierarchy, extended below its coarsest mesh to ``coarsest_nodes``.
+
+        Levels ``"auto"``: the mesh's ``MeshHierarchy`` where it has one, else the mesh
+        itself with aggregated levels below (every shipped mesh as it is, a user's ``.msh``).
+        """
+        return {"hierarchy": True, "coarsest_nodes": int(options["coarsest_nodes"]), "levels": "auto"}
 
     # ------------------------------------------------------------------ context
     def start_level(self, hierarchy: HierarchyContext) -> int:

@@ -1,0 +1,521 @@
+r"""The hierarchical processor (SPON-MG): a graph U-Net on the FE hierarchy of the output's mesh.
+
+Levels (docs/design.md §4.4, §5): the levels of the context's hierarchy from the finest
+(the output's nodes) down to the first level with at most ``coarsest_nodes`` nodes —
+geometric levels where the data's mesh has a ``MeshHierarchy`` (``/rK`` specs, built-in
+structured specs), smoothed-aggregation levels below them and for any other mesh
+(:func:`fe_operators.multigrid.levels.mesh_levels`).  Counting levels ``k = 0`` (the
+coarsest) to ``L - 1`` (the finest):
+
+* **widths** grow toward the coarsest level, ``C_k = max(width / 2^k, min_width)``, so the
+  dense arithmetic per level (``n_k C_k²``, ``n_k`` shrinking by about ``2^d`` per level)
+  does not grow toward the finest level;
+* **local message passing** on a level is a residual block made of a *separable operator
+  convolution* and a pointwise MLP (a ConvNeXt block on the mesh):
+
+  .. math:: z = a_0 \odot u + \sum_j S_j (a_j \odot u), \qquad
+            u \leftarrow B\,\big(u + W_2\,\sigma(W_1\,\mathrm{LN}(z) + b_1)\big)
+
+  with ``S_j`` the level's FE operators (mass, first-order ``∫∂_aφ_jφ_i``, stiffness
+  ``∫∂_aφ_j∂_bφ_i``) scaled to O(1) stencils (``m⁻¹``, ``(D m)^{-1/2}``, ``D⁻¹`` with ``D`` the
+  Laplacian diagonal and ``m`` the mass diagonal, as the multigrid processor's smoothers),
+  ``a_j`` learned per-channel weights, ``W_1 (C→2C), W_2 (2C→C)`` and ``B`` the mask that
+  keeps the output's Dirichlet nodes at zero (their values come from SPON's decoder; on the
+  finest level only nodes whose components are all constrained, so that a node with a
+  free component keeps its features).
+  A level gets ``max(depth + 1 - k, 1)`` blocks on the way down and as many on the way up:
+  one on the finest levels, more on the coarse ones;
+* **down**: exact FE restriction of nodal values, ``R = M_c^{-1} Pᵀ M_f`` with ``M_f`` the
+  fine level's (positive, lumped) node weights and ``M_c = diag(Pᵀ w_f)`` — a mass-weighted
+  average, so constants stay constants — then a ``C_{k+1} → C_k`` channel map and a
+  learned function of the level's coordinates;
+* **coarsest level**: ``depth`` local blocks, then ``global_layers`` pre-norm transformer
+  layers (multi-head attention over all its nodes, at most a few hundred, with the node
+  weights as quadrature weights of the attention's sum — ``softmax(q·k + log w)`` — so it
+  is an integral over the domain and not a sum over nodes);
+* **up**: a ``C_k → C_{k+1}`` channel map on the coarse level, FE prolongation ``P``, added
+  to the skip connection from the way down, then the level's blocks.
+
+Lifting (inputs and normalised coordinates to ``C_{L-1}`` channels) and projection (to the
+output components) are pointwise MLPs on the finest level.  Compute is in the inputs'
+dtype (float32 in training); the FE operators are float64 in the context and cast once.
+
+Mesh-agnostic: the weights are per level counted from the coarsest, whose mesh size
+``coarsest_h`` the model records.  On another hierarchy of the domain the model starts at
+the level whose size matches ``coarsest_h`` (within a factor 1.5); levels finer than the
+trained ones (a finer mesh of the domain) are passed through by the exact transfers
+without blocks or channel mixing: the inputs are lifted on the new finest level and
+restricted, and the result prolonged back.
+
+Cost: :meth:`HierarchicalProcessor.cost_per_level` returns the multiply-adds of one
+sample's forward pass per level (finest first), :meth:`cost_report` prints them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from typing import Any
+
+import torch
+
+from fe_operators.errors import SpaceMismatchError
+from fe_operators.models.context import HierarchyContext, MeshContext
+from fe_operators.models.layers.mlp import MLP, activation
+from fe_operators.models.layers.vcycle import _block_diagonals, _side_by_side, match_level
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
+from fe_operators.options import non_negative, option, positive
+from fe_operators.sparse.maps import SparseMap, row_indices
+from fe_operators.sparse.spmm import spmm
+
+__all__ = ["HierarchicalOptions", "HierarchicalProcessor", "UNetLevel", "unet_levels"]
+
+#: default coarsest level size (see :data:`fe_operators.multigrid.aggregation.COARSEST_NODES`)
+DEFAULT_COARSEST_NODES = 300
+
+
+@dataclasses.dataclass
+class HierarchicalOptions:
+    """Options of the ``hierarchical`` processor (see :class:`HierarchicalProcessor`)."""
+
+    width: int = option("Channels on the coarsest level; each finer level has half as many, down to min_width.",
+                        positive, default=64)
+    min_width: int = option("Fewest channels on any level (the finest levels).", positive, default=8)
+    depth: int = option("Local message-passing blocks on the coarsest level and, each way, on the level above "
+                        "it; one fewer per finer level, at least one.", positive, default=2)
+    global_layers: int = option("Attention layers over the coarsest level's nodes (0: none).", non_negative,
+                                default=2)
+    heads: int = option("Attention heads (must divide width).", positive, default=4)
+    coarsest_nodes: int = option(
+        "Levels from the finest down to the first with at most this many nodes; below the mesh's own levels "
+        "(or on a mesh without a MeshHierarchy, all of them) the levels come from smoothed aggregation.",
+        positive, default=DEFAULT_COARSEST_NODES)
+    geometric_levels: bool = option(
+        "Use the mesh hierarchy's levels where the data has one ('/rK' specs, built-in structured specs); "
+        "false: every level below the data's mesh by smoothed aggregation.", default=True)
+    act: ACTIVATIONS = option("Activation.", default="gelu")
+
+    def validate(self, key: str = "") -> None:
+        """Cross-field checks, naming the key."""
+        from fe_operators.errors import ConfigError
+
+        if self.width % self.heads:
+            raise ConfigError(f"{key}.heads" if key else "heads",
+                              f"expected a divisor of width={self.width}, got {self.heads}")
+        if self.min_width > self.width:
+            raise ConfigError(f"{key}.min_width" if key else "min_width",
+                              f"expected at most width={self.width}, got {self.min_width}")
+
+
+# ----------------------------------------------------------------------------- level data
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UNetLevel:
+    """One level of the U-Net, precomputed from a :class:`HierarchyContext` level.
+
+    Attributes
+    ----------
+    ops
+        ``(n, n K)``: the level's ``K`` operators side by side (column ``j K + k`` is column
+        ``j`` of operator ``k``), each scaled to an O(1) stencil.
+    nnz
+        Entries of one operator block (for cost counts).
+    keep
+        ``(n, 1, 1)``: 0 on Dirichlet nodes, 1 elsewhere.
+    coords
+        ``(n, gdim)``: coordinates normalised by the finest level's bounding box.
+    weights
+        ``(n,)`` positive node weights (the area each node stands for; sum ``|Ω|`` on
+        geometric levels, the coarse space's share below).
+    prolong
+        ``P`` ``(n, n_coarser)`` from the next coarser level, or None on the coarsest.
+    restrict
+        ``R = diag(Pᵀ w)⁻¹ Pᵀ diag(w)`` ``(n_coarser, n)``: nodal values to the next coarser
+        level (mass-weighted average), or None.
+    restrict_dual
+        ``Pᵀ``: dual vectors (residuals, load vectors) to the next coarser level, or None.
+    """
+
+    ops: SparseMap
+    nnz: int
+    keep: torch.Tensor
+    coords: torch.Tensor
+    weights: torch.Tensor
+    prolong: SparseMap | None
+    restrict: SparseMap | None
+    restrict_dual: SparseMap | None
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.keep.shape[0])
+
+
+def _abs_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
+    lo, hi = int(ops.crow[k * n]), int(ops.crow[(k + 1) * n])
+    rows = row_indices(ops.crow[k * n:(k + 1) * n + 1] - lo)
+    out = torch.zeros(n, dtype=ops.values.dtype, device=ops.device)
+    return out.index_add_(0, rows, ops.values[lo:hi].abs())
+
+
+def _scaled_rows(A: SparseMap, left: torch.Tensor, right: torch.Tensor) -> SparseMap:
+    """``diag(left) A diag(right)``."""
+    rows = row_indices(A.crow)
+    return SparseMap(A.crow, A.col, A.values * left[rows] * right[A.col], A.n_cols)
+
+
+def unet_levels(hierarchy: HierarchyContext, start: int) -> list[UNetLevel]:
+    """The :class:`UNetLevel` s of ``hierarchy.levels[start:]``, coarsest first (float64).
+
+    Node weights: on the finest level the row sums of ``|M|`` (the lumped mass for CG1,
+    positive for any Lagrange element), on each coarser level ``Pᵀ w`` of the finer one
+    (clipped to stay positive), so that the restriction ``diag(Pᵀ w)⁻¹ Pᵀ diag(w)`` maps
+    constants to constants.
+    """
+    levels = hierarchy.levels[start:]
+    prolongs = [None] + list(hierarchy.prolongations[start:])
+    fine = hierarchy.finest
+    lo = fine.coords.amin(dim=0)
+    span = (fine.coords.amax(dim=0) - lo).clamp_min(torch.finfo(fine.coords.dtype).tiny)
+    # node weights, finest first
+    weights: list[torch.Tensor] = [None] * len(levels)  # type: ignore[list-item]
+    for i in reversed(range(len(levels))):
+        lv = levels[i]
+        mass_k = int(torch.nonzero(lv.operator_orders == 0)[0, 0])
+        if i == len(levels) - 1:
+            w = _abs_row_sums(lv.operators, mass_k, lv.n_nodes)
+        else:
+            P = prolongs[i + 1]
+            w = spmm(P.transpose(), weights[i + 1][:, None])[:, 0]
+            floor = 1e-6 * float(w.abs().mean())
+            w = w.clamp_min(floor)
+        weights[i] = w
+    out = []
+    for i, lv in enumerate(levels):
+        n = lv.n_nodes
+        diags = _block_diagonals(lv.operators, n)
+        orders = lv.operator_orders
+        mass_k = int(torch.nonzero(orders == 0)[0, 0])
+        m = diags[mass_k].abs().clamp_min(torch.finfo(diags.dtype).tiny)
+        d = lv.stiffness_diag.abs().clamp_min(torch.finfo(diags.dtype).tiny)
+        scale = torch.stack([1.0 / d if o == 2 else (1.0 / torch.sqrt(d * m) if o == 1 else 1.0 / m)
+                             for o in orders.tolist()])
+        P = prolongs[i]
+        R = None
+        if P is not None:
+            Pt = P.transpose()
+            R = _scaled_rows(Pt, 1.0 / weights[i - 1], weights[i])
+        out.append(UNetLevel(
+            ops=_side_by_side(lv.operators, scale.reshape(-1)),
+            nnz=int(lv.operators.crow[n]),
+            keep=(~lv.boundary).to(d)[:, None, None],
+            coords=2.0 * (lv.coords - lo) / span - 1.0,
+            weights=weights[i],
+            prolong=P,
+            restrict=R,
+            restrict_dual=None if P is None else P.transpose(),
+        ))
+    return out
+
+
+def _cast(levels: list[UNetLevel], dtype: torch.dtype) -> list[UNetLevel]:
+    return [dataclasses.replace(lv, keep=lv.keep.to(dtype), coords=lv.coords.to(dtype),
+                                weights=lv.weights.to(dtype)) for lv in levels]
+
+
+def _sp(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
+    """``A`` applied to node-major ``(n, B, C)``."""
+    n, b, c = x.shape
+    return spmm(A, x.reshape(n, b * c)).reshape(A.n_rows, b, c)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+class OperatorBlock(torch.nn.Module):
+    """Residual block: separable operator convolution, LayerNorm, pointwise MLP (see the module docstring)."""
+
+    def __init__(self, channels: int, n_operators: int, act: str) -> None:
+        super().__init__()
+        c = channels
+        self.n_operators = n_operators
+        self.op_weights = torch.nn.Parameter(torch.randn(n_operators, c) / math.sqrt(n_operators))
+        self.self_weight = torch.nn.Parameter(torch.ones(c))
+        self.norm = torch.nn.LayerNorm(c)
+        self.mlp = MLP([c, 2 * c, c], act)
+
+    def forward(self, u: torch.Tensor, level: UNetLevel) -> torch.Tensor:
+        n, b, c = u.shape
+        x = u.unsqueeze(1) * self.op_weights[None, :, None, :]            # (n, K, B, C)
+        z = spmm(level.ops, x.reshape(n * self.n_operators, b * c)).reshape(n, b, c) + u * self.self_weight
+        return (u + self.mlp(self.norm(z))) * level.keep
+
+    @staticmethod
+    def cost(n: int, nnz: int, k: int, c: int) -> int:
+        """Multiply-adds for one sample on a level of ``n`` nodes and ``nnz`` entries per operator."""
+        return k * nnz * c + (k + 1) * n * c + n * (2 * c * c + 2 * c * c) + 5 * n * c
+
+
+class GlobalLayer(torch.nn.Module):
+    """Pre-norm transformer layer over all nodes of a level, the node weights as quadrature weights."""
+
+    def __init__(self, channels: int, heads: int, act: str) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = torch.nn.LayerNorm(channels), torch.nn.LayerNorm(channels)
+        self.qkv = torch.nn.Linear(channels, 3 * channels)
+        self.out = torch.nn.Linear(channels, channels)
+        self.mlp = MLP([channels, 2 * channels, channels], act)
+
+    def forward(self, u: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        n, b, c = u.shape
+        hd = c // self.heads
+        q, k, v = self.qkv(self.norm1(u)).reshape(n, b, 3, self.heads, hd).permute(2, 1, 3, 0, 4)
+        att = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, n, hd)
+        u = u + self.out(att.permute(2, 0, 1, 3).reshape(n, b, c))
+        return (u + self.mlp(self.norm2(u))) * keep
+
+    @staticmethod
+    def cost(n: int, c: int) -> int:
+        return n * (3 * c * c + c * c + 4 * c * c) + 2 * n * n * c
+
+
+# ----------------------------------------------------------------------------- processor
+
+
+@register_processor
+class HierarchicalProcessor(Processor):
+    r"""A graph U-Net on the FE hierarchy (SPON-MG; see the module docstring).
+
+    Parameters
+    ----------
+    in_channels
+        Input channels.
+    out_ncomp
+        Output components per node.
+    gdim
+        Geometric dimension.
+    n_operators
+        FE operators per level (6 in 2D, 10 in 3D).
+    n_levels
+        Levels of weights (counted from the coarsest).
+    coarsest_h
+        Mesh size of the coarsest level the model was built for.
+    width, min_width, depth, global_layers, heads, coarsest_nodes, geometric_levels, act
+        See :class:`HierarchicalOptions`.
+
+    Shapes
+    ------
+    ``h``: ``(batch, n, C)``; output ``(batch, n_free)``.
+    """
+
+    name = "hierarchical"
+    Options = HierarchicalOptions
+    mesh_agnostic = True
+    needs_hierarchy = True
+
+    def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
+                 coarsest_h: float, *, width: int = 64, min_width: int = 8, depth: int = 2,
+                 global_layers: int = 2, heads: int = 4, coarsest_nodes: int = DEFAULT_COARSEST_NODES,
+                 geometric_levels: bool = True, act: str = "gelu") -> None:
+        super().__init__()
+        if not coarsest_h > 0:
+            raise ValueError(f"expected a positive coarsest_h, got {coarsest_h}")
+        self.in_channels, self.out_ncomp, self.gdim = int(in_channels), int(out_ncomp), int(gdim)
+        self.n_operators, self.n_levels, self.coarsest_h = int(n_operators), int(n_levels), float(coarsest_h)
+        self.width, self.min_width, self.depth = int(width), int(min_width), int(depth)
+        self.global_layers, self.heads = int(global_layers), int(heads)
+        self.coarsest_nodes, self.geometric_levels, self.act = int(coarsest_nodes), bool(geometric_levels), act
+        L, K = self.n_levels, self.n_operators
+        widths = self.widths
+        self.lift = MLP([self.in_channels + self.gdim, widths[-1], widths[-1]], act)
+        self.project = MLP([widths[-1], widths[-1], self.out_ncomp], act)
+        self.down_blocks = torch.nn.ModuleList(
+            torch.nn.ModuleList(OperatorBlock(widths[k], K, act) for _ in range(self.blocks(k)))
+            for k in range(L))
+        self.up_blocks = torch.nn.ModuleList(
+            torch.nn.ModuleList(OperatorBlock(widths[k], K, act) for _ in range(self.blocks(k) if k else 0))
+            for k in range(L))
+        # transitions between level k+1 (finer) and k: channel maps and coordinate features
+        self.down_maps = torch.nn.ModuleList(torch.nn.Linear(widths[k + 1], widths[k]) for k in range(L - 1))
+        self.up_maps = torch.nn.ModuleList(torch.nn.Linear(widths[k], widths[k + 1]) for k in range(L - 1))
+        self.position = torch.nn.ModuleList(MLP([self.gdim, widths[k], widths[k]], act) for k in range(L - 1))
+        self.global_blocks = torch.nn.ModuleList(
+            GlobalLayer(widths[0], self.heads, act) for _ in range(self.global_layers))
+        self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
+
+    # ------------------------------------------------------------------ shape of the net
+    @property
+    def widths(self) -> list[int]:
+        """Channels per level, coarsest first."""
+        return [max(self.width >> k, self.min_width) for k in range(self.n_levels)]
+
+    def blocks(self, k: int) -> int:
+        """Local blocks of level ``k`` (counted from the coarsest) on the way down (and, k > 0, up)."""
+        return self.depth if k == 0 else max(self.depth + 1 - k, 1)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments."""
+        return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
+                "n_operators": self.n_operators, "n_levels": self.n_levels, "coarsest_h": self.coarsest_h,
+                "width": self.width, "min_width": self.min_width, "depth": self.depth,
+                "global_layers": self.global_layers, "heads": self.heads, "coarsest_nodes": self.coarsest_nodes,
+                "geometric_levels": self.geometric_levels, "act": self.act}
+
+    @classmethod
+    def context_options(cls, options: Any) -> dict[str, Any]:
+        """Levels for any mesh: geometric where there are some (unless turned off), aggregation below."""
+        return {"hierarchy": True, "coarsest_nodes": int(options.get("coarsest_nodes", DEFAULT_COARSEST_NODES)),
+                "levels": "auto" if options.get("geometric_levels", True) else "algebraic"}
+
+    @staticmethod
+    def coarsest_level(hierarchy: HierarchyContext, coarsest_nodes: int) -> int:
+        """Index of the finest level with at most ``coarsest_nodes`` nodes (else the coarsest, 0)."""
+        small = [i for i, lv in enumerate(hierarchy.levels) if lv.n_nodes <= coarsest_nodes]
+        return max(small) if small else 0
+
+    @classmethod
+    def for_context(cls, context: MeshContext, in_channels: int, out_ncomp: int,
+                    options: HierarchicalOptions) -> "HierarchicalProcessor":
+        """Levels from the context's hierarchy: the finest down to the first with at most ``coarsest_nodes``."""
+        hier = context.hierarchy
+        if hier is None:
+            raise SpaceMismatchError(
+                "the hierarchical processor needs a mesh context with levels: build it with "
+                "context_from_problem(problem, **HierarchicalProcessor.context_options(options))")
+        start = cls.coarsest_level(hier, options.coarsest_nodes)
+        return cls(in_channels, out_ncomp, context.gdim, hier.finest.n_operators, hier.n_levels - start,
+                   hier.levels[start].h, **dataclasses.asdict(options))
+
+    # ------------------------------------------------------------------ context
+    def start_level(self, hierarchy: HierarchyContext) -> int:
+        """Index of the level of ``hierarchy`` that plays the model's coarsest level."""
+        return match_level([lv.h for lv in hierarchy.levels], self.coarsest_h, "hierarchical processor",
+                           "evaluate on a mesh of the same domain at least as fine as the training mesh")
+
+    def check_context(self, context: MeshContext) -> None:
+        """Raise :class:`SpaceMismatchError` unless the context carries matching levels."""
+        super().check_context(context)
+        if context.gdim != self.gdim or context.ncomp != self.out_ncomp:
+            raise SpaceMismatchError(
+                f"expected a mesh context of geometric dimension {self.gdim} with {self.out_ncomp} output "
+                f"components per node, got {context.gdim} and {context.ncomp}")
+        hier = context.hierarchy
+        if hier.finest.n_operators != self.n_operators:
+            raise SpaceMismatchError(f"expected {self.n_operators} FE operators per level, the context has "
+                                     f"{hier.finest.n_operators}")
+        used = hier.n_levels - self.start_level(hier)
+        if used < self.n_levels:
+            raise SpaceMismatchError(
+                f"the model has {self.n_levels} levels from its coarsest (mesh size {self.coarsest_h:.4g}); this "
+                f"mesh has {used} from there: evaluate on a mesh at least as fine as the training mesh")
+
+    def levels_for(self, hierarchy: HierarchyContext, dtype: torch.dtype) -> list[UNetLevel]:
+        """The U-Net's per-level data for ``hierarchy`` (cached per hierarchy and dtype), coarsest first."""
+        per = self._cache.setdefault(hierarchy, {})
+        if None not in per:
+            per[None] = unet_levels(hierarchy, self.start_level(hierarchy))
+        if dtype not in per:
+            per[dtype] = _cast(per[None], dtype)
+        return per[dtype]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, h: torch.Tensor, context: MeshContext) -> torch.Tensor:
+        """Free DOF values ``(batch, n_free)``."""
+        self.check_context(context)
+        hier = context.hierarchy
+        batch, n, _ = h.shape
+        levels = self.levels_for(hier, h.dtype)
+        L = self.n_levels
+        # on the finest level, mask only the nodes whose components are all constrained: a node
+        # with one free component (a roller) must keep its features (the level masks say "any")
+        keep = (~context.mask.all(dim=1)).to(h.dtype)[:, None]
+        if hier.to_finest is not None:
+            keep = spmm(hier.to_finest, keep)
+        levels = levels[:-1] + [dataclasses.replace(levels[-1], keep=keep[:, :, None])]
+        x = levels[-1].coords
+        hn = h.transpose(0, 1)                                                   # (n, B, C_in)
+        if hier.to_finest is not None:
+            hn = _sp(hier.to_finest, hn)
+        u = self.lift(torch.cat([hn, x.unsqueeze(1).expand(-1, batch, self.gdim)], dim=-1))
+        u = u * levels[-1].keep
+        for j in range(len(levels) - 1, L - 1, -1):   # pass-through of the extra finest levels
+            u = _sp(levels[j].restrict, u) * levels[j - 1].keep
+        skips: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+        for k in range(L - 1, -1, -1):                # down, finest trained level first
+            lv = levels[k]
+            if k < L - 1:
+                fine = levels[k + 1]
+                u = self.down_maps[k](_sp(fine.restrict, u)) + self.position[k](lv.coords).unsqueeze(1)
+                u = u * lv.keep
+            for block in self.down_blocks[k]:
+                u = block(u, lv)
+            skips[k] = u
+        coarsest = levels[0]
+        if self.global_layers:
+            w = coarsest.weights
+            bias = torch.log(w / w.mean()).masked_fill(coarsest.keep[:, 0, 0] == 0, float("-inf"))
+            bias = bias[None, None, None, :]
+            for layer in self.global_blocks:
+                u = layer(u, bias, coarsest.keep)
+        for k in range(1, L):                         # up
+            lv = levels[k]
+            u = (skips[k] + _sp(lv.prolong, self.up_maps[k - 1](u))) * lv.keep
+            for block in self.up_blocks[k]:
+                u = block(u, lv)
+        for j in range(L, len(levels)):
+            u = _sp(levels[j].prolong, u) * levels[j].keep
+        y = self.project(u)                                                      # (n_f, B, ncomp)
+        if hier.from_finest is not None:
+            y = _sp(hier.from_finest, y)
+        return y.transpose(0, 1).reshape(batch, n * self.out_ncomp).index_select(1, context.free)
+
+    # ------------------------------------------------------------------ cost
+    def cost_per_level(self, context: MeshContext | HierarchyContext) -> list[dict[str, Any]]:
+        """Multiply-adds of one sample's forward pass per level, finest first.
+
+        Each entry: ``{"level", "nodes", "width", "blocks", "macs"}``; ``level`` is the
+        index in the context's hierarchy (coarsest 0).  The finest entry includes the
+        lifting and projection MLPs; each level's transfers (restriction, prolongation,
+        channel maps) count on the finer of the two levels they join, the attention on the
+        coarsest.  Sparse products count one multiply-add per stored entry and column.
+        """
+        hier = context.hierarchy if isinstance(context, MeshContext) else context
+        start = self.start_level(hier)
+        levels = self.levels_for(hier, torch.float64)
+        L, K, widths = self.n_levels, self.n_operators, self.widths
+        rows = []
+        for j, lv in enumerate(levels):
+            n, k = lv.n_nodes, min(j, L - 1)
+            c = widths[k]
+            macs = blocks = 0
+            if j < L:                                    # a trained level
+                blocks = len(self.down_blocks[j]) + len(self.up_blocks[j])
+                macs += blocks * OperatorBlock.cost(n, lv.nnz, K, c)
+                if j == 0:
+                    macs += self.global_layers * GlobalLayer.cost(n, c)
+                else:
+                    cc, nc = widths[j - 1], levels[j - 1].n_nodes
+                    macs += nc * (c * cc + cc * c)                             # channel maps down and up
+                    macs += nc * (self.gdim * cc + cc * cc)                    # coordinate features
+            if j > 0:
+                macs += (lv.restrict.values.numel() + lv.prolong.values.numel()) * c   # R and P
+            if j == len(levels) - 1:
+                ci = self.in_channels + self.gdim
+                macs += n * (ci * c + c * c) + n * (c * c + c * self.out_ncomp)      # lifting, projection
+            rows.append({"level": start + j, "nodes": n, "width": c, "blocks": blocks, "macs": int(macs)})
+        return rows[::-1]
+
+    def cost_report(self, context: MeshContext | HierarchyContext) -> str:
+        """:meth:`cost_per_level` as lines of text (also the total)."""
+        rows = self.cost_per_level(context)
+        lines = [f"  level {r['level']}: {r['nodes']:>8} nodes, width {r['width']:>3}, {r['blocks']} blocks, "
+                 f"{r['macs'] / 1e6:9.2f} M multiply-adds" for r in rows]
+        total = sum(r["macs"] for r in rows)
+        return "\n".join([f"hierarchical processor, multiply-adds per sample by level (finest first):", *lines,
+                          f"  total: {total / 1e6:.2f} M"])
+
+    def extra_repr(self) -> str:
+        return f"coarsest_h={self.coarsest_h:.4g}, levels={self.n_levels}, widths={self.widths}"

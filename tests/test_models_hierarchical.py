@@ -1,0 +1,291 @@
+"""The hierarchical processor (SPON-MG, a graph U-Net on the FE levels) and the levels of any mesh."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import firedrake as fd
+
+from fe_operators.fem.hierarchy import LevelOperators
+from fe_operators.io import load_mesh
+from fe_operators.io.specs import shipped_meshes
+from fe_operators.models import SPON
+from fe_operators.models.build import hierarchy_context, hierarchy_context_from_operators, spon_for_problem
+from fe_operators.models.processors.hierarchical import HierarchicalProcessor, unet_levels
+from fe_operators.multigrid.aggregation import aggregates, coarsen_level, extend_hierarchy
+from fe_operators.multigrid.levels import mesh_levels, single_level
+from fe_operators.problems import get_problem
+
+#: a small configuration for tiny meshes
+SMALL = {"width": 16, "min_width": 4, "depth": 2, "global_layers": 1, "heads": 2, "coarsest_nodes": 100}
+
+
+def _space(spec, degree=1):
+    V = fd.FunctionSpace(load_mesh(spec), "CG", degree)
+    return V, fd.DirichletBC(V, 0.0, "on_boundary")
+
+
+def _train(model, x, y, steps, lr=3e-3):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (model(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+# ----------------------------------------------------------------------------- levels
+
+
+def test_aggregation_levels_cover_every_node_down_to_the_configured_size():
+    V, bc = _space("plate_holes")
+    ops = mesh_levels(V, [bc], coarsest_nodes=60)
+    sizes = [lv.n_nodes for lv in ops.levels]
+    assert sizes[-1] == 867 and sizes[0] <= 60 and len(sizes) >= 3, sizes   # every level below by aggregation
+    for i in range(len(sizes) - 1, 0, -1):
+        fine = ops.levels[i]
+        ids, m = aggregates(fine)
+        assert m == sizes[i - 1]
+        free = ~fine.boundary
+        assert np.all(ids[free] >= 0) and np.all(ids[~free] == -1)          # each free node in exactly one
+        assert np.all(np.bincount(ids[free], minlength=m) >= 1)             # no empty aggregate
+        assert ops.prolongations[i - 1].shape == (sizes[i], sizes[i - 1])
+
+
+def _permuted_level(lv: LevelOperators, perm: np.ndarray) -> LevelOperators:
+    """The level with node ``perm[i]`` renumbered ``i``."""
+    Pi = sp.csr_matrix((np.ones(perm.size), (np.arange(perm.size), perm)), shape=(perm.size,) * 2)
+    ops = {k: (Pi @ A @ Pi.T).tocsr() for k, A in lv.operators.items()}
+    for A in ops.values():
+        A.sort_indices()
+    from fe_operators.fem.hierarchy import _on_common_pattern
+
+    ops = dict(zip(ops, _on_common_pattern(list(ops.values()))))
+    return dataclasses.replace(lv, coords=lv.coords[perm], lumped_mass=lv.lumped_mass[perm],
+                               stiffness_diag=lv.stiffness_diag[perm], operators=ops, boundary=lv.boundary[perm],
+                               coefficient_stiffness=None)
+
+
+def test_aggregates_do_not_depend_on_the_node_numbering():
+    V, bc = _space("plate_holes")
+    base = single_level(V, [bc])
+    perm = np.random.default_rng(0).permutation(base.levels[0].n_nodes)
+    permuted = dataclasses.replace(base, levels=(_permuted_level(base.levels[0], perm),))
+    a, b = extend_hierarchy(base, 60), extend_hierarchy(permuted, 60)
+    assert [lv.n_nodes for lv in a.levels] == [lv.n_nodes for lv in b.levels]
+    for la, lb in zip(a.levels[:-1], b.levels[:-1]):                    # coarse levels: the same numbering
+        assert np.allclose(la.coords, lb.coords, rtol=0, atol=1e-13)
+        for k in la.operators:
+            assert abs(la.operators[k] - lb.operators[k]).max() <= 1e-12 * abs(la.operators[k]).max()
+    # the first prolongation is the same up to the fine permutation, the others equal
+    assert abs(a.prolongations[-1][perm] - b.prolongations[-1]).max() <= 1e-13
+    for Pa, Pb in zip(a.prolongations[:-1], b.prolongations[:-1]):
+        assert abs(Pa - Pb).max() <= 1e-12
+
+
+def test_restriction_is_the_adjoint_of_prolongation():
+    V, bc = _space("plate_holes/r1")
+    H = hierarchy_context(V, [bc], coarsest_nodes=100, levels="auto")
+    sizes = [lv.n_nodes for lv in H.levels]
+    assert sizes[-2:] == [867, 3286] and sizes[0] <= 100                 # geometric, then aggregated below
+    levels = unet_levels(H, 0)
+    rng = np.random.default_rng(0)
+    for j in range(1, len(levels)):
+        fine, coarse = levels[j], levels[j - 1]
+        P, R, Pt = fine.prolong.to_scipy(), fine.restrict.to_scipy(), fine.restrict_dual.to_scipy()
+        assert abs(Pt - P.T).max() == 0                                   # dual vectors: Pᵀ
+        wf, wc = fine.weights.numpy(), coarse.weights.numpy()
+        assert np.all(wf > 0) and np.all(wc > 0)
+        # nodal values: R = M_c⁻¹ Pᵀ M_f, i.e. (R u, v)_{M_c} = (u, P v)_{M_f} ...
+        u, v = rng.standard_normal(P.shape[0]), rng.standard_normal(P.shape[1])
+        assert np.isclose((R @ u) @ (wc * v), u @ (wf * (P @ v)), rtol=1e-12)
+        assert abs(R - sp.diags(1 / wc) @ P.T @ sp.diags(wf)).max() <= 1e-13 * abs(R).max()
+        # ... which reproduces constants (a mass-weighted average)
+        assert np.allclose(R @ np.ones(P.shape[0]), 1.0, rtol=0, atol=1e-12)
+    # on the geometric CG1 step M_c = Pᵀ M_f 1 is the coarse level's lumped mass: R is the lumped L2 projection
+    assert np.allclose(levels[-2].weights.numpy(), H.levels[-2].lumped_mass.numpy(), rtol=1e-12)
+    assert np.allclose(levels[-1].weights.numpy(), H.levels[-1].lumped_mass.numpy(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the processor
+
+
+def test_boundary_values_are_exact_untrained_and_trained():
+    problem = get_problem("poisson", load_mesh("unitsquare:4/r1"))
+    torch.manual_seed(0)
+    model = spon_for_problem(problem, "hierarchical", **{**SMALL, "coarsest_nodes": 30})
+    ctx = model.context
+    assert isinstance(model.processor, HierarchicalProcessor) and model.processor.n_levels == 2
+    x = torch.randn(6, ctx.n_nodes, 2, dtype=torch.float64)
+    mask = ctx.mask[:, 0]
+    assert torch.equal(model(x)[:, mask], x[:, mask, 1])                 # Poisson's g, bit for bit
+    losses = _train(model, x, torch.randn(6, ctx.n_nodes, dtype=torch.float64), 5)
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        assert torch.equal(model(x)[:, mask], x[:, mask, 1])
+    clone = SPON.from_config(model.config)
+    clone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(clone(x), model(x))
+
+
+def test_untrained_output_does_not_depend_on_the_node_numbering():
+    problem = get_problem("darcy", load_mesh("plate_holes"))
+    torch.manual_seed(1)
+    model = spon_for_problem(problem, "hierarchical", **{**SMALL, "coarsest_nodes": 60})
+    ctx = model.context
+    proc = model.processor
+    V, bc = _space("plate_holes")
+    base = single_level(V, [bc])
+    n = base.levels[0].n_nodes
+    perm = np.random.default_rng(2).permutation(n)
+    permuted = dataclasses.replace(base, levels=(_permuted_level(base.levels[0], perm),))
+    H = hierarchy_context_from_operators(extend_hierarchy(base, 60))
+    Hp = hierarchy_context_from_operators(extend_hierarchy(permuted, 60))
+    assert np.allclose(H.finest.coords.numpy(), ctx.coords.numpy())
+    ctx0 = dataclasses.replace(ctx, hierarchy=H)
+    mask_p = ctx.mask[perm]
+    free_p = torch.nonzero(~mask_p[:, 0])[:, 0]
+    ctxp = dataclasses.replace(ctx, coords=ctx.coords[perm], mask=mask_p, lifting=ctx.lifting[perm], free=free_p,
+                               hierarchy=Hp, node_weights=None)
+    h = torch.randn(2, n, 1)
+    with torch.no_grad():
+        y = torch.zeros(2, n).index_copy_(1, ctx0.free, proc(h, ctx0))
+        yp = torch.zeros(2, n).index_copy_(1, free_p, proc(h[:, perm], ctxp))
+    assert float(y.abs().max()) > 1e-2
+    assert torch.allclose(yp, y[:, perm], rtol=0, atol=1e-5 * float(y.abs().max())), float((yp - y[:, perm]).abs().max())
+
+
+def _sine_data(spec, samples, seed):
+    """f = Σ c_kl sin(kπx) sin(lπy) and the solution of -Δu = f, u = 0 on ∂(unit square), nodal values."""
+    V, _bc = _space(spec)
+    x, y = fd.SpatialCoordinate(V.mesh())
+    modes = [(k, l) for k in (1, 2, 3) for l in (1, 2, 3)]
+    basis = np.stack([fd.Function(V).interpolate(fd.sin(k * np.pi * x) * fd.sin(l * np.pi * y)).dat.data_ro.copy()
+                      for k, l in modes])                                  # one compiled kernel per mode
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((samples, len(modes))) * np.array([20 / (k + l) for k, l in modes])
+    f = c @ basis
+    u = (c / np.array([(k * k + l * l) * np.pi ** 2 for k, l in modes])) @ basis
+    xs = np.stack([f, np.zeros_like(f)], axis=2)
+    return get_problem("poisson", V.mesh()), torch.tensor(xs), torch.tensor(u)
+
+
+def test_trained_on_r1_evaluates_on_a_finer_hierarchy():
+    problem1, x1, y1 = _sine_data("unitsquare:8/r1", 24, 0)
+    torch.manual_seed(0)
+    model = spon_for_problem(problem1, "hierarchical", **SMALL)
+    assert model.processor.n_levels == 2
+    scale = float(y1.abs().max())
+    losses = _train(model, x1 / 20, y1 / scale, 60, lr=5e-3)
+    assert losses[-1] < 0.2 * losses[0]
+    problem2, x2, y2 = _sine_data("unitsquare:8/r2", 8, 1)
+    from fe_operators.models.build import context_for_model
+
+    ctx2 = context_for_model(model, problem2)
+    assert ctx2.hierarchy.n_levels == 3                                    # one level finer than trained
+    with torch.no_grad():
+        _p1, x1t, y1t = _sine_data("unitsquare:8/r1", 8, 1)
+        e1 = float((model(x1t / 20) - y1t / scale).norm() / (y1t / scale).norm())
+        e2 = float((model(x2 / 20, context=ctx2) - y2 / scale).norm() / (y2 / scale).norm())
+    print(f"relative error on r1 {e1:.4f}, on r2 {e2:.4f}")
+    assert np.isfinite(e2) and e2 < max(1.5 * e1, 0.05), (e1, e2)
+
+
+def test_runs_on_shipped_meshes_without_hierarchy_and_on_a_users_msh(tmp_path):
+    user = tmp_path / "my_domain.msh"
+    shutil.copy(shipped_meshes()["lshape"], user)
+    for spec in ("plate_holes", str(user)):
+        problem = get_problem("poisson", load_mesh(spec))
+        torch.manual_seed(0)
+        model = spon_for_problem(problem, "hierarchical", mesh_spec=spec, **{**SMALL, "coarsest_nodes": 80})
+        ctx = model.context
+        assert ctx.hierarchy.levels[0].n_nodes <= 80 and ctx.hierarchy.to_finest is None
+        x = torch.randn(2, ctx.n_nodes, 2, dtype=torch.float64)
+        u = model(x)
+        mask = ctx.mask[:, 0]
+        assert torch.isfinite(u).all() and torch.equal(u[:, mask], x[:, mask, 1])
+
+
+def test_cg2_output_and_dirichlet_data_on_part_of_the_boundary():
+    problem = get_problem("poisson", load_mesh("unitsquare:4/r1"), degree=2, markers=(1, 2))
+    torch.manual_seed(0)
+    model = spon_for_problem(problem, "hierarchical", **SMALL)
+    ctx = model.context
+    mask = ctx.mask[:, 0]
+    assert 0 < int(mask.sum()) < int((ctx.coords[:, 0] * (1 - ctx.coords[:, 0]) * ctx.coords[:, 1]
+                                      * (1 - ctx.coords[:, 1]) == 0).sum())  # part of the boundary only
+    x = torch.randn(4, ctx.n_nodes, 2, dtype=torch.float64)
+    losses = _train(model, x, torch.randn(4, ctx.n_nodes, dtype=torch.float64), 5)
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        assert torch.equal(model(x)[:, mask], x[:, mask, 1])
+
+
+def test_vector_cg2_output_with_a_component_fixed_on_part_of_the_boundary():
+    from fe_operators.fem import DirichletDofs
+    from fe_operators.models.build import context_from_spaces
+
+    V = fd.VectorFunctionSpace(fd.UnitSquareMesh(6, 6), "CG", 2)
+    bcs = [fd.DirichletBC(V, fd.Constant((0.25, -3.0)), 1), fd.DirichletBC(V.sub(1), 7.0, 2)]
+    ctx = context_from_spaces({"load": V}, V, bcs, **HierarchicalProcessor.context_options(SMALL))
+    assert ctx.hierarchy.to_finest is None and ctx.hierarchy.n_levels >= 2   # no MeshHierarchy: aggregation
+    torch.manual_seed(2)
+    model = SPON.from_context(ctx, [("load", 2)], "hierarchical", **{**SMALL, "coarsest_nodes": 60})
+    x = torch.randn(3, V.dof_dset.size, 2, dtype=torch.float64)
+    with torch.no_grad():
+        u = model(x)
+    g = DirichletDofs(V, bcs).lifting()
+    assert torch.equal(u[:, ctx.mask], g[ctx.mask].expand(3, -1))
+    roller = ctx.mask[:, 1] & ~ctx.mask[:, 0]                               # x free, y fixed (marker 2)
+    assert roller.sum() > 0 and float(u[:, roller, 0].std(dim=0).min()) > 0  # the free component is predicted
+
+
+def test_multiply_adds_do_not_peak_on_the_finest_level_with_the_defaults():
+    problem = get_problem("darcy", load_mesh("plate_holes/r1"))
+    model = spon_for_problem(problem, "hierarchical")
+    rows = model.processor.cost_per_level(model.context)
+    assert [r["nodes"] for r in rows][:2] == [3286, 867] and rows[-1]["nodes"] <= 300
+    macs = [r["macs"] for r in rows]
+    assert macs[0] < max(macs), rows
+    assert [r["width"] for r in rows] == sorted(r["width"] for r in rows)  # widths grow toward the coarsest
+    assert "multiply-adds" in model.processor.cost_report(model.context)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_trainer_end_to_end(tmp_path):
+    import sys
+
+    import yaml
+
+    from fe_operators.cli import main
+
+    def cli(*args):
+        before = sys.argv[:]
+        status = main([str(a) for a in args])
+        sys.argv[:] = before
+        return status
+
+    assert cli("generate", "darcy", "--mesh", "unitsquare:6", "--samples", 24, "--out", tmp_path / "d.h5",
+               "--seed", 0) == 0
+    cfg = {"data": {"path": str(tmp_path / "d.h5"), "split": [16, 4, 4], "normalize_inputs": "global",
+                    "normalize_output": "none"},
+           "model": {"type": "spon", "processor": "hierarchical", "width": 16, "min_width": 4, "heads": 2,
+                     "global_layers": 1, "coarsest_nodes": 20},
+           "train": {"epochs": 6, "batch_size": 4, "lr": 3e-3, "threads": 1, "progress": False},
+           "out": {"dir": str(tmp_path / "run")}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli("train", "--config", tmp_path / "c.yaml") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    loss = [e["train_loss"] for e in metrics["epochs"]]
+    assert loss[-1] < loss[0], loss
