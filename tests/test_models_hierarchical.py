@@ -268,7 +268,7 @@ def test_trainer_end_to_end(tmp_path):
 
     import yaml
 
-    from fe_operators.cli import main
+    from fe_operators.cli.main import main
 
     def cli(*args):
         before = sys.argv[:]
