@@ -87,9 +87,12 @@ def _worker(mesh: str, steps: int, batch: int, threads: int, deterministic: bool
     grid = getattr(proc, "grid_transfer", None)
     if grid is not None:
         interp, pool = grid(ctx, torch.float32)
-        rows = pool.crow_indices().diff()
-        out.update(pool_nnz=int(pool.values().numel()), pool_row_max=int(rows.max()),
-                   pool_row_mean=round(float(rows.float().mean()), 1))
+        # one CSR matrix (74a1563 .. a4a2a98) or two factors (GridPooling: local average, fill)
+        parts = [pool] if isinstance(pool, torch.Tensor) else [pool.local] + [pool.fill] * (pool.fill is not None)
+        rows = [m.crow_indices().diff() for m in parts]
+        out.update(pool_nnz=sum(int(m.values().numel()) for m in parts),
+                   pool_row_max=max(int(r.max()) for r in rows),
+                   pool_row_mean=round(sum(float(r.float().mean()) for r in rows), 1))
         out["fft_grid"] = int(getattr(proc.latent[0], "size", proc.latent_cells + 1))
     for name, fn in (("spon", spon_step), ("processor", processor_step)):
         fn()  # warm-up (builds and caches the grid transfer)
