@@ -324,3 +324,32 @@ def test_gnn_builds_the_latent_transfer_once_per_context_and_dtype(monkeypatch):
     with pytest.warns(UserWarning, match="no node_weights"):
         gnn(h.double(), old)
     assert calls[-1][2] is None
+
+
+def test_pooling_stays_sparse_on_a_non_convex_domain():
+    # issue 15: on the crescent (half its bounding box uncovered) the fill's rows of the pooling,
+    # formed as one (N_g, n) matrix, were dense over the nodes near the hole (237k entries for 4804
+    # CG2 nodes, 820 per row; 12x the average alone) and training ran several times slower. The
+    # pooling is kept as two factors whose size does not grow with the nodes near the hole.
+    import firedrake as fd
+
+    from fe_operators.io.readers import load_mesh
+    from fe_operators.models import context_from_spaces
+    from fe_operators.models.layers.latent_grid import GridPooling
+
+    V = fd.FunctionSpace(load_mesh("crescent"), "CG", 2)
+    ctx = context_from_spaces([V], V)
+    gnn = GNNProcessor(1, 1, 2)  # defaults: 16 cells
+    _, pool = gnn.grid_transfer(ctx, torch.float64)
+    n, n_grid = ctx.n_nodes, (gnn.latent_cells + 1) ** 2
+    assert isinstance(pool, GridPooling) and pool.fill is not None  # the crescent leaves vertices uncovered
+    # the area average: each node in at most 2^d hat supports
+    assert pool.local.values().numel() <= 4 * n
+    assert pool.local.to_dense().ne(0).sum(0).max() <= 4
+    # the fill maps grid to grid: at most N_g^2 entries whatever the mesh
+    assert pool.fill.shape == (n_grid, n_grid)
+    assert pool.nnz() <= 4 * n + n_grid ** 2
+    # and it is still the pooling: rows sum to one, entries >= 0
+    dense = pool.to_dense()
+    torch.testing.assert_close(dense.sum(1), torch.ones(n_grid, dtype=torch.float64))
+    assert dense.min() >= -1e-12

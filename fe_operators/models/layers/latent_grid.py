@@ -35,7 +35,7 @@ from scipy.sparse.linalg import splu
 from fe_operators.models.layers.mlp import activation
 from fe_operators.sparse.warnings import csr_beta_warning_silenced
 
-__all__ = ["LatentGridSpectral", "GridTransfer", "grid_transfer", "COVERED", "FILL_STIFFNESS"]
+__all__ = ["LatentGridSpectral", "GridTransfer", "GridPooling", "grid_transfer", "COVERED", "FILL_STIFFNESS"]
 
 #: a vertex whose hat function the domain covers to at least this fraction is averaged as is
 COVERED = 0.5
@@ -43,11 +43,59 @@ COVERED = 0.5
 FILL_STIFFNESS = 1e-2
 
 
+class GridPooling:
+    """The pooling of a latent grid as two sparse factors: ``pool = fill @ local`` (see :func:`grid_transfer`).
+
+    ``local`` (``(N_g, n)``) is the area average, nonzero only where a node lies in a
+    vertex's hat support (at most ``2^d`` entries per node); ``fill`` (``(N_g, N_g)``, or
+    None when the domain covers every vertex) is the identity on the covered vertices and
+    the fill's grid-to-grid map on the others.  Their product has rows that are dense over
+    all the nodes near a large uncovered region (half the nodes of a crescent), so it is
+    never formed: applying the two factors costs ``O(2^d n + N_g^2)`` per column instead of
+    ``O(N_g n)``, in the forward and the backward pass alike.
+    """
+
+    __slots__ = ("local", "fill")
+
+    def __init__(self, local: torch.Tensor, fill: torch.Tensor | None) -> None:
+        self.local, self.fill = local, fill
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.local.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.local.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.local.device
+
+    def __matmul__(self, h: torch.Tensor) -> torch.Tensor:
+        v = self.local @ h
+        return v if self.fill is None else self.fill @ v
+
+    def to(self, *args, **kwargs) -> "GridPooling":
+        """Both factors moved/cast as :meth:`torch.Tensor.to`."""
+        return GridPooling(self.local.to(*args, **kwargs),
+                           None if self.fill is None else self.fill.to(*args, **kwargs))
+
+    def to_dense(self) -> torch.Tensor:
+        """The product ``fill @ local`` as a dense ``(N_g, n)`` tensor (for tests and inspection)."""
+        local = self.local.to_dense()
+        return local if self.fill is None else self.fill.to_dense() @ local
+
+    def nnz(self) -> int:
+        """Stored entries of both factors."""
+        return int(self.local.values().numel()) + (0 if self.fill is None else int(self.fill.values().numel()))
+
+
 class GridTransfer(NamedTuple):
-    """The two sparse maps of a latent grid (see :func:`grid_transfer`)."""
+    """The two maps of a latent grid (see :func:`grid_transfer`)."""
 
     interp: torch.Tensor
-    pool: torch.Tensor
+    pool: GridPooling
 
 
 def grid_transfer(x: torch.Tensor, cells: int, weights: torch.Tensor | None = None) -> GridTransfer:
@@ -71,8 +119,11 @@ def grid_transfer(x: torch.Tensor, cells: int, weights: torch.Tensor | None = No
     Every row of ``pool`` sums to one (constants are kept) and its entries are >= 0; on
     any mesh of the domain the result approximates the same grid field.  Built once per
     mesh (callers cache it), with numpy/scipy on the CPU: the fill is one sparse
-    factorisation of size ``|W|``, and its rows of ``pool`` are dense over the nodes
-    near their weak region (on a mesh much coarser than the grid, most of the grid).
+    factorisation of size ``|W|``.  Its rows of the product would be dense over all the
+    nodes near their weak region (on a crescent, half of them), so ``pool`` is kept as
+    two factors (:class:`GridPooling`): the area average (at most ``2^d`` entries per
+    node) and the fill's ``(N_g, N_g)`` grid-to-grid map, whose size does not depend on
+    the mesh.
 
     Parameters
     ----------
@@ -89,8 +140,8 @@ def grid_transfer(x: torch.Tensor, cells: int, weights: torch.Tensor | None = No
     Returns
     -------
     GridTransfer
-        ``(interp, pool)``, sparse CSR of ``x``'s dtype on ``x``'s device (computed in
-        float64).
+        ``(interp, pool)``: ``interp`` sparse CSR, ``pool`` a :class:`GridPooling` of
+        sparse CSR factors, of ``x``'s dtype on ``x``'s device (computed in float64).
 
     Raises
     ------
@@ -126,8 +177,8 @@ def grid_transfer(x: torch.Tensor, cells: int, weights: torch.Tensor | None = No
     # u = Q h: the average where covered; N_g / hat (= c_g u_g) elsewhere, the fill's data
     scale = np.where(covered, 1.0 / np.maximum(mass, np.finfo(np.float64).tiny), 1.0 / hat)
     Q = sp.diags(scale) @ lw
-    pool = Q if covered.all() else _filled(Q, coverage, covered, index, cells)
-    return GridTransfer(_to_torch(interp, x), _to_torch(pool, x))
+    fill = None if covered.all() else _to_torch(_fill_map(coverage, covered, index, cells), x)
+    return GridTransfer(_to_torch(interp, x), GridPooling(_to_torch(Q, x), fill))
 
 
 def _to_torch(A: "sp.spmatrix", like: torch.Tensor) -> torch.Tensor:
@@ -141,16 +192,17 @@ def _to_torch(A: "sp.spmatrix", like: torch.Tensor) -> torch.Tensor:
                                        ).to(device=like.device, dtype=like.dtype)
 
 
-def _filled(Q: sp.csr_matrix, coverage: np.ndarray, covered: np.ndarray, index: np.ndarray,
-            cells: int) -> sp.csr_matrix:
-    """``Q`` with the rows of the vertices not covered replaced by the fill (see :func:`grid_transfer`).
+def _fill_map(coverage: np.ndarray, covered: np.ndarray, index: np.ndarray, cells: int) -> sp.csr_matrix:
+    """The fill as a grid-to-grid map ``G`` (``(N_g, N_g)``): the pooling is ``G Q`` (see :func:`grid_transfer`).
 
-    With ``W`` those vertices and ``S`` the others, the fill solves
+    With ``W`` the vertices not covered and ``S`` the others, the fill solves
     ``(diag(c_W) + alpha L_WW) v_W = u_W + alpha A_WS u_S`` (``L`` the grid graph
-    Laplacian, ``A`` its adjacency), so ``v_W = K^{-1} (Q_W + alpha A_WS Q_S) h``: a sparse
-    factorisation of ``K`` applied to the columns of the nodes the right-hand side touches.
+    Laplacian, ``A`` its adjacency) for the data ``u = Q h``, so ``G`` is the identity on
+    the rows of ``S`` and ``K^{-1} (I_W + alpha A_WS)`` on those of ``W``: a sparse
+    factorisation of ``K`` applied to the columns the right-hand side touches.  At most
+    ``N_g^2`` entries whatever the mesh (the product ``G Q`` would have up to ``N_g n``).
     """
-    n_grid = Q.shape[0]
+    n_grid = coverage.size
     # grid edges: each vertex and its successor along each axis, both directions
     first = [np.flatnonzero(index[:, k] < cells) for k in range(index.shape[1])]
     a = np.concatenate(first)
@@ -160,14 +212,14 @@ def _filled(Q: sp.csr_matrix, coverage: np.ndarray, covered: np.ndarray, index: 
     A_w = A[weak]
     K = (sp.diags(coverage[weak] + FILL_STIFFNESS * np.asarray(A_w.sum(1)).ravel())
          - FILL_STIFFNESS * A_w[:, weak])
-    select = sp.identity(n_grid, format="csr")[weak] + FILL_STIFFNESS * A_w @ sp.diags(covered.astype(np.float64))
-    B = sp.csr_matrix(select @ Q)
+    B = sp.csr_matrix(sp.identity(n_grid, format="csr")[weak]
+                      + FILL_STIFFNESS * A_w @ sp.diags(covered.astype(np.float64)))
     cols = np.unique(B.indices)
     # K is block-diagonal over the weak components, and so are its factors: the zeros
     # between components stay exact and are dropped by the sparse conversion
     F = sp.coo_matrix(splu(sp.csc_matrix(K)).solve(B[:, cols].toarray()))
-    fill = sp.csr_matrix((F.data, (weak[F.row], cols[F.col])), shape=Q.shape)
-    return sp.diags(covered.astype(np.float64)) @ Q + fill
+    fill = sp.csr_matrix((F.data, (weak[F.row], cols[F.col])), shape=(n_grid, n_grid))
+    return sp.diags(covered.astype(np.float64)) + fill
 
 
 class LatentGridSpectral(torch.nn.Module):
@@ -188,7 +240,7 @@ class LatentGridSpectral(torch.nn.Module):
     ``N = cells + 1``) the spectral part is a convolution on the box, whose kernel is
     band-limited; with ``padding = 0`` it is periodic over the box (opposite sides
     couple).  Cost ``O(n W 2^d + N_g W^2 + P^d log P^d W)`` with ``N_g = (cells + 1)^d``
-    (plus the pooling's fill rows, see :func:`grid_transfer`).
+    (plus the fill's ``O(N_g^2 W)`` at most, see :class:`GridPooling`).
 
     Parameters
     ----------
@@ -241,7 +293,7 @@ class LatentGridSpectral(torch.nn.Module):
         axes = [both] * (self.gdim - 1) + [torch.arange(self.modes)]
         return torch.meshgrid(*axes, indexing="ij")
 
-    def forward(self, h: torch.Tensor, interp: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, interp: torch.Tensor, pool: GridPooling | torch.Tensor) -> torch.Tensor:
         """Pool, Fourier layer (padded), interpolate back, residual add."""
         n, batch, width = h.shape
         size = (self.cells + 1,) * self.gdim
