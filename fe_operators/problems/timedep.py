@@ -259,6 +259,22 @@ class TimeDependentProblem(abc.ABC):
         return out
 
     # -------------------------------------------------------------- helpers
+    @property
+    def solver_parameters(self) -> dict[str, Any] | None:
+        """The PETSc options a step really uses, Firedrake's defaults included.
+
+        As :attr:`fe_operators.problems.base.Problem.solver_parameters`: read from the
+        Firedrake variational solvers held as attributes (``{attribute: options}`` with
+        several), ``None`` when there are none; for the provenance of stored data.
+        """
+        solvers = {k: v for k, v in vars(self).items()
+                   if isinstance(v, fd.NonlinearVariationalSolver)}
+        if not solvers:
+            return None
+        if len(solvers) == 1:
+            return dict(next(iter(solvers.values())).parameters)
+        return {k: dict(v.parameters) for k, v in sorted(solvers.items())}
+
     def description(self) -> dict[str, Any]:
         """JSON-able description: family name, parameters (``dt`` included) and parameter names."""
         return {"problem": self.name, "params": dict(self.params),
