@@ -11,7 +11,8 @@ import firedrake as fd
 
 from fe_operators.io import load_mesh
 from fe_operators.meshes.dfg import dfg_mesh, dfg_mesh_sizes
-from fe_operators.problems.navier_stokes import NavierStokesCylinder, dfg_2d2, strouhal_from_lift
+from fe_operators.problems.dfg_benchmark import dfg_2d2, strouhal_from_lift
+from fe_operators.problems.navier_stokes import NavierStokesCylinder
 from fe_operators.problems.timedep import TimeDependentProblem
 
 
@@ -84,7 +85,7 @@ def test_steps_keep_exact_boundary_values_and_small_divergence(coarse):
     for row in traj:
         state = coarse.array_to_state(row)
         assert coarse.discrete_divergence(state) < 1e-10  # the discrete continuity equation
-        assert coarse.divergence_ratio(state) < 0.05  # Taylor–Hood's level on this mesh
+        assert coarse.divergence_ratio(state) < 0.1  # Taylor–Hood's level on this coarse mesh (0.063); O(1) if broken
     # the states move: the initial vortex is convected
     assert np.linalg.norm(traj[-1] - traj[0]) > 1e-6 * np.linalg.norm(traj[0])
 
@@ -128,10 +129,10 @@ def test_strouhal_from_interpolated_zero_crossings():
 def test_dfg_2d2_benchmark(tmp_path):
     """DFG 2D-2 (Re = 100, U_max = 1.5): St, max c_D and max c_L in the reference ranges.
 
-    Mesh ``dfg_mesh(r=R)`` (DOFS Taylor–Hood DOFs, 128·R segments on the cylinder), BDF2 with
-    dt = 1/DTINV, T_END time units (STEPS steps) from the perturbed steady state; measured
-    over the last 3 periods.  Run time: about CPU_MIN min of CPU on one core (WALL_MIN min of
-    wall time measured on a shared 2-core machine).
+    Mesh ``dfg_mesh(r=1)`` (128 segments on the cylinder), BDF2 with dt = 1/400, 3.5 time
+    units (1400 steps) from the perturbed steady state; measured over the last 3 periods.
+    Run time: not yet measured to the end on this machine (tens of minutes on one core are
+    expected); the settings are still being validated against the reference ranges.
     """
     mesh = load_mesh(dfg_mesh(tmp_path, 1.0))
     result = dfg_2d2(mesh, dt=1 / 400, end_time=3.5)
