@@ -52,6 +52,10 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path):
     ({"train": {"threads": "4"}}, "train.threads: expected int or null, got str '4'"),
     ({"train": {"device": "gpu"}}, "train.device: expected a torch device"),
     ({"train": {"time_budget": -1}}, "train.time_budget: expected a finite positive number, got -1.0"),
+    ({"train": {"scheduler": {"length": "time"}}},
+     "train.scheduler.length: expected one of 'epochs', 'time_budget', got str 'time'"),
+    ({"train": {"scheduler": {"length": "time_budget"}}},
+     "train.scheduler.length: 'time_budget' needs a time budget: set train.time_budget"),
     ({"data": {"split": [0.8, 0.3, 0.1]}}, r"data.split: fractions must sum to at most 1"),
     ({"data": {"split": [10, 0, 2]}}, r"data.split: the train and val splits must not be empty"),
     ({"data": {"split": [0.8, "x", 0.1]}}, r"data.split\[1\]: expected int or float, got str 'x'"),
@@ -61,6 +65,13 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path):
 def test_bad_values_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(with_(**change))
+
+
+def test_time_budget_schedule_config():
+    cfg = config_from_dict(with_(train={"time_budget": 600, "scheduler": {"length": "time_budget", "min_lr": 1e-5}}))
+    assert cfg.train.scheduler.length == "time_budget" and cfg.train.time_budget == 600.0
+    assert cfg.train.restore_best is True  # the default: the best validation weights at the end
+    assert config_from_dict(with_()).train.scheduler.length == "epochs"
 
 
 def test_missing_sections_and_bad_files(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 
 import pytest
 import torch
@@ -86,17 +87,18 @@ def data(n: int, seed: int) -> torch.utils.data.TensorDataset:
     return torch.utils.data.TensorDataset(x, torch.sin(x[..., 0]) + x[..., 1] ** 2 + 2.0)
 
 
-def make_trainer(tiny, run_dir, *, epochs=3, seed=0, dropout=0.1, spaces=SPACES, **kw) -> Trainer:
+def make_trainer(tiny, run_dir, *, epochs=3, seed=0, dropout=0.1, spaces=SPACES, cls=Trainer, **kw) -> Trainer:
     torch.manual_seed(seed)
     model = tiny.TinyMLP(12, (6,), width=8, dropout=dropout)
     train, val = data(22, 1), data(8, 2)
     settings = TrainSection(epochs=epochs, batch_size=kw.pop("batch_size", 4), lr=1e-2, seed=seed,
                             progress=False, scheduler=kw.pop("scheduler", SchedulerSection(warmup_steps=3)),
-                            checkpoint_every=kw.pop("checkpoint_every", 0), time_budget=kw.pop("time_budget", None))
+                            checkpoint_every=kw.pop("checkpoint_every", 0), time_budget=kw.pop("time_budget", None),
+                            restore_best=kw.pop("restore_best", True))
     x_norm = UnitGaussianNormalizer.fit(train.tensors[0])
     y_norm = UnitGaussianNormalizer.fit(train.tensors[1])
-    return Trainer(NormalizedModel(model, x_norm, y_norm), rel_l2, train, kw.pop("val", val), run_dir=run_dir,
-                   settings=settings, spaces=spaces, **kw)
+    return cls(NormalizedModel(model, x_norm, y_norm), rel_l2, train, kw.pop("val", val), run_dir=run_dir,
+               settings=settings, spaces=spaces, **kw)
 
 
 def weights(model: torch.nn.Module) -> torch.Tensor:
@@ -157,23 +159,23 @@ def test_best_checkpoint_is_the_epoch_with_the_lowest_val_metric(tiny, tmp_path)
     assert best.metadata["epoch"] == 2 and last.metadata["epoch"] == 3
     assert read_checkpoint(tmp_path / "a" / "best.pt")["training"] is None
     # best.pt holds exactly the weights after epoch 2: a 2-epoch run ends there
-    twin = make_trainer(tiny, tmp_path / "b", epochs=2, scheduler=none, batch_size=8)
+    twin = make_trainer(tiny, tmp_path / "b", epochs=2, scheduler=none, batch_size=8, restore_best=False)
     twin.fit()
     assert torch.equal(weights(best.model), weights(twin.model))
     assert not torch.equal(weights(best.model), weights(last.model))
 
 
 def test_resume_after_time_budget_stops_matches_an_uninterrupted_run(tiny, tmp_path):
-    reference = make_trainer(tiny, tmp_path / "ref")
+    reference = make_trainer(tiny, tmp_path / "ref", restore_best=False)  # compare the last weights
     reference.fit()
     stops = 0
-    trainer = make_trainer(tiny, tmp_path / "cut", time_budget=1e-9)
+    trainer = make_trainer(tiny, tmp_path / "cut", time_budget=1e-9, restore_best=False)
     result = trainer.fit()
     while result.stopped == "time_budget":  # at least one batch per invocation
         stops += 1
         ckpt = read_checkpoint(tmp_path / "cut" / "last.pt")["training"]["trainer"]
         assert ckpt["batches_done"] > 0 or ckpt["epoch"] > 0
-        trainer = make_trainer(tiny, tmp_path / "cut", time_budget=1e-9, seed=0)
+        trainer = make_trainer(tiny, tmp_path / "cut", time_budget=1e-9, seed=0, restore_best=False)
         torch.manual_seed(123)  # whatever the new process would do: resume restores every RNG
         result = trainer.fit(resume=True)
     assert stops >= 10
@@ -241,8 +243,115 @@ def test_one_line_per_epoch_without_progress_bars(tiny, tmp_path, capsys):
                            metrics={"score": Scripted([0.5, 0.2, 0.4]), "loss": rel_l2})
     trainer.fit()
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     rows = trainer.log.rows
     for line, row, star in zip(lines, rows, ("*", "*", "")):
         assert line == (f"epoch {row['epoch']}/3: train_loss {row['train_loss']:.3e}, val_score "
                         f"{row['val_score']:.3e}{star}, val_loss {row['val_loss']:.3e} ({row['epoch_time']:.1f} s)")
+    assert lines[3] == f"restored the weights of epoch 2 (val_score 2.000e-01, the best) from {tmp_path / 'best.pt'}"
+
+
+def state_tensors(state: dict) -> list[torch.Tensor]:
+    return [state[k] for k in sorted(state)]
+
+
+def test_fit_restores_the_best_validation_weights(tiny, tmp_path):
+    none = SchedulerSection(name="none")
+    trainer = make_trainer(tiny, tmp_path / "a", epochs=3, scheduler=none, batch_size=8,
+                           metrics={"score": Scripted([0.5, 0.2, 0.4]), "loss": rel_l2})
+    result = trainer.fit()
+    assert result.restored == {"metric": "val_score", "value": pytest.approx(0.2), "epoch": 2}
+    best = read_checkpoint(tmp_path / "a" / "best.pt")["model"]["state_dict"]
+    last = read_checkpoint(tmp_path / "a" / "last.pt")["model"]["state_dict"]
+    now = trainer.model.state_dict()
+    assert sorted(now) == sorted(best)
+    for k in best:
+        assert torch.equal(now[k], best[k]), k
+    assert any(not torch.equal(now[k], last[k]) for k in last)  # epoch 3 moved the weights
+    # off: the model keeps the last weights
+    off = make_trainer(tiny, tmp_path / "b", epochs=3, scheduler=none, batch_size=8, restore_best=False,
+                       metrics={"score": Scripted([0.5, 0.2, 0.4]), "loss": rel_l2})
+    assert off.fit().restored is None
+    last = read_checkpoint(tmp_path / "b" / "last.pt")["model"]["state_dict"]
+    assert all(torch.equal(off.model.state_dict()[k], last[k]) for k in last)
+    # no validation data: nothing to restore
+    plain = make_trainer(tiny, tmp_path / "c", epochs=1, val=None)
+    assert plain.fit().restored is None and not (tmp_path / "c" / "best.pt").exists()
+
+
+class ClockedTrainer(Trainer):
+    """A Trainer on a deterministic clock: every batch takes exactly ``seconds_per_batch``.
+
+    Records the learning rate after each step; ``stop_at`` raises KeyboardInterrupt before
+    that step (a killed run).
+    """
+
+    seconds_per_batch = 1.0
+    stop_at: int | None = None
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.now = 0.0
+        self.clock = lambda: self.now
+        self.lrs: list[float] = []
+
+    def train_one_batch(self, x, y):
+        if self.stop_at is not None and self.state.step + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        self.now += self.seconds_per_batch
+        loss = super().train_one_batch(x, y)
+        self.lrs.append(self.optimizer.param_groups[0]["lr"])
+        return loss
+
+
+def budgeted(budget=10.0, min_lr=1e-4, warmup=0):
+    return dict(epochs=1000, time_budget=budget, cls=ClockedTrainer,
+                scheduler=SchedulerSection(length="time_budget", min_lr=min_lr, warmup_steps=warmup))
+
+
+def test_time_budget_schedule_ends_at_min_lr_when_the_budget_runs_out(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path / "a", **budgeted(10.0))  # 10 batches of 1 s; 6 batches per epoch
+    result = trainer.fit()
+    assert result.stopped == "time_budget" and result.step == 10 and result.epochs == 1
+    # progress = elapsed / budget after each step, so step k sets lr(k / 10)
+    expected = [1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(1, 11)]
+    assert trainer.lrs == pytest.approx(expected, rel=1e-12)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4, rel=1e-12)
+    # the step count's progress counts too: a run that ends on epochs first also ends at min_lr
+    short = make_trainer(tiny, tmp_path / "b", **{**budgeted(1e6), "epochs": 2})
+    assert short.fit().stopped == "completed" and short.lrs[-1] == pytest.approx(1e-4, rel=1e-12)
+    # a spent run does nothing more when resumed
+    again = make_trainer(tiny, tmp_path / "a", **budgeted(10.0))
+    assert again.fit(resume=True).step == 10 and again.lrs == []
+
+
+def test_time_budget_schedule_on_the_real_clock_reaches_min_lr_within_a_step(tiny, tmp_path):
+    kw = budgeted(1.0)
+    kw.pop("cls")
+    trainer = make_trainer(tiny, tmp_path, **kw)
+    t0 = time.monotonic()
+    result = trainer.fit()
+    assert result.stopped == "time_budget" and 1.0 <= trainer.state.elapsed < time.monotonic() - t0
+    steps = result.step
+    assert steps > 20
+    # the last rate was set at progress above 1 - (one step + one validation) / budget; generous bound
+    factor = lr_factor(SchedulerSection(min_lr=1e-4), 1e-2, 6, 1000)
+    assert trainer.optimizer.param_groups[0]["lr"] <= 1e-2 * factor(int(0.9 * 1000))
+
+
+def test_resume_mid_budget_matches_a_straight_run_with_a_time_budget_schedule(tiny, tmp_path):
+    kw = {**budgeted(15.0, warmup=2), "restore_best": False, "checkpoint_every": 1}
+    reference = make_trainer(tiny, tmp_path / "ref", **kw)
+    ref = reference.fit()
+    assert ref.step == 15 and ref.epochs == 2
+    cut = make_trainer(tiny, tmp_path / "cut", **kw)
+    cut.stop_at = 9  # killed in epoch 2, after 8 steps (last.pt written at each step)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    resumed = make_trainer(tiny, tmp_path / "cut", **kw)
+    torch.manual_seed(321)
+    result = resumed.fit(resume=True)
+    assert result.step == 15 and result.stopped == "time_budget"
+    assert resumed.lrs == reference.lrs[8:]
+    assert torch.equal(weights(resumed.model), weights(reference.model))
+    assert [r["val_loss"] for r in result.history] == [r["val_loss"] for r in ref.history]

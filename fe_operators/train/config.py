@@ -98,13 +98,20 @@ class SchedulerSection:
     """Learning-rate schedule, stepped once per optimizer step (``train.scheduler``)."""
 
     name: Literal["cosine", "step", "none"] = option(
-        "Schedule after warm-up: 'cosine' (decay to min_lr at the last step), 'step' (multiply "
-        "by gamma every step_epochs epochs) or 'none' (constant).", default="cosine")
+        "Schedule after warm-up: 'cosine' (decay to min_lr at the end of the schedule, see length), 'step' "
+        "(multiply by gamma every step_epochs epochs) or 'none' (constant).", default="cosine")
+    length: Literal["epochs", "time_budget"] = option(
+        "What the cosine schedule spans: 'epochs' (the optimizer steps of train.epochs epochs) or "
+        "'time_budget' (progress = training seconds / train.time_budget, recomputed every step, or steps / "
+        "the steps of train.epochs epochs where that is further on: the rate reaches min_lr when the run "
+        "ends, whichever limit ends it). With 'time_budget', train.time_budget counts the run's training "
+        "seconds across resumptions, not one invocation's.", default="epochs")
     warmup_steps: int = option("Linear warm-up from lr/warmup_steps to lr over this many optimizer "
                              "steps (0: none).", non_negative, default=0)
     step_epochs: int = option("'step' schedule: epochs between decays.", positive, default=30)
     gamma: float = option("'step' schedule: decay factor.", fraction, default=0.5)
-    min_lr: float = option("'cosine' schedule: learning rate at the last step.", non_negative, default=0.0)
+    min_lr: float = option("'cosine' schedule: learning rate at the end of the schedule.", non_negative,
+                           default=0.0)
 
 
 @dataclasses.dataclass
@@ -186,11 +193,24 @@ class TrainSection:
                                  "ends).", non_negative, default=0)
     time_budget: Union[float, None] = option(
         "Stop (with a resumable last.pt) once this many seconds of training have passed in this "
-        "invocation (null: no limit).", optional(finite_positive), default=None)
+        "invocation (null: no limit); with scheduler.length 'time_budget', in the whole run (the "
+        "schedule's length).", optional(finite_positive), default=None)
+    restore_best: bool = option(
+        "At the end of training, load best.pt's weights (the best validation value) into the model; "
+        "last.pt keeps the last ones, for resuming.", default=True)
     num_workers: int = option("DataLoader worker processes.", non_negative, default=0)
     progress: Union[bool, None] = option("tqdm progress bars (null: only when stderr is a terminal); without "
                                          "them, one line per epoch is printed (losses, metrics, seconds).",
                                        default=None)
+
+    def validate(self, key: str = "") -> None:
+        """Cross-field checks, naming the key."""
+        from fe_operators.errors import ConfigError
+
+        if self.scheduler.length == "time_budget" and self.time_budget is None:
+            raise ConfigError(f"{key}.scheduler.length" if key else "scheduler.length",
+                              "'time_budget' needs a time budget: set train.time_budget (seconds), or use "
+                              "length 'epochs'")
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
 Layering (override one method to change one step)::
 
-    fit                       fresh start or resume, the epoch loop, stop on time budget
+    fit                       fresh start or resume, the epoch loop, stop on time budget,
+    │                         then the best validation weights restored (restore_best)
     └─ train_one_epoch        data order, mid-epoch checkpoints, progress bar
        └─ train_one_batch     forward → compute_loss → backward → optimizer/scheduler step
     └─ finish_epoch           evaluate (validation metrics), metrics row, best.pt, last.pt;
@@ -19,10 +20,23 @@ outputs are the trainer's, bit for bit.
 Reproducibility.  One seeded ``torch.Generator`` draws each epoch's permutation of the
 train split; checkpoints store its state at the start of the epoch and the number of
 batches done, the optimizer, the scheduler, every global RNG (torch, CUDA, NumPy,
-Python), the metrics log and the best validation value.  A run killed at any point
-(even by SIGKILL) and resumed from ``last.pt`` replays the same permutation, skips the
-batches already done, and ends with the same weights as an uninterrupted run (bitwise
-on the CPU with a fixed thread count).
+Python), the metrics log, the best validation value and the training seconds so far.  A
+run killed at any point (even by SIGKILL) and resumed from ``last.pt`` replays the same
+permutation, skips the batches already done, and ends with the same weights as an
+uninterrupted run (bitwise on the CPU with a fixed thread count).
+
+Schedules that end with the time budget.  With ``train.scheduler.length: time_budget``
+the cosine schedule's progress is the training time so far (validation included,
+summed over resumptions) over ``train.time_budget``, recomputed at every step, so the
+rate reaches ``min_lr`` when the budget runs out, however fast the machine.  The rate
+then depends on the clock; resuming restores the seconds already spent, so a resumed run
+follows the same schedule (and, with a deterministic clock, :attr:`Trainer.clock`,
+ends with the same weights).
+
+The end of a run.  Unless ``train.restore_best`` is off, :meth:`Trainer.fit` ends by
+loading ``best.pt``'s weights into the model (one printed line names the epoch and its
+validation value, also in :attr:`TrainResult.restored`); ``last.pt`` keeps the last
+weights for resuming.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -107,6 +122,10 @@ class TrainResult:
         without validation data).
     history
         The metric rows, one per completed epoch.
+    restored
+        ``{"metric", "value", "epoch"}`` of the weights the model holds after
+        :meth:`Trainer.fit` when they are ``best.pt``'s (``train.restore_best``), else None
+        (the last weights).
     """
 
     run_dir: str
@@ -115,6 +134,7 @@ class TrainResult:
     stopped: Literal["completed", "time_budget"]
     best: dict[str, Any]
     history: list[dict[str, Any]]
+    restored: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
@@ -182,6 +202,12 @@ class Trainer:
         Plain data describing the run (e.g. the resolved configuration and the dataset's
         fingerprint), stored in checkpoints under ``"run"``.
 
+    Attributes
+    ----------
+    clock
+        ``() -> seconds``, the clock of the time budget and of time-based schedules
+        (default ``time.monotonic``; a test may swap in a deterministic one).
+
     Raises
     ------
     TypeError
@@ -189,6 +215,8 @@ class Trainer:
         :func:`~fe_operators.train.checkpoint.model_class_path`).
     ValueError
         ``select`` is not a metric name.
+    ConfigError
+        ``settings.scheduler.length`` is ``"time_budget"`` without a ``time_budget``.
 
     Examples
     --------
@@ -215,6 +243,11 @@ class Trainer:
     ) -> None:
         self.settings = settings if settings is not None else TrainSection()
         s = self.settings
+        s.validate("train")
+        self.clock: Callable[[], float] = time.monotonic
+        self.state = TrainState()
+        self.timed_schedule = s.scheduler.length == "time_budget"
+        self._tick: float | None = None  # clock at the last time accounting inside an epoch
         self.device = torch.device(s.device)
         self.model_class = model_class_path(model)
         self.model = (model if isinstance(model, NormalizedModel) else NormalizedModel(model)).to(self.device)
@@ -237,8 +270,8 @@ class Trainer:
         self.steps_per_epoch = len(self.batch_sampler)
         self.optimizer = build_optimizer(self.model.parameters(), s.lr, s.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, s.scheduler, s.lr, self.steps_per_epoch,
-                                         s.epochs * self.steps_per_epoch)
-        self.state = TrainState()
+                                         s.epochs * self.steps_per_epoch,
+                                         self.budget_progress if self.timed_schedule else None)
         self.log = MetricsLog(self.run_dir, self.select)
         self.show_progress = s.progress if s.progress is not None else sys.stderr.isatty()
         self.invocation_start = 0.0
@@ -290,10 +323,13 @@ class Trainer:
                     f"{self.run_dir} already holds a run ({self.last_path.name}); resume it, or choose another "
                     "run folder")
             seed_everything(self.settings.seed)
-        self.invocation_start = time.monotonic()
+        self.invocation_start = self.clock()
         stopped: Literal["completed", "time_budget"] = "completed"
         with _deterministic(self.settings.deterministic):
             while self.state.epoch < self.settings.epochs:
+                if self.timed_schedule and self._over_budget():  # resuming a run whose budget is spent
+                    stopped = "time_budget"
+                    break
                 train_loss = self.train_one_epoch()
                 if train_loss is None:
                     stopped = "time_budget"
@@ -302,12 +338,55 @@ class Trainer:
                 if self.state.epoch < self.settings.epochs and self._over_budget():
                     stopped = "time_budget"
                     break
+        restored = self.restore_best() if self.settings.restore_best else None
         return TrainResult(str(self.run_dir), self.state.epoch, self.state.step, stopped, dict(self.log.best),
-                           [dict(r) for r in self.log.rows])
+                           [dict(r) for r in self.log.rows], restored)
 
     def _over_budget(self) -> bool:
+        """Whether the time budget is spent: the run's (time-based schedule) or this invocation's."""
         budget = self.settings.time_budget
-        return budget is not None and time.monotonic() - self.invocation_start > budget
+        if budget is None:
+            return False
+        if self.timed_schedule:
+            return self.state.elapsed >= budget
+        return self.clock() - self.invocation_start > budget
+
+    def budget_progress(self) -> float:
+        """Training seconds so far (this step's included) over ``train.time_budget``: a time-based schedule's progress."""
+        elapsed = self.state.elapsed
+        if self._tick is not None:  # inside an epoch: the time since the last accounting too
+            elapsed += self.clock() - self._tick
+        return elapsed / float(self.settings.time_budget or math.inf)
+
+    def restore_best(self) -> dict[str, Any] | None:
+        """Load ``best.pt``'s weights into the model and print which epoch they are from.
+
+        Returns
+        -------
+        dict or None
+            The log's best ``{"metric", "value", "epoch"}``, or None where there is no
+            best checkpoint (no validation data, or no epoch completed).
+
+        Raises
+        ------
+        CheckpointError
+            ``best.pt`` is unreadable or holds another epoch than the log's best.
+        """
+        best = dict(self.log.best)
+        if best.get("epoch") is None or not self.best_path.exists():
+            return None
+        data = read_checkpoint(self.best_path)
+        epoch = data["progress"]["epoch"]
+        if epoch != best["epoch"]:
+            raise CheckpointError(self.best_path, f"holds the weights of epoch {epoch}, but the run's best "
+                                                  f"{best['metric']} is at epoch {best['epoch']}")
+        try:
+            self.model.load_state_dict(data["model"]["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(self.best_path, f"does not fit this model: {exc}") from None
+        print(f"restored the weights of epoch {epoch} ({best['metric']} {best['value']:.3e}, the best) from "
+              f"{self.best_path}", flush=True)
+        return best
 
     def train_one_epoch(self) -> float | None:
         """Run the rest of the current epoch.
@@ -329,7 +408,7 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=st.batches_done, disable=not self.show_progress,
                    desc=f"epoch {st.epoch + 1}/{self.settings.epochs}", leave=False, dynamic_ncols=True)
         try:
-            tick = time.monotonic()
+            self._tick = self.clock()
             for x, y in self.train_loader:
                 loss = self.train_one_batch(x, y)
                 n = int(y.shape[0])
@@ -337,10 +416,10 @@ class Trainer:
                 st.batches_done += 1
                 st.epoch_loss_sum += loss * n
                 st.epoch_samples += n
-                now = time.monotonic()
-                st.epoch_time += now - tick
-                st.elapsed += now - tick
-                tick = now
+                now = self.clock()
+                st.epoch_time += now - self._tick
+                st.elapsed += now - self._tick
+                self._tick = now
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
                 if st.batches_done < self.steps_per_epoch:
@@ -353,6 +432,7 @@ class Trainer:
                         return None
         finally:
             bar.close()
+            self._tick = None
         return st.epoch_loss_sum / max(st.epoch_samples, 1)
 
     def train_one_batch(self, x: Inputs, y: torch.Tensor) -> float:
@@ -435,9 +515,9 @@ class Trainer:
     def finish_epoch(self, train_loss: float) -> None:
         """Validate, log the epoch's metrics row, write ``best.pt`` (if better) and ``last.pt``."""
         st = self.state
-        tick = time.monotonic()
+        tick = self.clock()
         val = self.evaluate() if self.val_data is not None else {}
-        spent = time.monotonic() - tick
+        spent = self.clock() - tick
         row: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step, "train_loss": train_loss}
         row.update({f"val_{k}": v for k, v in val.items()})
         row.update({"lr": float(self.scheduler.get_last_lr()[0]), "epoch_time": st.epoch_time + spent,
