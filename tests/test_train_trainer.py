@@ -312,7 +312,9 @@ def budgeted(budget=10.0, min_lr=1e-4, warmup=0):
 def test_time_budget_schedule_ends_at_min_lr_when_the_budget_runs_out(tiny, tmp_path):
     trainer = make_trainer(tiny, tmp_path / "a", **budgeted(10.0))  # 10 batches of 1 s; 6 batches per epoch
     result = trainer.fit()
-    assert result.stopped == "time_budget" and result.step == 10 and result.epochs == 1
+    assert result.stopped == "time_budget" and result.step == 10
+    # the budget ends the run: the epoch it cut short is validated and logged (its weights may be the best)
+    assert result.epochs == 2 and [r["step"] for r in result.history] == [6, 10]
     # progress = elapsed / budget after each step, so step k sets lr(k / 10)
     expected = [1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(1, 11)]
     assert trainer.lrs == pytest.approx(expected, rel=1e-12)
@@ -343,7 +345,7 @@ def test_resume_mid_budget_matches_a_straight_run_with_a_time_budget_schedule(ti
     kw = {**budgeted(15.0, warmup=2), "restore_best": False, "checkpoint_every": 1}
     reference = make_trainer(tiny, tmp_path / "ref", **kw)
     ref = reference.fit()
-    assert ref.step == 15 and ref.epochs == 2
+    assert ref.step == 15 and ref.epochs == 3
     cut = make_trainer(tiny, tmp_path / "cut", **kw)
     cut.stop_at = 9  # killed in epoch 2, after 8 steps (last.pt written at each step)
     with pytest.raises(KeyboardInterrupt):
@@ -355,3 +357,14 @@ def test_resume_mid_budget_matches_a_straight_run_with_a_time_budget_schedule(ti
     assert resumed.lrs == reference.lrs[8:]
     assert torch.equal(weights(resumed.model), weights(reference.model))
     assert [r["val_loss"] for r in result.history] == [r["val_loss"] for r in ref.history]
+
+
+def test_time_budget_run_validates_the_epoch_it_cuts_short(tiny, tmp_path, capsys):
+    trainer = make_trainer(tiny, tmp_path, **budgeted(10.0), metrics={"score": Scripted([0.5, 0.5, 0.1, 0.1]), "loss": rel_l2})
+    result = trainer.fit()  # 6 + 4 steps: the budget cuts epoch 2 short; it is validated (2 val batches each)
+    assert result.restored == {"metric": "val_score", "value": pytest.approx(0.1), "epoch": 2}
+    last = read_checkpoint(tmp_path / "last.pt")["model"]["state_dict"]
+    assert all(torch.equal(trainer.model.state_dict()[k], last[k]) for k in last)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("epoch 1 (60% of the budget): train_loss ")
+    assert lines[1].startswith("epoch 2 (100% of the budget): train_loss ")

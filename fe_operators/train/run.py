@@ -154,7 +154,8 @@ def run_training(cfg: RunConfig, resume: bool = False, problem: str | type | Non
     text = yaml.safe_dump(resolved, sort_keys=False)
     atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
     result = trainer.fit(resume=resume)
-    if result.stopped == "completed" and test is not None:
+    finished = result.stopped == "completed" or cfg.train.scheduler.length == "time_budget"  # the budget ends it
+    if finished and test is not None:
         best = load_model(trainer.best_path, device=trainer.device)
         trainer.model.load_state_dict(best.model.state_dict())
         trainer.log.test = trainer.evaluate(test)

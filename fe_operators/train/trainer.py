@@ -31,7 +31,8 @@ summed over resumptions) over ``train.time_budget``, recomputed at every step, s
 rate reaches ``min_lr`` when the budget runs out, however fast the machine.  The rate
 then depends on the clock; resuming restores the seconds already spent, so a resumed run
 follows the same schedule (and, with a deterministic clock, :attr:`Trainer.clock`,
-ends with the same weights).
+ends with the same weights).  The budget then ends the run: the epoch it cuts short is
+validated and logged like a full one (its last weights, at ``min_lr``, may be the best).
 
 The end of a run.  Unless ``train.restore_best`` is off, :meth:`Trainer.fit` ends by
 loading ``best.pt``'s weights into the model (one printed line names the epoch and its
@@ -395,7 +396,10 @@ class Trainer:
         -------
         float or None
             Mean training loss per sample over the epoch, or ``None`` if the time budget
-            stopped it (``last.pt`` then holds the position).
+            stopped it (``last.pt`` then holds the position).  With a time-based schedule
+            the budget ends the run, not just this invocation: the epoch cut short is then
+            returned as done, so that its last weights (at ``min_lr``) are validated and
+            can be the best.
         """
         st = self.state
         self.model.train()
@@ -405,8 +409,9 @@ class Trainer:
             self.sampler_generator.set_state(st.epoch_start_sampler_state)
         self.batch_sampler.skip = st.batches_done
         every = self.settings.checkpoint_every
+        desc = f"epoch {st.epoch + 1}" + ("" if self.timed_schedule else f"/{self.settings.epochs}")
         bar = tqdm(total=self.steps_per_epoch, initial=st.batches_done, disable=not self.show_progress,
-                   desc=f"epoch {st.epoch + 1}/{self.settings.epochs}", leave=False, dynamic_ncols=True)
+                   desc=desc, leave=False, dynamic_ncols=True)
         try:
             self._tick = self.clock()
             for x, y in self.train_loader:
@@ -427,6 +432,8 @@ class Trainer:
                     if saved:
                         self.save_checkpoint(self.last_path, "last")
                     if self._over_budget():
+                        if self.timed_schedule:  # the schedule is over: finish the run with this epoch
+                            break
                         if not saved:
                             self.save_checkpoint(self.last_path, "last")
                         return None
@@ -540,12 +547,16 @@ class Trainer:
 
         Examples
         --------
-        ``epoch 3/40: train_loss 2.113e-02, val_rel_l2 2.504e-02*, val_rel_h1 9.871e-02 (12.3 s)``
+        ``epoch 3/40: train_loss 2.113e-02, val_rel_l2 2.504e-02*, val_rel_h1 9.871e-02 (12.3 s)``;
+        with a time-based schedule ``epoch 3 (41% of the budget): ...``.
         """
         parts = [f"train_loss {row['train_loss']:.3e}"]
         parts += [f"{k} {v:.3e}{'*' if best and k == self.select else ''}" for k, v in row.items()
                   if k.startswith("val_")]
-        return f"epoch {row['epoch']}/{self.settings.epochs}: {', '.join(parts)} ({row['epoch_time']:.1f} s)"
+        where = f"{row['epoch']}/{self.settings.epochs}"
+        if self.timed_schedule:  # the budget, not the epochs, sets the length
+            where = f"{row['epoch']} ({min(1.0, row['elapsed'] / float(self.settings.time_budget)):.0%} of the budget)"
+        return f"epoch {where}: {', '.join(parts)} ({row['epoch_time']:.1f} s)"
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_payload(self, kind: Literal["last", "best"]) -> dict[str, Any]:
