@@ -35,7 +35,7 @@ bench-data: install
 bench-spon: install
 	$(PY) benchmarks/bench_spon.py
 
-# About 90 minutes (seven models x 10 min); shares bench-spon's unitsquare:64 data (out/bench/spon), caches the rest in out/bench/mgno.
+# About 2 hours on 2 cores (nine models x 10 min, data, solves); shares bench-spon's unitsquare:64 data (out/bench/spon), caches the rest in out/bench/mgno. One stage: $(PY) benchmarks/bench_mgno.py --stage darcy64|geom|transfer|infer; a smoke run: --smoke.
 bench-mgno: install
 	$(PY) benchmarks/bench_mgno.py
 

@@ -9,7 +9,10 @@ Models, each trained for the same wall-clock budget (``--budget``, default 600 s
 same samples, AdamW with a cosine learning-rate decay over the budget (the rate at
 elapsed time ``t`` is ``lr (1 + cos(pi t / budget)) / 2``, so the decay always ends
 with the budget, whatever the machine's load), batch 20 (SPON-GNN: 5), the weights of
-the best validation epoch kept:
+the best validation epoch kept. The SPONs train through the product,
+:class:`fe_operators.train.Trainer` (:func:`common.run_spon`: ``scheduler.length:
+time_budget``, ``restore_best``; run folders under ``<out>/runs``); the FNO with a plain
+loop on the same budget and schedule (:func:`common.train_timed`):
 
 * FNO (``neuralop``), pinned: ``n_modes (16, 16)``, 32 hidden channels, 4 layers, on the
   65×65 DOF grid (the CG1 nodes, mapped exactly), per-point unit-Gaussian normalizers,
@@ -18,9 +21,10 @@ the best validation epoch kept:
   processor's one source of defaults: each message-passing layer followed by a latent-grid
   Fourier stage, zero-padded before its FFT; no propagation, no coarse mixing; lr 3e-3,
   batch 5) from ``spon_for_problem``, trained in the relative L2 FE norm (weight decay
-  1e-4); the input normalised by its train mean/std (one number each), the output scaled
-  by one number (the train RMS of ``u``): the zero lifting stays exactly zero, so the
-  boundary condition holds exactly.
+  1e-4), between global unit-Gaussian normalizers fitted on the train split (one mean
+  and std for the input and for the output, so the model transfers to other meshes);
+  the SPON re-imposes the physical boundary data after decoding, so the boundary
+  condition holds exactly.
 
 Every model is evaluated in the same metric: the mean relative L2 error in the FE norm
 (CG1 mass matrix) on the test samples, FNO's grid predictions mapped back to DOFs.

@@ -1,20 +1,30 @@
-"""What the benchmarks share: the machine report, load warnings, ratio lines, timing, and the
-pinned baselines' data, timed training and evaluation.
+"""What the benchmarks share: the machine report, load warnings, ratio lines, timing, cost
+counts, and the models' data, timed training and evaluation.
 
 Every ``make bench-*`` script prints :func:`machine_summary` first and its results as
 ``ratio <name> <value>`` lines (:func:`print_ratios`); wall-clock comparisons warn when
-the machine is loaded (:func:`check_load`). ``bench-spon`` and ``bench-mgno`` train their
-models (SPON, the pinned FNO; ``mgno_grid``'s MgNO) for the same wall-clock budget with
-:func:`train_timed` on the Darcy files of :func:`mesh_dataset`, and measure them with
-:func:`evaluate` (batched inference, timed by :func:`timed_predict`).
+the machine is loaded (:func:`check_load`). ``bench-spon`` and ``bench-mgno`` train every
+model for the same wall-clock budget on the Darcy files of :func:`mesh_dataset`, with a
+cosine schedule that ends with the budget and the best validation weights kept:
+
+* our models (SPONs) through the product, :class:`fe_operators.train.Trainer`
+  (:func:`run_spon`: ``scheduler.length: time_budget``, ``restore_best``), in a run folder
+  whose ``best.pt`` later stages can load (:func:`load_spon`);
+* the pinned baselines (neuralop's FNO; ``mgno_grid``'s MgNO) with a plain loop,
+  :func:`train_timed`, on the same budget.
+
+They are measured with :func:`evaluate` (batched inference, timed by
+:func:`timed_predict`) and :func:`macs_per_sample` (multiply-adds of one forward pass).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import platform
+import shutil
 import statistics
 import time
 import warnings
@@ -24,10 +34,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["machine_summary", "check_load", "median_time", "print_ratios", "timed_predict", "ScaledSPON",
-           "n_params", "evaluate", "cosine_schedule", "train_timed", "val_fn", "mesh_dataset", "dataset",
-           "start_training_bench", "run_spon", "pinned_fno", "train_grid_fno", "run_fno", "transfer_floor",
-           "fe_solve_time"]
+__all__ = ["machine_summary", "check_load", "median_time", "print_ratios", "timed_predict", "MacCounter",
+           "macs_per_sample", "DofSPON", "n_params", "evaluate", "cosine_schedule", "train_timed", "val_fn",
+           "mesh_dataset", "dataset", "start_training_bench", "run_spon", "load_spon", "pinned_fno",
+           "train_grid_fno", "run_fno", "transfer_floor", "fe_solve_time"]
 
 
 # ---------------------------------------------------------------------------------- machine, timing, ratios
@@ -101,23 +111,141 @@ def timed_predict(predict: Callable[[Any], Any], a: Any, batch: int, passes: int
     return pred, seconds
 
 
-# ---------------------------------------------------------------------------------- timed training
-class ScaledSPON(torch.nn.Module):
-    """``a -> u_scale * spon((a - a_mean) / a_std)``: one number each, so the zero lifting stays exactly zero.
+# ---------------------------------------------------------------------------------- cost counts
+class MacCounter:
+    """Multiply-adds of the torch operations (and the package's sparse products) run inside it.
 
-    Shapes: ``a`` ``(batch, n_dofs)`` physical; output ``(batch, n_dofs)`` float64.
+    Counted: dense products (``mm``, ``addmm``, ``bmm``, ``baddbmm``; complex ones as 4 real),
+    convolutions (output size × kernel size × input channels per group), attention
+    (``scaled_dot_product_attention``: ``L·S·(E + Ev)`` per batch and head), sparse
+    products (one per stored entry and column: torch CSR/COO ``mm`` and
+    :func:`fe_operators.sparse.spmm`'s CPU kernel, which runs in scipy), FFTs (an estimate:
+    ``2 N log2 n`` for ``N`` values transformed along dimensions of total length ``n``)
+    and scatter-adds (``index_add``, ``scatter_add``, ``scatter_reduce``: one per source
+    entry). Element-wise operations, normalisations and activations are not counted.
+
+    Examples
+    --------
+    >>> with MacCounter() as count:                    # doctest: +SKIP
+    ...     model(x)
+    >>> count.total
     """
 
-    def __init__(self, spon: torch.nn.Module, a_train: torch.Tensor, u_train: torch.Tensor) -> None:
+    _DENSE = ("mm", "addmm", "bmm", "baddbmm")
+    _FFT = ("_fft_r2c", "_fft_c2r", "_fft_c2c")
+    _SCATTER = ("index_add", "index_add_", "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_",
+                "index_reduce", "index_reduce_")
+    _ATTENTION = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+                  "_scaled_dot_product_attention_math", "scaled_dot_product_attention")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._mode: Any = None
+        self._saved: Any = None
+
+    @staticmethod
+    def _sparse_nnz(t: torch.Tensor) -> int | None:
+        if t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
+            return int(t.values().numel())
+        if t.layout == torch.sparse_coo:
+            return int(t._nnz())
+        return None
+
+    def count(self, func: Any, args: tuple, out: Any) -> None:
+        name = func._overloadpacket.__name__
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if name in self._DENSE:
+            a, b = (tensors[-2], tensors[-1])
+            nnz_a, nnz_b = self._sparse_nnz(a), self._sparse_nnz(b)
+            if nnz_a is not None:
+                self.total += nnz_a * b.shape[-1]
+            elif nnz_b is not None:
+                self.total += nnz_b * a.shape[0]
+            else:
+                k = a.shape[-1]
+                self.total += out.numel() * k * (4 if out.is_complex() else 1)
+        elif name == "convolution":
+            weight = tensors[1]
+            self.total += out.numel() * weight[0].numel()
+        elif name in self._ATTENTION:
+            q, k, v = tensors[:3]
+            self.total += q.numel() // q.shape[-1] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+        elif name in self._FFT:
+            x, dims = tensors[0], args[1]
+            n = math.prod(x.shape[d] if name != "_fft_c2r" else out.shape[d] for d in dims)
+            self.total += int(2 * max(x.numel(), out.numel()) * math.log2(max(n, 2)))
+        elif name in self._SCATTER:
+            self.total += tensors[-1].numel()
+
+    def __enter__(self) -> "MacCounter":
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        spmm_module = importlib.import_module("fe_operators.sparse.spmm")  # the package exports the function
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                out = func(*args, **(kwargs or {}))
+                counter.count(func, args, out)
+                return out
+
+        product = self._saved = spmm_module._product
+
+        def counted(A: Any, x: torch.Tensor) -> torch.Tensor:  # the scipy kernel: invisible to torch
+            if x.device.type == "cpu":
+                counter.total += int(A.values.numel()) * int(x.shape[1])
+            return product(A, x)
+
+        spmm_module._product = counted
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mode.__exit__(*exc)
+        importlib.import_module("fe_operators.sparse.spmm")._product = self._saved
+
+
+def macs_per_sample(predict: Callable[[Any], Any], a: Any, batch: int = 2) -> float:
+    """Multiply-adds of one forward pass per sample (:class:`MacCounter`, a batch of ``batch``, no autograd)."""
+    x = a[:batch]
+    with torch.no_grad():
+        predict(x)  # warm-up: one-off casts and caches are not the model's arithmetic
+        with MacCounter() as count:
+            predict(x)
+    return count.total / x.shape[0]
+
+
+# ---------------------------------------------------------------------------------- timed training
+class DofSPON(torch.nn.Module):
+    """A trained :class:`~fe_operators.models.NormalizedModel` around a SPON, on DOF tensors of one scalar input.
+
+    ``forward(a, context=None)``: ``a`` ``(batch, n_dofs)`` physical, as the benchmarks
+    hold their inputs; the model sees them as the dataset's ``(batch, n_dofs, 1)`` tensors
+    in the weights' dtype (its normalizers encode them, and decode the output, whose
+    Dirichlet values are the exact physical data). Output ``(batch, n_dofs)`` float64.
+
+    Attributes
+    ----------
+    model
+        The NormalizedModel the Trainer trained.
+    spon
+        Its network, the SPON (for :func:`~fe_operators.models.build.context_for_model`).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.spon = spon
-        self.register_buffer("a_mean", a_train.mean())
-        self.register_buffer("a_std", a_train.std(unbiased=False))
-        self.register_buffer("u_scale", u_train.pow(2).mean().sqrt())
+        self.model = model
+
+    @property
+    def spon(self) -> torch.nn.Module:
+        return self.model.network
 
     def forward(self, a: torch.Tensor, context: Any = None) -> torch.Tensor:
-        x = ((a - self.a_mean) / self.a_std).unsqueeze(-1)
-        return self.spon(x, context=context) * self.u_scale
+        dtype = next(self.model.parameters()).dtype
+        x = a.unsqueeze(-1).to(dtype)
+        return self.model(x) if context is None else self.model(x, context=context)
 
 
 def n_params(model: Any) -> int:
@@ -219,17 +347,18 @@ def val_fn(predict: Callable[[Any], Any], a: Any, u: Any, norm: Any, batch: int)
     return run
 
 
-def start_training_bench(args: argparse.Namespace) -> str:
+def start_training_bench(args: argparse.Namespace, need_neuralop: bool = True) -> str:
     """The start of ``bench-spon`` and ``bench-mgno``; returns neuralop's version.
 
-    neuralop is installed if missing (unless ``--no-install``), Firedrake imported without
+    neuralop is installed if missing (unless ``--no-install``; not at all without
+    ``need_neuralop``: the version is then ``"not used"``), Firedrake imported without
     this script's flags (Firedrake hands ``sys.argv`` to PETSc), the package's "beta"
     warning of sparse CSR tensors silenced (after those imports: one of them resets the
     filters), and torch set to ``--threads`` threads.
     """
     from fno_grid import ensure_neuralop
 
-    version = ensure_neuralop(install=not args.no_install)
+    version = ensure_neuralop(install=not args.no_install) if need_neuralop else "not used"
     from fe_operators.petsc_argv import import_firedrake
 
     import_firedrake()
@@ -273,21 +402,77 @@ def dataset(spec_n: int, seed: int, counts: tuple[int, int, int], out: Path) -> 
 
 
 # ---------------------------------------------------------------------------------- the pinned baselines
-def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, budget: float, lr: float,
-             args: argparse.Namespace, label: str, batch: int | None = None) -> tuple[Any, dict[str, Any]]:
-    from fe_operators.fem import RelativeLoss
-    from fe_operators.models import spon_for_problem
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
 
-    a, u = data["split"]["train"]
-    va, vu = data["split"]["val"]
+
+def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, budget: float, lr: float,
+             args: argparse.Namespace, label: str, batch: int | None = None, loss: str = "rel_l2",
+             weight_decay: float | None = None, run_root: str | os.PathLike | None = None,
+             device: str | None = None) -> tuple[DofSPON, dict[str, Any]]:
+    """A SPON for ``data``'s problem, trained through :class:`fe_operators.train.Trainer` for ``budget`` seconds.
+
+    The product's path: the dataset file's train and validation rows as
+    :class:`~fe_operators.data.FEDataset` (float32, in memory), global unit-Gaussian
+    normalizers fitted on the train split (one mean and std for the input and for the
+    output: they do not depend on the mesh, so the model transfers; SPON's Dirichlet
+    values stay exact), AdamW with a cosine decay to 0 whose length is the budget
+    (``scheduler.length: time_budget``), the training ``loss`` (``"rel_l2"`` or
+    ``"rel_h1"``, the file's FE norms), ``best.pt`` picked on validation relative L2
+    and restored at the end (``restore_best``). The run folder is
+    ``<run_root>/<label>`` (``run_root`` default ``<args.out>/runs``), emptied first.
+
+    Returns the model (a :class:`DofSPON`) and a record: ``epochs`` (steps / steps per
+    epoch), ``steps``, ``train_s`` (training and validation seconds), ``val_rel_l2`` and
+    ``best_epoch`` of the restored weights, ``params``, ``run_dir``.
+    """
+    from fe_operators.data import FEDataset
+    from fe_operators.models import spon_for_problem
+    from fe_operators.models.normalized import NormalizedModel
+    from fe_operators.train import SchedulerSection, Trainer, TrainSection
+    from fe_operators.train.losses import relative_loss_for_file
+
+    file = data["file"]
+    n_train, n_val = (data["split"][k][0].shape[0] for k in ("train", "val"))
+    train = FEDataset(file.path, range(n_train), preload=True)  # the rows mesh_dataset split off, in order
+    val = FEDataset(file.path, range(n_train, n_train + n_val), preload=True)
+    x_norm, y_norm = train.fit_normalizers(per="global")
     torch.manual_seed(args.seed)
-    model = ScaledSPON(spon_for_problem(data["problem"], processor, **options), a, u)
-    loss = RelativeLoss(data["norm"])
-    info = train_timed(model, lambda x, y: loss(model(x), y), val_fn(model, va, vu, data["norm"], args.infer_batch),
-                       a, u, budget=budget, lr=lr, weight_decay=args.weight_decay, batch=batch or args.batch,
-                       seed=args.seed, label=label)
-    info["params"] = n_params(model)
+    spon = spon_for_problem(data["problem"], processor, mesh_spec=data.get("spec"), weight_copies=4, **options)
+    metrics = {name: relative_loss_for_file(file, name) for name in dict.fromkeys(["rel_l2", loss])}
+    settings = TrainSection(
+        epochs=10**9, batch_size=batch or args.batch, lr=lr,
+        weight_decay=args.weight_decay if weight_decay is None else weight_decay,
+        scheduler=SchedulerSection(name="cosine", length="time_budget", min_lr=0.0), seed=args.seed,
+        device=device or getattr(args, "device", "cpu"), time_budget=budget, progress=False, restore_best=True)
+    run_dir = Path(run_root if run_root is not None else Path(args.out) / "runs") / _slug(label)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains anew
+    trainer = Trainer(NormalizedModel(spon, x_norm, y_norm), metrics[loss], train, val, run_dir=run_dir,
+                      settings=settings, metrics=metrics, select="rel_l2", spaces=file.space_dicts,
+                      run_info={"benchmark": label, "processor": processor, "options": options})
+    print(f"  {label}: Trainer, {processor} processor, lr {lr:g}, batch {settings.batch_size}, relative "
+          f"{loss[4:].upper()} loss, cosine over {budget:.0f} s, run folder {run_dir}", flush=True)
+    result = trainer.fit()
+    steps_per_epoch = trainer.steps_per_epoch
+    epochs = result.step / steps_per_epoch
+    best = result.restored or result.best
+    print(f"  {label}: {epochs:.2f} epochs ({result.step} steps) in {trainer.state.elapsed:.0f} s; best val rel L2 "
+          f"{best['value'] if best['value'] is not None else math.nan:.4f} after epoch {best['epoch']}", flush=True)
+    model = DofSPON(trainer.model)
+    model.eval()
+    info = {"epochs": epochs, "steps": result.step, "train_s": trainer.state.elapsed,
+            "val_rel_l2": best["value"], "best_epoch": best["epoch"], "params": n_params(model),
+            "run_dir": str(run_dir)}
     return model, info
+
+
+def load_spon(path: str | os.PathLike, device: str = "cpu") -> DofSPON:
+    """A :class:`DofSPON` from a checkpoint :func:`run_spon` wrote (e.g. ``<run_dir>/best.pt``)."""
+    from fe_operators.train import load_model
+
+    model = DofSPON(load_model(path, device=device).model)
+    model.eval()
+    return model
 
 
 def pinned_fno() -> torch.nn.Module:
