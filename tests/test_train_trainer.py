@@ -360,7 +360,8 @@ def test_resume_mid_budget_matches_a_straight_run_with_a_time_budget_schedule(ti
 
 
 def test_time_budget_run_validates_the_epoch_it_cuts_short(tiny, tmp_path, capsys):
-    trainer = make_trainer(tiny, tmp_path, **budgeted(10.0), metrics={"score": Scripted([0.5, 0.5, 0.1, 0.1]), "loss": rel_l2})
+    scores = Scripted([0.5, 0.5, 0.1, 0.1])
+    trainer = make_trainer(tiny, tmp_path, **budgeted(10.0), metrics={"score": scores, "loss": rel_l2})
     result = trainer.fit()  # 6 + 4 steps: the budget cuts epoch 2 short; it is validated (2 val batches each)
     assert result.restored == {"metric": "val_score", "value": pytest.approx(0.1), "epoch": 2}
     last = read_checkpoint(tmp_path / "last.pt")["model"]["state_dict"]

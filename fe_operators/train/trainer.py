@@ -117,7 +117,8 @@ class TrainResult:
     step
         Optimizer steps done.
     stopped
-        ``"completed"`` (all epochs) or ``"time_budget"`` (resume to go on).
+        ``"completed"`` (all epochs) or ``"time_budget"`` (this invocation's budget: resume
+        to go on; with a time-based schedule the run's budget: the run is done).
     best
         ``{"metric", "value", "epoch"}`` of the best validation value (``value`` None
         without validation data).
@@ -353,7 +354,10 @@ class Trainer:
         return self.clock() - self.invocation_start > budget
 
     def budget_progress(self) -> float:
-        """Training seconds so far (this step's included) over ``train.time_budget``: a time-based schedule's progress."""
+        """Training seconds so far (this step's included) over ``train.time_budget``.
+
+        The progress of a time-based schedule (``scheduler.length: time_budget``).
+        """
         elapsed = self.state.elapsed
         if self._tick is not None:  # inside an epoch: the time since the last accounting too
             elapsed += self.clock() - self._tick
