@@ -7,7 +7,8 @@ side by side; the two are never open at the same time)::
     /                              Firedrake CheckpointFile: the mesh (DMPlex) and, per
                                    space, a "numbering probe" Function whose value at
                                    each DOF node is that node's index in the stored arrays
-    /fe_operators                  attrs: format, format_version, provenance (JSON),
+    /fe_operators                  attrs: format, format_version, kind ("steady"; unset
+                                   in older files), provenance (JSON),
                                    input_names (JSON list, channel order), mesh_name,
                                    n_samples, n_done, complete
     /fe_operators/inputs/<name>    float64 (N, n_nodes) or (N, n_nodes, ncomp)
@@ -22,6 +23,11 @@ side by side; the two are never open at the same time)::
                                    attrs: info (SpaceInfo JSON), element, checkpoint_name,
                                    numbering_hash; dataset dof_coordinates (n_nodes, gdim)
                                    for Lagrange-type spaces
+
+Files of kind ``"trajectories"`` (time-dependent families) share the group, the
+checkpoint part, the digests and ``done``, with parameters and states in place of inputs
+and output: their layout and reader are in :mod:`fe_operators.data.trajectories`.
+:class:`FEFile` refuses them, naming the reader to use (and that reader refuses steady files).
 
 DOF arrays are in the numbering of the generating process (the mesh built from the
 provenance's mesh spec).  Rows that are not ``done`` hold NaN.

@@ -19,7 +19,7 @@ import numpy as np
 
 from fe_operators.data.digests import DIGEST_SIZE
 
-from fe_operators.data.h5_writer import create_dataset_file  # noqa: F401  (SteadySource.create calls it here)
+from fe_operators.data.h5_writer import create_dataset_file  # noqa: F401  (kept: the writer of steady files)
 from fe_operators.data.journal import Journal
 from fe_operators.data.plan import Plan
 from fe_operators.data.settings import jsonable, versions

@@ -131,10 +131,10 @@ class SteadySource:
 
     def create(self, path: str | Path, provenance: Mapping[str, Any], n_samples: int) -> Any:
         """Create the output file (a :class:`~fe_operators.data.h5_writer.DatasetWriter`)."""
-        from fe_operators.data import merge
+        from fe_operators.data.h5_writer import create_dataset_file
 
-        p = self.problem  # through merge's name, so that tests can replace it
-        return merge.create_dataset_file(path, p.mesh, p.input_spaces, p.output_space, provenance, n_samples)
+        p = self.problem
+        return create_dataset_file(path, p.mesh, p.input_spaces, p.output_space, provenance, n_samples)
 
     def row_bytes(self) -> int:
         """Bytes of one stored sample's values."""
