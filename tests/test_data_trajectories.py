@@ -9,6 +9,7 @@ mesh (r = 0.25: 32 cylinder segments, 3,414 Taylor–Hood DOFs), a few steps per
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -201,7 +202,7 @@ def test_resume_after_a_deleted_journal_chunk_solves_only_its_trajectories(tmp_p
     lost.unlink()
     report = generate_dataset(NS, mesh, N, out, seed=SEED, time=TIME, progress=False)
     assert report.generated == 1 and TrajectoryFile(out).provenance["runs"][-1]["generated"] == 1
-    assert not journal.exists()
+    assert not journal.exists
     _assert_reference(out, reference)
     # extending the file solves only the new trajectory; other time settings are refused by name
     report = generate_dataset(NS, mesh, N + 1, out, seed=SEED, time=TIME, progress=False)
@@ -222,9 +223,11 @@ def test_a_merge_that_cannot_fit_is_refused_and_resumed(tmp_path, capsys, refere
     argv = [NS, "--mesh", mesh, "--samples", str(N), "--out", str(out), "--seed", str(SEED), *TIME_ARGV, "-q"]
     assert main_generate(argv) == 1
     line = _one_error_line(capsys)
-    # 3 trajectories of 3 x 3414 float64 need 246 kB
-    assert re.search(r"no space left on device writing .*tight\.h5 \(the file needs at least 2\d\d kB, 200 kB are "
-                     r"free\); free space and re-run the same command", line), line
+    found = re.search(r"no space left on device writing .*tight\.h5 \(the file needs at least (\d+) kB, 200 kB are "
+                      r"free\); free space and re-run the same command", line)
+    assert found, line
+    # a lower bound of the file's size that counts the trajectories (3 x 3 x 3414 float64: 246 kB)
+    assert 246 < int(found.group(1)) <= os.path.getsize(reference) / 1000
     assert f"(3/3 samples are kept in {journal.path})" in line
     monkeypatch.undo()
     assert main_generate(argv) == 0
@@ -255,7 +258,7 @@ def test_a_damaged_journal_chunk_is_refused_before_solving(tmp_path, capsys, ref
     (part,) = journal.path.glob("part-*.npz")
     with np.load(part) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["output"][1, 1, 7] *= 1.5
+    arrays["output"][1, 1, 7] += 1e-3
     with open(part, "wb") as fh:
         np.savez(fh, **arrays)
     argv = [NS, "--mesh", mesh, "--samples", str(N), "--out", str(out), "--seed", str(SEED), *TIME_ARGV, "-q"]
@@ -265,8 +268,25 @@ def test_a_damaged_journal_chunk_is_refused_before_solving(tmp_path, capsys, ref
     assert not out.exists()
 
 
+def test_a_problem_class_named_by_the_file_is_never_imported(tmp_path, reference):
+    bad = tmp_path / "named.h5"
+    shutil.copy(reference, bad)
+    with h5py.File(bad, "r+") as h5:
+        prov = json.loads(h5[GROUP].attrs["provenance"])
+        h5[GROUP].attrs["provenance"] = json.dumps({**prov, "problem": "traj_sentinel_module:Evil"})
+    f = TrajectoryFile(bad)
+    assert f.data().n_samples == N  # the arrays are data: they read
+    with pytest.raises(DatasetFileError, match="not a registered family; fe_operators never imports code a file "
+                                               "names"):
+        f.rebuild_problem()
+    assert "traj_sentinel_module" not in sys.modules
+
+
 # ----------------------------------------------------------------------------- MPI and the command line
+@pytest.mark.slow
 def test_two_ranks_produce_the_serial_trajectories(tmp_path, reference, mesh):
+    """``mpiexec -n 2``: the ranks share the trajectories and the file equals the serial one bitwise (55 s
+    under load, 2 shared cores)."""
     out = tmp_path / "mpi.h5"
     path = os.pathsep.join(p for p in (str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = dict(mpiexec_env(), PYTHONPATH=path)
