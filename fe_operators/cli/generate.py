@@ -256,8 +256,9 @@ def _read_config(path: str) -> dict[str, Any]:
 def _summary(report: Any) -> str:
     """The line printed after a run (a :class:`~fe_operators.data.generation.GenerationReport`)."""
     if report.generated:
-        return (f"generated {report.generated} samples in {report.seconds:.2f} s "
-                f"({report.samples_per_second:.1f} samples/s); {report.path}: "
+        rate = report.samples_per_second  # trajectories take seconds each: then say so
+        speed = f"{rate:.1f} samples/s" if rate >= 1 else f"{report.seconds / report.generated:.2f} s per sample"
+        return (f"generated {report.generated} samples in {report.seconds:.2f} s ({speed}); {report.path}: "
                 f"{report.n_done}/{report.n_samples} samples")
     if report.written:  # every missing sample was in the journal (e.g. a merge stopped by a full disk)
         return (f"{report.path}: {report.n_done}/{report.n_samples} samples, merged from the journal of the "
