@@ -148,7 +148,7 @@ def test_read_back_equals_the_problems_trajectories_bitwise(reference, mesh):
     assert rebuilt.divergence_ratio(state) < 0.2  # a velocity field, not shuffled numbers
 
 
-def test_steady_and_trajectory_readers_refuse_each_others_files(reference, tmp_path):
+def test_steady_and_trajectory_readers_refuse_each_others_files(reference, tmp_path, capsys):
     with pytest.raises(DatasetFileError, match=r"holds trajectories of the time-dependent family 'navier_stokes' "
                                                r"\(3 trajectories x 3 states x 3414 DOFs\).*read_trajectories"):
         FEFile(reference)
@@ -156,6 +156,13 @@ def test_steady_and_trajectory_readers_refuse_each_others_files(reference, tmp_p
     generate_dataset("poisson", "unitsquare:4", 2, steady, progress=False)
     with pytest.raises(DatasetFileError, match="holds steady samples .*not trajectories.*FEFile"):
         read_trajectories(steady)
+    # info reads both kinds
+    capsys.readouterr()
+    assert main_info([str(steady), str(tmp_path / "missing.h5")]) == 1
+    captured = capsys.readouterr()
+    assert "steady dataset of poisson on mesh unitsquare:4" in captured.out
+    assert "inputs: f (25,), g (25,)" in captured.out and "output: (25,)" in captured.out
+    assert f"no dataset file at {tmp_path / 'missing.h5'}" in captured.err
     # generating trajectories over a steady file (or the reverse) is refused unless --overwrite
     with pytest.raises(DatasetFileError, match="not a readable fe_operators dataset.*holds steady samples"):
         generate_dataset("toy_decay", "unitsquare:4", 2, steady, time={"n_steps": 1}, progress=False)

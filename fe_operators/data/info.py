@@ -8,9 +8,8 @@ from typing import Any
 import h5py
 
 from fe_operators.data.h5 import _DAMAGE, FEFile, _group_or_none, damaged_file_error
-from fe_operators.data.layout import GROUP, KIND_TRAJECTORIES, file_kind
+from fe_operators.data.layout import KIND_TRAJECTORIES, file_kind
 from fe_operators.data.trajectories import TrajectoryFile
-
 
 __all__ = ["dataset_info", "format_dataset_info", "open_dataset"]
 
@@ -86,5 +85,3 @@ def format_dataset_info(info: dict[str, Any]) -> str:
         lines.append(f"  solve: {info['seconds_per_sample']:.3g} s per sample "
                      f"(last run: {info['last_run'].get('ranks')} rank(s), {info['last_run'].get('date')})")
     return "\n".join(lines)
-
-

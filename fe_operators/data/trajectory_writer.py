@@ -188,5 +188,3 @@ class TrajectoryWriter(DatasetWriter):
             sel = idx[start:start + block]
             params, states = other.read(sel)
             self.write(sel, {"params": params}, states, other.times[sel])
-
-
