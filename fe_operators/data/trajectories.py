@@ -38,7 +38,8 @@ Trajectory ``i`` uses the parameters ``problem.sample_parameters(default_rng([se
 and equals ``problem.trajectory(params, n_steps, store_every, spinup_steps)`` bitwise.
 :func:`read_trajectories` reads a file into a :class:`TrajectoryData`, verifying every
 trajectory against its digests; :class:`TrajectoryFile` is the reader behind it (and
-rebuilds the generating problem with a checked DOF numbering).  The steady reader
+rebuilds the generating problem with a checked DOF numbering, or the stored mesh and state
+space alone, :meth:`TrajectoryFile.rebuild`).  The steady reader
 (:class:`~fe_operators.data.h5.FEFile`) refuses a trajectory file, and this one a steady
 file, each naming the reader to use.
 """
@@ -63,7 +64,7 @@ from fe_operators.limits import check_allocation, format_bytes
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.problems.timedep import TimeDependentProblem
 
-__all__ = ["TrajectoryData", "TrajectoryFile", "read_trajectories"]
+__all__ = ["TrajectoryData", "TrajectoryFile", "TrajectorySpaces", "read_trajectories"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +124,40 @@ class TrajectoryData:
         """The trajectories ``index`` (e.g. a train/validation split)."""
         idx = np.asarray(index, dtype=np.int64)
         return dataclasses.replace(self, states=self.states[idx], params=self.params[idx])
+
+
+@dataclasses.dataclass
+class TrajectorySpaces:
+    """Mesh and state space rebuilt from a trajectory file, with the stored→rebuilt DOF map.
+
+    Attributes
+    ----------
+    mesh
+        The mesh stored in the file (on one process).
+    state_space
+        The rebuilt state space (plain or mixed).
+    permutation
+        ``(n_dofs,)`` integers: ``rebuilt_state = stored_state[..., permutation]``, in the
+        flat layout of ``state_to_array`` (sub-spaces one after the other, vector
+        components interleaved per node).
+    """
+
+    mesh: Any
+    state_space: Any
+    permutation: np.ndarray
+
+    def to_function(self, state: np.ndarray) -> Any:
+        """A stored state ``(n_dofs,)`` as a new Function on :attr:`state_space`."""
+        import firedrake as fd
+
+        flat = np.asarray(state, dtype=np.float64).reshape(-1)[self.permutation]
+        out = fd.Function(self.state_space)
+        start = 0
+        for sub in out.subfunctions:
+            data = sub.dat.data_wo
+            data[...] = flat[start:start + data.size].reshape(data.shape)
+            start += data.size
+        return out
 
 
 class TrajectoryFile:
@@ -277,6 +312,47 @@ class TrajectoryFile:
                               problem=dict(self.provenance.get("description") or {}))
 
     # ------------------------------------------------------------------ Firedrake side
+    def rebuild(self, comm: Any = None) -> TrajectorySpaces:
+        """Load the stored mesh and state space with Firedrake and map stored DOFs onto them.
+
+        Needs no mesh file and no problem class: the mesh is the one stored in the file,
+        and the state space's numbering probe gives the exact permutation from stored to
+        rebuilt DOFs (checked to be a permutation).
+
+        Parameters
+        ----------
+        comm
+            Communicator of the rebuilt mesh; it must have one process (default ``COMM_SELF``).
+
+        Raises
+        ------
+        DatasetFileError
+            The stored mesh or probe cannot be read back (a damaged file).
+        NumberingError
+            The probe is not a permutation of the state's DOFs.
+        """
+        import firedrake as fd
+        from mpi4py import MPI
+
+        from fe_operators.data.layout import STATE_KEY, checkpoint_name
+
+        comm = MPI.COMM_SELF if comm is None else comm
+        if comm.size != 1:
+            raise ValueError(f"expected a one-process communicator, got {comm.size} processes")
+        try:
+            with fd.CheckpointFile(self.path, "r", comm=comm) as cf:
+                mesh = cf.load_mesh(self.mesh_name)
+                probe = cf.load_function(mesh, checkpoint_name(STATE_KEY))
+        except Exception as exc:  # noqa: BLE001 - h5py, PETSc and Firedrake errors alike
+            raise damaged_file_error(self.path, exc, "its stored mesh and state space") from exc
+        values = np.concatenate([sub.dat.data_ro.reshape(-1) for sub in probe.subfunctions])
+        perm = np.rint(values).astype(np.int64)
+        if (values.size != self.n_dofs or not np.array_equal(values, perm.astype(np.float64))
+                or not np.array_equal(np.sort(perm), np.arange(self.n_dofs))):
+            raise NumberingError(f"{self.path}: the stored numbering of the state space does not map onto the "
+                                 "rebuilt space one-to-one; the file is damaged or was written by another format")
+        return TrajectorySpaces(mesh, probe.function_space(), perm)
+
     def rebuild_problem(self, comm: Any = None, problem: Any = None, *,
                         solver_parameters: Mapping[str, Any] | None = None) -> TimeDependentProblem:
         """Rebuild the generating problem from the provenance and check its DOF numbering.
