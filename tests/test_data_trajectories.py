@@ -136,7 +136,7 @@ def test_read_back_equals_the_problems_trajectories_bitwise(reference, mesh):
         assert np.array_equal(data.states[i], problem.trajectory(params, **TIME))
     f = TrajectoryFile(reference)
     prov = f.provenance
-    assert prov["kind"] == "trajectories" and prov["time"] == {**TIME, "dt": 1 / 400}
+    assert prov["kind"] == "trajectories" and prov["time"] == {**TIME, "dt": 1 / 400} and f.mesh_spec == mesh
     assert prov["solver_parameters"]["step"]["pc_factor_mat_solver_type"] == "mumps"
     assert prov["versions"]["firedrake"] and prov["runs"][-1]["generated"] == N
     # a subset, in the order asked for, and the generating problem rebuilt with a checked numbering

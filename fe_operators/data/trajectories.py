@@ -240,6 +240,11 @@ class TrajectoryFile:
         return bool(self.done.all())
 
     @property
+    def mesh_spec(self) -> str:
+        """The mesh spec the trajectories were generated on (as :func:`fe_operators.io.load_mesh` reads it)."""
+        return str(self.provenance["mesh"])
+
+    @property
     def time_settings(self) -> dict[str, Any]:
         """``{"n_steps", "store_every", "spinup_steps", "dt"}`` of the generating run (``dt``: the solver's step)."""
         return dict(self.provenance["time"])
