@@ -18,12 +18,11 @@ from mpi4py import MPI
 
 from fe_operators.data.disk import no_space
 from fe_operators.data.journal import Journal
-from fe_operators.data.sources import source_dof_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.data.sources import SteadySource, TrajectorySource
 
-__all__ = ["Worker", "dof_shape", "failure_message"]
+__all__ = ["Worker", "failure_message"]
 
 
 class _Buffer:
@@ -57,10 +56,6 @@ class _Buffer:
                 np.stack(self.outputs), self.times,
             )
         self.clear()
-
-
-#: the DOF-tensor shape of one sample on a space (kept here for the modules that import it)
-dof_shape = source_dof_shape
 
 
 def failure_message(exc: BaseException) -> str:
