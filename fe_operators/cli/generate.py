@@ -11,18 +11,41 @@ Problem options are taken from the command line: ``--param KEY=VALUE`` or any ot
 and checked against the problem's parameters before any mesh is read.  Errors and exit
 statuses are the runner's (:mod:`fe_operators.cli.runner`): an invalid problem option is
 a configuration error (exit 2) named as typed, ``problem option --KEY: ...``.
+
+Time-dependent families (``navier_stokes``) generate trajectories
+(:mod:`fe_operators.data.trajectories`): ``--steps N`` (steps after the spin-up),
+``--store-every M`` (default 1) and ``--spinup S`` (default 0); the time step is the
+family's option ``--dt``.  The same settings can come from a YAML file, ``--config
+FILE`` (options on the command line win)::
+
+    problem: navier_stokes
+    mesh: dfg_r0.5.msh          # relative paths: to the file's folder
+    samples: 8
+    out: ns.h5
+    seed: 0
+    params:                     # family parameters
+      dt: 0.0025
+      reynolds_range: [80, 200]
+    time:                       # time-dependent families only
+      n_steps: 400
+      store_every: 2
+      spinup_steps: 1200
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from fe_operators.cli.runner import command, print_rank0
+from fe_operators.configfile import read_yaml_file
 from fe_operators.data.generation import generate_dataset
 from fe_operators.errors import ConfigError, UsageError
 from fe_operators.petsc_argv import import_firedrake
@@ -31,7 +54,14 @@ __all__ = ["build_parser", "main_generate"]
 
 
 _OPTIONS = {"--mesh", "-m", "--samples", "-n", "--out", "-o", "--seed", "--param", "-p",
-            "--overwrite", "--quiet", "-q", "--chunk-size", "--help", "-h"}
+            "--overwrite", "--quiet", "-q", "--chunk-size", "--help", "-h", "--config", "-c",
+            "--steps", "--store-every", "--spinup"}
+
+#: keys of a ``--config`` file: the command-line option each stands for
+_CONFIG_KEYS = {"problem": "PROBLEM", "mesh": "--mesh", "samples": "--samples", "out": "--out", "seed": "--seed",
+                "chunk_size": "--chunk-size", "params": "--KEY VALUE", "time": "--steps/--store-every/--spinup"}
+#: keys of its ``time`` section -> the command-line option
+_TIME_KEYS = {"n_steps": "steps", "store_every": "store_every", "spinup_steps": "spinup"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,20 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
                "--coefficient lognormal --length-scale 0.2).",
         allow_abbrev=False,
     )
-    p.add_argument("problem", help="problem family (e.g. darcy) or module:Class of a Problem subclass")
-    p.add_argument("--mesh", "-m", required=True,
+    p.add_argument("problem", nargs="?",
+                   help="problem family (e.g. darcy, navier_stokes) or module:Class of a Problem subclass")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="YAML file of these settings (problem, mesh, samples, out, seed, chunk_size, params, "
+                        "time); options given here win")
+    p.add_argument("--mesh", "-m",
                    help="mesh: shipped name (plate_holes), built-in spec (unitsquare:64) or file "
                         "path; append /rK to refine K times (plate_holes/r2)")
-    p.add_argument("--samples", "-n", required=True, type=_positive_int, help="number of samples (> 0)")
-    p.add_argument("--out", "-o", required=True, help="output HDF5 file")
-    p.add_argument("--seed", type=_nonnegative_int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--samples", "-n", type=_positive_int, help="number of samples (> 0)")
+    p.add_argument("--out", "-o", help="output HDF5 file")
+    p.add_argument("--seed", type=_nonnegative_int, help="dataset seed (default 0)")
+    p.add_argument("--steps", type=_positive_int,
+                   help="time-dependent families: steps per trajectory after the spin-up (a multiple of "
+                        "--store-every)")
+    p.add_argument("--store-every", type=_positive_int,
+                   help="time-dependent families: store every M-th state (default 1)")
+    p.add_argument("--spinup", type=_nonnegative_int,
+                   help="time-dependent families: steps before the first stored state (default 0)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="a problem parameter (repeatable)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a file or interrupted run made with other settings")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
-    p.add_argument("--chunk-size", type=_positive_int, default=16,
-                   help="samples per rank between journal writes (default 16)")
+    p.add_argument("--chunk-size", type=_positive_int,
+                   help="samples per rank between journal writes (default 16; 1 for trajectories)")
     return p
 
 
@@ -138,27 +179,86 @@ def main_generate(argv: list[str]) -> int:
             parser.error(f"--param expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         params[key.strip().replace("-", "_")] = _parse_value(value)
+    config = _read_config(args.config) if args.config else {}
+    for key in ("problem", "mesh", "samples", "out", "seed", "chunk_size"):
+        if getattr(args, key) is None and key in config:
+            setattr(args, key, config[key])
+    missing = [opt for key, opt in (("problem", "PROBLEM"), ("mesh", "--mesh"), ("samples", "--samples"),
+                                    ("out", "--out")) if getattr(args, key) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)} (or give them in --config)")
+    params = {**config.get("params", {}), **params}
+    time = dict(config.get("time", {}))
+    time.update({key: getattr(args, opt) for key, opt in _TIME_KEYS.items() if getattr(args, opt) is not None})
     try:
         report = generate_dataset(
-            args.problem, args.mesh, args.samples, args.out, seed=args.seed, params=params,
+            args.problem, args.mesh, args.samples, args.out, seed=args.seed or 0, params=params,
             overwrite=args.overwrite, chunk_size=args.chunk_size,
             progress=False if args.quiet else None,
             command=shlex.join(["fe-operators", "generate", *argv]),
+            time=time or None,
         )
     except ConfigError as exc:
         if exc.key in params:  # name it as it was typed
             raise ConfigError(f"problem option --{exc.key}", exc.message) from exc
+        if exc.key in _TIME_KEYS:  # name it where it was given: on the command line or in the file
+            option = _TIME_KEYS[exc.key]
+            if getattr(args, option) is not None or exc.key not in config.get("time", {}):
+                raise ConfigError(f"--{option.replace('_', '-')}", exc.message) from exc
+            raise ConfigError(f"time.{exc.key}", exc.message, args.config) from exc
         raise
     if not args.quiet:
         print_rank0(_summary(report))
     return 0
 
 
+def _read_config(path: str) -> dict[str, Any]:
+    """The settings of a ``--config`` file, checked; paths relative to its folder made absolute.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, is not a mapping, or holds an unknown key or a value of
+        the wrong type (named with the file).
+    """
+    data = read_yaml_file(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"expected a mapping of generation settings ({', '.join(_CONFIG_KEYS)}), got "
+                              f"{type(data).__name__}", path)
+    for key in data:
+        if key not in _CONFIG_KEYS:
+            raise ConfigError(str(key), f"unknown key; the keys are {', '.join(_CONFIG_KEYS)}", path)
+    out = dict(data)
+    kinds = {"problem": str, "mesh": str, "out": str, "samples": int, "seed": int, "chunk_size": int,
+             "params": Mapping, "time": Mapping}
+    for key, kind in kinds.items():
+        if key in out and (not isinstance(out[key], kind) or isinstance(out[key], bool)):
+            raise ConfigError(key, f"expected {kind.__name__.lower()}, got {type(out[key]).__name__} "
+                                   f"{str(out[key])[:60]!r}", path)
+    for key in ("samples", "chunk_size"):
+        if key in out and out[key] <= 0:
+            raise ConfigError(key, f"expected a positive integer, got {out[key]}", path)
+    if "seed" in out and out["seed"] < 0:
+        raise ConfigError("seed", f"expected a non-negative integer, got {out['seed']}", path)
+    for key in out.get("time", {}):
+        if key not in _TIME_KEYS:
+            raise ConfigError(f"time.{key}", f"unknown time setting; the time settings are "
+                                             f"{', '.join(_TIME_KEYS)}", path)
+    base = Path(path).resolve().parent
+    if "out" in out:
+        out["out"] = str(base / out["out"])
+    mesh = out.get("mesh")
+    if mesh and not os.path.isabs(mesh) and (base / re.sub(r"/r\d+$", "", mesh)).is_file():
+        out["mesh"] = str(base / mesh)  # a file next to the config (a mesh name stays a name)
+    return out
+
+
 def _summary(report: Any) -> str:
     """The line printed after a run (a :class:`~fe_operators.data.generation.GenerationReport`)."""
     if report.generated:
-        return (f"generated {report.generated} samples in {report.seconds:.2f} s "
-                f"({report.samples_per_second:.1f} samples/s); {report.path}: "
+        rate = report.samples_per_second  # trajectories take seconds each: then say so
+        speed = f"{rate:.1f} samples/s" if rate >= 1 else f"{report.seconds / report.generated:.2f} s per sample"
+        return (f"generated {report.generated} samples in {report.seconds:.2f} s ({speed}); {report.path}: "
                 f"{report.n_done}/{report.n_samples} samples")
     if report.written:  # every missing sample was in the journal (e.g. a merge stopped by a full disk)
         return (f"{report.path}: {report.n_done}/{report.n_samples} samples, merged from the journal of the "

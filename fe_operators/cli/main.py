@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rest", nargs=argparse.REMAINDER)
     sub.add_parser("generate", help="generate a dataset by solving a problem family", add_help=False).add_argument(
         "rest", nargs=argparse.REMAINDER)
+    sub.add_parser("info", help="summarise dataset files (samples, shapes, trajectories)",
+                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("train", help="train a model from a YAML config", add_help=False).add_argument(
         "rest", nargs=argparse.REMAINDER)
     sub.add_parser("evaluate", help="evaluate a trained model on a dataset (errors, plots, .vtu)",
@@ -51,6 +53,10 @@ def _command(argv: list[str]) -> tuple[str, CommandBody] | None:
         from fe_operators.cli.generate import main_generate
 
         return "generate", main_generate
+    if argv[:1] == ["info"]:
+        from fe_operators.cli.info import main_info
+
+        return "info", main_info
     if argv[:1] == ["train"]:
         from fe_operators.cli.train import main_train
 

@@ -9,6 +9,9 @@
   mesh and spaces with checked DOF numbering); :mod:`~fe_operators.data.h5_writer` writes
   it, :mod:`~fe_operators.data.digests` checks every sample's bytes,
   :mod:`~fe_operators.data.disk` recognises a full disk;
+* :mod:`~fe_operators.data.trajectories` — trajectory files of time-dependent families
+  (the same generation, one sample a trajectory): :func:`read_trajectories` ->
+  :class:`TrajectoryData`, the arrays a rollout surrogate trains on;
 * :mod:`~fe_operators.data.journal` — the crash-safe journal of an unfinished run;
 * :mod:`~fe_operators.data.dataset` — :class:`FEDataset` (raw samples, normalizers fitted
   with :meth:`FEDataset.fit_normalizers`), :func:`split_indices`, :func:`split_rows` (a
@@ -24,6 +27,7 @@ from typing import Any
 
 from fe_operators.data.dataset import FEDataset, split_indices, split_rows
 from fe_operators.data.h5 import FEFile, FESpaces
+from fe_operators.data.trajectories import TrajectoryData, TrajectoryFile, read_trajectories
 from fe_operators.errors import (  # re-exported: the data pipeline's errors
     DatasetFileError,
     GenerationError,
@@ -43,8 +47,11 @@ __all__ = [
     "NumberingError",
     "OutputError",
     "SettingsMismatchError",
+    "TrajectoryData",
+    "TrajectoryFile",
     "UnitGaussianNormalizer",
     "generate_dataset",
+    "read_trajectories",
     "split_indices",
     "split_rows",
 ]

@@ -2,7 +2,11 @@
 
 Each sample ``i`` is drawn with ``numpy.random.default_rng([seed, i])`` and solved by the
 problem's own solver, which keeps its assembled structures and PETSc objects between
-samples.  The result is one HDF5 file (layout in :mod:`fe_operators.data.h5`).
+samples.  The result is one HDF5 file (layout in :mod:`fe_operators.data.h5`).  For a
+time-dependent family a sample is a trajectory (parameters drawn the same way, states at
+fixed steps; layout in :mod:`fe_operators.data.trajectories`), and everything below
+holds for trajectories as for steady samples (:mod:`~fe_operators.data.sources` adapts
+each kind of family to the run).
 
 Resuming
     Finished samples are journalled, a chunk at a time, in ``FILE.partial/`` (see
@@ -44,7 +48,7 @@ import dataclasses
 import datetime
 import os
 import sys
-import time
+from time import perf_counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,8 +60,10 @@ from fe_operators.data.disk import no_space
 from fe_operators.data.journal import Journal
 from fe_operators.data.merge import kept_samples, merge_run
 from fe_operators.data.plan import Plan, check_output, plan_run
+from fe_operators.data.layout import KIND_TRAJECTORIES
 from fe_operators.data.settings import run_settings
-from fe_operators.data.worker import Worker, dof_shape
+from fe_operators.data.sources import TimeSettings, make_source
+from fe_operators.data.worker import Worker
 from fe_operators.errors import DatasetFileError, FEOperatorsError, GenerationError, OutputError
 
 __all__ = ["GenerationReport", "generate_dataset"]
@@ -106,12 +112,19 @@ def generate_dataset(
     seed: int = 0,
     params: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     progress: bool | None = None,
     command: str | None = None,
     comm: Any = None,
+    time: Mapping[str, int] | None = None,
 ) -> GenerationReport:
-    """Generate (or complete, or extend) a dataset file.
+    """Generate (or complete, or extend) a dataset file: steady samples, or trajectories.
+
+    For a time-dependent family (:class:`~fe_operators.problems.timedep.TimeDependentProblem`)
+    sample ``i`` is a trajectory: its parameters drawn with ``default_rng([seed, i])``,
+    its states ``problem.trajectory(params, **time)``; the file is a trajectory file
+    (:mod:`fe_operators.data.trajectories`), read with
+    :func:`~fe_operators.data.trajectories.read_trajectories`.
 
     Parameters
     ----------
@@ -131,13 +144,19 @@ def generate_dataset(
     overwrite
         Replace a file (or interrupted run) made with other settings instead of failing.
     chunk_size
-        Samples per rank between journal writes (and failure checks).
+        Samples per rank between journal writes (and failure checks); default 16, and 1
+        for trajectories (each is a long solve).
     progress
         Show a tqdm bar with samples/s on rank 0 (default: when stderr is a terminal).
     command
         The command line, stored in the provenance.
     comm
         The ensemble communicator (default ``COMM_WORLD``); meshes live on ``COMM_SELF``.
+    time
+        The time settings of a time-dependent family: ``n_steps`` (required),
+        ``store_every`` (default 1), ``spinup_steps`` (default 0); see
+        :class:`~fe_operators.data.sources.TimeSettings`.  The time step is the
+        family's parameter ``dt``.  ``None`` for steady families.
 
     Returns
     -------
@@ -146,7 +165,9 @@ def generate_dataset(
     Raises
     ------
     ValueError
-        Bad arguments, unknown problem, invalid problem parameters.
+        Bad arguments, unknown problem, invalid problem parameters, time settings for a
+        steady family or none (or bad ones) for a time-dependent one
+        (:class:`~fe_operators.errors.ConfigError` naming the setting).
     fe_operators.errors.MeshReadError
         The mesh cannot be read.
     OutputError
@@ -166,32 +187,38 @@ def generate_dataset(
         raise ValueError(f"expected a positive number of samples, got {n_samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"expected a non-negative integer seed, got {seed!r}")
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
+    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0):
         raise ValueError(f"expected a positive chunk size, got {chunk_size!r}")
-    from fe_operators.problems.registry import load_problem, resolve_problem  # imports Firedrake
+    from fe_operators.problems.registry import is_time_dependent, load_problem, resolve_problem  # imports Firedrake
 
     out = Path(out).absolute()
     check_output(out)
-    resolve_problem(problem)  # fail fast, before the mesh is read
+    cls = resolve_problem(problem)  # fail fast, before the mesh is read
+    timing = TimeSettings.from_mapping(time or {}) if is_time_dependent(cls) else time  # checked before the mesh
+    if timing and not is_time_dependent(cls):
+        make_source(cls, timing)  # raises: time settings for a steady family
     prob = load_problem(problem, mesh, params or {}, comm=MPI.COMM_SELF)
-    settings = run_settings(problem, mesh, prob, seed)
+    source = make_source(prob, timing)
+    if chunk_size is None:
+        chunk_size = 1 if source.kind == KIND_TRAJECTORIES else 16
+    settings = run_settings(problem, mesh, prob, seed, source)
     journal = Journal(out)
-    started = time.perf_counter()
+    started = perf_counter()
 
-    plan, (n_total, missing, nothing_to_do) = _plan_on_rank_0(comm, out, journal, settings, prob,
+    plan, (n_total, missing, nothing_to_do) = _plan_on_rank_0(comm, out, journal, settings, source,
                                                               int(n_samples), overwrite)
     try:  # rank 0 holds the journal's lock until the end, whatever happens
         if nothing_to_do:
             n_done = n_total
-            return GenerationReport(str(out), n_total, n_done, 0, time.perf_counter() - started, written=False)
+            return GenerationReport(str(out), n_total, n_done, 0, perf_counter() - started, written=False)
 
         # ---- solve this rank's share, round by round (rounds are the same on every rank)
-        worker = Worker(prob, seed, journal, comm)
+        worker = Worker(source, seed, journal, comm)
         show = sys.stderr.isatty() if progress is None else progress
-        t_loop = time.perf_counter()
+        t_loop = perf_counter()
         worker.run(missing, chunk_size, progress=show and rank == 0, label=f"generate {problem}")
         failure, failure_exc, generated = worker.failure, worker.failure_exc, worker.generated
-        loop_seconds = time.perf_counter() - t_loop
+        loop_seconds = perf_counter() - t_loop
 
         # ---- rank 0 merges the journal (and the previous file) into the output
         failures = comm.gather(failure, root=0)
@@ -205,7 +232,7 @@ def generate_dataset(
                 "command": command, "ranks": size, "generated": total_generated,
                 "loop_seconds": round(loop_seconds, 6),
             }
-            result, unexpected = _merge_on_rank_0(out, journal, settings, prob, plan, run, failures, write_errors)
+            result, unexpected = _merge_on_rank_0(out, journal, settings, source, plan, run, failures, write_errors)
         n_done, first, merge_error = comm.bcast(result, root=0)
         if unexpected is not None:
             raise unexpected
@@ -216,13 +243,13 @@ def generate_dataset(
             exc = GenerationError(first[0], first[1], n_done, str(out))
             raise exc from (failure_exc if failure is not None and failure[0] == first[0] else None)
         total_generated = comm.bcast(total_generated, root=0)
-        return GenerationReport(str(out), n_total, n_done, total_generated, time.perf_counter() - started)
+        return GenerationReport(str(out), n_total, n_done, total_generated, perf_counter() - started)
     finally:
         journal.unlock()
 
 
 
-def _plan_on_rank_0(comm: Any, out: Path, journal: Journal, settings: Mapping[str, Any], prob: Any,
+def _plan_on_rank_0(comm: Any, out: Path, journal: Journal, settings: Mapping[str, Any], source: Any,
                     n_samples: int, overwrite: bool) -> tuple[Plan | None, tuple[int, Any, bool]]:
     """Rank 0 plans the run (:func:`plan_run`); every rank gets ``(n_total, missing, nothing_to_do)``.
 
@@ -231,8 +258,7 @@ def _plan_on_rank_0(comm: Any, out: Path, journal: Journal, settings: Mapping[st
     plan, error = None, None
     if comm.rank == 0:
         try:
-            shapes = ({n: dof_shape(V) for n, V in prob.input_spaces.items()}, dof_shape(prob.output_space))
-            plan = plan_run(out, journal, settings, n_samples, overwrite, shapes)
+            plan = plan_run(out, journal, settings, n_samples, overwrite, source.shapes(), source.open)
         except (FEOperatorsError, OSError) as exc:
             error = exc
             if not isinstance(exc, FEOperatorsError) and no_space(exc):
@@ -247,7 +273,7 @@ def _plan_on_rank_0(comm: Any, out: Path, journal: Journal, settings: Mapping[st
     return plan, shared
 
 
-def _merge_on_rank_0(out: Path, journal: Journal, settings: Mapping[str, Any], prob: Any, plan: Plan,
+def _merge_on_rank_0(out: Path, journal: Journal, settings: Mapping[str, Any], source: Any, plan: Plan,
                      run: dict[str, Any], failures: list, write_errors: list
                      ) -> tuple[tuple[int, tuple[int, str] | None, tuple[str, str] | None], BaseException | None]:
     """Rank 0 merges the journal into ``out``: ``((n_done, first failure, error), unexpected)``.
@@ -262,7 +288,7 @@ def _merge_on_rank_0(out: Path, journal: Journal, settings: Mapping[str, Any], p
     if write_error is not None:  # the disk is full (most likely): a merge would fail too
         return (0, first, ("output", _write_failure(*write_error, journal, plan))), None
     try:
-        return (merge_run(out, journal, settings, prob, plan, run), first, None), None
+        return (merge_run(out, journal, settings, source, plan, run), first, None), None
     except DatasetFileError as exc:  # a damaged chunk: the message names it and the fix
         return (0, first, ("data", str(exc))), None
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others hang

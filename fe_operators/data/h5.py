@@ -7,7 +7,8 @@ side by side; the two are never open at the same time)::
     /                              Firedrake CheckpointFile: the mesh (DMPlex) and, per
                                    space, a "numbering probe" Function whose value at
                                    each DOF node is that node's index in the stored arrays
-    /fe_operators                  attrs: format, format_version, provenance (JSON),
+    /fe_operators                  attrs: format, format_version, kind ("steady"; unset
+                                   in older files), provenance (JSON),
                                    input_names (JSON list, channel order), mesh_name,
                                    n_samples, n_done, complete
     /fe_operators/inputs/<name>    float64 (N, n_nodes) or (N, n_nodes, ncomp)
@@ -22,6 +23,11 @@ side by side; the two are never open at the same time)::
                                    attrs: info (SpaceInfo JSON), element, checkpoint_name,
                                    numbering_hash; dataset dof_coordinates (n_nodes, gdim)
                                    for Lagrange-type spaces
+
+Files of kind ``"trajectories"`` (time-dependent families) share the group, the
+checkpoint part, the digests and ``done``, with parameters and states in place of inputs
+and output: their layout and reader are in :mod:`fe_operators.data.trajectories`.
+:class:`FEFile` refuses them, naming the reader to use (and that reader refuses steady files).
 
 DOF arrays are in the numbering of the generating process (the mesh built from the
 provenance's mesh spec).  Rows that are not ``done`` hold NaN.
@@ -64,7 +70,17 @@ import h5py
 import numpy as np
 
 from fe_operators.data.digests import DIGEST_SIZE, check_digests, digest_fields
-from fe_operators.data.layout import FORMAT, FORMAT_VERSION, GROUP, checkpoint_name, dof_shape, space_key
+from fe_operators.data.layout import (
+    FORMAT,
+    FORMAT_VERSION,
+    GROUP,
+    KIND_STEADY,
+    KIND_TRAJECTORIES,
+    checkpoint_name,
+    dof_shape,
+    file_kind,
+    space_key,
+)
 from fe_operators.errors import DatasetFileError, NumberingError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +89,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.fem.spaces import SpaceInfo
     from fe_operators.problems.base import Problem
 
-__all__ = ["FEFile", "FESpaces", "damaged_file_error", "dof_coordinates", "numbering_hash"]
+__all__ = ["FEFile", "FESpaces", "damaged_file_error", "dof_coordinates", "numbering_hash", "state_numbering_hash",
+           "wrong_kind_message"]
 
 _LAGRANGE = {"Lagrange", "Discontinuous Lagrange", "Q", "DQ", "TensorProductElement"}
 
@@ -89,6 +106,20 @@ def numbering_hash(V: fd.FunctionSpace) -> str:
     h.update(str(V.ufl_element()).encode())
     h.update(np.ascontiguousarray(mesh.coordinates.dat.data_ro, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(V.cell_node_list, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def state_numbering_hash(W: fd.FunctionSpace) -> str:
+    """A fingerprint of the DOF numbering of a (plain or mixed) state space.
+
+    SHA-256 of the :func:`numbering_hash` of each of its sub-spaces, in the order of
+    :meth:`~fe_operators.problems.timedep.TimeDependentProblem.state_to_array`.
+    """
+    import firedrake as fd
+
+    h = hashlib.sha256()
+    for sub in fd.Function(W).subfunctions:
+        h.update(numbering_hash(sub.function_space()).encode())
     return h.hexdigest()
 
 
@@ -144,6 +175,24 @@ def damaged_file_error(path: str, exc: BaseException, what: str) -> DatasetFileE
         f"{path} is damaged or not readable ({what}: {reason[:200]}); generate it again "
         "(fe-operators generate ... --overwrite) or restore a good copy"
     )
+
+
+def wrong_kind_message(path: str, kind: str, attrs: Mapping[str, Any]) -> str:
+    """Why a steady reader refuses a trajectory file (or the trajectory reader a steady one), and what reads it."""
+    if kind == KIND_TRAJECTORIES:
+        try:
+            problem = json.loads(attrs["provenance"]).get("problem")
+            shape = f" ({attrs['n_samples']} trajectories x {attrs['n_stored']} states x {attrs['n_dofs']} DOFs)"
+        except (KeyError, ValueError, TypeError, AttributeError):
+            problem, shape = None, ""
+        family = f" of the time-dependent family {problem!r}" if isinstance(problem, str) else ""
+        return (f"{path} holds trajectories{family}{shape}, not steady samples (inputs -> output); read it with "
+                "fe_operators.data.read_trajectories(path), or train a rollout model on it")
+    if kind == KIND_STEADY:
+        return (f"{path} holds steady samples (inputs -> output), not trajectories; read it with "
+                "fe_operators.data.FEFile or FEDataset, or generate trajectories with a time-dependent family")
+    return (f"{path} holds data of an unknown kind {kind!r:.40} (this fe_operators reads {KIND_STEADY!r} and "
+            f"{KIND_TRAJECTORIES!r}): upgrade fe_operators, or regenerate the file")
 
 
 @dataclasses.dataclass
@@ -253,6 +302,9 @@ class FEFile:
                         "without per-sample digests; regenerate it with this version (fe-operators "
                         "generate ... --overwrite)"
                     )
+                kind = file_kind(g.attrs)
+                if kind != KIND_STEADY:
+                    raise DatasetFileError(wrong_kind_message(self.path, kind, g.attrs))
                 self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
                 self.input_names: list[str] = json.loads(g.attrs["input_names"])
                 self.mesh_name: str = str(g.attrs["mesh_name"])

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from fe_operators.data.h5 import FEFile
 
-__all__ = ["DatasetWriter", "create_dataset_file"]
+__all__ = ["DatasetWriter", "create_dataset_file", "discard_file", "save_checkpoint"]
 
 
 def create_dataset_file(
@@ -64,28 +64,17 @@ def create_dataset_file(
         raise ValueError(f"expected a mesh on one process, got one on {mesh.comm.size} processes")
     spaces: dict[str, fd.FunctionSpace] = {space_key(n): V for n, V in input_spaces.items()}
     spaces[space_key(None)] = output_space
-    probes = {}
+    probes = []
     for key, V in spaces.items():
         f = fd.Function(V, name=checkpoint_name(key))
         idx = np.arange(V.dof_dset.size, dtype=np.float64)
         f.dat.data_wo[...] = idx.reshape((-1,) + (1,) * (f.dat.data_wo.ndim - 1))
-        probes[key] = f
-    cf = fd.CheckpointFile(str(path), "w", comm=mesh.comm)
-    try:
-        cf.save_mesh(mesh)
-        for f in probes.values():
-            cf.save_function(f)
-        cf.close()
-    except BaseException as exc:
-        full = disk_full(exc, path)
-        _discard_checkpoint(cf, path)
-        if full and not no_space(exc):  # PETSc's error says "error code 76" only
-            raise no_space_error(path) from exc
-        raise
+        probes.append(f)
+    save_checkpoint(path, mesh, probes)
     meta = {key: (space_info(V).to_dict(), str(V.ufl_element()), numbering_hash(V), dof_coordinates(V))
             for key, V in spaces.items()}
     # no chunk cache: a failed write (a full disk) raises in the call that made it, with nothing
-    # left dirty for the closing flush but metadata (see _discard)
+    # left dirty for the closing flush but metadata (see discard_file)
     h5 = h5py.File(path, "a", rdcc_nbytes=0)
     try:
         g = h5.create_group(GROUP)
@@ -122,15 +111,37 @@ def create_dataset_file(
                          fillvalue=np.nan)
     except BaseException as exc:
         full = disk_full(exc, path)
-        _discard(h5, path)
+        discard_file(h5, path)
         if full and not no_space(exc):
             raise no_space_error(path) from exc
         raise
     return DatasetWriter(h5, list(input_spaces))
 
 
+def save_checkpoint(path: str | os.PathLike, mesh: fd.MeshGeometry, functions: Sequence[fd.Function]) -> None:
+    """Write ``mesh`` and ``functions`` to a new Firedrake ``CheckpointFile`` at ``path`` and close it.
+
+    A failed write (a full disk) deletes the file and raises ``OSError(ENOSPC)`` naming it
+    where PETSc's error does not say so.
+    """
+    import firedrake as fd
+
+    cf = fd.CheckpointFile(str(path), "w", comm=mesh.comm)
+    try:
+        cf.save_mesh(mesh)
+        for f in functions:
+            cf.save_function(f)
+        cf.close()
+    except BaseException as exc:
+        full = disk_full(exc, path)
+        _discard_checkpoint(cf, path)
+        if full and not no_space(exc):  # PETSc's error says "error code 76" only
+            raise no_space_error(path) from exc
+        raise
+
+
 def _discard_checkpoint(cf: Any, path: str | os.PathLike) -> None:
-    """Close a ``CheckpointFile`` whose writing failed, and delete the file (as :func:`_discard`).
+    """Close a ``CheckpointFile`` whose writing failed, and delete the file (as :func:`discard_file`).
 
     Its PETSc viewer would otherwise be destroyed by the garbage collector at exit, with
     a flush that fails again after MPI has been finalised (an abort).
@@ -145,7 +156,7 @@ def _discard_checkpoint(cf: Any, path: str | os.PathLike) -> None:
         os.unlink(path)
 
 
-def _discard(h5: h5py.File, path: str | os.PathLike) -> None:
+def discard_file(h5: h5py.File, path: str | os.PathLike) -> None:
     """Close a file whose writing failed, and delete it.
 
     HDF5 flushes its cached metadata when a file is closed; where the disk is full that
@@ -255,7 +266,7 @@ class DatasetWriter:
         """
         full = exc is not None and disk_full(exc, self.path)
         if self.h5.id.valid:
-            _discard(self.h5, self.path)
+            discard_file(self.h5, self.path)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)

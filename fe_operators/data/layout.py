@@ -9,12 +9,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "GROUP", "ROW_CHUNK_BYTES", "checkpoint_name", "dof_shape", "space_key"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "GROUP", "KIND_STEADY", "KIND_TRAJECTORIES", "ROW_CHUNK_BYTES",
+           "STATE_KEY", "TRAJECTORY_FIELDS", "checkpoint_name", "dof_shape", "file_kind", "space_key"]
 
 FORMAT = "fe_operators.dataset"
 FORMAT_VERSION = 2  # 2: per-sample digests
 GROUP = "fe_operators"
 ROW_CHUNK_BYTES = 1 << 16  # HDF5 chunk size of the sample arrays
+
+#: the ``kind`` attribute of the group: steady samples (inputs -> output; files without the
+#: attribute are steady) or trajectories of a time-dependent family (parameters -> states)
+KIND_STEADY = "steady"
+KIND_TRAJECTORIES = "trajectories"
+#: a trajectory file's per-sample fields (datasets under the group), in digest order
+TRAJECTORY_FIELDS = ("params", "states")
+#: the key of a trajectory file's state space (its group under ``spaces/``, its probe)
+STATE_KEY = "state"
+
+
+def file_kind(attrs: Mapping[str, Any]) -> str:
+    """The kind of a dataset file from its group's attributes (``"steady"`` when unset)."""
+    kind = attrs.get("kind", KIND_STEADY)
+    return kind.decode() if isinstance(kind, bytes) else str(kind)
 
 
 def space_key(name: str | None) -> str:

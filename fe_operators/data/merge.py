@@ -19,21 +19,20 @@ import numpy as np
 
 from fe_operators.data.digests import DIGEST_SIZE
 
-from fe_operators.data.h5_writer import create_dataset_file
+from fe_operators.data.h5_writer import create_dataset_file  # noqa: F401  (kept: the writer of steady files)
 from fe_operators.data.journal import Journal
 from fe_operators.data.plan import Plan
 from fe_operators.data.settings import jsonable, versions
-from fe_operators.data.worker import dof_shape
 from fe_operators.errors import OutputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fe_operators.problems.base import Problem
+    from fe_operators.data.sources import SteadySource, TrajectorySource
 
 __all__ = ["kept_samples", "merge_run"]
 
 
-def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Problem, plan: Plan,
-              run: dict[str, Any]) -> int:
+def merge_run(out: Path, journal: Journal, settings: dict[str, Any], source: SteadySource | TrajectorySource,
+              plan: Plan, run: dict[str, Any]) -> int:
     """Write the previous file and the journal into a new file, rename it over ``out``.
 
     Parameters
@@ -46,8 +45,9 @@ def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Probl
         The run's settings (:func:`~fe_operators.data.settings.run_settings`), stored as
         provenance with the problem's description, the versions and ``run`` appended to
         the previous file's runs.
-    prob
-        The problem (mesh and spaces of the new file).
+    source
+        The run's source (:mod:`~fe_operators.data.sources`): its problem's mesh and
+        spaces, and which kind of file to write (steady or trajectories).
     plan
         The run's plan (previous file, number of rows).
     run
@@ -74,12 +74,12 @@ def merge_run(out: Path, journal: Journal, settings: dict[str, Any], prob: Probl
     runs = list(plan.previous.provenance.get("runs", [])) if plan.previous is not None else []
     provenance = dict(settings)
     provenance.update({
-        "description": jsonable(prob.description()), "versions": versions(), "runs": runs + [run],
+        "description": jsonable(source.description()), "versions": versions(), "runs": runs + [run],
         "n_samples": plan.n_total,
     })
-    _check_space(out, journal, prob, plan)
+    _check_space(out, journal, source, plan)
     try:
-        n_done = _write_merged(tmp, journal, prob, plan, provenance)
+        n_done = _write_merged(tmp, journal, source, plan, provenance)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
     except BaseException:
@@ -100,7 +100,7 @@ def kept_samples(journal: Journal, plan: Plan) -> int:
     return int(done.sum())
 
 
-def _check_space(out: Path, journal: Journal, prob: Problem, plan: Plan) -> None:
+def _check_space(out: Path, journal: Journal, source: SteadySource | TrajectorySource, plan: Plan) -> None:
     """Raise ``OutputError(ENOSPC)`` if the disk cannot hold the new file.
 
     From a lower bound of its size (the valid rows, and the stored mesh at 128 KiB plus
@@ -109,9 +109,8 @@ def _check_space(out: Path, journal: Journal, prob: Problem, plan: Plan) -> None
     writes the mesh.  PETSc's HDF5 viewer cannot be closed on a full disk (its file then
     stays open until HDF5's exit handler, which runs after MPI is finalised and aborts).
     """
-    shapes = [dof_shape(V) for V in (*prob.input_spaces.values(), prob.output_space)]
-    row = sum(8 * int(np.prod(s)) for s in shapes) + DIGEST_SIZE * len(shapes) + 9
-    start, end = prob.mesh.topology_dm.getChart()
+    row = source.row_bytes() + DIGEST_SIZE * (len(source.input_names) + 1) + 9
+    start, end = source.mesh.topology_dm.getChart()
     needed = kept_samples(journal, plan) * row + (128 << 10) + 80 * (end - start)
     free = shutil.disk_usage(journal.path).free
     if free < needed:
@@ -126,9 +125,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _write_merged(tmp: Path, journal: Journal, prob: Problem, plan: Plan, provenance: dict[str, Any]) -> int:
+def _write_merged(tmp: Path, journal: Journal, source: SteadySource | TrajectorySource, plan: Plan,
+                  provenance: dict[str, Any]) -> int:
     """Write the previous file's and the journal's samples into the new file ``tmp``; return #done."""
-    writer = create_dataset_file(tmp, prob.mesh, prob.input_spaces, prob.output_space, provenance, plan.n_total)
+    writer = source.create(tmp, provenance, plan.n_total)
     try:
         if plan.previous is not None:
             writer.copy_from(plan.previous)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,25 +47,29 @@ class Plan:
     missing
         Indices of the samples to solve, increasing.
     previous
-        The existing output file whose samples are kept, or ``None``.
+        The existing output file whose samples are kept (an :class:`FEFile`, or a
+        :class:`~fe_operators.data.trajectories.TrajectoryFile`), or ``None``.
     nothing_to_do
         The existing file is complete and large enough.
     """
 
     n_total: int
     missing: np.ndarray
-    previous: FEFile | None
+    previous: Any
     nothing_to_do: bool
 
 
 def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: int, overwrite: bool,
-             shapes: tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]]) -> Plan:
+             shapes: tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]],
+             open_file: Callable[[Path], Any] = FEFile) -> Plan:
     """Lock the journal, inspect the existing file and journal, decide which samples are missing.
 
     The journal stays locked when this returns (released by :meth:`Journal.remove` or
     :meth:`Journal.unlock`); on an error it is unlocked.  ``shapes`` (input name -> DOF
     shape of one sample, and the output's) are what the journal's chunks must hold
-    (:meth:`Journal.check_parts`).
+    (:meth:`Journal.check_parts`).  ``open_file`` reads an existing output file of the
+    run's kind (:class:`FEFile`, or :class:`~fe_operators.data.trajectories.TrajectoryFile`
+    for trajectories).
 
     Raises
     ------
@@ -86,19 +90,20 @@ def plan_run(out: Path, journal: Journal, settings: dict[str, Any], n_samples: i
     except OSError as exc:
         raise OutputError(f"cannot write next to {out}: {exc}") from exc
     try:
-        return _plan_locked(out, journal, settings, n_samples, overwrite, shapes)
+        return _plan_locked(out, journal, settings, n_samples, overwrite, shapes, open_file)
     except BaseException:
         journal.unlock()
         raise
 
 
 def _plan_locked(out: Path, journal: Journal, settings: dict[str, Any], n_samples: int, overwrite: bool,
-                 shapes: tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]]) -> Plan:
+                 shapes: tuple[Mapping[str, tuple[int, ...]], tuple[int, ...]],
+                 open_file: Callable[[Path], Any]) -> Plan:
     """:func:`plan_run` once the journal is locked."""
     previous = None
     if out.exists():
         try:
-            previous = FEFile(out)
+            previous = open_file(out)
         except DatasetFileError as exc:
             if not overwrite:
                 raise DatasetFileError(

@@ -1,7 +1,8 @@
 """The settings that decide a generation run's samples, and the provenance stored with them.
 
 :func:`run_settings` collects what must agree for two runs to produce the same samples
-(problem, parameters, seed, mesh, DOF numbering, solver options, inputs);
+(problem, parameters, seed, mesh, DOF numbering, solver options, inputs; for trajectories
+also the kind and the time settings);
 :func:`compare_settings` says where a stored file or journal differs from a requested
 run; :func:`versions` records the software stack.
 """
@@ -15,18 +16,18 @@ import platform
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fe_operators.data.h5 import numbering_hash
-
-from fe_operators.data.layout import FORMAT_VERSION, space_key
+from fe_operators.data.layout import FORMAT_VERSION
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fe_operators.data.sources import SteadySource, TrajectorySource
     from fe_operators.problems.base import Problem
+    from fe_operators.problems.timedep import TimeDependentProblem
 
 __all__ = ["COMPARED_SETTINGS", "compare_settings", "jsonable", "normalise_mesh_spec", "run_settings",
            "versions"]
 
 #: settings that must agree to resume or extend a file
-COMPARED_SETTINGS = ("format_version", "problem", "params", "seed", "mesh", "numbering",
+COMPARED_SETTINGS = ("format_version", "kind", "problem", "params", "seed", "mesh", "time", "numbering",
                      "solver_parameters", "inputs")
 
 
@@ -55,25 +56,32 @@ def normalise_mesh_spec(spec: str) -> str:
     return spec
 
 
-def run_settings(name: str, mesh: str, problem: Problem, seed: int) -> dict[str, Any]:
+def run_settings(name: str, mesh: str, problem: Problem | TimeDependentProblem, seed: int,
+                 source: SteadySource | TrajectorySource | None = None) -> dict[str, Any]:
     """The settings of a run that decide its samples (compared when resuming).
 
     ``solver_parameters`` is :attr:`Problem.solver_parameters
     <fe_operators.problems.base.Problem.solver_parameters>`: the PETSc options the
     problem's solver really uses (the family's defaults and Firedrake's included).
+    ``source`` (default: the steady source of ``problem``) adds what its kind needs: the
+    DOF numbering and input names of a steady run; ``kind``, ``time`` (``n_steps``,
+    ``store_every``, ``spinup_steps``, ``dt``), the state space's numbering and the
+    parameter names of a trajectory run (:mod:`~fe_operators.data.sources`).
     """
-    numbering = {space_key(n): numbering_hash(V) for n, V in problem.input_spaces.items()}
-    numbering[space_key(None)] = numbering_hash(problem.output_space)
-    return {
+    if source is None:
+        from fe_operators.data.sources import SteadySource
+
+        source = SteadySource(problem)  # type: ignore[arg-type]
+    settings = {
         "format_version": FORMAT_VERSION,
         "problem": name,
         "params": jsonable(problem.params),
         "seed": int(seed),
         "mesh": normalise_mesh_spec(mesh),
-        "numbering": numbering,
         "solver_parameters": jsonable(problem.solver_parameters),
-        "inputs": list(problem.input_spaces),
     }
+    settings.update(jsonable(source.settings()))
+    return settings
 
 
 def compare_settings(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

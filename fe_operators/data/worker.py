@@ -20,9 +20,9 @@ from fe_operators.data.disk import no_space
 from fe_operators.data.journal import Journal
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fe_operators.problems.base import Problem
+    from fe_operators.data.sources import SteadySource, TrajectorySource
 
-__all__ = ["Worker", "dof_shape", "failure_message"]
+__all__ = ["Worker", "failure_message"]
 
 
 class _Buffer:
@@ -58,17 +58,6 @@ class _Buffer:
         self.clear()
 
 
-def dof_shape(V: Any) -> tuple[int, ...]:
-    """The DOF-tensor shape of one sample on space ``V``: ``(n_nodes,)`` or ``(n_nodes, ncomp)``."""
-    n = int(V.dof_dset.size)
-    return (n,) if V.value_shape == () else (n, int(V.block_size))
-
-
-def _dofs(f: Any) -> np.ndarray:
-    """A copy of ``f``'s DOFs in the DOF-tensor layout (:func:`dof_shape`)."""
-    return np.array(f.dat.data_ro, dtype=np.float64).reshape(dof_shape(f.function_space()))
-
-
 def failure_message(exc: BaseException) -> str:
     """One line saying why a sample failed (PETSc's reason, named, for solver failures)."""
     from firedrake.exceptions import ConvergenceError
@@ -90,8 +79,9 @@ class Worker:
 
     Parameters
     ----------
-    prob
-        This rank's problem (its own mesh copy and solver).
+    source
+        This rank's source of samples (:mod:`~fe_operators.data.sources`: its problem on
+        its own mesh copy, with its solver): steady samples or trajectories.
     seed
         Dataset seed.
     journal
@@ -112,12 +102,12 @@ class Worker:
         Samples this rank solved.
     """
 
-    def __init__(self, prob: Problem, seed: int, journal: Journal, comm: Any) -> None:
-        self.prob = prob
+    def __init__(self, source: SteadySource | TrajectorySource, seed: int, journal: Journal, comm: Any) -> None:
+        self.source = source
         self.seed = int(seed)
         self.journal = journal
         self.comm = comm
-        self.names = list(prob.input_spaces)
+        self.names = list(source.input_names)
         self.buffer = _Buffer(self.names)
         self.failure: tuple[int, str] | None = None
         self.failure_exc: BaseException | None = None
@@ -134,12 +124,10 @@ class Worker:
             self.write_error = (path, exc.strerror or str(exc), no_space(exc))
 
     def solve_one(self, index: int) -> None:
-        """Sample and solve ``index``; buffer it, or record the failure."""
+        """Sample and solve ``index`` (a steady sample or a trajectory); buffer it, or record the failure."""
         t0 = time.perf_counter()
         try:
-            inputs, u = self.prob.sample(self.seed, index)
-            arrays = {n: _dofs(inputs[n]) for n in self.names}
-            u_arr = _dofs(u)
+            arrays, u_arr = self.source.solve(self.seed, index)
             if not np.isfinite(u_arr).all():
                 raise FloatingPointError("the solution has non-finite values (NaN or inf)")
         except Exception as exc:  # noqa: BLE001 - every failure stops the run, with its reason

@@ -120,6 +120,7 @@ from mpi4py import MPI
 from fe_operators.errors import SolveError, UnsupportedSpaceError
 from fe_operators.fem.bcs import check_markers
 from fe_operators.problems._common import json_markers
+from fe_operators.problems.registry import register_problem
 from fe_operators.problems.timedep import TimeDependentProblem
 
 __all__ = ["DEFAULT_SOLVER_PARAMETERS", "NavierStokesCylinder", "STEADY_SOLVER_PARAMETERS"]
@@ -156,6 +157,7 @@ STEADY_SOLVER_PARAMETERS: dict[str, Any] = {
 Markers = int | Sequence[int]
 
 
+@register_problem("navier_stokes")
 class NavierStokesCylinder(TimeDependentProblem):
     """Flow past a cylinder in a channel; the parameter is the Reynolds number ``Re``.
 

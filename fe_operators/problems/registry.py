@@ -7,6 +7,11 @@ before building anything, so that a bad value is reported by name and expected t
 (``length_scale: expected a number (float), got 'abc'``) rather than by a traceback
 from deep inside the constructor.
 
+Steady families (:class:`~fe_operators.problems.base.Problem`) and time-dependent ones
+(:class:`~fe_operators.problems.timedep.TimeDependentProblem`) share the registry: both
+register with :func:`register_problem`, are named the same way and are rebuilt from a
+file's description the same way; :func:`is_time_dependent` tells them apart.
+
 A name the user gives (``fe-operators generate my_problems:Mine``) is imported as given.
 A name read from a file is data: :func:`stored_problem_class` builds a registered family
 from :data:`FAMILIES`, and imports a ``module:Class`` only when the user named the same
@@ -28,29 +33,45 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from fe_operators.errors import ConfigError, DatasetFileError, UsageError
 from fe_operators.problems.base import Problem
+from fe_operators.problems.timedep import TimeDependentProblem
 from fe_operators.quoting import clip, short
 
 if TYPE_CHECKING:  # pragma: no cover
     import firedrake as fd
 
-__all__ = ["FAMILIES", "check_params", "get_problem", "load_problem", "problem_class", "problem_reference",
-           "register_problem", "resolve_problem", "stored_problem_class", "user_problem"]
+__all__ = ["FAMILIES", "FAMILY_BASES", "check_params", "get_problem", "is_time_dependent", "load_problem",
+           "problem_class", "problem_reference", "register_problem", "resolve_problem", "stored_problem_class",
+           "user_problem"]
+
+#: the classes a family can be: steady or time-dependent
+FAMILY_BASES: tuple[type, ...] = (Problem, TimeDependentProblem)
 
 #: a problem as a user names it: a family name, ``"module:Class"``, or the class itself
-ProblemChoice = Union[str, "type[Problem]"]
+ProblemChoice = Union[str, "type[Problem]", "type[TimeDependentProblem]"]
 
 #: family name -> its class's "module:Class", filled by :func:`register_problem` (the six
 #: families of this package register when :mod:`fe_operators.problems` is imported)
 FAMILIES: dict[str, str] = {}
 
 #: family name -> its class
-_CLASSES: dict[str, type[Problem]] = {}
+_CLASSES: dict[str, type[Problem] | type[TimeDependentProblem]] = {}
 
-_P = TypeVar("_P", bound="type[Problem]")
+_P = TypeVar("_P", bound="type[Problem] | type[TimeDependentProblem]")
+
+
+def _is_family_class(cls: Any) -> bool:
+    """Whether ``cls`` is a Problem or TimeDependentProblem subclass."""
+    return isinstance(cls, type) and issubclass(cls, FAMILY_BASES)
+
+
+def is_time_dependent(problem: Any) -> bool:
+    """Whether a problem (class or instance) is a :class:`TimeDependentProblem`."""
+    cls = problem if isinstance(problem, type) else type(problem)
+    return issubclass(cls, TimeDependentProblem)
 
 
 def register_problem(name: str) -> Callable[[_P], _P]:
-    """Class decorator: register a Problem subclass as the family ``name``.
+    """Class decorator: register a Problem or TimeDependentProblem subclass as the family ``name``.
 
     The family is then known by name everywhere a family is (``fe-operators generate
     NAME``, :func:`get_problem`, :func:`load_problem`), and a dataset that records it is
@@ -63,20 +84,28 @@ def register_problem(name: str) -> Callable[[_P], _P]:
     ... class ReactionProblem(Problem):
     ...     ...
 
+    A time-dependent family registers the same way, and is then generated as
+    trajectories (``fe-operators generate heat --steps 100 ...``):
+
+    >>> @register_problem("heat")                            # doctest: +SKIP
+    ... class HeatEquation(TimeDependentProblem):
+    ...     ...
+
     Raises
     ------
     ValueError
         ``name`` is empty or holds a ``:`` (the mark of a ``module:Class`` path), or is
         the name of another registered class.
     TypeError
-        The decorated object is not a Problem subclass.
+        The decorated object is not a Problem or TimeDependentProblem subclass.
     """
     if not isinstance(name, str) or not name.strip() or ":" in name:
         raise ValueError(f"expected a family name without ':' (e.g. 'darcy'), got {short(name)}")
 
     def register(cls: _P) -> _P:
-        if not (isinstance(cls, type) and issubclass(cls, Problem)):
-            raise TypeError(f"@register_problem({name!r}) decorates Problem subclasses, got {short(cls)}")
+        if not _is_family_class(cls):
+            raise TypeError(f"@register_problem({name!r}) decorates Problem or TimeDependentProblem subclasses, "
+                            f"got {short(cls)}")
         ref = problem_reference(cls)
         if FAMILIES.get(name, ref) != ref:
             raise ValueError(f"problem family {name!r} is registered already, by {FAMILIES[name]}; choose "
@@ -89,8 +118,8 @@ def register_problem(name: str) -> Callable[[_P], _P]:
     return register
 
 
-def problem_class(name: str) -> type[Problem]:
-    """The Problem subclass of family ``name``.
+def problem_class(name: str) -> type[Problem] | type[TimeDependentProblem]:
+    """The Problem (or TimeDependentProblem) subclass of family ``name``.
 
     Raises
     ------
@@ -102,13 +131,13 @@ def problem_class(name: str) -> type[Problem]:
     return _CLASSES[name]
 
 
-def get_problem(name: str, mesh: fd.MeshGeometry, **params: Any) -> Problem:
+def get_problem(name: str, mesh: fd.MeshGeometry, **params: Any) -> Problem | TimeDependentProblem:
     """Build the problem family ``name`` on ``mesh`` with family parameters ``params``."""
     return problem_class(name)(mesh, **params)
 
 
-def resolve_problem(name: ProblemChoice) -> type[Problem]:
-    """The Problem class of a registry name (``"darcy"``) or an import path (``"pkg.mod:Class"``).
+def resolve_problem(name: ProblemChoice) -> type[Problem] | type[TimeDependentProblem]:
+    """The Problem (or TimeDependentProblem) class of a registry name (``"darcy"``) or an import path (``"pkg.mod:Class"``).
 
     Only for names a user gives: an import path is imported.  A name read from a file
     goes through :func:`stored_problem_class`.  A class is returned as it is (checked).
@@ -116,11 +145,12 @@ def resolve_problem(name: ProblemChoice) -> type[Problem]:
     Raises
     ------
     ValueError
-        Unknown family, or an import path (or class) that does not name a Problem subclass.
+        Unknown family, or an import path (or class) that does not name a Problem or
+        TimeDependentProblem subclass.
     """
     if isinstance(name, type):
-        if not issubclass(name, Problem):
-            raise ValueError(f"expected a Problem subclass, got {name!r}")
+        if not _is_family_class(name):
+            raise ValueError(f"expected a Problem or TimeDependentProblem subclass, got {name!r}")
         return name
     if ":" in name and name not in FAMILIES:
         module, _, attr = name.partition(":")
@@ -128,8 +158,8 @@ def resolve_problem(name: ProblemChoice) -> type[Problem]:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"cannot import problem class {name!r}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, Problem)):
-            raise ValueError(f"expected {name!r} to name a Problem subclass, got {cls!r}")
+        if not _is_family_class(cls):
+            raise ValueError(f"expected {name!r} to name a Problem or TimeDependentProblem subclass, got {cls!r}")
         return cls
     return problem_class(name)
 
@@ -170,7 +200,8 @@ def user_problem(problem: ProblemChoice | None) -> Iterator[None]:
         _USER_PROBLEM.reset(token)
 
 
-def stored_problem_class(stored: Any, given: ProblemChoice | None = None, *, source: str = "the file") -> type[Problem]:
+def stored_problem_class(stored: Any, given: ProblemChoice | None = None, *,
+                         source: str = "the file") -> type[Problem] | type[TimeDependentProblem]:
     """The Problem class of a problem name read from a file, imported only if the user named it.
 
     A registered family (its name, or its ``module:Class`` in :data:`FAMILIES`) is built
@@ -263,7 +294,7 @@ def _expected(annotation: Any) -> tuple[list[Any], list[str]] | None:
     return checks, words
 
 
-def check_params(cls: type[Problem], params: Mapping[str, Any], name: str | None = None) -> None:
+def check_params(cls: type[Problem] | type[TimeDependentProblem], params: Mapping[str, Any], name: str | None = None) -> None:
     """Check ``params`` against the signature of ``cls.__init__`` before building anything.
 
     Unknown parameter names are refused (unless the constructor takes ``**kwargs``), and
@@ -310,7 +341,8 @@ def check_params(cls: type[Problem], params: Mapping[str, Any], name: str | None
                                    f"got {type(value).__name__} {value!r}")
 
 
-def load_problem(name: ProblemChoice, mesh: str, params: Mapping[str, Any], comm: Any = None) -> Problem:
+def load_problem(name: ProblemChoice, mesh: str, params: Mapping[str, Any],
+                 comm: Any = None) -> Problem | TimeDependentProblem:
     """Build problem ``name`` with ``params`` on the mesh ``mesh`` (a spec for ``load_mesh``).
 
     Parameters
