@@ -10,9 +10,10 @@ import firedrake as fd
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.fem import interpolation_matrix, prolongation_matrix
 from fe_operators.io import load_mesh
-from fe_operators.models import SPON, MultigridCycle
+from fe_operators.models import SPON
+from fe_operators.multigrid.cycle import MultigridCycle
 from fe_operators.models.build import context_from_spaces, hierarchy_context, spon_for_problem
-from fe_operators.models.layers.vcycle import cycle_levels
+from fe_operators.multigrid.cycle import cycle_levels
 from fe_operators.problems import get_problem
 
 
@@ -173,7 +174,7 @@ def test_coefficient_stiffness_map_is_firedrakes_assembly():
 
 def test_coefficient_operators_make_a_convergent_cycle_for_variable_diffusion(squares):
     """Ã = D⁻¹K_a (the input's own stiffness), damped Jacobi: a multigrid solver of -div(a grad u)."""
-    from fe_operators.models.layers.vcycle import coefficient_values
+    from fe_operators.multigrid.cycle import coefficient_values
 
     V, bc, H = squares[4]
     x = fd.SpatialCoordinate(V.mesh())

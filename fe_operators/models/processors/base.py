@@ -66,7 +66,7 @@ class Processor(torch.nn.Module, abc.ABC):
         Whether the weights run on other meshes of the domain (given their context).
     needs_hierarchy
         Whether the mesh context must carry a mesh hierarchy
-        (:class:`~fe_operators.models.context.HierarchyContext`).
+        (:class:`~fe_operators.multigrid.hierarchy.Hierarchy`).
 
     The contract SPON relies on: :meth:`for_context` builds the processor for a mesh
     context; :attr:`config` holds JSON-able constructor arguments so that

@@ -4,7 +4,7 @@ Each layer is the MgNO paper's
 
 .. math:: v \leftarrow \sigma\big(W_{Mg}(v)\,W_{out} + v\,W_0 + b(x)\big)
 
-with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.models.layers.vcycle.MultigridCycle`:
+with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.multigrid.cycle.MultigridCycle`:
 learned combinations of per-level FE operators, exact FE transfers, no nonlinearity
 inside), a pointwise channel map :math:`W_0`, and a bias computed from the node
 coordinates by a small MLP (a learned FE function would tie the model to one mesh).
@@ -19,7 +19,7 @@ hierarchy's ``to_finest`` / ``from_finest`` maps carry the channels there and ba
 Transfer across hierarchies of the domain: the model records its coarsest level's mesh
 size ``coarsest_h``; on another hierarchy the cycle starts at the level whose size is
 closest to it, and levels finer than the trained ones reuse the finest trained weights
-(:mod:`~fe_operators.models.layers.vcycle` explains why the output then changes only by
+(:mod:`~fe_operators.multigrid.cycle` explains why the output then changes only by
 discretisation error).
 """
 
@@ -32,13 +32,14 @@ from typing import Any, Literal, Union
 import torch
 
 from fe_operators.errors import ConfigError, SpaceMismatchError
-from fe_operators.models.context import HierarchyContext, MeshContext
+from fe_operators.models.context import MeshContext
 from fe_operators.models.layers.graph_ops import normalized_coordinates
 from fe_operators.models.layers.mlp import MLP
-from fe_operators.models.layers.vcycle import (
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
+from fe_operators.multigrid.cycle import (
     CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels, match_level,
 )
-from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
+from fe_operators.multigrid.hierarchy import Hierarchy
 from fe_operators.options import non_negative, option, optional, positive
 from fe_operators.sparse.spmm import spmm
 
@@ -149,7 +150,7 @@ class MultigridProcessor(Processor):
         self.coefficient_scale = torch.nn.Parameter(torch.ones(m))
         self.coefficient_shift = torch.nn.Parameter(torch.ones(m))
         # per-context derived tensors (levels, scales), made on first use
-        self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
+        self._cache: "weakref.WeakKeyDictionary[Hierarchy, dict]" = weakref.WeakKeyDictionary()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -199,7 +200,7 @@ class MultigridProcessor(Processor):
         return {"hierarchy": True, "coarsest_nodes": int(options["coarsest_nodes"]), "levels": "auto"}
 
     # ------------------------------------------------------------------ context
-    def start_level(self, hierarchy: HierarchyContext) -> int:
+    def start_level(self, hierarchy: Hierarchy) -> int:
         """Index of the level of ``hierarchy`` that plays the model's coarsest level.
 
         Raises
@@ -222,7 +223,7 @@ class MultigridProcessor(Processor):
             raise SpaceMismatchError(f"expected {self.n_operators} FE operators per level, the context has {k}")
         self.start_level(context.hierarchy)
 
-    def cycle_levels(self, hierarchy: HierarchyContext, dtype: torch.dtype) -> list[CycleLevel]:
+    def cycle_levels(self, hierarchy: Hierarchy, dtype: torch.dtype) -> list[CycleLevel]:
         """The cycle's per-level data for ``hierarchy`` (cached per hierarchy and dtype)."""
         per = self._cache.setdefault(hierarchy, {})
         if None not in per:

@@ -5,8 +5,8 @@ V-cycle for :math:`A u = f` whose operators are learned 3×3 convolutions.  On f
 elements (docs/design.md §4.3) every convolution becomes a learned combination of fixed FE
 operators assembled on each level, and the transfers are the exact FE prolongation and
 its adjoint.  With ``C`` channels, level ``l``'s operators ``Φ_k`` (mass, first-order
-``∫∂_aφ_jφ_i``, stiffness ``∫∂_aφ_j∂_bφ_i``; :class:`~fe_operators.models.context.
-LevelContext`) and the diagonal ``D`` of the level's Laplacian stiffness matrix:
+``∫∂_aφ_jφ_i``, stiffness ``∫∂_aφ_j∂_bφ_i``; a
+:class:`~fe_operators.multigrid.hierarchy.Level`) and the diagonal ``D`` of the level's Laplacian stiffness matrix:
 
 .. math::
 
@@ -51,7 +51,9 @@ import math
 
 import torch
 
-from fe_operators.models.context import HierarchyContext, LevelContext
+from fe_operators.multigrid.hierarchy import (
+    Hierarchy, Level, block_diagonals, block_row_sums, block_rows, side_by_side,
+)
 from fe_operators.sparse.maps import SparseMap, row_indices
 from fe_operators.sparse.spmm import spmm
 
@@ -85,7 +87,7 @@ class CycleLevel:
         ``(K,)``: the Laplacian as a combination of the blocks.
     coefficient_map
         ``(nnz, n)``: nodal coefficient -> values of its stiffness matrix on the block
-        pattern (see :class:`~fe_operators.models.context.LevelContext`), or None.
+        pattern (see :class:`~fe_operators.multigrid.hierarchy.Level`), or None.
     pattern_rows, pattern_cols
         ``(nnz,)`` int64: the block pattern's entries (for applying coefficient operators).
     diagonal
@@ -115,39 +117,7 @@ class CycleLevel:
         return int(self.d.shape[0])
 
 
-def _block_diagonals(ops: SparseMap, n: int) -> torch.Tensor:
-    """``(K, n)``: the diagonal of every ``(n, n)`` block of a row-stacked operator."""
-    k = ops.n_rows // n
-    rows = row_indices(ops.crow)
-    on_diag = ops.col == rows % n
-    out = torch.zeros(k * n, dtype=ops.values.dtype, device=ops.device)
-    out.index_add_(0, rows[on_diag], ops.values[on_diag])
-    return out.reshape(k, n)
-
-
-def _rows(ops: SparseMap, start: int, stop: int) -> SparseMap:
-    """Rows ``start:stop`` of a CSR map."""
-    lo, hi = int(ops.crow[start]), int(ops.crow[stop])
-    return SparseMap(ops.crow[start:stop + 1] - lo, ops.col[lo:hi], ops.values[lo:hi], ops.n_cols)
-
-
-def _side_by_side(ops: SparseMap, scale: torch.Tensor) -> SparseMap:
-    """``diag(scale) @ ops`` of a row-stacked ``(K n, n)`` operator, laid out side by side.
-
-    Returns the ``(n, n K)`` map whose column ``j K + k`` is column ``j`` of block ``k``.
-    """
-    n = ops.n_cols
-    k = ops.n_rows // n
-    rows = row_indices(ops.crow)
-    block, row = rows // n, rows % n
-    col = ops.col * k + block
-    order = torch.argsort(row * (n * k) + col, stable=True)
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=ops.device)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    return SparseMap(crow, col[order], (ops.values * scale[rows])[order], n * k)
-
-
-def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[CycleLevel]:
+def cycle_levels(hierarchy: Hierarchy, start: int, h0: float) -> list[CycleLevel]:
     """The :class:`CycleLevel` s of ``hierarchy.levels[start:]`` (coarsest first), float64.
 
     Parameters
@@ -161,9 +131,9 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
     """
     out = []
     for i in range(start, hierarchy.n_levels):
-        lv: LevelContext = hierarchy.levels[i]
+        lv: Level = hierarchy.levels[i]
         n = lv.n_nodes
-        diags = _block_diagonals(lv.operators, n)
+        diags = block_diagonals(lv.operators, n)
         orders = lv.operator_orders
         mass_k = int(torch.nonzero(orders == 0)[0, 0])
         m = diags[mass_k]
@@ -175,12 +145,12 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
         P = hierarchy.prolongations[i - 1] if i > start else None
         nnz = int(lv.operators.crow[n])
         out.append(CycleLevel(
-            a_operators=_side_by_side(lv.operators, a_scale.reshape(-1)),
-            s_operators=_side_by_side(lv.operators, s_scale.reshape(-1)),
+            a_operators=side_by_side(lv.operators, a_scale.reshape(-1)),
+            s_operators=side_by_side(lv.operators, s_scale.reshape(-1)),
             d=d[:, None, None],
             d_inv=(1.0 / d)[:, None, None],
             keep=(~lv.boundary).to(d)[:, None, None],
-            mass=_rows(lv.operators, mass_k * n, (mass_k + 1) * n),
+            mass=block_rows(lv.operators, mass_k * n, (mass_k + 1) * n),
             prolong=P,
             restrict=None if P is None else P.transpose(),
             laplacian=lv.laplacian,
@@ -188,7 +158,7 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
             pattern_rows=row_indices(lv.operators.crow[:n + 1]),
             pattern_cols=lv.operators.col[:nnz],
             diagonal=_diagonal_positions(lv.operators.crow[:n + 1], lv.operators.col[:nnz]),
-            mass_diag=_block_row_sums(lv.operators, mass_k, n),
+            mass_diag=block_row_sums(lv.operators, mass_k, n),
         ))
     return out
 
@@ -200,13 +170,6 @@ def _diagonal_positions(crow: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     if pos.numel() != crow.numel() - 1:
         raise ValueError("the level's operator pattern lacks diagonal entries")
     return pos
-
-
-def _block_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
-    """Row sums of block ``k`` of a row-stacked operator."""
-    block = _rows(ops, k * n, (k + 1) * n)
-    sums = torch.zeros(n, dtype=ops.values.dtype, device=ops.device)
-    return sums.index_add_(0, row_indices(block.crow), block.values)
 
 
 def cast_levels(levels: list[CycleLevel], dtype: torch.dtype) -> list[CycleLevel]:
