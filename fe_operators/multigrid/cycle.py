@@ -433,6 +433,59 @@ class MultigridCycle(torch.nn.Module):
         out = us[-1]
         return torch.zeros_like(f) if out is None else out
 
+    def cost_per_level(self, levels: list[CycleLevel], *, dual: bool = False,
+                       coefficients: bool = False) -> list[int]:
+        """Multiply-adds of one :meth:`forward` for one sample, per level (coarsest first).
+
+        What counts: sparse products (one per stored entry and channel), channel mixings
+        (``n C_in C_out``), per-channel weights of ``"separable"`` mixing (``n K C``);
+        masks and diagonal scalings do not.  Transfers (``P_lᵀ``, ``P_l`` and their
+        mixings) count on the finer level ``l``.  ``coefficients``: the forward gets
+        coefficient operators (on the levels that have a coefficient map).
+        """
+        c, k, full = self.channels, self.n_operators, self.mixing == "full"
+
+        def mix(n: int) -> int:
+            return n * c * c if full else n * c
+
+        def blocks(lv: CycleLevel) -> int:  # Σ_k Φ_k u W_k: the K operators side by side, and the weights
+            return lv.a_operators.values.numel() * c + lv.n_nodes * (k * c * c if full else k * c)
+
+        def with_coefficients(lv: CycleLevel) -> tuple[int, int]:  # (mixings, products) of Σ_c K_{x_c} u W^c
+            m = self.n_coefficients if coefficients and lv.coefficient_map is not None else 0
+            return m * mix(lv.n_nodes), m * lv.pattern_rows.numel() * c
+
+        def operator(lv: CycleLevel) -> int:
+            mixes, products = with_coefficients(lv)
+            return blocks(lv) + mixes + products + (0 if full else lv.n_nodes * c * c)
+
+        def smooth(lv: CycleLevel, first: bool) -> int:
+            return ((0 if first else operator(lv)) + blocks(lv) + mix(lv.n_nodes) + with_coefficients(lv)[0]
+                    + (0 if full else lv.n_nodes * c * c))
+
+        n_used = len(levels)
+        macs = [0] * n_used
+        has = [False] * n_used  # whether u_l is non-zero (a smoothing step or a correction reached it)
+        if not dual:
+            macs[-1] += levels[-1].mass.values.numel() * c
+        for j in reversed(range(n_used)):
+            lv = levels[j]
+            steps = self.coarsest if j == 0 else self.pre
+            macs[j] += sum(smooth(lv, first=s == 0) for s in range(steps))
+            has[j] = steps > 0
+            if j > 0:
+                macs[j] += (operator(lv) if has[j] else 0) + lv.restrict.values.numel() * c
+                macs[j] += levels[j - 1].n_nodes * c * c if j < self.n_levels else 0
+        for j in range(1, n_used):
+            lv = levels[j]
+            if has[j - 1]:
+                macs[j] += lv.prolong.values.numel() * c + (lv.n_nodes * c * c if j < self.n_levels else 0)
+                has[j] = True
+            for _ in range(self.post):
+                macs[j] += smooth(lv, first=not has[j])
+                has[j] = True
+        return macs
+
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, operators={self.n_operators}, levels={self.n_levels}, "
                 f"smoothing=({self.pre}, coarsest {self.coarsest}, post {self.post}), mixing={self.mixing!r}, "

@@ -266,5 +266,51 @@ class MultigridProcessor(Processor):
             y = spmm(hier.from_finest, y.reshape(y.shape[0], -1)).reshape(n, batch, self.out_ncomp)
         return y.transpose(0, 1).reshape(batch, n * self.out_ncomp).index_select(1, context.free)
 
+    # ------------------------------------------------------------------ cost
+    def cost_per_level(self, context: MeshContext | Hierarchy) -> list[dict[str, Any]]:
+        """Multiply-adds of one sample's forward pass per level, finest first.
+
+        Each entry: ``{"level", "nodes", "width", "macs"}``; ``level`` is the index in the
+        context's hierarchy (coarsest 0).  Every layer's V-cycle counts as
+        :meth:`~fe_operators.multigrid.cycle.MultigridCycle.cost_per_level` says (sparse
+        products one multiply-add per stored entry and channel, channel mixings
+        ``n C_in C_out``); the finest level also carries the lifting, bias and projection
+        MLPs, each layer's two pointwise maps, and the ``to_finest``/``from_finest`` maps;
+        the coefficient channels' operators (``coefficient_operators``) count on their level.
+        """
+        hier = context.hierarchy if isinstance(context, MeshContext) else context
+        start = self.start_level(hier)
+        levels = self.cycle_levels(hier, torch.float64)
+        c, m = self.width, self.in_channels if self.coefficient_operators else 0
+        macs = [0] * len(levels)
+        for cycle in self.cycles:
+            for j, count in enumerate(cycle.cost_per_level(levels, coefficients=m > 0)):
+                macs[j] += count
+        for j, lv in enumerate(levels):  # coefficient operators, and their restrictions (values and weights)
+            if m and lv.coefficient_map is not None:
+                macs[j] += lv.coefficient_map.values.numel() * m
+            if m and j > 0:
+                macs[j] += lv.restrict.values.numel() * (m + 1)
+        n = levels[-1].n_nodes
+        macs[-1] += n * ((self.in_channels + self.gdim) * c + c * c)              # lifting
+        macs[-1] += n * (self.gdim * c + c * self.layers * c)                     # bias
+        macs[-1] += self.layers * 2 * n * c * c                                   # W_out and W_0
+        macs[-1] += n * (c * c + c * self.out_ncomp)                              # projection
+        if hier.to_finest is not None:
+            macs[-1] += hier.to_finest.values.numel() * (c + self.in_channels)
+            macs[-1] += hier.from_finest.values.numel() * self.out_ncomp
+        rows = [{"level": start + j, "nodes": lv.n_nodes, "width": c, "macs": int(macs[j])}
+                for j, lv in enumerate(levels)]
+        return rows[::-1]
+
+    def cost_report(self, context: MeshContext | Hierarchy) -> str:
+        """:meth:`cost_per_level` as lines of text (also the total)."""
+        rows = self.cost_per_level(context)
+        lines = [f"  level {r['level']}: {r['nodes']:>8} nodes, width {r['width']:>3}, "
+                 f"{r['macs'] / 1e6:9.2f} M multiply-adds" for r in rows]
+        total = sum(r["macs"] for r in rows)
+        return "\n".join([f"multigrid processor ({self.layers} V-cycles), multiply-adds per sample by level "
+                          "(finest first):", *lines, f"  total: {total / 1e6:.2f} M"])
+
     def extra_repr(self) -> str:
         return f"coarsest_h={self.coarsest_h:.4g}, levels={self.n_levels}"
