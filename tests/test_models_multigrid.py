@@ -256,7 +256,10 @@ def test_cost_per_level_is_the_hand_count():
             + smooth_first(25, 137)                                       # 1 pre-smoothing step
             + blocks(25, 137) + 41 * c + 9 * c * c                        # residual, P^T, W^R
             + 41 * c + 25 * c * c)                                        # P, W^P
-    fine += 25 * ((2 + 2) * c + c * c) + 25 * (2 * c + c * c) + 2 * 25 * c * c + 25 * (c * c + c * 1)  # MLPs, W_0, W_out
+    fine += (25 * ((2 + 2) * c + c * c)                                  # lifting MLP (2 inputs + 2 coordinates)
+             + 25 * (2 * c + c * c)                                       # bias MLP
+             + 2 * 25 * c * c                                             # W_out, W_0
+             + 25 * (c * c + c * 1))                                      # projection MLP
     assert (coarse, fine) == (744, 6012)
     rows = proc.cost_per_level(model.context)
     assert [(r["level"], r["nodes"], r["macs"]) for r in rows] == [(1, 25, fine), (0, 9, coarse)]

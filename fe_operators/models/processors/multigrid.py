@@ -35,7 +35,7 @@ from fe_operators.errors import ConfigError, SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.models.layers.graph_ops import normalized_coordinates
 from fe_operators.models.layers.mlp import MLP
-from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, cost_report_text, register_processor
 from fe_operators.multigrid.cycle import (
     CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels, match_level,
 )
@@ -305,12 +305,7 @@ class MultigridProcessor(Processor):
 
     def cost_report(self, context: MeshContext | Hierarchy) -> str:
         """:meth:`cost_per_level` as lines of text (also the total)."""
-        rows = self.cost_per_level(context)
-        lines = [f"  level {r['level']}: {r['nodes']:>8} nodes, width {r['width']:>3}, "
-                 f"{r['macs'] / 1e6:9.2f} M multiply-adds" for r in rows]
-        total = sum(r["macs"] for r in rows)
-        return "\n".join([f"multigrid processor ({self.layers} V-cycles), multiply-adds per sample by level "
-                          "(finest first):", *lines, f"  total: {total / 1e6:.2f} M"])
+        return cost_report_text(f"multigrid processor ({self.layers} V-cycles)", self.cost_per_level(context))
 
     def extra_repr(self) -> str:
         return f"coarsest_h={self.coarsest_h:.4g}, levels={self.n_levels}"
