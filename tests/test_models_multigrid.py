@@ -265,3 +265,18 @@ def test_cost_per_level_is_the_hand_count():
     assert [(r["level"], r["nodes"], r["macs"]) for r in rows] == [(1, 25, fine), (0, 9, coarse)]
     report = proc.cost_report(model.context)
     assert "level 1:       25 nodes" in report and f"total: {(fine + coarse) / 1e6:.2f} M" in report
+
+
+def test_training_prints_the_cost_report(tmp_path, capsys):
+    """``fe-operators train``'s model builder prints the report of a processor that has one."""
+    from fe_operators.data import FEDataset, generate_dataset
+    from fe_operators.train import config_from_dict
+    from fe_operators.train.model_types import build_model
+
+    path = tmp_path / "p.h5"
+    generate_dataset("poisson", "unitsquare:4", 2, path, seed=1, progress=False)
+    cfg = config_from_dict({"data": {"path": str(path)}, "out": {"dir": str(tmp_path / "run")},
+                            "model": {"type": "spon", "processor": "multigrid", "width": 4, "layers": 1}})
+    model = build_model(cfg.model, FEDataset(path, np.arange(2)))
+    out = capsys.readouterr().out
+    assert model.processor.cost_report(model.context) in out and "multigrid processor (1 V-cycles)" in out
