@@ -121,7 +121,7 @@ def on_common_pattern(mats: Sequence[sp.spmatrix]) -> list[sp.csr_matrix]:
     return out
 
 
-def _numpy(x: np.ndarray | torch.Tensor | None, dtype: type) -> torch.Tensor | None:
+def _tensor(x: np.ndarray | None, dtype: type) -> torch.Tensor | None:
     return None if x is None else torch.from_numpy(np.array(x, dtype=dtype))
 
 
@@ -214,16 +214,16 @@ class Level:
         if laplacian is None:
             laplacian = [1.0 if name in ("K_xx", "K_yy", "K_zz") else 0.0 for name in names]
         if stiffness_diag is None:
-            stiffness_diag = sum(operators[k].diagonal() for k, c in zip(names, laplacian) if c)
+            stiffness_diag = sum(c * operators[k].diagonal() for k, c in zip(names, laplacian) if c)
         stacked = sp.vstack([operators[name] for name in names], format="csr")
         return cls(
             operators=SparseMap.from_scipy(stacked),
-            boundary=_numpy(boundary, bool),
+            boundary=_tensor(boundary, bool),
             operator_orders=torch.tensor(list(orders), dtype=torch.int64),
             laplacian=torch.tensor(list(laplacian), dtype=torch.float64),
-            stiffness_diag=_numpy(stiffness_diag, np.float64),
-            coords=None if coords is None else _numpy(np.ascontiguousarray(coords), np.float64),
-            lumped_mass=_numpy(lumped_mass, np.float64),
+            stiffness_diag=_tensor(stiffness_diag, np.float64),
+            coords=None if coords is None else _tensor(np.ascontiguousarray(coords), np.float64),
+            lumped_mass=_tensor(lumped_mass, np.float64),
             h=h,
             coefficient_map=None if coefficient_stiffness is None else SparseMap.from_scipy(coefficient_stiffness),
         )
