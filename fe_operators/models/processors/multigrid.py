@@ -21,6 +21,12 @@ size ``coarsest_h``; on another hierarchy the cycle starts at the level whose si
 closest to it, and levels finer than the trained ones reuse the finest trained weights
 (:mod:`~fe_operators.multigrid.cycle` explains why the output then changes only by
 discretisation error).
+
+Arithmetic: the model computes in its inputs' dtype (float32 in training); the cycles'
+per-level data are cast once per hierarchy and dtype and cached, the sparse operators
+once by their :class:`~fe_operators.sparse.maps.SparseMap`.  :meth:`MultigridProcessor.cost_per_level`
+counts the multiply-adds of one sample per level and :meth:`~MultigridProcessor.cost_report`
+formats them (``fe-operators train`` prints it).
 """
 
 from __future__ import annotations
