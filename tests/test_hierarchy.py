@@ -1,5 +1,7 @@
 """fem.hierarchy: per-level FE operators and exact transfers of a mesh hierarchy."""
 
+import types
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -9,12 +11,27 @@ from firedrake.mg.utils import get_level
 
 from fe_operators.errors import NoHierarchyError, SpaceMismatchError, UnsupportedSpaceError
 from fe_operators.fem import mass_matrix, restriction_matrix, stiffness_matrix
-from fe_operators.fem.hierarchy import (
-    find_hierarchy,
-    hierarchy_operators,
-    operator_names,
-)
+from fe_operators.fem.hierarchy import find_hierarchy
+from fe_operators.fem.hierarchy import hierarchy_operators as _hierarchy_operators
 from fe_operators.io import load_hierarchy, load_mesh
+from fe_operators.multigrid.hierarchy import operator_names
+
+
+def _numpy_level(lv):
+    """A level's pieces as numpy/scipy, for comparisons with Firedrake's assembly."""
+    return types.SimpleNamespace(
+        coords=lv.coords.numpy(), boundary=lv.boundary.numpy(), lumped_mass=lv.lumped_mass.numpy(),
+        stiffness_diag=lv.stiffness_diag.numpy(), h=lv.h, n_nodes=lv.n_nodes,
+        operators=lv.scipy_operators(), stiffness=lv.stiffness())
+
+
+def hierarchy_operators(*args, **kwargs):
+    """:func:`fe_operators.fem.hierarchy.hierarchy_operators` with numpy/scipy levels and maps."""
+    H = _hierarchy_operators(*args, **kwargs)
+    scipy = lambda M: None if M is None else M.to_scipy()  # noqa: E731
+    return types.SimpleNamespace(levels=[_numpy_level(lv) for lv in H.levels],
+                                 prolongations=[P.to_scipy() for P in H.prolongations],
+                                 to_finest=scipy(H.to_finest), from_finest=scipy(H.from_finest))
 
 
 def rel(a, b):

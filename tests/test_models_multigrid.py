@@ -10,9 +10,10 @@ import firedrake as fd
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.fem import interpolation_matrix, prolongation_matrix
 from fe_operators.io import load_mesh
-from fe_operators.models import SPON, MultigridCycle
+from fe_operators.models import SPON
+from fe_operators.multigrid.cycle import MultigridCycle
 from fe_operators.models.build import context_from_spaces, hierarchy_context, spon_for_problem
-from fe_operators.models.layers.vcycle import cycle_levels
+from fe_operators.multigrid.cycle import cycle_levels
 from fe_operators.problems import get_problem
 
 
@@ -165,15 +166,15 @@ def test_coefficient_stiffness_map_is_firedrakes_assembly():
         x = fd.SpatialCoordinate(V.mesh())
         a = fd.Function(V).interpolate(1 + x[0] ** 2 + fd.sin(3 * x[1]))
         K = assemble_scipy(a * fd.inner(fd.grad(fd.TrialFunction(V)), fd.grad(fd.TestFunction(V))) * fd.dx)
-        pattern = level.operators["mass"]
-        got = sp.csr_matrix((level.coefficient_stiffness @ a.dat.data_ro, pattern.indices, pattern.indptr),
+        pattern = level.scipy_operators()["mass"]
+        got = sp.csr_matrix((level.coefficient_map.to_scipy() @ a.dat.data_ro, pattern.indices, pattern.indptr),
                             shape=K.shape)
         assert abs(got - K).max() <= 1e-13 * abs(K).max()
 
 
 def test_coefficient_operators_make_a_convergent_cycle_for_variable_diffusion(squares):
     """Ã = D⁻¹K_a (the input's own stiffness), damped Jacobi: a multigrid solver of -div(a grad u)."""
-    from fe_operators.models.layers.vcycle import coefficient_values
+    from fe_operators.multigrid.cycle import coefficient_values
 
     V, bc, H = squares[4]
     x = fd.SpatialCoordinate(V.mesh())
@@ -216,3 +217,66 @@ def test_coefficient_operators_make_a_convergent_cycle_for_variable_diffusion(sq
         cycle.set_classical(H.finest.laplacian, omega=1.0 / 3.0)
     blind = rate(None)
     assert with_a < 0.5 and blind > with_a + 0.15, (with_a, blind)
+
+
+@pytest.mark.parametrize("options", [{"width": 6, "layers": 2},
+                                     {"width": 5, "layers": 2, "mixing": "separable", "coefficient_operators": True}])
+def test_float32_forward_equals_float64_forward(options):
+    """Weights cast to float32: the processor computes in float32 (FE operators cast once, cached) and agrees."""
+    import copy
+
+    problem = get_problem("darcy", load_mesh("plate_holes"))
+    torch.manual_seed(0)
+    m64 = spon_for_problem(problem, "multigrid", dtype=torch.float64, **options)
+    m32 = copy.deepcopy(m64).float()
+    h = torch.rand(3, m64.context.n_nodes, m64.processor.in_channels, dtype=torch.float64) + 0.5
+    with torch.no_grad():
+        z64 = m64.processor(h, m64.context)
+        z32 = m32.processor(h.float(), m32.context)
+    assert z32.dtype == torch.float32 and z64.dtype == torch.float64
+    assert float((z32.double() - z64).norm() / z64.norm()) < 1e-5
+    levels = m32.processor.cycle_levels(m32.context.hierarchy, torch.float32)
+    assert levels is m32.processor.cycle_levels(m32.context.hierarchy, torch.float32)  # cast once, cached
+    assert all(lv.d.dtype == lv.keep.dtype == lv.mass_diag.dtype == torch.float32 for lv in levels)
+
+
+def test_cost_per_level_is_the_hand_count():
+    """unitsquare:2/r1, CG1: levels of 9 and 25 nodes, 41 and 137 pattern entries, P with 41 entries."""
+    problem = get_problem("poisson", load_mesh("unitsquare:2/r1"))
+    model = spon_for_problem(problem, "multigrid", width=2, layers=1, coarsest_nodes=0, pre_smoothing=1,
+                             coarsest_smoothing=1, post_smoothing=0)
+    H, proc = model.context.hierarchy, model.processor
+    assert H.sizes == [9, 25] and [int(lv.operators.crow[lv.n_nodes]) for lv in H.levels] == [41, 137]
+    assert H.prolongations[0].values.numel() == 41 and proc.in_channels == 2 and proc.n_operators == 6
+    c, k = 2, 6
+    blocks = lambda n, nnz: k * nnz * c + n * k * c * c  # noqa: E731  Σ_k Φ_k u W_k, full mixing
+    smooth_first = lambda n, nnz: blocks(n, nnz) + n * c * c  # noqa: E731  u = 0: B S̃ f
+    coarse = smooth_first(9, 41)                                          # 1 coarsest smoothing step
+    fine = (137 * c                                                       # M f
+            + smooth_first(25, 137)                                       # 1 pre-smoothing step
+            + blocks(25, 137) + 41 * c + 9 * c * c                        # residual, P^T, W^R
+            + 41 * c + 25 * c * c)                                        # P, W^P
+    fine += (25 * ((2 + 2) * c + c * c)                                  # lifting MLP (2 inputs + 2 coordinates)
+             + 25 * (2 * c + c * c)                                       # bias MLP
+             + 2 * 25 * c * c                                             # W_out, W_0
+             + 25 * (c * c + c * 1))                                      # projection MLP
+    assert (coarse, fine) == (744, 6012)
+    rows = proc.cost_per_level(model.context)
+    assert [(r["level"], r["nodes"], r["macs"]) for r in rows] == [(1, 25, fine), (0, 9, coarse)]
+    report = proc.cost_report(model.context)
+    assert "level 1:       25 nodes" in report and f"total: {(fine + coarse) / 1e6:.2f} M" in report
+
+
+def test_training_prints_the_cost_report(tmp_path, capsys):
+    """``fe-operators train``'s model builder prints the report of a processor that has one."""
+    from fe_operators.data import FEDataset, generate_dataset
+    from fe_operators.train import config_from_dict
+    from fe_operators.train.model_types import build_model
+
+    path = tmp_path / "p.h5"
+    generate_dataset("poisson", "unitsquare:4", 2, path, seed=1, progress=False)
+    cfg = config_from_dict({"data": {"path": str(path)}, "out": {"dir": str(tmp_path / "run")},
+                            "model": {"type": "spon", "processor": "multigrid", "width": 4, "layers": 1}})
+    model = build_model(cfg.model, FEDataset(path, np.arange(2)))
+    out = capsys.readouterr().out
+    assert model.processor.cost_report(model.context) in out and "multigrid processor (1 V-cycles)" in out

@@ -9,8 +9,9 @@ import yaml
 
 from fe_operators.errors import ConfigError
 from fe_operators.models import (
-    PROCESSORS, SPON, HierarchyContext, LevelContext, MeshContext, Processor, register_processor,
+    PROCESSORS, SPON, MeshContext, Processor, register_processor,
 )
+from fe_operators.multigrid.hierarchy import Hierarchy, Level
 from fe_operators.options import option, positive
 from fe_operators.sparse import SparseMap
 from fe_operators.train import config_from_dict, default_config_yaml
@@ -36,13 +37,13 @@ def _context(n: int = 5, hierarchy: bool = False) -> MeshContext:
     if hierarchy:
         def level(m):
             ops = SparseMap(torch.arange(2 * m + 1), torch.arange(m).repeat(2), torch.ones(2 * m, dtype=torch.float64), m)
-            return LevelContext(torch.linspace(0, 1, m, dtype=torch.float64)[:, None], ops,
-                                torch.tensor([0, 2]), torch.tensor([0.0, 1.0], dtype=torch.float64),
-                                torch.ones(m, dtype=torch.float64), torch.ones(m, dtype=torch.float64),
-                                torch.zeros(m, dtype=torch.bool), 1.0 / (m - 1))
+            return Level(ops, torch.zeros(m, dtype=torch.bool), torch.tensor([0, 2]),
+                         torch.tensor([0.0, 1.0], dtype=torch.float64), torch.ones(m, dtype=torch.float64),
+                         coords=torch.linspace(0, 1, m, dtype=torch.float64)[:, None],
+                         lumped_mass=torch.ones(m, dtype=torch.float64), h=1.0 / (m - 1))
         m = (n + 1) // 2
         P = SparseMap.from_scipy(__import__("scipy.sparse").sparse.random(n, m, density=0.5, random_state=0))
-        hier = HierarchyContext((level(m), level(n)), (P,))
+        hier = Hierarchy((level(m), level(n)), (P,))
     return MeshContext(coords, edge_index, edge_attr, indptr, mask, torch.zeros(n, 1, dtype=torch.float64),
                        torch.arange(1, n - 1), (None, eye), hier)
 

@@ -10,7 +10,7 @@ import torch
 from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.models.build import hierarchy_context
 from fe_operators.sparse.maps import SparseMap
-from fe_operators.models.layers.vcycle import cycle_levels
+from fe_operators.multigrid.cycle import cycle_levels
 from fe_operators.precond.data import decoupled_rows, lanczos_ritz, training_rhs
 from fe_operators.precond.dcdm import DCDMNet, dcdm_loss
 from precond_helpers import family, make_solver, true_residual

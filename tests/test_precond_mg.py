@@ -15,9 +15,10 @@ from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.fem.transfer import level_prolongations
 from fe_operators.errors import ModelNotGivenError
 from fe_operators.precond.features import FEATURE_NAMES, csr_row_features, petsc_row_features
-from fe_operators.precond.mg import GalerkinHierarchy, scipy_galerkin_hierarchy, setup_learned_mg
+from fe_operators.multigrid.galerkin import galerkin_hierarchy
+from fe_operators.precond.mg import GalerkinHierarchy, setup_learned_mg
 from fe_operators.precond.smoother import SmootherNet, smoother_multipliers
-from fe_operators.precond.vcycle import level_multipliers, torch_hierarchy, vcycle
+from fe_operators.precond.vcycle import level_multipliers, vcycle
 from precond_helpers import CG, NEURAL_MG, family, lanczos, make_solver, trained_smoother, true_residual  # noqa: F401
 
 
@@ -79,25 +80,25 @@ def test_galerkin_operators_and_cycle_agree_with_the_torch_training_cycle(operat
     fam, _, A = operator
     Ps = level_prolongations(fam.V)
     gh = GalerkinHierarchy(A, Ps)
-    sh = scipy_galerkin_hierarchy(petsc_to_scipy(A), [petsc_to_scipy(P) for P in Ps])
-    for Ap, As in zip(gh.operators, sh.operators):
+    sh = galerkin_hierarchy(petsc_to_scipy(A), [petsc_to_scipy(P) for P in Ps])
+    for Ap, lv in zip(gh.operators, sh.levels):
+        As = lv.block(0).to_scipy()
         assert abs(petsc_to_scipy(Ap) - As).max() <= 1e-13 * abs(As).max()
-    # coarse Dirichlet rows decoupled, identity
-    for As, b in zip(sh.operators, sh.boundary):
+        # coarse Dirichlet rows decoupled, identity
+        b = lv.boundary.numpy()
         assert np.array_equal(csr_row_features(As).decoupled, b) and np.all(As.diagonal()[b] == 1.0)
     net = _random_net()
     mg = PETSc.PC().create()
     mg.setOptionsPrefix("test_torch_cycle_")
     smoothers = setup_learned_mg(mg, gh, net, sweeps=2)
     mg.setUp()
-    th = torch_hierarchy(sh)
     with torch.no_grad():
-        trained = level_multipliers(net, th)  # float64, as in training
+        trained = level_multipliers(net, sh)  # float64, as in training
     applied = [None] + [torch.from_numpy(ctx.multipliers.array_r.copy()) for ctx in smoothers[::-1]]
     for m_train, m_run in zip(trained[1:], applied[1:]):  # the set-up runs the network in float32
         assert torch.allclose(m_run, m_train, rtol=1e-6, atol=0)
     X = np.random.default_rng(0).standard_normal((A.getSize()[0], 3))
-    Y = vcycle(th, applied, torch.from_numpy(X), 2).numpy()
+    Y = vcycle(sh, applied, torch.from_numpy(X), 2).numpy()
     x, y = A.createVecs()
     for j in range(3):
         x.array[:] = X[:, j]
@@ -177,8 +178,9 @@ def test_a_new_coefficient_updates_the_coarse_operators(operator, trained_smooth
     solver.solve()
     ctx = solver.snes.ksp.getPC().getPythonContext()
     A, _ = solver.snes.ksp.getOperators()
-    sh = scipy_galerkin_hierarchy(petsc_to_scipy(A), [petsc_to_scipy(P) for P in level_prolongations(fam.V)])
-    for Ap, As in zip(ctx.hierarchy.operators, sh.operators):
+    sh = galerkin_hierarchy(petsc_to_scipy(A), [petsc_to_scipy(P) for P in level_prolongations(fam.V)])
+    for Ap, lv in zip(ctx.hierarchy.operators, sh.levels):
+        As = lv.block(0).to_scipy()
         assert abs(petsc_to_scipy(Ap) - As).max() <= 1e-13 * abs(As).max()
     fresh, _ = make_solver(fam, coeff, NEURAL_MG, {"precond_model": str(trained_smoother[0])})
     fresh.solve()

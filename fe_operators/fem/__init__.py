@@ -13,13 +13,12 @@ sees a Firedrake type (docs/design.md §2).
 * :mod:`~fe_operators.fem.lifting` — input-dependent Dirichlet data as an affine sparse map
 * :mod:`~fe_operators.fem.transfer` — interpolation, prolongation, restriction matrices
 * :mod:`~fe_operators.fem.graph` — DOF adjacency graphs with geometric features
-* :mod:`~fe_operators.fem.hierarchy` — per-level operators and prolongations of a mesh hierarchy
+* :mod:`~fe_operators.fem.hierarchy` — per-level FE operators and prolongations of a mesh hierarchy, assembled
+  into a :class:`fe_operators.multigrid.hierarchy.Hierarchy`
 """
 
 from fe_operators.fem.graph import DofGraph, dof_graph
-from fe_operators.fem.hierarchy import (
-    HierarchyOperators, LevelOperators, find_hierarchy, hierarchy_operators, operator_names,
-)
+from fe_operators.fem.hierarchy import find_hierarchy, hierarchy_operators
 from fe_operators.fem.transfer import (
     interpolation_matrix, interpolation_matrix_torch, prolongation_matrix, prolongation_matrix_torch,
     restriction_matrix, restriction_matrix_torch,
@@ -41,6 +40,5 @@ __all__ = [
     "interpolation_matrix", "interpolation_matrix_torch", "prolongation_matrix",
     "prolongation_matrix_torch", "restriction_matrix", "restriction_matrix_torch",
     "DofGraph", "dof_graph",
-    "HierarchyOperators", "LevelOperators", "find_hierarchy", "hierarchy_operators",
-    "operator_names",
+    "find_hierarchy", "hierarchy_operators",
 ]

@@ -1,11 +1,27 @@
-"""Per-level finite element operators of a mesh hierarchy, as scipy objects.
+r"""Per-level finite element operators of a mesh hierarchy, assembled with Firedrake.
 
 A multigrid model on finite elements needs, on every level of a nested
-``firedrake.MeshHierarchy``, a few fixed sparse operators of the level's mesh (mass,
-stiffness split by derivative directions, first-derivative operators), all on the
+``firedrake.MeshHierarchy``, a few fixed sparse operators of the level's mesh, all on the
 level's node adjacency, plus the exact FE prolongations between levels.
-:func:`hierarchy_operators` assembles them with Firedrake once and returns plain numpy /
-scipy objects (:class:`HierarchyOperators`); the torch side stacks them.
+:func:`hierarchy_operators` assembles them with Firedrake once and returns them as the
+package's one multigrid hierarchy type, :class:`~fe_operators.multigrid.hierarchy.Hierarchy`
+(float64 tensors; :func:`level_operators` makes one level).
+
+The operators of a level (:func:`~fe_operators.multigrid.hierarchy.operator_names`), with
+:math:`\phi_i` the level's nodal basis, ``j`` the column (trial) and ``i`` the row (test):
+
+* ``"mass"``: :math:`M_{ij} = \int \phi_j \phi_i`;
+* ``"K_aa"`` (``K_xx``, ``K_yy``, ``K_zz``): :math:`\int \partial_a\phi_j\,\partial_a\phi_i`
+  (their sum is the Laplacian stiffness matrix);
+* ``"K_ab"``, a < b: the symmetrised
+  :math:`\int (\partial_a\phi_j\,\partial_b\phi_i + \partial_b\phi_j\,\partial_a\phi_i)`;
+* ``"C_a"``: :math:`\int \partial_a\phi_j\,\phi_i`;
+
+all float64 on one sorted pattern (explicit zeros where an operator vanishes), stacked
+by rows.  The level's ``lumped_mass`` is ``assemble(TestFunction(V) * dx)`` (for CG2 on
+simplices the vertex entries are zero or negative: do not divide by it there), ``h`` the
+mean ``CellDiameter``, ``boundary`` the nodes on the conditions' sub-domains (any
+component), ``coefficient_map`` the coefficient-stiffness map on P1 simplex levels.
 
 Which hierarchy (:func:`find_hierarchy`):
 
@@ -27,7 +43,6 @@ vector CG2 output) on that level's mesh; vector outputs use it per component.  S
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,15 +57,10 @@ from fe_operators.errors import NoHierarchyError, SpaceMismatchError, Unsupporte
 from fe_operators.fem.coefficient import coefficient_stiffness_map, supports_coefficient_stiffness
 from fe_operators.fem.assembly import assemble_scipy
 from fe_operators.fem.transfer import prolongation_matrix
+from fe_operators.multigrid.hierarchy import Hierarchy, Level, on_common_pattern, operator_names
+from fe_operators.sparse.maps import SparseMap
 
-__all__ = [
-    "LevelOperators",
-    "HierarchyOperators",
-    "hierarchy_operators",
-    "find_hierarchy",
-    "operator_names",
-    "COORDINATE_MATCH_RTOL",
-]
+__all__ = ["hierarchy_operators", "find_hierarchy", "level_operators", "COORDINATE_MATCH_RTOL"]
 
 #: Tolerance of the coordinate match of output nodes to finest-level nodes, relative to
 #: the diagonal of the domain's bounding box.
@@ -60,127 +70,6 @@ _AXES = "xyz"
 # Built-in structured meshes are coarsened until a side would have fewer cells than this.
 _MIN_COARSE_CELLS = 2
 _STRUCTURED = ("UnitSquareMesh", "RectangleMesh", "UnitCubeMesh", "BoxMesh")
-
-
-def operator_names(gdim: int) -> tuple[str, ...]:
-    """The keys of :attr:`LevelOperators.operators`, in their order, for dimension ``gdim``.
-
-    ``("mass", "K_xx", "K_yy", "K_xy", "C_x", "C_y")`` in 2D;
-    ``("mass", "K_xx", "K_yy", "K_zz", "K_xy", "K_xz", "K_yz", "C_x", "C_y", "C_z")`` in 3D.
-    """
-    if gdim not in (1, 2, 3):
-        raise ValueError(f"expected a geometric dimension 1, 2 or 3, got {gdim}")
-    ax = _AXES[:gdim]
-    return (("mass",) + tuple(f"K_{a}{a}" for a in ax)
-            + tuple(f"K_{ax[i]}{ax[j]}" for i in range(gdim) for j in range(i + 1, gdim))
-            + tuple(f"C_{a}" for a in ax))
-
-
-@dataclasses.dataclass(frozen=True)
-class LevelOperators:
-    r"""The fixed FE operators of one hierarchy level on its scalar node space.
-
-    With :math:`\phi_i` the level's nodal basis (scalar element of the output space),
-    ``j`` the column (trial) and ``i`` the row (test) index:
-
-    * ``"mass"``: :math:`M_{ij} = \int \phi_j \phi_i`;
-    * ``"K_aa"`` (``K_xx``, ``K_yy``, ``K_zz``): :math:`\int \partial_a\phi_j\,\partial_a\phi_i`;
-    * ``"K_ab"``, a < b (``K_xy``, ``K_xz``, ``K_yz``): the symmetrised
-      :math:`\int (\partial_a\phi_j\,\partial_b\phi_i + \partial_b\phi_j\,\partial_a\phi_i)`;
-    * ``"C_a"``: :math:`\int \partial_a\phi_j\,\phi_i`.
-
-    The sum of the ``K_aa`` is the Laplacian stiffness matrix.  Keys are in the order
-    of :func:`operator_names`.  Every operator is float64 CSR with sorted indices and
-    *the same* ``indptr``/``indices`` (the level's node adjacency; explicit zeros where
-    an operator vanishes), so they can be stacked as one pattern with several values.
-
-    Attributes
-    ----------
-    coords
-        Node coordinates.
-    lumped_mass
-        Row sums of the mass matrix, ``assemble(TestFunction(V) * dx)``.  For CG1 they
-        are positive; for CG2 on simplices the vertex entries are zero (triangles) or
-        negative (tetrahedra), so do not divide by them there.
-    stiffness_diag
-        The diagonal of the Laplacian stiffness matrix.
-    h
-        Mean over cells of the cell diameter (longest vertex distance, Firedrake's
-        ``CellDiameter``); halves with each uniform refinement of a triangle mesh.
-    operators
-        ``{name: csr_matrix}``, see above.
-    boundary
-        Nodes constrained by the Dirichlet conditions on this level (a node is
-        constrained if any component is).
-    coefficient_stiffness
-        ``H`` with ``H @ a`` the values, on the operators' pattern, of the stiffness
-        matrix ``∫ a ∇φ_j·∇φ_i`` of a nodal coefficient ``a``
-        (:func:`fe_operators.fem.coefficient.coefficient_stiffness_map`), for P1 levels on
-        simplices; None otherwise.
-
-    Shapes
-    ------
-    coords ``(n_l, gdim)``; lumped_mass, stiffness_diag, boundary ``(n_l,)``;
-    each operator ``(n_l, n_l)``.
-    """
-
-    coords: np.ndarray
-    lumped_mass: np.ndarray
-    stiffness_diag: np.ndarray
-    h: float
-    operators: dict[str, sp.csr_matrix]
-    boundary: np.ndarray
-    coefficient_stiffness: sp.csr_matrix | None = None
-
-    @property
-    def n_nodes(self) -> int:
-        """Number of nodes ``n_l`` of the level's scalar node space."""
-        return int(self.coords.shape[0])
-
-    @property
-    def stiffness(self) -> sp.csr_matrix:
-        """The Laplacian stiffness matrix, the sum of the ``K_aa`` (same pattern)."""
-        gdim = self.coords.shape[1]
-        K = self.operators["K_xx"].copy()
-        for a in _AXES[1:gdim]:
-            K.data += self.operators[f"K_{a}{a}"].data
-        return K
-
-
-@dataclasses.dataclass(frozen=True)
-class HierarchyOperators:
-    """Per-level operators and prolongations of a mesh hierarchy (coarsest level first).
-
-    Attributes
-    ----------
-    levels
-        One :class:`LevelOperators` per level, coarsest first.
-    prolongations
-        ``prolongations[l - 1]`` is ``P_l``, level ``l - 1`` -> level ``l``, the exact FE
-        prolongation (``P @ u_coarse == firedrake.prolong(u_coarse)``); restriction of
-        dual vectors (residuals) is ``P_l.T``.  ``len(levels) - 1`` matrices.
-    to_finest
-        Output-space nodes -> finest-level nodes (a permutation), or ``None`` when the
-        finest level *is* the output's node space in the same order.  For a vector
-        output apply it to each component: ``to_finest @ dofs.reshape(n_out, ncomp)``.
-    from_finest
-        The inverse permutation, ``to_finest.T`` (``None`` with it).
-
-    Shapes
-    ------
-    prolongations[l - 1] ``(n_l, n_{l-1})``; to_finest ``(n_finest, n_out)``;
-    from_finest ``(n_out, n_finest)``.
-    """
-
-    levels: tuple[LevelOperators, ...]
-    prolongations: tuple[sp.csr_matrix, ...]
-    to_finest: sp.csr_matrix | None
-    from_finest: sp.csr_matrix | None
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The operator keys, as :func:`operator_names`."""
-        return tuple(self.levels[0].operators)
 
 
 # ----------------------------------------------------------------- which hierarchy
@@ -302,32 +191,6 @@ def _node_coords(V: fd.FunctionSpace) -> np.ndarray:
     return np.array(X.dat.data_ro, dtype=np.float64).reshape(-1, mesh.geometric_dimension)
 
 
-def _on_common_pattern(mats: Sequence[sp.csr_matrix]) -> list[sp.csr_matrix]:
-    """The matrices on the union of their patterns: one ``indptr``/``indices`` for all.
-
-    Entries of the union that a matrix does not store become explicit zeros.
-    """
-    canon = []
-    for A in mats:
-        A = sp.csr_matrix(A, copy=True)
-        A.sum_duplicates()  # also sorts the indices
-        canon.append(A)
-    n_rows, n_cols = canon[0].shape
-    keys = [np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(A.indptr)) * n_cols
-            + A.indices.astype(np.int64) for A in canon]
-    union = np.unique(np.concatenate(keys))  # sorted: row-major, sorted columns
-    rows, cols = np.divmod(union, n_cols)
-    indptr = np.searchsorted(rows, np.arange(n_rows + 1)).astype(np.int64)
-    out = []
-    for A, key in zip(canon, keys):
-        data = np.zeros(union.size)
-        data[np.searchsorted(union, key)] = A.data
-        B = sp.csr_matrix((data, cols.copy(), indptr.copy()), shape=(n_rows, n_cols))
-        B.has_sorted_indices = True
-        out.append(B)
-    return out
-
-
 def _forms(V: fd.FunctionSpace) -> dict[str, Any]:
     """The bilinear forms of :func:`operator_names`, by name."""
     u, v = fd.TrialFunction(V), fd.TestFunction(V)
@@ -360,24 +223,23 @@ def _boundary_mask(V: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC]) -> np.nda
     return mask
 
 
-def _level_operators(V: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC]) -> LevelOperators:
-    """Assemble the :class:`LevelOperators` of the scalar space ``V``."""
+def level_operators(V: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC]) -> Level:
+    """Assemble the :class:`~fe_operators.multigrid.hierarchy.Level` of the scalar space ``V`` (module docstring)."""
     mesh = V.mesh()
     forms = _forms(V)
-    mats = dict(zip(forms, _on_common_pattern([assemble_scipy(f) for f in forms.values()])))
+    mats = dict(zip(forms, on_common_pattern([assemble_scipy(f) for f in forms.values()])))
     lumped = fd.assemble(fd.TestFunction(V) * fd.dx)
     diag = sum(mats[f"K_{a}{a}"].diagonal() for a in _AXES[: mesh.geometric_dimension])
     diam = fd.assemble(fd.interpolate(fd.CellDiameter(mesh), fd.FunctionSpace(mesh, "DG", 0)))
     pattern = mats["mass"]
     coefficient = (coefficient_stiffness_map(V, pattern.indptr, pattern.indices)
                    if supports_coefficient_stiffness(V) else None)
-    return LevelOperators(
+    return Level.from_scipy(
+        mats, _boundary_mask(V, bcs),
         coords=_node_coords(V),
         lumped_mass=np.array(lumped.dat.data_ro, dtype=np.float64),
         stiffness_diag=np.asarray(diag, dtype=np.float64),
         h=float(np.mean(diam.dat.data_ro)),
-        operators=mats,
-        boundary=_boundary_mask(V, bcs),
         coefficient_stiffness=coefficient,
     )
 
@@ -422,7 +284,7 @@ def hierarchy_operators(
     *,
     levels: int | None = None,
     mesh_spec: str | None = None,
-) -> HierarchyOperators:
+) -> Hierarchy:
     """The per-level FE operators and prolongations of the output space's mesh hierarchy.
 
     Parameters
@@ -432,7 +294,7 @@ def hierarchy_operators(
         element is the node space of every level.
     bcs
         Dirichlet conditions on ``output_space`` (or its subspaces); their
-        ``sub_domain`` markers give each level's :attr:`LevelOperators.boundary`.
+        ``sub_domain`` markers give each level's level's ``boundary``.
     levels
         Use only the finest ``levels`` levels (default: all).
     mesh_spec
@@ -441,7 +303,9 @@ def hierarchy_operators(
 
     Returns
     -------
-    HierarchyOperators
+    Hierarchy
+        Levels coarsest first; ``to_finest``/``from_finest`` when the output's nodes are
+        matched to another mesh's.
 
     Raises
     ------
@@ -483,14 +347,15 @@ def hierarchy_operators(
     spaces = [fd.FunctionSpace(m, elem) for m in meshes]
     same_mesh = meshes[-1] is mesh
     # Every level carries the base mesh's markers, so each condition's sub_domain applies.
-    ops = tuple(_level_operators(V, bcs) for V in spaces)
+    ops = tuple(level_operators(V, bcs) for V in spaces)
     prolongations = tuple(prolongation_matrix(Vc, Vf) for Vc, Vf in zip(spaces[:-1], spaces[1:]))
     to_finest = from_finest = None
     if not same_mesh:
         what = f"the hierarchy of {mesh_spec!r}"
-        perm = _match_nodes(_node_coords(fd.FunctionSpace(mesh, elem)), ops[-1].coords, what)
+        perm = _match_nodes(_node_coords(fd.FunctionSpace(mesh, elem)), ops[-1].coords.numpy(), what)
         if not np.array_equal(perm, np.arange(perm.size)):
             n = perm.size
             to_finest = sp.csr_matrix((np.ones(n), (perm, np.arange(n))), shape=(n, n))
             from_finest = to_finest.T.tocsr()
-    return HierarchyOperators(ops, prolongations, to_finest, from_finest)
+    maps = [None if M is None else SparseMap.from_scipy(M) for M in (to_finest, from_finest)]
+    return Hierarchy(ops, tuple(SparseMap.from_scipy(P) for P in prolongations), *maps)

@@ -1,9 +1,8 @@
 """Models: SPON's encoder, processors and exact Dirichlet decoder (docs/design.md §3, §4).
 
-* :mod:`~fe_operators.models.context` — :class:`MeshContext` (and its
-  :class:`HierarchyContext`, :class:`LevelContext`), the mesh-dependent tensors (graph,
-  coordinates, Dirichlet split, lifting and its maps of the inputs, input maps, mesh
-  hierarchy), kept apart from the weights; :mod:`~fe_operators.models.context_buffers` —
+* :mod:`~fe_operators.models.context` — :class:`MeshContext`, the mesh-dependent tensors
+  (graph, coordinates, Dirichlet split, lifting and its maps of the inputs, input maps, the
+  mesh's levels as a :class:`fe_operators.multigrid.hierarchy.Hierarchy`), kept apart from the weights; :mod:`~fe_operators.models.context_buffers` —
   :class:`ContextBuffers`, a context as buffers in a model's ``state_dict``;
 * :mod:`~fe_operators.models.encoder` / :mod:`~fe_operators.models.decoder` — inputs onto
   the output nodes; ``u = g_h + Z z`` in float64, ``g_h = g_0 + Σ_k L_k x_k``;
@@ -12,7 +11,8 @@
   processors that ship (``mlp``, ``gnn``, ``multigrid``), registered when the package
   is imported;
 * :mod:`~fe_operators.models.layers` — the layers processors are built from (MLP,
-  message passing, deep propagation, coarse and latent grids, the learned V-cycle);
+  message passing, deep propagation, coarse and latent grids; the multigrid processor's
+  learned V-cycle is :class:`fe_operators.multigrid.cycle.MultigridCycle`);
 * :mod:`~fe_operators.models.spon` — :class:`SPON` (``config`` / ``from_config``);
 * :mod:`~fe_operators.models.normalized` — :class:`NormalizedModel`, a network between its
   :class:`UnitGaussianNormalizer` s (buffers): physical values in and out;
@@ -44,12 +44,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext
+from fe_operators.models.context import MeshContext
 from fe_operators.models.context_buffers import ContextBuffers
 from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField
 from fe_operators.models.layers import (
-    MLP, CoarseGridMixing, DeepPropagation, GridTransfer, LatentGridSpectral, MeshConv, MultigridCycle, grid_transfer,
+    MLP, CoarseGridMixing, DeepPropagation, GridTransfer, LatentGridSpectral, MeshConv, grid_transfer,
 )
 from fe_operators.models.normalized import NormalizedModel, RunningMoments, UnitGaussianNormalizer
 from fe_operators.models.processors import (
@@ -61,8 +61,8 @@ from fe_operators.models.spon import SPON
 
 __all__ = [
     "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
-    "MeshContext", "ContextBuffers", "LevelContext", "HierarchyContext", "MLPOptions", "GNNOptions",
-    "MultigridProcessor", "MultigridOptions", "MultigridCycle",
+    "MeshContext", "ContextBuffers", "MLPOptions", "GNNOptions",
+    "MultigridProcessor", "MultigridOptions",
     "InputEncoder", "InputField", "DirichletDecoder", "affine_lifting",
     "MLPProcessor", "GNNProcessor", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
     "GridTransfer", "grid_transfer", "MLP",

@@ -45,15 +45,16 @@ from fe_operators.fem import assemble_scipy, dof_graph, interpolation_matrix, no
 from fe_operators.fem.lifting import BCs, DirichletMap, dirichlet_map
 from fe_operators.fem.spaces import check_supported
 from fe_operators.limits import check_allocation
-from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext
+from fe_operators.models.context import MeshContext
 from fe_operators.models.encoder import InputField
 from fe_operators.models.processors.base import processor_class, processor_options
 from fe_operators.models.spon import SPON
+from fe_operators.multigrid.hierarchy import Hierarchy
 from fe_operators.sparse.maps import SparseMap
 
 __all__ = [
     "MAP_METHODS", "node_space", "same_nodes", "input_map", "input_fields", "context_from_spaces", "context_from_problem",
-    "hierarchy_context", "hierarchy_context_from_operators", "context_for_model", "spon_for_problem", "check_processor_size",
+    "hierarchy_context", "context_for_model", "spon_for_problem", "check_processor_size",
 ]
 
 #: how inputs reach the processor's nodes
@@ -228,8 +229,9 @@ LEVEL_SOURCES = ("geometric", "auto", "algebraic")
 
 def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] = (), *,
                       coarsest_nodes: int = 0, mesh_spec: str | None = None,
-                      levels: str = "geometric") -> HierarchyContext:
-    """The mesh hierarchy of ``output_space``'s mesh as tensors (see :func:`context_from_spaces`).
+                      levels: str = "geometric") -> Hierarchy:
+    """The levels of ``output_space``'s mesh, a :class:`~fe_operators.multigrid.hierarchy.Hierarchy`
+    (see :func:`context_from_spaces`).
 
     ``levels``: ``"geometric"`` — the levels of the mesh's ``MeshHierarchy``
     (:func:`fe_operators.fem.hierarchy.hierarchy_operators`; NoHierarchyError for a mesh
@@ -245,35 +247,9 @@ def hierarchy_context(output_space: fd.FunctionSpace, bcs: Sequence[fd.Dirichlet
     if levels not in LEVEL_SOURCES:
         raise ValueError(f"expected levels in {LEVEL_SOURCES}, got {levels!r}")
     if levels == "geometric":
-        ops = extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
-    else:
-        ops = mesh_levels(output_space, bcs, mesh_spec=mesh_spec, geometric=levels == "auto",
-                          coarsest_nodes=coarsest_nodes)
-    return hierarchy_context_from_operators(ops)
-
-
-def hierarchy_context_from_operators(ops: Any) -> HierarchyContext:
-    """A :class:`HierarchyContext` of scipy :class:`~fe_operators.fem.hierarchy.HierarchyOperators`."""
-    level_ctx = []
-    for lv in ops.levels:
-        H = lv.coefficient_stiffness
-        names = list(lv.operators)
-        stacked = sp.vstack([lv.operators[name] for name in names], format="csr")
-        orders = [0 if name == "mass" else 1 if name.startswith("C_") else 2 for name in names]
-        laplacian = [1.0 if name in ("K_xx", "K_yy", "K_zz") else 0.0 for name in names]
-        level_ctx.append(LevelContext(
-            coords=torch.from_numpy(np.ascontiguousarray(lv.coords, dtype=np.float64)),
-            operators=SparseMap.from_scipy(stacked),
-            operator_orders=torch.tensor(orders, dtype=torch.int64),
-            laplacian=torch.tensor(laplacian, dtype=torch.float64),
-            lumped_mass=torch.from_numpy(np.asarray(lv.lumped_mass, dtype=np.float64).copy()),
-            stiffness_diag=torch.from_numpy(np.asarray(lv.stiffness_diag, dtype=np.float64).copy()),
-            boundary=torch.from_numpy(np.asarray(lv.boundary, dtype=bool).copy()),
-            h=float(lv.h),
-            coefficient_map=None if H is None else SparseMap.from_scipy(H),
-        ))
-    maps = [None if M is None else SparseMap.from_scipy(M) for M in (ops.to_finest, ops.from_finest)]
-    return HierarchyContext(tuple(level_ctx), tuple(SparseMap.from_scipy(P) for P in ops.prolongations), *maps)
+        return extend_hierarchy(hierarchy_operators(output_space, bcs, mesh_spec=mesh_spec), coarsest_nodes)
+    return mesh_levels(output_space, bcs, mesh_spec=mesh_spec, geometric=levels == "auto",
+                       coarsest_nodes=coarsest_nodes)
 
 
 def context_for_model(model: SPON, problem: Any, *, method: str = "auto",

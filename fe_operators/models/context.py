@@ -3,8 +3,10 @@
 A SPON's learned weights are separate from the mesh it runs on.  What depends on the
 mesh — the DOF graph, node coordinates, the Dirichlet split of the output DOFs, the
 lifting (a fixed part and, for input-dependent boundary data, sparse maps of the
-inputs), the sparse maps that bring each input field onto the processor's nodes and, for multigrid processors, a mesh hierarchy (per-level FE operators and the exact
-FE prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (and nested
+inputs), the sparse maps that bring each input field onto the processor's nodes and, for
+multigrid processors, the levels of the mesh
+(:class:`~fe_operators.multigrid.hierarchy.Hierarchy`: per-level FE operators and
+prolongations) — is a :class:`MeshContext`: a frozen dataclass of tensors (and nested
 dataclasses of tensors), built once from Firedrake spaces by
 :mod:`fe_operators.models.build` (:func:`~fe_operators.models.build.context_from_problem`,
 :func:`~fe_operators.models.build.context_from_spaces`) and handed to the model.
@@ -26,135 +28,10 @@ from typing import Any, Callable, Union
 
 import torch
 
+from fe_operators.multigrid.hierarchy import Hierarchy
 from fe_operators.sparse.maps import SparseMap
 
-__all__ = ["LevelContext", "HierarchyContext", "MeshContext"]
-
-
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class LevelContext:
-    """One level of a mesh hierarchy, as tensors (see :mod:`fe_operators.fem.hierarchy`).
-
-    Attributes
-    ----------
-    coords
-        ``(n_l, gdim)`` float64 coordinates of the level's nodes (the output's scalar
-        element on the level's mesh).
-    operators
-        The level's fixed FE operators stacked by rows: ``(K n_l, n_l)``; block ``k``
-        (rows ``k n_l : (k+1) n_l``) is operator ``k`` of
-        :func:`fe_operators.fem.hierarchy.operator_names` for the geometric dimension
-        (assembled, float64, all on the level's node adjacency).
-    operator_orders
-        ``(K,)`` int64: derivative order of each operator (0: mass-type
-        ``∫φ_jφ_i``; 1: first-order ``∫∂φ_jφ_i``; 2: stiffness-type ``∫∂φ_j∂φ_i``),
-        which fixes how it scales with the mesh size.
-    laplacian
-        ``(K,)`` float64: the coefficients that combine the operators into the
-        Laplacian stiffness matrix ``∫∇φ_j·∇φ_i``.
-    lumped_mass
-        ``(n_l,)`` float64 row sums of the mass matrix.
-    stiffness_diag
-        ``(n_l,)`` float64 diagonal of the Laplacian stiffness matrix.
-    boundary
-        ``(n_l,)`` bool: nodes constrained by the output's Dirichlet conditions.
-    h
-        The level's mesh size (mean cell diameter).
-    coefficient_map
-        ``(nnz, n_l)``: the values of the stiffness matrix ``∫ a ∇φ_j·∇φ_i`` of a nodal
-        coefficient ``a`` on the operators' block pattern, as a linear map of ``a``
-        (:func:`fe_operators.fem.coefficient.coefficient_stiffness_map`; P1 levels of a
-        mesh), or None (aggregated levels, other elements).
-    """
-
-    coords: torch.Tensor
-    operators: SparseMap
-    operator_orders: torch.Tensor
-    laplacian: torch.Tensor
-    lumped_mass: torch.Tensor
-    stiffness_diag: torch.Tensor
-    boundary: torch.Tensor
-    h: float
-    coefficient_map: Union[SparseMap, None] = None
-
-    def __post_init__(self) -> None:
-        n = self.coords.shape[0]
-        if self.operators.n_cols != n or self.operators.n_rows % max(n, 1):
-            raise ValueError(f"LevelContext.operators: expected shape (K * {n}, {n}), got {self.operators.shape}")
-        k = self.operators.n_rows // max(n, 1)
-        for name in ("operator_orders", "laplacian"):
-            if tuple(getattr(self, name).shape) != (k,):
-                raise ValueError(f"LevelContext.{name}: expected shape ({k},), got {tuple(getattr(self, name).shape)}")
-        for name in ("lumped_mass", "stiffness_diag", "boundary"):
-            if tuple(getattr(self, name).shape) != (n,):
-                raise ValueError(f"LevelContext.{name}: expected shape ({n},), got {tuple(getattr(self, name).shape)}")
-        object.__setattr__(self, "h", float(self.h))
-        if self.coefficient_map is not None:
-            nnz = int(self.operators.crow[n])
-            if self.coefficient_map.shape != (nnz, n):
-                raise ValueError(f"LevelContext.coefficient_map: expected shape ({nnz}, {n}) (one row per entry "
-                                 f"of the block pattern), got {self.coefficient_map.shape}")
-
-    @property
-    def n_nodes(self) -> int:
-        """Nodes of the level."""
-        return int(self.coords.shape[0])
-
-    @property
-    def n_operators(self) -> int:
-        """Number of stacked operators ``K``."""
-        return self.operators.n_rows // max(self.n_nodes, 1)
-
-
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class HierarchyContext:
-    """A mesh hierarchy as tensors: levels coarsest first, and the exact FE prolongations.
-
-    Attributes
-    ----------
-    levels
-        The levels, coarsest first; the last one is the finest.
-    prolongations
-        ``prolongations[l - 1]``: ``(n_l, n_{l-1})``, the FE prolongation from level
-        ``l - 1`` to level ``l`` (its transpose restricts dual vectors).
-    to_finest
-        ``(n_finest, n)``: the processor's nodes (the output's) onto the finest level's,
-        or None when they are the same nodes in the same order.
-    from_finest
-        ``(n, n_finest)``: back, or None.
-    """
-
-    levels: tuple[LevelContext, ...]
-    prolongations: tuple[SparseMap, ...]
-    to_finest: Union[SparseMap, None] = None
-    from_finest: Union[SparseMap, None] = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "levels", tuple(self.levels))
-        object.__setattr__(self, "prolongations", tuple(self.prolongations))
-        if not self.levels:
-            raise ValueError("HierarchyContext: expected at least one level")
-        if len(self.prolongations) != len(self.levels) - 1:
-            raise ValueError(f"HierarchyContext: expected {len(self.levels) - 1} prolongations for "
-                             f"{len(self.levels)} levels, got {len(self.prolongations)}")
-        for k, P in enumerate(self.prolongations):
-            want = (self.levels[k + 1].n_nodes, self.levels[k].n_nodes)
-            if P.shape != want:
-                raise ValueError(f"HierarchyContext.prolongations[{k}]: expected shape {want}, got {P.shape}")
-
-    @property
-    def n_levels(self) -> int:
-        """Number of levels."""
-        return len(self.levels)
-
-    @property
-    def finest(self) -> LevelContext:
-        """The finest level."""
-        return self.levels[-1]
-
-    def __repr__(self) -> str:
-        sizes = " -> ".join(str(lv.n_nodes) for lv in self.levels)
-        return f"HierarchyContext({self.n_levels} levels: {sizes} nodes)"
+__all__ = ["MeshContext"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -188,7 +65,8 @@ class MeshContext:
         from the field's DOF nodes to the ``n`` processor nodes, or ``None`` when the
         field already lives on them.
     hierarchy
-        The mesh hierarchy of the output's mesh (multigrid processors), or None.
+        The levels of the output's mesh (:class:`~fe_operators.multigrid.hierarchy.Hierarchy`;
+        multigrid processors), or None.
     lifting_maps
         Input-dependent boundary data, ``g_h = g_0 + Σ_k L_k x_k``: empty when the data
         do not depend on the inputs, else one entry per input field: a :class:`SparseMap`
@@ -211,7 +89,7 @@ class MeshContext:
     lifting: torch.Tensor
     free: torch.Tensor
     input_maps: tuple[SparseMap | None, ...] = ()
-    hierarchy: Union[HierarchyContext, None] = None
+    hierarchy: Union[Hierarchy, None] = None
     lifting_maps: tuple[SparseMap | None, ...] = ()
     node_weights: Union[torch.Tensor, None] = None
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Union
 
 import torch
 
-from fe_operators.models.context import HierarchyContext, LevelContext, MeshContext
+from fe_operators.models.context import MeshContext
+from fe_operators.multigrid.hierarchy import Hierarchy, Level
 from fe_operators.sparse.maps import SparseMap
 
 __all__ = ["ContextBuffers"]
@@ -28,7 +29,7 @@ __all__ = ["ContextBuffers"]
 # "length"), tensors and numbers (leaves; numbers as 0-d tensors), None (absent).  The
 # field type hints say how to rebuild it, so the storage needs no per-class code.
 
-_NODES = (SparseMap, LevelContext, HierarchyContext, MeshContext)
+_NODES = (SparseMap, Level, Hierarchy, MeshContext)
 
 
 def _to_tree(obj: Any) -> Any:

@@ -15,8 +15,9 @@ geometric level.  :func:`coarsen_level` adds a level below a level the algebraic
 2. **prolongation** — the tentative piecewise-constant ``P̂`` smoothed by one damped Jacobi
    step of the Laplacian, ``P = (I − ω D⁻¹K) P̂`` restricted to free rows (Dirichlet rows
    are zero, so the coarse space satisfies the zero Dirichlet condition and needs no mask);
-3. **operators** — the Galerkin products ``Pᵀ Φ_k P`` of every FE operator, which is what a
-   coarser nested FE space would give, all on one pattern; coordinates are the aggregates'
+3. **operators** — the Galerkin products ``Pᵀ Φ_k P`` of every FE operator
+   (:func:`~fe_operators.multigrid.galerkin.galerkin_product`), which is what a coarser
+   nested FE space would give, all on one pattern; coordinates are the aggregates'
    centroids, the mesh size ``h (n_free / n_coarse)^{1/d}``.
 
 The new levels depend only on the level they start from, so every refinement ``/rK`` of
@@ -31,7 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from fe_operators.fem.hierarchy import HierarchyOperators, LevelOperators, _on_common_pattern
+from fe_operators.multigrid.galerkin import galerkin_product
+from fe_operators.multigrid.hierarchy import Hierarchy, Level, on_common_pattern
+from fe_operators.sparse.maps import SparseMap
 
 __all__ = ["coarsen_level", "extend_hierarchy", "aggregates", "JACOBI_DAMPING", "COARSEST_NODES"]
 
@@ -44,15 +47,15 @@ JACOBI_DAMPING = 2.0 / 3.0
 COARSEST_NODES = 300
 
 
-def aggregates(level: LevelOperators, factor: float = 2.0) -> tuple[np.ndarray, int]:
+def aggregates(level: Level, factor: float = 2.0) -> tuple[np.ndarray, int]:
     """Aggregate index of every node (-1 on Dirichlet nodes) and the number of aggregates.
 
     The numbering of the aggregates is by box (lexicographic in the box's integer
     position) and, inside a box, by centroid (lexicographic): it does not depend on the
     numbering of the nodes.
     """
-    free = ~level.boundary
-    x = level.coords
+    free = ~level.boundary.numpy()
+    x = level.coords.numpy()
     n = level.n_nodes
     if not free.any():
         return np.full(n, -1, dtype=np.int64), 0
@@ -60,7 +63,7 @@ def aggregates(level: LevelOperators, factor: float = 2.0) -> tuple[np.ndarray, 
     cell = np.floor((x - x.min(axis=0)) / side).astype(np.int64)
     _, box = np.unique(cell, axis=0, return_inverse=True)  # box ids in lexicographic box order
     box = box.ravel()
-    K = level.stiffness.tocoo()
+    K = level.stiffness().tocoo()
     same = (box[K.row] == box[K.col]) & free[K.row] & free[K.col] & (K.row != K.col)
     graph = sp.csr_matrix((np.ones(int(same.sum())), (K.row[same], K.col[same])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
@@ -85,7 +88,7 @@ def aggregates(level: LevelOperators, factor: float = 2.0) -> tuple[np.ndarray, 
     return ids, m
 
 
-def coarsen_level(level: LevelOperators, factor: float = 2.0) -> tuple[LevelOperators, sp.csr_matrix]:
+def coarsen_level(level: Level, factor: float = 2.0) -> tuple[Level, sp.csr_matrix]:
     """One level below ``level`` by smoothed aggregation (see the module docstring).
 
     Parameters
@@ -97,7 +100,7 @@ def coarsen_level(level: LevelOperators, factor: float = 2.0) -> tuple[LevelOper
 
     Returns
     -------
-    coarse : LevelOperators
+    coarse : Level
         The new level (``boundary`` all False: its space already vanishes there).
     P : scipy.sparse.csr_matrix
         ``(n_level, n_coarse)`` prolongation.
@@ -107,32 +110,31 @@ def coarsen_level(level: LevelOperators, factor: float = 2.0) -> tuple[LevelOper
     free = ids >= 0
     rows = np.flatnonzero(free)
     tentative = sp.csr_matrix((np.ones(rows.size), (rows, ids[free])), shape=(n, n_agg))
-    K = level.stiffness
     keep = sp.diags(free.astype(np.float64))
-    jacobi = keep @ (sp.identity(n, format="csr") - JACOBI_DAMPING * sp.diags(1.0 / level.stiffness_diag) @ K)
+    inv_diag = sp.diags(1.0 / level.stiffness_diag.numpy())
+    jacobi = keep @ (sp.identity(n, format="csr") - JACOBI_DAMPING * inv_diag @ level.stiffness())
     P = (jacobi @ tentative).tocsr()
     P.eliminate_zeros()
     P.sort_indices()
-    names = list(level.operators)
-    coarse_ops = _on_common_pattern([(P.T @ level.operators[k] @ P).tocsr() for k in names])
+    fine_ops = level.scipy_operators()
+    names = list(fine_ops)
+    ops = dict(zip(names, on_common_pattern([galerkin_product(fine_ops[k], P) for k in names])))
+    coords = level.coords.numpy()
     counts = np.bincount(ids[free], minlength=n_agg).astype(np.float64)
-    centroids = np.stack([np.bincount(ids[free], weights=level.coords[free, a], minlength=n_agg)
-                          for a in range(level.coords.shape[1])], axis=1) / counts[:, None]
-    ops = dict(zip(names, coarse_ops))
-    gdim = level.coords.shape[1]
-    coarse = LevelOperators(
+    centroids = np.stack([np.bincount(ids[free], weights=coords[free, a], minlength=n_agg)
+                          for a in range(coords.shape[1])], axis=1) / counts[:, None]
+    gdim = coords.shape[1]
+    coarse = Level.from_scipy(
+        ops, np.zeros(n_agg, dtype=bool),
         coords=centroids,
         lumped_mass=np.asarray(ops["mass"].sum(axis=1)).ravel(),
         stiffness_diag=sum(ops[f"K_{a}{a}"].diagonal() for a in "xyz"[:gdim]),
         h=float(level.h * (rows.size / n_agg) ** (1.0 / gdim)),
-        operators=ops,
-        boundary=np.zeros(n_agg, dtype=bool),
     )
     return coarse, P
 
 
-def extend_hierarchy(ops: HierarchyOperators, coarsest_nodes: int = COARSEST_NODES,
-                     factor: float = 2.0) -> HierarchyOperators:
+def extend_hierarchy(ops: Hierarchy, coarsest_nodes: int = COARSEST_NODES, factor: float = 2.0) -> Hierarchy:
     """``ops`` with aggregated levels added below its coarsest until that has at most ``coarsest_nodes``.
 
     Stops early when an aggregation step no longer halves the node count (a level that
@@ -154,5 +156,5 @@ def extend_hierarchy(ops: HierarchyOperators, coarsest_nodes: int = COARSEST_NOD
         if coarse.n_nodes == 0 or coarse.n_nodes > levels[0].n_nodes // 2:
             break
         levels.insert(0, coarse)
-        prolongations.insert(0, P)
+        prolongations.insert(0, SparseMap.from_scipy(P))
     return dataclasses.replace(ops, levels=tuple(levels), prolongations=tuple(prolongations))

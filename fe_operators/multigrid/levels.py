@@ -23,16 +23,15 @@ from typing import Sequence
 import firedrake as fd
 
 from fe_operators.errors import NoHierarchyError, UnsupportedSpaceError
-from fe_operators.fem.hierarchy import (
-    HierarchyOperators, _check_dirichlet, _level_operators, _scalar_element, hierarchy_operators,
-)
+from fe_operators.fem.hierarchy import _check_dirichlet, _scalar_element, hierarchy_operators, level_operators
 from fe_operators.multigrid.aggregation import COARSEST_NODES, extend_hierarchy
+from fe_operators.multigrid.hierarchy import Hierarchy
 
 __all__ = ["mesh_levels", "single_level"]
 
 
 def single_level(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] | fd.DirichletBC = ()
-                 ) -> HierarchyOperators:
+                 ) -> Hierarchy:
     """The output's mesh as a one-level hierarchy (its nodes, in their order)."""
     elem = _scalar_element(output_space)
     mesh = output_space.mesh().unique()
@@ -42,13 +41,12 @@ def single_level(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] |
         raise UnsupportedSpaceError("mesh levels need a mesh of full dimension, "
                                     "not a manifold immersed in a higher dimension")
     bcs = _check_dirichlet(bcs, output_space)
-    level = _level_operators(fd.FunctionSpace(mesh, elem), bcs)
-    return HierarchyOperators((level,), (), None, None)
+    return Hierarchy((level_operators(fd.FunctionSpace(mesh, elem), bcs),), ())
 
 
 def mesh_levels(output_space: fd.FunctionSpace, bcs: Sequence[fd.DirichletBC] | fd.DirichletBC = (), *,
                 mesh_spec: str | None = None, geometric: bool = True,
-                coarsest_nodes: int = COARSEST_NODES) -> HierarchyOperators:
+                coarsest_nodes: int = COARSEST_NODES) -> Hierarchy:
     """The levels of the output space's mesh, coarsest first (see the module docstring).
 
     Parameters

@@ -12,8 +12,9 @@ fe_operators.precond.<Class>``:
   iteration, for ``fcg`` (Kaneda et al. 2023).
 
 Modules: :mod:`~.base` (model lookup, fallback counts), :mod:`~.features` (row features),
-:mod:`~.smoother`, :mod:`~.mg` (Galerkin hierarchy, GAMG variant), :mod:`~.neural_mg`,
-:mod:`~.vcycle` (the V-cycle in torch), :mod:`~.dcdm` (network and loss),
+:mod:`~.smoother`, :mod:`~.mg` (Galerkin hierarchy in PETSc, GAMG variant), :mod:`~.neural_mg`,
+:mod:`~.vcycle` (the V-cycle in torch, on a :class:`fe_operators.multigrid.hierarchy.Hierarchy`),
+:mod:`~.dcdm` (network and loss),
 :mod:`~.dcdm_pc`, :mod:`~.data` (training operators and right-hand sides),
 :mod:`~.training`, :mod:`~.config`, :mod:`~.evaluate`, :mod:`~.cli`.
 

@@ -28,7 +28,7 @@ import firedrake as fd
 from fe_operators.sparse.petsc import petsc_to_scipy
 from fe_operators.fem.transfer import level_prolongations
 from fe_operators.precond.features import row_parts
-from fe_operators.precond.mg import scipy_galerkin_hierarchy
+from fe_operators.multigrid.galerkin import galerkin_hierarchy
 from fe_operators.problems.darcy import DarcyProblem, FNO_LENGTH_SCALE
 from fe_operators.problems.random_fields import GaussianRandomField
 
@@ -102,7 +102,7 @@ def decoupled_rows(A: sp.csr_matrix) -> np.ndarray:
 
 def smoother_samples(family: DiffusionFamily, n_samples: int, rng: np.random.Generator,
                      levels: int | None = None) -> tuple[list[Any], list[float]]:
-    """Galerkin hierarchies (torch) of ``n_samples`` sampled operators, and their contrasts.
+    """Masked Galerkin hierarchies of ``n_samples`` sampled operators, and their contrasts.
 
     Parameters
     ----------
@@ -118,16 +118,14 @@ def smoother_samples(family: DiffusionFamily, n_samples: int, rng: np.random.Gen
     Returns
     -------
     tuple
-        ``([TorchHierarchy, ...], [contrast, ...])``.
+        ``([Hierarchy, ...], [contrast, ...])`` (:func:`~fe_operators.multigrid.galerkin.galerkin_hierarchy`).
     """
-    from fe_operators.precond.vcycle import torch_hierarchy
-
     Ps = [petsc_to_scipy(P) for P in level_prolongations(family.V, levels)]
     out, contrasts = [], []
     for _ in range(int(n_samples)):
         a = family.sample_coefficient(rng)
         A = petsc_to_scipy(family.operator(a))
-        out.append(torch_hierarchy(scipy_galerkin_hierarchy(A, Ps)))
+        out.append(galerkin_hierarchy(A, Ps))
         contrasts.append(family.contrast(a))
     return out, contrasts
 

@@ -3,7 +3,7 @@ r"""The DCDM network and its loss (Kaneda et al. 2023, docs/design.md §6.5), to
 DCDM preconditions a flexible CG (PETSc ``fcg`` with ``mmax 2``, standard truncation) by
 a nonlinear network: the search direction is :math:`q = f(r/\|r\|)`.  The network here,
 :class:`DCDMNet`, is a small MgNO-like net on the problem's mesh hierarchy
-(:class:`~fe_operators.models.layers.vcycle.MultigridCycle`, docs/design.md §4.3):
+(:class:`~fe_operators.multigrid.cycle.MultigridCycle`, docs/design.md §4.3):
 
 1. :math:`\hat r = E\, r / \mathrm{rms}(r)` with :math:`E = \mathrm{diag}(e^{-c_i/2})`, where
    :math:`c_i = \log(a_{ii} / k_{ii})` is the local coefficient indicator (the operator's
@@ -32,16 +32,16 @@ from typing import Any
 
 import torch
 
-from fe_operators.models.context import HierarchyContext
 from fe_operators.sparse.maps import SparseMap
 from fe_operators.models.layers.mlp import MLP, activation
 from fe_operators.sparse.spmm import spmm
-from fe_operators.models.layers.vcycle import CycleLevel, MultigridCycle, match_level
+from fe_operators.multigrid.cycle import CycleLevel, MultigridCycle, match_level
+from fe_operators.multigrid.hierarchy import Hierarchy
 
 __all__ = ["DCDMNet", "dcdm_loss", "start_level", "coefficient_indicator"]
 
 
-def start_level(hierarchy: HierarchyContext, coarsest_h: float) -> int:
+def start_level(hierarchy: Hierarchy, coarsest_h: float) -> int:
     """Index of the level of ``hierarchy`` whose mesh size is closest to ``coarsest_h``.
 
     Raises

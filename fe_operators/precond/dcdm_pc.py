@@ -38,7 +38,7 @@ from firedrake.petsc import PETSc
 from firedrake.preconditioners.base import PCBase
 
 from fe_operators.models.build import hierarchy_context
-from fe_operators.models.layers.vcycle import cast_levels, cycle_levels
+from fe_operators.multigrid.cycle import cast_levels, cycle_levels
 from fe_operators.precond.base import FallbackCounter, options_prefix, require_hierarchy, resolve_model
 from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, start_level
 from fe_operators.errors import PreconditionerSetupError

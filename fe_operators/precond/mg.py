@@ -1,4 +1,4 @@
-r"""Galerkin multigrid with learned smoothers, in PETSc (and its scipy mirror for training).
+r"""Galerkin multigrid with learned smoothers, in PETSc.
 
 The V-cycle of the SPD neural multigrid (docs/design.md §6.2), for a fine SPD matrix :math:`A`
 whose Dirichlet rows are identity rows (Firedrake's assembly) and prolongations
@@ -7,12 +7,13 @@ whose Dirichlet rows are identity rows (Firedrake's assembly) and prolongations
 * **boundary masks** — :math:`b_L` the decoupled rows of :math:`A` (no off-diagonal
   entry); on a coarser level, :math:`b_{l-1} = [P_l^T b_l > 1/2]`: the coarse nodes whose
   basis functions reach the fine Dirichlet nodes, i.e. the coarse Dirichlet nodes of a
-  nested Lagrange hierarchy;
+  nested Lagrange hierarchy (:data:`~fe_operators.multigrid.galerkin.BOUNDARY_THRESHOLD`);
 * **masked prolongations** :math:`\tilde P_l = (I - B_l) P_l (I - B_{l-1})`
   (:math:`B = \mathrm{diag}(b)`): coarse corrections never touch Dirichlet rows;
 * **Galerkin operators** :math:`A_{l-1} = \tilde P_l^T A_l \tilde P_l + B_{l-1}`
-  (``MatPtAP``; the identity keeps the coarse Dirichlet rows decoupled and the matrix
-  non-singular), down to the coarsest level, solved exactly (LU);
+  (:func:`~fe_operators.multigrid.galerkin.galerkin_product`, ``MatPtAP``; the identity
+  keeps the coarse Dirichlet rows decoupled and the matrix non-singular), down to the
+  coarsest level, solved exactly (LU);
 * **smoothing** — ``sweeps`` Richardson steps :math:`x \leftarrow x + S_l(b - A_l x)` with
   the learned diagonal :math:`S_l` (:class:`~fe_operators.precond.smoother.LearnedJacobi`)
   before and after the coarse correction; :math:`S_l` is symmetric, so the post-smoother
@@ -23,7 +24,8 @@ energy-convergent: :math:`B = \bar S + (I - S A) \tilde P B_c \tilde P^T (I - A 
 :math:`\bar S = S(2S^{-1} - A)S \succ 0` and :math:`B_c \succ 0` by induction.
 
 :class:`GalerkinHierarchy` builds and updates the operators with PETSc (any number of
-processes); :func:`scipy_galerkin_hierarchy` is the same in scipy, for training and tests;
+processes); :func:`fe_operators.multigrid.galerkin.galerkin_hierarchy` is the same in scipy
+(a :class:`~fe_operators.multigrid.hierarchy.Hierarchy`), for training and tests;
 :func:`setup_learned_mg` configures a ``PCMG`` with it; :class:`NeuralAMG` is the plain
 petsc4py PC for matrices without a mesh hierarchy (PETSc's GAMG with learned smoothers).
 Nothing here imports Firedrake.
@@ -31,74 +33,18 @@ Nothing here imports Firedrake.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
-from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.errors import PreconditionerSetupError
+from fe_operators.multigrid.galerkin import BOUNDARY_THRESHOLD, galerkin_product
+from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.precond.features import row_parts
 from fe_operators.precond.smoother import LearnedJacobi
 
-__all__ = [
-    "BOUNDARY_THRESHOLD", "GalerkinHierarchy", "ScipyHierarchy", "scipy_galerkin_hierarchy", "setup_learned_mg",
-    "install_learned_smoothers", "NeuralAMG",
-]
-
-#: a coarse node is a Dirichlet node when ``(P^T b_fine)_c`` exceeds this
-BOUNDARY_THRESHOLD = 0.5
-
-
-# ----------------------------------------------------------------------------- scipy mirror
-@dataclasses.dataclass(frozen=True)
-class ScipyHierarchy:
-    """The Galerkin hierarchy of :func:`scipy_galerkin_hierarchy` (coarsest level first).
-
-    Attributes
-    ----------
-    operators
-        ``A_l``, CSR, coarsest first; the last is the fine matrix.
-    prolongations
-        ``P̃_l`` (masked), ``prolongations[l - 1]`` maps level ``l - 1`` to ``l``.
-    boundary
-        ``b_l`` bool masks, coarsest first.
-    """
-
-    operators: tuple[sp.csr_matrix, ...]
-    prolongations: tuple[sp.csr_matrix, ...]
-    boundary: tuple[np.ndarray, ...]
-
-
-def scipy_galerkin_hierarchy(A: sp.spmatrix, prolongations: Sequence[sp.spmatrix]) -> ScipyHierarchy:
-    """The masked Galerkin hierarchy of the module docstring, with scipy (one process).
-
-    Parameters
-    ----------
-    A
-        The fine SPD matrix (Dirichlet rows as identity rows).
-    prolongations
-        ``P_l``, coarsest first: ``prolongations[l - 1]`` is ``(n_l, n_{l-1})``.
-    """
-    A = sp.csr_matrix(A, dtype=np.float64)
-    A.sum_duplicates()
-    ops, pros, masks = [A], [], []
-    b = row_parts(A.indptr, A.indices, A.data)[2]
-    masks.append(b)
-    for P in reversed(list(prolongations)):
-        P = sp.csr_matrix(P, dtype=np.float64)
-        bc = (P.T @ b.astype(np.float64)) > BOUNDARY_THRESHOLD
-        Pm = sp.diags((~b).astype(np.float64)) @ P @ sp.diags((~bc).astype(np.float64))
-        Pm = sp.csr_matrix(Pm)
-        Ac = sp.csr_matrix(Pm.T @ ops[-1] @ Pm + sp.diags(bc.astype(np.float64)))
-        Ac.sum_duplicates()
-        ops.append(Ac)
-        pros.append(Pm)
-        masks.append(bc)
-        b = bc
-    return ScipyHierarchy(tuple(reversed(ops)), tuple(reversed(pros)), tuple(reversed(masks)))
+__all__ = ["GalerkinHierarchy", "setup_learned_mg", "install_learned_smoothers", "NeuralAMG"]
 
 
 # ----------------------------------------------------------------------------- PETSc
@@ -171,7 +117,7 @@ class GalerkinHierarchy:
         ops = [A]
         for level in range(self.n_levels - 2, -1, -1):  # the coarse level made from level + 1
             if reuse:
-                Ac = ops[-1].ptap(self.prolongations[level], result=self.operators[level])
+                Ac = galerkin_product(ops[-1], self.prolongations[level], result=self.operators[level])
             else:
                 Pm = self._raw[level].duplicate(copy=True)
                 keep_f, keep_c = vecs[level + 1].duplicate(), vecs[level].duplicate()
@@ -180,7 +126,7 @@ class GalerkinHierarchy:
                     keep.axpy(-1.0, b)
                 Pm.diagonalScale(keep_f, keep_c)
                 self.prolongations.insert(0, Pm)
-                Ac = ops[-1].ptap(Pm)
+                Ac = galerkin_product(ops[-1], Pm)
                 Ac.setOption(Ac.Option.NEW_NONZERO_ALLOCATION_ERR, False)
             Ac.setDiagonal(vecs[level], addv=True)
             ops.append(Ac)

@@ -156,7 +156,7 @@ def smoother_report(net: torch.nn.Module, hierarchies: list[Any], sweeps: int, *
     gen = torch.Generator().manual_seed(seed)
     out = {"rho_learned": [], "rho_classical": []}
     for th in hierarchies:
-        e = torch.randn(th.n, errors, generator=gen, dtype=torch.float64)
+        e = torch.randn(th.finest.n_nodes, errors, generator=gen, dtype=torch.float64)
         out["rho_learned"].append(float(convergence_loss(net, th, e, cycles, sweeps)))
         out["rho_classical"].append(float(convergence_loss(classical, th, e, cycles, sweeps)))
     return {k: float(math.exp(np.mean(v))) for k, v in out.items()}
@@ -172,7 +172,7 @@ def _train_smoother(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[tor
     t0 = time.perf_counter()
     train, contrasts = smoother_samples(family, cfg.family.samples, rng)
     val, _ = smoother_samples(family, _heldout_count(cfg), np.random.default_rng(heldout_seed(cfg)))
-    log(f"{len(train)} training operators ({train[0].n} rows, {len(train[0].levels)} levels), contrast "
+    log(f"{len(train)} training operators ({train[0].finest.n_nodes} rows, {len(train[0].levels)} levels), contrast "
         f"{min(contrasts):.0f}-{max(contrasts):.0f}; set-up {time.perf_counter() - t0:.1f} s")
     opts = cfg.smoother
     net = SmootherNet(opts.hidden, opts.layers, opts.act, opts.sweeps, init_s=opts.init_s).double()
@@ -180,7 +180,7 @@ def _train_smoother(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[tor
 
     def step_loss(step: int) -> torch.Tensor:
         th = train[step % len(train)]
-        e = torch.randn(th.n, opts.errors, generator=gen, dtype=torch.float64)
+        e = torch.randn(th.finest.n_nodes, opts.errors, generator=gen, dtype=torch.float64)
         return convergence_loss(net, th, e, opts.cycles, opts.sweeps)
 
     history, seconds = _optimise(list(net.parameters()), step_loss, cfg, log)
@@ -196,7 +196,7 @@ def _train_dcdm(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[torch.n
     from fe_operators.sparse.petsc import petsc_to_scipy
     from fe_operators.models.build import hierarchy_context
     from fe_operators.sparse.maps import SparseMap
-    from fe_operators.models.layers.vcycle import cast_levels, cycle_levels
+    from fe_operators.multigrid.cycle import cast_levels, cycle_levels
     from fe_operators.precond.data import decoupled_rows, training_rhs
     from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, dcdm_loss
 

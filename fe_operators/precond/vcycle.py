@@ -1,8 +1,9 @@
 r"""The learned V-cycle of :mod:`~fe_operators.precond.mg` in torch: training and checking.
 
 The same cycle that PETSc's ``PCMG`` runs with :class:`~fe_operators.precond.smoother.
-LearnedJacobi` smoothers — same masked Galerkin operators
-(:func:`~fe_operators.precond.mg.scipy_galerkin_hierarchy`), same multipliers, same order
+LearnedJacobi` smoothers — same masked Galerkin operators (a
+:class:`~fe_operators.multigrid.hierarchy.Hierarchy` from
+:func:`~fe_operators.multigrid.galerkin.galerkin_hierarchy`), same multipliers, same order
 of operations — written with differentiable sparse products
 (:func:`fe_operators.sparse.spmm`, scipy kernels on the CPU), float64:
 
@@ -21,97 +22,73 @@ on random errors: for this SPD cycle ``λ(BA) ⊂ (0, 1]`` and CG's condition nu
 
 from __future__ import annotations
 
-import dataclasses
+import weakref
 
 import numpy as np
 import torch
 
-from fe_operators.sparse.maps import SparseMap
-from fe_operators.sparse.spmm import spmm
+from fe_operators.multigrid.hierarchy import Hierarchy, Level
 from fe_operators.precond.features import csr_row_features
-from fe_operators.precond.mg import ScipyHierarchy
 from fe_operators.precond.smoother import multipliers_torch
+from fe_operators.sparse.spmm import spmm
 
-__all__ = ["TorchLevel", "TorchHierarchy", "torch_hierarchy", "level_multipliers", "vcycle", "convergence_loss"]
+__all__ = ["row_data", "coarse_inverse", "level_multipliers", "vcycle", "convergence_loss"]
+
+# what the cycle derives from a level once (row features, the coarsest level's inverse), by level
+_DERIVED: "weakref.WeakKeyDictionary[Level, dict]" = weakref.WeakKeyDictionary()
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class TorchLevel:
-    """One level: operator, masked prolongation from below, and the smoother's row data.
+def row_data(level: Level) -> dict[str, torch.Tensor]:
+    """The smoother's data of a level's operator, computed once per level.
 
-    Shapes
-    ------
-    ``A`` ``(n, n)``; ``P`` ``(n, n_coarser)``; ``features`` ``(n, 6)``; the rest ``(n,)``.
+    Returns
+    -------
+    dict
+        ``features`` ``(n, 6)`` (:func:`~fe_operators.precond.features.csr_row_features`),
+        ``abs_row_sum``, ``diagonal``, ``decoupled`` ``(n,)``.
     """
-
-    A: SparseMap
-    P: SparseMap | None
-    features: torch.Tensor
-    abs_row_sum: torch.Tensor
-    diagonal: torch.Tensor
-    decoupled: torch.Tensor
-
-    @property
-    def n(self) -> int:
-        """Rows of the level."""
-        return self.A.n_rows
+    derived = _DERIVED.setdefault(level, {})
+    if "rows" not in derived:
+        f = csr_row_features(level.block(0).to_scipy())
+        derived["rows"] = {"features": torch.from_numpy(f.values), "abs_row_sum": torch.from_numpy(f.abs_row_sum),
+                           "diagonal": torch.from_numpy(f.diagonal), "decoupled": torch.from_numpy(f.decoupled)}
+    return derived["rows"]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class TorchHierarchy:
-    """The levels (coarsest first) and the coarsest operator's inverse (dense)."""
-
-    levels: tuple[TorchLevel, ...]
-    coarse_inverse: torch.Tensor
-
-    @property
-    def n(self) -> int:
-        """Rows of the finest level."""
-        return self.levels[-1].n
+def coarse_inverse(level: Level) -> torch.Tensor:
+    """The dense inverse of a (coarsest) level's operator, computed once per level."""
+    derived = _DERIVED.setdefault(level, {})
+    if "inverse" not in derived:
+        derived["inverse"] = torch.from_numpy(np.linalg.inv(level.block(0).to_scipy().toarray()))
+    return derived["inverse"]
 
 
-def torch_hierarchy(h: ScipyHierarchy) -> TorchHierarchy:
-    """Tensors of a :class:`~fe_operators.precond.mg.ScipyHierarchy` (row features computed here)."""
-    levels = []
-    for k, A in enumerate(h.operators):
-        f = csr_row_features(A)
-        levels.append(TorchLevel(
-            A=SparseMap.from_scipy(A),
-            P=SparseMap.from_scipy(h.prolongations[k - 1]) if k else None,
-            features=torch.from_numpy(f.values),
-            abs_row_sum=torch.from_numpy(f.abs_row_sum),
-            diagonal=torch.from_numpy(f.diagonal),
-            decoupled=torch.from_numpy(f.decoupled),
-        ))
-    inv = torch.from_numpy(np.linalg.inv(h.operators[0].toarray()))
-    return TorchHierarchy(tuple(levels), inv)
-
-
-def level_multipliers(net: torch.nn.Module, hier: TorchHierarchy) -> list[torch.Tensor | None]:
+def level_multipliers(net: torch.nn.Module, hier: Hierarchy) -> list[torch.Tensor | None]:
     """The smoother diagonal of every level (None on the coarsest), differentiable in ``net``."""
     out: list[torch.Tensor | None] = [None]
     for lv in hier.levels[1:]:
-        s = net(lv.features)
-        out.append(multipliers_torch(s, lv.abs_row_sum, lv.diagonal, lv.decoupled))
+        rows = row_data(lv)
+        s = net(rows["features"])
+        out.append(multipliers_torch(s, rows["abs_row_sum"], rows["diagonal"], rows["decoupled"]))
     return out
 
 
-def _cycle(hier: TorchHierarchy, mults: list[torch.Tensor | None], level: int, b: torch.Tensor,
+def _cycle(hier: Hierarchy, mults: list[torch.Tensor | None], level: int, b: torch.Tensor,
            sweeps: int) -> torch.Tensor:
     if level == 0:
-        return hier.coarse_inverse @ b
-    lv, m = hier.levels[level], mults[level][:, None]
+        return coarse_inverse(hier.levels[0]) @ b
+    A, P, m = hier.levels[level].operators, hier.prolongations[level - 1], mults[level][:, None]
     x = m * b
     for _ in range(sweeps - 1):
-        x = x + m * (b - spmm(lv.A, x))
-    r = b - spmm(lv.A, x)
-    x = x + spmm(lv.P, _cycle(hier, mults, level - 1, spmm(lv.P.transpose(), r), sweeps))
+        x = x + m * (b - spmm(A, x))
+    r = b - spmm(A, x)
+    x = x + spmm(P, _cycle(hier, mults, level - 1, spmm(P.transpose(), r), sweeps))
     for _ in range(sweeps):
-        x = x + m * (b - spmm(lv.A, x))
+        x = x + m * (b - spmm(A, x))
     return x
 
 
-def vcycle(hier: TorchHierarchy, mults: list[torch.Tensor | None], b: torch.Tensor, sweeps: int) -> torch.Tensor:
+def vcycle(hier: Hierarchy, mults: list[torch.Tensor | None], b: torch.Tensor, sweeps: int) -> torch.Tensor:
     """``B b``: one V-cycle with smoother diagonals ``mults`` applied to the columns of ``b``.
 
     Shapes
@@ -121,7 +98,7 @@ def vcycle(hier: TorchHierarchy, mults: list[torch.Tensor | None], b: torch.Tens
     return _cycle(hier, mults, len(hier.levels) - 1, b, sweeps)
 
 
-def convergence_loss(net: torch.nn.Module, hier: TorchHierarchy, errors: torch.Tensor, cycles: int,
+def convergence_loss(net: torch.nn.Module, hier: Hierarchy, errors: torch.Tensor, cycles: int,
                      sweeps: int) -> torch.Tensor:
     """Mean over the columns of ``log(‖E^k e‖_A / ‖e‖_A) / k``: the log convergence factor.
 
@@ -139,7 +116,7 @@ def convergence_loss(net: torch.nn.Module, hier: TorchHierarchy, errors: torch.T
         Smoothing sweeps per level.
     """
     mults = level_multipliers(net, hier)
-    A = hier.levels[-1].A
+    A = hier.finest.operators
 
     def energy(e: torch.Tensor) -> torch.Tensor:
         return (e * spmm(A, e)).sum(0)

@@ -10,9 +10,10 @@
 * :mod:`~fe_operators.models.layers.coarse_grid` — :class:`CoarseGridMixing`, global
   mixing on a fixed coarse grid;
 * :mod:`~fe_operators.models.layers.latent_grid` — :class:`LatentGridSpectral`, mesh →
-  latent grid → Fourier layer → mesh, and its :class:`GridTransfer`;
-* :mod:`~fe_operators.models.layers.vcycle` — :class:`MultigridCycle`, a learned
-  multi-channel V-cycle on a mesh hierarchy (also the preconditioners' cycle).
+  latent grid → Fourier layer → mesh, and its :class:`GridTransfer`.
+
+The learned multi-channel V-cycle of the multigrid processor (and of the DCDM
+preconditioner) is :class:`fe_operators.multigrid.cycle.MultigridCycle`.
 
 Nothing here imports Firedrake.
 """
@@ -22,9 +23,8 @@ from fe_operators.models.layers.latent_grid import GridTransfer, LatentGridSpect
 from fe_operators.models.layers.mesh_conv import MeshConv
 from fe_operators.models.layers.mlp import MLP, activation
 from fe_operators.models.layers.propagation import DeepPropagation
-from fe_operators.models.layers.vcycle import MultigridCycle
 
 __all__ = [
     "MLP", "activation", "MeshConv", "DeepPropagation", "CoarseGridMixing", "LatentGridSpectral",
-    "GridTransfer", "grid_transfer", "MultigridCycle",
+    "GridTransfer", "grid_transfer",
 ]

@@ -44,7 +44,8 @@ from fe_operators.errors import ConfigError, SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.options import dataclass_from_dict
 
-__all__ = ["Processor", "PROCESSORS", "register_processor", "processor_class", "processor_options", "ACTIVATIONS"]
+__all__ = ["Processor", "PROCESSORS", "register_processor", "processor_class", "processor_options", "ACTIVATIONS",
+           "cost_report_text"]
 
 #: activation names every processor accepts (the type of their ``act`` option)
 ACTIVATIONS = Literal["gelu", "relu", "silu", "tanh"]
@@ -66,7 +67,7 @@ class Processor(torch.nn.Module, abc.ABC):
         Whether the weights run on other meshes of the domain (given their context).
     needs_hierarchy
         Whether the mesh context must carry a mesh hierarchy
-        (:class:`~fe_operators.models.context.HierarchyContext`).
+        (:class:`~fe_operators.multigrid.hierarchy.Hierarchy`).
 
     The contract SPON relies on: :meth:`for_context` builds the processor for a mesh
     context; :attr:`config` holds JSON-able constructor arguments so that
@@ -178,3 +179,17 @@ def processor_options(name: str, options: Mapping[str, Any], key: str = "") -> A
     """
     cls = processor_class(name, f"{key}.processor" if key else "processor")
     return dataclass_from_dict(cls.Options, dict(options), key)
+
+
+def cost_report_text(title: str, rows: list[dict[str, Any]]) -> str:
+    """Rows of a processor's ``cost_per_level`` (finest first) as the lines ``cost_report`` prints.
+
+    Each row has ``level``, ``nodes``, ``width``, ``macs`` and optionally ``blocks``;
+    the last line is the total.
+    """
+    lines = [f"  level {r['level']}: {r['nodes']:>8} nodes, width {r['width']:>3}, "
+             + (f"{r['blocks']} blocks, " if "blocks" in r else "")
+             + f"{r['macs'] / 1e6:9.2f} M multiply-adds" for r in rows]
+    total = sum(r["macs"] for r in rows)
+    return "\n".join([f"{title}, multiply-adds per sample by level (finest first):", *lines,
+                      f"  total: {total / 1e6:.2f} M"])

@@ -61,9 +61,11 @@ from typing import Any
 import torch
 
 from fe_operators.errors import SpaceMismatchError
-from fe_operators.models.context import HierarchyContext, MeshContext
+from fe_operators.models.context import MeshContext
 from fe_operators.models.layers.mlp import MLP, activation
-from fe_operators.models.layers.vcycle import _block_diagonals, _side_by_side, match_level
+from fe_operators.multigrid.cycle import match_level
+from fe_operators.multigrid.hierarchy import Hierarchy as HierarchyContext
+from fe_operators.multigrid.hierarchy import block_diagonals as _block_diagonals, side_by_side as _side_by_side
 from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
 from fe_operators.options import non_negative, option, positive
 from fe_operators.sparse.maps import SparseMap, row_indices

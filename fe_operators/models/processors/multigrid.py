@@ -4,7 +4,7 @@ Each layer is the MgNO paper's
 
 .. math:: v \leftarrow \sigma\big(W_{Mg}(v)\,W_{out} + v\,W_0 + b(x)\big)
 
-with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.models.layers.vcycle.MultigridCycle`:
+with :math:`W_{Mg}` one learned V-cycle (:class:`~fe_operators.multigrid.cycle.MultigridCycle`:
 learned combinations of per-level FE operators, exact FE transfers, no nonlinearity
 inside), a pointwise channel map :math:`W_0`, and a bias computed from the node
 coordinates by a small MLP (a learned FE function would tie the model to one mesh).
@@ -19,8 +19,14 @@ hierarchy's ``to_finest`` / ``from_finest`` maps carry the channels there and ba
 Transfer across hierarchies of the domain: the model records its coarsest level's mesh
 size ``coarsest_h``; on another hierarchy the cycle starts at the level whose size is
 closest to it, and levels finer than the trained ones reuse the finest trained weights
-(:mod:`~fe_operators.models.layers.vcycle` explains why the output then changes only by
+(:mod:`~fe_operators.multigrid.cycle` explains why the output then changes only by
 discretisation error).
+
+Arithmetic: the model computes in its inputs' dtype (float32 in training); the cycles'
+per-level data are cast once per hierarchy and dtype and cached, the sparse operators
+once by their :class:`~fe_operators.sparse.maps.SparseMap`.  :meth:`MultigridProcessor.cost_per_level`
+counts the multiply-adds of one sample per level and :meth:`~MultigridProcessor.cost_report`
+formats them (``fe-operators train`` prints it).
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from typing import Any, Literal, Union
 import torch
 
 from fe_operators.errors import ConfigError, SpaceMismatchError
-from fe_operators.models.context import HierarchyContext, MeshContext
+from fe_operators.models.context import MeshContext
 from fe_operators.models.layers.graph_ops import normalized_coordinates
 from fe_operators.models.layers.mlp import MLP
-from fe_operators.models.layers.vcycle import (
+from fe_operators.models.processors.base import ACTIVATIONS, Processor, cost_report_text, register_processor
+from fe_operators.multigrid.cycle import (
     CycleLevel, MultigridCycle, cast_levels, coefficient_values, cycle_levels, match_level,
 )
-from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
+from fe_operators.multigrid.hierarchy import Hierarchy
 from fe_operators.options import non_negative, option, optional, positive
 from fe_operators.sparse.spmm import spmm
 
@@ -149,7 +156,7 @@ class MultigridProcessor(Processor):
         self.coefficient_scale = torch.nn.Parameter(torch.ones(m))
         self.coefficient_shift = torch.nn.Parameter(torch.ones(m))
         # per-context derived tensors (levels, scales), made on first use
-        self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
+        self._cache: "weakref.WeakKeyDictionary[Hierarchy, dict]" = weakref.WeakKeyDictionary()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -199,7 +206,7 @@ class MultigridProcessor(Processor):
         return {"hierarchy": True, "coarsest_nodes": int(options["coarsest_nodes"]), "levels": "auto"}
 
     # ------------------------------------------------------------------ context
-    def start_level(self, hierarchy: HierarchyContext) -> int:
+    def start_level(self, hierarchy: Hierarchy) -> int:
         """Index of the level of ``hierarchy`` that plays the model's coarsest level.
 
         Raises
@@ -222,7 +229,7 @@ class MultigridProcessor(Processor):
             raise SpaceMismatchError(f"expected {self.n_operators} FE operators per level, the context has {k}")
         self.start_level(context.hierarchy)
 
-    def cycle_levels(self, hierarchy: HierarchyContext, dtype: torch.dtype) -> list[CycleLevel]:
+    def cycle_levels(self, hierarchy: Hierarchy, dtype: torch.dtype) -> list[CycleLevel]:
         """The cycle's per-level data for ``hierarchy`` (cached per hierarchy and dtype)."""
         per = self._cache.setdefault(hierarchy, {})
         if None not in per:
@@ -264,6 +271,47 @@ class MultigridProcessor(Processor):
         if hier.from_finest is not None:
             y = spmm(hier.from_finest, y.reshape(y.shape[0], -1)).reshape(n, batch, self.out_ncomp)
         return y.transpose(0, 1).reshape(batch, n * self.out_ncomp).index_select(1, context.free)
+
+    # ------------------------------------------------------------------ cost
+    def cost_per_level(self, context: MeshContext | Hierarchy) -> list[dict[str, Any]]:
+        """Multiply-adds of one sample's forward pass per level, finest first.
+
+        Each entry: ``{"level", "nodes", "width", "macs"}``; ``level`` is the index in the
+        context's hierarchy (coarsest 0).  Every layer's V-cycle counts as
+        :meth:`~fe_operators.multigrid.cycle.MultigridCycle.cost_per_level` says (sparse
+        products one multiply-add per stored entry and channel, channel mixings
+        ``n C_in C_out``); the finest level also carries the lifting, bias and projection
+        MLPs, each layer's two pointwise maps, and the ``to_finest``/``from_finest`` maps;
+        the coefficient channels' operators (``coefficient_operators``) count on their level.
+        """
+        hier = context.hierarchy if isinstance(context, MeshContext) else context
+        start = self.start_level(hier)
+        levels = self.cycle_levels(hier, torch.float64)
+        c, m = self.width, self.in_channels if self.coefficient_operators else 0
+        macs = [0] * len(levels)
+        for cycle in self.cycles:
+            for j, count in enumerate(cycle.cost_per_level(levels, coefficients=m > 0)):
+                macs[j] += count
+        for j, lv in enumerate(levels):  # coefficient operators, and their restrictions (values and weights)
+            if m and lv.coefficient_map is not None:
+                macs[j] += lv.coefficient_map.values.numel() * m
+            if m and j > 0:
+                macs[j] += lv.restrict.values.numel() * (m + 1)
+        n = levels[-1].n_nodes
+        macs[-1] += n * ((self.in_channels + self.gdim) * c + c * c)              # lifting
+        macs[-1] += n * (self.gdim * c + c * self.layers * c)                     # bias
+        macs[-1] += self.layers * 2 * n * c * c                                   # W_out and W_0
+        macs[-1] += n * (c * c + c * self.out_ncomp)                              # projection
+        if hier.to_finest is not None:
+            macs[-1] += hier.to_finest.values.numel() * (c + self.in_channels)
+            macs[-1] += hier.from_finest.values.numel() * self.out_ncomp
+        rows = [{"level": start + j, "nodes": lv.n_nodes, "width": c, "macs": int(macs[j])}
+                for j, lv in enumerate(levels)]
+        return rows[::-1]
+
+    def cost_report(self, context: MeshContext | Hierarchy) -> str:
+        """:meth:`cost_per_level` as lines of text (also the total)."""
+        return cost_report_text(f"multigrid processor ({self.layers} V-cycles)", self.cost_per_level(context))
 
     def extra_repr(self) -> str:
         return f"coarsest_h={self.coarsest_h:.4g}, levels={self.n_levels}"

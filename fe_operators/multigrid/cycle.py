@@ -5,8 +5,8 @@ V-cycle for :math:`A u = f` whose operators are learned 3×3 convolutions.  On f
 elements (docs/design.md §4.3) every convolution becomes a learned combination of fixed FE
 operators assembled on each level, and the transfers are the exact FE prolongation and
 its adjoint.  With ``C`` channels, level ``l``'s operators ``Φ_k`` (mass, first-order
-``∫∂_aφ_jφ_i``, stiffness ``∫∂_aφ_j∂_bφ_i``; :class:`~fe_operators.models.context.
-LevelContext`) and the diagonal ``D`` of the level's Laplacian stiffness matrix:
+``∫∂_aφ_jφ_i``, stiffness ``∫∂_aφ_j∂_bφ_i``; a
+:class:`~fe_operators.multigrid.hierarchy.Level`) and the diagonal ``D`` of the level's Laplacian stiffness matrix:
 
 .. math::
 
@@ -51,7 +51,9 @@ import math
 
 import torch
 
-from fe_operators.models.context import HierarchyContext, LevelContext
+from fe_operators.multigrid.hierarchy import (
+    Hierarchy, Level, block_diagonals, block_row_sums, block_rows, side_by_side,
+)
 from fe_operators.sparse.maps import SparseMap, row_indices
 from fe_operators.sparse.spmm import spmm
 
@@ -85,7 +87,7 @@ class CycleLevel:
         ``(K,)``: the Laplacian as a combination of the blocks.
     coefficient_map
         ``(nnz, n)``: nodal coefficient -> values of its stiffness matrix on the block
-        pattern (see :class:`~fe_operators.models.context.LevelContext`), or None.
+        pattern (see :class:`~fe_operators.multigrid.hierarchy.Level`), or None.
     pattern_rows, pattern_cols
         ``(nnz,)`` int64: the block pattern's entries (for applying coefficient operators).
     diagonal
@@ -115,39 +117,7 @@ class CycleLevel:
         return int(self.d.shape[0])
 
 
-def _block_diagonals(ops: SparseMap, n: int) -> torch.Tensor:
-    """``(K, n)``: the diagonal of every ``(n, n)`` block of a row-stacked operator."""
-    k = ops.n_rows // n
-    rows = row_indices(ops.crow)
-    on_diag = ops.col == rows % n
-    out = torch.zeros(k * n, dtype=ops.values.dtype, device=ops.device)
-    out.index_add_(0, rows[on_diag], ops.values[on_diag])
-    return out.reshape(k, n)
-
-
-def _rows(ops: SparseMap, start: int, stop: int) -> SparseMap:
-    """Rows ``start:stop`` of a CSR map."""
-    lo, hi = int(ops.crow[start]), int(ops.crow[stop])
-    return SparseMap(ops.crow[start:stop + 1] - lo, ops.col[lo:hi], ops.values[lo:hi], ops.n_cols)
-
-
-def _side_by_side(ops: SparseMap, scale: torch.Tensor) -> SparseMap:
-    """``diag(scale) @ ops`` of a row-stacked ``(K n, n)`` operator, laid out side by side.
-
-    Returns the ``(n, n K)`` map whose column ``j K + k`` is column ``j`` of block ``k``.
-    """
-    n = ops.n_cols
-    k = ops.n_rows // n
-    rows = row_indices(ops.crow)
-    block, row = rows // n, rows % n
-    col = ops.col * k + block
-    order = torch.argsort(row * (n * k) + col, stable=True)
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=ops.device)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    return SparseMap(crow, col[order], (ops.values * scale[rows])[order], n * k)
-
-
-def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[CycleLevel]:
+def cycle_levels(hierarchy: Hierarchy, start: int, h0: float) -> list[CycleLevel]:
     """The :class:`CycleLevel` s of ``hierarchy.levels[start:]`` (coarsest first), float64.
 
     Parameters
@@ -161,9 +131,9 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
     """
     out = []
     for i in range(start, hierarchy.n_levels):
-        lv: LevelContext = hierarchy.levels[i]
+        lv: Level = hierarchy.levels[i]
         n = lv.n_nodes
-        diags = _block_diagonals(lv.operators, n)
+        diags = block_diagonals(lv.operators, n)
         orders = lv.operator_orders
         mass_k = int(torch.nonzero(orders == 0)[0, 0])
         m = diags[mass_k]
@@ -175,12 +145,12 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
         P = hierarchy.prolongations[i - 1] if i > start else None
         nnz = int(lv.operators.crow[n])
         out.append(CycleLevel(
-            a_operators=_side_by_side(lv.operators, a_scale.reshape(-1)),
-            s_operators=_side_by_side(lv.operators, s_scale.reshape(-1)),
+            a_operators=side_by_side(lv.operators, a_scale.reshape(-1)),
+            s_operators=side_by_side(lv.operators, s_scale.reshape(-1)),
             d=d[:, None, None],
             d_inv=(1.0 / d)[:, None, None],
             keep=(~lv.boundary).to(d)[:, None, None],
-            mass=_rows(lv.operators, mass_k * n, (mass_k + 1) * n),
+            mass=block_rows(lv.operators, mass_k * n, (mass_k + 1) * n),
             prolong=P,
             restrict=None if P is None else P.transpose(),
             laplacian=lv.laplacian,
@@ -188,7 +158,7 @@ def cycle_levels(hierarchy: HierarchyContext, start: int, h0: float) -> list[Cyc
             pattern_rows=row_indices(lv.operators.crow[:n + 1]),
             pattern_cols=lv.operators.col[:nnz],
             diagonal=_diagonal_positions(lv.operators.crow[:n + 1], lv.operators.col[:nnz]),
-            mass_diag=_block_row_sums(lv.operators, mass_k, n),
+            mass_diag=block_row_sums(lv.operators, mass_k, n),
         ))
     return out
 
@@ -200,13 +170,6 @@ def _diagonal_positions(crow: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     if pos.numel() != crow.numel() - 1:
         raise ValueError("the level's operator pattern lacks diagonal entries")
     return pos
-
-
-def _block_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
-    """Row sums of block ``k`` of a row-stacked operator."""
-    block = _rows(ops, k * n, (k + 1) * n)
-    sums = torch.zeros(n, dtype=ops.values.dtype, device=ops.device)
-    return sums.index_add_(0, row_indices(block.crow), block.values)
 
 
 def cast_levels(levels: list[CycleLevel], dtype: torch.dtype) -> list[CycleLevel]:
@@ -469,6 +432,59 @@ class MultigridCycle(torch.nn.Module):
                 us[j] = self.smooth(us[j], fs[j], lv, w, coef[j])
         out = us[-1]
         return torch.zeros_like(f) if out is None else out
+
+    def cost_per_level(self, levels: list[CycleLevel], *, dual: bool = False,
+                       coefficients: bool = False) -> list[int]:
+        """Multiply-adds of one :meth:`forward` for one sample, per level (coarsest first).
+
+        What counts: sparse products (one per stored entry and channel), channel mixings
+        (``n C_in C_out``), per-channel weights of ``"separable"`` mixing (``n K C``);
+        masks and diagonal scalings do not.  Transfers (``P_lᵀ``, ``P_l`` and their
+        mixings) count on the finer level ``l``.  ``coefficients``: the forward gets
+        coefficient operators (on the levels that have a coefficient map).
+        """
+        c, k, full = self.channels, self.n_operators, self.mixing == "full"
+
+        def mix(n: int) -> int:
+            return n * c * c if full else n * c
+
+        def blocks(lv: CycleLevel) -> int:  # Σ_k Φ_k u W_k: the K operators side by side, and the weights
+            return lv.a_operators.values.numel() * c + lv.n_nodes * (k * c * c if full else k * c)
+
+        def with_coefficients(lv: CycleLevel) -> tuple[int, int]:  # (mixings, products) of Σ_c K_{x_c} u W^c
+            m = self.n_coefficients if coefficients and lv.coefficient_map is not None else 0
+            return m * mix(lv.n_nodes), m * lv.pattern_rows.numel() * c
+
+        def operator(lv: CycleLevel) -> int:
+            mixes, products = with_coefficients(lv)
+            return blocks(lv) + mixes + products + (0 if full else lv.n_nodes * c * c)
+
+        def smooth(lv: CycleLevel, first: bool) -> int:
+            return ((0 if first else operator(lv)) + blocks(lv) + mix(lv.n_nodes) + with_coefficients(lv)[0]
+                    + (0 if full else lv.n_nodes * c * c))
+
+        n_used = len(levels)
+        macs = [0] * n_used
+        has = [False] * n_used  # whether u_l is non-zero (a smoothing step or a correction reached it)
+        if not dual:
+            macs[-1] += levels[-1].mass.values.numel() * c
+        for j in reversed(range(n_used)):
+            lv = levels[j]
+            steps = self.coarsest if j == 0 else self.pre
+            macs[j] += sum(smooth(lv, first=s == 0) for s in range(steps))
+            has[j] = steps > 0
+            if j > 0:
+                macs[j] += (operator(lv) if has[j] else 0) + lv.restrict.values.numel() * c
+                macs[j] += levels[j - 1].n_nodes * c * c if j < self.n_levels else 0
+        for j in range(1, n_used):
+            lv = levels[j]
+            if has[j - 1]:
+                macs[j] += lv.prolong.values.numel() * c + (lv.n_nodes * c * c if j < self.n_levels else 0)
+                has[j] = True
+            for _ in range(self.post):
+                macs[j] += smooth(lv, first=not has[j])
+                has[j] = True
+        return macs
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, operators={self.n_operators}, levels={self.n_levels}, "
