@@ -115,8 +115,9 @@ class LerayProjection:
         ``(n_coarse ncomp,)`` int64: the refined DOF at each original DOF.
     constrained
         Sorted int64 refined DOFs of the Dirichlet conditions (all original DOFs).
-    stiffness, divergence
-        The refined vector Laplacian ``(∇v, ∇w)`` and divergence ``(∇·v, q)`` (scipy CSR).
+    stiffness, divergence, mass
+        The refined vector Laplacian ``(∇v, ∇w)``, divergence ``(∇·v, q)`` and vector mass
+        matrix ``(v, w)`` (scipy CSR): norms and errors on the space the outputs live in.
     pressure_multiplier
         Whether the constant pressure was fixed by a multiplier (Dirichlet everywhere).
 
@@ -128,7 +129,8 @@ class LerayProjection:
 
     def __init__(self, *, space: fd.FunctionSpace, embedding: sp.csr_matrix, fine_of_coarse: np.ndarray,
                  constrained: np.ndarray, rhs: sp.csr_matrix, factor: Any, stiffness: sp.csr_matrix,
-                 divergence: sp.csr_matrix, pressure_mass: sp.csr_matrix, pressure_multiplier: bool) -> None:
+                 divergence: sp.csr_matrix, pressure_mass: sp.csr_matrix, mass: sp.csr_matrix,
+                 pressure_multiplier: bool) -> None:
         self.space = space
         self.ncomp = int(space.block_size)
         self.embedding = embedding
@@ -144,6 +146,7 @@ class LerayProjection:
         self._factor = factor
         self.stiffness = stiffness
         self.divergence = divergence
+        self.mass = mass
         self._pressure_mass = spla.splu(sp.csc_matrix(pressure_mass))
         self.pressure_multiplier = bool(pressure_multiplier)
 
@@ -237,6 +240,20 @@ class LerayProjection:
         BX = np.asarray(self.divergence @ X)
         num = np.einsum("ib,ib->b", BX, self._pressure_mass.solve(BX))
         den = np.einsum("ib,ib->b", X, self.stiffness @ X)
+        return np.sqrt(np.maximum(num, 0.0) / den)
+
+    def relative_l2(self, v: torch.Tensor, u: torch.Tensor) -> np.ndarray:
+        """``‖v − u‖_L2 / ‖u‖_L2`` per sample, on the refined space: ``v`` refined, ``u`` original-mesh
+        (embedded exactly) or refined velocities."""
+        n = v.shape[0]
+        U = u.reshape(n, -1)
+        if U.shape[1] == self.n_coarse * self.ncomp:
+            U = self.embed(U)
+        X = v.detach().to("cpu", torch.float64).reshape(n, -1).numpy().T
+        Y = U.detach().to("cpu", torch.float64).numpy().T
+        D = X - Y
+        num = np.einsum("ib,ib->b", D, self.mass @ D)
+        den = np.einsum("ib,ib->b", Y, self.mass @ Y)
         return np.sqrt(np.maximum(num, 0.0) / den)
 
     def __repr__(self) -> str:
@@ -386,6 +403,7 @@ def leray_projection(V: fd.FunctionSpace, bcs: fd.DirichletBC | Iterable[fd.Diri
     A = sp.csr_matrix((A + A.T) * 0.5)  # exactly symmetric: the adjoint solve is the forward one
     B = assemble_scipy(fd.inner(fd.div(u), fd.TestFunction(Q)) * fd.dx)
     Mq = assemble_scipy(fd.inner(fd.TrialFunction(Q), fd.TestFunction(Q)) * fd.dx)
+    M = assemble_scipy(fd.inner(u, w) * fd.dx)
     n = A.shape[0]
     constrained = np.sort(fine_of_coarse[constrained_c])
     is_c = np.zeros(n, dtype=bool)
@@ -410,4 +428,4 @@ def leray_projection(V: fd.FunctionSpace, bcs: fd.DirichletBC | Iterable[fd.Diri
     assert R.shape[0] == K.shape[0] == free.size + nq + int(multiplier)
     factor = _SymmetricLU(K, refinement_steps)
     return LerayProjection(space=Vf, embedding=E, fine_of_coarse=fine_of_coarse, constrained=constrained, rhs=R,
-                           factor=factor, stiffness=A, divergence=B, pressure_mass=Mq, pressure_multiplier=multiplier)
+                           factor=factor, stiffness=A, divergence=B, pressure_mass=Mq, mass=M, pressure_multiplier=multiplier)

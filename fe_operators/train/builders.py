@@ -75,7 +75,8 @@ class SPONOptions:
     decoder: Literal["dirichlet", "divergence_free"] = option(
         "'dirichlet': the network's free values around the exact Dirichlet data; 'divergence_free' (2D "
         "Taylor-Hood velocity outputs): that, then a fixed Leray projection onto exactly divergence-free P2 "
-        "velocities on the Alfeld-refined mesh (fe_operators.fem.leray), Dirichlet values still exact.",
+        "velocities on the Alfeld-refined mesh (fe_operators.fem.leray), Dirichlet values still exact; its "
+        "outputs are not on the dataset's DOFs, so steady training refuses it (Python API and rollouts).",
         default="dirichlet")
     processor_options: Any = dataclasses.field(default=None, init=False, metadata={"doc": ""})
 
@@ -177,6 +178,13 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     from fe_operators.models.build import spon_for_problem
 
     opts = spon_options(section)
+    if opts.decoder == "divergence_free":
+        # the outputs live on the refined mesh; the trainer, the normalizers and the FE
+        # losses of a steady dataset compare with the output space's own DOFs
+        raise ConfigError("model.decoder", "'divergence_free' outputs are P2 velocities on the Alfeld-refined mesh, "
+                                           "not the dataset's output DOFs that steady training compares with; use "
+                                           "it from Python (spon_for_problem(..., decoder='divergence_free'), "
+                                           "compared with model.projection.embed(target)) or in rollouts")
     file = dataset.file
     problem = file.rebuild_problem()
     got = {f"inputs/{n}": space_info(V).to_dict() for n, V in problem.input_spaces.items()}
