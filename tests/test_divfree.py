@@ -159,14 +159,20 @@ def test_taylor_hood_states_change_by_their_divergence(channel):
     assert (P.relative_l2(v, u) < 0.1 * _h1(P, v - w) / _h1(P, w)).all()
 
 
-def test_gradcheck():
+@pytest.mark.parametrize("marker", [1, "on_boundary"])
+def test_gradcheck(marker):
+    """One side Dirichlet (outflow elsewhere) and the whole boundary (the pressure multiplier)."""
     V = fd.VectorFunctionSpace(fd.UnitSquareMesh(2, 2), "CG", 2)
-    P = leray_projection(V, fd.DirichletBC(V, fd.Constant((0.0, 0.0)), 1))  # one side: outflow elsewhere
-    assert not P.pressure_multiplier
+    P = leray_projection(V, fd.DirichletBC(V, fd.Constant((0.0, 0.0)), marker))
+    assert P.pressure_multiplier == (marker == "on_boundary")
     u = torch.randn(2, P.n_coarse * 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(P, (u,))
     w = torch.randn(2, P.n_fine, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(P.project, (w,))
+    # float32 inputs get float32 gradients (outputs are float64)
+    u32 = torch.randn(1, P.n_coarse, 2, requires_grad=True)
+    P(u32).sum().backward()
+    assert u32.grad.dtype == torch.float32 and u32.grad.shape == u32.shape
 
 
 def test_refused_spaces():
