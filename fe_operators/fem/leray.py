@@ -13,7 +13,8 @@ returns the velocity ``v`` in continuous P2 on the barycentric (Alfeld) refineme
     (\nabla\cdot v, q) = 0 \ \ \forall q \in P1_{disc}(T^*), \qquad
     v = u \ \text{on the Dirichlet DOFs},
 
-i.e. the saddle-point (Stokes-type) system, with ``w = v`` on the free DOFs,
+i.e. the saddle-point (Stokes-type) system for the free DOFs ``v_f`` (``f`` free, ``D``
+Dirichlet; ``v_D = u_D``),
 
 .. math::
 
@@ -43,13 +44,15 @@ Why this construction
 * *H¹-seminorm, not L²*: the minimiser in ``|·|_{H^1}`` is the discrete Stokes problem,
   stable uniformly in the mesh size: ``|v − u|_{H^1} ≤ β⁻¹ ‖div u‖_{L²}`` with ``β`` the
   inf-sup constant, so the change is of the size of ``u``'s divergence (the Taylor–Hood
-  level for Taylor–Hood data) and vanishes for divergence-free ``u``.  The L²-minimiser
-  with the full trace prescribed is not H¹-stable (its constraint is only L²-surjective
-  with an ``h⁻¹`` constant) and would put the correction into boundary layers.
+  level for Taylor–Hood data) and vanishes for divergence-free ``u``.  The L² version
+  has no continuous counterpart with the full trace prescribed (traces are not defined
+  in L², the infimum is not attained), so its discrete minimiser is not stable in ``h``
+  and concentrates the correction in layers along the Dirichlet boundary.
 * *A fixed linear map.*  ``v = P u`` with ``P`` independent of ``u``: the saddle-point
   matrix is assembled and factorised once (sparse LU, MUMPS), every apply is
   two sparse products and one pair of triangular solves for the whole batch, and its
-  adjoint (for gradients) is the transposed solve with the same factors.
+  adjoint (for gradients) is the transposed solve with the same factors (the matrix is
+  symmetric: the same solve).
 
 Pressure constant
 -----------------
