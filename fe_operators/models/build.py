@@ -341,6 +341,7 @@ def spon_for_problem(
     dtype: torch.dtype = torch.float32,
     mesh_spec: str | None = None,
     weight_copies: int = 1,
+    decoder: str = "dirichlet",
     **options: Any,
 ) -> SPON:
     """A SPON for a Problem: its inputs as channels, its output space and conditions.
@@ -366,6 +367,10 @@ def spon_for_problem(
     weight_copies
         Copies of the weights that must fit in memory (4 to train with Adam), checked
         before they are allocated (:func:`check_processor_size`).
+    decoder
+        ``"dirichlet"`` or ``"divergence_free"`` (a 2D Taylor–Hood velocity output: the
+        model gets the output space's :func:`~fe_operators.fem.leray.leray_projection`
+        and returns exactly divergence-free velocities on the Alfeld-refined mesh).
     **options
         Processor options (see :meth:`SPON.from_context`).
 
@@ -401,5 +406,9 @@ def spon_for_problem(
     check_processor_size(processor, context, sum(f.ncomp for f in input_fields(problem.input_spaces)), opts,
                          dtype=dtype, copies=weight_copies)
     model = SPON.from_context(context, input_fields(problem.input_spaces), processor,
-                              output_scalar=V.value_shape == (), **options)
+                              output_scalar=V.value_shape == (), decoder=decoder, **options)
+    if decoder == "divergence_free":
+        from fe_operators.fem.leray import leray_projection
+
+        model.set_projection(leray_projection(V, np.flatnonzero(context.mask.reshape(-1).cpu().numpy())))
     return model.to(dtype)

@@ -13,7 +13,12 @@ from fe_operators.models.decoder import DirichletDecoder, affine_lifting
 from fe_operators.models.encoder import InputEncoder, InputField, Inputs, as_fields
 from fe_operators.models.processors.base import PROCESSORS, Processor, processor_class, processor_options
 
-__all__ = ["SPON"]
+__all__ = ["SPON", "DECODERS"]
+
+#: SPON's decoders: ``"dirichlet"`` (``g_h + Z z`` on the output's DOFs) and ``"divergence_free"``
+#: (that, then a fixed Leray projection onto exactly divergence-free P2 velocities on the
+#: Alfeld-refined mesh, :mod:`fe_operators.fem.leray`; attached with :meth:`SPON.set_projection`)
+DECODERS = ("dirichlet", "divergence_free")
 
 
 class SPON(torch.nn.Module):
@@ -54,6 +59,14 @@ class SPON(torch.nn.Module):
         model never silently imposes another mesh's or a zero lifting.
     context
         The default :class:`MeshContext`.
+    decoder
+        ``"dirichlet"`` (default) or ``"divergence_free"``: for a 2D P2 velocity output,
+        the Dirichlet decoder's field mapped by a fixed Leray projection
+        (:class:`~fe_operators.fem.leray.LerayProjection`, given to
+        :meth:`set_projection`; :func:`~fe_operators.models.build.spon_for_problem`
+        attaches it): outputs are then exactly divergence-free P2 velocities on the
+        Alfeld refinement of the mesh, ``(batch, n_fine, 2)``, with the Dirichlet values
+        still exact; compare them with ``model.projection.embed(target)``.
 
     Shapes
     ------
@@ -74,8 +87,12 @@ class SPON(torch.nn.Module):
 
     def __init__(self, processor: torch.nn.Module, inputs: Sequence[Any], *, output_ncomp: int = 1,
                  output_scalar: bool = True, lifting_inputs: Sequence[str] = (),
-                 context: MeshContext | None = None) -> None:
+                 context: MeshContext | None = None, decoder: str = "dirichlet") -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder: expected one of {list(DECODERS)}, got {decoder!r}")
+        self.decoder_type = decoder
+        self.projection: Any = None  # the Leray projection of a divergence-free decoder (not in the state_dict)
         if not isinstance(processor, Processor) or PROCESSORS.get(processor.name) is not type(processor):
             raise TypeError(f"expected an instance of a registered processor class ({sorted(PROCESSORS)}), got "
                             f"{type(processor).__name__}")
@@ -101,7 +118,7 @@ class SPON(torch.nn.Module):
     @classmethod
     def from_context(cls, context: MeshContext, inputs: Sequence[Any], processor: str = "gnn", *,
                      output_scalar: bool | None = None, lifting_input: str | None = None,
-                     **options: Any) -> "SPON":
+                     decoder: str = "dirichlet", **options: Any) -> "SPON":
         """Build for a mesh context: processor sizes come from it, it becomes the default.
 
         Parameters
@@ -148,7 +165,7 @@ class SPON(torch.nn.Module):
         scalar = context.ncomp == 1 if output_scalar is None else output_scalar
         lifting_inputs = tuple(names[k] for k in context.lifting_inputs if k < len(names))
         return cls(proc, fields, output_ncomp=context.ncomp, output_scalar=scalar,
-                   lifting_inputs=lifting_inputs, context=context)
+                   lifting_inputs=lifting_inputs, context=context, decoder=decoder)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -159,6 +176,7 @@ class SPON(torch.nn.Module):
             "output_ncomp": self.output_ncomp,
             "output_scalar": self.output_scalar,
             "lifting_inputs": list(self.lifting_inputs),
+            **({} if self.decoder_type == "dirichlet" else {"decoder": self.decoder_type}),
         }
 
     @classmethod
@@ -290,7 +308,29 @@ class SPON(torch.nn.Module):
         dtype = next(self.processor.parameters()).dtype
         z = self.processor(nodes.to(dtype), ctx)
         u = self.decoder(z, ctx, lifting)
+        if self.decoder_type == "divergence_free":
+            return self._leray(ctx)(u)
         return u.squeeze(-1) if self.output_scalar else u
+
+    def set_projection(self, projection: Any) -> None:
+        """Attach the Leray projection of a ``"divergence_free"`` decoder (for the mesh it runs on).
+
+        ``projection``: a :class:`~fe_operators.fem.leray.LerayProjection` of the output
+        space (:func:`~fe_operators.fem.leray.leray_projection`); it is mesh data outside
+        the ``state_dict``: attach it again after loading a checkpoint.
+        """
+        self.projection = projection
+
+    def _leray(self, ctx: MeshContext) -> Any:
+        P = self.projection
+        if P is None:
+            raise ValueError("this SPON has a divergence_free decoder but no Leray projection: call "
+                             "model.set_projection(fe_operators.fem.leray.leray_projection(V, bcs)) with its velocity "
+                             "space and Dirichlet conditions")
+        if (P.n_coarse, P.ncomp) != tuple(ctx.mask.shape):
+            raise SpaceMismatchError(f"the Leray projection maps {P.n_coarse} nodes x {P.ncomp} components, the "
+                                     f"mesh context has {tuple(ctx.mask.shape)}: attach the projection of this mesh")
+        return P
 
     def impose_dirichlet(self, u: torch.Tensor, x: Inputs, context: MeshContext | None = None,
                          lifting: torch.Tensor | None = None) -> torch.Tensor:

@@ -72,6 +72,12 @@ class SPONOptions:
         "data depend on the inputs).", default="auto")
     weights_dtype: Literal["float32", "float64"] = option(
         "Dtype of the weights (outputs are float64 either way).", default="float32")
+    decoder: Literal["dirichlet", "divergence_free"] = option(
+        "'dirichlet': the network's free values around the exact Dirichlet data; 'divergence_free' (2D "
+        "Taylor-Hood velocity outputs): that, then a fixed Leray projection onto exactly divergence-free P2 "
+        "velocities on the Alfeld-refined mesh (fe_operators.fem.leray), Dirichlet values still exact; its "
+        "outputs are not on the dataset's DOFs, so steady training refuses it (Python API and rollouts).",
+        default="dirichlet")
     processor_options: Any = dataclasses.field(default=None, init=False, metadata={"doc": ""})
 
 
@@ -172,6 +178,13 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     from fe_operators.models.build import spon_for_problem
 
     opts = spon_options(section)
+    if opts.decoder == "divergence_free":
+        # the outputs live on the refined mesh; the trainer, the normalizers and the FE
+        # losses of a steady dataset compare with the output space's own DOFs
+        raise ConfigError("model.decoder", "'divergence_free' outputs are P2 velocities on the Alfeld-refined mesh, "
+                                           "not the dataset's output DOFs that steady training compares with; use "
+                                           "it from Python (spon_for_problem(..., decoder='divergence_free'), "
+                                           "compared with model.projection.embed(target)) or in rollouts")
     file = dataset.file
     problem = file.rebuild_problem()
     got = {f"inputs/{n}": space_info(V).to_dict() for n, V in problem.input_spaces.items()}
@@ -187,7 +200,8 @@ def build_spon(section: ModelSection, dataset: Any) -> torch.nn.Module:
     try:  # weight_copies 4: training holds the weights, their gradients and Adam's two moments
         model = spon_for_problem(problem, opts.processor, lifting_input=lifting_input, method=opts.method,
                                  dtype=getattr(torch, opts.weights_dtype), mesh_spec=file.provenance.get("mesh"),
-                                 weight_copies=4, **config_to_dict(opts.processor_options))
+                                 weight_copies=4, decoder=opts.decoder,
+                                 **config_to_dict(opts.processor_options))
     except ConfigError as exc:  # its keys are this section's
         raise ConfigError(f"model.{exc.key}" if exc.key else "model", exc.message) from None
     report = getattr(model.processor, "cost_report", None)
