@@ -503,7 +503,7 @@ def train_mgn(model: MGNSimulator, states: np.ndarray | torch.Tensor, params: np
                 raise RuntimeError(f"{label}: the loss is {float(loss)} at update {step}")
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             batch_no += 1
             now = time.perf_counter()
