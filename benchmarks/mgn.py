@@ -446,7 +446,8 @@ def train_mgn(model: MGNSimulator, states: np.ndarray | torch.Tensor, params: np
 
     Adam with the rate decayed exponentially from ``config.lr`` to ``config.lr_final``
     over the budget; ``config.warmup_batches`` loss-only batches first fill the online
-    normalisers (not counted in the budget's updates, counted in its time).
+    normalisers (not updates, but inside the budget's time; ``max_steps=0`` runs only
+    them).
 
     Parameters
     ----------
@@ -479,7 +480,7 @@ def train_mgn(model: MGNSimulator, states: np.ndarray | torch.Tensor, params: np
         perm = pairs[torch.randperm(pairs.shape[0], generator=gen)]
         for k in range(0, perm.shape[0], c.batch):
             frac = (time.perf_counter() - t0) / budget
-            if frac >= 1.0 or (max_steps is not None and step >= max_steps):
+            if frac >= 1.0 or (max_steps is not None and step >= max_steps and batch_no >= c.warmup_batches):
                 train_s = time.perf_counter() - t0
                 log(f"  {label}: {step} updates ({step * c.batch / pairs.shape[0]:.2f} epochs of "
                     f"{pairs.shape[0]} pairs) in {train_s:.0f} s; last batch losses "
