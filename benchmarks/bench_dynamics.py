@@ -322,8 +322,7 @@ def stage_mgn(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], 
     info = train_mgn(model, train.states, train.params, budget=args.budget, horizon=s["train_horizon"],
                      seed=args.seed)
     t0 = time.perf_counter()
-    pred = rollout_mgn(model.to("cpu") if args.device != "cpu" else model, test.states[:, 0], test.params,
-                       test.n_stored - 1)
+    pred = rollout_mgn(model, test.states[:, 0], test.params, test.n_stored - 1)
     info["rollout_s"] = time.perf_counter() - t0
     ev = evaluate_rollout(cyl["problem"], pred, test.states, test.params[:, 0], s["train_horizon"], "MGN")
     d = cyl["graph"].dirichlet.numpy()
@@ -345,6 +344,18 @@ def spon_ratios(spon: dict[str, Any], mgn: dict[str, Any], fe_step_s: float) -> 
 
 
 def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], results: dict[str, Any]) -> None:
+    """The rollout SPON's rows; placeholders until it is merged.
+
+    To wire (the lead): build the rollout SPON for ``cyl["problem"]`` (Dirichlet data
+    lifted every step), train it on ``cyl["train"]`` with the first ``s["train_horizon"]``
+    steps for ``args.budget`` seconds (the Trainer, time-budget schedule), roll it out
+    from ``cyl["test"].states[:, 0]`` over ``cyl["test"].n_stored - 1`` steps, then
+    ``ev = evaluate_rollout(cyl["problem"], pred, cyl["test"].states, cyl["test"].params[:, 0],
+    s["train_horizon"], "SPON")``, ``ev["step_s"]`` its CPU step at batch 1 (:func:`step_time`),
+    ``ev["div_free"]`` the largest ``problem.divergence_ratio`` of a rollout with the
+    divergence-free option on (on the space the option uses), and print
+    ``print_ratios(spon_ratios(ev, results["mgn"], results["fe_step"]["fe_step_s"]))``.
+    """
     for name in ("dyn_rollout_vs_mgn", "dyn_strouhal_error", "dyn_step_vs_fe_step", "dyn_div_free"):
         print(f"ratio {name} {NOT_MERGED} (target <= {TARGETS[name]:g})", flush=True)
     results["spon"] = NOT_MERGED
@@ -432,6 +443,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beam-lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--infer-batch", type=int, default=10)
+    p.add_argument("--beam-mesh", default=None, help="mesh spec of the beam (default the family's DEFAULT_MESH)")
+    p.add_argument("--beam-counts", type=int, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
+                   help="beam samples (default 80 10 20)")
     p.add_argument("--out", default="out/bench/dynamics", help="data, runs and results.json")
     args = p.parse_args(argv)
     if args.smoke:
@@ -451,6 +465,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     s = settings(args)
+    if args.beam_mesh is not None:
+        s["beam_mesh"] = args.beam_mesh
+    if args.beam_counts is not None:
+        s["beam_counts"] = tuple(args.beam_counts)
     stages = STAGES if args.stage == "all" else (args.stage,)
     print("targets: " + ", ".join(f"{k} <= {v:g}" for k, v in TARGETS.items())
           + f"; budgets: cylinder models {args.budget:.0f} s each, beam SPON {args.beam_budget:.0f} s"

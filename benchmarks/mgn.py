@@ -388,6 +388,12 @@ class MGNSimulator(nn.Module):
     def device(self) -> torch.device:
         return self._one_hot.device
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "MGNSimulator":
+        # .to()/.cuda()/.cpu() move parameters and buffers; the graph follows the buffers
+        super()._apply(fn, recurse)
+        self.graph = self.graph.to(self._one_hot.device)
+        return self
+
     def features(self, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Node features ``(B, n, 2 + 4 + n_params)``: velocity, node type, parameters."""
         B, n = u.shape[0], self.graph.n_nodes
