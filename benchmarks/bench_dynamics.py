@@ -27,25 +27,33 @@ Stages (``--stage``, default ``all``, in this order):
     solve it replaces (the fewest load steps that converge, direct LU, rtol 1e-8:
     :mod:`beam_newton`), the relative L2 of the SPON printed: ``ratio beam_infer_vs_newton``.
 
-Planned full run (the defaults; 2 cores, torch 2 threads), about 55 minutes:
+Planned full run (the defaults; 2 cores, torch 2 threads), about 60 minutes:
 
 * cylinder data: :func:`fe_operators.meshes.dfg.dfg_mesh` at resolution 0.35 (1,333
-  triangles, 6,291 Taylor–Hood DOFs, 2,783 P2 nodes), dt = 1/400 stored every step
-  (>= 56 stored steps per period up to Re = 200, whose period is about 0.14), 24 training
-  Reynolds numbers evenly spaced in [80, 200] and 6 held-out ones at midpoints between
-  them; one continuation chain in increasing Re: the first trajectory spins up 4 time
-  units from the perturbed steady state, each next one starts from the previous
-  developed state scaled to its Re (velocity by the Re ratio, pressure by its square: the
-  inflow data are then exact) and spins up 1 time unit; 560 stored steps (1.4 time
-  units: more than 3 periods at Re = 80, period about 0.45), of which the first 380 (2
-  periods at Re = 80) are the training horizon and the rest is the extrapolation.
-  About 30 x (400 + 560) + 1200 = 30,000 FE steps at 0.03-0.05 s: 15-25 minutes, cached
-  in ``--out`` (a rerun of a stage reuses it);
-* MGN: 600 s of training (``--budget``), rollout and forces about 2 minutes;
+  triangles, 6,291 Taylor–Hood DOFs, 2,783 P2 nodes), dt = 1/400 stored every step, 24
+  training Reynolds numbers evenly spaced in [80, 200] and 6 held-out ones at midpoints
+  between them; one continuation chain in increasing Re: the first trajectory (Re = 80)
+  spins up 4 time units from the perturbed steady state, each next one starts from the
+  previous developed state scaled to its Re (velocity by the Re ratio, pressure by its
+  square: the inflow data are then exact) and spins up 0.75 time units; 700 stored steps
+  (1.75 time units), of which the first 380 are the training horizon and all 700 the
+  rollout.  Measured on this mesh (loaded machine): Re = 80 sheds with St = 0.289,
+  period 0.432 (173 steps), its lift amplitude within 1 % of the limit cycle by t = 3 and
+  0.1 % by t = 4; Re = 200 has St = 0.316, period 0.158 (63 stored steps per period, the
+  fewest of the family: >= 50); continuing from Re = 80 straight to Re = 200, the lift
+  amplitude is within 1.3 % after 1 time unit and 0.1 % after 1.5 (the chain's steps
+  are 5 in Re).  So the training horizon is 2.2 periods at Re = 80 (6 at Re = 200) and
+  the rollout 4 periods at Re = 80 (1.8 beyond the training horizon), enough for St
+  over 3 periods from upward zero crossings at any phase.  (The steady Newton solve of
+  :meth:`initial_state` diverges at Re = 200 on this mesh; the chain never needs it
+  above Re = 80.)  About 1,600 + 30 x (300 + 700) = 31,600 FE steps at 30-50 ms (quiet
+  machine, one process): 16-26 minutes, cached in ``--out`` (a rerun of any stage
+  reuses them); the MPI ensemble of ``fe-operators generate`` on 2 processes halves it
+  once the trajectory files replace :func:`cylinder_data`;
+* MGN: 600 s of training (``--budget``), rollout and forces about 2-3 minutes;
 * rollout SPON: the same 600 s once merged;
-* beam: 80/10/20 samples on the family's default mesh (32,882 DOFs; about 3 s a solve:
-  6 minutes, cached), 360 s of training (``--beam-budget``), the Newton timing about
-  1 minute.
+* beam: 80/10/20 samples on the family's default mesh (32,882 DOFs; 2-5 s a solve: 4-9
+  minutes, cached), 360 s of training (``--beam-budget``), the Newton timing 1 minute.
 
 ``--smoke``: a coarse mesh (resolution 0.2), Reynolds numbers 90 and 150 for training and
 120 held out, a few steps, a tiny MGN (latent 16, 2 blocks) and beam (40 x 4 cells, 6/2/2
@@ -275,7 +283,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     from fe_operators.problems.hyperelastic import DEFAULT_MESH
 
     return {"resolution": args.resolution, "dt": 1 / 400, "train_re": train.tolist(), "test_re": test.tolist(),
-            "n_steps": 560, "train_horizon": 380, "spinup": 4.0, "continuation": 1.0, "mgn": MGNConfig(),
+            "n_steps": 700, "train_horizon": 380, "spinup": 4.0, "continuation": 0.75, "mgn": MGNConfig(),
             "beam_mesh": DEFAULT_MESH, "beam_counts": (80, 10, 20)}
 
 
@@ -290,7 +298,7 @@ def cylinder(args: argparse.Namespace, s: dict[str, Any], out: Path) -> dict[str
           f"{n_train} in [{min(s['train_re']):g}, {max(s['train_re']):g}], held out "
           f"{', '.join(f'{r:.1f}' for r in s['test_re'])}; {data.n_stored} stored states, training horizon "
           f"{s['train_horizon']} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {"problem": problem, "graph": cylinder_mesh_graph(problem),
+    return {"problem": problem, "graph": cylinder_mesh_graph(problem, args.mgn_graph),
             "train": data.subset(range(n_train)), "test": data.subset(range(n_train, data.n_samples))}
 
 
@@ -314,19 +322,28 @@ def stage_mgn(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], 
     train, test = cyl["train"], cyl["test"]
     torch.manual_seed(args.seed)
     model = MGNSimulator(cyl["graph"], 1, s["mgn"], device=args.device)
-    c = s["mgn"]
-    print(f"MGN: P2 node graph {cyl['graph'].n_nodes} nodes, {cyl['graph'].n_edges} directed edges; latent "
+    c, g = s["mgn"], cyl["graph"]
+    print(f"MGN: {'P2 node' if g.velocity_ends is None else 'vertex'} graph {g.n_nodes} nodes, {g.n_edges} "
+          f"directed edges; latent "
           f"{c.latent}, {c.message_passing_steps} blocks, {c.hidden_layers}-hidden-layer MLPs, {n_params(model):,} "
           f"parameters; Adam {c.lr:g} -> {c.lr_final:g} over {args.budget:.0f} s, batch {c.batch}, noise std "
           f"{c.noise_std:g}", flush=True)
+    if g.velocity_ends is not None:  # a vertex graph: the error of the interpolated midpoints is a floor
+        from fe_operators.fem import FENorm
+
+        true = torch.from_numpy(test.states[:, 1:]).reshape(-1, test.n_dofs)
+        m = g.n_velocity_nodes
+        floor = FENorm.l2(cyl["problem"].velocity_space).relative(
+            g.join(*g.split(true))[:, :2 * m].reshape(-1, m, 2), true[:, :2 * m].reshape(-1, m, 2))
+        print(f"MGN on the vertex graph: velocity rel L2 of the interpolated FE states (the floor) "
+              f"{float(floor.mean()):.3e}", flush=True)
     info = train_mgn(model, train.states, train.params, budget=args.budget, horizon=s["train_horizon"],
                      seed=args.seed)
     t0 = time.perf_counter()
     pred = rollout_mgn(model, test.states[:, 0], test.params, test.n_stored - 1)
     info["rollout_s"] = time.perf_counter() - t0
     ev = evaluate_rollout(cyl["problem"], pred, test.states, test.params[:, 0], s["train_horizon"], "MGN")
-    d = cyl["graph"].dirichlet.numpy()
-    idx = np.stack([2 * np.nonzero(d)[0], 2 * np.nonzero(d)[0] + 1], -1).reshape(-1)
+    idx = cyl["graph"].dirichlet_dofs.numpy()
     ev["max_boundary_error"] = float(np.abs(pred[:, :, idx] - test.states[:, :, idx]).max())
     print(f"MGN: max Dirichlet error along the rollouts {ev['max_boundary_error']:.1e}; rollout "
           f"{info['rollout_s']:.1f} s", flush=True)
@@ -436,6 +453,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fe-steps", type=int, default=40, help="timed FE steps (default 40)")
     p.add_argument("--repeats", type=int, default=5, help="timed surrogate steps (median)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mgn-graph", choices=("p2", "p1"), default="p2",
+                   help="MGN on the P2 nodes (default) or on the vertices (7x fewer edges, midpoints interpolated)")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="batch of the beam SPON (run_spon)")

@@ -37,7 +37,11 @@ two nodes are adjacent when they share a cell: :func:`fe_operators.fem.graph.dof
 which carries the velocity exactly.  The P1 pressure is a function in P2 too (its values
 at the P2 nodes are its values at the vertices and, at edge midpoints, the mean of the two
 end vertices), so the pressure target is that exact interpolation on every node, and the
-pressure of a predicted state is read back at the vertex nodes.  Pressure is an output
+pressure of a predicted state is read back at the vertex nodes.  (Option: the vertex
+graph, ``cylinder_mesh_graph(problem, "p1")``, with P2 midpoint velocities interpolated
+linearly from the vertices: the paper's meshes carry their fields at the vertices, and
+the vertex graph has about 7 times fewer edges, so training and rollouts cost 7 times
+less, at the price of the interpolation error of the midpoints as an error floor.)  Pressure is an output
 only, as in the paper: the dynamics of incompressible flow is driven by the velocity and
 the pressure is its Lagrange multiplier, so feeding it back would only add a channel to
 drift.
@@ -226,10 +230,18 @@ class MeshGraph:
     p_vertex
         ``(n_p,)`` int64: the P2 node of each P1 pressure DOF (a vertex).
     p_ends
-        ``(n, 2)`` int64: the two P1 DOFs whose mean is the P1 pressure at each P2 node
+        ``(n, 2)`` int64: the two P1 DOFs whose mean is the P1 pressure at each graph node
         (the same DOF twice at a vertex).
     coords
         ``(n, 2)`` float64 node coordinates.
+    dirichlet_dofs
+        Indices, in a state array, of the velocity DOFs on Dirichlet nodes (all P2 ones).
+    velocity_nodes
+        ``(n,)`` the P2 node of each graph node, for a vertex graph (``None``: the graph
+        nodes are the P2 nodes).
+    velocity_ends
+        ``(n_P2, 2)`` the two graph nodes whose mean is the velocity at each P2 node, for a
+        vertex graph (P2 velocity from the vertex values by linear interpolation).
     """
 
     senders: torch.Tensor
@@ -240,6 +252,9 @@ class MeshGraph:
     p_vertex: torch.Tensor
     p_ends: torch.Tensor
     coords: np.ndarray
+    dirichlet_dofs: torch.Tensor
+    velocity_nodes: torch.Tensor | None = None
+    velocity_ends: torch.Tensor | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -254,9 +269,14 @@ class MeshGraph:
         return int(self.p_vertex.shape[0])
 
     @property
+    def n_velocity_nodes(self) -> int:
+        """P2 nodes of the velocity."""
+        return self.n_nodes if self.velocity_ends is None else int(self.velocity_ends.shape[0])
+
+    @property
     def n_dofs(self) -> int:
-        """Length of a state array: two velocity components per node, then the pressure."""
-        return 2 * self.n_nodes + self.n_pressure
+        """Length of a state array: two velocity components per P2 node, then the pressure."""
+        return 2 * self.n_velocity_nodes + self.n_pressure
 
     def to(self, device: torch.device | str) -> "MeshGraph":
         moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
@@ -265,13 +285,19 @@ class MeshGraph:
 
     # ---------------------------------------------------------------- state arrays
     def split(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(..., n_dofs)`` states → velocity ``(..., n, 2)`` and P1 pressure ``(..., n_p)``."""
-        u = states[..., :2 * self.n_nodes].reshape(*states.shape[:-1], self.n_nodes, 2)
-        return u, states[..., 2 * self.n_nodes:]
+        """``(..., n_dofs)`` states → velocity at the graph nodes ``(..., n, 2)`` and P1 pressure ``(..., n_p)``."""
+        m = self.n_velocity_nodes
+        u = states[..., :2 * m].reshape(*states.shape[:-1], m, 2)
+        if self.velocity_nodes is not None:
+            u = u[..., self.velocity_nodes, :]
+        return u, states[..., 2 * m:]
 
     def join(self, u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`split`."""
-        return torch.cat([u.reshape(*u.shape[:-2], 2 * self.n_nodes), p], dim=-1)
+        """A state array from the velocity at the graph nodes and the P1 pressure (inverse of :meth:`split`
+        on a P2 graph; on a vertex graph the P2 midpoints are interpolated)."""
+        if self.velocity_ends is not None:
+            u = 0.5 * (u[..., self.velocity_ends[:, 0], :] + u[..., self.velocity_ends[:, 1], :])
+        return torch.cat([u.reshape(*u.shape[:-2], 2 * self.n_velocity_nodes), p], dim=-1)
 
     def pressure_at_nodes(self, p: torch.Tensor) -> torch.Tensor:
         """The P1 pressure ``(..., n_p)`` at the P2 nodes ``(..., n)`` (exact: P1 ⊂ P2)."""
@@ -285,8 +311,15 @@ def _coordinates(Q: Any) -> np.ndarray:
     return np.asarray(dof_coordinates(Q))
 
 
-def cylinder_mesh_graph(problem: Any) -> MeshGraph:
+def cylinder_mesh_graph(problem: Any, nodes: str = "p2") -> MeshGraph:
     """The :class:`MeshGraph` of a :class:`~fe_operators.problems.navier_stokes.NavierStokesCylinder`.
+
+    ``nodes="p2"`` (default): the graph of the P2 nodes, which carry the velocity exactly.
+    ``nodes="p1"``: the graph of the mesh vertices (the paper's own meshes carry their
+    fields at the vertices), about 7 times fewer edges; the velocity of a state is read at
+    the vertices and the P2 midpoints of a predicted state are interpolated linearly
+    (Dirichlet DOFs then reset to the exact data), so the interpolation error of the
+    midpoints is a floor of its error.
 
     Node types from the problem's markers: inflow on ``inlet_marker``, wall on its
     no-slip markers (walls and cylinder; a corner shared with the inlet is a wall node,
@@ -308,6 +341,8 @@ def cylinder_mesh_graph(problem: Any) -> MeshGraph:
     if V.ufl_element().embedded_superdegree != 2 or cell != "triangle" or Q.ufl_element().embedded_superdegree != 1:
         raise UnsupportedSpaceError(f"cylinder_mesh_graph needs CG2 x CG1 on triangles, got {V.ufl_element()} x "
                                     f"{Q.ufl_element()} on {cell}s")
+    if nodes not in ("p1", "p2"):
+        raise ValueError(f"expected nodes 'p1' or 'p2', got {nodes!r}")
     g = dof_graph(V)
     n = g.num_nodes
     node_type = np.zeros(n, dtype=np.int64)
@@ -338,11 +373,22 @@ def cylinder_mesh_graph(problem: Any) -> MeshGraph:
     if (p_vertex < 0).any() or (ends < 0).any():
         raise UnsupportedSpaceError("cylinder_mesh_graph: the P2 nodes are not the P1 vertices and edge "
                                     "midpoints (a curved or non-affine mesh?)")
+    d = np.flatnonzero(dirichlet)
+    dirichlet_dofs = torch.from_numpy(np.stack([2 * d, 2 * d + 1], -1).reshape(-1))
+    if nodes == "p2":
+        return MeshGraph(
+            senders=g.edge_index[0].clone(), receivers=g.edge_index[1].clone(), edge_attr=g.edge_attr.clone(),
+            node_type=torch.from_numpy(node_type), dirichlet=torch.from_numpy(dirichlet),
+            p_vertex=torch.from_numpy(p_vertex), p_ends=torch.from_numpy(ends), coords=np.asarray(g.coords).copy(),
+            dirichlet_dofs=dirichlet_dofs)
+    gq = dof_graph(Q)  # graph node k is P1 DOF k, the vertex P2 node p_vertex[k]
+    identity = np.arange(n_p)
     return MeshGraph(
-        senders=g.edge_index[0].clone(), receivers=g.edge_index[1].clone(), edge_attr=g.edge_attr.clone(),
-        node_type=torch.from_numpy(node_type), dirichlet=torch.from_numpy(dirichlet),
-        p_vertex=torch.from_numpy(p_vertex), p_ends=torch.from_numpy(ends), coords=np.asarray(g.coords).copy(),
-    )
+        senders=gq.edge_index[0].clone(), receivers=gq.edge_index[1].clone(), edge_attr=gq.edge_attr.clone(),
+        node_type=torch.from_numpy(node_type[p_vertex]), dirichlet=torch.from_numpy(dirichlet[p_vertex]),
+        p_vertex=torch.from_numpy(identity), p_ends=torch.from_numpy(np.stack([identity, identity], -1)),
+        coords=np.asarray(gq.coords).copy(), dirichlet_dofs=dirichlet_dofs,
+        velocity_nodes=torch.from_numpy(p_vertex), velocity_ends=torch.from_numpy(ends))
 
 
 class MGNSimulator(nn.Module):
@@ -425,15 +471,18 @@ class MGNSimulator(nn.Module):
 
     def step(self, states: torch.Tensor, params: torch.Tensor,
              dirichlet_values: torch.Tensor | None = None) -> torch.Tensor:
-        """One time step of states ``(B, n_dofs)``; Dirichlet velocities exact."""
+        """One time step of states ``(B, n_dofs)``; Dirichlet velocities exact.
+
+        ``dirichlet_values`` ``(B, len(graph.dirichlet_dofs))``: the data at
+        ``graph.dirichlet_dofs`` (default the input states' values there).
+        """
         g = self.graph
         u, _ = g.split(states)
         out = self.out_norm.inverse(self(u, params))
-        u_new = u + out[..., :2]
-        bc = u[:, g.dirichlet] if dirichlet_values is None else dirichlet_values
-        u_new = u_new.index_put((torch.arange(u.shape[0], device=u.device)[:, None],
-                                 g.dirichlet.nonzero().flatten()[None, :]), bc)
-        return g.join(u_new, out[..., 2][:, g.p_vertex])
+        u_new = torch.where(g.dirichlet[:, None], u, u + out[..., :2])
+        new = g.join(u_new, out[..., 2][:, g.p_vertex])
+        bc = states[:, g.dirichlet_dofs] if dirichlet_values is None else dirichlet_values
+        return new.index_copy(1, g.dirichlet_dofs, bc)
 
 
 def _pairs(states: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -531,7 +580,7 @@ def rollout_mgn(model: MGNSimulator, initial: np.ndarray | torch.Tensor, params:
     dev = model.device
     s = torch.as_tensor(np.asarray(initial), dtype=torch.float32, device=dev)
     p = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=dev)
-    bc = model.graph.split(s)[0][:, model.graph.dirichlet]
+    bc = s[:, model.graph.dirichlet_dofs]
     out = [s]
     for _ in range(n_steps):
         s = model.step(s, p, bc)
@@ -539,7 +588,6 @@ def rollout_mgn(model: MGNSimulator, initial: np.ndarray | torch.Tensor, params:
     rolled = torch.stack(out, dim=1).double().cpu().numpy()
     # the exact data in float64 (the float32 copy rounds it)
     u0 = np.asarray(initial, dtype=np.float64)
-    d = model.graph.dirichlet.cpu().numpy()
-    idx = np.stack([2 * np.nonzero(d)[0], 2 * np.nonzero(d)[0] + 1], -1).reshape(-1)
+    idx = model.graph.dirichlet_dofs.cpu().numpy()
     rolled[:, :, idx] = u0[:, None, idx]
     return rolled

@@ -145,8 +145,13 @@ def test_cylinder_graph(cylinder):
     np.testing.assert_array_equal(u.numpy(), problem.array_to_state(s.numpy()).subfunctions[0].dat.data_ro)
 
 
-def test_step_shapes_and_exact_dirichlet(cylinder):
-    problem, g = cylinder
+@pytest.mark.parametrize("nodes", ["p2", "p1"])
+def test_step_shapes_and_exact_dirichlet(cylinder, nodes):
+    problem = cylinder[0]
+    g = cylinder[1] if nodes == "p2" else cylinder_mesh_graph(problem, "p1")
+    assert g.n_dofs == problem.n_dofs
+    if nodes == "p1":
+        assert g.n_nodes == problem.state_space.sub(1).dof_dset.size
     torch.manual_seed(0)
     model = MGNSimulator(g, 1, TINY)
     res = [100.0, 160.0]
@@ -158,21 +163,46 @@ def test_step_shapes_and_exact_dirichlet(cylinder):
     model.eval()
     new = model.step(s, params)
     assert new.shape == (2, problem.n_dofs) and new.dtype == torch.float32
-    d = g.dirichlet
-    u_new, u_old = g.split(new)[0], g.split(s)[0]
-    assert torch.equal(u_new[:, d], u_old[:, d])
-    assert not torch.equal(u_new[:, ~d], u_old[:, ~d])  # the free nodes moved
+    idx = g.dirichlet_dofs
+    assert torch.equal(new[:, idx], s[:, idx])
+    free = torch.ones(problem.n_dofs, dtype=torch.bool)
+    free[idx] = False
+    assert not torch.equal(new[:, free], s[:, free])  # the other DOFs moved
     rolled = rollout_mgn(model, states, params.numpy(), 3)
     assert rolled.shape == (2, 4, problem.n_dofs) and rolled.dtype == np.float64
-    idx = np.stack([2 * np.flatnonzero(d), 2 * np.flatnonzero(d) + 1], -1).reshape(-1)
     for k, r in enumerate(res):
         exact = problem.array_to_state(np.zeros(problem.n_dofs))
         for bc in problem.output_bcs({"Re": r}):
             bc.apply(exact)
         exact = problem.state_to_array(exact)
+        bc_nodes = np.unique(np.concatenate([bc.nodes for bc in problem.output_bcs({"Re": r})]))
+        assert np.array_equal(np.sort(idx.numpy()), np.sort(np.concatenate([2 * bc_nodes, 2 * bc_nodes + 1])))
         assert np.abs(exact[idx]).max() > 1.0  # the inflow is there
         for j in range(4):
             np.testing.assert_array_equal(rolled[k, j, idx], exact[idx])  # bitwise: boundary error 0
+
+
+def test_vertex_graph_interpolates_midpoints(cylinder):
+    problem = cylinder[0]
+    g = cylinder_mesh_graph(problem, "p1")
+    x = fd.SpatialCoordinate(problem.mesh)
+    # a velocity linear in space is P1: reading it at the vertices and interpolating is exact
+    w = fd.Function(problem.state_space)
+    w.subfunctions[0].interpolate(fd.as_vector((1 + 2 * x[0] - x[1], 3 * x[1])))
+    w.subfunctions[1].interpolate(x[0] * x[1])
+    s = torch.from_numpy(problem.state_to_array(w))
+    u, p = g.split(s)
+    assert u.shape == (g.n_nodes, 2)
+    torch.testing.assert_close(g.join(u, p), s, rtol=0, atol=1e-13)
+    torch.testing.assert_close(g.pressure_at_nodes(p), p)
+    # a quadratic one is not: the midpoints change, the vertices do not
+    w.subfunctions[0].interpolate(fd.as_vector((x[0] ** 2, 0.0)))
+    s = torch.from_numpy(problem.state_to_array(w))
+    back = g.join(*g.split(s))
+    vel = back[:2 * g.n_velocity_nodes].reshape(-1, 2)
+    orig = s[:2 * g.n_velocity_nodes].reshape(-1, 2)
+    torch.testing.assert_close(vel[g.velocity_nodes], orig[g.velocity_nodes], rtol=0, atol=0)
+    assert (vel - orig).abs().max() > 1e-6
 
 
 def test_square_graph(square_graph):
