@@ -27,7 +27,8 @@ Stages (``--stage``, default ``all``, in this order):
     solve it replaces (the fewest load steps that converge, direct LU, rtol 1e-8:
     :mod:`beam_newton`), the relative L2 of the SPON printed: ``ratio beam_infer_vs_newton``.
 
-Planned full run (the defaults; 2 cores, torch 2 threads), about 60 minutes:
+Planned full run (the defaults; 2 cores, torch 2 threads), about 60 minutes except for the MGN
+rollout (below):
 
 * cylinder data: :func:`fe_operators.meshes.dfg.dfg_mesh` at resolution 0.35 (1,333
   triangles, 6,291 Taylor–Hood DOFs, 2,783 P2 nodes), dt = 1/400 stored every step, 24
@@ -50,7 +51,16 @@ Planned full run (the defaults; 2 cores, torch 2 threads), about 60 minutes:
   machine, one process): 16-26 minutes, cached in ``--out`` (a rerun of any stage
   reuses them); the MPI ensemble of ``fe-operators generate`` on 2 processes halves it
   once the trajectory files replace :func:`cylinder_data`;
-* MGN: 600 s of training (``--budget``), rollout and forces about 2-3 minutes;
+* MGN: 600 s of training (``--budget``).  The pinned design costs 26.2 G multiply-adds a
+  step on the P2 graph of this mesh (2,783 nodes, 28,344 directed edges; 2.33 M
+  parameters), 1.9-3.2 s a step at batch 1 on one loaded core, 5-17 s for a training
+  update of batch 2: 600 s are some 40-120 updates (the paper trains for millions), and
+  the rollout of 6 x 700 steps (110 T multiply-adds) takes 30-60 minutes on 2 cores,
+  which breaks the 60-minute plan.  ``--mgn-graph p1`` (the vertex graph: 725 nodes,
+  4,116 edges, 4.3 G a step, 0.44 s) brings the rollout to 5-10 minutes at the price of
+  the midpoints' interpolation error as a floor (printed; 0.12 on the smoke mesh);
+  ``--device cuda`` trains and rolls out on a GPU where there is one (the step timings
+  stay on the CPU);
 * rollout SPON: the same 600 s once merged;
 * beam: 80/10/20 samples on the family's default mesh (32,882 DOFs; 2-5 s a solve: 4-9
   minutes, cached), 360 s of training (``--beam-budget``), the Newton timing 1 minute.
