@@ -10,7 +10,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-all bench-bridge bench-data bench-spon bench-mgno bench-pc
+.PHONY: install demo test test-all bench-bridge bench-data bench-spon bench-mgno bench-pc bench-dynamics
 
 install:
 	@bash scripts/install.sh
@@ -42,3 +42,7 @@ bench-mgno: install
 # About 15 minutes: learned preconditioners against GAMG, GMG and ICC at 66k/263k/1.05M DOFs (checkpoints cached in out/bench/pc).
 bench-pc: install
 	$(PY) benchmarks/bench_pc.py
+
+# Planned about 55 minutes on 2 cores (cylinder data cached in out/bench/dynamics; MGN and the rollout SPON 10 min each; the beam SPON 6 min). One stage: $(PY) benchmarks/bench_dynamics.py --stage fe_step|mgn|spon|beam; a smoke run: --smoke.
+bench-dynamics: install
+	$(PY) benchmarks/bench_dynamics.py

@@ -26,7 +26,7 @@ fd = import_firedrake()  # first, without this script's arguments (PETSc would r
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import machine_summary  # noqa: E402
+from common import machine_summary  # noqa: E402
 
 from fe_operators.io import load_mesh  # noqa: E402
 from fe_operators.problems import sample_rng  # noqa: E402
