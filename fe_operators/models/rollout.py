@@ -122,7 +122,7 @@ class StateLayout(_ResizingBuffers):
         """A layout with placeholder maps and mask; ``load_state_dict`` fills them."""
         return cls(config["fields"], config["n_nodes"])
 
-    def _apply(self, i: int, kind: str, x: torch.Tensor, n_rows: int) -> torch.Tensor:
+    def _map(self, i: int, kind: str, x: torch.Tensor, n_rows: int) -> torch.Tensor:
         rows, cols = getattr(self, f"{kind}{i}_rows"), getattr(self, f"{kind}{i}_cols")
         vals = getattr(self, f"{kind}{i}_vals").to(x.dtype)
         out = x.new_zeros(x.shape[0], n_rows, x.shape[2])
@@ -135,7 +135,7 @@ class StateLayout(_ResizingBuffers):
         for i, f in enumerate(self.fields):
             block = s[:, f["offset"]:f["offset"] + f["n_nodes"] * f["ncomp"]].reshape(s.shape[0], f["n_nodes"],
                                                                                         f["ncomp"])
-            parts.append(self._apply(i, "embed", block, self.n_nodes) if f["mapped"] else block)
+            parts.append(self._map(i, "embed", block, self.n_nodes) if f["mapped"] else block)
         return torch.cat(parts, dim=2)
 
     def from_nodes(self, u: torch.Tensor) -> torch.Tensor:
@@ -147,7 +147,7 @@ class StateLayout(_ResizingBuffers):
         for i, f in enumerate(self.fields):
             block = u[:, :, f["channel"]:f["channel"] + f["ncomp"]]
             if f["mapped"]:
-                block = self._apply(i, "extract", block, f["n_nodes"])
+                block = self._map(i, "extract", block, f["n_nodes"])
             parts.append(block.reshape(u.shape[0], -1))
         return torch.cat(parts, dim=1)
 
