@@ -202,11 +202,11 @@ def test_mixed_state_layout_and_ns_rollout_exact_velocity():
 # ----------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A GNN rollout model trained 300 steps (k = 2, noise 0.01) on 8 heat trajectories."""
+    """An MLP rollout model trained 300 steps (k = 2, noise 0.01) on 8 heat trajectories."""
     problem = HeatEquation(fd.UnitSquareMesh(8, 8), dt=0.02, boundary_value=1.0)
     train, val = _heat_data(problem, 8, 30, seed=0), _heat_data(problem, 4, 30, seed=1)
     torch.manual_seed(0)
-    model = rollout_spon_for_problem(problem, "gnn", width=32, depth=3, latent_cells=0, noise_std=0.01)
+    model = rollout_spon_for_problem(problem, "mlp", hidden=[128, 128], noise_std=0.01)
     model.fit_normalizers(train.states, train.params)
     run_dir = tmp_path_factory.mktemp("rollout_run")
     trainer = RolloutTrainer(model, RelativeLoss(state_norm(problem)), train, val, unroll=2, run_dir=run_dir,
