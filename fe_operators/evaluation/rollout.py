@@ -8,7 +8,8 @@
 * :func:`plot_rollout_errors` — the mean error (and the persistence baseline) against time,
   PNG on an Agg canvas (no global matplotlib backend);
 * :func:`write_rollout_pvd` — predicted and reference states of one trajectory as a
-  ParaView time series (Firedrake's ``VTKFile``), one frame per stored step.
+  ParaView time series (a ``.pvd`` collection of ``.vtu`` frames written with meshio,
+  :func:`fe_operators.io.write_fields`), one frame per stored step.
 
 This module imports Firedrake.
 """
@@ -148,24 +149,25 @@ def plot_rollout_errors(evaluation: RolloutEvaluation, path: str | os.PathLike, 
     return path
 
 
-def _named_parts(problem: Any, prefix: str) -> tuple[fd.Function, list[fd.Function]]:
-    """A state Function and its named sub-functions (what a VTK frame holds)."""
-    w = fd.Function(problem.state_space)
-    parts = list(w.subfunctions)
+def _state_fields(problem: Any, prefix: str, array: np.ndarray) -> dict[str, fd.Function]:
+    """The sub-functions of a state as named fields (``prefix_u``, ``prefix_p`` for a pair)."""
+    parts = list(problem.array_to_state(array).subfunctions)
     names = ["u", "p"] if len(parts) == 2 else [f"field{i}" for i in range(len(parts))] if len(parts) > 1 else ["u"]
-    for f, name in zip(parts, names):
-        f.rename(f"{prefix}_{name}")
-    return w, parts
+    return {f"{prefix}_{name}": f for f, name in zip(parts, names)}
 
 
 def write_rollout_pvd(path: str | os.PathLike, problem: Any, predicted: np.ndarray,
                       reference: np.ndarray | None = None, times: np.ndarray | None = None) -> Path:
     """A ParaView time series of one rollout: ``predicted`` (and ``reference`` and their difference).
 
+    One ``.vtu`` per frame (:func:`fe_operators.io.write_fields`: vertex values, serial)
+    in the folder ``<stem>/`` next to the ``.pvd`` collection that lists them with their
+    times; ParaView opens the ``.pvd`` as a time series.
+
     Parameters
     ----------
     path
-        The ``.pvd`` file (its ``.vtu`` frames go next to it).
+        The ``.pvd`` file.
     problem
         The :class:`~fe_operators.problems.timedep.TimeDependentProblem` of the states.
     predicted
@@ -180,27 +182,32 @@ def write_rollout_pvd(path: str | os.PathLike, problem: Any, predicted: np.ndarr
     Path
         The ``.pvd`` file, with ``T`` frames.
     """
+    from xml.sax.saxutils import quoteattr
+
+    from fe_operators.io import write_fields
+
     predicted = np.asarray(predicted, dtype=np.float64)
     if predicted.ndim != 2 or predicted.shape[1] != problem.n_dofs:
         raise ValueError(f"expected predicted states of shape (T, {problem.n_dofs}), got {predicted.shape}")
     if reference is not None and np.shape(reference) != predicted.shape:
         raise ValueError(f"expected reference states of shape {predicted.shape}, got {np.shape(reference)}")
     times = problem.dt * np.arange(predicted.shape[0]) if times is None else np.asarray(times, dtype=np.float64)
+    if times.shape != (predicted.shape[0],):
+        raise ValueError(f"expected {predicted.shape[0]} frame times, got shape {times.shape}")
     path = Path(path)
     if path.suffix != ".pvd":
         raise ValueError(f"expected a .pvd path, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w_pred, parts = _named_parts(problem, "predicted")
-    fields = list(parts)
-    if reference is not None:
-        w_ref, ref_parts = _named_parts(problem, "reference")
-        w_err, err_parts = _named_parts(problem, "error")
-        fields += ref_parts + err_parts
-    out = fd.VTKFile(str(path))
+    frames = path.parent / path.stem
+    frames.mkdir(parents=True, exist_ok=True)
+    entries = []
     for j, t in enumerate(times):
-        w_pred.assign(problem.array_to_state(predicted[j]))
+        fields = _state_fields(problem, "predicted", predicted[j])
         if reference is not None:
-            w_ref.assign(problem.array_to_state(reference[j]))
-            w_err.assign(problem.array_to_state(predicted[j] - reference[j]))
-        out.write(*fields, time=float(t))
+            fields.update(_state_fields(problem, "reference", np.asarray(reference[j], dtype=np.float64)))
+            fields.update(_state_fields(problem, "error", predicted[j] - np.asarray(reference[j], dtype=np.float64)))
+        frame = write_fields(frames / f"{path.stem}_{j:05d}.vtu", fields)
+        entries.append(f'    <DataSet timestep="{float(t)!r}" part="0" '
+                       f'file={quoteattr(frame.relative_to(path.parent).as_posix())}/>')
+    path.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n  <Collection>\n'
+                    + "\n".join(entries) + "\n  </Collection>\n</VTKFile>\n")
     return path

@@ -230,6 +230,7 @@ class RolloutSPON(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the model's buffers (and so its inputs) live."""
         return self.layout.mask.device
 
     # ------------------------------------------------------------------ normalisation
