@@ -200,6 +200,23 @@ def test_mixed_state_layout_and_ns_rollout_exact_velocity():
 
 
 # ----------------------------------------------------------------------------- training
+def test_train_rollout_metric_matches_evaluation(oscillating, tmp_path):
+    """train_rollout end to end (2 epochs); the trainer's validation rollout metric is the
+    evaluation's mean error over the horizon for the same weights."""
+    from fe_operators.evaluation.rollout import evaluate_rollouts
+    from fe_operators.train.rollout import train_rollout
+
+    problem, data = oscillating
+    model, result = train_rollout(problem, data.subset([0, 1]), data.subset([2]), tmp_path / "run", processor="gnn",
+                                  options={"width": 8, "depth": 1, "latent_cells": 0}, unroll=2, noise_std=0.01,
+                                  settings=TrainSection(epochs=2, batch_size=4, progress=False))
+    assert result.step == 2 * 4 and result.best["metric"] == "val_rollout_rel_l2"
+    assert (tmp_path / "run" / "best.pt").exists()
+    summary = evaluate_rollouts(model, data.subset([2]), problem).summary()
+    assert result.history[-1]["val_rollout_rel_l2"] == pytest.approx(summary["state"]["mean_over_horizon"], rel=1e-12)
+    assert summary["boundary_error"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """An MLP rollout model trained 580 steps (k = 2, noise 0.01) on 16 heat trajectories of 30 steps."""
@@ -246,6 +263,19 @@ def test_training_beats_persistence(trained, tmp_path):
     assert np.allclose(np.sort(last.point_data["reference_u"]), np.sort(val.states[0, -1]))
     assert np.allclose(np.sort(last.point_data["predicted_u"]), np.sort(evaluation.predictions[0, -1]))
     assert np.allclose(last.point_data["error_u"], last.point_data["predicted_u"] - last.point_data["reference_u"])
+
+
+@pytest.mark.slow
+def test_write_rollout_files(trained, tmp_path):
+    from fe_operators.evaluation.rollout import evaluate_rollouts, write_rollout_files
+
+    problem, model, val, result, run_dir = trained
+    evaluation = evaluate_rollouts(model, val.subset([0, 1]), problem, n_steps=10)
+    report = write_rollout_files(evaluation, val.subset([0, 1]), problem, tmp_path / "eval")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["errors.png", "rollout", "rollout.json",
+                                                                     "rollout.pvd"]
+    assert len(report["times"]) == 11 and report["summary"]["boundary_error"] == 0.0
+    assert report["summary"]["state"]["step_10"] == pytest.approx(evaluation.errors["state"][:, 10].mean())
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@
   persistence baseline ``s_n = s_0`` and the largest error on the Dirichlet DOFs;
 * :func:`plot_rollout_errors` — the mean error (and the persistence baseline) against time,
   PNG on an Agg canvas (no global matplotlib backend);
+* :func:`write_rollout_files` — all of it into a folder (what ``fe-operators evaluate``
+  writes for trajectories): ``rollout.json``, ``errors.png``, ``rollout.pvd``;
 * :func:`write_rollout_pvd` — predicted and reference states of one trajectory as a
   ParaView time series (a ``.pvd`` collection of ``.vtu`` frames written with meshio,
   :func:`fe_operators.io.write_fields`), one frame per stored step.
@@ -29,7 +31,7 @@ import firedrake as fd
 from fe_operators.data.trajectories import TrajectoryData
 from fe_operators.train.rollout import rollout_relative_errors, state_norm
 
-__all__ = ["RolloutEvaluation", "evaluate_rollouts", "plot_rollout_errors", "write_rollout_pvd"]
+__all__ = ["RolloutEvaluation", "evaluate_rollouts", "plot_rollout_errors", "write_rollout_pvd", "write_rollout_files"]
 
 
 @dataclasses.dataclass
@@ -211,3 +213,27 @@ def write_rollout_pvd(path: str | os.PathLike, problem: Any, predicted: np.ndarr
     path.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n  <Collection>\n'
                     + "\n".join(entries) + "\n  </Collection>\n</VTKFile>\n")
     return path
+
+
+def write_rollout_files(evaluation: RolloutEvaluation, data: TrajectoryData, problem: Any,
+                        out: str | os.PathLike, *, sample: int = 0, steps: tuple[int, ...] = (1,)) -> dict[str, Any]:
+    """Write ``rollout.json`` (summary and errors per step), ``errors.png`` and ``rollout.pvd`` (trajectory ``sample``).
+
+    Returns
+    -------
+    dict
+        The content of ``rollout.json``.
+    """
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"summary": evaluation.summary(steps), "times": evaluation.times.tolist(),
+              "mean_errors": {k: v.mean(axis=0).tolist() for k, v in evaluation.errors.items()},
+              "n_samples": int(data.n_samples), "dt": float(data.dt)}
+    (out / "rollout.json").write_text(json.dumps(report, indent=1))
+    plot_rollout_errors(evaluation, out / "errors.png")
+    T = evaluation.times.size
+    write_rollout_pvd(out / "rollout.pvd", problem, evaluation.predictions[sample],
+                      np.asarray(data.states[sample, :T]), evaluation.times)
+    return report

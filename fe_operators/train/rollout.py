@@ -32,7 +32,8 @@ from fe_operators.data.trajectories import TrajectoryData
 from fe_operators.train.metrics import MetricsLog
 from fe_operators.train.trainer import LossFn, Trainer
 
-__all__ = ["RolloutWindows", "UnrolledLoss", "RolloutTrainer", "state_norm", "rollout_relative_errors"]
+__all__ = ["RolloutWindows", "UnrolledLoss", "RolloutTrainer", "state_norm", "rollout_relative_errors",
+           "train_rollout"]
 
 
 class RolloutWindows(Dataset):
@@ -70,6 +71,8 @@ class RolloutWindows(Dataset):
         return self.states.shape[0] * self.per_trajectory
 
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if not 0 <= int(index) < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
         i, j = divmod(int(index), self.per_trajectory)
         target = self.states[i, j + 1:j + 1 + self.unroll]
         boundary = torch.where(self.mask, target, torch.zeros((), dtype=target.dtype))
@@ -212,3 +215,53 @@ class RolloutTrainer(Trainer):
         if data is None and self.val_trajectories is not None and self.rollout_norm is not None:
             out["rollout_rel_l2"] = self.rollout_error(self.val_trajectories)
         return out
+
+
+def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | None, run_dir: Any, *,
+                  processor: str = "gnn", options: Mapping[str, Any] | None = None, unroll: int = 1,
+                  noise_std: float = 0.0, loss: str = "l2", settings: Any = None, resume: bool = False,
+                  dtype: torch.dtype = torch.float32, mesh_spec: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """Build, normalise and train a rollout SPON on trajectories: what ``fe-operators train`` does for them.
+
+    Parameters
+    ----------
+    problem
+        The :class:`~fe_operators.problems.timedep.TimeDependentProblem` of the data.
+    train, val
+        Training and validation trajectories (``val`` picks ``best.pt`` by full rollouts).
+    run_dir
+        The run folder.
+    processor, options
+        The processor and its options.
+    unroll, noise_std
+        Steps of the unrolled loss, training noise (see :class:`RolloutTrainer`).
+    loss
+        ``"l2"`` or ``"h1"``: the relative FE norm of the state space per step.
+    settings
+        A :class:`~fe_operators.train.TrainSection` (default: its defaults).
+    resume
+        Continue the run in ``run_dir``.
+    dtype, mesh_spec
+        As :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem`.
+
+    Returns
+    -------
+    (RolloutSPON, TrainResult)
+        The trained model (last weights) and the trainer's result.
+    """
+    from fe_operators.fem.norms import RelativeLoss
+    from fe_operators.models.rollout_build import rollout_spon_for_problem
+    from fe_operators.train.config import TrainSection
+
+    settings = settings if settings is not None else TrainSection()
+    if tuple(train.param_names) != tuple(problem.parameter_names):
+        raise ValueError(f"the trajectories have parameters {list(train.param_names)}, the problem "
+                         f"{list(problem.parameter_names)}")
+    params = dict(zip(train.param_names, np.asarray(train.params[0], dtype=float)))
+    model = rollout_spon_for_problem(problem, processor, params=params, noise_std=noise_std, dtype=dtype,
+                                     mesh_spec=mesh_spec, weight_copies=4, **dict(options or {}))
+    model.fit_normalizers(train.states, train.params)
+    trainer = RolloutTrainer(model, RelativeLoss(state_norm(problem, loss)), train, val, unroll=unroll,
+                             run_dir=run_dir, settings=settings)
+    result = trainer.fit(resume=resume)
+    return trainer.network, result
