@@ -58,6 +58,7 @@ from fe_operators.models.processors import (
 )
 from fe_operators.models.registry import MODEL_CLASSES, model_class, register_model_class
 from fe_operators.models.spon import SPON
+from fe_operators.models.rollout import RolloutSPON, StateLayout
 
 __all__ = [
     "SPON", "Processor", "PROCESSORS", "register_processor", "processor_class",
@@ -68,6 +69,7 @@ __all__ = [
     "GridTransfer", "grid_transfer", "MLP",
     "NormalizedModel", "UnitGaussianNormalizer", "RunningMoments",
     "MODEL_CLASSES", "register_model_class", "model_class",
+    "RolloutSPON", "StateLayout", "rollout_spon_for_problem",
     "predict", "spon_for_problem", "context_from_spaces", "context_from_problem", "context_for_model",
 ]
 
@@ -77,6 +79,7 @@ _FIREDRAKE_SIDE = {
     "context_from_spaces": "fe_operators.models.build",
     "context_from_problem": "fe_operators.models.build",
     "context_for_model": "fe_operators.models.build",
+    "rollout_spon_for_problem": "fe_operators.models.rollout_build",
 }
 
 

@@ -28,6 +28,7 @@ __all__ = ["MODEL_CLASSES", "register_model_class", "model_class", "class_refere
 #: ``"module:QualName"`` -> class; fe_operators' own entries are imported on first lookup
 MODEL_CLASSES: dict[str, type[torch.nn.Module] | None] = {
     "fe_operators.models.spon:SPON": None,
+    "fe_operators.models.rollout:RolloutSPON": None,
     "fe_operators.precond.smoother:SmootherNet": None,
     "fe_operators.precond.dcdm:DCDMNet": None,
 }
