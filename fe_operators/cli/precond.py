@@ -7,6 +7,10 @@ Usage::
     fe-operators precond evaluate --model smoother.pt --mesh unitsquare:16/r4 [--dcdm-model dcdm.pt]
         [--methods neural_mg,gamg,gmg,icc] [--samples 1] [--repeats 1] [--seed 1000] [--rtol 1e-8]
 
+The kinds, their configuration sections, their checkpoint flags (``--model`` for
+``neural_mg``, ``--dcdm-model`` for ``dcdm``, the ``model_flag`` of a kind of your own) and
+their methods come from the registry (:mod:`fe_operators.precond.registry`).
+
 ``evaluate`` prints one row per method: DOFs, iterations, set-up and solve seconds,
 fallbacks, whether the true residual met ``rtol``
 (:mod:`fe_operators.precond.evaluate`); the model files, their kinds and the mesh
@@ -47,7 +51,7 @@ def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = 
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fe_operators.precond.evaluate import METHODS
+    from fe_operators.precond.registry import evaluation_methods, preconditioner_kinds
 
     p = argparse.ArgumentParser(prog="fe-operators precond",
                                 description="Train and evaluate learned PETSc preconditioners.")
@@ -60,9 +64,11 @@ def _parser() -> argparse.ArgumentParser:
                             "coefficients (train.allow_worse)")
     ev = sub.add_parser("evaluate", help="solve with learned and classical preconditioners, print a table",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                        epilog="methods:\n" + "\n".join(f"  {k:<16} {v}" for k, v in METHODS.items()))
-    ev.add_argument("--model", help="a smoother checkpoint (kind neural_mg): for neural_mg, neural_amg")
-    ev.add_argument("--dcdm-model", help="a DCDM checkpoint (kind dcdm): for dcdm")
+                        epilog="methods:\n" + "\n".join(f"  {k:<16} {v}" for k, v in evaluation_methods().items()))
+    for name, kind in preconditioner_kinds().items():  # one checkpoint flag per registered kind
+        uses = [m for m, spec in kind.methods.items() if spec.takes_model]
+        ev.add_argument(kind.model_flag, dest=f"model_{name}", metavar="PATH",
+                        help=f"{kind.what} checkpoint (kind {name}): for {', '.join(uses)}")
     ev.add_argument("--mesh", required=True, help="mesh spec, a hierarchy level, e.g. unitsquare:16/r4")
     ev.add_argument("--methods", default=None,
                     help="comma-separated methods (default: the learned ones given a model, then galerkin_jacobi, "
@@ -81,24 +87,33 @@ def _parser() -> argparse.ArgumentParser:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fe_operators.errors import UsageError
-    from fe_operators.precond.evaluate import METHODS, check_methods, evaluate_preconditioners, format_rows
+    from fe_operators.precond.evaluate import check_methods, evaluate_preconditioners, format_rows
+    from fe_operators.precond.registry import evaluation_methods, learned_methods, preconditioner_kinds
 
+    kinds = preconditioner_kinds()
+    given = {name: getattr(args, f"model_{name}") for name in kinds}
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    else:
-        methods = (["neural_mg", "neural_amg"] if args.model else []) + (["dcdm"] if args.dcdm_model else []) \
-            + ["galerkin_jacobi", "gamg", "gmg", "icc"]
-    unknown = [m for m in methods if m not in METHODS]
+    else:  # the learned rows of the kinds whose checkpoint is given, then the classical ones
+        methods = [m for name, kind in kinds.items() if given[name]
+                   for m, spec in kind.methods.items() if spec.takes_model] \
+            + [m for kind in kinds.values() for m, spec in kind.methods.items() if not spec.takes_model] \
+            + ["gamg", "gmg", "icc"]
+    table = evaluation_methods()
+    unknown = [m for m in methods if m not in table]
     if unknown or not methods:
         raise UsageError(f"--methods: unknown {', '.join(repr(m[:40]) for m in unknown) or 'empty list'}; "
-                         f"choose from {', '.join(METHODS)}")
-    for method, flag, path in (("neural_mg", "--model", args.model), ("neural_amg", "--model", args.model),
-                               ("dcdm", "--dcdm-model", args.dcdm_model)):
-        if method in methods and not path:
-            raise UsageError(f"--methods {method} needs {flag} PATH (a checkpoint of `fe-operators precond train`"
-                             f" with kind: {'dcdm' if method == 'dcdm' else 'neural_mg'})")
-    models = {k: v for k, v in {"neural_mg": args.model, "neural_amg": args.model,
-                                "dcdm": args.dcdm_model}.items() if v and k in methods}
+                         f"choose from {', '.join(table)}")
+    learned = learned_methods()
+    models = {}
+    for method in methods:
+        kind = learned.get(method)
+        if kind is None or not kind.methods[method].takes_model:
+            continue
+        if not given[kind.name]:
+            raise UsageError(f"--methods {method} needs {kind.model_flag} PATH (a checkpoint of `fe-operators "
+                             f"precond train` with kind: {kind.name})")
+        models[method] = given[kind.name]
     check_methods(methods, models)  # the model files and their kinds, before the mesh and any solve
     printed: list[str] = []
 

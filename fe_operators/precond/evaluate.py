@@ -14,7 +14,8 @@ solve re-assembles the matrix, so every set-up is a full one for new values; wit
 solve are kept, against the noise of a shared machine).  The true relative residual
 ``‖b − Ax‖/‖b‖`` is recomputed after every solve.
 
-Methods (:data:`METHODS`): ``neural_mg``, ``neural_amg`` (a smoother checkpoint),
+Methods (:data:`METHODS`: every registered kind's rows, :mod:`~fe_operators.precond.registry`,
+then the classical ones): ``neural_mg``, ``neural_amg`` (a smoother checkpoint),
 ``dcdm`` (a DCDM checkpoint), ``galerkin_jacobi`` (the same Galerkin V-cycle with
 classical ℓ1-Jacobi weights), ``gamg``, ``gmg`` (Firedrake's ``pc_type mg`` on the same
 hierarchy: Chebyshev(2)/Jacobi smoothing, LU coarse), ``icc``.
@@ -29,25 +30,26 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["METHODS", "LEARNED", "NEEDS_HIERARCHY", "SolveRow", "solver_parameters", "fallback_count",
+from fe_operators.precond.registry import evaluation_methods, learned_methods
+
+__all__ = ["METHODS", "LEARNED", "NEEDS_HIERARCHY", "methods", "SolveRow", "solver_parameters", "fallback_count",
            "true_residual", "check_methods", "check_hierarchy", "evaluate_preconditioners", "format_rows"]
 
-#: method -> what it is (the order of the table)
-METHODS: dict[str, str] = {
-    "neural_mg": "CG + NeuralMG (Galerkin V-cycle, learned smoothers)",
-    "neural_amg": "CG + NeuralAMG (GAMG, learned smoothers)",
-    "galerkin_jacobi": "CG + the same Galerkin V-cycle, classical l1-Jacobi weights",
-    "dcdm": "FCG(mmax 2) + DCDM network",
-    "gamg": "CG + GAMG",
-    "gmg": "CG + Firedrake GMG (pc_type mg, Chebyshev(2)/Jacobi, LU coarse)",
-    "icc": "CG + ICC(0)",
-}
+def __getattr__(name: str) -> Any:
+    # the methods come from the registered kinds (fe_operators.precond.registry): computed on use
+    if name == "METHODS":
+        return methods()
+    if name == "LEARNED":
+        return {m: kind.name for m, kind in learned_methods().items()}
+    if name == "NEEDS_HIERARCHY":
+        return tuple(m for m, kind in learned_methods().items() if kind.methods[m].needs_hierarchy) + ("gmg",)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-#: learned method -> the kind of checkpoint it takes (:data:`~fe_operators.precond.base.MODEL_KINDS`)
-LEARNED: dict[str, str] = {"neural_mg": "neural_mg", "neural_amg": "neural_mg", "dcdm": "dcdm"}
 
-#: the methods that need the mesh to be a level of a MeshHierarchy
-NEEDS_HIERARCHY = ("neural_mg", "galerkin_jacobi", "dcdm", "gmg")
+def methods() -> dict[str, str]:
+    """Method -> what it is, in the order of the table: every registered kind's rows
+    (:mod:`~fe_operators.precond.registry`), then ``gamg``, ``gmg``, ``icc``."""
+    return evaluation_methods()
 
 
 @dataclasses.dataclass
@@ -97,24 +99,16 @@ def solver_parameters(method: str, model: Any = None, *, rtol: float = 1e-8,
     ValueError
         Unknown method, or a learned method without ``model``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    table = methods()
+    if method not in table:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(table)}")
     krylov = {"mat_type": "aij", "ksp_type": "cg", "ksp_rtol": rtol, "ksp_atol": 0.0, "ksp_max_it": max_it,
               "ksp_norm_type": "unpreconditioned"}
-    learned = {"neural_mg": "NeuralMG", "neural_amg": "NeuralAMG", "dcdm": "DCDM"}
-    if method in learned:
-        if model is None:
-            flag = "--dcdm-model" if method == "dcdm" else "--model"
-            raise ValueError(f"method {method!r} needs a trained model ({flag} PATH)")
-        name = learned[method]
-        out = {**krylov, "pc_type": "python", "pc_python_type": f"fe_operators.precond.{name}"}
-        if isinstance(model, (str, os.PathLike)):
-            out[f"{name.lower()}_model"] = str(model)
-        if method == "dcdm":
-            out.update(ksp_type="fcg", ksp_fcg_mmax=2, ksp_fcg_truncation_type="standard")
-        return out
-    if method == "galerkin_jacobi":
-        return {**krylov, "pc_type": "python", "pc_python_type": "fe_operators.precond.NeuralMG"}
+    kind = learned_methods().get(method)
+    if kind is not None:
+        if kind.methods[method].takes_model and model is None:
+            raise ValueError(f"method {method!r} needs a trained model ({kind.model_flag} PATH)")
+        return kind.solver_parameters(method, model if kind.methods[method].takes_model else None, krylov)
     if method == "gamg":
         return {**krylov, "pc_type": "gamg"}
     if method == "gmg":
@@ -166,19 +160,21 @@ def check_methods(methods: Sequence[str], models: dict[str, Any]) -> None:
     """
     from fe_operators.precond.base import load_precond_model
 
-    unknown = [m for m in methods if m not in METHODS]
+    table, learned = evaluation_methods(), learned_methods()
+    unknown = [m for m in methods if m not in table]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(table)}")
     for method in methods:
-        if method in LEARNED:
+        if method in learned and learned[method].methods[method].takes_model:
             solver_parameters(method, models.get(method))  # a model is given
-            load_precond_model(models[method], LEARNED[method], f"method {method}")
+            load_precond_model(models[method], learned[method].name, f"method {method}")
 
 
 def check_hierarchy(methods: Sequence[str], mesh: Any, mesh_spec: str) -> None:
     """Raise :class:`~fe_operators.errors.NoHierarchyError` if a method of :data:`NEEDS_HIERARCHY`
     is to run on a mesh (loaded from ``mesh_spec``) that is no level of a MeshHierarchy."""
-    need = [m for m in methods if m in NEEDS_HIERARCHY]
+    learned = learned_methods()
+    need = [m for m in methods if m == "gmg" or (m in learned and learned[m].methods[m].needs_hierarchy)]
     if need:
         from firedrake.mg.utils import get_level
 
@@ -247,9 +243,8 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     from fe_operators.io import load_mesh
     from fe_operators.precond.base import APPCTX_KEY
     from fe_operators.precond.data import DiffusionFamily
-    from fe_operators.precond.smoother import SmootherNet
-
     models = dict(models or {})
+    learned = learned_methods()
     check_methods(methods, models)  # the model files first: they need no mesh
     mesh = load_mesh(mesh_spec) if comm is None else load_mesh(mesh_spec, comm=comm)
     check_hierarchy(methods, mesh, mesh_spec)
@@ -263,10 +258,12 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     for method in methods:
         params = {**solver_parameters(method, models.get(method), rtol=rtol), **(options or {}).get(method, {})}
         appctx = {}
-        if method in LEARNED and not isinstance(models[method], (str, os.PathLike)):
-            appctx[APPCTX_KEY] = models[method]
-        if method == "galerkin_jacobi":
-            appctx[APPCTX_KEY] = SmootherNet(hidden=1, layers=0, init_s=0.5).double()
+        if method in learned:
+            spec = learned[method].methods[method]
+            if not spec.takes_model:
+                appctx[APPCTX_KEY] = learned[method].fixed_model(method)
+            elif not isinstance(models[method], (str, os.PathLike)) or spec.model_option is None:
+                appctx[APPCTX_KEY] = models[method]
         u = fd.Function(family.V)
         problem = fd.LinearVariationalProblem(family.form(a), family.rhs_form(), u, bcs=family.bcs)
         solver = fd.LinearVariationalSolver(problem, solver_parameters=params, appctx=appctx,
