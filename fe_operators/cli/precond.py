@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-worse", action="store_true",
                        help="write the checkpoint even if it does worse than its classical counterpart on held-out "
                             "coefficients (train.allow_worse)")
+    train.add_argument("--problem", metavar="MODULE:CLASS",
+                       help="your own problem class that family.problem names (imported only when named here)")
     ev = sub.add_parser("evaluate", help="solve with learned and classical preconditioners, print a table",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="methods:\n" + "\n".join(f"  {k:<16} {v}" for k, v in evaluation_methods().items()))
@@ -82,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--coefficient", default="lognormal", choices=["lognormal", "dg0", "cg1"])
     ev.add_argument("--variance", type=_number(float, 0.0, low_open=True), default=2.0,
                     help="variance of the log-coefficient field")
+    ev.add_argument("--problem", metavar="NAME|MODULE:CLASS",
+                    help="solve a problem family's spd_operator instead of the diffusion family: a registered "
+                         "family (elasticity, darcy) or your own module:Class (imported)")
+    ev.add_argument("--params", metavar="YAML", default=None,
+                    help="constructor parameters of --problem as a YAML mapping, e.g. '{degree: 2}'")
     return p
 
 
@@ -123,7 +130,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         printed.append(line)
         print(line)
 
-    rows, info = evaluate_preconditioners(args.mesh, methods, models=models,
+    params = None
+    if args.params is not None:
+        import yaml
+
+        try:
+            params = yaml.safe_load(args.params)
+        except yaml.YAMLError:
+            params = None
+        if not isinstance(params, dict):
+            raise UsageError(f"--params: expected a YAML mapping such as '{{degree: 2}}', got {args.params[:40]!r}")
+        if args.problem is None:
+            raise UsageError("--params are the constructor parameters of --problem: name the family too")
+    rows, info = evaluate_preconditioners(args.mesh, methods, models=models, problem=args.problem, params=params,
                                           samples=args.samples, repeats=args.repeats, seed=args.seed, rtol=args.rtol,
                                           coefficient=args.coefficient, variance=args.variance, log=log)
     contrasts = info["contrasts"]
@@ -154,6 +173,7 @@ def main_precond(argv: Sequence[str]) -> int:
             return 0
         if not args.config:
             raise UsageError("--config FILE is required (or --print-config)")
-        train_preconditioner(load_precond_config(args.config), allow_worse=True if args.allow_worse else None)
+        train_preconditioner(load_precond_config(args.config), allow_worse=True if args.allow_worse else None,
+                             problem=args.problem)
         return 0
     return _evaluate(args)

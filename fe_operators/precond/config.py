@@ -31,6 +31,7 @@ of the registered kinds, so a kind registered by a user's module has its section
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Literal, Union
 
@@ -64,8 +65,30 @@ class FamilySection:
                                      "final report and the comparison with the classical preconditioner are "
                                      "measured on (at least 1 is drawn).", non_negative, default=2)
 
+    problem: Union[str, None] = option(
+        "A problem family with the spd_operator hook to train on instead (docs/extending.md): a registered name "
+        "('darcy', 'elasticity') or a 'module:Class' of your own, imported only when named on the command line "
+        "(--problem module:Class); null: the diffusion family of coefficient, variance, length_scale.", default=None)
+    params: dict[str, Any] = option("Constructor parameters of family.problem, e.g. {degree: 2} (CG2) or "
+                                    "{clamp_markers: on_boundary}.", default_factory=dict)
+    ranges: dict[str, list[float]] = option(
+        "Parameters of family.problem's operator drawn per training operator, uniformly in [low, high], e.g. "
+        "{poisson_ratio: [0.2, 0.35]} for elasticity.", default_factory=dict)
+
+    def validate(self, key: str) -> None:
+        """``params`` and ``ranges`` need ``problem``; each range is ``[low, high]``, low <= high."""
+        sub = f"{key}.ranges" if key else "ranges"
+        if (self.params or self.ranges) and self.problem is None:
+            raise ConfigError(f"{key}.problem" if key else "problem",
+                              "params and ranges are of a problem family: name it (e.g. problem: elasticity)")
+        for name, pair in self.ranges.items():
+            if len(pair) != 2 or not pair[0] <= pair[1] or not all(map(math.isfinite, pair)):
+                raise ConfigError(f"{sub}.{name}", f"expected [low, high] with low <= high, got {pair}")
+
     def evaluate_kwargs(self) -> dict[str, Any]:
         """The family's keyword arguments of :func:`~fe_operators.precond.evaluate.evaluate_preconditioners`."""
+        if self.problem is not None:
+            return {"problem": self.problem, "params": dict(self.params)}
         return {"coefficient": self.coefficient, "variance": self.variance, "length_scale": self.length_scale}
 
 

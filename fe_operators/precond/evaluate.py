@@ -193,6 +193,7 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
                              samples: int = 1, repeats: int = 1, seed: int | Sequence[int] = 1000,
                              rtol: float = 1e-8, coefficient: str = "lognormal",
                              variance: float = 2.0, length_scale: float | None = None,
+                             problem: Any = None, params: dict[str, Any] | None = None,
                              options: dict[str, dict[str, Any]] | None = None,
                              log: Any = None, comm: Any = None) -> tuple[list[SolveRow], dict[str, Any]]:
     """Solve with each method on the same sampled matrices (module docstring).
@@ -217,7 +218,14 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     rtol
         Relative tolerance on the true residual.
     coefficient, variance, length_scale
-        The operator family (:class:`~fe_operators.precond.data.DiffusionFamily`).
+        The operator family when ``problem`` is None
+        (:class:`~fe_operators.precond.data.DiffusionFamily`, solving ``-div(a grad u) = 1``).
+    problem, params
+        Instead, a problem family with the ``spd_operator`` hook: a registered name
+        (``"elasticity"``), a ``"module:Class"`` the user names (imported), a class, or a
+        Problem instance; ``params`` its constructor parameters.  The load is ``∫ 1·v``;
+        a vector family of the mesh's dimension gets its rigid-body modes as the near
+        nullspace (used by ``gamg`` and ``neural_amg``).
     options
         Method -> PETSc options added to (or overriding) :func:`solver_parameters`, e.g.
         ``{"gamg": {"pc_gamg_threshold": 0.02}}``.
@@ -248,11 +256,19 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     check_methods(methods, models)  # the model files first: they need no mesh
     mesh = load_mesh(mesh_spec) if comm is None else load_mesh(mesh_spec, comm=comm)
     check_hierarchy(methods, mesh, mesh_spec)
-    family = DiffusionFamily(mesh, coefficient, variance, length_scale)
+    if problem is None:
+        family = DiffusionFamily(mesh, coefficient, variance, length_scale)
+    else:
+        from fe_operators.precond.data import ProblemFamily
+        from fe_operators.problems.registry import resolve_problem
+
+        cls = resolve_problem(problem) if isinstance(problem, (str, type)) else None
+        family = ProblemFamily(cls(mesh, **dict(params or {})) if cls is not None else problem)
+    near_nullspace = family.near_nullspace()
     rng = np.random.default_rng(seed)
     coefficients = [family.sample_coefficient(rng) for _ in range(samples + 1)]
     contrasts = [family.contrast(a) for a in coefficients[1:]]
-    a = fd.Function(coefficients[0].function_space())
+    a = family.holder()
     PETSc.Log.begin()
     rows = []
     for method in methods:
@@ -265,13 +281,13 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
             elif not isinstance(models[method], (str, os.PathLike)) or spec.model_option is None:
                 appctx[APPCTX_KEY] = models[method]
         u = fd.Function(family.V)
-        problem = fd.LinearVariationalProblem(family.form(a), family.rhs_form(), u, bcs=family.bcs)
-        solver = fd.LinearVariationalSolver(problem, solver_parameters=params, appctx=appctx,
-                                            options_prefix=f"precond_eval_{method}_")
+        lvp = fd.LinearVariationalProblem(family.form(a), family.rhs_form(), u, bcs=family.bcs)
+        solver = fd.LinearVariationalSolver(lvp, solver_parameters=params, appctx=appctx,
+                                            options_prefix=f"precond_eval_{method}_", near_nullspace=near_nullspace)
         ksp = solver.snes.ksp
         its, setups, solves, fallbacks, residual, ok = [], [], [], 0, 0.0, True
         for k, coeff in enumerate(coefficients):
-            a.dat.data_wo[...] = coeff.dat.data_ro
+            family.assign(a, coeff)
             best_setup = best_solve = math.inf
             for rep in range(1 if k == 0 else repeats):
                 u.dat.zero()

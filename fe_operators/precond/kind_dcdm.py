@@ -111,6 +111,13 @@ class DCDMKind(LearnedPreconditioner):
         from fe_operators.sparse.maps import SparseMap
         from fe_operators.sparse.petsc import petsc_to_scipy
 
+        V = family.V
+        if V.value_shape != () or V.ufl_element().degree() != 1:
+            from fe_operators.errors import ConfigError
+
+            raise ConfigError("kind", f"dcdm trains on scalar CG1 operators (its network and smooth right-hand sides "
+                                      f"are nodal), family.problem {cfg.family.problem!r} gives "
+                                      f"{V.ufl_element().shortstr()}: use kind neural_mg for it")
         opts = cfg.dcdm
         dtype = getattr(torch, opts.dtype)
         rng = np.random.default_rng(cfg.train.seed)

@@ -146,16 +146,42 @@ def heldout_count(cfg: Any) -> int:
     return max(1, cfg.family.validation_samples)
 
 
-def training_family(cfg: Any) -> Any:
+def training_family(cfg: Any, problem: Any = None) -> Any:
     """The training operators of ``cfg.family`` on one process, after the size guard
-    (:func:`~fe_operators.precond.config.check_sizes`)."""
+    (:func:`~fe_operators.precond.config.check_sizes`).
+
+    ``family.problem`` null: the diffusion family
+    (:class:`~fe_operators.precond.data.DiffusionFamily`); a family name: that registered
+    family through its ``spd_operator`` hook (:class:`~fe_operators.precond.data.ProblemFamily`),
+    built with ``family.params``, ``family.ranges`` drawn per operator.  A ``module:Class``
+    read from the configuration is imported only when the user names the same class
+    (``problem``: ``--problem`` on the command line, or the class or path in Python).
+    """
     from firedrake import COMM_SELF
 
     from fe_operators.io import load_mesh
-    from fe_operators.precond.data import DiffusionFamily
+    from fe_operators.precond.data import DiffusionFamily, ProblemFamily
 
-    mesh = load_mesh(cfg.family.mesh, comm=COMM_SELF)
-    family = DiffusionFamily(mesh, cfg.family.coefficient, cfg.family.variance, cfg.family.length_scale)
+    fam = cfg.family
+    mesh = load_mesh(fam.mesh, comm=COMM_SELF)
+    if fam.problem is None:
+        if problem is not None:
+            from fe_operators.errors import UsageError
+
+            raise UsageError(f"--problem {problem}: the configuration names no family.problem; set family.problem to "
+                             "the same module:Class")
+        family = DiffusionFamily(mesh, fam.coefficient, fam.variance, fam.length_scale)
+    else:
+        from fe_operators.problems.registry import stored_problem_class
+
+        cls = stored_problem_class(fam.problem, problem, source="the configuration (family.problem)")
+        try:
+            instance = cls(mesh, **fam.params)
+        except (TypeError, ValueError) as exc:
+            from fe_operators.errors import ConfigError
+
+            raise ConfigError("family.params", f"{fam.problem}: {exc}") from None
+        family = ProblemFamily(instance, fam.ranges)
     check_sizes(cfg, family.V.dim())  # before any operator is sampled
     return family
 
@@ -205,7 +231,7 @@ def _worse(cfg: Any, report: dict[str, Any]) -> WorseThanClassicalError | None:
 
 
 def train_preconditioner(config: Any, *, log: Callable[[str], None] | None = print,
-                         write: bool = True, allow_worse: bool | None = None) -> TrainResult:
+                         write: bool = True, allow_worse: bool | None = None, problem: Any = None) -> TrainResult:
     """Train the network of a learned preconditioner and write its checkpoint.
 
     Parameters
@@ -220,6 +246,10 @@ def train_preconditioner(config: Any, *, log: Callable[[str], None] | None = pri
     allow_worse
         Keep (and write) a network that does worse than its classical counterpart on the
         held-out coefficients (module docstring); None: ``config.train.allow_worse``.
+    problem
+        The problem class the user names (``--problem module:Class``, or the class): a
+        ``family.problem`` that is not a registered family is imported only when it is
+        this one (:func:`training_family`).
 
     Returns
     -------
@@ -249,7 +279,7 @@ def train_preconditioner(config: Any, *, log: Callable[[str], None] | None = pri
     torch.set_num_threads(cfg.train.threads)
     try:
         torch.manual_seed(cfg.train.seed)
-        model, history, report = kind.train(cfg, training_family(cfg), log)
+        model, history, report = kind.train(cfg, training_family(cfg, problem), log)
     finally:
         torch.set_num_threads(threads)
     refused = _worse(cfg, report)
