@@ -12,7 +12,8 @@ The kinds, their configuration sections, their checkpoint flags (``--model`` for
 their methods come from the registry (:mod:`fe_operators.precond.registry`).
 
 ``evaluate`` prints one row per method: DOFs, iterations, set-up and solve seconds,
-fallbacks, whether the true residual met ``rtol``
+fallbacks, whether the true residual met ``rtol``, then NeuralMG's set-up broken down
+(row features, network, coarse operators, LU)
 (:mod:`fe_operators.precond.evaluate`); the model files, their kinds and the mesh
 hierarchy are checked before any solve.  ``train`` refuses (exit 1, nothing written) a
 network worse than its classical counterpart on held-out coefficients, unless
@@ -94,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from fe_operators.errors import UsageError
-    from fe_operators.precond.evaluate import check_methods, evaluate_preconditioners, format_rows
+    from fe_operators.precond.evaluate import (
+        check_methods, evaluate_preconditioners, format_rows, format_setup_parts,
+    )
     from fe_operators.precond.registry import evaluation_methods, learned_methods, preconditioner_kinds
 
     kinds = preconditioner_kinds()
@@ -145,6 +148,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows, info = evaluate_preconditioners(args.mesh, methods, models=models, problem=args.problem, params=params,
                                           samples=args.samples, repeats=args.repeats, seed=args.seed, rtol=args.rtol,
                                           coefficient=args.coefficient, variance=args.variance, log=log)
+    for line in format_setup_parts(rows):
+        print(line)
     contrasts = info["contrasts"]
     print(f"{info['dofs']} DOFs, {len(contrasts)} coefficient(s), contrast max/min "
           f"{min(contrasts):.3g}-{max(contrasts):.3g}, rtol {args.rtol:g} on the true residual")

@@ -33,6 +33,7 @@ import numpy as np
 from fe_operators.precond.registry import evaluation_methods, learned_methods
 
 __all__ = ["METHODS", "LEARNED", "NEEDS_HIERARCHY", "methods", "SolveRow", "solver_parameters", "fallback_count",
+           "setup_breakdown", "format_setup_parts",
            "true_residual", "check_methods", "check_hierarchy", "evaluate_preconditioners", "format_rows"]
 
 def __getattr__(name: str) -> Any:
@@ -75,6 +76,9 @@ class SolveRow:
         ``rtol`` (and 1% slack for round-off).
     residual
         Largest true relative residual.
+    setup_parts
+        Mean seconds of the set-up's parts, for a PC that reports them (NeuralMG:
+        ``features``, ``network``, ``coarse operators``, ``LU``); None otherwise.
     """
 
     method: str
@@ -85,6 +89,7 @@ class SolveRow:
     fallbacks: int | None
     converged: bool
     residual: float
+    setup_parts: dict[str, float] | None = None
 
 
 def solver_parameters(method: str, model: Any = None, *, rtol: float = 1e-8,
@@ -136,6 +141,26 @@ def fallback_count(pc: Any) -> int | None:
     if counter is not None:
         return int(counter.fallbacks)
     return int(getattr(ctx, "fallback_rows", 0))
+
+
+def setup_breakdown(pc: Any) -> dict[str, float] | None:
+    """The parts of a learned PC's last set-up (its ``setup_breakdown``; None when it has none)."""
+    if pc.getType() != "python":
+        return None
+    parts = getattr(pc.getPythonContext(), "setup_breakdown", None)
+    return dict(parts) if parts else None
+
+
+def format_setup_parts(rows: Sequence[SolveRow]) -> list[str]:
+    """One line per row with set-up parts: ``neural_mg set-up 0.070 s: features 0.012 s (17%), ...``."""
+    lines = []
+    for r in rows:
+        if r.setup_parts:
+            parts = ", ".join(f"{k} {v:.3f} s ({100 * v / r.setup_seconds:.0f}%)" if r.setup_seconds > 0 else
+                              f"{k} {v:.3f} s" for k, v in r.setup_parts.items())
+            rest = r.setup_seconds - sum(r.setup_parts.values())
+            lines.append(f"{r.method} set-up {r.setup_seconds:.3f} s: {parts}, other {max(rest, 0.0):.3f} s")
+    return lines
 
 
 def check_methods(methods: Sequence[str], models: dict[str, Any]) -> None:
@@ -285,7 +310,7 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
         solver = fd.LinearVariationalSolver(lvp, solver_parameters=params, appctx=appctx,
                                             options_prefix=f"precond_eval_{method}_", near_nullspace=near_nullspace)
         ksp = solver.snes.ksp
-        its, setups, solves, fallbacks, residual, ok = [], [], [], 0, 0.0, True
+        its, setups, solves, fallbacks, residual, ok, parts = [], [], [], 0, 0.0, True, []
         for k, coeff in enumerate(coefficients):
             family.assign(a, coeff)
             best_setup = best_solve = math.inf
@@ -316,8 +341,12 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
             solves.append(best_solve)
             fb = fallback_count(ksp.getPC())
             fallbacks = None if fb is None else fallbacks + fb
+            part = setup_breakdown(ksp.getPC())
+            if part:
+                parts.append(part)
         row = SolveRow(method, family.V.dim(), float(np.mean(its)), float(np.mean(setups)), float(np.mean(solves)),
-                       fallbacks, ok, residual)
+                       fallbacks, ok, residual,
+                       {k: float(np.mean([p[k] for p in parts])) for k in parts[0]} if parts else None)
         rows.append(row)
         if log is not None:
             log(format_rows([row], header=False))
