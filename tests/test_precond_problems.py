@@ -124,7 +124,11 @@ def test_a_users_problem_class_is_imported_only_when_named_on_the_command_line(t
     ref = f"{__name__}:Reaction"
     status, model = _train(tmp_path, capsys, {"problem": ref})
     err = capsys.readouterr().err
-    assert status == 1 and f"--problem {ref}" in err and "never imports code a file names" in err
+    assert status == 2 and f"--problem {ref}" in err and "never imports code a configuration file names" in err
+    assert "family.problem" in err and err.count("\n") == 1
+    status, _ = _train(tmp_path, capsys, {"problem": ref}, ["--problem", "elsewhere:Other"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--problem elsewhere:Other does not match family.problem" in err
     status, model = _train(tmp_path, capsys, {"problem": ref}, ["--problem", ref])
     assert status == 0, capsys.readouterr().err
     its, res = _iterations(Reaction(load_mesh(SOLVE_MESH)), {**NEURAL_MG, "neuralmg_model": model})

@@ -172,9 +172,7 @@ def training_family(cfg: Any, problem: Any = None) -> Any:
                              "the same module:Class")
         family = DiffusionFamily(mesh, fam.coefficient, fam.variance, fam.length_scale)
     else:
-        from fe_operators.problems.registry import stored_problem_class
-
-        cls = stored_problem_class(fam.problem, problem, source="the configuration (family.problem)")
+        cls = _problem_class(fam.problem, problem)
         try:
             instance = cls(mesh, **fam.params)
         except (TypeError, ValueError) as exc:
@@ -184,6 +182,33 @@ def training_family(cfg: Any, problem: Any = None) -> Any:
         family = ProblemFamily(instance, fam.ranges)
     check_sizes(cfg, family.V.dim())  # before any operator is sampled
     return family
+
+
+def _problem_class(named: str, given: Any) -> type:
+    """The class of ``family.problem``: a registered family, or a ``module:Class`` imported only
+    when the user names the same class (``given``: ``--problem`` or the class itself)."""
+    from fe_operators.errors import ConfigError, UsageError
+    from fe_operators.problems.registry import FAMILIES, problem_class, problem_reference, resolve_problem
+
+    ref = problem_reference(named)
+    if given is not None and problem_reference(given) != ref:
+        shown = given if isinstance(given, str) else problem_reference(given)
+        raise UsageError(f"--problem {shown} does not match family.problem {named!r} of the configuration: name the "
+                         "same class in both (--problem is needed only for a class of your own)")
+    if named in FAMILIES:
+        return problem_class(named)
+    if ":" not in named:
+        raise ConfigError("family.problem", f"unknown problem family {named!r}; registered: "
+                                            f"{', '.join(sorted(FAMILIES))}, or a 'module:Class' of your own")
+    if given is None:
+        raise ConfigError("family.problem", f"{named!r} is a problem class of your own; fe_operators never imports "
+                                            "code a configuration file names: if you trust that module, name it "
+                                            f"yourself with --problem {named} on the command line (problem="
+                                            f"{named!r} in Python)")
+    try:
+        return resolve_problem(given)
+    except ValueError as exc:
+        raise UsageError(f"--problem {named}: {exc}") from None
 
 
 def write_precond_checkpoint(path: str, model: torch.nn.Module, config: Any,
