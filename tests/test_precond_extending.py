@@ -21,7 +21,6 @@ import pytest
 import torch
 import yaml
 
-import firedrake as fd
 from firedrake.petsc import PETSc
 from firedrake.preconditioners.base import PCBase
 

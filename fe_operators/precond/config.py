@@ -39,7 +39,7 @@ from fe_operators.configfile import commented_yaml, config_from_data, load_confi
 from fe_operators.errors import ConfigError
 from fe_operators.limits import check_allocation, format_bytes
 from fe_operators.options import (
-    config_to_dict, finite_positive, fraction, non_negative, option, option_rows, optional,
+    config_to_dict, finite_positive, non_negative, option, option_rows, optional,
     positive,
 )
 
