@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -81,6 +83,12 @@ def test_evaluate_prints_one_row_per_method(tmp_path, capsys):
     assert rows["neural_mg"][2] == rows["galerkin_jacobi"][2]  # s = 1/2 everywhere is the classical cycle
     assert rows["neural_mg"][6] == "0" and rows["gamg"][6] == "-"
     assert "contrast max/min" in out
+    # NeuralMG's set-up broken down (issue 17, item 1): its parts add up to at most the PCSetUp time
+    (line,) = [line for line in out.splitlines() if line.startswith("neural_mg set-up")]
+    parts = dict(re.findall(r"(features|network|coarse operators|LU) ([\d.]+) s", line))
+    assert set(parts) == {"features", "network", "coarse operators", "LU"}, line
+    assert 0 < sum(map(float, parts.values())) <= float(rows["neural_mg"][3]) + 0.003, line
+    assert not any(line.startswith(("gamg set-up", "icc set-up")) for line in out.splitlines())
 
 
 def test_evaluate_times_each_call_not_the_sum_over_the_process():

@@ -3,9 +3,9 @@
 A checkpoint stores its network's class as a ``"package.module:QualName"`` reference.
 Loading it looks the reference up here and never imports a module the checkpoint names,
 so a checkpoint cannot make fe_operators run code.  fe_operators' own models
-(:class:`~fe_operators.models.SPON`, the preconditioner networks
-:class:`~fe_operators.precond.smoother.SmootherNet` and :class:`~fe_operators.precond.dcdm.DCDMNet`)
-are registered; a user's model class is loadable once
+(:class:`~fe_operators.models.SPON`, and every registered learned-preconditioner kind's
+network, :mod:`fe_operators.precond.registry`: :class:`~fe_operators.precond.smoother.SmootherNet`,
+:class:`~fe_operators.precond.dcdm.DCDMNet`, ...) are registered; a user's model class is loadable once
 registered with :func:`register_model_class` (in the module that defines it, which the
 user imports before loading).
 
@@ -29,8 +29,6 @@ __all__ = ["MODEL_CLASSES", "register_model_class", "model_class", "class_refere
 MODEL_CLASSES: dict[str, type[torch.nn.Module] | None] = {
     "fe_operators.models.spon:SPON": None,
     "fe_operators.models.rollout:RolloutSPON": None,
-    "fe_operators.precond.smoother:SmootherNet": None,
-    "fe_operators.precond.dcdm:DCDMNet": None,
 }
 
 M = TypeVar("M", bound=type)
@@ -74,6 +72,14 @@ def register_model_class(cls: M) -> M:
     return cls
 
 
+def _precond_networks() -> None:
+    """Add the learned-preconditioner kinds' networks (registered with their kinds, imported on use)."""
+    from fe_operators.precond.registry import preconditioner_kinds
+
+    for kind in preconditioner_kinds().values():
+        MODEL_CLASSES.setdefault(kind.network, None)
+
+
 def model_class(ref: str) -> type[torch.nn.Module]:
     """The registered class of a ``"module:QualName"`` reference (nothing else is imported).
 
@@ -82,6 +88,8 @@ def model_class(ref: str) -> type[torch.nn.Module]:
     LookupError
         ``ref`` is not registered; the message says how to register it.
     """
+    if isinstance(ref, str) and ref not in MODEL_CLASSES:
+        _precond_networks()
     if not isinstance(ref, str) or ref not in MODEL_CLASSES:
         raise LookupError(
             f"model class {ref!r} is not a registered model class (registered: {', '.join(sorted(MODEL_CLASSES))}); "

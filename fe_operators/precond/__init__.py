@@ -11,7 +11,13 @@ fe_operators.precond.<Class>``:
 * :class:`DCDM` (Firedrake ``PCBase``) — a nonlinear network ``f(r/‖r‖)`` applied at every
   iteration, for ``fcg`` (Kaneda et al. 2023).
 
-Modules: :mod:`~.base` (model lookup, fallback counts), :mod:`~.features` (row features),
+A learned preconditioner *kind* (what ``fe-operators precond train`` trains) is one
+:class:`~.registry.LearnedPreconditioner` subclass registered with
+:func:`register_preconditioner` (its options section, network, trainer, solver options
+and ``precond evaluate`` rows; docs/extending.md); ``neural_mg``
+(:mod:`~.kind_neural_mg`) and ``dcdm`` (:mod:`~.kind_dcdm`) are written in that form.
+
+Modules: :mod:`~.registry` (the kinds), :mod:`~.base` (model lookup, fallback counts), :mod:`~.features` (row features),
 :mod:`~.smoother`, :mod:`~.mg` (Galerkin hierarchy in PETSc, GAMG variant), :mod:`~.neural_mg`,
 :mod:`~.vcycle` (the V-cycle in torch, on a :class:`fe_operators.multigrid.hierarchy.Hierarchy`),
 :mod:`~.dcdm` (network and loss),
@@ -27,7 +33,8 @@ import importlib
 from typing import Any
 
 __all__ = ["NeuralMG", "NeuralAMG", "LearnedJacobi", "DCDM", "SmootherNet", "DCDMNet",
-           "train_preconditioner", "load_precond_model"]
+           "train_preconditioner", "load_precond_model", "register_preconditioner", "LearnedPreconditioner",
+           "Method", "preconditioner_kinds"]
 
 _WHERE = {
     "NeuralMG": "fe_operators.precond.neural_mg",
@@ -38,6 +45,10 @@ _WHERE = {
     "DCDMNet": "fe_operators.precond.dcdm",
     "train_preconditioner": "fe_operators.precond.training",
     "load_precond_model": "fe_operators.precond.base",
+    "register_preconditioner": "fe_operators.precond.registry",
+    "LearnedPreconditioner": "fe_operators.precond.registry",
+    "Method": "fe_operators.precond.registry",
+    "preconditioner_kinds": "fe_operators.precond.registry",
 }
 
 

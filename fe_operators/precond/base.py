@@ -12,7 +12,8 @@ Model
        :class:`~fe_operators.train.checkpoint.LoadedModel` or a ``torch.nn.Module``.
 
     Checkpoints are read once per path and modification time (:func:`load_precond_model`).
-    Each PC checks that the model is of its kind (:data:`MODEL_KINDS`) before it builds
+    Each PC checks that the model is of its kind (:data:`MODEL_KINDS`, the registered
+    kinds of :mod:`~fe_operators.precond.registry`) before it builds
     anything: a DCDM network given to ``NeuralMG``, a smoother given to ``DCDM`` or an
     operator-learning checkpoint given to either is a
     :class:`~fe_operators.errors.ModelKindError` naming the file, its kind and the
@@ -30,13 +31,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
 from fe_operators.errors import ModelKindError, ModelNotGivenError
 
-__all__ = ["APPCTX_KEY", "MODEL_KINDS", "ModelKind", "load_precond_model", "check_model_kind", "resolve_model",
+__all__ = ["APPCTX_KEY", "MODEL_KINDS", "load_precond_model", "check_model_kind", "resolve_model",
            "require_hierarchy", "FallbackCounter", "options_prefix"]
 
 #: the ``appctx`` key of a Firedrake solve that holds the preconditioner's model
@@ -45,34 +46,28 @@ APPCTX_KEY = "precond_model"
 _CACHE: dict[tuple[str, int], torch.nn.Module] = {}
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelKind:
-    """A kind of preconditioner network (a value of ``precond train``'s ``kind``).
+class _ModelKinds(Mapping[str, Any]):
+    """kind -> the registered kind (:mod:`~fe_operators.precond.registry`): its network
+    ``reference``, ``what`` it is, the preconditioners that take it (``users``) and the
+    ``precond evaluate`` ``option`` of its checkpoint, for the kind checks and messages."""
 
-    Attributes
-    ----------
-    reference
-        The registered ``"module:Class"`` of its network.
-    what
-        What it is, for messages (``"a learned smoother"``).
-    users
-        The preconditioners that take it, for messages.
-    option
-        The ``fe-operators precond evaluate`` option that takes it.
-    """
+    def _kinds(self) -> dict[str, Any]:
+        from fe_operators.precond.registry import preconditioner_kinds
 
-    reference: str
-    what: str
-    users: str
-    option: str
+        return preconditioner_kinds()
+
+    def __getitem__(self, name: str) -> Any:
+        return self._kinds()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds())
+
+    def __len__(self) -> int:
+        return len(self._kinds())
 
 
-#: kind -> the network it trains and the preconditioners that use it
-MODEL_KINDS: dict[str, ModelKind] = {
-    "neural_mg": ModelKind("fe_operators.precond.smoother:SmootherNet", "a learned smoother",
-                           "NeuralMG, NeuralAMG or LearnedJacobi", "--model"),
-    "dcdm": ModelKind("fe_operators.precond.dcdm:DCDMNet", "a DCDM network", "DCDM", "--dcdm-model"),
-}
+#: kind -> the network it trains and the preconditioners that use it (the registered kinds)
+MODEL_KINDS: Mapping[str, Any] = _ModelKinds()
 
 
 def _kind_of(cls: type) -> str | None:

@@ -3,16 +3,16 @@
 One YAML file says which preconditioner to train, on which operator family and
 hierarchy, with which network and budget, and where the checkpoint goes::
 
-    kind: neural_mg             # or dcdm
+    kind: neural_mg             # or dcdm, or any registered kind
     family:                     # FamilySection
       mesh: unitsquare:8/r3     # the training hierarchy (a /rK spec)
       coefficient: lognormal
       variance: 2.0
       samples: 8
-    smoother:                   # SmootherSection (kind neural_mg)
+    smoother:                   # the options section of kind neural_mg (SmootherSection)
       hidden: 8
       sweeps: 2
-    dcdm:                       # DCDMSection (kind dcdm)
+    dcdm:                       # the options section of kind dcdm (DCDMSection)
       width: 8
     train:                      # TrainSection
       steps: 300
@@ -23,11 +23,15 @@ Every key is a field made with :func:`fe_operators.options.option` (type, defaul
 check); :func:`load_precond_config` validates a file once and raises
 :class:`~fe_operators.errors.ConfigError` naming the dotted key;
 :func:`precond_config_yaml` prints every key with its default (``--print-config``).
+The kinds and their sections come from the registry
+(:mod:`fe_operators.precond.registry`): :func:`precond_config_class` builds the schema
+of the registered kinds, so a kind registered by a user's module has its section here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Literal, Union
 
@@ -35,14 +39,12 @@ from fe_operators.configfile import commented_yaml, config_from_data, load_confi
 from fe_operators.errors import ConfigError
 from fe_operators.limits import check_allocation, format_bytes
 from fe_operators.options import (
-    config_to_dict, finite_positive, fraction, non_negative, option, option_rows, optional,
+    config_to_dict, finite_positive, non_negative, option, option_rows, optional,
     positive,
 )
 
-__all__ = ["FamilySection", "SmootherSection", "DCDMSection", "PrecondTrainSection", "PrecondConfig",
+__all__ = ["FamilySection", "PrecondTrainSection", "precond_config_class", "is_precond_config",
            "load_precond_config", "precond_config_from_dict", "precond_config_yaml", "check_sizes"]
-
-_ACT = Literal["tanh", "gelu", "relu", "silu"]
 
 
 @dataclasses.dataclass
@@ -63,42 +65,31 @@ class FamilySection:
                                      "final report and the comparison with the classical preconditioner are "
                                      "measured on (at least 1 is drawn).", non_negative, default=2)
 
+    problem: Union[str, None] = option(
+        "A problem family with the spd_operator hook to train on instead (docs/extending.md): a registered name "
+        "('darcy', 'elasticity') or a 'module:Class' of your own, imported only when named on the command line "
+        "(--problem module:Class); null: the diffusion family of coefficient, variance, length_scale.", default=None)
+    params: dict[str, Any] = option("Constructor parameters of family.problem, e.g. {degree: 2} (CG2) or "
+                                    "{clamp_markers: on_boundary}.", default_factory=dict)
+    ranges: dict[str, list[float]] = option(
+        "Parameters of family.problem's operator drawn per training operator, uniformly in [low, high], e.g. "
+        "{poisson_ratio: [0.2, 0.35]} for elasticity.", default_factory=dict)
 
-@dataclasses.dataclass
-class SmootherSection:
-    """The learned smoother of the SPD neural multigrid (``smoother``, kind ``neural_mg``)."""
+    def validate(self, key: str) -> None:
+        """``params`` and ``ranges`` need ``problem``; each range is ``[low, high]``, low <= high."""
+        sub = f"{key}.ranges" if key else "ranges"
+        if (self.params or self.ranges) and self.problem is None:
+            raise ConfigError(f"{key}.problem" if key else "problem",
+                              "params and ranges are of a problem family: name it (e.g. problem: elasticity)")
+        for name, pair in self.ranges.items():
+            if len(pair) != 2 or not pair[0] <= pair[1] or not all(map(math.isfinite, pair)):
+                raise ConfigError(f"{sub}.{name}", f"expected [low, high] with low <= high, got {pair}")
 
-    hidden: int = option("Hidden width of the smoother MLP (8 x 1 layer: the held-out convergence factor of "
-                         "16 x 2, 0.169, at a seventh of the set-up arithmetic).", positive, default=8)
-    layers: int = option("Hidden layers of the smoother MLP.", non_negative, default=1)
-    act: _ACT = option("Activation (relu: the cheapest at set-up, as accurate as tanh here).", default="relu")
-    sweeps: int = option("Richardson sweeps per level before and after the coarse correction.", positive,
-                         default=2)
-    init_s: float = option("Smoothing factor s of every row at initialisation (0.5: l1-Jacobi).", fraction,
-                           default=0.6)
-    cycles: int = option("V-cycles of the loss, log(|E^k e|_A / |e|_A) / k on random errors e.", positive,
-                         default=4)
-    errors: int = option("Random errors e per training operator and step.", positive, default=8)
-
-
-@dataclasses.dataclass
-class DCDMSection:
-    """The DCDM network and its training right-hand sides (``dcdm``, kind ``dcdm``)."""
-
-    width: int = option("Channels of the network's V-cycles.", positive, default=8)
-    layers: int = option("Nonlinear layers after the first (linear) V-cycle.", non_negative, default=2)
-    pre_smoothing: int = option("Smoothing steps per level on the way down.", non_negative, default=1)
-    coarsest_smoothing: int = option("Smoothing steps on the coarsest level.", non_negative, default=2)
-    post_smoothing: int = option("Smoothing steps per level on the way up.", non_negative, default=1)
-    act: _ACT = option("Activation.", default="gelu")
-    ritz: int = option("Lanczos steps per training operator (Ritz vectors for the right-hand sides).", positive,
-                       default=100)
-    combinations: int = option("Random unit-norm combinations of Ritz vectors per operator (low half of the "
-                               "spectrum weighted 9x, as in the DCDM paper).", non_negative, default=48)
-    smooth: int = option("Random smooth fields (Matern, length 0.2) per operator.", non_negative, default=16)
-    batch: int = option("Right-hand sides per step.", positive, default=16)
-    dtype: Literal["float32", "float64"] = option("Dtype of the network (training and preconditioner).",
-                                                  default="float32")
+    def evaluate_kwargs(self) -> dict[str, Any]:
+        """The family's keyword arguments of :func:`~fe_operators.precond.evaluate.evaluate_preconditioners`."""
+        if self.problem is not None:
+            return {"problem": self.problem, "params": dict(self.params)}
+        return {"coefficient": self.coefficient, "variance": self.variance, "length_scale": self.length_scale}
 
 
 @dataclasses.dataclass
@@ -117,22 +108,57 @@ class PrecondTrainSection:
                                "dcdm: CG + ICC(0)); false: refuse, exit 1 (--allow-worse sets it).", default=False)
 
 
-@dataclasses.dataclass(kw_only=True)
-class PrecondConfig:
-    """A validated ``precond train`` configuration."""
+_CLASSES: dict[tuple, type] = {}
 
-    kind: Literal["neural_mg", "dcdm"] = option(
-        "(required) 'neural_mg': the SPD multigrid's learned smoother (NeuralMG, NeuralAMG, LearnedJacobi); "
-        "'dcdm': the DCDM network (DCDM, with fcg).")
-    family: FamilySection = option("The operator family and training hierarchy.")
-    smoother: SmootherSection = option("Smoother network (kind neural_mg).", default_factory=SmootherSection)
-    dcdm: DCDMSection = option("DCDM network (kind dcdm).", default_factory=DCDMSection)
-    train: PrecondTrainSection = option("Optimisation budget.", default_factory=PrecondTrainSection)
-    out: str = option("(required) The checkpoint file to write; relative to the configuration file.")
+_MOVED = {"SmootherSection": "fe_operators.precond.kind_neural_mg", "DCDMSection": "fe_operators.precond.kind_dcdm"}
+
+
+def precond_config_class() -> type:
+    """The configuration schema for the registered kinds (:mod:`~fe_operators.precond.registry`).
+
+    ``kind``, ``family``, one section per kind (its ``section`` name and ``options``
+    dataclass), ``train`` and ``out``; rebuilt when a kind is registered.
+    """
+    from fe_operators.precond.registry import preconditioner_kinds
+
+    kinds = preconditioner_kinds()
+    key = tuple((name, kind.section, kind.options) for name, kind in kinds.items())
+    if key not in _CLASSES:
+        doc = "; ".join(f"{name!r}: {kind.description}" for name, kind in kinds.items())
+        fields = [("kind", Literal[tuple(kinds)], option(f"(required) {doc}.")),
+                  ("family", FamilySection, option("The operator family and training hierarchy."))]
+        fields += [(kind.section, kind.options, option(kind.section_doc or f"Options of kind {name}.",
+                                                       default_factory=kind.options))
+                   for name, kind in kinds.items()]
+        fields += [("train", PrecondTrainSection, option("Optimisation budget.", default_factory=PrecondTrainSection)),
+                   ("out", str, option("(required) The checkpoint file to write; relative to the configuration "
+                                       "file."))]
+        cls = dataclasses.make_dataclass("PrecondConfig", fields, kw_only=True)
+        cls.__module__ = __name__
+        cls.__doc__ = "A validated ``precond train`` configuration."
+        _CLASSES[key] = cls
+    return _CLASSES[key]
+
+
+def __getattr__(name: str) -> Any:
+    # PrecondConfig is made from the registered kinds, on first use
+    if name == "PrecondConfig":
+        return precond_config_class()
+    if name in _MOVED:  # the built-in kinds' sections live in their kind modules
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_precond_config(obj: Any) -> bool:
+    """Whether ``obj`` is a validated configuration (of any registry state)."""
+    return dataclasses.is_dataclass(obj) and type(obj).__name__ == "PrecondConfig" \
+        and type(obj).__module__ == __name__
 
 
 def precond_config_from_dict(data: Any, base_dir: str | os.PathLike | None = None,
-                             source: str | os.PathLike | None = None) -> PrecondConfig:
+                             source: str | os.PathLike | None = None) -> Any:
     """Validate a configuration mapping; ``out`` becomes absolute (relative to ``base_dir``).
 
     Raises
@@ -140,10 +166,10 @@ def precond_config_from_dict(data: Any, base_dir: str | os.PathLike | None = Non
     ConfigError
         Unknown key, missing required key, wrong type or invalid value (naming the key).
     """
-    return config_from_data(PrecondConfig, data, base_dir=base_dir, source=source, paths=("out",))
+    return config_from_data(precond_config_class(), data, base_dir=base_dir, source=source, paths=("out",))
 
 
-def load_precond_config(path: str | os.PathLike) -> PrecondConfig:
+def load_precond_config(path: str | os.PathLike) -> Any:
     """Read and validate a YAML ``precond train`` configuration (YAML 1.2 numbers).
 
     Raises
@@ -151,43 +177,33 @@ def load_precond_config(path: str | os.PathLike) -> PrecondConfig:
     ConfigError
         The file is missing or not valid YAML, or the configuration is invalid.
     """
-    return load_config_file(PrecondConfig, path, paths=("out",))
+    return load_config_file(precond_config_class(), path, paths=("out",))
 
 
 def precond_config_yaml() -> str:
     """Every key with its default and doc, as a commented YAML file."""
-    return commented_yaml(option_rows(PrecondConfig), "fe-operators precond train")
+    return commented_yaml(option_rows(precond_config_class()), "fe-operators precond train")
 
 
-def check_sizes(cfg: PrecondConfig, n_dofs: int) -> None:
+def check_sizes(cfg: Any, n_dofs: int) -> None:
     """Refuse counts whose arrays would not fit in memory, once the mesh is known and before sampling.
 
     The estimates are lower bounds from the finest operator's ``n_dofs`` rows: every
-    training (and held-out) operator keeps at least its CSR matrix (at least one entry
-    per row) and its per-row data: for ``neural_mg`` the smoother's six row features
-    and three row vectors, for ``dcdm`` the coefficient indicator and the right-hand
-    sides; ``dcdm`` also builds, per operator, a dense Lanczos basis of ``dcdm.ritz``
-    columns (and the Ritz problem's dense matrices).
+    training (and held-out) operator keeps at least what its kind's
+    :meth:`~fe_operators.precond.registry.LearnedPreconditioner.bytes_per_sample` says (its
+    CSR matrix and per-row data; ``dcdm`` also checks its dense Lanczos basis of
+    ``dcdm.ritz`` columns there).
 
     Raises
     ------
     ConfigError
-        Naming ``dcdm.ritz``, ``family.samples`` or ``family.validation_samples``, with
-        the estimate and the memory available.
+        Naming the kind's key (``dcdm.ritz``), ``family.samples`` or
+        ``family.validation_samples``, with the estimate and the memory available.
     """
+    from fe_operators.precond.registry import preconditioner_kind
+
     n = int(n_dofs)
-    csr = 24 * n  # a value, a column index and a row pointer per row, at least
-    if cfg.kind == "dcdm":
-        itemsize = 8 if cfg.dcdm.dtype == "float64" else 4
-        per_sample = csr + n * itemsize * (1 + cfg.dcdm.combinations + cfg.dcdm.smooth)
-        if cfg.dcdm.combinations:
-            m = cfg.dcdm.ritz
-            k = min(m, n)
-            check_allocation(8 * (n * m + 2 * m + 3 * k * k + n * k),
-                             f"the Lanczos basis of {m} Ritz vectors of the {n}-row training operator", "dcdm.ritz",
-                             fix=f"lower dcdm.ritz (at most {n} are useful: the Krylov space of {n} rows)")
-    else:
-        per_sample = csr + n * (6 * 8 + 3 * 8 + 1)
+    per_sample = preconditioner_kind(cfg.kind).bytes_per_sample(cfg, n)
     train, held_out = cfg.family.samples, cfg.family.validation_samples
     key = "family.samples" if train >= held_out else "family.validation_samples"
     check_allocation((train + held_out) * per_sample,
@@ -195,6 +211,6 @@ def check_sizes(cfg: PrecondConfig, n_dofs: int) -> None:
                      f"{format_bytes(per_sample)} each)", key, fix=f"lower {key}")
 
 
-def config_dict(cfg: PrecondConfig) -> dict[str, Any]:
+def config_dict(cfg: Any) -> dict[str, Any]:
     """The configuration as plain data (stored in the checkpoint)."""
     return config_to_dict(cfg)

@@ -1,6 +1,10 @@
 r"""Training operators and right-hand sides for the learned preconditioners (Firedrake side).
 
-* :class:`DiffusionFamily` — :math:`-\nabla\cdot(a\nabla u) = f`, :math:`u = 0` on
+* :class:`ProblemFamily` — the operators of any problem family with the
+  :meth:`~fe_operators.problems.base.Problem.spd_operator` hook (Darcy in CG1 or CG2,
+  vector elasticity, a user's own), one per sampled input (and parameters drawn from
+  ``ranges``);
+* :class:`DiffusionFamily` — the Darcy family's case, a draw being the coefficient: :math:`-\nabla\cdot(a\nabla u) = f`, :math:`u = 0` on
   :math:`\partial\Omega`, continuous Lagrange on a mesh, with the random coefficient of
   the Darcy family (:class:`~fe_operators.problems.darcy.DarcyProblem`: log-normal,
   thresholded ...); it assembles the operator exactly as a user's ``solve`` does
@@ -18,7 +22,7 @@ Serial meshes (training runs on one process).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,11 +36,118 @@ from fe_operators.multigrid.galerkin import galerkin_hierarchy
 from fe_operators.problems.darcy import DarcyProblem, FNO_LENGTH_SCALE
 from fe_operators.problems.random_fields import GaussianRandomField
 
-__all__ = ["DiffusionFamily", "smoother_samples", "lanczos_ritz", "training_rhs", "decoupled_rows"]
+__all__ = ["ProblemFamily", "DiffusionFamily", "smoother_samples", "lanczos_ritz", "training_rhs", "decoupled_rows"]
 
 
-class DiffusionFamily:
+class ProblemFamily:
+    """The operators of a problem family with :meth:`~fe_operators.problems.base.Problem.spd_operator`.
+
+    What learned preconditioners are trained on and evaluated with: each draw is one
+    sample's inputs (:meth:`~fe_operators.problems.base.Problem.sample_inputs`) and, for
+    every parameter of ``ranges``, a value drawn uniformly from its interval (passed to
+    the hook as an override); the operator is the hook's form assembled as a user's
+    ``solve`` assembles it (Dirichlet rows and columns as identity).
+
+    Parameters
+    ----------
+    problem
+        A Problem whose family implements ``spd_operator``.
+    ranges
+        Parameter -> ``(low, high)``, drawn per operator (e.g. elasticity's
+        ``{"poisson_ratio": (0.2, 0.35)}``).
+
+    Attributes
+    ----------
+    V
+        The operator's space (the problem's ``output_space``).
+    bcs
+        The homogeneous Dirichlet conditions of the operator.
+
+    Raises
+    ------
+    ConfigError
+        The family has no ``spd_operator`` hook (naming ``family.problem``).
+    """
+
+    def __init__(self, problem: Any, ranges: Mapping[str, Sequence[float]] | None = None) -> None:
+        from fe_operators.errors import ConfigError
+        from fe_operators.problems.base import has_spd_operator
+
+        if not has_spd_operator(problem):
+            raise ConfigError("family.problem", f"problem family {problem.name or type(problem).__name__!r} gives no "
+                                                "spd_operator(inputs) hook, which learned preconditioners train on; "
+                                                "implement it (docs/extending.md) or choose a family that has it "
+                                                "(darcy, elasticity)")
+        self.problem = problem
+        self.ranges = {k: (float(lo), float(hi)) for k, (lo, hi) in (ranges or {}).items()}
+        self.V = problem.output_space
+        self._inputs = {k: fd.Function(W) for k, W in problem.input_spaces.items()}
+        self.bcs = problem.spd_operator(self._inputs, **self._middle()).bcs
+
+    def _middle(self) -> dict[str, float]:
+        return {k: 0.5 * (lo + hi) for k, (lo, hi) in self.ranges.items()}
+
+    def sample_coefficient(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One draw: the sample's inputs (new Functions) and the drawn parameters (key ``"overrides"``)."""
+        inputs = dict(self.problem.sample_inputs(rng))
+        inputs["overrides"] = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in self.ranges.items()}
+        return inputs
+
+    def holder(self) -> dict[str, Any]:
+        """Inputs that later draws are assigned into (:meth:`assign`): one form serves every draw."""
+        return {**{k: fd.Function(f.function_space()) for k, f in self._inputs.items()}, "overrides": self._middle()}
+
+    @staticmethod
+    def assign(holder: Any, draw: Any) -> None:
+        """Copy a draw's values into ``holder`` (the overrides must be equal: they are in the form)."""
+        for k, f in holder.items():
+            if k != "overrides":
+                f.dat.data_wo[...] = draw[k].dat.data_ro
+
+    def form(self, draw: Any) -> Any:
+        """The bilinear form of a draw."""
+        return self.problem.spd_operator({k: v for k, v in draw.items() if k != "overrides"},
+                                         **draw.get("overrides", {})).form
+
+    def rhs_form(self) -> Any:
+        """The load ``∫ 1·v`` (every component 1) of the evaluation solves."""
+        v = fd.TestFunction(self.V)
+        one = fd.Constant(1.0) if v.ufl_shape == () else fd.Constant(np.ones(v.ufl_shape))
+        return fd.inner(one, v) * fd.dx
+
+    def operator(self, draw: Any) -> Any:
+        """The assembled operator (PETSc AIJ, Dirichlet rows and columns as identity)."""
+        return fd.assemble(self.form(draw), bcs=self.bcs, mat_type="aij").petscmat
+
+    def contrast(self, draw: Any) -> float:
+        """``max / min`` of the first input's (local) values: the coefficient contrast (NaN when
+        they change sign)."""
+        vals = np.abs(next(iter(v for k, v in draw.items() if k != "overrides")).dat.data_ro)
+        return float(vals.max() / vals.min()) if vals.min() > 0 else float("nan")
+
+    def near_nullspace(self) -> Any:
+        """The rigid-body modes of a vector space of the mesh's dimension (what GAMG wants for
+        elasticity), else None."""
+        mesh = self.V.mesh()
+        dim = mesh.geometric_dimension
+        if self.V.value_shape != (dim,) or dim not in (2, 3):
+            return None
+        x = fd.SpatialCoordinate(mesh)
+        modes = [fd.Constant(tuple(float(i == j) for j in range(dim))) for i in range(dim)]
+        if dim == 2:
+            modes.append(fd.as_vector([-x[1], x[0]]))
+        else:
+            modes += [fd.as_vector([-x[1], x[0], 0]), fd.as_vector([0, -x[2], x[1]]), fd.as_vector([x[2], 0, -x[0]])]
+        basis = fd.VectorSpaceBasis([fd.Function(self.V).interpolate(m) for m in modes])
+        basis.orthonormalize()
+        return basis
+
+
+class DiffusionFamily(ProblemFamily):
     """Variable-coefficient diffusion with zero Dirichlet data; the coefficient is random.
+
+    The Darcy family (:class:`~fe_operators.problems.darcy.DarcyProblem`) through its
+    ``spd_operator`` hook; a draw is the coefficient Function ``a`` itself.
 
     Parameters
     ----------
@@ -64,28 +175,28 @@ class DiffusionFamily:
     def __init__(self, mesh: fd.MeshGeometry, coefficient: str = "lognormal", variance: float = 2.0,
                  length_scale: float | None = None, degree: int = 1) -> None:
         self.coefficient = coefficient
-        self.problem = DarcyProblem(mesh, coefficient=coefficient, variance=variance,
-                                    length_scale=FNO_LENGTH_SCALE if length_scale is None else length_scale,
-                                    degree=degree)
-        self.V = self.problem.output_space
-        self.bcs = [fd.DirichletBC(self.V, 0.0, "on_boundary")]
+        super().__init__(DarcyProblem(mesh, coefficient=coefficient, variance=variance,
+                                      length_scale=FNO_LENGTH_SCALE if length_scale is None else length_scale,
+                                      degree=degree))
 
     def sample_coefficient(self, rng: np.random.Generator) -> fd.Function:
         """One coefficient ``a`` (a new Function)."""
         return self.problem.sample_inputs(rng)["a"]
 
+    def holder(self) -> fd.Function:
+        return fd.Function(self._inputs["a"].function_space())
+
+    @staticmethod
+    def assign(holder: Any, draw: Any) -> None:
+        holder.dat.data_wo[...] = draw.dat.data_ro
+
     def form(self, a: fd.Function) -> Any:
         """The bilinear form ``∫ a ∇u·∇v``."""
-        u, v = fd.TrialFunction(self.V), fd.TestFunction(self.V)
-        return fd.inner(a * fd.grad(u), fd.grad(v)) * fd.dx
+        return self.problem.spd_operator({"a": a}).form
 
     def rhs_form(self) -> Any:
         """The load ``∫ v`` (f = 1)."""
         return fd.TestFunction(self.V) * fd.dx
-
-    def operator(self, a: fd.Function) -> Any:
-        """The assembled operator (PETSc AIJ, Dirichlet rows and columns as identity)."""
-        return fd.assemble(self.form(a), bcs=self.bcs, mat_type="aij").petscmat
 
     @staticmethod
     def contrast(a: fd.Function) -> float:

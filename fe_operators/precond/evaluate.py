@@ -14,7 +14,8 @@ solve re-assembles the matrix, so every set-up is a full one for new values; wit
 solve are kept, against the noise of a shared machine).  The true relative residual
 ``‖b − Ax‖/‖b‖`` is recomputed after every solve.
 
-Methods (:data:`METHODS`): ``neural_mg``, ``neural_amg`` (a smoother checkpoint),
+Methods (:data:`METHODS`: every registered kind's rows, :mod:`~fe_operators.precond.registry`,
+then the classical ones): ``neural_mg``, ``neural_amg`` (a smoother checkpoint),
 ``dcdm`` (a DCDM checkpoint), ``galerkin_jacobi`` (the same Galerkin V-cycle with
 classical ℓ1-Jacobi weights), ``gamg``, ``gmg`` (Firedrake's ``pc_type mg`` on the same
 hierarchy: Chebyshev(2)/Jacobi smoothing, LU coarse), ``icc``.
@@ -29,25 +30,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["METHODS", "LEARNED", "NEEDS_HIERARCHY", "SolveRow", "solver_parameters", "fallback_count",
+from fe_operators.precond.registry import evaluation_methods, learned_methods
+
+__all__ = ["METHODS", "LEARNED", "NEEDS_HIERARCHY", "methods", "SolveRow", "solver_parameters", "fallback_count",
+           "setup_breakdown", "format_setup_parts",
            "true_residual", "check_methods", "check_hierarchy", "evaluate_preconditioners", "format_rows"]
 
-#: method -> what it is (the order of the table)
-METHODS: dict[str, str] = {
-    "neural_mg": "CG + NeuralMG (Galerkin V-cycle, learned smoothers)",
-    "neural_amg": "CG + NeuralAMG (GAMG, learned smoothers)",
-    "galerkin_jacobi": "CG + the same Galerkin V-cycle, classical l1-Jacobi weights",
-    "dcdm": "FCG(mmax 2) + DCDM network",
-    "gamg": "CG + GAMG",
-    "gmg": "CG + Firedrake GMG (pc_type mg, Chebyshev(2)/Jacobi, LU coarse)",
-    "icc": "CG + ICC(0)",
-}
+def __getattr__(name: str) -> Any:
+    # the methods come from the registered kinds (fe_operators.precond.registry): computed on use
+    if name == "METHODS":
+        return methods()
+    if name == "LEARNED":
+        return {m: kind.name for m, kind in learned_methods().items()}
+    if name == "NEEDS_HIERARCHY":
+        return tuple(m for m, kind in learned_methods().items() if kind.methods[m].needs_hierarchy) + ("gmg",)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-#: learned method -> the kind of checkpoint it takes (:data:`~fe_operators.precond.base.MODEL_KINDS`)
-LEARNED: dict[str, str] = {"neural_mg": "neural_mg", "neural_amg": "neural_mg", "dcdm": "dcdm"}
 
-#: the methods that need the mesh to be a level of a MeshHierarchy
-NEEDS_HIERARCHY = ("neural_mg", "galerkin_jacobi", "dcdm", "gmg")
+def methods() -> dict[str, str]:
+    """Method -> what it is, in the order of the table: every registered kind's rows
+    (:mod:`~fe_operators.precond.registry`), then ``gamg``, ``gmg``, ``icc``."""
+    return evaluation_methods()
 
 
 @dataclasses.dataclass
@@ -73,6 +76,9 @@ class SolveRow:
         ``rtol`` (and 1% slack for round-off).
     residual
         Largest true relative residual.
+    setup_parts
+        Mean seconds of the set-up's parts, for a PC that reports them (NeuralMG:
+        ``features``, ``network``, ``coarse operators``, ``LU``); None otherwise.
     """
 
     method: str
@@ -83,6 +89,7 @@ class SolveRow:
     fallbacks: int | None
     converged: bool
     residual: float
+    setup_parts: dict[str, float] | None = None
 
 
 def solver_parameters(method: str, model: Any = None, *, rtol: float = 1e-8,
@@ -97,24 +104,16 @@ def solver_parameters(method: str, model: Any = None, *, rtol: float = 1e-8,
     ValueError
         Unknown method, or a learned method without ``model``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    table = methods()
+    if method not in table:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(table)}")
     krylov = {"mat_type": "aij", "ksp_type": "cg", "ksp_rtol": rtol, "ksp_atol": 0.0, "ksp_max_it": max_it,
               "ksp_norm_type": "unpreconditioned"}
-    learned = {"neural_mg": "NeuralMG", "neural_amg": "NeuralAMG", "dcdm": "DCDM"}
-    if method in learned:
-        if model is None:
-            flag = "--dcdm-model" if method == "dcdm" else "--model"
-            raise ValueError(f"method {method!r} needs a trained model ({flag} PATH)")
-        name = learned[method]
-        out = {**krylov, "pc_type": "python", "pc_python_type": f"fe_operators.precond.{name}"}
-        if isinstance(model, (str, os.PathLike)):
-            out[f"{name.lower()}_model"] = str(model)
-        if method == "dcdm":
-            out.update(ksp_type="fcg", ksp_fcg_mmax=2, ksp_fcg_truncation_type="standard")
-        return out
-    if method == "galerkin_jacobi":
-        return {**krylov, "pc_type": "python", "pc_python_type": "fe_operators.precond.NeuralMG"}
+    kind = learned_methods().get(method)
+    if kind is not None:
+        if kind.methods[method].takes_model and model is None:
+            raise ValueError(f"method {method!r} needs a trained model ({kind.model_flag} PATH)")
+        return kind.solver_parameters(method, model if kind.methods[method].takes_model else None, krylov)
     if method == "gamg":
         return {**krylov, "pc_type": "gamg"}
     if method == "gmg":
@@ -144,6 +143,26 @@ def fallback_count(pc: Any) -> int | None:
     return int(getattr(ctx, "fallback_rows", 0))
 
 
+def setup_breakdown(pc: Any) -> dict[str, float] | None:
+    """The parts of a learned PC's last set-up (its ``setup_breakdown``; None when it has none)."""
+    if pc.getType() != "python":
+        return None
+    parts = getattr(pc.getPythonContext(), "setup_breakdown", None)
+    return dict(parts) if parts else None
+
+
+def format_setup_parts(rows: Sequence[SolveRow]) -> list[str]:
+    """One line per row with set-up parts: ``neural_mg set-up 0.070 s: features 0.012 s (17%), ...``."""
+    lines = []
+    for r in rows:
+        if r.setup_parts:
+            parts = ", ".join(f"{k} {v:.3f} s ({100 * v / r.setup_seconds:.0f}%)" if r.setup_seconds > 0 else
+                              f"{k} {v:.3f} s" for k, v in r.setup_parts.items())
+            rest = r.setup_seconds - sum(r.setup_parts.values())
+            lines.append(f"{r.method} set-up {r.setup_seconds:.3f} s: {parts}, other {max(rest, 0.0):.3f} s")
+    return lines
+
+
 def check_methods(methods: Sequence[str], models: dict[str, Any]) -> None:
     """Check the methods and their models before any KSP is set up: known methods, and a model
     of the right kind for each learned method (read and checked, not only found).
@@ -166,19 +185,21 @@ def check_methods(methods: Sequence[str], models: dict[str, Any]) -> None:
     """
     from fe_operators.precond.base import load_precond_model
 
-    unknown = [m for m in methods if m not in METHODS]
+    table, learned = evaluation_methods(), learned_methods()
+    unknown = [m for m in methods if m not in table]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(table)}")
     for method in methods:
-        if method in LEARNED:
+        if method in learned and learned[method].methods[method].takes_model:
             solver_parameters(method, models.get(method))  # a model is given
-            load_precond_model(models[method], LEARNED[method], f"method {method}")
+            load_precond_model(models[method], learned[method].name, f"method {method}")
 
 
 def check_hierarchy(methods: Sequence[str], mesh: Any, mesh_spec: str) -> None:
     """Raise :class:`~fe_operators.errors.NoHierarchyError` if a method of :data:`NEEDS_HIERARCHY`
     is to run on a mesh (loaded from ``mesh_spec``) that is no level of a MeshHierarchy."""
-    need = [m for m in methods if m in NEEDS_HIERARCHY]
+    learned = learned_methods()
+    need = [m for m in methods if m == "gmg" or (m in learned and learned[m].methods[m].needs_hierarchy)]
     if need:
         from firedrake.mg.utils import get_level
 
@@ -197,6 +218,7 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
                              samples: int = 1, repeats: int = 1, seed: int | Sequence[int] = 1000,
                              rtol: float = 1e-8, coefficient: str = "lognormal",
                              variance: float = 2.0, length_scale: float | None = None,
+                             problem: Any = None, params: dict[str, Any] | None = None,
                              options: dict[str, dict[str, Any]] | None = None,
                              log: Any = None, comm: Any = None) -> tuple[list[SolveRow], dict[str, Any]]:
     """Solve with each method on the same sampled matrices (module docstring).
@@ -221,7 +243,14 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     rtol
         Relative tolerance on the true residual.
     coefficient, variance, length_scale
-        The operator family (:class:`~fe_operators.precond.data.DiffusionFamily`).
+        The operator family when ``problem`` is None
+        (:class:`~fe_operators.precond.data.DiffusionFamily`, solving ``-div(a grad u) = 1``).
+    problem, params
+        Instead, a problem family with the ``spd_operator`` hook: a registered name
+        (``"elasticity"``), a ``"module:Class"`` the user names (imported), a class, or a
+        Problem instance; ``params`` its constructor parameters.  The load is ``∫ 1·v``;
+        a vector family of the mesh's dimension gets its rigid-body modes as the near
+        nullspace (used by ``gamg`` and ``neural_amg``).
     options
         Method -> PETSc options added to (or overriding) :func:`solver_parameters`, e.g.
         ``{"gamg": {"pc_gamg_threshold": 0.02}}``.
@@ -247,34 +276,43 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
     from fe_operators.io import load_mesh
     from fe_operators.precond.base import APPCTX_KEY
     from fe_operators.precond.data import DiffusionFamily
-    from fe_operators.precond.smoother import SmootherNet
-
     models = dict(models or {})
+    learned = learned_methods()
     check_methods(methods, models)  # the model files first: they need no mesh
     mesh = load_mesh(mesh_spec) if comm is None else load_mesh(mesh_spec, comm=comm)
     check_hierarchy(methods, mesh, mesh_spec)
-    family = DiffusionFamily(mesh, coefficient, variance, length_scale)
+    if problem is None:
+        family = DiffusionFamily(mesh, coefficient, variance, length_scale)
+    else:
+        from fe_operators.precond.data import ProblemFamily
+        from fe_operators.problems.registry import resolve_problem
+
+        cls = resolve_problem(problem) if isinstance(problem, (str, type)) else None
+        family = ProblemFamily(cls(mesh, **dict(params or {})) if cls is not None else problem)
+    near_nullspace = family.near_nullspace()
     rng = np.random.default_rng(seed)
     coefficients = [family.sample_coefficient(rng) for _ in range(samples + 1)]
     contrasts = [family.contrast(a) for a in coefficients[1:]]
-    a = fd.Function(coefficients[0].function_space())
+    a = family.holder()
     PETSc.Log.begin()
     rows = []
     for method in methods:
         params = {**solver_parameters(method, models.get(method), rtol=rtol), **(options or {}).get(method, {})}
         appctx = {}
-        if method in LEARNED and not isinstance(models[method], (str, os.PathLike)):
-            appctx[APPCTX_KEY] = models[method]
-        if method == "galerkin_jacobi":
-            appctx[APPCTX_KEY] = SmootherNet(hidden=1, layers=0, init_s=0.5).double()
+        if method in learned:
+            spec = learned[method].methods[method]
+            if not spec.takes_model:
+                appctx[APPCTX_KEY] = learned[method].fixed_model(method)
+            elif not isinstance(models[method], (str, os.PathLike)) or spec.model_option is None:
+                appctx[APPCTX_KEY] = models[method]
         u = fd.Function(family.V)
-        problem = fd.LinearVariationalProblem(family.form(a), family.rhs_form(), u, bcs=family.bcs)
-        solver = fd.LinearVariationalSolver(problem, solver_parameters=params, appctx=appctx,
-                                            options_prefix=f"precond_eval_{method}_")
+        lvp = fd.LinearVariationalProblem(family.form(a), family.rhs_form(), u, bcs=family.bcs)
+        solver = fd.LinearVariationalSolver(lvp, solver_parameters=params, appctx=appctx,
+                                            options_prefix=f"precond_eval_{method}_", near_nullspace=near_nullspace)
         ksp = solver.snes.ksp
-        its, setups, solves, fallbacks, residual, ok = [], [], [], 0, 0.0, True
+        its, setups, solves, fallbacks, residual, ok, parts = [], [], [], 0, 0.0, True, []
         for k, coeff in enumerate(coefficients):
-            a.dat.data_wo[...] = coeff.dat.data_ro
+            family.assign(a, coeff)
             best_setup = best_solve = math.inf
             for rep in range(1 if k == 0 else repeats):
                 u.dat.zero()
@@ -303,8 +341,12 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
             solves.append(best_solve)
             fb = fallback_count(ksp.getPC())
             fallbacks = None if fb is None else fallbacks + fb
+            part = setup_breakdown(ksp.getPC())
+            if part:
+                parts.append(part)
         row = SolveRow(method, family.V.dim(), float(np.mean(its)), float(np.mean(setups)), float(np.mean(solves)),
-                       fallbacks, ok, residual)
+                       fallbacks, ok, residual,
+                       {k: float(np.mean([p[k] for p in parts])) for k in parts[0]} if parts else None)
         rows.append(row)
         if log is not None:
             log(format_rows([row], header=False))

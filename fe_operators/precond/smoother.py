@@ -181,6 +181,8 @@ class LearnedJacobi:
         classical weight).
     setup_seconds
         Wall time of the last set-up.
+    feature_seconds_total, network_seconds_total
+        Time in the row features and in the network, summed over every set-up.
     """
 
     prefix = "learnedjacobi_"
@@ -193,6 +195,8 @@ class LearnedJacobi:
         self.fallback_rows = 0
         self.rows = 0
         self.setup_seconds = 0.0
+        self.feature_seconds_total = 0.0  # row features, summed over every set-up (set-up breakdowns)
+        self.network_seconds_total = 0.0  # the network's forward pass, likewise
         self._state: tuple[int, int] | None = None
 
     def setUp(self, pc: Any) -> None:
@@ -209,11 +213,15 @@ class LearnedJacobi:
         state = (P.handle, P.stateGet())
         if state == self._state:
             return
+        t1 = time.perf_counter()
         try:
             feats = petsc_row_features(P)
         except ValueError as exc:
             raise PreconditionerSetupError(self.name, str(exc)) from None
+        t2 = time.perf_counter()
         m, self.fallback_rows = smoother_multipliers(self.net, feats)
+        self.feature_seconds_total += t2 - t1
+        self.network_seconds_total += time.perf_counter() - t2
         self.rows = feats.n_rows
         if self.multipliers is None or self.multipliers.getSizes() != P.getSizes()[0]:
             self.multipliers = P.createVecLeft()

@@ -7,23 +7,18 @@ Adam for the budget and writes a self-describing checkpoint
 and under ``run`` the configuration, the loss history and a held-out report), which the
 preconditioners load with ``-<prefix>model PATH``:
 
-* ``kind: neural_mg`` — the smoother network
-  (:class:`~fe_operators.precond.smoother.SmootherNet`), trained on the energy-norm
-  convergence factor of the V-cycle on random errors
-  (:func:`~fe_operators.precond.vcycle.convergence_loss`), each operator's Galerkin
-  hierarchy computed once;
-* ``kind: dcdm`` — the DCDM network (:class:`~fe_operators.precond.dcdm.DCDMNet`) on the
-  scale-free loss (:func:`~fe_operators.precond.dcdm.dcdm_loss`) over Ritz-vector and
-  smooth right-hand sides (:func:`~fe_operators.precond.data.training_rhs`).
-
-A network worse than its classical counterpart is refused (no checkpoint written,
-:class:`~fe_operators.errors.WorseThanClassicalError`) unless
-``train.allow_worse`` (``--allow-worse``) is set: on held-out coefficients drawn from
-another seed than the training ones (:func:`heldout_seed`, ``family.validation_samples``
-of them, at least one), the learned V-cycle's energy-norm convergence factor against the
-same Galerkin cycle with ℓ1-Jacobi weights (:func:`smoother_report`), and DCDM's FCG
-iterations against CG + ICC(0)'s (:func:`dcdm_report`, through
-:func:`~fe_operators.precond.evaluate.evaluate_preconditioners` on the training mesh).
+The driver is generic: the kind named by ``kind:`` (a registered
+:class:`~fe_operators.precond.registry.LearnedPreconditioner`) trains its network on the
+family (:meth:`~fe_operators.precond.registry.LearnedPreconditioner.train`, usually
+through :func:`optimise`), and says what its network is compared with
+(:meth:`~fe_operators.precond.registry.LearnedPreconditioner.worse`).  A network worse
+than its classical counterpart on held-out data (drawn from :func:`heldout_seed`,
+``family.validation_samples`` of them, at least one) is refused (no checkpoint written,
+:class:`~fe_operators.errors.WorseThanClassicalError`) unless ``train.allow_worse``
+(``--allow-worse``) is set.  fe_operators' kinds: ``neural_mg``
+(:mod:`~fe_operators.precond.kind_neural_mg`: the held-out V-cycle convergence factor
+against the same cycle with ℓ1-Jacobi weights) and ``dcdm``
+(:mod:`~fe_operators.precond.kind_dcdm`: FCG iterations against CG + ICC(0)).
 
 Example
 -------
@@ -35,20 +30,31 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from fe_operators.precond.config import PrecondConfig, check_sizes, config_dict, precond_config_from_dict
+from fe_operators.precond.config import check_sizes, config_dict, is_precond_config, precond_config_from_dict
 from fe_operators.errors import WorseThanClassicalError
 
-__all__ = ["TrainResult", "train_preconditioner", "write_precond_checkpoint", "smoother_report", "dcdm_report",
-           "heldout_seed"]
+__all__ = ["TrainResult", "train_preconditioner", "write_precond_checkpoint", "optimise", "heldout_seed",
+           "heldout_count", "training_family"]
+
+#: moved to the kind modules (the kind's report lives with its trainer)
+_MOVED = {"smoother_report": "fe_operators.precond.kind_neural_mg", "dcdm_report": "fe_operators.precond.kind_dcdm",
+          "DCDM_RTOL": "fe_operators.precond.kind_dcdm"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass
@@ -82,9 +88,24 @@ def _schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_schedule
                                                       eta_min=opt.param_groups[0]["lr"] / 10)
 
 
-def _optimise(params: list[torch.nn.Parameter], step_loss: Callable[[int], torch.Tensor], cfg: PrecondConfig,
-              log: Callable[[str], None]) -> tuple[list[dict[str, float]], float]:
-    """Adam with cosine decay over ``train.steps`` (or until the time budget); the history."""
+def optimise(params: list[torch.nn.Parameter], step_loss: Callable[[int], torch.Tensor], cfg: Any,
+             log: Callable[[str], None]) -> tuple[list[dict[str, float]], float]:
+    """Adam with cosine decay over ``train.steps`` (or until ``train.time_budget``).
+
+    The training loop every kind's :meth:`~fe_operators.precond.registry.LearnedPreconditioner.train`
+    runs: ``step_loss(step)`` returns the loss of one step (a scalar tensor with a graph).
+
+    Returns
+    -------
+    tuple
+        ``(history, seconds)``: ``[{"step", "loss", "seconds"}, ...]`` every
+        ``train.log_every`` steps and at the end, and the optimisation's wall time.
+
+    Raises
+    ------
+    TrainingError
+        The loss became non-finite (naming ``train.lr``).
+    """
     opt = torch.optim.Adam(params, lr=cfg.train.lr)
     sched = _schedule(opt, cfg.train.steps)
     history: list[dict[str, float]] = []
@@ -114,179 +135,83 @@ def _optimise(params: list[torch.nn.Parameter], step_loss: Callable[[int], torch
     return history, time.perf_counter() - t0
 
 
-def heldout_seed(cfg: PrecondConfig) -> list[int]:
+def heldout_seed(cfg: Any) -> list[int]:
     """The seed of the held-out coefficients: the entropy ``[train.seed, 1]``, a stream no
     training draw (seeded ``train.seed``) comes from."""
     return [int(cfg.train.seed), 1]
 
 
-def _heldout_count(cfg: PrecondConfig) -> int:
+def heldout_count(cfg: Any) -> int:
+    """The number of held-out coefficients: ``family.validation_samples``, at least one."""
     return max(1, cfg.family.validation_samples)
 
 
-def _family(cfg: PrecondConfig) -> Any:
+def training_family(cfg: Any, problem: Any = None) -> Any:
+    """The training operators of ``cfg.family`` on one process, after the size guard
+    (:func:`~fe_operators.precond.config.check_sizes`).
+
+    ``family.problem`` null: the diffusion family
+    (:class:`~fe_operators.precond.data.DiffusionFamily`); a family name: that registered
+    family through its ``spd_operator`` hook (:class:`~fe_operators.precond.data.ProblemFamily`),
+    built with ``family.params``, ``family.ranges`` drawn per operator.  A ``module:Class``
+    read from the configuration is imported only when the user names the same class
+    (``problem``: ``--problem`` on the command line, or the class or path in Python).
+    """
     from firedrake import COMM_SELF
 
     from fe_operators.io import load_mesh
-    from fe_operators.precond.data import DiffusionFamily
+    from fe_operators.precond.data import DiffusionFamily, ProblemFamily
 
-    mesh = load_mesh(cfg.family.mesh, comm=COMM_SELF)
-    family = DiffusionFamily(mesh, cfg.family.coefficient, cfg.family.variance, cfg.family.length_scale)
+    fam = cfg.family
+    mesh = load_mesh(fam.mesh, comm=COMM_SELF)
+    if fam.problem is None:
+        if problem is not None:
+            from fe_operators.errors import UsageError
+
+            raise UsageError(f"--problem {problem}: the configuration names no family.problem; set family.problem to "
+                             "the same module:Class")
+        family = DiffusionFamily(mesh, fam.coefficient, fam.variance, fam.length_scale)
+    else:
+        cls = _problem_class(fam.problem, problem)
+        try:
+            instance = cls(mesh, **fam.params)
+        except (TypeError, ValueError) as exc:
+            from fe_operators.errors import ConfigError
+
+            raise ConfigError("family.params", f"{fam.problem}: {exc}") from None
+        family = ProblemFamily(instance, fam.ranges)
     check_sizes(cfg, family.V.dim())  # before any operator is sampled
     return family
 
 
-@torch.no_grad()
-def smoother_report(net: torch.nn.Module, hierarchies: list[Any], sweeps: int, *, cycles: int = 8,
-                    errors: int = 16, seed: int = 0) -> dict[str, float]:
-    """The V-cycle's energy-norm convergence factor with ``net``'s and with classical weights.
+def _problem_class(named: str, given: Any) -> type:
+    """The class of ``family.problem``: a registered family, or a ``module:Class`` imported only
+    when the user names the same class (``given``: ``--problem`` or the class itself)."""
+    from fe_operators.errors import ConfigError, UsageError
+    from fe_operators.problems.registry import FAMILIES, problem_class, problem_reference, resolve_problem
 
-    Geometric mean over ``hierarchies`` of ``(‖E^k e‖_A / ‖e‖_A)^{1/k}``, averaged in
-    the log over ``errors`` random errors (``k = cycles``).
-
-    Returns
-    -------
-    dict
-        ``{"rho_learned", "rho_classical"}``.
-    """
-    from fe_operators.precond.smoother import SmootherNet
-    from fe_operators.precond.vcycle import convergence_loss
-
-    classical = SmootherNet(hidden=1, layers=0, sweeps=sweeps, init_s=0.5).double()
-    gen = torch.Generator().manual_seed(seed)
-    out = {"rho_learned": [], "rho_classical": []}
-    for th in hierarchies:
-        e = torch.randn(th.finest.n_nodes, errors, generator=gen, dtype=torch.float64)
-        out["rho_learned"].append(float(convergence_loss(net, th, e, cycles, sweeps)))
-        out["rho_classical"].append(float(convergence_loss(classical, th, e, cycles, sweeps)))
-    return {k: float(math.exp(np.mean(v))) for k, v in out.items()}
-
-
-def _train_smoother(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[torch.nn.Module, list, dict]:
-    from fe_operators.precond.data import smoother_samples
-    from fe_operators.precond.smoother import SmootherNet
-    from fe_operators.precond.vcycle import convergence_loss
-
-    rng = np.random.default_rng(cfg.train.seed)
-    family = _family(cfg)
-    t0 = time.perf_counter()
-    train, contrasts = smoother_samples(family, cfg.family.samples, rng)
-    val, _ = smoother_samples(family, _heldout_count(cfg), np.random.default_rng(heldout_seed(cfg)))
-    log(f"{len(train)} training operators ({train[0].finest.n_nodes} rows, {len(train[0].levels)} levels), contrast "
-        f"{min(contrasts):.0f}-{max(contrasts):.0f}; set-up {time.perf_counter() - t0:.1f} s")
-    opts = cfg.smoother
-    net = SmootherNet(opts.hidden, opts.layers, opts.act, opts.sweeps, init_s=opts.init_s).double()
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-
-    def step_loss(step: int) -> torch.Tensor:
-        th = train[step % len(train)]
-        e = torch.randn(th.finest.n_nodes, opts.errors, generator=gen, dtype=torch.float64)
-        return convergence_loss(net, th, e, opts.cycles, opts.sweeps)
-
-    history, seconds = _optimise(list(net.parameters()), step_loss, cfg, log)
-    net.eval()
-    report = {"train_seconds": seconds, "contrast_min": float(min(contrasts)), "contrast_max": float(max(contrasts)),
-              **smoother_report(net, val, opts.sweeps, seed=cfg.train.seed + 1)}
-    log(f"held-out V-cycle convergence factor: learned {report['rho_learned']:.4f}, classical (l1-Jacobi) "
-        f"{report['rho_classical']:.4f}")
-    return net, history, report
+    ref = problem_reference(named)
+    if given is not None and problem_reference(given) != ref:
+        shown = given if isinstance(given, str) else problem_reference(given)
+        raise UsageError(f"--problem {shown} does not match family.problem {named!r} of the configuration: name the "
+                         "same class in both (--problem is needed only for a class of your own)")
+    if named in FAMILIES:
+        return problem_class(named)
+    if ":" not in named:
+        raise ConfigError("family.problem", f"unknown problem family {named!r}; registered: "
+                                            f"{', '.join(sorted(FAMILIES))}, or a 'module:Class' of your own")
+    if given is None:
+        raise ConfigError("family.problem", f"{named!r} is a problem class of your own; fe_operators never imports "
+                                            "code a configuration file names: if you trust that module, name it "
+                                            f"yourself with --problem {named} on the command line (problem="
+                                            f"{named!r} in Python)")
+    try:
+        return resolve_problem(given)
+    except ValueError as exc:
+        raise UsageError(f"--problem {named}: {exc}") from None
 
 
-def _train_dcdm(cfg: PrecondConfig, log: Callable[[str], None]) -> tuple[torch.nn.Module, list, dict]:
-    from fe_operators.sparse.petsc import petsc_to_scipy
-    from fe_operators.models.build import hierarchy_context
-    from fe_operators.sparse.maps import SparseMap
-    from fe_operators.multigrid.cycle import cast_levels, cycle_levels
-    from fe_operators.precond.data import decoupled_rows, training_rhs
-    from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, dcdm_loss
-
-    opts = cfg.dcdm
-    dtype = getattr(torch, opts.dtype)
-    rng = np.random.default_rng(cfg.train.seed)
-    family = _family(cfg)
-    t0 = time.perf_counter()
-    hier = hierarchy_context(family.V, family.bcs)
-    h0 = hier.levels[0].h
-    levels = cast_levels(cycle_levels(hier, 0, h0), dtype)
-    lap = hier.finest.stiffness_diag
-
-    def samples(count: int) -> tuple[list, list]:
-        out, contrasts = [], []
-        for _ in range(count):
-            a = family.sample_coefficient(rng)
-            A = petsc_to_scipy(family.operator(a))
-            dec = decoupled_rows(A)
-            c = coefficient_indicator(torch.from_numpy(A.diagonal()), lap, torch.from_numpy(dec)).to(dtype)
-            b = training_rhs(A, opts.ritz, opts.combinations, opts.smooth, rng, mesh=family.V.mesh())
-            out.append((SparseMap.from_scipy(A), c, torch.from_numpy(b).to(dtype)))
-            contrasts.append(family.contrast(a))
-        return out, contrasts
-
-    train, contrasts = samples(cfg.family.samples)
-    rng = np.random.default_rng(heldout_seed(cfg))  # held out: another stream than the training draws
-    val, _ = samples(_heldout_count(cfg))
-    log(f"{len(train)} training operators ({hier.finest.n_nodes} rows, {hier.n_levels} levels), "
-        f"{train[0][2].shape[1]} right-hand sides each, contrast {min(contrasts):.0f}-{max(contrasts):.0f}; "
-        f"set-up {time.perf_counter() - t0:.1f} s")
-    torch.manual_seed(cfg.train.seed)
-    net = DCDMNet(hier.levels[0].n_operators, hier.n_levels, h0, width=opts.width, layers=opts.layers,
-                  pre_smoothing=opts.pre_smoothing, coarsest_smoothing=opts.coarsest_smoothing,
-                  post_smoothing=opts.post_smoothing, act=opts.act)
-    net.init_laplacian(hier.levels[0].laplacian)
-    net = net.to(dtype)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-
-    def step_loss(step: int) -> torch.Tensor:
-        A, c, b = train[step % len(train)]
-        cols = torch.randperm(b.shape[1], generator=gen)[: opts.batch]
-        return dcdm_loss(net, A, b[:, cols], c, levels)
-
-    history, seconds = _optimise(list(net.parameters()), step_loss, cfg, log)
-    net.eval()
-    with torch.no_grad():
-        val_loss = float(np.mean([float(dcdm_loss(net, A, b, c, levels)) for A, c, b in val]))
-    log(f"held-out DCDM loss {val_loss:.4g}")
-    report = {"train_seconds": seconds, "contrast_min": float(min(contrasts)),
-              "contrast_max": float(max(contrasts)), "val_loss": val_loss, **dcdm_report(net, cfg)}
-    log(f"held-out iterations to rtol {DCDM_RTOL:g}: FCG + DCDM {report['its_learned']:.4g}, CG + ICC(0) "
-        f"{report['its_classical']:.4g}")
-    return net, history, report
-
-
-#: relative tolerance (true residual) of the held-out solves that compare DCDM with CG + ICC(0)
-DCDM_RTOL = 1e-8
-
-
-def dcdm_report(net: torch.nn.Module, cfg: PrecondConfig) -> dict[str, float]:
-    """Mean iterations of FCG + DCDM (``net``) and of CG + ICC(0) on held-out coefficients.
-
-    The solves of ``precond evaluate`` (:func:`~fe_operators.precond.evaluate.evaluate_preconditioners`)
-    on the training mesh, ``family.validation_samples`` coefficients (at least one) of
-    :func:`heldout_seed`, to ``rtol`` :data:`DCDM_RTOL` on the true residual.  A DCDM solve
-    that does not converge within four times ICC's iterations (at least 50) counts as
-    that many.
-
-    Returns
-    -------
-    dict
-        ``{"its_learned", "its_classical"}``.
-    """
-    from firedrake import COMM_SELF
-
-    from fe_operators.precond.evaluate import evaluate_preconditioners
-
-    fam = cfg.family
-    kw = dict(samples=_heldout_count(cfg), seed=heldout_seed(cfg), rtol=DCDM_RTOL, coefficient=fam.coefficient,
-              variance=fam.variance, length_scale=fam.length_scale, comm=COMM_SELF)
-    (icc,), _ = evaluate_preconditioners(fam.mesh, ["icc"], **kw)
-    cap = max(50, 4 * math.ceil(icc.iterations))
-    (dcdm,), _ = evaluate_preconditioners(fam.mesh, ["dcdm"], models={"dcdm": net},
-                                          options={"dcdm": {"ksp_max_it": cap}}, **kw)
-    learned = dcdm.iterations if dcdm.converged else float(cap)
-    return {"its_learned": float(learned), "its_classical": float(icc.iterations)}
-
-
-def write_precond_checkpoint(path: str, model: torch.nn.Module, config: PrecondConfig,
+def write_precond_checkpoint(path: str, model: torch.nn.Module, config: Any,
                              history: list[dict[str, float]], report: dict[str, Any]) -> None:
     """Write a self-describing checkpoint of a trained preconditioner network (atomic)."""
     from fe_operators.train.checkpoint import model_payload, save_checkpoint
@@ -305,10 +230,11 @@ def write_precond_checkpoint(path: str, model: torch.nn.Module, config: PrecondC
 def _check_out(path: str, kind: str) -> None:
     """Refuse an ``out`` that cannot be written before any training (not after it)."""
     from fe_operators.errors import OutputError
+    from fe_operators.precond.registry import preconditioner_kind
 
     out = Path(path)
     if out.is_dir():
-        example = out / ("dcdm.pt" if kind == "dcdm" else "smoother.pt")
+        example = out / preconditioner_kind(kind).checkpoint_name
         raise OutputError(f"out: {path} is a directory; name the checkpoint file, e.g. {example}")
     if not out.parent.is_dir():
         raise OutputError(f"out: the folder {out.parent} does not exist; create it or name another file")
@@ -316,21 +242,21 @@ def _check_out(path: str, kind: str) -> None:
         raise OutputError(f"out: the folder {out.parent} is not writable; name a file in a folder you can write")
 
 
-def _worse(cfg: PrecondConfig, report: dict[str, Any]) -> WorseThanClassicalError | None:
+def _worse(cfg: Any, report: dict[str, Any]) -> WorseThanClassicalError | None:
     """The refusal of a network worse than its classical counterpart (None when it is not worse)."""
-    if cfg.kind == "neural_mg":
-        learned, classical = report["rho_learned"], report["rho_classical"]
-        measure, name = "V-cycle convergence factor", "the same Galerkin V-cycle with l1-Jacobi weights"
-    else:
-        learned, classical = report["its_learned"], report["its_classical"]
-        measure, name = f"iterations to rtol {DCDM_RTOL:g}", "CG + ICC(0)"
+    from fe_operators.precond.registry import preconditioner_kind
+
+    compared = preconditioner_kind(cfg.kind).worse(cfg, report)
+    if compared is None:
+        return None
+    measure, learned, classical, name = compared
     if not learned > classical:
         return None
     return WorseThanClassicalError(cfg.kind, measure, learned, classical, name, cfg.out, report)
 
 
-def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Callable[[str], None] | None = print,
-                         write: bool = True, allow_worse: bool | None = None) -> TrainResult:
+def train_preconditioner(config: Any, *, log: Callable[[str], None] | None = print,
+                         write: bool = True, allow_worse: bool | None = None, problem: Any = None) -> TrainResult:
     """Train the network of a learned preconditioner and write its checkpoint.
 
     Parameters
@@ -345,6 +271,10 @@ def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Call
     allow_worse
         Keep (and write) a network that does worse than its classical counterpart on the
         held-out coefficients (module docstring); None: ``config.train.allow_worse``.
+    problem
+        The problem class the user names (``--problem module:Class``, or the class): a
+        ``family.problem`` that is not a registered family is imported only when it is
+        this one (:func:`training_family`).
 
     Returns
     -------
@@ -362,7 +292,10 @@ def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Call
         The network does worse than its classical counterpart (nothing written); its
         ``learned``, ``classical`` and ``report`` hold the numbers.
     """
-    cfg = config if isinstance(config, PrecondConfig) else precond_config_from_dict(dict(config))
+    from fe_operators.precond.registry import preconditioner_kind
+
+    cfg = config if is_precond_config(config) else precond_config_from_dict(dict(config))
+    kind = preconditioner_kind(cfg.kind)
     allow_worse = cfg.train.allow_worse if allow_worse is None else bool(allow_worse)
     if write:
         _check_out(cfg.out, cfg.kind)
@@ -371,8 +304,7 @@ def train_preconditioner(config: PrecondConfig | Mapping[str, Any], *, log: Call
     torch.set_num_threads(cfg.train.threads)
     try:
         torch.manual_seed(cfg.train.seed)
-        train = _train_smoother if cfg.kind == "neural_mg" else _train_dcdm
-        model, history, report = train(cfg, log)
+        model, history, report = kind.train(cfg, training_family(cfg, problem), log)
     finally:
         torch.set_num_threads(threads)
     refused = _worse(cfg, report)

@@ -12,7 +12,11 @@ evaluation only talk to problems through this interface:
   may depend on the inputs, e.g. random boundary data: give ``DirichletBC`` the input
   Function or a UFL expression of the inputs, so that :meth:`Problem.dirichlet_map` can
   state the data as a sparse affine map of the inputs, which SPON lifts exactly),
-* :attr:`Problem.params` — JSON-able parameters, stored as provenance.
+* :attr:`Problem.params` — JSON-able parameters, stored as provenance,
+* :meth:`Problem.spd_operator` (optional) — the bilinear form and homogeneous Dirichlet
+  conditions of a linear SPD problem's operator for a sample's inputs: the one hook
+  through which ``fe-operators precond train`` trains learned preconditioners on a
+  family (Darcy, elasticity, or a user's own).
 
 Each sample's randomness comes from ``numpy.random.default_rng([seed, index])``
 (:func:`sample_rng`), so any subset of a dataset can be regenerated.
@@ -35,7 +39,30 @@ from fe_operators.errors import SolveError
 from fe_operators.fem.lifting import DirichletMap, dirichlet_map
 from fe_operators.problems._common import json_markers
 
-__all__ = ["Problem", "bound_params", "sample_rng"]
+__all__ = ["Problem", "OperatorForm", "bound_params", "sample_rng", "has_spd_operator"]
+
+
+class OperatorForm(typing.NamedTuple):
+    """A linear SPD operator as Firedrake assembles it (:meth:`Problem.spd_operator`).
+
+    Attributes
+    ----------
+    form
+        The bilinear form ``a(u, v)`` on ``output_space`` (trial and test functions of it),
+        symmetric and coercive on the space with ``bcs``.
+    bcs
+        Homogeneous ``DirichletBC`` of ``output_space`` (assembled as identity rows and
+        columns, as ``solve`` does).
+    """
+
+    form: Any
+    bcs: list
+
+
+def has_spd_operator(problem: Any) -> bool:
+    """Whether a Problem (class or instance) implements :meth:`Problem.spd_operator`."""
+    cls = problem if isinstance(problem, type) else type(problem)
+    return getattr(cls, "spd_operator", None) is not getattr(Problem, "spd_operator", None)
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -144,6 +171,37 @@ class Problem(abc.ABC):
         computed from them, so that :meth:`dirichlet_map` can read the dependence.
         """
         return []
+
+    def spd_operator(self, inputs: Mapping[str, fd.Function], **overrides: float) -> OperatorForm:
+        """The operator of the linear SPD problem of a sample with ``inputs`` (optional hook).
+
+        What learned preconditioners are trained on (``fe-operators precond train``,
+        ``family.problem``) and evaluated with: the bilinear form on :attr:`output_space`,
+        written with the input Functions themselves (a new form per call is fine), and
+        homogeneous Dirichlet conditions.
+
+        Parameters
+        ----------
+        inputs
+            A sample's inputs (as :meth:`sample_inputs` returns them).
+        **overrides
+            Scalar constructor parameters that enter the operator only (elasticity's
+            ``poisson_ratio``), for training over a range of them (``family.ranges``);
+            a family raises ``TypeError`` for a parameter it cannot override.
+
+        Returns
+        -------
+        OperatorForm
+            ``(form, bcs)``.
+
+        Raises
+        ------
+        NotImplementedError
+            The family gives no operator (the default).
+        """
+        raise NotImplementedError(f"problem family {self.name!r} gives no spd_operator(inputs): it cannot train a "
+                                  "learned preconditioner (docs/extending.md, 'Train a preconditioner on your "
+                                  "problem')")
 
     def dirichlet_map(self) -> DirichletMap:
         """The output's Dirichlet data as an affine map of the inputs, ``g_0 + Σ_k L_k x_k``.

@@ -33,7 +33,7 @@ import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
 from fe_operators.problems._common import SPARSE_CHOLESKY, assign_inputs, solve_or_raise
-from fe_operators.problems.base import Problem, bound_params
+from fe_operators.problems.base import OperatorForm, Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
 from fe_operators.problems.registry import register_problem
 
@@ -134,6 +134,14 @@ class DarcyProblem(Problem):
         self._bcs = [fd.DirichletBC(self._V, 0.0, markers)]
         problem = fd.LinearVariationalProblem(form, rhs, self._u, bcs=self._bcs)
         self._solver = fd.LinearVariationalSolver(problem, solver_parameters=solver_parameters)
+
+    def spd_operator(self, inputs: Mapping[str, fd.Function], **overrides: float) -> OperatorForm:
+        """``∫ a ∇u·∇v`` with ``inputs["a"]`` and ``u = 0`` on the markers (:meth:`Problem.spd_operator`)."""
+        if overrides:
+            raise TypeError(f"darcy: no parameter of the operator can be overridden, got {sorted(overrides)}")
+        u, v = fd.TrialFunction(self._V), fd.TestFunction(self._V)
+        form = fd.inner(inputs["a"] * fd.grad(u), fd.grad(v)) * fd.dx
+        return OperatorForm(form, [fd.DirichletBC(self._V, 0.0, self.markers)])
 
     @property
     def input_spaces(self) -> dict[str, fd.FunctionSpace]:

@@ -28,7 +28,7 @@ import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
 from fe_operators.problems._common import COEFFICIENT_SPACES, Markers, assign_inputs, boundary_measure, solve_or_raise
-from fe_operators.problems.base import Problem, bound_params
+from fe_operators.problems.base import OperatorForm, Problem, bound_params
 from fe_operators.problems.random_fields import GaussianRandomField
 from fe_operators.problems.registry import register_problem
 
@@ -172,12 +172,8 @@ class ElasticityProblem(Problem):
         self._E = fd.Function(self._C, name="E")
         self._load = fd.Function(self._L, name="load")
         self._u = fd.Function(self._V, name="u")
-        nu = float(poisson_ratio)
-        mu = self._E / (2 * (1 + nu))
-        lam = self._E * nu / (1 - nu**2) if plane_stress else self._E * nu / ((1 + nu) * (1 - 2 * nu))
-        u, v = fd.TrialFunction(self._V), fd.TestFunction(self._V)
-        eps_u, eps_v = fd.sym(fd.grad(u)), fd.sym(fd.grad(v))
-        a = (2 * mu * fd.inner(eps_u, eps_v) + lam * fd.tr(eps_u) * fd.tr(eps_v)) * fd.dx
+        a = self._stiffness(self._E, float(poisson_ratio))
+        v = fd.TestFunction(self._V)
         L = fd.inner(self.body_force, v) * fd.dx
         if load_type == "traction":
             L += fd.inner(self._load, v) * boundary_measure(traction_markers)
@@ -186,6 +182,29 @@ class ElasticityProblem(Problem):
         bc = fd.DirichletBC(self._V, fd.Constant([0.0] * dim), clamp_markers)
         problem = fd.LinearVariationalProblem(a, L, self._u, bcs=bc)
         self._solver = fd.LinearVariationalSolver(problem, solver_parameters=solver_parameters)
+
+    def _stiffness(self, E: Any, nu: float) -> Any:
+        """The bilinear form ``∫ σ(u) : ε(v)`` for Young's modulus ``E`` and Poisson ratio ``nu``."""
+        mu = E / (2 * (1 + nu))
+        lam = E * nu / (1 - nu**2) if self.params["plane_stress"] else E * nu / ((1 + nu) * (1 - 2 * nu))
+        u, v = fd.TrialFunction(self._V), fd.TestFunction(self._V)
+        eps_u, eps_v = fd.sym(fd.grad(u)), fd.sym(fd.grad(v))
+        return (2 * mu * fd.inner(eps_u, eps_v) + lam * fd.tr(eps_u) * fd.tr(eps_v)) * fd.dx
+
+    def spd_operator(self, inputs: Mapping[str, fd.Function], **overrides: float) -> OperatorForm:
+        """The stiffness form with ``inputs["E"]``, clamped on ``Γ_C`` (:meth:`Problem.spd_operator`).
+
+        ``poisson_ratio=`` overrides ν for this operator (training over a range of ratios).
+        """
+        unknown = sorted(set(overrides) - {"poisson_ratio"})
+        if unknown:
+            raise TypeError(f"elasticity: only poisson_ratio can be overridden in the operator, got {unknown}")
+        nu = float(overrides.get("poisson_ratio", self.params["poisson_ratio"]))
+        if not 0 <= nu < 0.5:
+            raise ValueError(f"expected 0 <= poisson_ratio < 0.5, got {nu!r}")
+        dim = self.mesh.geometric_dimension
+        bc = fd.DirichletBC(self._V, fd.Constant([0.0] * dim), self.clamp_markers)
+        return OperatorForm(self._stiffness(inputs["E"], nu), [bc])
 
     @property
     def input_spaces(self) -> dict[str, fd.FunctionSpace]:
