@@ -63,7 +63,8 @@ import torch
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import HierarchyContext, MeshContext
 from fe_operators.models.layers.mlp import MLP, activation
-from fe_operators.models.layers.vcycle import _block_diagonals, _side_by_side, match_level
+from fe_operators.models.layers.operator_conv import OperatorPattern, channel_spmm, operator_pattern
+from fe_operators.models.layers.vcycle import _block_diagonals, match_level
 from fe_operators.models.processors.base import ACTIVATIONS, Processor, register_processor
 from fe_operators.options import non_negative, option, positive
 from fe_operators.sparse.maps import SparseMap, row_indices
@@ -117,11 +118,9 @@ class UNetLevel:
 
     Attributes
     ----------
-    ops
-        ``(n, n K)``: the level's ``K`` operators side by side (column ``j K + k`` is column
-        ``j`` of operator ``k``), each scaled to an O(1) stencil.
-    nnz
-        Entries of one operator block (for cost counts).
+    pattern
+        The level's ``K`` operators, each scaled to an O(1) stencil, and the identity, on
+        their common sparsity pattern (:class:`OperatorPattern`).
     keep
         ``(n, 1, 1)``: 0 on Dirichlet nodes, 1 elsewhere.
     coords
@@ -138,8 +137,7 @@ class UNetLevel:
         ``Pᵀ``: dual vectors (residuals, load vectors) to the next coarser level, or None.
     """
 
-    ops: SparseMap
-    nnz: int
+    pattern: OperatorPattern
     keep: torch.Tensor
     coords: torch.Tensor
     weights: torch.Tensor
@@ -207,8 +205,7 @@ def unet_levels(hierarchy: HierarchyContext, start: int) -> list[UNetLevel]:
             Pt = P.transpose()
             R = _scaled_rows(Pt, 1.0 / weights[i - 1], weights[i])
         out.append(UNetLevel(
-            ops=_side_by_side(lv.operators, scale.reshape(-1)),
-            nnz=int(lv.operators.crow[n]),
+            pattern=operator_pattern(lv.operators, scale.reshape(-1)),
             keep=(~lv.boundary).to(d)[:, None, None],
             coords=2.0 * (lv.coords - lo) / span - 1.0,
             weights=weights[i],
@@ -220,8 +217,8 @@ def unet_levels(hierarchy: HierarchyContext, start: int) -> list[UNetLevel]:
 
 
 def _cast(levels: list[UNetLevel], dtype: torch.dtype) -> list[UNetLevel]:
-    return [dataclasses.replace(lv, keep=lv.keep.to(dtype), coords=lv.coords.to(dtype),
-                                weights=lv.weights.to(dtype)) for lv in levels]
+    return [dataclasses.replace(lv, pattern=lv.pattern.to(dtype), keep=lv.keep.to(dtype),
+                                coords=lv.coords.to(dtype), weights=lv.weights.to(dtype)) for lv in levels]
 
 
 def _sp(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
@@ -246,15 +243,21 @@ class OperatorBlock(torch.nn.Module):
         self.mlp = MLP([c, 2 * c, c], act)
 
     def forward(self, u: torch.Tensor, level: UNetLevel) -> torch.Tensor:
-        n, b, c = u.shape
-        x = u.unsqueeze(1) * self.op_weights[None, :, None, :]            # (n, K, B, C)
-        z = spmm(level.ops, x.reshape(n * self.n_operators, b * c)).reshape(n, b, c) + u * self.self_weight
+        # one sparse matrix per channel, Σ_k a_kc S_k + a_0c I, on the level's pattern
+        w = level.pattern.values @ torch.cat([self.op_weights, self.self_weight[None]])
+        z = channel_spmm(level.pattern, w, u)
         return (u + self.mlp(self.norm(z))) * level.keep
 
     @staticmethod
     def cost(n: int, nnz: int, k: int, c: int) -> int:
-        """Multiply-adds for one sample on a level of ``n`` nodes and ``nnz`` entries per operator."""
-        return k * nnz * c + (k + 1) * n * c + n * (2 * c * c + 2 * c * c) + 5 * n * c
+        """Multiply-adds of one forward pass of one sample on a level of ``n`` nodes.
+
+        ``nnz``: entries of the operators' common pattern (diagonal included); ``k``:
+        operators.  The per-channel matrix values (``nnz (k + 1) c``, once per batch) are
+        counted too, then the product (``nnz c``), LayerNorm and the residual (``5 n c``)
+        and the MLP (``4 n c²``).
+        """
+        return nnz * (k + 1) * c + nnz * c + n * (2 * c * c + 2 * c * c) + 5 * n * c
 
 
 class GlobalLayer(torch.nn.Module):
@@ -493,7 +496,7 @@ class HierarchicalProcessor(Processor):
             macs = blocks = 0
             if j < L:                                    # a trained level
                 blocks = len(self.down_blocks[j]) + len(self.up_blocks[j])
-                macs += blocks * OperatorBlock.cost(n, lv.nnz, K, c)
+                macs += blocks * OperatorBlock.cost(n, lv.pattern.nnz, K, c)
                 if j == 0:
                     macs += self.global_layers * GlobalLayer.cost(n, c)
                 else:
