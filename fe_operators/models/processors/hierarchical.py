@@ -83,8 +83,8 @@ class HierarchicalOptions:
     width: int = option("Channels on the coarsest level; each finer level has half as many, down to min_width.",
                         positive, default=64)
     min_width: int = option("Fewest channels on any level (the finest levels).", positive, default=8)
-    depth: int = option("Local message-passing blocks on the coarsest level and, each way, on the level above "
-                        "it; one fewer per finer level, at least one.", positive, default=2)
+    depth: int = option("Local message-passing blocks on the coarsest level (every finer level has one on the "
+                        "way down and one on the way up).", positive, default=2)
     global_layers: int = option("Attention layers over the coarsest level's nodes (0: none).", non_negative,
                                 default=2)
     heads: int = option("Attention heads (must divide width).", positive, default=4)
@@ -356,7 +356,7 @@ class HierarchicalProcessor(Processor):
 
     def blocks(self, k: int) -> int:
         """Local blocks of level ``k`` (counted from the coarsest) on the way down (and, k > 0, up)."""
-        return self.depth if k == 0 else max(self.depth + 1 - k, 1)
+        return self.depth if k == 0 else 1
 
     @property
     def config(self) -> dict[str, Any]:
