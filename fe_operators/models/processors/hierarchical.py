@@ -10,10 +10,10 @@ coarsest) to ``L - 1`` (the finest):
 * **widths** grow toward the coarsest level, ``C_k = max(width / 2^k, min_width)``, so the
   dense arithmetic per level (``n_k C_k²``, ``n_k`` shrinking by about ``2^d`` per level)
   does not grow toward the finest level;
-* **local message passing** on a level is a residual block made of a *separable operator
-  convolution* and a pointwise MLP (a ConvNeXt block on the mesh):
+* **local message passing** on a level is a residual block made of a *channel-wise
+  operator convolution* and a pointwise MLP (a ConvNeXt block on the mesh):
 
-  .. math:: z = a_0 \odot u + \sum_j S_j (a_j \odot u), \qquad
+  .. math:: z_c = \big(a_{0c} I + \sum_j a_{jc} S_j\big)\, u_c, \qquad
             u \leftarrow B\,\big(u + W_2\,\sigma(W_1\,\mathrm{LN}(z) + b_1)\big)
 
   with ``S_j`` the level's FE operators (mass, first-order ``∫∂_aφ_jφ_i``, stiffness
@@ -23,8 +23,11 @@ coarsest) to ``L - 1`` (the finest):
   keeps the output's Dirichlet nodes at zero (their values come from SPON's decoder; on the
   finest level only nodes whose components are all constrained, so that a node with a
   free component keeps its features).
-  A level gets ``max(depth + 1 - k, 1)`` blocks on the way down and as many on the way up:
-  one on the finest levels, more on the coarse ones;
+  The operators share one sparsity pattern, so channel ``c``'s combination is one sparse
+  matrix on it (:func:`~fe_operators.models.layers.operator_conv.channel_spmm`: one
+  multiply-add per entry, sample and channel, no ``K``-fold intermediate).
+  Every level finer than the coarsest gets one block on the way down and one on the way
+  up: the fine levels stay light;
 * **down**: exact FE restriction of nodal values, ``R = M_c^{-1} Pᵀ M_f`` with ``M_f`` the
   fine level's (positive, lumped) node weights and ``M_c = diag(Pᵀ w_f)`` — a mass-weighted
   average, so constants stay constants — then a ``C_{k+1} → C_k`` channel map and a
@@ -70,7 +73,7 @@ from fe_operators.options import non_negative, option, positive
 from fe_operators.sparse.maps import SparseMap, row_indices
 from fe_operators.sparse.spmm import spmm
 
-__all__ = ["HierarchicalOptions", "HierarchicalProcessor", "UNetLevel", "unet_levels"]
+__all__ = ["HierarchicalOptions", "HierarchicalProcessor", "UNetLevel", "unet_levels", "cosine_basis"]
 
 #: default coarsest level size (see :data:`fe_operators.multigrid.aggregation.COARSEST_NODES`)
 DEFAULT_COARSEST_NODES = 300
@@ -88,6 +91,11 @@ class HierarchicalOptions:
     global_layers: int = option("Attention layers over the coarsest level's nodes (0: none).", non_negative,
                                 default=2)
     heads: int = option("Attention heads (must divide width).", positive, default=4)
+    spectral_layers: int = option(
+        "Spectral layers on the coarsest level (0: none): a quadrature of the features against a cosine basis "
+        "of the bounding box, a channel mixing per mode, and the basis evaluated back on the nodes.",
+        non_negative, default=0)
+    modes: int = option("Cosine modes per axis of the spectral layers.", positive, default=8)
     coarsest_nodes: int = option(
         "Levels from the finest down to the first with at most this many nodes; below the mesh's own levels "
         "(or on a mesh without a MeshHierarchy, all of them) the levels come from smoothed aggregation.",
@@ -284,6 +292,44 @@ class GlobalLayer(torch.nn.Module):
         return n * (3 * c * c + c * c + 4 * c * c) + 2 * n * n * c
 
 
+def cosine_basis(coords: torch.Tensor, modes: int) -> torch.Tensor:
+    """``(n, modes^d)``: ``Π_a cos(π k_a (x_a + 1) / 2)``, ``0 <= k_a < modes``, of coordinates in ``[-1, 1]^d``."""
+    k = torch.arange(modes, dtype=coords.dtype, device=coords.device)
+    out = torch.ones(coords.shape[0], 1, dtype=coords.dtype, device=coords.device)
+    for a in range(coords.shape[1]):
+        axis = torch.cos(0.5 * math.pi * (coords[:, a:a + 1] + 1.0) * k)           # (n, modes)
+        out = (out[:, :, None] * axis[:, None, :]).reshape(coords.shape[0], -1)
+    return out
+
+
+class SpectralLayer(torch.nn.Module):
+    r"""Global mixing on a level: ``u ← B(u + Σ_m ψ_m W_m ∫ ψ_m LN(u))``, then a pointwise MLP.
+
+    ``ψ_m`` the cosine basis of the bounding box (:func:`cosine_basis`; not periodic), the
+    integral a quadrature with the level's node weights (normalised to sum 1: the same
+    coefficients on any mesh of the domain), ``W_m`` a ``C × C`` mixing per mode (as a
+    Fourier layer's, on the FE level instead of a grid).
+    """
+
+    def __init__(self, channels: int, modes: int, gdim: int, act: str) -> None:
+        super().__init__()
+        self.modes = modes
+        m = modes ** gdim
+        self.norm1, self.norm2 = torch.nn.LayerNorm(channels), torch.nn.LayerNorm(channels)
+        self.weight = torch.nn.Parameter(torch.randn(m, channels, channels) / channels)
+        self.mlp = MLP([channels, 2 * channels, channels], act)
+
+    def forward(self, u: torch.Tensor, basis: torch.Tensor, quad: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        # basis (n, M), quad (n, M): the basis times the normalised node weights
+        coef = torch.einsum("nm,nbc->mbc", quad, self.norm1(u))
+        u = u + torch.einsum("nm,mbd->nbd", basis, torch.bmm(coef, self.weight))
+        return (u + self.mlp(self.norm2(u))) * keep
+
+    @staticmethod
+    def cost(n: int, m: int, c: int) -> int:
+        return 2 * n * m * c + m * c * c + 4 * n * c * c + 10 * n * c
+
+
 # ----------------------------------------------------------------------------- processor
 
 
@@ -320,7 +366,8 @@ class HierarchicalProcessor(Processor):
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
                  coarsest_h: float, *, width: int = 64, min_width: int = 8, depth: int = 2,
-                 global_layers: int = 2, heads: int = 4, coarsest_nodes: int = DEFAULT_COARSEST_NODES,
+                 global_layers: int = 2, heads: int = 4, spectral_layers: int = 0, modes: int = 8,
+                 coarsest_nodes: int = DEFAULT_COARSEST_NODES,
                  geometric_levels: bool = True, act: str = "gelu") -> None:
         super().__init__()
         if not coarsest_h > 0:
@@ -329,6 +376,7 @@ class HierarchicalProcessor(Processor):
         self.n_operators, self.n_levels, self.coarsest_h = int(n_operators), int(n_levels), float(coarsest_h)
         self.width, self.min_width, self.depth = int(width), int(min_width), int(depth)
         self.global_layers, self.heads = int(global_layers), int(heads)
+        self.spectral_layers, self.modes = int(spectral_layers), int(modes)
         self.coarsest_nodes, self.geometric_levels, self.act = int(coarsest_nodes), bool(geometric_levels), act
         L, K = self.n_levels, self.n_operators
         widths = self.widths
@@ -346,6 +394,8 @@ class HierarchicalProcessor(Processor):
         self.position = torch.nn.ModuleList(MLP([self.gdim, widths[k], widths[k]], act) for k in range(L - 1))
         self.global_blocks = torch.nn.ModuleList(
             GlobalLayer(widths[0], self.heads, act) for _ in range(self.global_layers))
+        self.spectral_blocks = torch.nn.ModuleList(
+            SpectralLayer(widths[0], self.modes, self.gdim, act) for _ in range(self.spectral_layers))
         self._cache: "weakref.WeakKeyDictionary[HierarchyContext, dict]" = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ shape of the net
@@ -364,7 +414,8 @@ class HierarchicalProcessor(Processor):
         return {"in_channels": self.in_channels, "out_ncomp": self.out_ncomp, "gdim": self.gdim,
                 "n_operators": self.n_operators, "n_levels": self.n_levels, "coarsest_h": self.coarsest_h,
                 "width": self.width, "min_width": self.min_width, "depth": self.depth,
-                "global_layers": self.global_layers, "heads": self.heads, "coarsest_nodes": self.coarsest_nodes,
+                "global_layers": self.global_layers, "heads": self.heads, "spectral_layers": self.spectral_layers,
+                "modes": self.modes, "coarsest_nodes": self.coarsest_nodes,
                 "geometric_levels": self.geometric_levels, "act": self.act}
 
     @classmethod
@@ -457,6 +508,11 @@ class HierarchicalProcessor(Processor):
                 u = block(u, lv)
             skips[k] = u
         coarsest = levels[0]
+        if self.spectral_layers:
+            basis = cosine_basis(coarsest.coords, self.modes)
+            quad = basis * (coarsest.weights / coarsest.weights.sum())[:, None]
+            for layer in self.spectral_blocks:
+                u = layer(u, basis, quad, coarsest.keep)
         if self.global_layers:
             w = coarsest.weights
             bias = torch.log(w / w.mean()).masked_fill(coarsest.keep[:, 0, 0] == 0, float("-inf"))
@@ -499,6 +555,7 @@ class HierarchicalProcessor(Processor):
                 macs += blocks * OperatorBlock.cost(n, lv.pattern.nnz, K, c)
                 if j == 0:
                     macs += self.global_layers * GlobalLayer.cost(n, c)
+                    macs += self.spectral_layers * SpectralLayer.cost(n, self.modes ** self.gdim, c)
                 else:
                     cc, nc = widths[j - 1], levels[j - 1].n_nodes
                     macs += nc * (c * cc + cc * c)                             # channel maps down and up
