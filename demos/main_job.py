@@ -135,10 +135,10 @@ def demo_parser(doc: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = demo_parser(__doc__)
     p.add_argument("--samples", type=int, help="samples to generate (default 4000; smoke 64)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 40; smoke 2)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 15; smoke 2)")
     args = p.parse_args(argv)
     samples = args.samples or (64 if args.smoke else 4000)
-    epochs = args.epochs or (2 if args.smoke else 40)
+    epochs = args.epochs or (2 if args.smoke else 15)
     out = args.out or ("out/demo-smoke" if args.smoke else "out/demo")
     started = time.perf_counter()
     print("main job: Darcy flow -div(a grad u) = 1, u = 0 on the boundary, coefficient 'dg0' (the default: "
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         # zero boundary data: per-DOF output statistics are exactly 0 there, so the
         # decoded output keeps the exact boundary values
         data={"split": [0.8, 0.1, 0.1], "normalize_inputs": "dof", "normalize_output": "dof"},
-        train={"epochs": epochs, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "threads": 1,
+        train={"epochs": epochs, "batch_size": 16, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1,
                "metrics": ["rel_l2", "rel_h1"], "seed": 0,
                "scheduler": {"name": "cosine", "warmup_steps": 20}},
     )

@@ -94,7 +94,7 @@ class HierarchicalOptions:
                         positive, default=64)
     min_width: int = option("Fewest channels on any level (the finest levels).", positive, default=16)
     depth: int = option("Local message-passing blocks on the coarsest level (every finer level has one on the "
-                        "way down and one on the way up).", positive, default=2)
+                        "way down and one on the way up).", positive, default=1)
     global_layers: int = option("Attention layers over the coarsest level's nodes (0: none).", non_negative,
                                 default=0)
     heads: int = option("Attention heads (must divide width).", positive, default=4)
@@ -102,7 +102,7 @@ class HierarchicalOptions:
         "Spectral layers on the coarsest level (0: none): a quadrature of the features against a cosine basis "
         "of the bounding box, a channel mixing per mode, and the basis evaluated back on the nodes.",
         non_negative, default=2)
-    modes: int = option("Cosine modes per axis of the spectral layers.", positive, default=8)
+    modes: int = option("Cosine modes per axis of the spectral layers.", positive, default=6)
     coarsest_nodes: int = option(
         "Levels from the finest down to the first with at most this many nodes; below the mesh's own levels "
         "(or on a mesh without a MeshHierarchy, all of them) the levels come from smoothed aggregation.",
@@ -372,8 +372,8 @@ class HierarchicalProcessor(Processor):
     needs_hierarchy = True
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
-                 coarsest_h: float, *, width: int = 64, min_width: int = 16, depth: int = 2,
-                 global_layers: int = 0, heads: int = 4, spectral_layers: int = 2, modes: int = 8,
+                 coarsest_h: float, *, width: int = 64, min_width: int = 16, depth: int = 1,
+                 global_layers: int = 0, heads: int = 4, spectral_layers: int = 2, modes: int = 6,
                  coarsest_nodes: int = DEFAULT_COARSEST_NODES,
                  geometric_levels: bool = True, act: str = "gelu") -> None:
         super().__init__()
