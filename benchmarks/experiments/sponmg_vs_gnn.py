@@ -1,9 +1,9 @@
-"""SPON-MG (the ``hierarchical`` processor, its defaults) against SPON-GNN (its defaults) at equal wall clock.
+"""SPON-MG (the ``hierarchical`` processor, its defaults) against SPON-GNN (its defaults) at equal training time.
 
 What it measures: for each dataset, both processors are trained through the product
 (:func:`fe_operators.train.run_training`: the Trainer, AdamW, relative-L2 loss, cosine
-schedule, per-DOF normalisers, best validation epoch kept) for the same wall-clock
-budget, with the same batch size (the GNN's, 5, as in ``bench_spon``/``bench_mgno``)
+schedule, per-DOF normalisers, best validation epoch kept) for the same
+budget (CPU or wall-clock seconds, ``--clock``), with the same batch size (the GNN's, 5, as in ``bench_spon``/``bench_mgno``)
 and the same learning rate.  Each model's seconds per epoch are first timed on one
 epoch, and its epoch count is set so that the cosine schedule ends at the budget (the
 budget is also the Trainer's ``time_budget``, a safety net).  The best-validation
@@ -18,24 +18,41 @@ once under ``--out``):
 * ``cg2part``: ``unitsquare:16`` with a CG2 output and ``u = 0`` only on markers 1, 2
   (1089 DOFs; Dirichlet data on half of the boundary).
 
-Run (2 torch threads, ~4 min per model and dataset with the default budget)::
+Run (a few minutes per model and dataset on an idle core)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments/sponmg_vs_gnn.py \
-        [--budget 180] [--data sq32 plate cg2part] [--processors gnn hierarchical] [--threads 2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/experiments/sponmg_vs_gnn.py --budget 90 --threads 1 \
+        [--data sq32 plate cg2part] [--processors gnn hierarchical] [--before 8858dab] [--clock cpu|wall]
 
 Extra processor options: ``--set hierarchical.width=96`` (repeatable).
 
-Numbers (Intel Xeon, 2 cores shared with five other engineers' jobs, load average 2-4,
-so wall-clock budgets are only roughly fair; torch threads 2), ``--budget 180``:
-see the table at the end of this docstring (filled in by hand from the printed table).
+Equal budgets are in CPU seconds of the training process (``--clock cpu``, torch and
+numba on one thread each): the machine these numbers come from (2 cores shared with five
+other engineers' jobs, load average 7-10 throughout) gave each process a quarter to half
+a core, so wall-clock budgets would have measured the neighbours.  ``s/epoch`` below is
+CPU seconds per epoch (validation included); relative errors are test means, in the FE
+norms.  ``--budget 90``, one run per row group (the rows of a group ran side by side)::
 
-Before this work (hierarchical at commit 8858dab; same data, same run)::
+    data     processor                          rel L2   rel H1   s/epoch  epochs
+    sq32     gnn (defaults)                     0.0285   0.1329    7.36     10
+    sq32     hierarchical @8858dab (before)     0.0381   0.1774    8.88     10
+    sq32     + channel-wise conv, light fine    0.0305   0.1673    5.80     15
+             levels (attention, min_width 8)
+    sq32     width 96, depth 4, attention       0.0400   0.1834   10.34      8
+    sq32     coarsest <= 100, depth 3, attn.    0.0214   0.1205    3.51     28
+    sq32     spectral x2, depth 2, 8 modes      0.0175   0.1010    4.34     20
+    sq32     spectral x2, depth 1, 6 modes      0.0172   0.0993    3.60     22   <- the defaults
 
-    data     processor      rel L2   rel H1   s/epoch  epochs
-    sq32     gnn            0.0342     --        4.5      40
-    sq32     hierarchical   0.0766     --       12.3      14
+    plate    gnn (defaults)                     0.0347   0.0819    6.24     14
+    plate    hierarchical, depth 2, 8 modes     0.0251   0.0752    3.09     27
+    plate    hierarchical (defaults)            see RESULTS_FINAL below
 
-After (see RESULTS below).
+    cg2part  gnn (defaults)                     0.0235   0.1389    9.01     10
+    cg2part  hierarchical, depth 2, 8 modes     0.0179   0.1217    4.12     21
+    cg2part  hierarchical (defaults)            see RESULTS_FINAL below
+
+(``sq32`` has a geometric hierarchy: levels 1089 and 289 nodes; ``plate``: 867 and 153
+aggregated; ``cg2part``: the CG2 nodes and aggregates.)  The before row is the
+processor of commit 8858dab loaded from git in the same process (``--before 8858dab``).
 """
 
 from __future__ import annotations
