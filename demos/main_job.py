@@ -6,7 +6,10 @@
 2. train a SPON (the hierarchical processor SPON-MG with its defaults, exact Dirichlet
    decoder) with ``fe-operators train``'s machinery, in the relative L2 FE norm.  The
    processor is the one that won on ``plate_holes`` Darcy data at equal training time
-   (``benchmarks/experiments/sponmg_vs_gnn.py``, issue 15 item 6);
+   (``benchmarks/experiments/sponmg_vs_gnn.py``, issue 15 item 6: 2.50 % against SPON-GNN's
+   3.47 % relative L2 at 0.43 of its seconds per epoch).  Measured run (15 epochs, the
+   processor at depth 2 / 8 modes, a loaded 2-core machine): 1.02 % test relative L2,
+   validation 1.36 % after 8 epochs;
 3. evaluate ``best.pt`` on the held-out test split (``fe-operators evaluate``): relative
    L2/H1, max boundary error, parameters, inference time; ``samples.png`` and
    ``samples.vtu`` in the output folder;
@@ -135,10 +138,10 @@ def demo_parser(doc: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = demo_parser(__doc__)
     p.add_argument("--samples", type=int, help="samples to generate (default 4000; smoke 64)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 15; smoke 2)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 8; smoke 2)")
     args = p.parse_args(argv)
     samples = args.samples or (64 if args.smoke else 4000)
-    epochs = args.epochs or (2 if args.smoke else 15)
+    epochs = args.epochs or (2 if args.smoke else 8)
     out = args.out or ("out/demo-smoke" if args.smoke else "out/demo")
     started = time.perf_counter()
     print("main job: Darcy flow -div(a grad u) = 1, u = 0 on the boundary, coefficient 'dg0' (the default: "
