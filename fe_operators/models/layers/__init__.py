@@ -13,6 +13,8 @@
   latent grid → Fourier layer → mesh, and its :class:`GridTransfer`;
 * :mod:`~fe_operators.models.layers.vcycle` — :class:`MultigridCycle`, a learned
   multi-channel V-cycle on a mesh hierarchy (also the preconditioners' cycle).
+* :mod:`~fe_operators.models.layers.operator_conv` — ``channel_spmm``, one sparse matrix per
+  channel on a level's operator pattern (the hierarchical processor's convolution).
 
 Nothing here imports Firedrake.
 """
