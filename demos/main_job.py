@@ -7,9 +7,9 @@
    decoder) with ``fe-operators train``'s machinery, in the relative L2 FE norm.  The
    processor is the one that won on ``plate_holes`` Darcy data at equal training time
    (``benchmarks/experiments/sponmg_vs_gnn.py``, issue 15 item 6: 2.50 % against SPON-GNN's
-   3.47 % relative L2 at 0.43 of its seconds per epoch).  Measured run (15 epochs, the
-   processor at depth 2 / 8 modes, a loaded 2-core machine): 1.02 % test relative L2,
-   validation 1.36 % after 8 epochs;
+   3.47 % relative L2 at 0.43 of its seconds per epoch).  Measured on a loaded 2-core
+   machine: 1.60 % test relative L2 with these settings (8 epochs, 279 s with the data
+   file reused), 1.02 % with 15 epochs;
 3. evaluate ``best.pt`` on the held-out test split (``fe-operators evaluate``): relative
    L2/H1, max boundary error, parameters, inference time; ``samples.png`` and
    ``samples.vtu`` in the output folder;
