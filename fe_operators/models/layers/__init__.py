@@ -10,7 +10,9 @@
 * :mod:`~fe_operators.models.layers.coarse_grid` — :class:`CoarseGridMixing`, global
   mixing on a fixed coarse grid;
 * :mod:`~fe_operators.models.layers.latent_grid` — :class:`LatentGridSpectral`, mesh →
-  latent grid → Fourier layer → mesh, and its :class:`GridTransfer`.
+  latent grid → Fourier layer → mesh, and its :class:`GridTransfer`;
+* :mod:`~fe_operators.models.layers.operator_conv` — ``channel_spmm``, one sparse matrix per
+  channel on a level's operator pattern (the hierarchical processor's convolution).
 
 The learned multi-channel V-cycle of the multigrid processor (and of the DCDM
 preconditioner) is :class:`fe_operators.multigrid.cycle.MultigridCycle`.
