@@ -280,7 +280,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
     return {"resolution": args.resolution, "dt": 1 / 400, "train_range": (80.0, 200.0), "n_train": 24,
             "test_range": (85.0, 195.0), "n_test": 6, "n_steps": 700, "train_horizon": 380, "spinup": 800,
-            "mgn": MGNConfig(), "spon": {"width": 64, "depth": 4}, "unroll": 2, "noise": 0.01,
+            "mgn": MGNConfig(), "spon": {"width": 48, "depth": 4, "latent_cells": 0}, "unroll": 2, "noise": 0.01,
             "beam_mesh": DEFAULT_MESH, "beam_counts": (80, 10, 20)}
 
 
@@ -393,7 +393,9 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
 
     Training (the product's path: :func:`fe_operators.train.rollout.train_rollout`, i.e.
     :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem` and the package's
-    Trainer): the GNN processor (``s["spon"]``: width 64, depth 4 on the full run), on the
+    Trainer): the GNN processor (``s["spon"]``: width 48, 4 message-passing layers, no
+    latent grid on the full run: the default latent FNO stage costs 2.4 s a step at batch 1
+    on the smoke mesh, loaded machine), on the
     training trajectories' first ``train_horizon`` stored steps (the MGN's data), AdamW
     with lr ``--spon-lr``, batch ``--spon-batch``, a cosine decay to 0 over the time budget
     (``scheduler.length: time_budget``, ``--budget`` seconds: the MGN's), a **2-step
