@@ -3,11 +3,11 @@
 Stages (``--stage``, default ``all``, in this order):
 
 ``fe_step``
-    The cylinder data (:func:`cylinder_data`), then the generator's warm FE time step on
-    the same mesh, assembly included (the median of ``--fe-steps`` BDF2 steps from a
-    stored state, the solver's occasional refactorisations included in the mean, which
-    is printed too), and the MGN step at batch 1: the CPU side of
-    ``ratio dyn_step_vs_fe_step``.
+    The cylinder data (:func:`cylinder_data`, the product's trajectory files), then the
+    generator's warm FE time step on the same mesh, assembly included (the median of
+    ``--fe-steps`` BDF2 steps from a stored state, the solver's occasional
+    refactorisations included in the mean, which is printed too), and the MGN step at
+    batch 1: the CPU side of ``ratio dyn_step_vs_fe_step``.
 ``mgn``
     The pinned MeshGraphNets baseline (:mod:`mgn`) trained for ``--budget`` seconds on the
     training trajectories' first ``train_horizon`` stored steps, rolled out from the first
@@ -15,11 +15,11 @@ Stages (``--stage``, default ``all``, in this order):
     (:func:`evaluate_rollout`: relative L2 of velocity at steps 1, 50 and the last, its time
     average, and the Strouhal number and lift amplitude of the rollout against the FE's).
 ``spon``
-    The rollout SPON's rows: **not measured** until the rollout SPON is merged (prints
-    so). The lead wires it here: train it on the same :class:`TrajectoryData` for the
-    same ``--budget``, :func:`evaluate_rollout` its rollout, and print
-    ``dyn_rollout_vs_mgn``, ``dyn_strouhal_error``, ``dyn_step_vs_fe_step`` and
-    ``dyn_div_free`` from :func:`spon_ratios`.
+    The rollout SPON (:func:`stage_spon`: :func:`fe_operators.train.rollout.train_rollout`
+    through the package's Trainer, the same data and ``--budget``, a 2-step unrolled loss
+    and training noise), rolled out and evaluated like the MGN, then ``dyn_rollout_vs_mgn``,
+    ``dyn_strouhal_error``, ``dyn_step_vs_fe_step`` and ``dyn_div_free`` (the Leray
+    projection applied to every rolled-out velocity: :func:`divergence_free_rollout`).
 ``beam``
     A SPON (GNN processor, through :class:`fe_operators.train.Trainer` by
     :func:`common.run_spon`) trained for ``--beam-budget`` seconds on the hyperelastic
@@ -27,47 +27,50 @@ Stages (``--stage``, default ``all``, in this order):
     solve it replaces (the fewest load steps that converge, direct LU, rtol 1e-8:
     :mod:`beam_newton`), the relative L2 of the SPON printed: ``ratio beam_infer_vs_newton``.
 
-Planned full run (the defaults; 2 cores, torch 2 threads), about 60 minutes except for the MGN
-rollout (below):
+Planned full run (the defaults; 2 cores, torch 2 threads): about 60-65 minutes, estimated
+from timings of the parts on a loaded machine (the full bench has not been run end to end):
 
-* cylinder data: :func:`fe_operators.meshes.dfg.dfg_mesh` at resolution 0.35 (1,333
-  triangles, 6,291 Taylor–Hood DOFs, 2,783 P2 nodes), dt = 1/400 stored every step, 24
-  training Reynolds numbers evenly spaced in [80, 200] and 6 held-out ones at midpoints
-  between them; one continuation chain in increasing Re: the first trajectory (Re = 80)
-  spins up 4 time units from the perturbed steady state, each next one starts from the
-  previous developed state scaled to its Re (velocity by the Re ratio, pressure by its
-  square: the inflow data are then exact) and spins up 0.75 time units; 700 stored steps
-  (1.75 time units), of which the first 380 are the training horizon and all 700 the
-  rollout.  Measured on this mesh (loaded machine): Re = 80 sheds with St = 0.289,
-  period 0.432 (173 steps), its lift amplitude within 1 % of the limit cycle by t = 3 and
-  0.1 % by t = 4; Re = 200 has St = 0.316, period 0.158 (63 stored steps per period, the
-  fewest of the family: >= 50); continuing from Re = 80 straight to Re = 200, the lift
-  amplitude is within 1.3 % after 1 time unit and 0.1 % after 1.5 (the chain's steps
-  are 5 in Re).  So the training horizon is 2.2 periods at Re = 80 (6 at Re = 200) and
-  the rollout 4 periods at Re = 80 (1.8 beyond the training horizon), enough for St
-  over 3 periods from upward zero crossings at any phase.  (The steady Newton solve of
-  :meth:`initial_state` diverges at Re = 200 on this mesh; the chain never needs it
-  above Re = 80.)  About 1,600 + 30 x (300 + 700) = 31,600 FE steps at 30-50 ms (quiet
-  machine, one process): 16-26 minutes, cached in ``--out`` (a rerun of any stage
-  reuses them); the MPI ensemble of ``fe-operators generate`` on 2 processes halves it
-  once the trajectory files replace :func:`cylinder_data`;
-* MGN: 600 s of training (``--budget``).  The pinned design costs 26.2 G multiply-adds a
+* cylinder data: two trajectory files of the product
+  (:func:`fe_operators.data.generation.generate_dataset`, what ``fe-operators generate``
+  runs, with time settings; read back with
+  :func:`~fe_operators.data.trajectories.read_trajectories`) on
+  :func:`fe_operators.meshes.dfg.dfg_mesh` at resolution 0.35 (1,333 triangles, 6,291
+  Taylor–Hood DOFs, 2,783 P2 nodes), dt = 1/400 stored every step: 24 training
+  trajectories with ``Re`` drawn uniformly in [80, 200] (seed ``--seed``) and 6 held-out
+  ones drawn in [85, 195] (seed ``--seed + 1``: inside the training range).  Every
+  trajectory independently: the perturbed steady state (Newton with continuation in
+  ``Re``), 800 unstored spin-up steps (2 time units: 4.6 shedding periods at Re 80,
+  12 at Re 200), 700 stored steps (1.75 time units), of which the first 380 are the
+  training horizon (2.2 periods at Re 80) and all 700 the rollout (4 periods at Re 80,
+  1.8 beyond the training horizon; St over 3 periods from upward zero crossings at any
+  phase); Re 200 has 63 stored steps per period (>= 50).  30 x 1,500 = 45,000 FE steps
+  at 30-50 ms: 25-35 minutes on one process, about 15 with the MPI ensemble on
+  ``--gen-procs 2`` (the default; ``mpiexec``), once: the files are kept in ``--out``
+  and a rerun of any stage reuses them;
+* MGN: 420 s of training (``--budget``).  The pinned design costs 26.2 G multiply-adds a
   step on the P2 graph of this mesh (2,783 nodes, 28,344 directed edges; 2.33 M
-  parameters), 1.9-3.2 s a step at batch 1 on one loaded core, 5-17 s for a training
-  update of batch 2: 600 s are some 40-120 updates (the paper trains for millions), and
-  the rollout of 6 x 700 steps (110 T multiply-adds) takes 30-60 minutes on 2 cores,
-  which breaks the 60-minute plan.  ``--mgn-graph p1`` (the vertex graph: 725 nodes,
-  4,116 edges, 4.3 G a step, 0.44 s) brings the rollout to 5-10 minutes at the price of
-  the midpoints' interpolation error as a floor (printed; 0.12 on the smoke mesh);
-  ``--device cuda`` trains and rolls out on a GPU where there is one (the step timings
-  stay on the CPU);
-* rollout SPON: the same 600 s once merged;
+  parameters), 1.9-3.2 s a step at batch 1 on one loaded core: its rollout of 6 x 700
+  steps alone would take 1.5-3 hours on 2 cores.  So the default is the vertex graph
+  (``--mgn-graph p1``: 725 nodes, 4,116 edges, 4.3 G a step, 0.44 s at batch 1 on one
+  loaded core) with the P2 midpoint velocities interpolated from the vertices, as the
+  paper's meshes carry their fields at the vertices; the interpolation error of the FE
+  states is printed as the MGN's error floor (``p2`` keeps the exact graph where there
+  is time or a GPU).  The rollout of 6 x 700 steps (18 T multiply-adds) takes 10-15
+  minutes on 2 cores, the lift evaluation 1-2;
+* rollout SPON: 420 s of training, a rollout of a few minutes, the lift evaluation and
+  the Leray projections 2-3 minutes;
 * beam: 80/10/20 samples on the family's default mesh (32,882 DOFs; 2-5 s a solve: 4-9
-  minutes, cached), 360 s of training (``--beam-budget``), the Newton timing 1 minute.
+  minutes, cached), 300 s of training (``--beam-budget``), the Newton timing 1 minute.
 
-``--smoke``: a coarse mesh (resolution 0.2), Reynolds numbers 90 and 150 for training and
-120 held out, a few steps, a tiny MGN (latent 16, 2 blocks) and beam (40 x 4 cells, 6/2/2
-samples), a few seconds of training each: checks that every stage runs (tests run it).
+Sum: data 15-16, MGN 19-24, SPON 10-12, beam 10-15 minutes.  ``--device cuda`` trains and
+rolls out both cylinder models on a GPU where there is one (the step timings stay on the
+CPU).
+
+``--smoke``: a coarse mesh (resolution 0.2, dt 1/100), 2 training trajectories with Re
+drawn in [90, 150] and 1 held out in [110, 130] (2 spin-up and 8 stored steps, generated in
+this process), a tiny MGN (latent 16, 2 blocks), rollout SPON (width 8, 2 layers) and beam
+(40 x 4 cells, 6/2/2 samples), 4 s of training each: every stage runs and prints every
+ratio line in under a minute (tests run it; St is nan there: no shedding period fits).
 """
 
 from __future__ import annotations
@@ -547,8 +550,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=("all", *STAGES), default="all")
     p.add_argument("--smoke", action="store_true", help="tiny settings: checks that every stage runs")
-    p.add_argument("--budget", type=float, default=600.0, help="training seconds of each cylinder model")
-    p.add_argument("--beam-budget", type=float, default=360.0, help="training seconds of the beam SPON")
+    p.add_argument("--budget", type=float, default=420.0, help="training seconds of each cylinder model")
+    p.add_argument("--beam-budget", type=float, default=300.0, help="training seconds of the beam SPON")
     p.add_argument("--resolution", type=float, default=0.35, help="dfg_mesh resolution of the cylinder data")
     p.add_argument("--fe-steps", type=int, default=40, help="timed FE steps (default 40)")
     p.add_argument("--repeats", type=int, default=5, help="timed surrogate steps (median)")
