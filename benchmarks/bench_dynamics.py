@@ -62,7 +62,18 @@ from timings of the parts on a loaded machine (the full bench has not been run e
 * beam: 80/10/20 samples on the family's default mesh (32,882 DOFs; 2-5 s a solve: 4-9
   minutes, cached), 300 s of training (``--beam-budget``), the Newton timing 1 minute.
 
-Sum: data 15-16, MGN 19-24, SPON 10-12, beam 10-15 minutes.  ``--device cuda`` trains and
+Sum: data 15-16, MGN 19-24, SPON 10-12, beam 10-15 minutes.
+
+Measured at full model sizes on the full mesh in a short stage run (2 training and 1
+held-out trajectories of 30 steps from the perturbed steady state, 30 s budgets, one
+torch thread, a shared machine): FE step median 37 ms; rollout SPON step at batch 1
+33 ms (``dyn_step_vs_fe_step`` about 0.9: the FE step reuses its LU factorisation, a few
+GMRES iterations, while the GNN's 4 layers over 2,783 nodes and 28k edges cost as much);
+MGN step (vertex graph) 192 ms at batch 1; about 2 s per SPON update (batch 8, 2 steps
+unrolled) and 1.4 s per MGN update (batch 2), so 420 s are some 200 and 300 updates; the
+vertex-graph floor of those early states 6.5e-2 (printed with every run: the MGN cannot
+go below it, so ``dyn_rollout_vs_mgn`` is read next to it); the Leray projection of 31
+states 1 s with ``max ‖div u‖/‖∇u‖`` 1.2e-13.  ``--device cuda`` trains and
 rolls out both cylinder models on a GPU where there is one (the step timings stay on the
 CPU).
 
@@ -339,6 +350,7 @@ def stage_mgn(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], 
             g.join(*g.split(true))[:, :2 * m].reshape(-1, m, 2), true[:, :2 * m].reshape(-1, m, 2))
         print(f"MGN on the vertex graph: velocity rel L2 of the interpolated FE states (the floor) "
               f"{float(floor.mean()):.3e}", flush=True)
+        results["mgn_floor"] = float(floor.mean())
     info = train_mgn(model, train.states, train.params, budget=args.budget, horizon=s["train_horizon"],
                      seed=args.seed)
     t0 = time.perf_counter()
@@ -466,6 +478,10 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
           f"along the rollouts {ev['div_free']:.2e} (raw rollout {ev['div_raw']:.2e}); Dirichlet error "
           f"{ev['div_free_boundary_error']:.1e}; velocity rel L2 time average {ev['div_free_rel_l2_time_avg']:.3e} "
           f"(unprojected {ev['rel_l2_time_avg']:.3e})", flush=True)
+    if "mgn_floor" in results and "mgn" in results:
+        print(f"SPON: info: the MGN's vertex-graph floor is {results['mgn_floor']:.3e} (its time average "
+              f"{results['mgn']['rel_l2_time_avg']:.3e}); SPON time average / that floor "
+              f"{ev['rel_l2_time_avg'] / results['mgn_floor']:.3f}", flush=True)
     results["spon"] = {"steps": result.step, "train_s": train_s, "rollout_s": rollout_s, **ev}
     ratios = {"dyn_rollout_vs_mgn": (ev["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"]
                                      if "mgn" in results else None),
