@@ -76,6 +76,33 @@ def test_steady_forces_dfg_2d1(coarse):
     assert coarse.force_coefficients([stokes], params)[0] != pytest.approx(cd, rel=1e-2)
 
 
+def test_steady_state_continuation_from_high_re(tmp_path):
+    """Re = 200 on dfg_mesh(0.35): Newton from Stokes diverges, continuation in Re converges.
+
+    Each retry must start from the last converged state (or the Stokes solution scaled to
+    the tried inflow): restarting from the target's Stokes state diverged at every Re.
+    """
+    problem = NavierStokesCylinder(load_mesh(dfg_mesh(tmp_path, 0.35)), dt=1 / 400)
+    params = {"Re": 200.0}
+    state = problem.steady_state(params)
+    # the steady residual vanishes off the Dirichlet rows
+    F = fd.replace(problem._F_steady, {problem._w: state})
+    r = fd.assemble(F)
+    for bc in problem.output_bcs(params):
+        bc.zero(r)
+    res = np.concatenate([sub.dat.data_ro.ravel() for sub in r.subfunctions])
+    scale = np.concatenate([sub.dat.data_ro.ravel() for sub in fd.assemble(
+        fd.replace(problem._F_steady, {problem._w: problem.stokes_state(params)})).subfunctions])
+    assert np.abs(res).max() < 1e-8 * np.abs(scale).max()
+    mask, values = _bc_mask_and_values(problem, params)
+    np.testing.assert_array_equal(problem.state_to_array(state)[mask], values)
+    # the first try, Newton from the Stokes solution at Re = 200, does fail
+    problem._w.assign(problem.stokes_state(params))
+    problem._umax.assign(problem.max_velocity(params))
+    with pytest.raises(fd.ConvergenceError):
+        problem._steady_solver.solve()
+
+
 def test_steps_keep_exact_boundary_values_and_small_divergence(coarse):
     params = {"Re": 150.0}
     mask, values = _bc_mask_and_values(coarse, params)

@@ -459,7 +459,10 @@ class NavierStokesCylinder(TimeDependentProblem):
     def steady_state(self, params: Mapping[str, float]) -> fd.Function:
         """The steady Navier–Stokes solution by Newton's method from the Stokes solution.
 
-        Continuation in ``Re`` (halving the step) if Newton fails from Stokes.
+        Continuation in ``Re`` (halving the step) if Newton fails from Stokes: each try
+        starts from the last converged state, or from the Stokes solution of the tried
+        inflow (Stokes is linear in it) before any; a start from a state of a larger
+        inflow diverges (ν is fixed, so its velocities are too fast for the tried ``Re``).
 
         Raises
         ------
@@ -472,15 +475,19 @@ class NavierStokesCylinder(TimeDependentProblem):
             self._steady_solver = fd.NonlinearVariationalSolver(
                 problem, solver_parameters=STEADY_SOLVER_PARAMETERS)
         target = params["Re"]
-        self._w.assign(self.stokes_state({"Re": target}))
+        stokes = self.stokes_state({"Re": target})
+        converged = None
         reached, trial = 0.0, target
         while True:
-            start = self._w.copy(deepcopy=True)
+            if converged is None:
+                self._w.assign(stokes)
+                self._w *= trial / target
+            else:
+                self._w.assign(converged)
             self._umax.assign(self.max_velocity({"Re": trial}))
             try:
                 self._steady_solver.solve()
             except fd.ConvergenceError as exc:
-                self._w.assign(start)
                 if trial - reached < target / 64:
                     snes = self._steady_solver.snes
                     raise SolveError(snes.getConvergedReason(), detail=" ".join(str(exc).split()),
@@ -489,6 +496,7 @@ class NavierStokesCylinder(TimeDependentProblem):
                 continue
             if trial == target:
                 return self._w.copy(deepcopy=True)
+            converged = self._w.copy(deepcopy=True)
             reached, trial = trial, target
 
     # -------------------------------------------------------------- forces
