@@ -63,7 +63,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import h5py
@@ -89,8 +89,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fe_operators.fem.spaces import SpaceInfo
     from fe_operators.problems.base import Problem
 
-__all__ = ["FEFile", "FESpaces", "damaged_file_error", "dof_coordinates", "numbering_hash", "state_numbering_hash",
-           "wrong_kind_message"]
+__all__ = ["FEFile", "FESpaces", "damaged_file_error", "dof_coordinates", "numbering_hash", "read_metadata",
+           "state_numbering_hash", "wrong_kind_message"]
 
 _LAGRANGE = {"Lagrange", "Discontinuous Lagrange", "Q", "DQ", "TensorProductElement"}
 
@@ -238,6 +238,60 @@ def _rows(ds: h5py.Dataset, sel: Any, n: int) -> np.ndarray:
     return ds[sel]
 
 
+def read_metadata(path: str, kind: str, read: Callable[[h5py.Group], None]) -> None:
+    """Open a dataset file, check its format, version and kind, then ``read(group)``.
+
+    The one place both readers (:class:`FEFile`, and
+    :class:`~fe_operators.data.trajectories.TrajectoryFile`) check what a file is before
+    trusting its metadata; ``read`` gets the open ``/fe_operators`` group.
+
+    Raises
+    ------
+    DatasetFileError
+        The file is missing, not HDF5, not an fe_operators dataset, of another format
+        version (version 1 had no per-sample digests: regenerate), of the other kind
+        (the message names the right reader), or damaged (``read`` may raise it too).
+    """
+    if not os.path.isfile(path):
+        raise DatasetFileError(f"no dataset file at {path}")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetFileError(f"{path} is not a readable HDF5 file (damaged, or not HDF5: "
+                               f"{' '.join(str(exc).split())})") from exc
+    try:
+        with h5:
+            g = _group_or_none(h5)
+            if not isinstance(g, h5py.Group):
+                raise DatasetFileError(f"{path} is not an fe_operators dataset (no /{GROUP} group)")
+            if g.attrs.get("format") != FORMAT:
+                raise DatasetFileError(
+                    f"{path} is not an fe_operators dataset: its /{GROUP} group has format "
+                    f"{g.attrs.get('format')!r:.60}, expected {FORMAT!r} (a damaged file, or "
+                    "another program's)"
+                )
+            version = int(g.attrs["format_version"])
+            if version > FORMAT_VERSION:
+                raise DatasetFileError(
+                    f"{path} has format version {version}; this fe_operators reads up to "
+                    f"{FORMAT_VERSION}: upgrade fe_operators"
+                )
+            if version < FORMAT_VERSION:  # version 1 had no digests: its samples cannot be verified
+                raise DatasetFileError(
+                    f"{path} has format version {version}, written by an older fe_operators "
+                    "without per-sample digests; regenerate it with this version (fe-operators "
+                    "generate ... --overwrite)"
+                )
+            found = file_kind(g.attrs)
+            if found != kind:
+                raise DatasetFileError(wrong_kind_message(path, found, g.attrs))
+            read(g)
+    except DatasetFileError:
+        raise
+    except _DAMAGE as exc:  # a bad signature, checksum, heap or attribute
+        raise damaged_file_error(path, exc, "its metadata") from exc
+
+
 class FEFile:
     """Read access to a dataset file (no handle is kept open between calls).
 
@@ -272,65 +326,31 @@ class FEFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise DatasetFileError(f"no dataset file at {self.path}")
-        try:
-            h5 = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DatasetFileError(f"{self.path} is not a readable HDF5 file (damaged, or not HDF5: "
-                                   f"{' '.join(str(exc).split())})") from exc
-        try:
-            with h5:
-                g = _group_or_none(h5)
-                if not isinstance(g, h5py.Group):
-                    raise DatasetFileError(f"{self.path} is not an fe_operators dataset (no /{GROUP} group)")
-                if g.attrs.get("format") != FORMAT:
-                    raise DatasetFileError(
-                        f"{self.path} is not an fe_operators dataset: its /{GROUP} group has format "
-                        f"{g.attrs.get('format')!r:.60}, expected {FORMAT!r} (a damaged file, or "
-                        "another program's)"
-                    )
-                version = int(g.attrs["format_version"])
-                if version > FORMAT_VERSION:
-                    raise DatasetFileError(
-                        f"{self.path} has format version {version}; this fe_operators reads up to "
-                        f"{FORMAT_VERSION}: upgrade fe_operators"
-                    )
-                if version < FORMAT_VERSION:  # version 1 had no digests: its samples cannot be verified
-                    raise DatasetFileError(
-                        f"{self.path} has format version {version}, written by an older fe_operators "
-                        "without per-sample digests; regenerate it with this version (fe-operators "
-                        "generate ... --overwrite)"
-                    )
-                kind = file_kind(g.attrs)
-                if kind != KIND_STEADY:
-                    raise DatasetFileError(wrong_kind_message(self.path, kind, g.attrs))
-                self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
-                self.input_names: list[str] = json.loads(g.attrs["input_names"])
-                self.mesh_name: str = str(g.attrs["mesh_name"])
-                keys = [space_key(n) for n in self.input_names] + [space_key(None)]
-                self.space_dicts: dict[str, dict[str, Any]] = {
-                    k: json.loads(g[f"spaces/{k}"].attrs["info"]) for k in keys
-                }
-                self.numbering: dict[str, str] = {
-                    k: str(g[f"spaces/{k}"].attrs["numbering_hash"]) for k in keys
-                }
-                self.n_samples = int(g["done"].shape[0])
-                fields = digest_fields(self.input_names)
-                digests = g["digests"]
-                if (digests.shape != (self.n_samples, len(fields), DIGEST_SIZE)
-                        or json.loads(digests.attrs["fields"]) != fields):
-                    raise DatasetFileError(
-                        f"{self.path} is damaged: its digests have shape {digests.shape}, expected "
-                        f"{(self.n_samples, len(fields), DIGEST_SIZE)} for fields {fields}; generate it "
-                        "again (fe-operators generate ... --overwrite) or restore a good copy"
-                    )
-                self.done: np.ndarray = g["done"][...].astype(bool)
-                self.times: np.ndarray = g["time_per_sample"][...]
-        except DatasetFileError:
-            raise
-        except _DAMAGE as exc:  # a bad signature, checksum, heap or attribute
-            raise damaged_file_error(self.path, exc, "its metadata") from exc
+        read_metadata(self.path, KIND_STEADY, self._read_metadata)
+
+    def _read_metadata(self, g: h5py.Group) -> None:
+        self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
+        self.input_names: list[str] = json.loads(g.attrs["input_names"])
+        self.mesh_name: str = str(g.attrs["mesh_name"])
+        keys = [space_key(n) for n in self.input_names] + [space_key(None)]
+        self.space_dicts: dict[str, dict[str, Any]] = {
+            k: json.loads(g[f"spaces/{k}"].attrs["info"]) for k in keys
+        }
+        self.numbering: dict[str, str] = {
+            k: str(g[f"spaces/{k}"].attrs["numbering_hash"]) for k in keys
+        }
+        self.n_samples = int(g["done"].shape[0])
+        fields = digest_fields(self.input_names)
+        digests = g["digests"]
+        if (digests.shape != (self.n_samples, len(fields), DIGEST_SIZE)
+                or json.loads(digests.attrs["fields"]) != fields):
+            raise DatasetFileError(
+                f"{self.path} is damaged: its digests have shape {digests.shape}, expected "
+                f"{(self.n_samples, len(fields), DIGEST_SIZE)} for fields {fields}; generate it "
+                "again (fe-operators generate ... --overwrite) or restore a good copy"
+            )
+        self.done: np.ndarray = g["done"][...].astype(bool)
+        self.times: np.ndarray = g["time_per_sample"][...]
 
     # ------------------------------------------------------------------ plain data
     @property

@@ -56,8 +56,8 @@ import h5py
 import numpy as np
 
 from fe_operators.data.digests import DIGEST_SIZE, check_digests
-from fe_operators.data.h5 import _DAMAGE, _group_or_none, damaged_file_error, wrong_kind_message
-from fe_operators.data.layout import FORMAT, FORMAT_VERSION, GROUP, KIND_TRAJECTORIES, TRAJECTORY_FIELDS, file_kind
+from fe_operators.data.h5 import _DAMAGE, damaged_file_error, read_metadata
+from fe_operators.data.layout import GROUP, KIND_TRAJECTORIES, TRAJECTORY_FIELDS
 from fe_operators.errors import DatasetFileError, NumberingError
 from fe_operators.limits import check_allocation, format_bytes
 
@@ -190,48 +190,26 @@ class TrajectoryFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise DatasetFileError(f"no dataset file at {self.path}")
-        try:
-            h5 = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DatasetFileError(f"{self.path} is not a readable HDF5 file (damaged, or not HDF5: "
-                                   f"{' '.join(str(exc).split())})") from exc
-        try:
-            with h5:
-                g = _group_or_none(h5)
-                if not isinstance(g, h5py.Group) or g.attrs.get("format") != FORMAT:
-                    raise DatasetFileError(f"{self.path} is not an fe_operators dataset (no /{GROUP} group of "
-                                           f"format {FORMAT!r})")
-                kind = file_kind(g.attrs)
-                if kind != KIND_TRAJECTORIES:
-                    raise DatasetFileError(wrong_kind_message(self.path, kind, g.attrs))
-                version = int(g.attrs["format_version"])
-                if version != FORMAT_VERSION:
-                    raise DatasetFileError(f"{self.path} has format version {version}; this fe_operators reads "
-                                           f"trajectory files of version {FORMAT_VERSION}: regenerate it, or "
-                                           "upgrade fe_operators")
-                self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
-                self.param_names: list[str] = json.loads(g.attrs["param_names"])
-                self.mesh_name = str(g.attrs["mesh_name"])
-                self.numbering = str(g["spaces/state"].attrs["numbering_hash"])
-                self.n_samples = int(g["done"].shape[0])
-                self.n_stored, self.n_dofs = (int(n) for n in g["states"].shape[1:])
-                want = {"params": (self.n_samples, len(self.param_names)),
-                        "states": (self.n_samples, self.n_stored, self.n_dofs),
-                        "digests": (self.n_samples, len(TRAJECTORY_FIELDS), DIGEST_SIZE)}
-                got = {k: tuple(g[k].shape) for k in want}
-                if got != want or json.loads(g["digests"].attrs["fields"]) != list(TRAJECTORY_FIELDS):
-                    raise DatasetFileError(
-                        f"{self.path} is damaged: its arrays have shapes {got}, expected {want}; generate it "
-                        "again (fe-operators generate ... --overwrite) or restore a good copy"
-                    )
-                self.done: np.ndarray = g["done"][...].astype(bool)
-                self.times: np.ndarray = g["time_per_sample"][...]
-        except DatasetFileError:
-            raise
-        except _DAMAGE as exc:
-            raise damaged_file_error(self.path, exc, "its metadata") from exc
+        read_metadata(self.path, KIND_TRAJECTORIES, self._read_metadata)
+
+    def _read_metadata(self, g: h5py.Group) -> None:
+        self.provenance: dict[str, Any] = json.loads(g.attrs["provenance"])
+        self.param_names: list[str] = json.loads(g.attrs["param_names"])
+        self.mesh_name = str(g.attrs["mesh_name"])
+        self.numbering = str(g["spaces/state"].attrs["numbering_hash"])
+        self.n_samples = int(g["done"].shape[0])
+        self.n_stored, self.n_dofs = (int(n) for n in g["states"].shape[1:])
+        want = {"params": (self.n_samples, len(self.param_names)),
+                "states": (self.n_samples, self.n_stored, self.n_dofs),
+                "digests": (self.n_samples, len(TRAJECTORY_FIELDS), DIGEST_SIZE)}
+        got = {k: tuple(g[k].shape) for k in want}
+        if got != want or json.loads(g["digests"].attrs["fields"]) != list(TRAJECTORY_FIELDS):
+            raise DatasetFileError(
+                f"{self.path} is damaged: its arrays have shapes {got}, expected {want}; generate it "
+                "again (fe-operators generate ... --overwrite) or restore a good copy"
+            )
+        self.done: np.ndarray = g["done"][...].astype(bool)
+        self.times: np.ndarray = g["time_per_sample"][...]
 
     # ------------------------------------------------------------------ plain data
     @property
