@@ -202,3 +202,39 @@ def test_mismatches_are_one_line(run, tmp_path, capsys):
     assert main_evaluate([str(run_dir), "--data", str(other)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "25" in err and "16" in err and "training mesh" in err
+
+
+MY_HEAT = '''
+from fe_operators.problems.heat import HeatEquation
+
+
+class MyHeat(HeatEquation):
+    """A family of the user's own (not registered)."""
+
+    name = "my_heat"
+'''
+
+
+def test_own_family_needs_problem_flag(tmp_path, capsys, monkeypatch):
+    """As for steady data: a stored module:Class is imported only when --problem names it."""
+    (tmp_path / "my_heat_mod.py").write_text(MY_HEAT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = tmp_path / "mine.h5"
+    assert main_generate(["my_heat_mod:MyHeat", "--mesh", "unitsquare:3", "--samples", "4", "--steps", "4",
+                          "--out", str(data), "--quiet"]) == 0
+    config = _config(tmp_path, data, tmp_path / "mine", width=4, depth=1, unroll=1)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["split"] = [2, 1, 1]
+    cfg["train"]["epochs"] = 1
+    config.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main_train(["--config", str(config)]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--problem my_heat_mod:MyHeat" in err
+    assert main_train(["--config", str(config), "--problem", "my_heat_mod:MyHeat"]) == 0
+    capsys.readouterr()
+    assert main_evaluate([str(tmp_path / "mine"), "--data", str(data)]) != 0
+    assert "--problem my_heat_mod:MyHeat" in capsys.readouterr().err
+    assert main_evaluate([str(tmp_path / "mine"), "--data", str(data), "--problem", "my_heat_mod:MyHeat"]) == 0
+    report = json.loads((tmp_path / "mine" / "eval-mine-test" / "rollout.json").read_text())
+    assert report["summary"]["boundary_error"] == 0.0

@@ -26,7 +26,8 @@ from fe_operators.errors import SpaceMismatchError, UsageError
 __all__ = ["evaluate_rollout_run", "format_rollout"]
 
 
-def _rows(trained_on: dict[str, Any], run_config: dict[str, Any], file: Any, split: str | None) -> tuple[str, np.ndarray]:
+def _rows(trained_on: dict[str, Any], run_config: dict[str, Any], file: Any,
+          split: str | None) -> tuple[str, np.ndarray]:
     """The split (default: ``"test"`` for the run's training file where it has a test split) and its rows."""
     from fe_operators.data import split_rows
 

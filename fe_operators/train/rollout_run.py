@@ -128,7 +128,7 @@ register_model(ROLLOUT_MODEL_TYPE, _refuse_steady, RolloutSchema())
 
 def run_rollout_training(cfg: RunConfig, file: Any, resume: bool, problem: str | type | None,
                          stored: dict[str, Any] | None = None) -> Any:
-    """Train a rollout SPON on the trajectory file ``file`` (what :func:`~fe_operators.train.run.run_training` does for one).
+    """Train a rollout SPON on the trajectory file ``file`` (:func:`~fe_operators.train.run.run_training` for one).
 
     Parameters
     ----------

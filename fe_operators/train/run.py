@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from fe_operators.data import FEDataset, FEFile, split_rows
+from fe_operators.data import FEDataset, split_rows
 from fe_operators.errors import CheckpointError, ConfigError, SpaceMismatchError
 from fe_operators.models.normalized import NormalizedModel
 from fe_operators.train.checkpoint import atomic_write, check_spaces, load_model, read_checkpoint
