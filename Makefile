@@ -19,7 +19,7 @@ demo: install
 	.venv/bin/fe-operators doctor
 	$(PY) demos/main_job.py
 
-# About three minutes on 2 cores: cylinder trajectories -> rollout SPON -> per-step errors, errors.png, rollout.pvd (out/cylinder_rollout).
+# About two minutes on 2 cores: cylinder trajectories -> rollout SPON -> per-step errors, errors.png, rollout.pvd (out/cylinder_rollout).
 demo-rollout: install
 	$(PY) demos/cylinder_rollout.py
 

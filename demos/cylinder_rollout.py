@@ -19,7 +19,7 @@ The whole trajectory pipeline on a small configuration, with the commands of the
    one frame per step, for ParaView).
 
 ``python demos/cylinder_rollout.py [--smoke]`` (defaults: 6 trajectories of 40 stored
-steps, a 60 s training budget, about three minutes on 2 cores; ``--smoke``: a coarser
+steps, a 60 s training budget, about two minutes on 2 cores; ``--smoke``: a coarser
 mesh, 3 short trajectories, one epoch, seconds).  Output in ``out/cylinder_rollout[-smoke]/``.
 A surrogate this small, trained on four trajectories for a minute, drifts from the
 reference within a shedding period (measured on a loaded 2-core machine: mean relative
