@@ -112,6 +112,36 @@ def test_evaluate_prints_steps_and_takes_fewer_steps(run, capsys):
     assert len(report["times"]) == 5 and report["summary"]["boundary_error"] == 0.0
 
 
+def test_evaluate_rolls_on_past_the_horizon(run, capsys):
+    """--steps past the stored 10: errors over the 10, then 4 more steps whose time-dependent
+    Dirichlet values are the FE solver's at those times, bit for bit."""
+    from fe_operators.data import TrajectoryFile
+    from fe_operators.train import load_model
+
+    folder, data, run_dir = run
+    out = folder / "eval14"
+    capsys.readouterr()
+    assert main_evaluate([str(run_dir), "--data", str(data), "--steps", "14", "--split", "all", "--out", str(out)]) == 0
+    assert "4 more steps past the stored horizon" in capsys.readouterr().out
+    report = json.loads((out / "rollout.json").read_text())
+    beyond = report["beyond_horizon"]
+    assert len(report["times"]) == 11 and beyond["steps"] == 4 and beyond["boundary_error"] == 0.0
+    assert np.allclose(beyond["times"], 0.02 * np.arange(10, 15))
+    assert (out / "rollout_beyond.pvd").read_text().count("<DataSet") == 5
+    # the FE solver's states 11..14 have the Dirichlet values the CLI's rollout used
+    file = TrajectoryFile(data)
+    problem = file.rebuild_problem()
+    params, states = file.read([0])
+    p = dict(zip(file.param_names, params[0]))
+    longer = problem.trajectory(p, 14, spinup_steps=2)
+    assert np.array_equal(longer[:11], states[0])
+    from fe_operators.evaluation.rollout_run import _boundary_data
+
+    mask = load_model(run_dir / "best.pt").network.layout.mask.numpy()
+    boundary = _boundary_data(problem, file, params, states[:, -1], np.arange(10, 15))  # what the CLI imposed
+    assert np.array_equal(boundary[0][:, mask], longer[10:, mask]) and np.ptp(longer[11:, mask]) > 0
+
+
 def test_heat_rebuilds_from_its_description(run):
     """The file's description rebuilds the family (no callables stored); custom callables are refused by name."""
     import firedrake as fd
@@ -190,10 +220,13 @@ def test_mismatches_are_one_line(run, tmp_path, capsys):
     assert main_evaluate([str(run_dir), "--data", str(steady)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rollout surrogate" in err
-    # --steps beyond the stored horizon, or on steady data
-    assert main_evaluate([str(run_dir), "--data", str(data), "--steps", "11"]) == 2
+    # --steps not positive, or on steady data
+    assert main_evaluate([str(run_dir), "--data", str(data), "--steps", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--steps must lie in 1..10" in err
+    assert err.count("\n") == 1 and "--steps must be a positive" in err
+    assert main_evaluate([str(tmp_path / "steady"), "--data", str(steady), "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--steps is for trajectory files" in err
     # trajectories of another mesh
     other = tmp_path / "heat3.h5"
     assert main_generate(["heat", "--mesh", "unitsquare:3", "--samples", "2", "--steps", "10",

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--steps", type=int, metavar="N",
                    help="trajectory files: steps to roll out from the first stored state (default: the whole "
-                        "stored horizon; at most it, where the reference exists)")
+                        "stored horizon; errors where the reference exists, steps past it to rollout_beyond.pvd)")
     p.add_argument("--problem", metavar="MODULE:CLASS",
                    help="the problem class of your own that generated the data (it must be importable, e.g. "
                         "with PYTHONPATH); only then is it imported: a file never names code to run")

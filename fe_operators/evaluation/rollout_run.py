@@ -15,6 +15,7 @@ This module imports Firedrake.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -65,8 +66,10 @@ def evaluate_rollout_run(run: str | os.PathLike, data: str | os.PathLike, *, ste
     data
         A trajectory file of ``fe-operators generate``.
     steps
-        Steps to roll out (default: the whole stored horizon); at most the stored horizon,
-        where the reference exists.
+        Steps to roll out (default: the whole stored horizon).  Errors are measured where
+        the reference exists; steps past the stored horizon roll on with the family's
+        Dirichlet data at those times (``rollout_beyond.pvd``, ``beyond_horizon`` in
+        ``rollout.json``: their boundary error and whether the states stay finite).
     split
         ``"test"`` (the run's test trajectories; default for its training file when it has
         some) or ``"all"``.
@@ -131,9 +134,9 @@ def evaluate_rollout_run(run: str | os.PathLike, data: str | os.PathLike, *, ste
         raise SpaceMismatchError(f"{file.path} numbers its DOFs differently from the trajectories {ckpt} was trained "
                                  f"on ({trained_on.get('path')!r}: another mesh or generator)")
     horizon = file.n_stored - 1
-    if steps is not None and not 1 <= int(steps) <= horizon:
-        raise UsageError(f"--steps must lie in 1..{horizon}: {file.path} stores {horizon} steps per trajectory (the "
-                         "reference of the errors); generate longer trajectories (--steps) to roll out further")
+    if steps is not None and int(steps) < 1:
+        raise UsageError(f"--steps must be a positive number of steps, got {steps}")
+    extra = 0 if steps is None else max(0, int(steps) - horizon)
     split, rows = _rows(trained_on, run_config, file, split)
     rebuilt = file.rebuild_problem(problem=problem)
     params = dict(zip(file.param_names, (float(v) for v in file.read([int(rows[0])])[0][0])))
@@ -142,11 +145,53 @@ def evaluate_rollout_run(run: str | os.PathLike, data: str | os.PathLike, *, ste
         raise SpaceMismatchError(f"the Dirichlet DOFs of the problem rebuilt from {file.path} differ from those "
                                  f"{ckpt} was trained with (other boundary markers)")
     trajectories = file.data(rows)
-    evaluation = evaluate_rollouts(network, trajectories, rebuilt,
-                                   n_steps=steps, kind=kind, batch_size=int(batch_size))
+    evaluation = evaluate_rollouts(network, trajectories, rebuilt, n_steps=None if steps is None else
+                                   min(int(steps), horizon), kind=kind, batch_size=int(batch_size))
     out = Path(out) if out is not None else ckpt.parent / f"eval-{Path(file.path).stem}-{split}"
     report = write_rollout_files(evaluation, trajectories, rebuilt, out)
+    if extra:
+        report["beyond_horizon"] = _beyond(network, rebuilt, file, trajectories, evaluation, extra, out)
+        (out / "rollout.json").write_text(json.dumps(report, indent=1))
     return {**report, "out": str(out), "split": split, "checkpoint": str(ckpt), "data": file.path}
+
+
+def _boundary_data(problem: Any, file: Any, params: np.ndarray, last: np.ndarray,
+                   stored_steps: np.ndarray) -> np.ndarray:
+    """``(batch, len(stored_steps), n_dofs)`` states holding the Dirichlet data at stored steps past the horizon.
+
+    A family with ``boundary_values(params, times)`` (time-dependent data, e.g. heat) gives
+    them on its clock (0 at the initial state: the spin-up comes first); any other family's
+    ``output_bcs(params)`` hold for every state by their contract, so the data of the last
+    stored state carry over.
+    """
+    t = file.time_settings
+    times = float(t["dt"]) * (int(t["spinup_steps"]) + stored_steps * int(t["store_every"]))
+    if hasattr(problem, "boundary_values"):
+        return np.stack([problem.boundary_values(dict(zip(file.param_names, (float(v) for v in p))), times)
+                         for p in params])
+    return np.repeat(last[:, None], stored_steps.size, axis=1)
+
+
+def _beyond(network: Any, problem: Any, file: Any, data: Any, evaluation: Any, extra: int,
+            out: Path) -> dict[str, Any]:
+    """Roll on ``extra`` steps past the stored horizon (no reference): ``rollout_beyond.pvd`` of the first trajectory."""
+    import torch
+
+    from fe_operators.evaluation.rollout import write_rollout_pvd
+
+    horizon = data.n_stored - 1
+    last = evaluation.predictions[:, -1]
+    steps = np.arange(horizon, horizon + extra + 1)
+    boundary = _boundary_data(problem, file, data.params, last, steps)
+    pred = network.rollout(torch.from_numpy(last).to(network.device),
+                           torch.from_numpy(np.asarray(data.params, dtype=np.float64)).to(network.device), extra,
+                           boundary=torch.from_numpy(boundary).to(network.device)).cpu().numpy()
+    mask = network.layout.mask.cpu().numpy()
+    times = data.dt * steps
+    write_rollout_pvd(out / "rollout_beyond.pvd", problem, pred[0], None, times)
+    return {"steps": int(extra), "times": times.tolist(), "pvd": "rollout_beyond.pvd",
+            "boundary_error": float(np.abs(pred[:, 1:][..., mask] - boundary[:, 1:][..., mask]).max(initial=0.0)),
+            "finite": bool(np.isfinite(pred).all())}
 
 
 def format_rollout(report: dict[str, Any], every: int | None = None) -> str:
@@ -164,6 +209,11 @@ def format_rollout(report: dict[str, Any], every: int | None = None) -> str:
     lines.append("mean over the horizon: " + ", ".join(
         f"{n} {summary[n]['mean_over_horizon']:.4e}" for n in names if isinstance(summary.get(n), dict)))
     lines.append(f"boundary error (max over the Dirichlet DOFs of all steps): {summary['boundary_error']:.3g}")
+    beyond = report.get("beyond_horizon")
+    if beyond:
+        lines.append(f"{beyond['steps']} more steps past the stored horizon (no reference): boundary error "
+                     f"{beyond['boundary_error']:.3g}, {'finite' if beyond['finite'] else 'NOT FINITE'}; "
+                     f"{beyond['pvd']}")
     lines.append(f"{report['n_samples']} trajectories ({report['split']}); rollout.json, errors.png, rollout.pvd "
                  f"in {report['out']}")
     return "\n".join(lines)
