@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from fe_operators.data import FEDataset, split_rows
+from fe_operators.data import FEDataset, FEFile, split_rows
 from fe_operators.errors import CheckpointError, ConfigError, SpaceMismatchError
 from fe_operators.models.normalized import NormalizedModel
 from fe_operators.train.checkpoint import atomic_write, check_spaces, load_model, read_checkpoint
@@ -126,7 +126,7 @@ def run_training(cfg: RunConfig, resume: bool = False, problem: str | type | Non
     from fe_operators.data.info import open_dataset
     from fe_operators.train.rollout_run import ROLLOUT_MODEL_TYPE, run_rollout_training
 
-    file = open_dataset(cfg.data.path)
+    file: FEFile | TrajectoryFile = open_dataset(cfg.data.path)
     if isinstance(file, TrajectoryFile):  # trajectories train a rollout surrogate
         return run_rollout_training(cfg, file, resume, problem, stored)
     if cfg.model.type == ROLLOUT_MODEL_TYPE:
