@@ -10,7 +10,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test test-all bench-bridge bench-data bench-spon bench-mgno bench-pc bench-dynamics
+.PHONY: install demo demo-rollout test test-all bench-bridge bench-data bench-spon bench-mgno bench-pc bench-dynamics
 
 install:
 	@bash scripts/install.sh
@@ -18,6 +18,10 @@ install:
 demo: install
 	.venv/bin/fe-operators doctor
 	$(PY) demos/main_job.py
+
+# About two minutes on 2 cores: cylinder trajectories -> rollout SPON -> per-step errors, errors.png, rollout.pvd (out/cylinder_rollout).
+demo-rollout: install
+	$(PY) demos/cylinder_rollout.py
 
 test: install
 	$(PY) -m pytest tests

@@ -44,3 +44,18 @@ def test_main_job_reaches_five_percent(tmp_path):
     summary = json.loads((out / "run" / "eval-data-test" / "evaluation.json").read_text())
     assert summary["rel_l2"] <= 0.05 and summary["n_samples"] == 400
     assert "reusing the finished run" in run_demo("main_job.py", out, timeout=120)  # idempotent
+
+
+@pytest.mark.slow
+def test_cylinder_rollout_smoke(tmp_path):
+    """generate -> train -> evaluate of the cylinder rollout demo (about 25 s on a loaded 2-core machine)."""
+    out = tmp_path / "out"
+    text = run_demo("cylinder_rollout.py", out, "--smoke", timeout=300)
+    assert "$ fe-operators generate navier_stokes" in text and "persistence" in text
+    evaluation = out / "run" / "eval-data-test"
+    report = json.loads((evaluation / "rollout.json").read_text())
+    assert report["summary"]["boundary_error"] == 0.0  # inflow and no-slip exact at every step
+    assert len(report["times"]) == 7 and set(report["mean_errors"]) == {"state", "velocity", "persistence"}
+    assert (evaluation / "errors.png").stat().st_size > 0
+    assert (evaluation / "rollout.pvd").read_text().count("<DataSet") == 7
+    assert "reusing the run" in run_demo("cylinder_rollout.py", out, "--smoke", timeout=120)  # idempotent

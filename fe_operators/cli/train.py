@@ -9,7 +9,9 @@ Usage::
 
 (also ``python -m fe_operators.train``).  The run is
 :func:`~fe_operators.train.run.run_training`, which describes the run folder; model types
-are registered in :mod:`fe_operators.train.model_types`.
+are registered in :mod:`fe_operators.train.model_types`.  A trajectory file in
+``data.path`` (a time-dependent family) trains a rollout surrogate, ``model.type:
+rollout_spon`` (:mod:`fe_operators.train.rollout_run`; ``--print-config rollout_spon``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 
 from fe_operators.data import FEFile
+from fe_operators.errors import SpaceMismatchError
 from fe_operators.evaluation.checks import (
     check_arguments, check_fit, check_not_precond, resolve_checkpoint, run_info, select_rows,
 )
@@ -96,6 +97,9 @@ def evaluate_run(
     check_arguments(split, batch_size, plots, device)
     ckpt = resolve_checkpoint(run, checkpoint)
     loaded = load_model(ckpt, device=device)
+    if type(loaded.network).__name__ == "RolloutSPON":
+        raise SpaceMismatchError(f"{ckpt} holds a rollout surrogate (trained on trajectories); {data} is not a "
+                                 "trajectory file: evaluate it on trajectories of its family")
     check_not_precond(loaded)
     file = FEFile(data)
     if problem is not None:  # a mismatch is an error before any data are read

@@ -4,7 +4,7 @@ Families are looked up by name with :func:`get_problem` (or built on a mesh spec
 :func:`load_problem`); each is a :class:`~fe_operators.problems.base.Problem` subclass in
 a module of its own that registers it with :func:`register_problem`.  Importing this
 package imports the families of the package, which fills :data:`FAMILIES`: seven steady
-ones and the time-dependent ``navier_stokes``
+ones and the time-dependent ``navier_stokes`` and ``heat``
 (:class:`~fe_operators.problems.timedep.TimeDependentProblem`, generated as trajectories).
 """
 
@@ -26,7 +26,7 @@ from fe_operators.problems.registry import (
 
 # the families register themselves on import (in this order, the order of FAMILIES)
 from fe_operators.problems import poisson, darcy, helmholtz, elasticity, nonlinear, stokes, hyperelastic  # noqa: E402,F401  isort: skip
-from fe_operators.problems import navier_stokes  # noqa: E402,F401  isort: skip  (time-dependent families)
+from fe_operators.problems import navier_stokes, heat  # noqa: E402,F401  isort: skip  (time-dependent families)
 
 __all__ = [
     "FAMILIES",

@@ -50,6 +50,7 @@ import firedrake as fd
 
 from fe_operators.fem.bcs import check_markers
 from fe_operators.problems._common import SPARSE_LU, Markers, json_markers, solve_or_raise
+from fe_operators.problems.registry import register_problem
 from fe_operators.problems.timedep import StepCallback, TimeDependentProblem
 
 __all__ = ["HeatEquation", "SCHEMES"]
@@ -74,6 +75,19 @@ def _range(name: str, value: Sequence[float], positive: bool = True) -> list[flo
     return [low, high]
 
 
+def _callable_or_none(key: str, value: Any) -> Any:
+    """A UFL callable, or None for the default (also the string ``"default"`` older descriptions hold)."""
+    if value is None or value == "default":
+        return None
+    if value == "custom":
+        raise ValueError(f"heat: this description had a custom {key} (a Python callable), which a description "
+                         f"cannot hold; build HeatEquation(..., {key}=<the callable>) yourself")
+    if not callable(value):
+        raise ValueError(f"expected {key} to be a callable or None, got {value!r}")
+    return value
+
+
+@register_problem("heat")
 class HeatEquation(TimeDependentProblem):
     """Heat equation with Dirichlet data on part of the boundary; parameters ``kappa``, ``amplitude``, ``frequency``.
 
@@ -98,7 +112,8 @@ class HeatEquation(TimeDependentProblem):
         ``g = boundary_value · cos(boundary_frequency · t)`` on ``Γ_D`` (defaults 0, 0).
     source, boundary, initial
         UFL callables replacing the default source, boundary data and initial state (for
-        manufactured solutions; the description then records ``"custom"``).
+        manufactured solutions; the description then records ``"custom"``, which cannot be
+        rebuilt from a file).  None (or ``"default"``): the defaults.
 
     Raises
     ------
@@ -123,10 +138,12 @@ class HeatEquation(TimeDependentProblem):
         frequency_range: Sequence[float] = (1.0, 3.0),
         boundary_value: float = 0.0,
         boundary_frequency: float = 0.0,
-        source: SourceFn | None = None,
-        boundary: BoundaryFn | None = None,
-        initial: InitialFn | None = None,
+        source: SourceFn | str | None = None,
+        boundary: BoundaryFn | str | None = None,
+        initial: InitialFn | str | None = None,
     ) -> None:
+        source, boundary, initial = (_callable_or_none(k, v) for k, v in
+                                     (("source", source), ("boundary", boundary), ("initial", initial)))
         if int(degree) not in (1, 2) or int(degree) != degree:
             raise ValueError(f"expected degree 1 or 2, got {degree!r}")
         if scheme not in SCHEMES:
@@ -142,9 +159,10 @@ class HeatEquation(TimeDependentProblem):
             amplitude_range=_range("amplitude_range", amplitude_range, positive=False),
             frequency_range=_range("frequency_range", frequency_range, positive=False),
             boundary_value=float(boundary_value), boundary_frequency=float(boundary_frequency),
-            source="custom" if source is not None else "default",
-            boundary="custom" if boundary is not None else "default",
-            initial="custom" if initial is not None else "default",
+            # only what the constructor accepts back: callables are recorded as "custom", which
+            # a rebuild from a file refuses with a clear message
+            **{k: "custom" for k, v in (("source", source), ("boundary", boundary), ("initial", initial))
+               if v is not None},
         )
         self.history = 1 if scheme == "bdf2" else 0
         self.steps_taken = 0  # the clock: time = steps_taken * dt (a product, so times are reproducible)

@@ -11,6 +11,7 @@
 * :mod:`~fe_operators.train.model_types` — one entry per ``model.type``, builder and
   schema together (:func:`register_model`, :data:`MODEL_TYPES`);
 * :mod:`~fe_operators.train.builders` — the ``spon`` model type (registered on import);
+* :mod:`~fe_operators.train.rollout_run` — the ``rollout_spon`` model type: trajectory files;
 * :mod:`~fe_operators.train.losses` — relative L2/H1 losses for a dataset file (Firedrake);
 * :mod:`~fe_operators.train.metrics` — ``metrics.csv`` / ``metrics.json``.
 
@@ -32,6 +33,7 @@ from fe_operators.errors import CheckpointError, ConfigError, RunDirectoryError,
 from fe_operators.train.metrics import MetricsLog
 from fe_operators.train.trainer import Trainer, TrainResult, TrainState
 from fe_operators.train import builders as _builders  # noqa: E402,F401  (registers model.type "spon")
+from fe_operators.train import rollout_run as _rollout_run  # noqa: E402,F401  (registers "rollout_spon")
 
 __all__ = [
     "Trainer", "TrainResult", "TrainState", "MetricsLog",

@@ -220,7 +220,9 @@ class RolloutTrainer(Trainer):
 def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | None, run_dir: Any, *,
                   processor: str = "gnn", options: Mapping[str, Any] | None = None, unroll: int = 1,
                   noise_std: float = 0.0, loss: str = "l2", settings: Any = None, resume: bool = False,
-                  dtype: torch.dtype = torch.float32, mesh_spec: str | None = None) -> tuple[torch.nn.Module, Any]:
+                  dtype: torch.dtype = torch.float32, mesh_spec: str | None = None,
+                  run_info: Mapping[str, Any] | None = None,
+                  test: TrajectoryData | None = None) -> tuple[torch.nn.Module, Any]:
     """Build, normalise and train a rollout SPON on trajectories: what ``fe-operators train`` does for them.
 
     Parameters
@@ -243,6 +245,11 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
         Continue the run in ``run_dir``.
     dtype, mesh_spec
         As :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem`.
+    run_info
+        Stored in the checkpoints (``fe-operators train``: the configuration and the dataset).
+    test
+        Test trajectories: when training finishes, ``best.pt``'s rollout error on them is
+        written to ``metrics.json`` under ``"test"`` (``rollout_rel_l2``).
 
     Returns
     -------
@@ -262,6 +269,16 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
                                      mesh_spec=mesh_spec, weight_copies=4, **dict(options or {}))
     model.fit_normalizers(train.states, train.params)
     trainer = RolloutTrainer(model, RelativeLoss(state_norm(problem, loss)), train, val, unroll=unroll,
-                             run_dir=run_dir, settings=settings)
+                             run_dir=run_dir, settings=settings, run_info=run_info)
     result = trainer.fit(resume=resume)
+    finished = result.stopped == "completed" or settings.scheduler.length == "time_budget"
+    if test is not None and test.n_samples and finished and trainer.rollout_norm is not None \
+            and trainer.best_path.exists():
+        from fe_operators.train.checkpoint import load_model
+
+        last = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.model.load_state_dict(load_model(trainer.best_path, device=trainer.device).model.state_dict())
+        trainer.log.test = {"rollout_rel_l2": trainer.rollout_error(test)}
+        trainer.log.write()
+        trainer.model.load_state_dict(last)  # the documented return: the last weights
     return trainer.network, result
