@@ -33,7 +33,8 @@ import torch
 
 from fe_operators.data.digests import non_finite_error
 
-from fe_operators.data.h5 import FEFile, damaged_file_error
+from fe_operators.data.h5 import FEFile
+from fe_operators.data.header import damaged_file_error
 
 from fe_operators.data.layout import GROUP, space_key
 from fe_operators.errors import ConfigError

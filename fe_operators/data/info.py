@@ -7,7 +7,8 @@ from typing import Any
 
 import h5py
 
-from fe_operators.data.h5 import _DAMAGE, FEFile, _group_or_none, damaged_file_error
+from fe_operators.data.h5 import FEFile
+from fe_operators.data.header import DAMAGE, damaged_file_error, dataset_group
 from fe_operators.data.layout import KIND_TRAJECTORIES, file_kind
 from fe_operators.data.trajectories import TrajectoryFile
 
@@ -26,11 +27,11 @@ def open_dataset(path: str | os.PathLike) -> FEFile | TrajectoryFile:
     if os.path.isfile(path):
         try:
             with h5py.File(path, "r") as h5:
-                g = _group_or_none(h5)
+                g = dataset_group(h5)
                 kind = file_kind(g.attrs) if isinstance(g, h5py.Group) else None
         except OSError:
             kind = None  # the reader says what is wrong
-        except _DAMAGE as exc:
+        except DAMAGE as exc:
             raise damaged_file_error(str(path), exc, "its metadata") from exc
     return TrajectoryFile(path) if kind == KIND_TRAJECTORIES else FEFile(path)
 

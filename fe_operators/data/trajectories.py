@@ -56,7 +56,7 @@ import h5py
 import numpy as np
 
 from fe_operators.data.digests import DIGEST_SIZE, check_digests
-from fe_operators.data.h5 import _DAMAGE, damaged_file_error, read_metadata
+from fe_operators.data.header import DAMAGE, damaged_file_error, read_metadata
 from fe_operators.data.layout import GROUP, KIND_TRAJECTORIES, TRAJECTORY_FIELDS
 from fe_operators.errors import DatasetFileError, NumberingError
 from fe_operators.limits import check_allocation, format_bytes
@@ -274,7 +274,7 @@ class TrajectoryFile:
             with h5py.File(self.path, "r") as h5:
                 g = h5[GROUP]
                 params, states, digests = g["params"][sel], g["states"][sel], g["digests"][sel]
-        except _DAMAGE as exc:
+        except DAMAGE as exc:
             raise damaged_file_error(self.path, exc, "its trajectory arrays") from exc
         fields = [("params", params), ("states", states)]
         check_digests(self.path, uniq, fields, digests)

@@ -214,6 +214,18 @@ def check_hierarchy(methods: Sequence[str], mesh: Any, mesh_spec: str) -> None:
                 f"leave {', '.join(need)} out of the methods")
 
 
+def _operator_family(mesh: Any, problem: Any, params: dict[str, Any] | None, coefficient: str,
+                     variance: float, length_scale: float | None) -> Any:
+    """The operators to solve with: the diffusion family, or ``problem``'s ``spd_operator`` hook."""
+    from fe_operators.precond.data import DiffusionFamily, ProblemFamily
+    from fe_operators.problems.registry import resolve_problem
+
+    if problem is None:
+        return DiffusionFamily(mesh, coefficient, variance, length_scale)
+    cls = resolve_problem(problem) if isinstance(problem, (str, type)) else None
+    return ProblemFamily(cls(mesh, **dict(params or {})) if cls is not None else problem)
+
+
 def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: dict[str, Any] | None = None,
                              samples: int = 1, repeats: int = 1, seed: int | Sequence[int] = 1000,
                              rtol: float = 1e-8, coefficient: str = "lognormal",
@@ -275,20 +287,12 @@ def evaluate_preconditioners(mesh_spec: str, methods: Sequence[str], *, models: 
 
     from fe_operators.io import load_mesh
     from fe_operators.precond.base import APPCTX_KEY
-    from fe_operators.precond.data import DiffusionFamily
     models = dict(models or {})
     learned = learned_methods()
     check_methods(methods, models)  # the model files first: they need no mesh
     mesh = load_mesh(mesh_spec) if comm is None else load_mesh(mesh_spec, comm=comm)
     check_hierarchy(methods, mesh, mesh_spec)
-    if problem is None:
-        family = DiffusionFamily(mesh, coefficient, variance, length_scale)
-    else:
-        from fe_operators.precond.data import ProblemFamily
-        from fe_operators.problems.registry import resolve_problem
-
-        cls = resolve_problem(problem) if isinstance(problem, (str, type)) else None
-        family = ProblemFamily(cls(mesh, **dict(params or {})) if cls is not None else problem)
+    family = _operator_family(mesh, problem, params, coefficient, variance, length_scale)
     near_nullspace = family.near_nullspace()
     rng = np.random.default_rng(seed)
     coefficients = [family.sample_coefficient(rng) for _ in range(samples + 1)]

@@ -31,7 +31,8 @@ from fe_operators.train.model_types import MODEL_TYPES, ModelSchema, ModelType, 
 from fe_operators.train.run import run_training
 from fe_operators.errors import CheckpointError, ConfigError, RunDirectoryError, TrainingError
 from fe_operators.train.metrics import MetricsLog
-from fe_operators.train.trainer import Trainer, TrainResult, TrainState
+from fe_operators.train.state import TrainResult, TrainState
+from fe_operators.train.trainer import Trainer
 from fe_operators.train import builders as _builders  # noqa: E402,F401  (registers model.type "spon")
 from fe_operators.train import rollout_run as _rollout_run  # noqa: E402,F401  (registers "rollout_spon")
 

@@ -29,7 +29,8 @@ from fe_operators.train.checkpoint import atomic_write, check_spaces, load_model
 from fe_operators.train.config import RunConfig, config_to_dict
 from fe_operators.train.model_types import build_model
 from fe_operators.train.rng import seed_everything
-from fe_operators.train.trainer import Trainer, TrainResult
+from fe_operators.train.state import TrainResult
+from fe_operators.train.trainer import Trainer
 
 __all__ = ["RESUMABLE_CHANGES", "run_training", "pin_threads"]
 
