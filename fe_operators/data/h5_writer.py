@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from fe_operators.data.h5 import FEFile
 
-__all__ = ["DatasetWriter", "create_dataset_file", "discard_file", "save_checkpoint"]
+__all__ = ["DatasetWriter", "create_dataset_file", "create_row_records", "discard_file", "save_checkpoint"]
 
 
 def create_dataset_file(
@@ -101,14 +101,7 @@ def create_dataset_file(
                 key, shape=(n_samples, *shape), maxshape=(None, *shape), dtype=np.float64,
                 chunks=(min(rows, max(n_samples, 1)), *shape), fillvalue=np.nan,
             )
-        fields = digest_fields(list(input_spaces))
-        dg = g.create_dataset("digests", shape=(n_samples, len(fields), DIGEST_SIZE),
-                              maxshape=(None, len(fields), DIGEST_SIZE), dtype=np.uint8, fillvalue=0,
-                              chunks=(min(1024, max(n_samples, 1)), len(fields), DIGEST_SIZE))
-        dg.attrs["fields"] = json.dumps(fields)
-        g.create_dataset("done", shape=(n_samples,), maxshape=(None,), dtype=np.uint8, fillvalue=0)
-        g.create_dataset("time_per_sample", shape=(n_samples,), maxshape=(None,), dtype=np.float64,
-                         fillvalue=np.nan)
+        create_row_records(g, n_samples, digest_fields(list(input_spaces)))
     except BaseException as exc:
         full = disk_full(exc, path)
         discard_file(h5, path)
@@ -116,6 +109,17 @@ def create_dataset_file(
             raise no_space_error(path) from exc
         raise
     return DatasetWriter(h5, list(input_spaces))
+
+
+def create_row_records(g: h5py.Group, n_samples: int, fields: Sequence[str]) -> None:
+    """The per-row records of a new dataset file: ``digests`` (one per field), ``done``, ``time_per_sample``."""
+    dg = g.create_dataset("digests", shape=(n_samples, len(fields), DIGEST_SIZE),
+                          maxshape=(None, len(fields), DIGEST_SIZE), dtype=np.uint8, fillvalue=0,
+                          chunks=(min(1024, max(n_samples, 1)), len(fields), DIGEST_SIZE))
+    dg.attrs["fields"] = json.dumps(list(fields))
+    g.create_dataset("done", shape=(n_samples,), maxshape=(None,), dtype=np.uint8, fillvalue=0)
+    g.create_dataset("time_per_sample", shape=(n_samples,), maxshape=(None,), dtype=np.float64,
+                     fillvalue=np.nan)
 
 
 def save_checkpoint(path: str | os.PathLike, mesh: fd.MeshGeometry, functions: Sequence[fd.Function]) -> None:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from fe_operators.data.digests import DIGEST_SIZE, sample_digests
+from fe_operators.data.digests import sample_digests
 from fe_operators.data.disk import disk_full, no_space, no_space_error
 from fe_operators.data.h5 import state_numbering_hash
-from fe_operators.data.h5_writer import DatasetWriter, discard_file, save_checkpoint
+from fe_operators.data.h5_writer import DatasetWriter, create_row_records, discard_file, save_checkpoint
 from fe_operators.data.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -120,13 +120,7 @@ def create_trajectory_file(path: str | os.PathLike, problem: TimeDependentProble
         steps = int(np.clip(STATE_CHUNK_BYTES // (8 * max(n_dofs, 1)), 1, max(n_stored, 1)))
         g.create_dataset("states", shape=(n_samples, n_stored, n_dofs), maxshape=(None, n_stored, n_dofs),
                          dtype=np.float64, chunks=(1, steps, n_dofs), fillvalue=np.nan)
-        dg = g.create_dataset("digests", shape=(n_samples, len(TRAJECTORY_FIELDS), DIGEST_SIZE),
-                              maxshape=(None, len(TRAJECTORY_FIELDS), DIGEST_SIZE), dtype=np.uint8, fillvalue=0,
-                              chunks=(min(1024, rows), len(TRAJECTORY_FIELDS), DIGEST_SIZE))
-        dg.attrs["fields"] = json.dumps(list(TRAJECTORY_FIELDS))
-        g.create_dataset("done", shape=(n_samples,), maxshape=(None,), dtype=np.uint8, fillvalue=0)
-        g.create_dataset("time_per_sample", shape=(n_samples,), maxshape=(None,), dtype=np.float64,
-                         fillvalue=np.nan)
+        create_row_records(g, n_samples, TRAJECTORY_FIELDS)
     except BaseException as exc:
         full = disk_full(exc, path)
         discard_file(h5, path)
