@@ -40,7 +40,7 @@ from fe_operators.options import OptionRow, config_to_dict, dataclass_from_dict,
 from fe_operators.train.config import ModelSection
 from fe_operators.train.model_types import register_model
 
-__all__ = ["SPONOptions", "SPONSchema", "spon_options", "build_spon"]
+__all__ = ["SPONOptions", "SPONSchema", "spon_options", "build_spon", "parse_with_processor"]
 
 
 def _registered(name: str) -> str | None:
@@ -111,17 +111,30 @@ def spon_options(section: ModelSection) -> SPONOptions:
 
 
 def _parse(given: dict[str, Any], key: str) -> SPONOptions:
-    opts = dataclass_from_dict(SPONOptions, {k: v for k, v in given.items() if k in _SPON_KEYS}, key)
+    return parse_with_processor(SPONOptions, given, key)
+
+
+def parse_with_processor(options_cls: type, given: dict[str, Any], key: str) -> Any:
+    """A model section holding its own keys (``options_cls``'s init fields, one of them
+    ``processor``) beside its processor's options, set on ``processor_options``.
+
+    Raises
+    ------
+    ConfigError
+        A bad value, or a key of neither (a key of another processor is named as such).
+    """
+    keys = tuple(f.name for f in dataclasses.fields(options_cls) if f.init)
+    opts = dataclass_from_dict(options_cls, {k: v for k, v in given.items() if k in keys}, key)
     cls = processor_class(opts.processor, f"{key}.processor")
     own = {f.name for f in dataclasses.fields(cls.Options)}
     for name in given:
-        if name in _SPON_KEYS or name in own:
+        if name in keys or name in own:
             continue
         other = _owner(name)
         if other is not None:
             raise ConfigError(f"{key}.{name}", f"is a key of the {other} processor; this model has processor: "
                                                f"{opts.processor}")
-        raise unknown_key(key, str(name), list(_SPON_KEYS) + sorted(own))
+        raise unknown_key(key, str(name), list(keys) + sorted(own))
     opts.processor_options = dataclass_from_dict(cls.Options, {k: v for k, v in given.items() if k in own}, key)
     return opts
 

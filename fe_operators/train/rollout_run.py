@@ -37,8 +37,7 @@ import torch
 import yaml
 
 from fe_operators.errors import ConfigError, SpaceMismatchError
-from fe_operators.options import OptionRow, config_to_dict, dataclass_from_dict, non_negative, option, option_rows
-from fe_operators.options import positive, unknown_key
+from fe_operators.options import OptionRow, config_to_dict, non_negative, option, option_rows, positive
 from fe_operators.train.config import ModelSection, RunConfig
 from fe_operators.train.model_types import register_model
 
@@ -74,22 +73,9 @@ _KEYS = tuple(f.name for f in dataclasses.fields(RolloutOptions) if f.init)
 
 
 def _parse(given: dict[str, Any], key: str) -> RolloutOptions:
-    from fe_operators.models.processors.base import processor_class
-    from fe_operators.train.builders import _owner
+    from fe_operators.train.builders import parse_with_processor
 
-    opts = dataclass_from_dict(RolloutOptions, {k: v for k, v in given.items() if k in _KEYS}, key)
-    cls = processor_class(opts.processor, f"{key}.processor")
-    own = {f.name for f in dataclasses.fields(cls.Options)}
-    for name in given:
-        if name in _KEYS or name in own:
-            continue
-        other = _owner(name)
-        if other is not None:
-            raise ConfigError(f"{key}.{name}", f"is a key of the {other} processor; this model has processor: "
-                                               f"{opts.processor}")
-        raise unknown_key(key, str(name), list(_KEYS) + sorted(own))
-    opts.processor_options = dataclass_from_dict(cls.Options, {k: v for k, v in given.items() if k in own}, key)
-    return opts
+    return parse_with_processor(RolloutOptions, given, key)
 
 
 def rollout_options(section: ModelSection) -> RolloutOptions:
