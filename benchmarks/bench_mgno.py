@@ -155,6 +155,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--square-out", default="out/bench/spon", help="folder of the unitsquare data (bench-spon's)")
     p.add_argument("--fno-max-err", type=float, default=FNO_MAX_ERR,
                    help="FNO error above which a warning says the budget is too small for it (default 0.03)")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="evaluate the SPON models an earlier run left in <out>/runs (best.pt, metrics.json) instead of "
+                        "training them again (their epochs and seconds are that run's)")
     p.add_argument("--no-install", action="store_true", help="fail if neuralop is missing instead of installing it")
     # SPON-MG
     p.add_argument("--mg-option", type=_option, action="append", default=[], metavar="KEY=VALUE",

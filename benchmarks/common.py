@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import os
 import platform
@@ -446,6 +447,8 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
         scheduler=SchedulerSection(name="cosine", length="time_budget", min_lr=0.0), seed=args.seed,
         device=device or getattr(args, "device", "cpu"), time_budget=budget, progress=False, restore_best=True)
     run_dir = Path(run_root if run_root is not None else Path(args.out) / "runs") / _slug(label)
+    if getattr(args, "reuse_runs", False) and (run_dir / "best.pt").exists():
+        return reused_spon(run_dir, label)
     shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains anew
     trainer = Trainer(NormalizedModel(spon, x_norm, y_norm), metrics[loss], train, val, run_dir=run_dir,
                       settings=settings, metrics=metrics, select="rel_l2", spaces=file.space_dicts,
@@ -463,6 +466,22 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
     info = {"epochs": epochs, "steps": result.step, "train_s": trainer.state.elapsed,
             "val_rel_l2": best["value"], "best_epoch": best["epoch"], "params": n_params(model),
             "run_dir": str(run_dir)}
+    return model, info
+
+
+def reused_spon(run_dir: Path, label: str) -> tuple[DofSPON, dict[str, Any]]:
+    """The restored model of an earlier :func:`run_spon` in ``run_dir`` and its record, from
+    ``best.pt`` and the Trainer's ``metrics.json`` (``--reuse-runs``: re-evaluate without training)."""
+    model = load_spon(run_dir / "best.pt")
+    with open(run_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    rows, best = metrics["epochs"], metrics["best"]
+    steps_per_epoch = rows[0]["step"] / rows[0]["epoch"]
+    info = {"epochs": rows[-1]["step"] / steps_per_epoch, "steps": rows[-1]["step"], "train_s": rows[-1]["elapsed"],
+            "val_rel_l2": best["value"], "best_epoch": best["epoch"], "params": n_params(model),
+            "run_dir": str(run_dir)}
+    print(f"  {label}: reused {run_dir / 'best.pt'} ({info['epochs']:.2f} epochs in {info['train_s']:.0f} s, best "
+          f"val rel L2 {best['value']:.4f} after epoch {best['epoch']}); not trained again", flush=True)
     return model, info
 
 

@@ -199,6 +199,49 @@ def test_trained_on_r1_evaluates_on_a_finer_hierarchy():
     assert np.isfinite(e2) and e2 < max(1.5 * e1, 0.05), (e1, e2)
 
 
+def _dof_coords(V):
+    W = fd.VectorFunctionSpace(V.mesh(), V.ufl_element().family(), V.ufl_element().degree())
+    return fd.Function(W).interpolate(fd.SpatialCoordinate(V.mesh())).dat.data_ro.copy()
+
+
+def test_on_a_finer_hierarchy_the_output_is_the_fe_interpolation_of_the_trained_levels_prediction():
+    """An r1 model given r2 inputs predicts on r1 from the inputs' values at the r1 nodes and
+    returns that field's FE interpolation on r2, the boundary data exact on both levels;
+    through normalizers too (the processor then reads the boundary data in encoded units)."""
+    from scipy.spatial import cKDTree
+
+    from fe_operators.models import NormalizedModel, UnitGaussianNormalizer
+    from fe_operators.models.build import context_for_model
+
+    problem1, _x, _y = _sine_data("unitsquare:8/r1", 1, 0)
+    torch.manual_seed(3)
+    spon = spon_for_problem(problem1, "hierarchical", **SMALL)
+    problem2, x2, _y2 = _sine_data("unitsquare:8/r2", 3, 1)
+    V1, V2 = problem1.output_space, problem2.output_space
+    c1, c2 = _dof_coords(V1), _dof_coords(V2)
+    x2[..., 1] = torch.tensor(1.0 + c2[:, 0] * c2[:, 1] + 0.5 * c2[:, 1] ** 2)    # boundary data g
+    dist, at = cKDTree(c2).query(c1)
+    assert dist.max() < 1e-12                                              # every r1 node is an r2 node
+    ctx2 = context_for_model(spon, problem2)
+    normalized = NormalizedModel(spon, UnitGaussianNormalizer(torch.tensor([0.3, 1.0]), torch.tensor([2.0, 0.5])),
+                                 UnitGaussianNormalizer(torch.tensor(0.1), torch.tensor(0.05)))
+    for model in (spon, normalized):
+        with torch.no_grad():
+            y1 = model(x2[:, at].clone())
+            y2 = model(x2, context=ctx2)
+        expected = []
+        for row in y1:
+            u1 = fd.Function(V1)
+            u1.dat.data[:] = row.numpy()
+            expected.append(np.array(u1.at(c2, tolerance=1e-10)))
+        expected = torch.tensor(np.stack(expected))
+        mask = ctx2.mask[:, 0]                         # free nodes: the interpolation; Dirichlet nodes: the data
+        assert float(y2.abs().max()) > 0.5
+        assert torch.allclose(y2[:, ~mask], expected[:, ~mask], rtol=0, atol=1e-5 * float(expected.abs().max())), \
+            float((y2 - expected)[:, ~mask].abs().max())
+        assert torch.equal(y2[:, mask], x2[:, mask, 1])
+
+
 def test_runs_on_shipped_meshes_without_hierarchy_and_on_a_users_msh(tmp_path):
     user = tmp_path / "my_domain.msh"
     shutil.copy(shipped_meshes()["lshape"], user)

@@ -285,6 +285,18 @@ class NormalizedModel(torch.nn.Module):
         """Decode a batch of network outputs to physical units."""
         return z if self.output_normalizer is None else self.output_normalizer.decode(z)
 
+    def _network_kwargs(self, x: Inputs, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` for the network; for a SPON whose processor reads the boundary data,
+        the lifting of the *physical* inputs in the network's (encoded) output units."""
+        net = self.network
+        if not (self.normalizes and getattr(net, "uses_boundary_data", False)):
+            return kwargs
+        g = kwargs.get("lifting")
+        if g is None:
+            g = net.lifting_from_inputs(x, kwargs.get("context"))
+            g = g.squeeze(-1) if net.output_scalar else g
+        return {**kwargs, "lifting": self.output_normalizer.encode(g) if self.output_normalizer is not None else g}
+
     def forward(self, x: Inputs, **kwargs: Any) -> torch.Tensor:
         """Physical outputs for physical inputs.
 
@@ -296,7 +308,7 @@ class NormalizedModel(torch.nn.Module):
             Passed to the network (and to its ``impose_dirichlet``), e.g. SPON's
             ``context=`` for another mesh or ``lifting=``.
         """
-        u = self.decode_output(self.network(self.encode_inputs(x), **kwargs))
+        u = self.decode_output(self.network(self.encode_inputs(x), **self._network_kwargs(x, kwargs)))
         if self.normalizes and isinstance(self.network, ExactDirichlet):
             u = self.network.impose_dirichlet(u, x, **kwargs)
         return u

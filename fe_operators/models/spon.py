@@ -262,6 +262,11 @@ class SPON(torch.nn.Module):
         """The encoder's output: channels on the processor's nodes, ``(batch, n, C)`` float64."""
         return self.encoder(x, self._context(context))
 
+    @property
+    def uses_boundary_data(self) -> bool:
+        """Whether the processor reads the lifting (:attr:`Processor.uses_boundary_data`)."""
+        return bool(self.processor.uses_boundary_data)
+
     def lifting_from_inputs(self, x: Inputs, context: MeshContext | None = None) -> torch.Tensor:
         """The lifting ``g_0 + Σ_k L_k x_k`` of physical inputs ``x``, ``(batch, n, ncomp)`` float64.
 
@@ -306,7 +311,10 @@ class SPON(torch.nn.Module):
         nodes = self.encoder.nodes(parts, ctx)
         lifting = self._boundary_data(parts, ctx, lifting)
         dtype = next(self.processor.parameters()).dtype
-        z = self.processor(nodes.to(dtype), ctx)
+        if self.processor.uses_boundary_data:
+            z = self.processor(nodes.to(dtype), ctx, boundary=lifting.to(dtype))
+        else:
+            z = self.processor(nodes.to(dtype), ctx)
         u = self.decoder(z, ctx, lifting)
         if self.decoder_type == "divergence_free":
             return self._leray(ctx)(u)

@@ -68,6 +68,10 @@ class Processor(torch.nn.Module, abc.ABC):
     needs_hierarchy
         Whether the mesh context must carry a mesh hierarchy
         (:class:`~fe_operators.multigrid.hierarchy.Hierarchy`).
+    uses_boundary_data
+        Whether :meth:`forward` takes the keyword ``boundary``: the per-sample Dirichlet
+        data on the output nodes in the network's units, ``(batch, n, ncomp)`` (SPON
+        passes its lifting).
 
     The contract SPON relies on: :meth:`for_context` builds the processor for a mesh
     context; :attr:`config` holds JSON-able constructor arguments so that
@@ -81,6 +85,7 @@ class Processor(torch.nn.Module, abc.ABC):
     Options: ClassVar[type]
     mesh_agnostic: ClassVar[bool] = False
     needs_hierarchy: ClassVar[bool] = False
+    uses_boundary_data: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod

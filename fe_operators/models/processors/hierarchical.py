@@ -53,9 +53,14 @@ dtype (float32 in training); the FE operators are float64 in the context and cas
 Mesh-agnostic: the weights are per level counted from the coarsest, whose mesh size
 ``coarsest_h`` the model records.  On another hierarchy of the domain the model starts at
 the level whose size matches ``coarsest_h`` (within a factor 1.5); levels finer than the
-trained ones (a finer mesh of the domain) are passed through by the exact transfers
-without blocks or channel mixing: the inputs are lifted on the new finest level and
-restricted, and the result prolonged back.
+trained ones (a finer mesh of the domain) carry no weights: the inputs are carried down
+to the finest trained level (their nodal values there, by injection on nested levels; the
+restriction otherwise), the trained network runs on the levels it was trained on, and its
+prediction, with the exact Dirichlet data on that level's boundary nodes, is prolonged
+back — the FE interpolation of the coarse solution, whose distance to the fine one is the
+resolution floor.  (Lifting the fine inputs and restricting the lifted features instead
+gave 3.1x the floor-limited error on ``plate_holes`` r1 -> r2, and a relative H1 error of
+109 %: see ``benchmarks/bench_mgno.py --stage transfer``.)
 
 Cost: :meth:`HierarchicalProcessor.cost_per_level` returns the multiply-adds of one
 sample's forward pass per level (finest first), :meth:`cost_report` prints them.
@@ -73,13 +78,12 @@ import torch
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.models.layers.mlp import MLP
-from fe_operators.models.layers.operator_conv import OperatorPattern, channel_spmm, operator_pattern
+from fe_operators.models.layers.operator_conv import channel_spmm
 from fe_operators.multigrid.cycle import match_level
 from fe_operators.multigrid.hierarchy import Hierarchy
-from fe_operators.multigrid.hierarchy import block_diagonals as _block_diagonals
 from fe_operators.models.processors.base import ACTIVATIONS, Processor, cost_report_text, register_processor
+from fe_operators.models.processors.unet_levels import UNetLevel, cast_levels, node_major, unet_levels
 from fe_operators.options import non_negative, option, positive
-from fe_operators.sparse.maps import SparseMap, row_indices
 from fe_operators.sparse.spmm import spmm
 
 __all__ = ["HierarchicalOptions", "HierarchicalProcessor", "UNetLevel", "unet_levels", "cosine_basis"]
@@ -124,124 +128,6 @@ class HierarchicalOptions:
         if self.min_width > self.width:
             raise ConfigError(f"{key}.min_width" if key else "min_width",
                               f"expected at most width={self.width}, got {self.min_width}")
-
-
-# ----------------------------------------------------------------------------- level data
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class UNetLevel:
-    """One level of the U-Net, precomputed from a :class:`Hierarchy` level.
-
-    Attributes
-    ----------
-    pattern
-        The level's ``K`` operators, each scaled to an O(1) stencil, and the identity, on
-        their common sparsity pattern (:class:`OperatorPattern`).
-    keep
-        ``(n, 1, 1)``: 0 on Dirichlet nodes, 1 elsewhere.
-    coords
-        ``(n, gdim)``: coordinates normalised by the finest level's bounding box.
-    weights
-        ``(n,)`` positive node weights (the area each node stands for; sum ``|Ω|`` on
-        geometric levels, the coarse space's share below).
-    prolong
-        ``P`` ``(n, n_coarser)`` from the next coarser level, or None on the coarsest.
-    restrict
-        ``R = diag(Pᵀ w)⁻¹ Pᵀ diag(w)`` ``(n_coarser, n)``: nodal values to the next coarser
-        level (mass-weighted average), or None.
-    restrict_dual
-        ``Pᵀ``: dual vectors (residuals, load vectors) to the next coarser level, or None.
-    """
-
-    pattern: OperatorPattern
-    keep: torch.Tensor
-    coords: torch.Tensor
-    weights: torch.Tensor
-    prolong: SparseMap | None
-    restrict: SparseMap | None
-    restrict_dual: SparseMap | None
-
-    @property
-    def n_nodes(self) -> int:
-        return int(self.keep.shape[0])
-
-
-def _abs_row_sums(ops: SparseMap, k: int, n: int) -> torch.Tensor:
-    lo, hi = int(ops.crow[k * n]), int(ops.crow[(k + 1) * n])
-    rows = row_indices(ops.crow[k * n:(k + 1) * n + 1] - lo)
-    out = torch.zeros(n, dtype=ops.values.dtype, device=ops.device)
-    return out.index_add_(0, rows, ops.values[lo:hi].abs())
-
-
-def _scaled_rows(A: SparseMap, left: torch.Tensor, right: torch.Tensor) -> SparseMap:
-    """``diag(left) A diag(right)``."""
-    rows = row_indices(A.crow)
-    return SparseMap(A.crow, A.col, A.values * left[rows] * right[A.col], A.n_cols)
-
-
-def unet_levels(hierarchy: Hierarchy, start: int) -> list[UNetLevel]:
-    """The :class:`UNetLevel` s of ``hierarchy.levels[start:]``, coarsest first (float64).
-
-    Node weights: on the finest level the row sums of ``|M|`` (the lumped mass for CG1,
-    positive for any Lagrange element), on each coarser level ``Pᵀ w`` of the finer one
-    (clipped to stay positive), so that the restriction ``diag(Pᵀ w)⁻¹ Pᵀ diag(w)`` maps
-    constants to constants.
-    """
-    levels = hierarchy.levels[start:]
-    prolongs = [None] + list(hierarchy.prolongations[start:])
-    fine = hierarchy.finest
-    lo = fine.coords.amin(dim=0)
-    span = (fine.coords.amax(dim=0) - lo).clamp_min(torch.finfo(fine.coords.dtype).tiny)
-    # node weights, finest first
-    weights: list[torch.Tensor] = [None] * len(levels)  # type: ignore[list-item]
-    for i in reversed(range(len(levels))):
-        lv = levels[i]
-        mass_k = int(torch.nonzero(lv.operator_orders == 0)[0, 0])
-        if i == len(levels) - 1:
-            w = _abs_row_sums(lv.operators, mass_k, lv.n_nodes)
-        else:
-            P = prolongs[i + 1]
-            w = spmm(P.transpose(), weights[i + 1][:, None])[:, 0]
-            floor = 1e-6 * float(w.abs().mean())
-            w = w.clamp_min(floor)
-        weights[i] = w
-    out = []
-    for i, lv in enumerate(levels):
-        n = lv.n_nodes
-        diags = _block_diagonals(lv.operators, n)
-        orders = lv.operator_orders
-        mass_k = int(torch.nonzero(orders == 0)[0, 0])
-        m = diags[mass_k].abs().clamp_min(torch.finfo(diags.dtype).tiny)
-        d = lv.stiffness_diag.abs().clamp_min(torch.finfo(diags.dtype).tiny)
-        scale = torch.stack([1.0 / d if o == 2 else (1.0 / torch.sqrt(d * m) if o == 1 else 1.0 / m)
-                             for o in orders.tolist()])
-        P = prolongs[i]
-        R = None
-        if P is not None:
-            Pt = P.transpose()
-            R = _scaled_rows(Pt, 1.0 / weights[i - 1], weights[i])
-        out.append(UNetLevel(
-            pattern=operator_pattern(lv.operators, scale.reshape(-1)),
-            keep=(~lv.boundary).to(d)[:, None, None],
-            coords=2.0 * (lv.coords - lo) / span - 1.0,
-            weights=weights[i],
-            prolong=P,
-            restrict=R,
-            restrict_dual=None if P is None else P.transpose(),
-        ))
-    return out
-
-
-def _cast(levels: list[UNetLevel], dtype: torch.dtype) -> list[UNetLevel]:
-    return [dataclasses.replace(lv, pattern=lv.pattern.to(dtype), keep=lv.keep.to(dtype),
-                                coords=lv.coords.to(dtype), weights=lv.weights.to(dtype)) for lv in levels]
-
-
-def _sp(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
-    """``A`` applied to node-major ``(n, B, C)``."""
-    n, b, c = x.shape
-    return spmm(A, x.reshape(n, b * c)).reshape(A.n_rows, b, c)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -372,6 +258,7 @@ class HierarchicalProcessor(Processor):
     Options = HierarchicalOptions
     mesh_agnostic = True
     needs_hierarchy = True
+    uses_boundary_data = True
 
     def __init__(self, in_channels: int, out_ncomp: int, gdim: int, n_operators: int, n_levels: int,
                  coarsest_h: float, *, width: int = 64, min_width: int = 16, depth: int = 1,
@@ -481,42 +368,112 @@ class HierarchicalProcessor(Processor):
         if None not in per:
             per[None] = unet_levels(hierarchy, self.start_level(hierarchy))
         if dtype not in per:
-            per[dtype] = _cast(per[None], dtype)
+            per[dtype] = cast_levels(per[None], dtype)
         return per[dtype]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, h: torch.Tensor, context: MeshContext) -> torch.Tensor:
-        """Free DOF values ``(batch, n_free)``."""
+    def forward(self, h: torch.Tensor, context: MeshContext, boundary: torch.Tensor | None = None) -> torch.Tensor:
+        """Free DOF values ``(batch, n_free)``.
+
+        ``boundary``: the Dirichlet data on the output nodes in the network's units,
+        ``(batch, n, ncomp)`` or ``(n, ncomp)`` (SPON passes its lifting).  It is read only on
+        a hierarchy finer than the trained one, to interpolate the coarse prediction with
+        its exact boundary values.
+        """
         self.check_context(context)
         hier = context.hierarchy
         batch, n, _ = h.shape
         levels = self.levels_for(hier, h.dtype)
         L = self.n_levels
+        hn = h.transpose(0, 1)                                                   # (n, B, C_in)
         # on the finest level, mask only the nodes whose components are all constrained: a node
         # with one free component (a roller) must keep its features (the level masks say "any")
-        keep = (~context.mask.all(dim=1)).to(h.dtype)[:, None]
+        constrained = context.mask
+        g = None
+        if boundary is not None:
+            g = boundary.reshape(-1, n, self.out_ncomp).expand(batch, n, self.out_ncomp).transpose(0, 1).to(h)
         if hier.to_finest is not None:
-            keep = spmm(hier.to_finest, keep)
-        levels = levels[:-1] + [dataclasses.replace(levels[-1], keep=keep[:, :, None])]
+            hn = node_major(hier.to_finest, hn)
+            constrained = spmm(hier.to_finest, constrained.to(h.dtype)) > 0.5
+            g = None if g is None else node_major(hier.to_finest, g)
+        hn, constrained, g = self._carry_down(levels, hn, constrained, g)
+        keep = (~constrained.all(dim=1)).to(h.dtype)[:, None, None]
+        y = self._unet(levels[:L - 1] + [dataclasses.replace(levels[L - 1], keep=keep)], hn, batch)
+        y = self._carry_up(levels, y, constrained, g)
+        if hier.from_finest is not None:
+            y = node_major(hier.from_finest, y)
+        return y.transpose(0, 1).reshape(batch, n * self.out_ncomp).index_select(1, context.free)
+
+    def _carry_down(self, levels: list[UNetLevel], hn: torch.Tensor, constrained: torch.Tensor,
+                    g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Inputs, Dirichlet mask and data of the finest level carried to the finest trained level.
+
+        On a hierarchy finer than the trained one the extra levels carry no weights: the
+        trained network runs on the level it was trained on, seeing the inputs it was trained
+        on (their values at its nodes: injection, where every coarse node is a fine node, as
+        on geometric levels), and :meth:`_carry_up` interpolates its prediction back.  Where
+        a level has no injection, inputs are restricted (``R``) and the data dropped.
+        """
+        for j in range(len(levels) - 1, self.n_levels - 1, -1):
+            idx = levels[j].inject
+            if idx is None:
+                hn = node_major(levels[j].restrict, hn)
+                constrained = (levels[j - 1].keep[:, 0] == 0).expand(-1, constrained.shape[1])
+                g = None
+            else:
+                hn, constrained = hn.index_select(0, idx), constrained.index_select(0, idx)
+                g = None if g is None else g.index_select(0, idx)
+        return hn, constrained, g
+
+    def _carry_up(self, levels: list[UNetLevel], y: torch.Tensor, constrained: torch.Tensor,
+                  g: torch.Tensor | None) -> torch.Tensor:
+        """The prediction on the finest trained level interpolated to the finest level.
+
+        With the boundary data, ``P`` applied to the coarse field (prediction on the free
+        nodes, data on the Dirichlet ones) is its FE interpolation; without it, values are
+        interpolated from the free nodes only (weights renormalised).
+        """
+        L = self.n_levels
+        if L == len(levels):
+            return y
+        if g is not None:
+            y = torch.where(constrained[:, None, :], g, y)
+            for j in range(L, len(levels)):
+                y = node_major(levels[j].prolong, y)
+            return y
+        keep = (~constrained.all(dim=1)).to(y.dtype)[:, None, None]
+        for j in range(L, len(levels)):
+            P = levels[j].prolong
+            y = node_major(P, y * keep) / node_major(P, keep).clamp_min(torch.finfo(y.dtype).eps)
+            keep = levels[j].keep
+        return y
+
+    def _unet(self, levels: list[UNetLevel], hn: torch.Tensor, batch: int) -> torch.Tensor:
+        """Lifting, the U-Net over the trained ``levels`` (coarsest first), projection: ``(n, B, ncomp)``."""
+        L = self.n_levels
         x = levels[-1].coords
-        hn = h.transpose(0, 1)                                                   # (n, B, C_in)
-        if hier.to_finest is not None:
-            hn = _sp(hier.to_finest, hn)
         u = self.lift(torch.cat([hn, x.unsqueeze(1).expand(-1, batch, self.gdim)], dim=-1))
         u = u * levels[-1].keep
-        for j in range(len(levels) - 1, L - 1, -1):   # pass-through of the extra finest levels
-            u = _sp(levels[j].restrict, u) * levels[j - 1].keep
         skips: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
         for k in range(L - 1, -1, -1):                # down, finest trained level first
             lv = levels[k]
             if k < L - 1:
                 fine = levels[k + 1]
-                u = self.down_maps[k](_sp(fine.restrict, u)) + self.position[k](lv.coords).unsqueeze(1)
+                u = self.down_maps[k](node_major(fine.restrict, u)) + self.position[k](lv.coords).unsqueeze(1)
                 u = u * lv.keep
             for block in self.down_blocks[k]:
                 u = block(u, lv)
             skips[k] = u
-        coarsest = levels[0]
+        u = self._global(levels[0], u)
+        for k in range(1, L):                         # up
+            lv = levels[k]
+            u = (skips[k] + node_major(lv.prolong, self.up_maps[k - 1](u))) * lv.keep
+            for block in self.up_blocks[k]:
+                u = block(u, lv)
+        return self.project(u)
+
+    def _global(self, coarsest: UNetLevel, u: torch.Tensor) -> torch.Tensor:
+        """The spectral and attention layers on the coarsest level."""
         if self.spectral_layers:
             basis = cosine_basis(coarsest.coords, self.modes)
             quad = basis * (coarsest.weights / coarsest.weights.sum())[:, None]
@@ -528,17 +485,7 @@ class HierarchicalProcessor(Processor):
             bias = bias[None, None, None, :]
             for layer in self.global_blocks:
                 u = layer(u, bias, coarsest.keep)
-        for k in range(1, L):                         # up
-            lv = levels[k]
-            u = (skips[k] + _sp(lv.prolong, self.up_maps[k - 1](u))) * lv.keep
-            for block in self.up_blocks[k]:
-                u = block(u, lv)
-        for j in range(L, len(levels)):
-            u = _sp(levels[j].prolong, u) * levels[j].keep
-        y = self.project(u)                                                      # (n_f, B, ncomp)
-        if hier.from_finest is not None:
-            y = _sp(hier.from_finest, y)
-        return y.transpose(0, 1).reshape(batch, n * self.out_ncomp).index_select(1, context.free)
+        return u
 
     # ------------------------------------------------------------------ cost
     def cost_per_level(self, context: MeshContext | Hierarchy) -> list[dict[str, Any]]:
@@ -546,7 +493,9 @@ class HierarchicalProcessor(Processor):
 
         Each entry: ``{"level", "nodes", "width", "blocks", "macs"}``; ``level`` is the
         index in the context's hierarchy (coarsest 0).  The finest entry includes the
-        lifting and projection MLPs; each level's transfers (restriction, prolongation,
+        lifting and projection MLPs (on a finer hierarchy than the trained one: the finest
+        trained level; the finer levels count the inputs carried down and the prediction
+        prolonged); each level's transfers (restriction, prolongation,
         channel maps) count on the finer of the two levels they join, the attention on the
         coarsest.  Sparse products count one multiply-add per stored entry and column.
         """
@@ -569,9 +518,12 @@ class HierarchicalProcessor(Processor):
                     cc, nc = widths[j - 1], levels[j - 1].n_nodes
                     macs += nc * (c * cc + cc * c)                             # channel maps down and up
                     macs += nc * (self.gdim * cc + cc * cc)                    # coordinate features
-            if j > 0:
+            if 0 < j < L:
                 macs += (lv.restrict.values.numel() + lv.prolong.values.numel()) * c   # R and P
-            if j == len(levels) - 1:
+            elif j >= L:                                 # carried inputs down, the prediction up
+                macs += (lv.restrict.values.numel() if lv.inject is None else 0) * self.in_channels
+                macs += lv.prolong.values.numel() * self.out_ncomp
+            if j == L - 1:
                 ci = self.in_channels + self.gdim
                 macs += n * (ci * c + c * c) + n * (c * c + c * self.out_ncomp)      # lifting, projection
             rows.append({"level": start + j, "nodes": n, "width": c, "blocks": blocks, "macs": int(macs)})
