@@ -114,19 +114,17 @@ class GalerkinHierarchy:
         reuse = A.comm.tompi4py().allreduce(same, op=_land())
         if not reuse:
             self.destroy()
+        self._before_coarse_operators()
         ops = [A]
         for level in range(self.n_levels - 2, -1, -1):  # the coarse level made from level + 1
             if reuse:
-                Ac = galerkin_product(ops[-1], self.prolongations[level], result=self.operators[level])
+                Ac = self._coarse_operator(level, ops[-1], self.prolongations[level], vecs[level],
+                                           self.operators[level])
             else:
                 Pm = self._raw[level].duplicate(copy=True)
-                keep_f, keep_c = vecs[level + 1].duplicate(), vecs[level].duplicate()
-                for keep, b in ((keep_f, vecs[level + 1]), (keep_c, vecs[level])):
-                    keep.set(1.0)
-                    keep.axpy(-1.0, b)
-                Pm.diagonalScale(keep_f, keep_c)
+                Pm.diagonalScale(_complement(vecs[level + 1]), _complement(vecs[level]))
                 self.prolongations.insert(0, Pm)
-                Ac = galerkin_product(ops[-1], Pm)
+                Ac = self._coarse_operator(level, ops[-1], Pm, vecs[level], None)
                 Ac.setOption(Ac.Option.NEW_NONZERO_ALLOCATION_ERR, False)
             Ac.setDiagonal(vecs[level], addv=True)
             ops.append(Ac)
@@ -134,11 +132,40 @@ class GalerkinHierarchy:
         self._masks = masks
         self.setup_seconds = time.perf_counter() - t0
 
+    def _before_coarse_operators(self) -> None:
+        """Called by :meth:`update` before the coarse operators are computed (a subclass's hook)."""
+
+    def _coarse_operator(self, level: int, fine: Any, P: Any, boundary: Any, result: Any) -> Any:
+        """The coarse operator of ``level`` without its boundary identity: ``P̃ᵀ A_{level+1} P̃``.
+
+        Parameters
+        ----------
+        level
+            The coarse level (0: coarsest).
+        fine
+            ``A_{level + 1}``.
+        P
+            The masked prolongation ``P̃_{level + 1}``.
+        boundary
+            The Vec ``b_level`` (1 on the coarse Dirichlet rows).
+        result
+            The previous operator of this level (same pattern), refilled in place; None: a new one.
+        """
+        return galerkin_product(fine, P, result=result)
+
     def destroy(self) -> None:
         """Free the coarse operators and masked prolongations (not the fine matrix)."""
         for M in self.operators[:-1] + self.prolongations:
             M.destroy()
         self.operators, self.prolongations, self._masks = [], [], []
+
+
+def _complement(b: Any) -> Any:
+    """A new Vec ``1 - b``."""
+    keep = b.duplicate()
+    keep.set(1.0)
+    keep.axpy(-1.0, b)
+    return keep
 
 
 def _land() -> Any:
