@@ -41,6 +41,9 @@ class SmootherSection:
                          default=2)
     init_s: float = option("Smoothing factor s of every row at initialisation (0.5: l1-Jacobi).", fraction,
                            default=0.6)
+    poly_levels: int = option("0: sweeps equal Richardson steps with the learned diagonal. L > 0: the learned "
+                              "polynomial smoother of degree sweeps, its step weights learned for the finest L levels "
+                              "(SPD for any weights; fe_operators.precond.smoother).", non_negative, default=0)
     cycles: int = option("V-cycles of the loss, log(|E^k e|_A / |e|_A) / k on random errors e.", positive,
                          default=4)
     errors: int = option("Random errors e per training operator and step.", positive, default=8)
@@ -111,7 +114,8 @@ class NeuralMGKind(LearnedPreconditioner):
         log(f"{len(train)} training operators ({train[0].finest.n_nodes} rows, {len(train[0].levels)} levels), "
             f"contrast {min(contrasts):.0f}-{max(contrasts):.0f}; set-up {time.perf_counter() - t0:.1f} s")
         opts = cfg.smoother
-        net = SmootherNet(opts.hidden, opts.layers, opts.act, opts.sweeps, init_s=opts.init_s).double()
+        net = SmootherNet(opts.hidden, opts.layers, opts.act, opts.sweeps, init_s=opts.init_s,
+                          poly_levels=opts.poly_levels).double()
         gen = torch.Generator().manual_seed(cfg.train.seed)
 
         def step_loss(step: int) -> torch.Tensor:
