@@ -146,6 +146,11 @@ def test_trained_polynomial_smoother_beats_classical_weights_and_keeps_its_degre
     solver, _ = make_solver(fam, a, NEURAL_MG, {"precond_model": str(path)})
     solver.solve()
     assert solver.snes.ksp.getConvergedReason() > 0 and true_residual(solver) <= 1e-8
+    amg = {**NEURAL_MG, "pc_python_type": "fe_operators.precond.NeuralAMG", "neuralamg_model": str(path)}
+    solver, _ = make_solver(fam, a, amg)
+    solver.solve()
+    assert solver.snes.ksp.getConvergedReason() > 0 and true_residual(solver) <= 1e-8
+    assert all(isinstance(s, LearnedPolynomial) for s in solver.snes.ksp.getPC().getPythonContext().smoothers)
     solver, _ = make_solver(fam, a, {**NEURAL_MG, "neuralmg_sweeps": 3}, {"precond_model": str(path)})
     with pytest.raises(PETSc.Error) as info:
         solver.solve()

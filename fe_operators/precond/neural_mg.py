@@ -148,6 +148,9 @@ class NeuralMG(_LearnedMGBase, PCBase):
         self._timed_mg_setup(self.hierarchy.setup_seconds)
         self.setup_seconds = time.perf_counter() - t0
 
+    def _report(self) -> str:
+        return super()._report() + f"; {'rediscretised' if self.coarse != 'galerkin' else 'Galerkin'} coarse operators"
+
     def destroy(self, pc: PETSc.PC) -> None:
         """Free the inner PC and the hierarchy's matrices."""
         _LearnedMGBase.destroy(self, pc)
