@@ -7,7 +7,8 @@ training operator's hierarchy computed once; refused when, on held-out coefficie
 does worse than the same cycle with ℓ1-Jacobi weights (:func:`smoother_report`).  Used by
 :class:`~fe_operators.precond.NeuralMG`, :class:`~fe_operators.precond.NeuralAMG` and
 :class:`~fe_operators.precond.LearnedJacobi`; ``precond evaluate`` rows ``neural_mg``,
-``neural_amg`` and ``galerkin_jacobi`` (the classical weights in the same cycle).
+``neural_mg_rediscretised`` (``neuralmg_coarse rediscretise``), ``neural_amg`` and
+``galerkin_jacobi`` (the classical weights in the same cycle).
 
 Nothing here imports Firedrake or torch at import time.
 """
@@ -93,6 +94,9 @@ class NeuralMGKind(LearnedPreconditioner):
     methods = {
         "neural_mg": Method("CG + NeuralMG (Galerkin V-cycle, learned smoothers)", "fe_operators.precond.NeuralMG",
                             "neuralmg_model", needs_hierarchy=True),
+        "neural_mg_rediscretised": Method("CG + NeuralMG, coarse operators rediscretised (cell-averaged coefficients)",
+                                          "fe_operators.precond.NeuralMG", "neuralmg_model", needs_hierarchy=True,
+                                          options={"neuralmg_coarse": "rediscretise"}),
         "neural_amg": Method("CG + NeuralAMG (GAMG, learned smoothers)", "fe_operators.precond.NeuralAMG",
                              "neuralamg_model"),
         "galerkin_jacobi": Method("CG + the same Galerkin V-cycle, classical l1-Jacobi weights",
