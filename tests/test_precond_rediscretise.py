@@ -52,14 +52,15 @@ def _operators(solver):
     return [petsc_to_scipy(M) for M in solver.snes.ksp.getPC().getPythonContext().hierarchy.operators]
 
 
-@pytest.mark.parametrize("coefficient", ["lognormal", "checkerboard"])
-def test_p1_rediscretised_operators_are_the_galerkin_ones(coefficient):
+@pytest.mark.parametrize("coefficient, levels", [("lognormal", None), ("checkerboard", None), ("lognormal", 2)])
+def test_p1_rediscretised_operators_are_the_galerkin_ones(coefficient, levels):
     """Cell averages of the coefficient make the P1 coarse forms the Galerkin products (module docstring)."""
     fam = family("unitsquare:4/r3")
     k = fam.sample_coefficient(np.random.default_rng(3)) if coefficient == "lognormal" else _checkerboard(fam.V.mesh())
-    ops = {c: _operators(_solve(fam.V, k, {**NEURAL_MG, "neuralmg_coarse": c}, _random_net()))
+    extra = {} if levels is None else {"neuralmg_levels": levels}
+    ops = {c: _operators(_solve(fam.V, k, {**NEURAL_MG, "neuralmg_coarse": c, **extra}, _random_net()))
            for c in ("galerkin", "rediscretise")}
-    assert len(ops["galerkin"]) == 4
+    assert len(ops["galerkin"]) == (levels or 4)
     for G, R in zip(ops["galerkin"], ops["rediscretise"]):
         assert abs(G - R).max() <= 1e-12 * abs(G).max()
 
