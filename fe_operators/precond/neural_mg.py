@@ -53,7 +53,8 @@ __all__ = ["NeuralMG"]
 
 
 class NeuralMG(_LearnedMGBase, PCBase):
-    """Galerkin V-cycle on the problem's mesh hierarchy with learned SPD smoothers (a PCBase).
+    """V-cycle on the problem's mesh hierarchy with learned SPD smoothers (a PCBase): Galerkin or
+    rediscretised coarse operators.
 
     See the module docstring for usage and options.  The cycle is symmetric positive
     definite for any network weights (:mod:`fe_operators.precond.smoother`), so use it
@@ -62,15 +63,19 @@ class NeuralMG(_LearnedMGBase, PCBase):
     Attributes
     ----------
     hierarchy
-        The :class:`~fe_operators.precond.mg.GalerkinHierarchy` (after set-up).
+        The :class:`~fe_operators.precond.mg.GalerkinHierarchy` or its subclass
+        :class:`~fe_operators.precond.rediscretise.RediscretisedHierarchy` (after set-up).
     mg
         The inner PETSc ``PCMG``.
     smoothers
         The level smoothers' contexts (finest first).
     setup_breakdown
         Seconds of the last set-up's parts: ``features``, ``network`` (the smoothers),
-        ``coarse operators`` (the Galerkin products), ``LU`` (the rest of the PCMG set-up:
-        the coarse factorisation); :attr:`setup_seconds` is the whole.
+        ``coarse operators`` (the Galerkin products, or the coefficients' averages and the
+        coarse assemblies), ``LU`` (the rest of the PCMG set-up: the coarse
+        factorisation); :attr:`setup_seconds` is the whole.
+    coarse
+        ``"galerkin"`` or ``"rediscretise"`` (the option ``coarse``).
     """
 
     _prefix = "neuralmg_"
@@ -84,7 +89,7 @@ class NeuralMG(_LearnedMGBase, PCBase):
         self.coarse = "galerkin"
 
     def initialize(self, pc: PETSc.PC) -> None:
-        """First set-up: model, prolongations, Galerkin operators, inner PCMG."""
+        """First set-up: model, prolongations, coarse operators, inner PCMG."""
         t0 = time.perf_counter()
         prefix = options_prefix(pc, self._prefix)
         _, P = pc.getOperators()
