@@ -329,7 +329,7 @@ class LearnedPolynomial(LearnedJacobi):
         The level's step weights, ``(k,)`` in ``(0, 1)``.
     """
 
-    name = "fe_operators.precond.LearnedPolynomial"
+    name = "fe_operators.precond.smoother.LearnedPolynomial"
 
     def __init__(self, model: Any, omegas: Any) -> None:
         super().__init__(model)
