@@ -10,7 +10,8 @@ from fe_operators.io import load_mesh
 
 
 def solve(spec: str, model: str, method: str) -> dict:
-    """Solve with ``method`` (``neural_mg`` or ``neural_amg``); iterations, residual, sizes."""
+    """Solve with ``method`` (``neural_mg``, ``neural_mg_rediscretise`` or ``neural_amg``); iterations,
+    residual, sizes."""
     mesh = load_mesh(spec)
     V = fd.FunctionSpace(mesh, "CG", 1)
     x, y = fd.SpatialCoordinate(mesh)
@@ -18,10 +19,12 @@ def solve(spec: str, model: str, method: str) -> dict:
     u, v = fd.TrialFunction(V), fd.TestFunction(V)
     uh = fd.Function(V)
     bcs = [fd.DirichletBC(V, 0.0, "on_boundary")]
-    name = {"neural_mg": "NeuralMG", "neural_amg": "NeuralAMG"}[method]
+    name = {"neural_mg": "NeuralMG", "neural_mg_rediscretise": "NeuralMG", "neural_amg": "NeuralAMG"}[method]
     params = {"mat_type": "aij", "ksp_type": "cg", "ksp_rtol": 1e-8, "ksp_atol": 0.0,
               "ksp_norm_type": "unpreconditioned", "pc_type": "python",
               "pc_python_type": f"fe_operators.precond.{name}", f"{name.lower()}_model": model}
+    if method == "neural_mg_rediscretise":
+        params["neuralmg_coarse"] = "rediscretise"
     problem = fd.LinearVariationalProblem(fd.inner(a * fd.grad(u), fd.grad(v)) * fd.dx, v * fd.dx, uh, bcs=bcs)
     solver = fd.LinearVariationalSolver(problem, solver_parameters=params)
     solver.solve()

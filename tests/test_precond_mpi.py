@@ -45,3 +45,18 @@ def test_learned_multigrid_on_two_ranks_converges_like_on_one(trained_smoother):
         assert run["reason"] > 0 and run["residual"] <= 1e-8
     assert par["its"] <= one["its"] + 1
     assert abs(par["u_norm"] - one["u_norm"]) <= 1e-7 * one["u_norm"]
+
+
+def test_rediscretised_coarse_operators_on_two_ranks(trained_smoother):
+    """The cell averages and coarse assemblies are parallel: on a P1 problem they give the Galerkin
+    operators, hence the Galerkin iterations and solution, on two ranks as on one."""
+    from precond_mpi_solve import solve
+
+    model = str(trained_smoother[0])
+    two = _two_ranks(model, ["neural_mg", "neural_mg_rediscretise"])
+    one = solve(SPEC, model, "neural_mg_rediscretise")
+    par = two["neural_mg_rediscretise"]
+    assert par["ranks"] == 2 and 0 < par["local_rows"] < par["rows"]
+    assert par["reason"] > 0 and par["residual"] <= 1e-8
+    assert par["its"] == two["neural_mg"]["its"] and one["its"] <= par["its"] + 1
+    assert abs(par["u_norm"] - one["u_norm"]) <= 1e-7 * one["u_norm"]

@@ -7,7 +7,8 @@ training operator's hierarchy computed once; refused when, on held-out coefficie
 does worse than the same cycle with ℓ1-Jacobi weights (:func:`smoother_report`).  Used by
 :class:`~fe_operators.precond.NeuralMG`, :class:`~fe_operators.precond.NeuralAMG` and
 :class:`~fe_operators.precond.LearnedJacobi`; ``precond evaluate`` rows ``neural_mg``,
-``neural_amg`` and ``galerkin_jacobi`` (the classical weights in the same cycle).
+``neural_mg_rediscretised`` (``neuralmg_coarse rediscretise``), ``neural_amg`` and
+``galerkin_jacobi`` (the classical weights in the same cycle).
 
 Nothing here imports Firedrake or torch at import time.
 """
@@ -41,6 +42,9 @@ class SmootherSection:
                          default=2)
     init_s: float = option("Smoothing factor s of every row at initialisation (0.5: l1-Jacobi).", fraction,
                            default=0.6)
+    poly_levels: int = option("0: sweeps equal Richardson steps with the learned diagonal. L > 0: the learned "
+                              "polynomial smoother of degree sweeps, its step weights learned for the finest L levels "
+                              "(SPD for any weights; fe_operators.precond.smoother).", non_negative, default=0)
     cycles: int = option("V-cycles of the loss, log(|E^k e|_A / |e|_A) / k on random errors e.", positive,
                          default=4)
     errors: int = option("Random errors e per training operator and step.", positive, default=8)
@@ -90,6 +94,9 @@ class NeuralMGKind(LearnedPreconditioner):
     methods = {
         "neural_mg": Method("CG + NeuralMG (Galerkin V-cycle, learned smoothers)", "fe_operators.precond.NeuralMG",
                             "neuralmg_model", needs_hierarchy=True),
+        "neural_mg_rediscretised": Method("CG + NeuralMG, coarse operators rediscretised (cell-averaged coefficients)",
+                                          "fe_operators.precond.NeuralMG", "neuralmg_model", needs_hierarchy=True,
+                                          options={"neuralmg_coarse": "rediscretise"}),
         "neural_amg": Method("CG + NeuralAMG (GAMG, learned smoothers)", "fe_operators.precond.NeuralAMG",
                              "neuralamg_model"),
         "galerkin_jacobi": Method("CG + the same Galerkin V-cycle, classical l1-Jacobi weights",
@@ -111,7 +118,8 @@ class NeuralMGKind(LearnedPreconditioner):
         log(f"{len(train)} training operators ({train[0].finest.n_nodes} rows, {len(train[0].levels)} levels), "
             f"contrast {min(contrasts):.0f}-{max(contrasts):.0f}; set-up {time.perf_counter() - t0:.1f} s")
         opts = cfg.smoother
-        net = SmootherNet(opts.hidden, opts.layers, opts.act, opts.sweeps, init_s=opts.init_s).double()
+        net = SmootherNet(opts.hidden, opts.layers, opts.act, opts.sweeps, init_s=opts.init_s,
+                          poly_levels=opts.poly_levels).double()
         gen = torch.Generator().manual_seed(cfg.train.seed)
 
         def step_loss(step: int) -> torch.Tensor:

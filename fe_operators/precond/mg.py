@@ -17,7 +17,10 @@ whose Dirichlet rows are identity rows (Firedrake's assembly) and prolongations
 * **smoothing** — ``sweeps`` Richardson steps :math:`x \leftarrow x + S_l(b - A_l x)` with
   the learned diagonal :math:`S_l` (:class:`~fe_operators.precond.smoother.LearnedJacobi`)
   before and after the coarse correction; :math:`S_l` is symmetric, so the post-smoother
-  is the pre-smoother's adjoint.
+  is the pre-smoother's adjoint.  With a polynomial network, one Richardson step with the
+  learned polynomial :math:`M_l = p_l(S_l A_l) S_l`
+  (:class:`~fe_operators.precond.smoother.LearnedPolynomial`, symmetric and
+  energy-convergent for any weights: :mod:`~fe_operators.precond.smoother`) instead.
 
 The cycle is then symmetric, and positive definite because every :math:`S_l` is
 energy-convergent: :math:`B = \bar S + (I - S A) \tilde P B_c \tilde P^T (I - A S)` with
@@ -42,7 +45,7 @@ from fe_operators.errors import PreconditionerSetupError
 from fe_operators.multigrid.galerkin import BOUNDARY_THRESHOLD, galerkin_product
 from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.precond.features import row_parts
-from fe_operators.precond.smoother import LearnedJacobi
+from fe_operators.precond.smoother import LearnedJacobi, LearnedPolynomial
 
 __all__ = ["GalerkinHierarchy", "setup_learned_mg", "install_learned_smoothers", "NeuralAMG"]
 
@@ -114,19 +117,17 @@ class GalerkinHierarchy:
         reuse = A.comm.tompi4py().allreduce(same, op=_land())
         if not reuse:
             self.destroy()
+        self._before_coarse_operators()
         ops = [A]
         for level in range(self.n_levels - 2, -1, -1):  # the coarse level made from level + 1
             if reuse:
-                Ac = galerkin_product(ops[-1], self.prolongations[level], result=self.operators[level])
+                Ac = self._coarse_operator(level, ops[-1], self.prolongations[level], vecs[level],
+                                           self.operators[level])
             else:
                 Pm = self._raw[level].duplicate(copy=True)
-                keep_f, keep_c = vecs[level + 1].duplicate(), vecs[level].duplicate()
-                for keep, b in ((keep_f, vecs[level + 1]), (keep_c, vecs[level])):
-                    keep.set(1.0)
-                    keep.axpy(-1.0, b)
-                Pm.diagonalScale(keep_f, keep_c)
+                Pm.diagonalScale(_complement(vecs[level + 1]), _complement(vecs[level]))
                 self.prolongations.insert(0, Pm)
-                Ac = galerkin_product(ops[-1], Pm)
+                Ac = self._coarse_operator(level, ops[-1], Pm, vecs[level], None)
                 Ac.setOption(Ac.Option.NEW_NONZERO_ALLOCATION_ERR, False)
             Ac.setDiagonal(vecs[level], addv=True)
             ops.append(Ac)
@@ -134,11 +135,40 @@ class GalerkinHierarchy:
         self._masks = masks
         self.setup_seconds = time.perf_counter() - t0
 
+    def _before_coarse_operators(self) -> None:
+        """Called by :meth:`update` before the coarse operators are computed (a subclass's hook)."""
+
+    def _coarse_operator(self, level: int, fine: Any, P: Any, boundary: Any, result: Any) -> Any:
+        """The coarse operator of ``level`` without its boundary identity: ``P̃ᵀ A_{level+1} P̃``.
+
+        Parameters
+        ----------
+        level
+            The coarse level (0: coarsest).
+        fine
+            ``A_{level + 1}``.
+        P
+            The masked prolongation ``P̃_{level + 1}``.
+        boundary
+            The Vec ``b_level`` (1 on the coarse Dirichlet rows).
+        result
+            The previous operator of this level (same pattern), refilled in place; None: a new one.
+        """
+        return galerkin_product(fine, P, result=result)
+
     def destroy(self) -> None:
         """Free the coarse operators and masked prolongations (not the fine matrix)."""
         for M in self.operators[:-1] + self.prolongations:
             M.destroy()
         self.operators, self.prolongations, self._masks = [], [], []
+
+
+def _complement(b: Any) -> Any:
+    """A new Vec ``1 - b``."""
+    keep = b.duplicate()
+    keep.set(1.0)
+    keep.axpy(-1.0, b)
+    return keep
 
 
 def _land() -> Any:
@@ -156,6 +186,16 @@ def _configure_smoother(ksp: Any, sweeps: int, context: Any) -> None:
     pc = ksp.getPC()
     pc.setType(PETSc.PC.Type.PYTHON)
     pc.setPythonContext(context)
+
+
+def _step_weights(model: Any, smoothed_levels: int) -> list[list[float]] | None:
+    """The polynomial smoother's step weights per smoothed level (coarsest first), or None."""
+    if not getattr(model, "polynomial", False):
+        return None
+    import torch
+
+    with torch.no_grad():
+        return [w.double().tolist() for w in model.step_weights(smoothed_levels)]
 
 
 def setup_learned_mg(mg: Any, hierarchy: GalerkinHierarchy, model: Any, sweeps: int) -> list[LearnedJacobi]:
@@ -185,15 +225,16 @@ def setup_learned_mg(mg: Any, hierarchy: GalerkinHierarchy, model: Any, sweeps: 
     for level in range(1, n):
         mg.setMGInterpolation(level, hierarchy.prolongations[level - 1])
     contexts = []
+    steps = _step_weights(model, n - 1)
     for level in range(n):
         A_l = hierarchy.operators[level]
         if level:
             # distinct KSPs before and after the coarse correction (one context, computed once):
             # the pre-smoother then starts from a zero guess and skips the product A 0
-            ctx = LearnedJacobi(model)
+            ctx = LearnedJacobi(model) if steps is None else LearnedPolynomial(model, steps[level - 1])
             for ksp in (mg.getMGSmootherDown(level), mg.getMGSmootherUp(level)):
                 ksp.setOperators(A_l, A_l)
-                _configure_smoother(ksp, sweeps, ctx)
+                _configure_smoother(ksp, sweeps if steps is None else 1, ctx)
             contexts.append(ctx)
         else:
             ksp = mg.getMGCoarseSolve()
@@ -217,13 +258,14 @@ def install_learned_smoothers(mg: Any, model: Any, sweeps: int) -> list[LearnedJ
         The contexts, finest level first.
     """
     contexts = []
+    steps = _step_weights(model, mg.getMGLevels() - 1)
     for level in range(mg.getMGLevels() - 1, 0, -1):
         ksp = mg.getMGSmoother(level)
         pc = ksp.getPC()
         ctx = pc.getPythonContext() if pc.getType() == "python" else None
         if not isinstance(ctx, LearnedJacobi):
-            ctx = LearnedJacobi(model)
-            _configure_smoother(ksp, sweeps, ctx)
+            ctx = LearnedJacobi(model) if steps is None else LearnedPolynomial(model, steps[level - 1])
+            _configure_smoother(ksp, sweeps if steps is None else 1, ctx)
         contexts.append(ctx)
     return contexts
 
@@ -272,6 +314,9 @@ class _LearnedMGBase:
         sweeps = PETSc.Options(prefix).getInt("sweeps", default)
         if sweeps < 1:
             raise PreconditionerSetupError(self.name, f"-{prefix}sweeps: expected at least 1, got {sweeps}")
+        if getattr(self.net, "polynomial", False) and sweeps != default:
+            raise PreconditionerSetupError(self.name, f"-{prefix}sweeps {sweeps}: the polynomial smoother's degree "
+                                                      f"is its training's, {default}; leave the option out")
         return sweeps
 
     def apply(self, pc: Any, x: Any, y: Any) -> None:

@@ -27,6 +27,11 @@ Options (prefix ``<solver prefix>neuralmg_``)
     network's ``sweeps``).
 ``levels N``
     Use the finest ``N`` levels of the hierarchy (default: all).
+``coarse galerkin|rediscretise``
+    The coarse operators: the masked Galerkin products (default), or the solve's form
+    assembled on each coarse mesh with the coefficients' cell averages
+    (:mod:`fe_operators.precond.rediscretise`, as Firedrake's ``pc_type mg``); the same
+    boundary masks, and SPD either way.
 ``mg_*``
     Any option of the inner ``PCMG`` (``neuralmg_mg_coarse_pc_type cholesky``).
 """
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import time
 
-from firedrake.dmhooks import get_function_space
+from firedrake.dmhooks import get_appctx, get_function_space
 from firedrake.petsc import PETSc
 from firedrake.preconditioners.base import PCBase
 
@@ -48,7 +53,8 @@ __all__ = ["NeuralMG"]
 
 
 class NeuralMG(_LearnedMGBase, PCBase):
-    """Galerkin V-cycle on the problem's mesh hierarchy with learned SPD smoothers (a PCBase).
+    """V-cycle on the problem's mesh hierarchy with learned SPD smoothers (a PCBase): Galerkin or
+    rediscretised coarse operators.
 
     See the module docstring for usage and options.  The cycle is symmetric positive
     definite for any network weights (:mod:`fe_operators.precond.smoother`), so use it
@@ -57,15 +63,19 @@ class NeuralMG(_LearnedMGBase, PCBase):
     Attributes
     ----------
     hierarchy
-        The :class:`~fe_operators.precond.mg.GalerkinHierarchy` (after set-up).
+        The :class:`~fe_operators.precond.mg.GalerkinHierarchy` or its subclass
+        :class:`~fe_operators.precond.rediscretise.RediscretisedHierarchy` (after set-up).
     mg
         The inner PETSc ``PCMG``.
     smoothers
         The level smoothers' contexts (finest first).
     setup_breakdown
         Seconds of the last set-up's parts: ``features``, ``network`` (the smoothers),
-        ``coarse operators`` (the Galerkin products), ``LU`` (the rest of the PCMG set-up:
-        the coarse factorisation); :attr:`setup_seconds` is the whole.
+        ``coarse operators`` (the Galerkin products, or the coefficients' averages and the
+        coarse assemblies), ``LU`` (the rest of the PCMG set-up: the coarse
+        factorisation); :attr:`setup_seconds` is the whole.
+    coarse
+        ``"galerkin"`` or ``"rediscretise"`` (the option ``coarse``).
     """
 
     _prefix = "neuralmg_"
@@ -76,9 +86,10 @@ class NeuralMG(_LearnedMGBase, PCBase):
         PCBase.__init__(self)
         _LearnedMGBase.__init__(self)
         self.hierarchy: GalerkinHierarchy | None = None
+        self.coarse = "galerkin"
 
     def initialize(self, pc: PETSc.PC) -> None:
-        """First set-up: model, prolongations, Galerkin operators, inner PCMG."""
+        """First set-up: model, prolongations, coarse operators, inner PCMG."""
         t0 = time.perf_counter()
         prefix = options_prefix(pc, self._prefix)
         _, P = pc.getOperators()
@@ -92,13 +103,36 @@ class NeuralMG(_LearnedMGBase, PCBase):
         opts = PETSc.Options(prefix)
         levels = opts.getInt("levels") if opts.hasName("levels") else None
         prolongations = level_prolongations(V, levels)
-        self.hierarchy = GalerkinHierarchy(P, prolongations)
+        coarse = opts.getString("coarse", "galerkin").lower()
+        if coarse == "galerkin":
+            self.hierarchy = GalerkinHierarchy(P, prolongations)
+        elif coarse in ("rediscretise", "rediscretize"):
+            self.hierarchy = self._rediscretised(pc, P, prolongations, prefix)
+        else:
+            raise PreconditionerSetupError(self.name, f"-{prefix}coarse {coarse!r}: expected galerkin or "
+                                                      "rediscretise")
+        self.coarse = coarse
         self.mg = PETSc.PC().create(comm=pc.comm)
         self.mg.incrementTabLevel(1, parent=pc)
         self.mg.setOptionsPrefix(prefix)
         self.smoothers = setup_learned_mg(self.mg, self.hierarchy, self.net, self.sweeps)
         self._timed_mg_setup(self.hierarchy.setup_seconds)
         self.setup_seconds = time.perf_counter() - t0
+
+    def _rediscretised(self, pc: PETSc.PC, P: PETSc.Mat, prolongations: list, prefix: str) -> GalerkinHierarchy:
+        """The :class:`~fe_operators.precond.rediscretise.RediscretisedHierarchy` of the solve's form."""
+        from fe_operators.precond.rediscretise import RediscretisedHierarchy
+
+        ctx = get_appctx(pc.getDM())
+        form = getattr(ctx, "Jp", None)
+        form = getattr(ctx, "J", None) if form is None else form
+        if form is None:
+            raise PreconditionerSetupError(self.name, f"-{prefix}coarse rediscretise needs the solve's bilinear "
+                                                      "form (a Firedrake solve's DM); use galerkin")
+        try:
+            return RediscretisedHierarchy(P, prolongations, form)
+        except ValueError as exc:
+            raise PreconditionerSetupError(self.name, f"-{prefix}coarse rediscretise: {exc}") from None
 
     def update(self, pc: PETSc.PC) -> None:
         """New matrix values: recompute the coarse operators; the smoothers re-read their levels."""
@@ -118,6 +152,9 @@ class NeuralMG(_LearnedMGBase, PCBase):
         self.mg.setOperators(P, P)
         self._timed_mg_setup(self.hierarchy.setup_seconds)
         self.setup_seconds = time.perf_counter() - t0
+
+    def _report(self) -> str:
+        return super()._report() + f"; {'rediscretised' if self.coarse != 'galerkin' else 'Galerkin'} coarse operators"
 
     def destroy(self, pc: PETSc.PC) -> None:
         """Free the inner PC and the hierarchy's matrices."""

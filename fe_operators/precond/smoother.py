@@ -22,6 +22,29 @@ and the smoother's apply is a pointwise product of PETSc vectors (:class:`Learne
 at sparse-kernel speed.
 A non-finite network output gets the classical weight :math:`s_i = 1/2` (the
 :math:`\ell_1`-Jacobi smoother :math:`m_i = 1/\sum_j|a_{ij}|`) and is counted.
+
+**The learned polynomial smoother** (``SmootherNet(poly_levels=L)``).  Instead of ``k``
+equal Richardson steps with :math:`S`, level :math:`l` applies
+:math:`M_l = p_l(SA)\,S` with the learned polynomial defined by its error polynomial
+
+.. math::
+
+    r_l(x) = 1 - x\,p_l(x) = \prod_{j=1}^{k} (1 - \omega_{l,j}\,x), \qquad
+    \omega_{l,j} = \epsilon + (1 - 2\epsilon)\,\mathrm{sigmoid}(\theta_{l,j}) \in (0, 1),
+
+:math:`\theta` learned per level (:meth:`SmootherNet.step_weights`; counted from the
+finest level, deeper levels than trained use the last row).  ``I - M A = r(SA)``, and
+:math:`M = S^{1/2} p(S^{1/2} A S^{1/2}) S^{1/2}` is symmetric.  The guarantee:
+the eigenvalues :math:`x` of :math:`SA` lie in :math:`(0, 2)` (above: :math:`2S^{-1} - A
+\succ 0`), where every factor satisfies :math:`|1 - \omega x| < 1` because
+:math:`0 < \omega < 1`; so :math:`|r(x)| < 1` on the spectrum, :math:`\|I - MA\|_A < 1`
+and :math:`2M^{-1} - A \succ 0` — the smoother is energy-convergent for any network and
+any :math:`\theta`, and the V-cycle stays SPD.  What it adds over equal steps: the
+row factors :math:`s` may use all of :math:`(0, 2)` (with :math:`\omega = 1` the top of
+the spectrum, :math:`x \to 2`, is not damped at all), and the :math:`k` roots
+:math:`1/\omega_{l,j}` spread over the spectrum as Chebyshev's do.  Applied as one
+Richardson step with :math:`M` (:class:`LearnedPolynomial`: ``k - 1`` products with
+:math:`A` inside, the same count as ``k`` plain sweeps).
 """
 
 from __future__ import annotations
@@ -39,8 +62,8 @@ from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.errors import PreconditionerSetupError
 from fe_operators.precond.features import FEATURE_NAMES, RowFeatures, petsc_row_features
 
-__all__ = ["SmootherNet", "smoother_multipliers", "multipliers_torch", "LearnedJacobi", "S_MARGIN",
-           "INFERENCE_DTYPE"]
+__all__ = ["SmootherNet", "smoother_multipliers", "multipliers_torch", "LearnedJacobi", "LearnedPolynomial",
+           "S_MARGIN", "INFERENCE_DTYPE"]
 
 #: ``s`` stays in ``[S_MARGIN, 1 - S_MARGIN]``, strictly inside (0, 1) in float32 and float64
 S_MARGIN = 1e-6
@@ -69,6 +92,13 @@ class SmootherNet(torch.nn.Module):
     init_s
         The factor ``s`` of every row at initialisation (zero last layer), e.g. 0.5 for
         the classical ℓ1-Jacobi smoother.
+    poly_levels
+        0: ``sweeps`` equal Richardson steps.  ``L > 0``: the learned polynomial smoother
+        of degree ``sweeps`` (module docstring) with step weights for the finest ``L``
+        levels (deeper levels use the last), initialised to ``init_omega``.
+    init_omega
+        The largest step weight ``ω`` at initialisation (polynomial only; the others
+        spread down to ``0.6 init_omega``: distinct, since the loss is symmetric in them).
 
     Shapes
     ------
@@ -76,7 +106,8 @@ class SmootherNet(torch.nn.Module):
     """
 
     def __init__(self, hidden: int = 16, layers: int = 2, act: str = "relu", sweeps: int = 2,
-                 features: list[str] | tuple[str, ...] = FEATURE_NAMES, init_s: float | None = None) -> None:
+                 features: list[str] | tuple[str, ...] = FEATURE_NAMES, init_s: float | None = None,
+                 poly_levels: int = 0, init_omega: float = 0.9) -> None:
         super().__init__()
         if list(features) != list(FEATURE_NAMES):
             raise ValueError(f"this fe_operators computes the smoother features {list(FEATURE_NAMES)}; the model "
@@ -85,24 +116,51 @@ class SmootherNet(torch.nn.Module):
             raise ValueError(f"expected hidden >= 1, layers >= 0, sweeps >= 1, got {hidden}, {layers}, {sweeps}")
         self.hidden, self.layers, self.act, self.sweeps = int(hidden), int(layers), act, int(sweeps)
         self.mlp = MLP([len(FEATURE_NAMES)] + [self.hidden] * self.layers + [1], act)
+        if poly_levels < 0 or not 0 < init_omega < 1:
+            raise ValueError(f"expected poly_levels >= 0 and 0 < init_omega < 1, got {poly_levels}, {init_omega}")
+        self.poly_levels = int(poly_levels)
+        if self.poly_levels:
+            # distinct weights (from init_omega down to 0.6 of it): r is symmetric in the weights,
+            # so equal ones would get equal gradients and stay equal
+            spread = [init_omega * (1 - 0.4 * j / max(self.sweeps - 1, 1)) for j in range(self.sweeps)]
+            self.step_logits = torch.nn.Parameter(torch.tensor([[_logit(w) for w in spread]] * self.poly_levels))
         if init_s is not None:
             self.set_constant(init_s)
+
+    @property
+    def polynomial(self) -> bool:
+        """Whether this is the learned polynomial smoother (module docstring)."""
+        return self.poly_levels > 0
+
+    def step_weights(self, smoothed_levels: int) -> list[torch.Tensor]:
+        """The step weights ``ω`` of each smoothed level, coarsest first (as the levels of a
+        hierarchy without its coarsest), each ``(sweeps,)`` in ``(0, 1)``.
+
+        Level ``i`` counted from the finest takes row ``min(i, poly_levels - 1)``.
+        """
+        if not self.polynomial:
+            raise ValueError("this smoother network has no polynomial step weights (poly_levels 0)")
+        w = S_MARGIN + (1 - 2 * S_MARGIN) * torch.sigmoid(self.step_logits)
+        rows = [w[min(i, self.poly_levels - 1)] for i in range(smoothed_levels)]
+        return rows[::-1]
 
     def set_constant(self, s: float) -> None:
         """Make every row's factor ``s`` (last layer zero, its bias ``logit``)."""
         if not 0 < s < 1:
             raise ValueError(f"expected 0 < s < 1, got {s}")
-        z = (s - S_MARGIN) / (1 - 2 * S_MARGIN)
         last = self.mlp[-1]
         with torch.no_grad():
             last.weight.zero_()
-            last.bias.fill_(math.log(z / (1 - z)))
+            last.bias.fill_(_logit(s))
 
     @property
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments."""
-        return {"hidden": self.hidden, "layers": self.layers, "act": self.act, "sweeps": self.sweeps,
-                "features": list(FEATURE_NAMES)}
+        config = {"hidden": self.hidden, "layers": self.layers, "act": self.act, "sweeps": self.sweeps,
+                  "features": list(FEATURE_NAMES)}
+        if self.poly_levels:  # older checkpoints have no such key: the plain smoother
+            config["poly_levels"] = self.poly_levels
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "SmootherNet":
@@ -112,6 +170,12 @@ class SmootherNet(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Factors ``s`` of each row, in ``[ε, 1 − ε]``."""
         return S_MARGIN + (1 - 2 * S_MARGIN) * torch.sigmoid(self.mlp(x)).squeeze(-1)
+
+
+def _logit(s: float) -> float:
+    """The pre-activation giving ``ε + (1 − 2ε) sigmoid(·) = s``."""
+    z = (s - S_MARGIN) / (1 - 2 * S_MARGIN)
+    return math.log(z / (1 - z))
 
 
 def multipliers_torch(s: torch.Tensor, abs_row_sum: torch.Tensor, diagonal: torch.Tensor,
@@ -247,3 +311,58 @@ class LearnedJacobi:
         if self.multipliers is not None:
             self.multipliers.destroy()
             self.multipliers = None
+
+
+class LearnedPolynomial(LearnedJacobi):
+    """A petsc4py Python PC: the learned polynomial smoother ``y = M x``, ``M = p(SA) S`` (module docstring).
+
+    ``M x`` is ``k`` Richardson steps from zero, ``y ← y + ω_j m ⊙ (x − A y)``, with the
+    level's step weights ``ω`` (``k - 1`` products with ``A``); symmetric, so
+    ``applyTranspose`` is ``apply``.  Use it with one Richardson step per smoothing
+    (:func:`~fe_operators.precond.mg.setup_learned_mg` does).
+
+    Parameters
+    ----------
+    model
+        The network (its ``step_weights``), or a checkpoint path.
+    omegas
+        The level's step weights, ``(k,)`` in ``(0, 1)``.
+    """
+
+    name = "fe_operators.precond.smoother.LearnedPolynomial"
+
+    def __init__(self, model: Any, omegas: Any) -> None:
+        super().__init__(model)
+        self.omegas = [float(w) for w in omegas]
+        if not all(0 < w < 1 for w in self.omegas):
+            raise ValueError(f"expected step weights in (0, 1), got {self.omegas}")
+        self._A = None
+        self._work: tuple[Any, Any] | None = None
+
+    def setUp(self, pc: Any) -> None:
+        """The multipliers (:meth:`LearnedJacobi.setUp`) and the level's matrix for the inner steps."""
+        super().setUp(pc)
+        _, self._A = pc.getOperators()
+        if self._work is None or self._work[0].getSizes() != self._A.getSizes()[0]:
+            self._work = (self._A.createVecLeft(), self._A.createVecLeft())
+
+    def apply(self, pc: Any, x: Any, y: Any) -> None:
+        """``y = M x``: ``k`` weighted Richardson steps on ``A y = x`` from ``y = 0``."""
+        r, t = self._work
+        y.pointwiseMult(x, self.multipliers)
+        y.scale(self.omegas[0])
+        for w in self.omegas[1:]:
+            self._A.mult(y, r)
+            r.aypx(-1.0, x)  # r = x - A y
+            t.pointwiseMult(r, self.multipliers)
+            y.axpy(w, t)
+
+    applyTranspose = apply
+
+    def destroy(self, pc: Any) -> None:
+        """Free the multiplier and work Vecs."""
+        super().destroy(pc)
+        if self._work is not None:
+            for v in self._work:
+                v.destroy()
+            self._work = None

@@ -14,6 +14,10 @@ of operations — written with differentiable sparse products
                   x += P̃_l cycle(l − 1, P̃_lᵀ (b − A_l x))
                   repeat ν: x += m_l ⊙ (b − A_l x)
 
+With the learned polynomial smoother (``net.polynomial``) each smoothing is one step
+``x += M_l (b − A_l x)`` with ``M_l v`` the ``ν`` steps ``y += ω_{l,j} m_l ⊙ (v − A_l y)``
+from ``y = 0`` (:class:`~fe_operators.precond.smoother.LearnedPolynomial`'s order).
+
 The training loss (:func:`convergence_loss`) is the energy-norm convergence factor of
 the cycle as a stationary iteration, ``(‖E^k e‖_A / ‖e‖_A)^{1/k}`` with ``E = I − BA``,
 on random errors: for this SPD cycle ``λ(BA) ⊂ (0, 1]`` and CG's condition number is
@@ -32,7 +36,7 @@ from fe_operators.precond.features import csr_row_features
 from fe_operators.precond.smoother import multipliers_torch
 from fe_operators.sparse.spmm import spmm
 
-__all__ = ["row_data", "coarse_inverse", "level_multipliers", "vcycle", "convergence_loss"]
+__all__ = ["row_data", "coarse_inverse", "level_multipliers", "level_steps", "vcycle", "convergence_loss"]
 
 # what the cycle derives from a level once (row features, the coarsest level's inverse), by level
 _DERIVED: "weakref.WeakKeyDictionary[Level, dict]" = weakref.WeakKeyDictionary()
@@ -73,11 +77,32 @@ def level_multipliers(net: torch.nn.Module, hier: Hierarchy) -> list[torch.Tenso
     return out
 
 
+def level_steps(net: torch.nn.Module, hier: Hierarchy) -> list[torch.Tensor | None] | None:
+    """The polynomial smoother's step weights of every level (None on the coarsest), or None
+    for the plain smoother."""
+    if not getattr(net, "polynomial", False):
+        return None
+    return [None] + net.step_weights(len(hier.levels) - 1)
+
+
+def _poly(A, m: torch.Tensor, omegas: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``M v``: the weighted Richardson steps from zero (module docstring)."""
+    y = omegas[0] * (m * v)
+    for j in range(1, omegas.shape[0]):
+        y = y + omegas[j] * (m * (v - spmm(A, y)))
+    return y
+
+
 def _cycle(hier: Hierarchy, mults: list[torch.Tensor | None], level: int, b: torch.Tensor,
-           sweeps: int) -> torch.Tensor:
+           sweeps: int, steps: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     if level == 0:
         return coarse_inverse(hier.levels[0]) @ b
     A, P, m = hier.levels[level].operators, hier.prolongations[level - 1], mults[level][:, None]
+    if steps is not None:
+        x = _poly(A, m, steps[level], b)
+        r = b - spmm(A, x)
+        x = x + spmm(P, _cycle(hier, mults, level - 1, spmm(P.transpose(), r), sweeps, steps))
+        return x + _poly(A, m, steps[level], b - spmm(A, x))
     x = m * b
     for _ in range(sweeps - 1):
         x = x + m * (b - spmm(A, x))
@@ -88,14 +113,18 @@ def _cycle(hier: Hierarchy, mults: list[torch.Tensor | None], level: int, b: tor
     return x
 
 
-def vcycle(hier: Hierarchy, mults: list[torch.Tensor | None], b: torch.Tensor, sweeps: int) -> torch.Tensor:
+def vcycle(hier: Hierarchy, mults: list[torch.Tensor | None], b: torch.Tensor, sweeps: int,
+           steps: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     """``B b``: one V-cycle with smoother diagonals ``mults`` applied to the columns of ``b``.
+
+    ``steps``: the polynomial smoother's step weights per level (:func:`level_steps`;
+    None: ``sweeps`` plain steps).
 
     Shapes
     ------
     ``b`` ``(n, m)`` -> ``(n, m)``.
     """
-    return _cycle(hier, mults, len(hier.levels) - 1, b, sweeps)
+    return _cycle(hier, mults, len(hier.levels) - 1, b, sweeps, steps)
 
 
 def convergence_loss(net: torch.nn.Module, hier: Hierarchy, errors: torch.Tensor, cycles: int,
@@ -116,6 +145,7 @@ def convergence_loss(net: torch.nn.Module, hier: Hierarchy, errors: torch.Tensor
         Smoothing sweeps per level.
     """
     mults = level_multipliers(net, hier)
+    steps = level_steps(net, hier)
     A = hier.finest.operators
 
     def energy(e: torch.Tensor) -> torch.Tensor:
@@ -124,5 +154,5 @@ def convergence_loss(net: torch.nn.Module, hier: Hierarchy, errors: torch.Tensor
     e = errors
     e0 = energy(e)
     for _ in range(cycles):
-        e = e - vcycle(hier, mults, spmm(A, e), sweeps)
+        e = e - vcycle(hier, mults, spmm(A, e), sweeps, steps)
     return 0.5 * torch.log(energy(e) / e0).mean() / cycles
