@@ -114,6 +114,9 @@ from mgn import MGNConfig, MGNSimulator, cylinder_mesh_graph, rollout_mgn, train
 from fe_operators.data.trajectories import TrajectoryData  # noqa: E402
 
 STAGES = ("fe_step", "mgn", "spon", "beam")
+#: the rollout SPON's options per processor (``--spon-processor``) on the full run; ``--spon-options`` overrides
+SPON_OPTIONS = {"gnn": {"width": 48, "depth": 4, "latent_cells": 0},
+                "hierarchical": {"width": 32, "min_width": 8}}
 TARGETS = {"dyn_rollout_vs_mgn": 0.7, "dyn_strouhal_error": 0.02, "dyn_step_vs_fe_step": 0.1,
            "dyn_div_free": 1e-10, "beam_infer_vs_newton": 0.05}
 
@@ -269,15 +272,31 @@ def fe_step_time(problem: Any, data: TrajectoryData, index: int, steps: int) -> 
     return {"median": statistics.median(times), "mean": float(np.mean(times))}
 
 
-def step_time(step: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``step()`` (no autograd) after one warm-up call."""
-    with torch.no_grad():
-        step()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+def step_time(step: Callable[[], Any], repeats: int, threads: int = 1) -> float:
+    """Median seconds of ``step()`` (no autograd) after one warm-up call, on ``threads`` CPU threads.
+
+    The FE step it is compared with runs on one process and one thread, so the surrogate
+    gets one too (torch and numba, restored after).  The thread count is set here, just
+    before timing, and not trusted from earlier: numba's OpenMP layer resets the count
+    torch shares with it whenever a parallel kernel starts (building a mesh context does),
+    and torch on two threads of a loaded 2-core machine took 4x-10x longer at batch 1.
+    """
+    import numba
+
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(threads)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with torch.no_grad():
             step()
-            times.append(time.perf_counter() - t0)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
     return statistics.median(times)
 
 
@@ -288,13 +307,14 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         return {"resolution": 0.2, "dt": 1 / 100, "train_range": (90.0, 150.0), "n_train": 2,
                 "test_range": (110.0, 130.0), "n_test": 1, "n_steps": 8, "train_horizon": 5, "spinup": 2,
                 "mgn": MGNConfig(latent=16, message_passing_steps=2, warmup_batches=2),
-                "spon": {"width": 8, "depth": 2, "latent_cells": 0}, "unroll": 2, "noise": 0.01,
+                "spon": {"gnn": {"width": 8, "depth": 2, "latent_cells": 0},
+                         "hierarchical": {"width": 8, "min_width": 4, "modes": 3}}, "unroll": 2, "noise": 0.01,
                 "beam_mesh": "rectangle:1,0.1:40x4", "beam_counts": (6, 2, 2)}
     from fe_operators.problems.hyperelastic import DEFAULT_MESH
 
     return {"resolution": args.resolution, "dt": 1 / 400, "train_range": (80.0, 200.0), "n_train": 24,
             "test_range": (85.0, 195.0), "n_test": 6, "n_steps": 700, "train_horizon": 380, "spinup": 800,
-            "mgn": MGNConfig(), "spon": {"width": 48, "depth": 4, "latent_cells": 0}, "unroll": 2, "noise": 0.01,
+            "mgn": MGNConfig(), "spon": SPON_OPTIONS, "unroll": 2, "noise": 0.01,
             "beam_mesh": DEFAULT_MESH, "beam_counts": (80, 10, 20)}
 
 
@@ -403,6 +423,22 @@ def divergence_free_rollout(problem: Any, mask: torch.Tensor, pred: np.ndarray, 
             "div_free_rel_l2_time_avg": float(rel.mean()), "leray": repr(P)}
 
 
+def spon_processor(args: argparse.Namespace, s: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The rollout SPON's processor (``--spon-processor``) and its options (the run's, ``--spon-options`` on top)."""
+    from fe_operators.models.processors.base import processor_options
+
+    try:
+        extra = json.loads(args.spon_options or "{}")
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench-dynamics: --spon-options is not JSON ({exc}); give e.g. '{{\"width\": 16}}'")
+    if not isinstance(extra, dict):
+        raise SystemExit(f"bench-dynamics: --spon-options must be a JSON object, got {args.spon_options!r}")
+    options = {**s["spon"][args.spon_processor], **extra}
+
+    processor_options(args.spon_processor, options, "--spon-options")  # a bad key fails here, before the data
+    return args.spon_processor, options
+
+
 def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], results: dict[str, Any]) -> None:
     """The rollout SPON against the MGN and the FE solver: the four cylinder ratios.
 
@@ -451,10 +487,14 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains anew
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    model, result = train_rollout(problem, train_h, None, run_dir, processor="gnn", options=s["spon"],
+    processor, options = spon_processor(args, s)
+    model, result = train_rollout(problem, train_h, None, run_dir, processor=processor, options=options,
                                   unroll=s["unroll"], noise_std=s["noise"], settings=settings)
     train_s = time.perf_counter() - t0
-    print(f"SPON: rollout SPON, gnn processor {s['spon']}, {n_params(model):,} parameters; AdamW {args.spon_lr:g} "
+    cost = getattr(model.spon.processor, "cost_report", None)
+    if cost is not None:
+        print(cost(model.spon.context), flush=True)
+    print(f"SPON: rollout SPON, {processor} processor {options}, {n_params(model):,} parameters; AdamW {args.spon_lr:g} "
           f"cosine to 0 over {args.budget:.0f} s (time budget), batch {args.spon_batch}, {s['unroll']}-step "
           f"unrolled relative L2 loss, noise std {s['noise']:g} x channel std; {result.step} updates in "
           f"{train_s:.0f} s (set-up included), run folder {run_dir}", flush=True)
@@ -469,7 +509,8 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     ev["max_boundary_error"] = float(np.abs(pred[:, :, mask.numpy()] - test.states[:, :, mask.numpy()]).max())
     cpu = model.to("cpu")
     s1, p1 = torch.as_tensor(test.states[:1, 0]), torch.as_tensor(test.params[:1])
-    ev["step_s"] = step_time(lambda: cpu.step(s1, p1), args.repeats)
+    with cpu.inference():  # a step of a rollout: constant weights, the processor frozen
+        ev["step_s"] = step_time(lambda: cpu.step(s1, p1), args.repeats)
     t1 = time.perf_counter()
     ev.update(divergence_free_rollout(problem, mask, pred, test.states))
     print(f"SPON: max Dirichlet error along the rollouts {ev['max_boundary_error']:.1e}; rollout {rollout_s:.1f} s; "
@@ -482,7 +523,8 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
         print(f"SPON: info: the MGN's vertex-graph floor is {results['mgn_floor']:.3e} (its time average "
               f"{results['mgn']['rel_l2_time_avg']:.3e}); SPON time average / that floor "
               f"{ev['rel_l2_time_avg'] / results['mgn_floor']:.3f}", flush=True)
-    results["spon"] = {"steps": result.step, "train_s": train_s, "rollout_s": rollout_s, **ev}
+    results["spon"] = {"processor": processor, "options": options, "steps": result.step, "train_s": train_s,
+                       "rollout_s": rollout_s, **ev}
     ratios = {"dyn_rollout_vs_mgn": (ev["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"]
                                      if "mgn" in results else None),
               "dyn_strouhal_error": ev["strouhal_rel_error"],
@@ -578,6 +620,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-procs", type=int, default=None,
                    help="MPI processes of the cylinder data generation (mpiexec; 1: in this process; default 2, "
                         "smoke 1)")
+    p.add_argument("--spon-processor", choices=tuple(SPON_OPTIONS), default="gnn",
+                   help="processor of the rollout SPON (default gnn: width 48, 4 layers; hierarchical: width 32, "
+                        "min_width 8, the batch-1 step about 1/20 of the GNN's)")
+    p.add_argument("--spon-options", default=None, metavar="JSON",
+                   help="processor options of the rollout SPON over the defaults, e.g. '{\"width\": 16}'")
     p.add_argument("--spon-lr", type=float, default=1e-3, help="peak learning rate of the rollout SPON")
     p.add_argument("--spon-batch", type=int, default=8, help="windows per update of the rollout SPON")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")
@@ -616,6 +663,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.beam_counts is not None:
         s["beam_counts"] = tuple(args.beam_counts)
     stages = STAGES if args.stage == "all" else (args.stage,)
+    if "spon" in stages:
+        spon_processor(args, s)  # bad options fail now, not after the MGN
     print("targets: " + ", ".join(f"{k} <= {v:g}" for k, v in TARGETS.items())
           + f"; budgets: cylinder models {args.budget:.0f} s each, beam SPON {args.beam_budget:.0f} s"
           + (" (smoke)" if args.smoke else ""), flush=True)
