@@ -49,9 +49,9 @@ def test_taylor_hood_layout_maps_bit_for_bit_and_exact():
     assert torch.equal(layout.from_nodes(nodes), s)  # P1 vertices are P2 nodes: exact round trip
 
 
-@pytest.fixture(scope="module")
-def heat():
-    problem = HeatEquation(fd.UnitSquareMesh(4, 4), dt=0.05, boundary_value=1.0, boundary_frequency=4.0)
+def _heat(degree: int) -> tuple[HeatEquation, np.ndarray, np.ndarray]:
+    problem = HeatEquation(fd.UnitSquareMesh(4, 4), dt=0.05, degree=degree, boundary_value=1.0,
+                           boundary_frequency=4.0)
     rng = np.random.default_rng(0)
     params = [problem.sample_parameters(rng) for _ in range(2)]
     states = np.stack([problem.trajectory(p, 4) for p in params])
@@ -59,14 +59,17 @@ def heat():
     return problem, states, values
 
 
-@pytest.mark.parametrize("processor, options", [
-    ("gnn", {"width": 8, "depth": 2, "latent_cells": 0}),
-    ("hierarchical", {"width": 8, "min_width": 4, "modes": 2, "coarsest_nodes": 10}),
+@pytest.mark.parametrize("processor, options, degree", [
+    ("gnn", {"width": 8, "depth": 2, "latent_cells": 0}, 2),
+    # geometric levels: the network's finest level is reached through to_finest; aggregation
+    # levels (as on the cylinder's mesh): it is the output's own nodes, its mask cached while frozen
+    ("hierarchical", {"width": 8, "min_width": 4, "modes": 2, "coarsest_nodes": 10}, 2),
+    ("hierarchical", {"width": 8, "min_width": 4, "modes": 2, "coarsest_nodes": 30, "geometric_levels": False}, 2),
 ])
-def test_inference_steps_equal_plain_steps(heat, processor, options):
+def test_inference_steps_equal_plain_steps(processor, options, degree):
     """Inside ``inference()`` a step is the plain step bit for bit (boundary exact); a rollout is
     its steps; the frozen cache lives only inside, so changed weights are seen after it."""
-    problem, states, values = heat
+    problem, states, values = _heat(degree)
     torch.manual_seed(0)
     model = rollout_spon_for_problem(problem, processor, mesh_spec="unitsquare:4", **options)
     model.fit_normalizers(states, values)
@@ -81,7 +84,10 @@ def test_inference_steps_equal_plain_steps(heat, processor, options):
         fast = model.step(s, p)
         fast2 = model.step(fast, p)
         if processor == "hierarchical":
-            assert proc.n_levels == 2 and len(proc._frozen) > 0  # the weight-only products are reused
+            assert proc.n_levels >= 2 and len(proc._frozen) > 0  # the weight-only products are reused
+            own = model.spon.context.hierarchy.to_finest is None
+            assert own == (not options.get("geometric_levels", True))
+            assert any(k[0] == "finest" for k in proc._frozen if isinstance(k, tuple)) == own
             assert all(b.frozen_cache is proc._frozen for b in proc.down_blocks[1])
     assert model.training  # restored
     assert torch.equal(fast, plain) and torch.equal(fast2, plain2)

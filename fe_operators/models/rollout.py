@@ -282,13 +282,17 @@ class RolloutSPON(torch.nn.Module):
                                      f"(columns {list(self.param_names)}), got {tuple(params.shape)}")
         return s, params
 
-    def increment(self, s: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """``Δ_θ(s, μ)``: the physical increment of flat states, zero on the Dirichlet DOFs, float64."""
+    def _raw_increment(self, s: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The network's physical increment, float64; its Dirichlet entries are not zeroed."""
         nodes = self.state_normalizer.encode(self.layout.to_nodes(s))
         p = self.param_normalizer.encode(params)
         x = torch.cat([nodes, p[:, None, :].expand(-1, nodes.shape[1], -1)], dim=2)
         z = self.spon(x)
-        delta = self.layout.from_nodes(self.delta_normalizer.decode(z))
+        return self.layout.from_nodes(self.delta_normalizer.decode(z))
+
+    def increment(self, s: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``Δ_θ(s, μ)``: the physical increment of flat states, zero on the Dirichlet DOFs, float64."""
+        delta = self._raw_increment(s, params)
         return torch.where(self.layout.mask, torch.zeros((), dtype=delta.dtype, device=delta.device), delta)
 
     def step(self, s: torch.Tensor, params: torch.Tensor, boundary: torch.Tensor | None = None) -> torch.Tensor:
@@ -305,7 +309,8 @@ class RolloutSPON(torch.nn.Module):
             default: those of ``s`` (time-independent data).
         """
         s, params = self._check(s, params)
-        new = s + self.increment(s, params)
+        # the Dirichlet entries of s + Δ are overwritten here: no need to zero Δ's first (same states)
+        new = s + self._raw_increment(s, params)
         g = s if boundary is None else torch.as_tensor(boundary, dtype=torch.float64, device=self.device)
         return torch.where(self.layout.mask, g, new)
 

@@ -445,8 +445,14 @@ class HierarchicalProcessor(Processor):
             constrained = spmm(hier.to_finest, constrained.to(h.dtype)) > 0.5
             g = None if g is None else node_major(hier.to_finest, g)
         hn, constrained, g = self._carry_down(levels, hn, constrained, g)
-        keep = (~constrained.all(dim=1)).to(h.dtype)[:, None, None]
-        y = self._unet(levels[:L - 1] + [dataclasses.replace(levels[L - 1], keep=keep)], hn, batch)
+
+        def finest() -> UNetLevel:
+            keep = (~constrained.all(dim=1)).to(h.dtype)[:, None, None]
+            return dataclasses.replace(levels[L - 1], keep=keep)
+
+        trained = finest() if hier.to_finest is not None or L < len(levels) else \
+            self._constant(("finest", levels[L - 1], context.mask), finest)
+        y = self._unet(levels[:L - 1] + [trained], hn, batch)
         y = self._carry_up(levels, y, constrained, g)
         if hier.from_finest is not None:
             y = node_major(hier.from_finest, y)
