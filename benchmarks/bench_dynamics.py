@@ -73,13 +73,31 @@ MGN step (vertex graph) 192 ms at batch 1; about 2 s per SPON update (batch 8, 2
 unrolled) and 1.4 s per MGN update (batch 2), so 420 s are some 200 and 300 updates; the
 vertex-graph floor of those early states 6.5e-2 (printed with every run: the MGN cannot
 go below it, so ``dyn_rollout_vs_mgn`` is read next to it); the Leray projection of 31
-states 1 s with ``max ‖div u‖/‖∇u‖`` 1.2e-13.  ``--device cuda`` trains and
+states 1 s with ``max ‖div u‖/‖∇u‖`` 1.2e-13.
+
+The surrogate step (``dyn_step_vs_fe_step``), measured on the full data (the held-out
+trajectory 0, untrained weights of each design, one torch thread, interleaved with the
+FE steps in one process, a machine loaded 4-6 on 2 cores): FE step 24-37 ms; the GNN
+(width 48, 4 layers) 77-133 ms (ratio 3.2-5), where its time goes to the per-edge work of
+28k edges x 48 channels (gathers, the activation and the scatter of every message); on
+two torch threads the same step took 0.5-1 s, and numba's OpenMP layer resets the thread
+count torch shares with it whenever a mesh context is built, so :func:`step_time` sets one
+thread itself.  The hierarchical default: 3.9-6.8 ms (ratio 0.16-0.18), of which about
+2 ms are fixed per-step costs (the same step on a 25-node mesh), the rest the fine
+level's 2,783 nodes; its weight-only products (the blocks' per-channel matrices, the
+coordinate features, the spectral basis) are computed once per rollout
+(:meth:`RolloutSPON.inference <fe_operators.models.rollout.RolloutSPON.inference>`).
+Short training at equal time (90 s, one thread, 12 training trajectories' first 200 steps,
+the same loss and noise; errors on held-out Re 141.3 and 86.5): GNN 13 updates, one-step
+velocity rel L2 1.66e-2 (persistence: 1.66e-2), at step 50 4.47e-1; hierarchical default
+501 updates, 7.4e-3 and 2.09e-1; boundary error 0 for both.  ``--device cuda`` trains and
 rolls out both cylinder models on a GPU where there is one (the step timings stay on the
 CPU).
 
 ``--smoke``: a coarse mesh (resolution 0.2, dt 1/100), 2 training trajectories with Re
 drawn in [90, 150] and 1 held out in [110, 130] (2 spin-up and 8 stored steps, generated in
-this process), a tiny MGN (latent 16, 2 blocks), rollout SPON (width 8, 2 layers) and beam
+this process), a tiny MGN (latent 16, 2 blocks), rollout SPON (hierarchical width 8, or gnn
+width 8 with 2 layers) and beam
 (40 x 4 cells, 6/2/2 samples), 4 s of training each: every stage runs and prints every
 ratio line in under a minute (tests run it; St is nan there: no shedding period fits).
 """
@@ -116,7 +134,7 @@ from fe_operators.data.trajectories import TrajectoryData  # noqa: E402
 STAGES = ("fe_step", "mgn", "spon", "beam")
 #: the rollout SPON's options per processor (``--spon-processor``) on the full run; ``--spon-options`` overrides
 SPON_OPTIONS = {"gnn": {"width": 48, "depth": 4, "latent_cells": 0},
-                "hierarchical": {"width": 32, "min_width": 8}}
+                "hierarchical": {"width": 32, "min_width": 8, "act": "relu", "spectral_layers": 1}}
 TARGETS = {"dyn_rollout_vs_mgn": 0.7, "dyn_strouhal_error": 0.02, "dyn_step_vs_fe_step": 0.1,
            "dyn_div_free": 1e-10, "beam_infer_vs_newton": 0.05}
 
@@ -308,7 +326,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
                 "test_range": (110.0, 130.0), "n_test": 1, "n_steps": 8, "train_horizon": 5, "spinup": 2,
                 "mgn": MGNConfig(latent=16, message_passing_steps=2, warmup_batches=2),
                 "spon": {"gnn": {"width": 8, "depth": 2, "latent_cells": 0},
-                         "hierarchical": {"width": 8, "min_width": 4, "modes": 3}}, "unroll": 2, "noise": 0.01,
+                         "hierarchical": {"width": 8, "min_width": 4, "modes": 3, "act": "relu",
+                                          "spectral_layers": 1}}, "unroll": 2, "noise": 0.01,
                 "beam_mesh": "rectangle:1,0.1:40x4", "beam_counts": (6, 2, 2)}
     from fe_operators.problems.hyperelastic import DEFAULT_MESH
 
@@ -444,9 +463,12 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
 
     Training (the product's path: :func:`fe_operators.train.rollout.train_rollout`, i.e.
     :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem` and the package's
-    Trainer): the GNN processor (``s["spon"]``: width 48, 4 message-passing layers, no
-    latent grid on the full run: the default latent FNO stage costs 2.4 s a step at batch 1
-    on the smoke mesh, loaded machine), on the
+    Trainer): the processor ``--spon-processor`` with the run's options (``SPON_OPTIONS``,
+    ``--spon-options`` on top; :func:`spon_processor`): ``hierarchical`` (the default;
+    SPON-MG: width 32 on the 175 aggregation nodes of the coarsest level, 16 on the 2,783 P2
+    nodes, relu, one spectral layer: 19 M multiply-adds a sample) or ``gnn`` (width 48, 4
+    message-passing layers, no latent grid: the default latent FNO stage costs 2.4 s a step
+    at batch 1 on the smoke mesh, loaded machine; about 190 M multiply-adds), on the
     training trajectories' first ``train_horizon`` stored steps (the MGN's data), AdamW
     with lr ``--spon-lr``, batch ``--spon-batch``, a cosine decay to 0 over the time budget
     (``scheduler.length: time_budget``, ``--budget`` seconds: the MGN's), a **2-step
@@ -459,9 +481,11 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     (the cylinder's are time-independent: nothing of the reference is read), evaluated
     like the MGN's (:func:`evaluate_rollout`).
 
-    ``dyn_step_vs_fe_step``: a SPON step at batch 1 on the CPU (:func:`step_time`, the
-    network and the exact Dirichlet lifting, float32 weights, float64 states) over the
-    median warm FE step of the ``fe_step`` stage.
+    ``dyn_step_vs_fe_step``: a SPON step at batch 1 on the CPU, one thread as the FE step's
+    (:func:`step_time`; a step of a rollout, in :meth:`RolloutSPON.inference
+    <fe_operators.models.rollout.RolloutSPON.inference>`: the network and the exact
+    Dirichlet lifting, float32 weights, float64 states) over the median warm FE step of the
+    ``fe_step`` stage.
 
     ``dyn_div_free``: the rollout SPON has no divergence-free decoder of its own; the
     divergence-free option is the Leray projection (:mod:`fe_operators.fem.leray`) applied
@@ -620,9 +644,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-procs", type=int, default=None,
                    help="MPI processes of the cylinder data generation (mpiexec; 1: in this process; default 2, "
                         "smoke 1)")
-    p.add_argument("--spon-processor", choices=tuple(SPON_OPTIONS), default="gnn",
-                   help="processor of the rollout SPON (default gnn: width 48, 4 layers; hierarchical: width 32, "
-                        "min_width 8, the batch-1 step about 1/20 of the GNN's)")
+    p.add_argument("--spon-processor", choices=tuple(SPON_OPTIONS), default="hierarchical",
+                   help="processor of the rollout SPON (default hierarchical: width 32 coarse / 16 fine, relu, one "
+                        "spectral layer, a batch-1 step about 1/20 of the GNN's; gnn: width 48, 4 layers)")
     p.add_argument("--spon-options", default=None, metavar="JSON",
                    help="processor options of the rollout SPON over the defaults, e.g. '{\"width\": 16}'")
     p.add_argument("--spon-lr", type=float, default=1e-3, help="peak learning rate of the rollout SPON")
