@@ -317,7 +317,7 @@ class HierarchicalProcessor(Processor):
     def frozen(self) -> Iterator[None]:
         """Within: the weights are constants, so what depends on them and the levels alone
         (the blocks' per-channel matrices, the coordinate features, the spectral basis) is
-        computed on first use and reused (a rollout's steps at batch 1 spend a quarter of
+        computed on first use and reused (a rollout's steps at batch 1 spent a sixth of
         their time on them).  Same values as without: the same products, computed once.
         Do not change the weights inside; the cache is dropped on exit.
         """
