@@ -77,12 +77,12 @@ states 1 s with ``max ‖div u‖/‖∇u‖`` 1.2e-13.
 
 The surrogate step (``dyn_step_vs_fe_step``), measured on the full data (the held-out
 trajectory 0, untrained weights of each design, one torch thread, interleaved with the
-FE steps in one process, a machine loaded 4-6 on 2 cores): FE step 24-37 ms; the GNN
-(width 48, 4 layers) 77-133 ms (ratio 3.2-5), where its time goes to the per-edge work of
+FE steps in one process, a machine loaded 4-6 on 2 cores): FE step 24-38 ms; the GNN
+(width 48, 4 layers) 77-148 ms (ratio 3.2-5), where its time goes to the per-edge work of
 28k edges x 48 channels (gathers, the activation and the scatter of every message); on
 two torch threads the same step took 0.5-1 s, and numba's OpenMP layer resets the thread
 count torch shares with it whenever a mesh context is built, so :func:`step_time` sets one
-thread itself.  The hierarchical default: 3.9-6.8 ms (ratio 0.16-0.18), of which about
+thread itself.  The hierarchical default: 3.9-6.8 ms (ratio 0.155-0.18), of which about
 2 ms are fixed per-step costs (the same step on a 25-node mesh), the rest the fine
 level's 2,783 nodes; its weight-only products (the blocks' per-channel matrices, the
 coordinate features, the spectral basis) are computed once per rollout
