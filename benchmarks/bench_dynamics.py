@@ -7,7 +7,8 @@ Stages (``--stage``, default ``all``, in this order):
     generator's warm FE time step on the same mesh, assembly included (the median of
     ``--fe-steps`` BDF2 steps from a stored state, the solver's occasional
     refactorisations included in the mean, which is printed too), and the MGN step at
-    batch 1: the CPU side of ``ratio dyn_step_vs_fe_step``.
+    batch 1 (``ratio dyn_step_vs_fe_step`` takes the FE step again in the ``spon`` stage,
+    in turn with the SPON step).
 ``mgn``
     The pinned MeshGraphNets baseline (:mod:`mgn`) trained for ``--budget`` seconds on the
     training trajectories' first ``train_horizon`` stored steps, rolled out from the first
@@ -318,6 +319,21 @@ def step_time(step: Callable[[], Any], repeats: int, threads: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_step_times(problem: Any, data: TrajectoryData, index: int, step: Callable[[], Any], *,
+                           rounds: int, fe_steps: int, repeats: int) -> dict[str, float]:
+    """Rounds of :func:`fe_step_time` (``fe_steps`` steps) and :func:`step_time` (``repeats``) taken in turn.
+
+    The medians over the rounds of both (``"fe_step_s"``, ``"step_s"``): the two sides of
+    ``dyn_step_vs_fe_step`` measured under the same load, minutes after the ``fe_step``
+    stage on a shared machine.
+    """
+    fe, sur = [], []
+    for _ in range(rounds):
+        fe.append(fe_step_time(problem, data, index, fe_steps)["median"])
+        sur.append(step_time(step, repeats))
+    return {"fe_step_s": statistics.median(fe), "step_s": statistics.median(sur)}
+
+
 # ---------------------------------------------------------------------------------- the stages
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """Mesh, Reynolds numbers, steps, the MGN design and the rollout SPON of a full or a smoke run."""
@@ -484,8 +500,9 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     ``dyn_step_vs_fe_step``: a SPON step at batch 1 on the CPU, one thread as the FE step's
     (:func:`step_time`; a step of a rollout, in :meth:`RolloutSPON.inference
     <fe_operators.models.rollout.RolloutSPON.inference>`: the network and the exact
-    Dirichlet lifting, float32 weights, float64 states) over the median warm FE step of the
-    ``fe_step`` stage.
+    Dirichlet lifting, float32 weights, float64 states) over the median warm FE step, both
+    taken in turn in 3 rounds (:func:`interleaved_step_times`: the same load on both sides;
+    the ``fe_step`` stage's median, measured up to an hour earlier, is printed next to it).
 
     ``dyn_div_free``: the rollout SPON has no divergence-free decoder of its own; the
     divergence-free option is the Leray projection (:mod:`fe_operators.fem.leray`) applied
@@ -533,12 +550,17 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     ev["max_boundary_error"] = float(np.abs(pred[:, :, mask.numpy()] - test.states[:, :, mask.numpy()]).max())
     cpu = model.to("cpu")
     s1, p1 = torch.as_tensor(test.states[:1, 0]), torch.as_tensor(test.params[:1])
+    rounds = 3
     with cpu.inference():  # a step of a rollout: constant weights, the processor frozen
-        ev["step_s"] = step_time(lambda: cpu.step(s1, p1), args.repeats)
+        ev.update(interleaved_step_times(problem, test, 0, lambda: cpu.step(s1, p1), rounds=rounds,
+                                         fe_steps=max(2, args.fe_steps // rounds), repeats=args.repeats))
     t1 = time.perf_counter()
     ev.update(divergence_free_rollout(problem, mask, pred, test.states))
     print(f"SPON: max Dirichlet error along the rollouts {ev['max_boundary_error']:.1e}; rollout {rollout_s:.1f} s; "
-          f"step at batch 1 (CPU) {ev['step_s'] * 1e3:.2f} ms", flush=True)
+          f"step at batch 1 (CPU, one thread) {ev['step_s'] * 1e3:.2f} ms, the FE step in the same {rounds} rounds "
+          f"{ev['fe_step_s'] * 1e3:.1f} ms"
+          + (f" (the fe_step stage's {results['fe_step']['fe_step_s'] * 1e3:.1f} ms)" if "fe_step" in results else ""),
+          flush=True)
     print(f"SPON divergence-free option ({ev['leray']}, {time.perf_counter() - t1:.0f} s): max ||div u||/||grad u|| "
           f"along the rollouts {ev['div_free']:.2e} (raw rollout {ev['div_raw']:.2e}); Dirichlet error "
           f"{ev['div_free_boundary_error']:.1e}; velocity rel L2 time average {ev['div_free_rel_l2_time_avg']:.3e} "
@@ -552,8 +574,7 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     ratios = {"dyn_rollout_vs_mgn": (ev["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"]
                                      if "mgn" in results else None),
               "dyn_strouhal_error": ev["strouhal_rel_error"],
-              "dyn_step_vs_fe_step": (ev["step_s"] / results["fe_step"]["fe_step_s"] if "fe_step" in results
-                                      else None),
+              "dyn_step_vs_fe_step": ev["step_s"] / ev["fe_step_s"],
               "dyn_div_free": ev["div_free"]}
     results["ratios"] = {**results.get("ratios", {}), **ratios}
     for name, value in ratios.items():
