@@ -7,7 +7,8 @@ Stages (``--stage``, default ``all``, in this order):
     generator's warm FE time step on the same mesh, assembly included (the median of
     ``--fe-steps`` BDF2 steps from a stored state, the solver's occasional
     refactorisations included in the mean, which is printed too), and the MGN step at
-    batch 1: the CPU side of ``ratio dyn_step_vs_fe_step``.
+    batch 1 (``ratio dyn_step_vs_fe_step`` takes the FE step again in the ``spon`` stage,
+    in turn with the SPON step).
 ``mgn``
     The pinned MeshGraphNets baseline (:mod:`mgn`) trained for ``--budget`` seconds on the
     training trajectories' first ``train_horizon`` stored steps, rolled out from the first
@@ -73,13 +74,31 @@ MGN step (vertex graph) 192 ms at batch 1; about 2 s per SPON update (batch 8, 2
 unrolled) and 1.4 s per MGN update (batch 2), so 420 s are some 200 and 300 updates; the
 vertex-graph floor of those early states 6.5e-2 (printed with every run: the MGN cannot
 go below it, so ``dyn_rollout_vs_mgn`` is read next to it); the Leray projection of 31
-states 1 s with ``max ‖div u‖/‖∇u‖`` 1.2e-13.  ``--device cuda`` trains and
+states 1 s with ``max ‖div u‖/‖∇u‖`` 1.2e-13.
+
+The surrogate step (``dyn_step_vs_fe_step``), measured on the full data (the held-out
+trajectory 0, untrained weights of each design, one torch thread, interleaved with the
+FE steps in one process, a machine loaded 4-6 on 2 cores): FE step 24-38 ms; the GNN
+(width 48, 4 layers) 77-148 ms (ratio 3.2-5), where its time goes to the per-edge work of
+28k edges x 48 channels (gathers, the activation and the scatter of every message); on
+two torch threads the same step took 0.5-1 s, and numba's OpenMP layer resets the thread
+count torch shares with it whenever a mesh context is built, so :func:`step_time` sets one
+thread itself.  The hierarchical default: 3.9-6.8 ms (ratio 0.155-0.18), of which about
+2 ms are fixed per-step costs (the same step on a 25-node mesh), the rest the fine
+level's 2,783 nodes; its weight-only products (the blocks' per-channel matrices, the
+coordinate features, the spectral basis) are computed once per rollout
+(:meth:`RolloutSPON.inference <fe_operators.models.rollout.RolloutSPON.inference>`).
+Short training at equal time (90 s, one thread, 12 training trajectories' first 200 steps,
+the same loss and noise; errors on held-out Re 141.3 and 86.5): GNN 13 updates, one-step
+velocity rel L2 1.66e-2 (persistence: 1.66e-2), at step 50 4.47e-1; hierarchical default
+501 updates, 7.4e-3 and 2.09e-1; boundary error 0 for both.  ``--device cuda`` trains and
 rolls out both cylinder models on a GPU where there is one (the step timings stay on the
 CPU).
 
 ``--smoke``: a coarse mesh (resolution 0.2, dt 1/100), 2 training trajectories with Re
 drawn in [90, 150] and 1 held out in [110, 130] (2 spin-up and 8 stored steps, generated in
-this process), a tiny MGN (latent 16, 2 blocks), rollout SPON (width 8, 2 layers) and beam
+this process), a tiny MGN (latent 16, 2 blocks), rollout SPON (hierarchical width 8, or gnn
+width 8 with 2 layers) and beam
 (40 x 4 cells, 6/2/2 samples), 4 s of training each: every stage runs and prints every
 ratio line in under a minute (tests run it; St is nan there: no shedding period fits).
 """
@@ -114,6 +133,9 @@ from mgn import MGNConfig, MGNSimulator, cylinder_mesh_graph, rollout_mgn, train
 from fe_operators.data.trajectories import TrajectoryData  # noqa: E402
 
 STAGES = ("fe_step", "mgn", "spon", "beam")
+#: the rollout SPON's options per processor (``--spon-processor``) on the full run; ``--spon-options`` overrides
+SPON_OPTIONS = {"gnn": {"width": 48, "depth": 4, "latent_cells": 0},
+                "hierarchical": {"width": 32, "min_width": 8, "act": "relu", "spectral_layers": 1}}
 TARGETS = {"dyn_rollout_vs_mgn": 0.7, "dyn_strouhal_error": 0.02, "dyn_step_vs_fe_step": 0.1,
            "dyn_div_free": 1e-10, "beam_infer_vs_newton": 0.05}
 
@@ -269,16 +291,47 @@ def fe_step_time(problem: Any, data: TrajectoryData, index: int, steps: int) -> 
     return {"median": statistics.median(times), "mean": float(np.mean(times))}
 
 
-def step_time(step: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``step()`` (no autograd) after one warm-up call."""
-    with torch.no_grad():
-        step()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+def step_time(step: Callable[[], Any], repeats: int, threads: int = 1) -> float:
+    """Median seconds of ``step()`` (no autograd) after one warm-up call, on ``threads`` CPU threads.
+
+    The FE step it is compared with runs on one process and one thread, so the surrogate
+    gets one too (torch and numba, restored after).  The thread count is set here, just
+    before timing, and not trusted from earlier: numba's OpenMP layer resets the count
+    torch shares with it whenever a parallel kernel starts (building a mesh context does),
+    and torch on two threads of a loaded 2-core machine took 4x-10x longer at batch 1.
+    """
+    import numba
+
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(threads)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with torch.no_grad():
             step()
-            times.append(time.perf_counter() - t0)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
     return statistics.median(times)
+
+
+def interleaved_step_times(problem: Any, data: TrajectoryData, index: int, step: Callable[[], Any], *,
+                           rounds: int, fe_steps: int, repeats: int) -> dict[str, float]:
+    """Rounds of :func:`fe_step_time` (``fe_steps`` steps) and :func:`step_time` (``repeats``) taken in turn.
+
+    The medians over the rounds of both (``"fe_step_s"``, ``"step_s"``): the two sides of
+    ``dyn_step_vs_fe_step`` measured under the same load, minutes after the ``fe_step``
+    stage on a shared machine.
+    """
+    fe, sur = [], []
+    for _ in range(rounds):
+        fe.append(fe_step_time(problem, data, index, fe_steps)["median"])
+        sur.append(step_time(step, repeats))
+    return {"fe_step_s": statistics.median(fe), "step_s": statistics.median(sur)}
 
 
 # ---------------------------------------------------------------------------------- the stages
@@ -288,13 +341,15 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         return {"resolution": 0.2, "dt": 1 / 100, "train_range": (90.0, 150.0), "n_train": 2,
                 "test_range": (110.0, 130.0), "n_test": 1, "n_steps": 8, "train_horizon": 5, "spinup": 2,
                 "mgn": MGNConfig(latent=16, message_passing_steps=2, warmup_batches=2),
-                "spon": {"width": 8, "depth": 2, "latent_cells": 0}, "unroll": 2, "noise": 0.01,
+                "spon": {"gnn": {"width": 8, "depth": 2, "latent_cells": 0},
+                         "hierarchical": {"width": 8, "min_width": 4, "modes": 3, "act": "relu",
+                                          "spectral_layers": 1}}, "unroll": 2, "noise": 0.01,
                 "beam_mesh": "rectangle:1,0.1:40x4", "beam_counts": (6, 2, 2)}
     from fe_operators.problems.hyperelastic import DEFAULT_MESH
 
     return {"resolution": args.resolution, "dt": 1 / 400, "train_range": (80.0, 200.0), "n_train": 24,
             "test_range": (85.0, 195.0), "n_test": 6, "n_steps": 700, "train_horizon": 380, "spinup": 800,
-            "mgn": MGNConfig(), "spon": {"width": 48, "depth": 4, "latent_cells": 0}, "unroll": 2, "noise": 0.01,
+            "mgn": MGNConfig(), "spon": SPON_OPTIONS, "unroll": 2, "noise": 0.01,
             "beam_mesh": DEFAULT_MESH, "beam_counts": (80, 10, 20)}
 
 
@@ -403,14 +458,33 @@ def divergence_free_rollout(problem: Any, mask: torch.Tensor, pred: np.ndarray, 
             "div_free_rel_l2_time_avg": float(rel.mean()), "leray": repr(P)}
 
 
+def spon_processor(args: argparse.Namespace, s: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The rollout SPON's processor (``--spon-processor``) and its options (the run's, ``--spon-options`` on top)."""
+    from fe_operators.models.processors.base import processor_options
+
+    try:
+        extra = json.loads(args.spon_options or "{}")
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench-dynamics: --spon-options is not JSON ({exc}); give e.g. '{{\"width\": 16}}'")
+    if not isinstance(extra, dict):
+        raise SystemExit(f"bench-dynamics: --spon-options must be a JSON object, got {args.spon_options!r}")
+    options = {**s["spon"][args.spon_processor], **extra}
+
+    processor_options(args.spon_processor, options, "--spon-options")  # a bad key fails here, before the data
+    return args.spon_processor, options
+
+
 def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], results: dict[str, Any]) -> None:
     """The rollout SPON against the MGN and the FE solver: the four cylinder ratios.
 
     Training (the product's path: :func:`fe_operators.train.rollout.train_rollout`, i.e.
     :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem` and the package's
-    Trainer): the GNN processor (``s["spon"]``: width 48, 4 message-passing layers, no
-    latent grid on the full run: the default latent FNO stage costs 2.4 s a step at batch 1
-    on the smoke mesh, loaded machine), on the
+    Trainer): the processor ``--spon-processor`` with the run's options (``SPON_OPTIONS``,
+    ``--spon-options`` on top; :func:`spon_processor`): ``hierarchical`` (the default;
+    SPON-MG: width 32 on the 175 aggregation nodes of the coarsest level, 16 on the 2,783 P2
+    nodes, relu, one spectral layer: 19 M multiply-adds a sample) or ``gnn`` (width 48, 4
+    message-passing layers, no latent grid: the default latent FNO stage costs 2.4 s a step
+    at batch 1 on the smoke mesh, loaded machine; about 190 M multiply-adds), on the
     training trajectories' first ``train_horizon`` stored steps (the MGN's data), AdamW
     with lr ``--spon-lr``, batch ``--spon-batch``, a cosine decay to 0 over the time budget
     (``scheduler.length: time_budget``, ``--budget`` seconds: the MGN's), a **2-step
@@ -423,9 +497,12 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     (the cylinder's are time-independent: nothing of the reference is read), evaluated
     like the MGN's (:func:`evaluate_rollout`).
 
-    ``dyn_step_vs_fe_step``: a SPON step at batch 1 on the CPU (:func:`step_time`, the
-    network and the exact Dirichlet lifting, float32 weights, float64 states) over the
-    median warm FE step of the ``fe_step`` stage.
+    ``dyn_step_vs_fe_step``: a SPON step at batch 1 on the CPU, one thread as the FE step's
+    (:func:`step_time`; a step of a rollout, in :meth:`RolloutSPON.inference
+    <fe_operators.models.rollout.RolloutSPON.inference>`: the network and the exact
+    Dirichlet lifting, float32 weights, float64 states) over the median warm FE step, both
+    taken in turn in 3 rounds (:func:`interleaved_step_times`: the same load on both sides;
+    the ``fe_step`` stage's median, measured up to an hour earlier, is printed next to it).
 
     ``dyn_div_free``: the rollout SPON has no divergence-free decoder of its own; the
     divergence-free option is the Leray projection (:mod:`fe_operators.fem.leray`) applied
@@ -451,10 +528,14 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains anew
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    model, result = train_rollout(problem, train_h, None, run_dir, processor="gnn", options=s["spon"],
+    processor, options = spon_processor(args, s)
+    model, result = train_rollout(problem, train_h, None, run_dir, processor=processor, options=options,
                                   unroll=s["unroll"], noise_std=s["noise"], settings=settings)
     train_s = time.perf_counter() - t0
-    print(f"SPON: rollout SPON, gnn processor {s['spon']}, {n_params(model):,} parameters; AdamW {args.spon_lr:g} "
+    cost = getattr(model.spon.processor, "cost_report", None)
+    if cost is not None:
+        print(cost(model.spon.context), flush=True)
+    print(f"SPON: rollout SPON, {processor} processor {options}, {n_params(model):,} parameters; AdamW {args.spon_lr:g} "
           f"cosine to 0 over {args.budget:.0f} s (time budget), batch {args.spon_batch}, {s['unroll']}-step "
           f"unrolled relative L2 loss, noise std {s['noise']:g} x channel std; {result.step} updates in "
           f"{train_s:.0f} s (set-up included), run folder {run_dir}", flush=True)
@@ -469,11 +550,17 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     ev["max_boundary_error"] = float(np.abs(pred[:, :, mask.numpy()] - test.states[:, :, mask.numpy()]).max())
     cpu = model.to("cpu")
     s1, p1 = torch.as_tensor(test.states[:1, 0]), torch.as_tensor(test.params[:1])
-    ev["step_s"] = step_time(lambda: cpu.step(s1, p1), args.repeats)
+    rounds = 3
+    with cpu.inference():  # a step of a rollout: constant weights, the processor frozen
+        ev.update(interleaved_step_times(problem, test, 0, lambda: cpu.step(s1, p1), rounds=rounds,
+                                         fe_steps=max(2, args.fe_steps // rounds), repeats=args.repeats))
     t1 = time.perf_counter()
     ev.update(divergence_free_rollout(problem, mask, pred, test.states))
     print(f"SPON: max Dirichlet error along the rollouts {ev['max_boundary_error']:.1e}; rollout {rollout_s:.1f} s; "
-          f"step at batch 1 (CPU) {ev['step_s'] * 1e3:.2f} ms", flush=True)
+          f"step at batch 1 (CPU, one thread) {ev['step_s'] * 1e3:.2f} ms, the FE step in the same {rounds} rounds "
+          f"{ev['fe_step_s'] * 1e3:.1f} ms"
+          + (f" (the fe_step stage's {results['fe_step']['fe_step_s'] * 1e3:.1f} ms)" if "fe_step" in results else ""),
+          flush=True)
     print(f"SPON divergence-free option ({ev['leray']}, {time.perf_counter() - t1:.0f} s): max ||div u||/||grad u|| "
           f"along the rollouts {ev['div_free']:.2e} (raw rollout {ev['div_raw']:.2e}); Dirichlet error "
           f"{ev['div_free_boundary_error']:.1e}; velocity rel L2 time average {ev['div_free_rel_l2_time_avg']:.3e} "
@@ -482,12 +569,12 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
         print(f"SPON: info: the MGN's vertex-graph floor is {results['mgn_floor']:.3e} (its time average "
               f"{results['mgn']['rel_l2_time_avg']:.3e}); SPON time average / that floor "
               f"{ev['rel_l2_time_avg'] / results['mgn_floor']:.3f}", flush=True)
-    results["spon"] = {"steps": result.step, "train_s": train_s, "rollout_s": rollout_s, **ev}
+    results["spon"] = {"processor": processor, "options": options, "steps": result.step, "train_s": train_s,
+                       "rollout_s": rollout_s, **ev}
     ratios = {"dyn_rollout_vs_mgn": (ev["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"]
                                      if "mgn" in results else None),
               "dyn_strouhal_error": ev["strouhal_rel_error"],
-              "dyn_step_vs_fe_step": (ev["step_s"] / results["fe_step"]["fe_step_s"] if "fe_step" in results
-                                      else None),
+              "dyn_step_vs_fe_step": ev["step_s"] / ev["fe_step_s"],
               "dyn_div_free": ev["div_free"]}
     results["ratios"] = {**results.get("ratios", {}), **ratios}
     for name, value in ratios.items():
@@ -578,6 +665,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-procs", type=int, default=None,
                    help="MPI processes of the cylinder data generation (mpiexec; 1: in this process; default 2, "
                         "smoke 1)")
+    p.add_argument("--spon-processor", choices=tuple(SPON_OPTIONS), default="hierarchical",
+                   help="processor of the rollout SPON (default hierarchical: width 32 coarse / 16 fine, relu, one "
+                        "spectral layer, a batch-1 step about 1/20 of the GNN's; gnn: width 48, 4 layers)")
+    p.add_argument("--spon-options", default=None, metavar="JSON",
+                   help="processor options of the rollout SPON over the defaults, e.g. '{\"width\": 16}'")
     p.add_argument("--spon-lr", type=float, default=1e-3, help="peak learning rate of the rollout SPON")
     p.add_argument("--spon-batch", type=int, default=8, help="windows per update of the rollout SPON")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")
@@ -616,6 +708,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.beam_counts is not None:
         s["beam_counts"] = tuple(args.beam_counts)
     stages = STAGES if args.stage == "all" else (args.stage,)
+    if "spon" in stages:
+        spon_processor(args, s)  # bad options fail now, not after the MGN
     print("targets: " + ", ".join(f"{k} <= {v:g}" for k, v in TARGETS.items())
           + f"; budgets: cylinder models {args.budget:.0f} s each, beam SPON {args.beam_budget:.0f} s"
           + (" (smoke)" if args.smoke else ""), flush=True)

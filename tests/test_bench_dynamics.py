@@ -260,8 +260,34 @@ def test_bench_dynamics_smoke(tmp_path, capsys):
     # the ratios are the printed quantities
     spon, ratios = results["spon"], results["ratios"]
     assert ratios["dyn_rollout_vs_mgn"] == pytest.approx(spon["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"])
-    assert ratios["dyn_step_vs_fe_step"] == pytest.approx(spon["step_s"] / results["fe_step"]["fe_step_s"])
+    assert ratios["dyn_step_vs_fe_step"] == pytest.approx(spon["step_s"] / spon["fe_step_s"])
+    assert spon["fe_step_s"] > 0 and spon["step_s"] > 0
     # the divergence-free option: divergence at round-off, Dirichlet values copied, the raw rollout is not
     assert spon["div_free"] <= 1e-10 < spon["div_raw"]
     assert spon["div_free_boundary_error"] == 0.0
     assert results["fe_step"]["fe_step_s"] > 0 and results["beam"]["newton_s"] > 0
+    assert spon["processor"] == "hierarchical" and spon["options"]["act"] == "relu"  # the default
+    # the GNN on the same (cached) data: the SPON stage alone
+    gnn = main(["--smoke", "--out", str(tmp_path), "--threads", "1", "--stage", "spon", "--spon-processor", "gnn"])
+    assert gnn["spon"]["processor"] == "gnn" and gnn["spon"]["max_boundary_error"] == 0.0
+    # its own FE steps: the step ratio without the fe_step stage
+    assert gnn["ratios"]["dyn_step_vs_fe_step"] == pytest.approx(gnn["spon"]["step_s"] / gnn["spon"]["fe_step_s"])
+
+
+def test_bench_dynamics_spon_options():
+    """--spon-processor / --spon-options: the run's options with the given ones on top, checked up front."""
+    from bench_dynamics import parse, settings, spon_processor
+
+    from fe_operators.errors import ConfigError
+
+    args = parse(["--smoke", "--spon-options", '{"width": 12}'])
+    name, options = spon_processor(args, settings(args))
+    assert name == "hierarchical" and options["width"] == 12 and options["min_width"] == 4
+    args = parse(["--spon-processor", "gnn"])
+    assert spon_processor(args, settings(args)) == ("gnn", {"width": 48, "depth": 4, "latent_cells": 0})
+    with pytest.raises(ConfigError, match="--spon-options.*nodes"):
+        args = parse(["--spon-options", '{"nodes": 3}'])
+        spon_processor(args, settings(args))
+    with pytest.raises(SystemExit, match="not JSON"):
+        args = parse(["--spon-options", "{width: 3}"])
+        spon_processor(args, settings(args))

@@ -35,7 +35,9 @@ builds the :class:`~fe_operators.models.context.MeshContext` a processor asks fo
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, Mapping
 
 import torch
@@ -123,6 +125,12 @@ class Processor(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, h: torch.Tensor, context: MeshContext) -> torch.Tensor:
         """Free DOF values ``(batch, n_free)`` of node channels ``h`` ``(batch, n, C)``."""
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Inference with constant weights (no autograd): a processor may reuse what depends
+        on the weights and the mesh alone inside (same values).  Default: nothing to reuse."""
+        yield
 
 
 #: processor name -> class (filled by :func:`register_processor`)
