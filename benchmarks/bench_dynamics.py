@@ -604,7 +604,8 @@ def stage_beam(args: argparse.Namespace, s: dict[str, Any], out: Path, results: 
     data = {"file": file, "problem": problem, "spec": spec,
             "split": {k: (torch.empty(counts[i]),) for i, k in enumerate(("train", "val", "test"))}}
     check_load("beam training")
-    model, info = run_spon(data, "gnn", {}, budget=args.beam_budget, lr=args.beam_lr, args=args, label="beam SPON-GNN",
+    model, info = run_spon(data, args.beam_processor, {}, budget=args.beam_budget, lr=args.beam_lr, args=args,
+                           label=f"beam SPON-{args.beam_processor}",
                            batch=args.beam_batch, run_root=out / "runs")
     test = FEDataset(path, range(cuts[2], cuts[3]), preload=True)
     x, y = test.raw(np.arange(len(test)))
@@ -672,10 +673,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="processor options of the rollout SPON over the defaults, e.g. '{\"width\": 16}'")
     p.add_argument("--spon-lr", type=float, default=1e-3, help="peak learning rate of the rollout SPON")
     p.add_argument("--spon-batch", type=int, default=8, help="windows per update of the rollout SPON")
+    p.add_argument("--spon-unroll", type=int, default=None, help="steps of the rollout SPON's unrolled loss (default 2)")
+    p.add_argument("--spon-noise", type=float, default=None,
+                   help="training noise std of the rollout SPON, times each channel's std (default 0.01)")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="batch of the beam SPON (run_spon)")
     p.add_argument("--beam-batch", type=int, default=8)
+    p.add_argument("--beam-processor", choices=("gnn", "hierarchical"), default="gnn",
+                   help="processor of the beam SPON (its defaults)")
     p.add_argument("--beam-lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--infer-batch", type=int, default=10)
@@ -703,6 +709,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     s = settings(args)
+    if args.spon_unroll is not None:
+        s["unroll"] = args.spon_unroll
+    if args.spon_noise is not None:
+        s["noise"] = args.spon_noise
     if args.beam_mesh is not None:
         s["beam_mesh"] = args.beam_mesh
     if args.beam_counts is not None:
