@@ -62,3 +62,22 @@ def lanczos(apply, n: int, steps: int, rng: np.random.Generator) -> tuple[np.nda
     T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
     vals, S = np.linalg.eigh(T)
     return vals, Q @ S
+
+
+def assert_pc_spd(solver, rtol: float = 1e-10) -> None:
+    """The solver's preconditioner, applied to every unit vector, is a symmetric matrix with
+    every eigenvalue above ``rtol`` times the largest (tiny problems only: n applications)."""
+    pc = solver.snes.ksp.getPC()
+    A, _ = solver.snes.ksp.getOperators()
+    n = A.getSize()[0]
+    x, y = A.createVecs()
+    B = np.empty((n, n))
+    for j in range(n):
+        x.set(0.0)
+        x.setValue(j, 1.0)
+        x.assemble()
+        pc.apply(x, y)
+        B[:, j] = y.array_r
+    assert np.abs(B - B.T).max() <= 1e-12 * np.abs(B).max()
+    eig = np.linalg.eigvalsh(0.5 * (B + B.T))
+    assert eig.min() > rtol * eig.max()

@@ -16,7 +16,7 @@ from fe_operators.errors import PreconditionerSetupError
 from fe_operators.io import load_mesh
 from fe_operators.precond.smoother import SmootherNet
 from fe_operators.sparse.petsc import petsc_to_scipy
-from precond_helpers import NEURAL_MG, family, make_solver, true_residual
+from precond_helpers import NEURAL_MG, assert_pc_spd, family, make_solver, true_residual
 
 REDISC = {**NEURAL_MG, "neuralmg_coarse": "rediscretise"}
 
@@ -107,20 +107,7 @@ def test_rediscretised_cycle_is_symmetric_positive_definite(seed):
     mesh = load_mesh("unitsquare:2/r2")
     V = fd.FunctionSpace(mesh, "CG", 2)
     solver = _solve(V, _checkerboard(mesh, 1e3), REDISC, _random_net(seed), reaction=1.0)
-    pc = solver.snes.ksp.getPC()
-    A, _ = solver.snes.ksp.getOperators()
-    n = A.getSize()[0]
-    x, y = A.createVecs()
-    B = np.empty((n, n))
-    for j in range(n):
-        x.set(0.0)
-        x.setValue(j, 1.0)
-        x.assemble()
-        pc.apply(x, y)
-        B[:, j] = y.array_r
-    assert np.abs(B - B.T).max() <= 1e-12 * np.abs(B).max()
-    eig = np.linalg.eigvalsh(0.5 * (B + B.T))
-    assert eig.min() > 1e-8 * eig.max()
+    assert_pc_spd(solver, rtol=1e-8)
 
 
 @pytest.mark.parametrize("contrast", [1e4, 1e6])
