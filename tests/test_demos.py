@@ -1,6 +1,6 @@
 """Every demo runs end to end with ``--smoke`` (tiny sizes) and prints its table.
 
-The main job at its default sizes (what ``make demo`` runs, about 1.5 minutes) is
+The main job at its default sizes (what ``make demo`` runs, about 3 minutes with its data file generated) is
 ``slow``: it must reach its 5% relative L2 on held-out samples.
 """
 
