@@ -64,11 +64,9 @@ def lanczos(apply, n: int, steps: int, rng: np.random.Generator) -> tuple[np.nda
     return vals, Q @ S
 
 
-def assert_pc_spd(solver, rtol: float = 1e-10) -> None:
-    """The solver's preconditioner, applied to every unit vector, is a symmetric matrix with
-    every eigenvalue above ``rtol`` times the largest (tiny problems only: n applications)."""
-    pc = solver.snes.ksp.getPC()
-    A, _ = solver.snes.ksp.getOperators()
+def dense_operator(apply, A) -> np.ndarray:
+    """The matrix of ``apply(x, y)`` (``y = B x`` on PETSc Vecs shaped like ``A``), column by
+    column from the unit vectors (tiny problems only: n applications)."""
     n = A.getSize()[0]
     x, y = A.createVecs()
     B = np.empty((n, n))
@@ -76,8 +74,17 @@ def assert_pc_spd(solver, rtol: float = 1e-10) -> None:
         x.set(0.0)
         x.setValue(j, 1.0)
         x.assemble()
-        pc.apply(x, y)
+        apply(x, y)
         B[:, j] = y.array_r
+    return B
+
+
+def assert_pc_spd(solver, rtol: float = 1e-10) -> None:
+    """The solver's preconditioner as a matrix (:func:`dense_operator`) is symmetric with
+    every eigenvalue above ``rtol`` times the largest."""
+    pc = solver.snes.ksp.getPC()
+    A, _ = solver.snes.ksp.getOperators()
+    B = dense_operator(pc.apply, A)
     assert np.abs(B - B.T).max() <= 1e-12 * np.abs(B).max()
     eig = np.linalg.eigvalsh(0.5 * (B + B.T))
     assert eig.min() > rtol * eig.max()

@@ -17,7 +17,7 @@ from fe_operators.precond.mg import GalerkinHierarchy, setup_learned_mg
 from fe_operators.precond.smoother import LearnedPolynomial, SmootherNet, smoother_multipliers
 from fe_operators.precond.vcycle import level_multipliers, level_steps, vcycle
 from fe_operators.sparse.petsc import petsc_to_scipy
-from precond_helpers import NEURAL_MG, assert_pc_spd, family, make_solver, true_residual
+from precond_helpers import NEURAL_MG, assert_pc_spd, dense_operator, family, make_solver, true_residual
 
 
 def _poly_net(seed: int = 0, sweeps: int = 3, poly_levels: int = 2) -> SmootherNet:
@@ -64,15 +64,7 @@ def test_polynomial_smoother_is_symmetric_and_energy_convergent_for_any_weights(
     pc.setOperators(A, A)
     ctx.setUp(pc)
     assert np.allclose(ctx.multipliers.array_r, m, rtol=1e-12)
-    n = A.getSize()[0]
-    x, y = A.createVecs()
-    M = np.empty((n, n))
-    for j in range(n):
-        x.set(0.0)
-        x.setValue(j, 1.0)
-        x.assemble()
-        ctx.apply(pc, x, y)
-        M[:, j] = y.array_r
+    M = dense_operator(lambda x, y: ctx.apply(pc, x, y), A)
     assert np.abs(M - M.T).max() <= 1e-12 * np.abs(M).max()
     Ad = petsc_to_scipy(A).toarray()
     # eigenvalues of MA = those of A^{1/2} M A^{1/2}: similar to the symmetric L^T M L, A = L L^T
