@@ -6,45 +6,67 @@ training family (log-normal Matérn field, variance 2: contrast 1e2-1e4) with a 
 never used in training. Every method solves the same matrices in the same run, through
 :func:`fe_operators.precond.evaluate.evaluate_preconditioners` (set-up = PETSc's
 ``PCSetUp`` event, solve = ``KSPSolve``, assembly excluded; one warm-up coefficient,
-then ``--samples`` new coefficients, each solved ``--repeats`` times, fastest kept).
+then ``--samples`` new coefficients, each solved ``--repeats`` times, fastest kept; the
+true residual is recomputed after every solve and printed). "Per new coefficient":
+every set-up (coarse operators, smoother weights, factorisations) is a full one.
 
-Stages:
+Sections (``--section NAME[,NAME...]`` runs some alone; the checkpoints they need are
+trained or read from ``--out`` on first use):
 
-1. **train** — the NeuralMG smoother network (``precond train``, kind ``neural_mg``, on
-   the ``unitsquare:8/r3`` hierarchy) and the DCDM network (kind ``dcdm``, on
-   ``unitsquare:16/r2``); cached in ``--out`` by configuration, so a rerun skips them.
-2. **options** — option sets of GAMG and of Firedrake's GMG (:data:`VARIANTS`: strength
-   thresholds, aggregation smoothing; Chebyshev/Jacobi against (S)SOR smoothing) on the
+1. **train** — NeuralMG smoothers (``precond train``, kind ``neural_mg``: the diffusion
+   family on ``unitsquare:8/r3``; elasticity, Poisson ratio in 0.2-0.35, on
+   ``plate_holes/r1``; CG2 Darcy on ``unitsquare:8/r2``) and the DCDM network (kind
+   ``dcdm``, :data:`DCDM_CONFIG`); cached in ``--out`` by configuration
+   (:func:`train_cached`), so a rerun skips them.
+2. **options** — option sets of GAMG and of Firedrake's GMG (:data:`VARIANTS`) on the
    second size; the fastest of each is its "best options" for the rest of the run.
 3. **sizes** — ``unitsquare:16/r4``, ``/r5``, ``/r6`` (66,049, 263,169 and 1,050,625
-   DOFs): NeuralMG, NeuralMG with rediscretised coarse operators (``neuralmg_coarse
-   rediscretise``), the same Galerkin V-cycle with classical l1-Jacobi weights, CG+GAMG,
-   CG+Firedrake GMG (``pc_type mg`` on the same hierarchy), CG+ICC(0); DCDM (FCG, mmax 2)
-   on the sizes up to ``--dcdm-max-dofs`` (default: the smallest; its network is a
-   Python/torch call per iteration, ~1 s at 66k DOFs). CG+hypre BoomerAMG is printed as unavailable
-   when this PETSc has no hypre (Debian's hypre does not build with PETSc 3.26).
-4. **meshes** — the unstructured ``plate_holes/r2`` and the 3D ``box_cavity/r1``
-   hierarchies: NeuralMG (the same network, trained on the unit square) against GAMG.
-5. **out of family** — on ``unitsquare:16/r4``: a 1:10^4 checkerboard coefficient (4×4
-   squares) and an anisotropic tensor diag(1, 100): every learned PC's iterations,
-   fallbacks and convergence, GAMG beside them.
+   DOFs): NeuralMG, NeuralMG with rediscretised coarse operators, the same Galerkin
+   V-cycle with ℓ1-Jacobi weights, CG+GAMG, CG+GMG, CG+ICC(0); FCG+DCDM on the sizes up
+   to ``--dcdm-max-dofs`` (one measured coefficient), skipped with the reason printed
+   where its solve time, projected from the smallest size, exceeds ``--dcdm-budget``.
+4. **large** — ``unitsquare:16/r7`` (4,198,401 DOFs; ``--samples-large`` coefficients,
+   one solve each): NeuralMG (both coarse operators), GAMG, GMG; no ICC (about 1,500
+   iterations there: minutes, and never the fastest).
+5. **meshes** — the unstructured ``plate_holes/r2`` and the 3D ``box_cavity/r1``:
+   NeuralMG (trained on the unit square) against GAMG.
+6. **out_of_family** — on the smallest size: a 1:10^4 checkerboard and an anisotropic
+   tensor diag(1, 100): every learned PC's iterations, fallbacks and convergence, GAMG
+   beside them; DCDM's iterations are capped so that its solve stays within
+   ``--dcdm-budget`` (a capped solve is printed as not converged).
+7. **elasticity** — plane-strain elasticity (Young's modulus a log-normal field, ν = 0.3)
+   on ``plate_holes/r4`` (vector CG1, ~404k DOFs): NeuralMG trained on elasticity
+   against GAMG with the rigid-body near-nullspace, GAMG's options searched on
+   ``plate_holes/r3``.
+8. **cg2** — CG2 Darcy (log-normal coefficient) on ``unitsquare:24/r4`` (591,361 DOFs):
+   NeuralMG trained on CG2 against GAMG, its options searched on ``unitsquare:24/r3``.
+9. **mpi** — NeuralMG at ``unitsquare:16/r6`` under ``mpiexec -n 2`` against ``-n 1``
+   (``benchmarks/bench_pc_mpi.py``, the same evaluation; slowest rank's times).
 
-Printed: the machine, every table, and ``ratio`` lines —
-``pc_vs_best_classical_time_1M`` (NeuralMG set-up + solve over the fastest classical
-method's, at the largest size; target <= 1), ``pc_its_growth`` (NeuralMG iterations at
-the largest over the smallest size; target <= 1.2; ``pc_its_growth_rediscretised`` the same
-with rediscretised coarse operators), ``pc_rediscretised_vs_galerkin_setup_1M`` (report),
-``pc_its_1M`` (target <= 10),
-``dcdm_its_vs_icc_<size>`` (at the largest size DCDM ran), ``pc_its_vs_gamg_unstructured``
-and ``pc_its_vs_gamg_3d`` (target <= 1).
+Printed: the machine and its load (start and end), every table, the time of each
+section, a ``targets:`` line and ``ratio`` lines (each with its target and met/MISSED):
+``pc_vs_best_classical_time_1M`` and ``_4M`` (NeuralMG set-up + solve over the fastest
+classical method's; target <= 0.7), ``pc_its_growth`` (NeuralMG iterations at the
+largest size over the smallest; <= 1.2; ``pc_its_growth_rediscretised`` the same with
+rediscretised coarse operators), ``pc_rediscretised_vs_galerkin_setup_1M`` (report),
+``pc_its_1M`` (<= 10), ``dcdm_vs_icc_time_1M`` (FCG+DCDM over CG+ICC; <= 0.5),
+``dcdm_vs_neural_mg_time_1M`` (report), ``dcdm_its_growth`` (DCDM iterations at the
+largest size it ran over the smallest; <= 1.5), ``dcdm_its_vs_icc_<size>`` (report),
+``pc_its_vs_gamg_unstructured`` and ``pc_its_vs_gamg_3d`` (<= 1), ``pc_vs_gamg_time_elasticity``
+and ``pc_vs_gamg_time_cg2`` (set-up + solve; <= 1), ``pc_mpi2_speedup_1M`` (report).
+A ratio whose solves did not run is printed as ``# ratio NAME not measured: why``.
 
-Run: ``make bench-pc`` (about 15 minutes here; ``--quick`` for a half-minute check).
+Run: ``make bench-pc`` (planned at most 30 minutes on 2 cores, checkpoints cached;
+``--quick`` for a few-minute check of every section at tiny sizes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -86,26 +108,73 @@ DCDM_CONFIG: dict[str, Any] = {
     "dcdm": {"width": 8, "layers": 2},
     "train": {"steps": 300, "lr": 3e-3, "seed": 0},
 }
+#: NeuralMG trained on the shipped elasticity family (vector CG1, Poisson ratio drawn in 0.2-0.35)
+ELASTICITY_CONFIG: dict[str, Any] = {
+    "kind": "neural_mg",
+    "family": {"mesh": "plate_holes/r1", "problem": "elasticity", "ranges": {"poisson_ratio": [0.2, 0.35]},
+               "samples": 8},
+    "smoother": {"hidden": 8, "layers": 1, "sweeps": 2},
+    "train": {"steps": 300, "lr": 3e-3, "seed": 0},
+}
+#: the Darcy family in CG2 (log-normal coefficient, variance 2): the problem evaluated and trained on
+CG2_PARAMS: dict[str, Any] = {"degree": 2, "coefficient": "lognormal", "variance": 2.0}
+CG2_CONFIG: dict[str, Any] = {
+    "kind": "neural_mg",
+    "family": {"mesh": "unitsquare:8/r2", "problem": "darcy", "params": CG2_PARAMS, "samples": 8},
+    "smoother": {"hidden": 8, "layers": 1, "sweeps": 2},
+    "train": {"steps": 300, "lr": 3e-3, "seed": 0},
+}
+#: evaluated elasticity operators: ν fixed inside the training range (E is drawn per coefficient)
+ELASTICITY_PARAMS: dict[str, Any] = {"poisson_ratio": 0.3}
 
 SIZES = ("unitsquare:16/r4", "unitsquare:16/r5", "unitsquare:16/r6")
+LARGE = "unitsquare:16/r7"
 CLASSICAL = ("gamg", "gmg", "icc")
+SECTIONS = ("train", "options", "sizes", "large", "meshes", "out_of_family", "elasticity", "cg2", "mpi")
+
+#: ratio (less its size tag, :func:`_tag`) -> upper target; None: reported only
+TARGETS: dict[str, float | None] = {
+    "pc_vs_best_classical_time": 0.7, "pc_its_growth": 1.2, "pc_its_growth_rediscretised": 1.2,
+    "pc_rediscretised_vs_galerkin_setup": None, "pc_its": 10.0,
+    "dcdm_vs_icc_time": 0.5, "dcdm_vs_neural_mg_time": None, "dcdm_its_growth": 1.5, "dcdm_its_vs_icc": None,
+    "pc_its_vs_gamg_unstructured": 1.0, "pc_its_vs_gamg_3d": 1.0,
+    "pc_vs_gamg_time_elasticity": 1.0, "pc_vs_gamg_time_cg2": 1.0, "pc_mpi2_speedup": None,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="out/bench/pc", help="checkpoints and configurations (default out/bench/pc)")
+    p.add_argument("--section", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated hierarchy specs, smallest first")
+    p.add_argument("--large", default=LARGE, help=f"the largest size, run with few solves (default {LARGE})")
     p.add_argument("--samples", type=int, default=2, help="measured coefficients per size (default 2)")
     p.add_argument("--repeats", type=int, default=2, help="solves per coefficient, fastest kept (default 2)")
-    p.add_argument("--dcdm-max-dofs", type=int, default=70_000,
-                   help="run DCDM on sizes up to this many DOFs (default 70000, the smallest size: its network "
-                        "costs ~1 s per application at 66k DOFs here, ~20 min per solve at 1.05M)")
+    p.add_argument("--samples-large", type=int, default=1,
+                   help="measured coefficients at --large, one solve each (default 1)")
+    p.add_argument("--dcdm-max-dofs", type=int, default=1_100_000,
+                   help="run DCDM on sizes up to this many DOFs (default 1100000: up to unitsquare:16/r6)")
+    p.add_argument("--dcdm-budget", type=float, default=240.0,
+                   help="seconds DCDM may take per size (its solves projected from the smallest size; a size "
+                        "over budget is skipped, printed) and per out-of-family solve (an iteration cap); "
+                        "default 240")
     p.add_argument("--unstructured", default="plate_holes/r2")
     p.add_argument("--three-d", default="box_cavity/r1")
+    p.add_argument("--elasticity-mesh", default="plate_holes/r4",
+                   help="elasticity evaluation mesh, vector CG1 (default plate_holes/r4, ~404k DOFs)")
+    p.add_argument("--cg2-mesh", default="unitsquare:24/r4",
+                   help="CG2 Darcy evaluation mesh (default unitsquare:24/r4, 591,361 DOFs)")
+    p.add_argument("--mpi-mesh", default="unitsquare:16/r6", help="the mpiexec -n 2 comparison's mesh")
     p.add_argument("--quick", action="store_true",
                    help="small sizes and short training: a check that everything runs, not a measurement")
     p.add_argument("--retrain", action="store_true", help="ignore cached checkpoints")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.sections = [s.strip() for s in args.section.split(",") if s.strip()]
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        p.error(f"--section: unknown {', '.join(unknown)}; expected some of {', '.join(SECTIONS)}")
+    return args
 
 
 def train_cached(config: dict[str, Any], out: Path, name: str, retrain: bool) -> Path:
@@ -136,8 +205,11 @@ def hypre_line() -> str:
             "not compile against PETSc 3.26); GAMG is the algebraic multigrid baseline")
 
 
-def out_of_family(mesh_spec: str, kind: str, models: dict[str, str], rtol: float) -> list[tuple]:
-    """One solve per method of an operator outside the training family; (method, its, fallbacks, ok, res)."""
+def out_of_family(mesh_spec: str, kind: str, models: dict[str, str], rtol: float,
+                  max_its: dict[str, int] | None = None) -> list[tuple]:
+    """One solve per method of an operator outside the training family; (method, its, fallbacks, ok, res).
+
+    ``max_its``: method -> iteration cap (default 10000)."""
     import firedrake as fd
     import ufl
 
@@ -161,7 +233,8 @@ def out_of_family(mesh_spec: str, kind: str, models: dict[str, str], rtol: float
     bcs = [fd.DirichletBC(V, 0.0, "on_boundary")]
     rows = []
     for method in [*models, "gamg"]:
-        params = solver_parameters(method, models.get(method), rtol=rtol)
+        params = solver_parameters(method, models.get(method), rtol=rtol,
+                                   max_it=(max_its or {}).get(method, 10000))
         w = fd.Function(V)
         solver = fd.LinearVariationalSolver(fd.LinearVariationalProblem(a, L, w, bcs=bcs), solver_parameters=params,
                                             options_prefix=f"bench_pc_{kind}_{method}_")
@@ -176,110 +249,357 @@ def out_of_family(mesh_spec: str, kind: str, models: dict[str, str], rtol: float
     return rows
 
 
+def _parent(spec: str) -> str:
+    """The hierarchy spec one refinement coarser: ``plate_holes/r4`` -> ``plate_holes/r3``."""
+    base, _, k = spec.rpartition("/r")
+    if not base or not k.isdigit() or int(k) < 1:
+        raise SystemExit(f"expected a refined mesh spec NAME/rK with K >= 1, got {spec!r}")
+    return f"{base}/r{int(k) - 1}"
+
+
+def _tag(dofs: int) -> str:
+    """The size in a ratio's name: ``1M`` (1.05M DOFs), ``4M`` (4.2M), else the DOF count."""
+    return "4M" if dofs > 4_000_000 else "1M" if dofs > 1_000_000 else str(dofs)
+
+
+def _total(row: Any) -> float:
+    return row.setup_seconds + row.solve_seconds
+
+
+class Bench:
+    """The run's state: settings, checkpoints trained on first use, tables, ratios, failures."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.suffix = "_quick" if args.quick else ""
+        self.configs = {"neural_mg": NEURAL_MG_CONFIG, "dcdm": DCDM_CONFIG, "elasticity": ELASTICITY_CONFIG,
+                        "cg2": CG2_CONFIG}
+        self.kw = dict(samples=args.samples, repeats=args.repeats, seed=1000, rtol=1e-8)
+        self.best: dict[str, dict[str, Any]] = {}
+        self.by_size: dict[str, dict[str, Any]] = {}
+        self.large: dict[str, Any] = {}
+        self.other: dict[str, dict[str, Any]] = {}
+        self.ratios: dict[str, float] = {}
+        self.missing: dict[str, str] = {}
+        self.failures: list[str] = []
+        self.dcdm_seconds_per_it: float | None = None
+        self._models: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def model(self, name: str) -> str:
+        """The checkpoint of a configuration of :attr:`configs`, trained (or read from the cache) on first use."""
+        if name not in self._models:
+            self._models[name] = str(train_cached(self.configs[name], self.out, name + self.suffix, self.args.retrain))
+        return self._models[name]
+
+    def evaluate(self, spec: str, methods: list[str], label: str, **kw: Any) -> tuple[dict[str, Any], dict]:
+        """:func:`evaluate_preconditioners` with the run's settings and best options; failures recorded."""
+        from fe_operators.precond.evaluate import evaluate_preconditioners
+
+        smoother, best = kw.pop("smoother", None), kw.pop("best", self.best)
+        models = {}
+        for m in methods:
+            if m in ("neural_mg", "neural_mg_rediscretised", "neural_amg"):
+                models[m] = smoother or self.model("neural_mg")
+            elif m == "dcdm":
+                models[m] = self.model("dcdm")
+        rows, info = evaluate_preconditioners(spec, methods, models=models, options=best, log=print,
+                                              **{**self.kw, **kw})
+        for r in rows:
+            if not r.converged:
+                self.failures.append(f"{label} {r.method} (true res {r.residual:.1e})")
+        return {r.method: r for r in rows}, info
+
+    def search_options(self, spec: str, methods: tuple[str, ...], **kw: Any) -> dict[str, dict[str, Any]]:
+        """The fastest of :data:`VARIANTS` per method on ``spec`` (set-up + solve)."""
+        from fe_operators.precond.evaluate import evaluate_preconditioners
+
+        best = {}
+        for method in methods:
+            timings = {}
+            for name, opts in VARIANTS[method].items():
+                rows, _ = evaluate_preconditioners(spec, [method], options={method: opts}, **{**self.kw, **kw})
+                r = rows[0]
+                timings[name] = _total(r) if r.converged else float("inf")
+                print(f"{method} [{name}]: {r.iterations:.1f} its, set-up {r.setup_seconds:.3f} s, solve "
+                      f"{r.solve_seconds:.3f} s, total {timings[name]:.3f} s, converged {r.converged}")
+            name = min(timings, key=timings.get)
+            best[method] = VARIANTS[method][name]
+            print(f"{method}: best options [{name}] {best[method]}")
+        return best
+
+    def ratio(self, name: str, value: float) -> None:
+        self.ratios[name] = value
+
+    # ------------------------------------------------------------------ sections
+    def train(self) -> None:
+        for name in self.configs:
+            self.model(name)
+
+    def options(self) -> None:
+        sizes = self.args.size_list
+        select = sizes[1] if len(sizes) > 1 else sizes[0]
+        print(f"on {select} (the fastest of each is used for the scalar unit-square problems)")
+        self.best = self.search_options(select, ("gamg", "gmg"))
+
+    def sizes(self) -> None:
+        from fe_operators.precond.evaluate import format_rows, format_setup_parts
+
+        args = self.args
+        print(format_rows([]))
+        for spec in args.size_list:
+            methods = ["neural_mg", "neural_mg_rediscretised", "galerkin_jacobi", "gamg", "gmg", "icc"]
+            table, info = self.evaluate(spec, methods, spec)
+            self._dcdm_row(spec, info["dofs"], table)
+            self.by_size[spec] = table
+            c = info["contrasts"]
+            print(f"-- {spec}: {info['dofs']} DOFs, contrast max/min {min(c):.3g}-{max(c):.3g}")
+            for line in format_setup_parts(list(table.values())):
+                print("   " + line)
+        small, big = self.by_size[args.size_list[0]], self.by_size[args.size_list[-1]]
+        pc, tag = big["neural_mg"], _tag(big["neural_mg"].dofs)
+        self._vs_classical(big, tag, args.size_list[-1])
+        self.ratio(f"pc_its_{tag}", pc.iterations)
+        redisc = big["neural_mg_rediscretised"]
+        self.ratio(f"pc_rediscretised_vs_galerkin_setup_{tag}", redisc.setup_seconds / pc.setup_seconds)
+        self.small_its = {m: small[m].iterations for m in ("neural_mg", "neural_mg_rediscretised")}
+        self._its_growth(big, "largest of --sizes")
+        dcdm = [s for s in args.size_list if "dcdm" in self.by_size[s]]
+        if dcdm:
+            t = self.by_size[dcdm[-1]]
+            self.ratio(f"dcdm_its_vs_icc_{t['dcdm'].dofs}", t["dcdm"].iterations / t["icc"].iterations)
+        if len(dcdm) > 1:
+            self.ratio("dcdm_its_growth", self.by_size[dcdm[-1]]["dcdm"].iterations
+                       / self.by_size[dcdm[0]]["dcdm"].iterations)
+        if dcdm and dcdm[-1] == args.size_list[-1]:
+            self.ratio(f"dcdm_vs_icc_time_{tag}", _total(big["dcdm"]) / _total(big["icc"]))
+            self.ratio(f"dcdm_vs_neural_mg_time_{tag}", _total(big["dcdm"]) / _total(pc))
+
+    def _dcdm_row(self, spec: str, dofs: int, table: dict[str, Any]) -> None:
+        """FCG + DCDM on ``spec`` (one coefficient), unless over ``--dcdm-max-dofs`` or the projected budget."""
+        args = self.args
+        if dofs > args.dcdm_max_dofs:
+            print(f"dcdm: not run on {spec} ({dofs} DOFs > --dcdm-max-dofs {args.dcdm_max_dofs})")
+            self.missing.setdefault("dcdm", f"DCDM not run at {dofs} DOFs (--dcdm-max-dofs)")
+            return
+        if self.dcdm_seconds_per_it is not None:
+            # the warm-up and one measured solve, its iterations grown by half, the cost per iteration by the size
+            first = next(t["dcdm"] for t in self.by_size.values() if "dcdm" in t)
+            projected = 2 * 1.5 * first.iterations * self.dcdm_seconds_per_it * dofs / first.dofs
+            if projected > args.dcdm_budget:
+                print(f"dcdm: not run on {spec}: {projected:.0f} s projected ({self.dcdm_seconds_per_it * 1e3:.1f} ms "
+                      f"per iteration at {first.dofs} DOFs) > --dcdm-budget {args.dcdm_budget:.0f} s")
+                self.missing.setdefault("dcdm", f"DCDM projected {projected:.0f} s at {dofs} DOFs > --dcdm-budget")
+                return
+        row = self.evaluate(spec, ["dcdm"], spec, samples=1, repeats=1)[0]["dcdm"]
+        table["dcdm"] = row
+        if self.dcdm_seconds_per_it is None:
+            self.dcdm_seconds_per_it = row.solve_seconds / max(row.iterations, 1.0)
+        print(f"dcdm: {row.solve_seconds / max(row.iterations, 1.0) * 1e3:.2f} ms per iteration at {dofs} DOFs "
+              f"(network + FCG), fallbacks {row.fallbacks}")
+
+    def _vs_classical(self, table: dict[str, Any], tag: str, spec: str) -> None:
+        pc = table["neural_mg"]
+        classical = {m: table[m] for m in CLASSICAL if m in table and table[m].converged}
+        if not classical:
+            self.missing[f"pc_vs_best_classical_time_{tag}"] = "no classical method converged"
+            return
+        fastest = min(classical, key=lambda m: _total(classical[m]))
+        f = classical[fastest]
+        print(f"fastest classical at {spec}: {fastest} ({_total(f):.3f} s); NeuralMG {_total(pc):.3f} s")
+        self.ratio(f"pc_vs_best_classical_time_{tag}", _total(pc) / _total(f))
+
+    def _its_growth(self, table: dict[str, Any], where: str) -> None:
+        if not hasattr(self, "small_its"):
+            self.missing["pc_its_growth"] = "section sizes (the smallest size) not run"
+            return
+        print(f"pc_its_growth: {where} ({table['neural_mg'].dofs} DOFs) over the smallest size")
+        self.ratio("pc_its_growth", table["neural_mg"].iterations / self.small_its["neural_mg"])
+        self.ratio("pc_its_growth_rediscretised",
+                   table["neural_mg_rediscretised"].iterations / self.small_its["neural_mg_rediscretised"])
+
+    def large_size(self) -> None:
+        from fe_operators.precond.evaluate import format_rows, format_setup_parts
+
+        spec = self.args.large
+        print("CG + ICC(0) is not run here (about 1,500 iterations: minutes, and never the fastest)")
+        print(format_rows([]))
+        table, info = self.evaluate(spec, ["neural_mg", "neural_mg_rediscretised", "gamg", "gmg"], spec,
+                                    samples=self.args.samples_large, repeats=1)
+        self.large = table
+        print(f"-- {spec}: {info['dofs']} DOFs")
+        for line in format_setup_parts(list(table.values())):
+            print("   " + line)
+        self._vs_classical(table, _tag(info["dofs"]), spec)
+        self._its_growth(table, "--large")
+
+    def meshes(self) -> None:
+        from fe_operators.precond.evaluate import format_rows
+
+        print(format_rows([]))
+        for label, spec in (("unstructured", self.args.unstructured), ("3d", self.args.three_d)):
+            table, info = self.evaluate(spec, ["neural_mg", "gamg"], spec)
+            print(f"-- {spec}: {info['dofs']} DOFs")
+            self.ratio(f"pc_its_vs_gamg_{label}", table["neural_mg"].iterations / table["gamg"].iterations)
+
+    def out_of_family(self) -> None:
+        spec = self.args.size_list[0]
+        models = {"neural_mg": self.model("neural_mg"), "neural_mg_rediscretised": self.model("neural_mg"),
+                  "dcdm": self.model("dcdm")}
+        cap = 10000
+        if self.dcdm_seconds_per_it is not None:
+            cap = int(min(10000, max(100, self.args.dcdm_budget / self.dcdm_seconds_per_it)))
+        print(f"DCDM's iterations capped at {cap} (--dcdm-budget {self.args.dcdm_budget:.0f} s)")
+        print(f"{'operator':<13} {'method':<24} {'its':>6} {'fallbacks':>9} {'converged':>9} {'true res':>9}")
+        for kind in ("checkerboard", "anisotropic"):
+            for method, its, fb, ok, res in out_of_family(spec, kind, models, 1e-8, {"dcdm": cap}):
+                print(f"{kind:<13} {method:<24} {its:>6} {'-' if fb is None else fb:>9} {'yes' if ok else 'NO':>9} "
+                      f"{res:>9.1e}")
+                if not ok:
+                    self.failures.append(f"{kind} {method} ({its} its, true res {res:.1e})")
+
+    def _vs_gamg(self, label: str, spec: str, select: str, smoother: str, problem: str,
+                 params: dict[str, Any]) -> None:
+        """NeuralMG (``smoother``) against GAMG (options searched on ``select``) on a problem family."""
+        from fe_operators.precond.evaluate import format_rows, format_setup_parts
+
+        kw = dict(problem=problem, params=params)
+        print(f"GAMG's options on {select}:")
+        best = self.search_options(select, ("gamg",), **kw)
+        print(format_rows([]))
+        table, info = self.evaluate(spec, ["neural_mg", "gamg"], f"{label} {spec}", smoother=smoother, best=best,
+                                    **kw)
+        print(f"-- {spec}: {info['dofs']} DOFs")
+        for line in format_setup_parts(list(table.values())):
+            print("   " + line)
+        self.ratio(f"pc_vs_gamg_time_{label}", _total(table["neural_mg"]) / _total(table["gamg"]))
+
+    def elasticity(self) -> None:
+        a = self.args
+        self._vs_gamg("elasticity", a.elasticity_mesh, a.elasticity_select, self.model("elasticity"),
+                      "elasticity", ELASTICITY_PARAMS)
+
+    def cg2(self) -> None:
+        a = self.args
+        self._vs_gamg("cg2", a.cg2_mesh, a.cg2_select, self.model("cg2"), "darcy", CG2_PARAMS)
+
+    def mpi(self) -> None:
+        from fe_operators.parallel import mpiexec_command, mpiexec_env
+
+        spec, model = self.args.mpi_mesh, self.model("neural_mg")
+        script = str(Path(__file__).resolve().parent / "bench_pc_mpi.py")
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(mpiexec_env(), PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        rows = {}
+        for n in (1, 2):
+            cmd = mpiexec_command(n, [sys.executable, script, spec, "neural_mg", model,
+                                      str(self.args.samples), str(self.args.repeats)])
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
+            found = [line[line.index("{"):] for line in proc.stdout.splitlines() if "{" in line]
+            if not found:
+                print(f"mpiexec -n {n}: no result (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+                self.failures.append(f"mpi -n {n}")
+                self.missing["pc_mpi2_speedup"] = f"mpiexec -n {n} failed"
+                return
+            r = json.loads(found[-1])
+            rows[n] = r
+            print(f"neural_mg on {n} rank(s): {r['dofs']} DOFs, {r['iterations']:.1f} its, set-up "
+                  f"{r['setup_seconds']:.3f} s, solve {r['solve_seconds']:.3f} s, contrast {r['contrast']:.3g}, converged "
+                  f"{'yes' if r['converged'] else 'NO'}, true res {r['residual']:.1e}")
+            if not r["converged"]:
+                self.failures.append(f"mpi -n {n} neural_mg (true res {r['residual']:.1e})")
+        t1 = rows[1]["setup_seconds"] + rows[1]["solve_seconds"]
+        t2 = rows[2]["setup_seconds"] + rows[2]["solve_seconds"]
+        self.ratio(f"pc_mpi2_speedup_{_tag(rows[1]['dofs'])}", t1 / t2)
+
+    # ------------------------------------------------------------------ report
+    def report(self) -> None:
+        print("\n## ratios")
+        met, missed = [], []
+        lines = []
+        for name, value in self.ratios.items():
+            target = TARGETS.get(re.sub(r"_(\d+|1M|4M)$", "", name))
+            if target is None:
+                lines.append(f"ratio {name} {value:.3f}   (report)")
+                continue
+            ok = value <= target
+            (met if ok else missed).append(name)
+            lines.append(f"ratio {name} {value:.3f}   (target <= {target:g}, {'met' if ok else 'MISSED'})")
+        print("targets: " + ", ".join(f"{k} <= {v:g}" for k, v in TARGETS.items() if v is not None)
+              + f" (_1M: 1,050,625 DOFs, _4M: 4,198,401); met {len(met)} of {len(met) + len(missed)}"
+              + (f", missed {', '.join(missed)}" if missed else ""))
+        for line in lines:
+            print(line)
+        for name, why in self.missing.items():
+            print(f"# ratio {name} not measured: {why}")
+        print("every solve converged to rtol 1e-8 on the recomputed true residual" if not self.failures else
+              f"NOT converged ({len(self.failures)}): {'; '.join(self.failures)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    from fe_operators.precond.evaluate import evaluate_preconditioners, format_rows
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(machine_summary())
-    print(f"load average at start: {os.getloadavg()[0]:.1f}")
-    print(hypre_line())
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    mg_cfg, dcdm_cfg = dict(NEURAL_MG_CONFIG), dict(DCDM_CONFIG)
+    args.size_list = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    # the option searches of elasticity and CG2 run on their meshes' parent level
+    args.elasticity_select, args.cg2_select = _parent(args.elasticity_mesh), _parent(args.cg2_mesh)
+    bench = Bench(args)
     if args.quick:
-        sizes = ["unitsquare:8/r2", "unitsquare:8/r3"]
-        mg_cfg = {**mg_cfg, "train": {**mg_cfg["train"], "steps": 20}}
-        # 20 steps of DCDM do not beat CG + ICC(0) (30.5 against 22.5 held-out iterations), which
-        # `precond train` refuses; --quick checks that everything runs, so it keeps the network
-        dcdm_cfg = {**dcdm_cfg, "family": {**dcdm_cfg["family"], "mesh": "unitsquare:8/r2", "samples": 2},
-                    "train": {**dcdm_cfg["train"], "steps": 20, "allow_worse": True}}
-        args.samples, args.repeats = 1, 1
+        args.size_list, args.large = ["unitsquare:8/r2", "unitsquare:8/r3"], "unitsquare:8/r4"
+        bench.configs = {
+            "neural_mg": {**NEURAL_MG_CONFIG, "train": {**NEURAL_MG_CONFIG["train"], "steps": 20}},
+            # 20 steps of DCDM do not beat CG + ICC(0) (30.5 against 22.5 held-out iterations), which
+            # `precond train` refuses; --quick checks that everything runs, so it keeps the network
+            "dcdm": {**DCDM_CONFIG, "family": {**DCDM_CONFIG["family"], "mesh": "unitsquare:8/r2", "samples": 2},
+                     "train": {**DCDM_CONFIG["train"], "steps": 20, "allow_worse": True}},
+            "elasticity": {**ELASTICITY_CONFIG, "family": {**ELASTICITY_CONFIG["family"], "samples": 2},
+                           "train": {**ELASTICITY_CONFIG["train"], "steps": 20, "allow_worse": True}},
+            "cg2": {**CG2_CONFIG, "family": {**CG2_CONFIG["family"], "mesh": "unitsquare:4/r2", "samples": 2},
+                    "train": {**CG2_CONFIG["train"], "steps": 20, "allow_worse": True}},
+        }
+        args.samples, args.repeats, args.samples_large = 1, 1, 1
         args.unstructured, args.three_d = "plate_holes/r1", "box_cavity/r1"
+        args.elasticity_mesh, args.elasticity_select = "plate_holes/r2", "plate_holes/r1"
+        args.cg2_mesh, args.cg2_select = "unitsquare:8/r2", "unitsquare:8/r1"
+        args.mpi_mesh = "unitsquare:8/r3"
+        bench.kw.update(samples=1, repeats=1)
 
-    print("\n## 1. training")
-    mg_model = str(train_cached(mg_cfg, out, "neural_mg" + ("_quick" if args.quick else ""), args.retrain))
-    dcdm_model = str(train_cached(dcdm_cfg, out, "dcdm" + ("_quick" if args.quick else ""), args.retrain))
-    models = {"neural_mg": mg_model, "neural_mg_rediscretised": mg_model, "dcdm": dcdm_model}
-    kw = dict(samples=args.samples, repeats=args.repeats, seed=1000, rtol=1e-8)
-
-    select = sizes[1] if len(sizes) > 1 else sizes[0]
-    print(f"\n## 2. options of the classical multigrids, on {select} (the fastest of each is used everywhere)")
-    best: dict[str, dict[str, Any]] = {}
-    for method, variants in VARIANTS.items():
-        timings = {}
-        for name, opts in variants.items():
-            rows, _ = evaluate_preconditioners(select, [method], options={method: opts}, **kw)
-            r = rows[0]
-            timings[name] = r.setup_seconds + r.solve_seconds if r.converged else float("inf")
-            print(f"{method} [{name}]: {r.iterations:.1f} its, set-up {r.setup_seconds:.3f} s, solve "
-                  f"{r.solve_seconds:.3f} s, total {timings[name]:.3f} s, converged {r.converged}")
-        name = min(timings, key=timings.get)
-        best[method] = variants[name]
-        print(f"{method}: best options [{name}] {variants[name]}")
-
-    print("\n## 3. sizes (unit square hierarchies, log-normal coefficients never seen in training)")
-    print(format_rows([]))
-    by_size: dict[str, dict[str, Any]] = {}
-    for spec in sizes:
-        methods = ["neural_mg", "neural_mg_rediscretised", "galerkin_jacobi", "gamg", "gmg", "icc"]
-        rows, info = evaluate_preconditioners(spec, methods, models=models, options=best,
-                                              log=print, **kw)
-        table = {r.method: r for r in rows}
-        if info["dofs"] <= args.dcdm_max_dofs:
-            drows, _ = evaluate_preconditioners(spec, ["dcdm"], models=models, log=print,
-                                                **{**kw, "repeats": 1})
-            table["dcdm"] = drows[0]
-        by_size[spec] = table
-        c = info["contrasts"]
-        print(f"-- {spec}: {info['dofs']} DOFs, contrast max/min {min(c):.3g}-{max(c):.3g}")
-
-    print(f"\n## 4. other hierarchies: {args.unstructured} (unstructured), {args.three_d} (3D)")
-    print(format_rows([]))
-    other = {}
-    for label, spec in (("unstructured", args.unstructured), ("3d", args.three_d)):
-        rows, info = evaluate_preconditioners(spec, ["neural_mg", "gamg"], models=models,
-                                              options=best, log=print, **kw)
-        other[label] = {r.method: r for r in rows}
-        print(f"-- {spec}: {info['dofs']} DOFs")
-
-    print(f"\n## 5. coefficients outside the training family, on {sizes[0]}")
-    print(f"{'operator':<13} {'method':<10} {'its':>6} {'fallbacks':>9} {'converged':>9} {'true res':>9}")
-    for kind in ("checkerboard", "anisotropic"):
-        for method, its, fb, ok, res in out_of_family(sizes[0], kind, models, 1e-8):
-            print(f"{kind:<13} {method:<10} {its:>6} {'-' if fb is None else fb:>9} {'yes' if ok else 'NO':>9} "
-                  f"{res:>9.1e}")
-
-    print("\n## ratios")
-    small, large = by_size[sizes[0]], by_size[sizes[-1]]
-    pc = large["neural_mg"]
-    classical = {m: large[m] for m in CLASSICAL if large[m].converged}
-    fastest = min(classical, key=lambda m: classical[m].setup_seconds + classical[m].solve_seconds)
-    f = classical[fastest]
-    print(f"fastest classical at {sizes[-1]}: {fastest} ({f.setup_seconds + f.solve_seconds:.3f} s); "
-          f"NeuralMG {pc.setup_seconds + pc.solve_seconds:.3f} s")
-    tag = "1M" if pc.dofs > 1_000_000 else f"{pc.dofs}"
-    print(f"ratio pc_vs_best_classical_time_{tag} "
-          f"{(pc.setup_seconds + pc.solve_seconds) / (f.setup_seconds + f.solve_seconds):.3f}   (target <= 1.0)")
-    print(f"ratio pc_its_growth {pc.iterations / small['neural_mg'].iterations:.3f}   (target <= 1.2)")
-    print(f"ratio pc_its_{tag} {pc.iterations:.3f}   (target <= 10)")
-    redisc = large["neural_mg_rediscretised"]
-    print(f"ratio pc_its_growth_rediscretised "
-          f"{redisc.iterations / small['neural_mg_rediscretised'].iterations:.3f}   (target <= 1.2)")
-    print(f"ratio pc_rediscretised_vs_galerkin_setup_{tag} {redisc.setup_seconds / pc.setup_seconds:.3f}   (report)")
-    dcdm_sizes = [s for s in sizes if "dcdm" in by_size[s]]
-    if dcdm_sizes:
-        t = by_size[dcdm_sizes[-1]]
-        print(f"ratio dcdm_its_vs_icc_{t['dcdm'].dofs} {t['dcdm'].iterations / t['icc'].iterations:.3f}   (report)")
-    for label in ("unstructured", "3d"):
-        o = other[label]
-        print(f"ratio pc_its_vs_gamg_{label} {o['neural_mg'].iterations / o['gamg'].iterations:.3f}   "
-              f"(target <= 1.0)")
-    ok = all(r.converged for t in by_size.values() for r in t.values())
-    return 0 if ok else 1
+    bench.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    print(machine_summary())
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min) on "
+          f"{os.cpu_count()} cores")
+    print(hypre_line())
+    titles = {
+        "train": "training (cached in --out by configuration)",
+        "options": "options of the classical multigrids",
+        "sizes": "sizes (unit square hierarchies, log-normal coefficients never seen in training)",
+        "large": f"the largest size, {args.large}",
+        "meshes": f"other hierarchies: {args.unstructured} (unstructured), {args.three_d} (3D)",
+        "out_of_family": f"coefficients outside the training family, on {args.size_list[0]}",
+        "elasticity": f"elasticity on {args.elasticity_mesh}: NeuralMG trained on elasticity against GAMG "
+                      "with the rigid-body modes",
+        "cg2": f"CG2 Darcy on {args.cg2_mesh}: NeuralMG trained on CG2 against GAMG",
+        "mpi": f"NeuralMG under mpiexec -n 2 against -n 1, on {args.mpi_mesh}",
+    }
+    run = {"train": bench.train, "options": bench.options, "sizes": bench.sizes, "large": bench.large_size,
+           "meshes": bench.meshes, "out_of_family": bench.out_of_family, "elasticity": bench.elasticity,
+           "cg2": bench.cg2, "mpi": bench.mpi}
+    for i, name in enumerate(SECTIONS, 1):
+        if name not in args.sections:
+            continue
+        print(f"\n## {i}. {titles[name]}", flush=True)
+        t0 = time.perf_counter()
+        run[name]()
+        print(f"[{name}: {time.perf_counter() - t0:.0f} s]", flush=True)
+    if "options" not in args.sections:
+        print("\n(section options not run: GAMG and GMG used their default options)")
+    bench.report()
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; whole run "
+          f"{time.perf_counter() - t_start:.0f} s")
+    return 0 if not bench.failures else 1
 
 
 if __name__ == "__main__":
