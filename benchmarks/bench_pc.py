@@ -504,9 +504,9 @@ class Bench:
                 return
             r = json.loads(found[-1])
             rows[n] = r
-            print(f"neural_mg on {n} rank(s): {r['dofs']} DOFs, {r['iterations']:.1f} its, set-up "
-                  f"{r['setup_seconds']:.3f} s, solve {r['solve_seconds']:.3f} s, contrast {r['contrast']:.3g}, converged "
-                  f"{'yes' if r['converged'] else 'NO'}, true res {r['residual']:.1e}")
+            print(f"neural_mg on {n} rank(s): {r['dofs']} DOFs, contrast {r['contrast']:.3g}, "
+                  f"{r['iterations']:.1f} its, set-up {r['setup_seconds']:.3f} s, solve {r['solve_seconds']:.3f} s, "
+                  f"converged {'yes' if r['converged'] else 'NO'}, true res {r['residual']:.1e}")
             if not r["converged"]:
                 self.failures.append(f"mpi -n {n} neural_mg (true res {r['residual']:.1e})")
         t1 = rows[1]["setup_seconds"] + rows[1]["solve_seconds"]
