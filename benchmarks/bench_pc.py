@@ -27,7 +27,9 @@ trained or read from ``--out`` on first use):
    where its solve time, projected from the smallest size, exceeds ``--dcdm-budget``.
 4. **large** — ``unitsquare:16/r7`` (4,198,401 DOFs; ``--samples-large`` coefficients,
    one solve each): NeuralMG (both coarse operators), GAMG, GMG; no ICC (about 1,500
-   iterations there: minutes, and never the fastest).
+   iterations there: minutes, and never the fastest). The log-normal coefficients are
+   sampled on ``/r5`` and prolonged (:class:`bench_pc_fields.CoarseLogNormal`: the
+   sampler's factorisation at 4.2M does not fit in 24 GiB beside the hierarchy).
 5. **meshes** — the unstructured ``plate_holes/r2`` and the 3D ``box_cavity/r1``:
    NeuralMG (trained on the unit square) against GAMG.
 6. **out_of_family** — on the smallest size: a 1:10^4 checkerboard and an anisotropic
@@ -41,7 +43,8 @@ trained or read from ``--out`` on first use):
 8. **cg2** — CG2 Darcy (log-normal coefficient) on ``unitsquare:24/r4`` (591,361 DOFs):
    NeuralMG trained on CG2 against GAMG, its options searched on ``unitsquare:24/r3``.
 9. **mpi** — NeuralMG at ``unitsquare:16/r6`` under ``mpiexec -n 2`` against ``-n 1``
-   (``benchmarks/bench_pc_mpi.py``, the same evaluation; slowest rank's times).
+   (``benchmarks/bench_pc_mpi.py``, the same evaluation, slowest rank's times; the
+   coefficients are :class:`bench_pc_fields.FourierLogField`'s, which sample in parallel).
 
 Printed: the machine and its load (start and end), every table, the time of each
 section, a ``targets:`` line and ``ratio`` lines (each with its target and met/MISSED):
@@ -153,6 +156,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="solves per coefficient, fastest kept (default 2)")
     p.add_argument("--samples-large", type=int, default=1,
                    help="measured coefficients at --large, one solve each (default 1)")
+    p.add_argument("--large-sample-dofs", type=int, default=300_000,
+                   help="at --large, sample the coefficients on the finest level with at most this many vertices "
+                        "and prolong them (default 300000: unitsquare:16/r5, h = 1/512)")
     p.add_argument("--dcdm-max-dofs", type=int, default=1_100_000,
                    help="run DCDM on sizes up to this many DOFs (default 1100000: up to unitsquare:16/r6)")
     p.add_argument("--dcdm-budget", type=float, default=240.0,
@@ -420,15 +426,26 @@ class Bench:
                    table["neural_mg_rediscretised"].iterations / self.small_its["neural_mg_rediscretised"])
 
     def large_size(self) -> None:
+        from fe_operators.io import load_mesh
         from fe_operators.precond.evaluate import format_rows, format_setup_parts
+
+        from bench_pc_fields import CoarseLogNormal
 
         spec = self.args.large
         print("CG + ICC(0) is not run here (about 1,500 iterations: minutes, and never the fastest)")
         print(format_rows([]))
+        # the log-normal sampler's factorisation does not fit in memory beside a 4.2M hierarchy: the
+        # same field is sampled on a coarser level and prolonged (bench_pc_fields.CoarseLogNormal)
+        params = {"max_sample_dofs": self.args.large_sample_dofs}
         table, info = self.evaluate(spec, ["neural_mg", "neural_mg_rediscretised", "gamg", "gmg"], spec,
-                                    samples=self.args.samples_large, repeats=1)
+                                    samples=self.args.samples_large, repeats=1, problem=CoarseLogNormal,
+                                    params=params)
         self.large = table
-        print(f"-- {spec}: {info['dofs']} DOFs")
+        c = info["contrasts"]
+        level = CoarseLogNormal(load_mesh(spec), **params).sample_level
+        print(f"-- {spec}: {info['dofs']} DOFs, contrast max/min {min(c):.3g}-{max(c):.3g}; log-normal coefficients "
+              f"sampled on level {level} of the hierarchy (at most {params['max_sample_dofs']} vertices), "
+              f"prolonged")
         for line in format_setup_parts(list(table.values())):
             print("   " + line)
         self._vs_classical(table, _tag(info["dofs"]), spec)
@@ -564,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         args.elasticity_mesh, args.elasticity_select = "plate_holes/r2", "plate_holes/r1"
         args.cg2_mesh, args.cg2_select = "unitsquare:8/r2", "unitsquare:8/r1"
         args.mpi_mesh = "unitsquare:8/r3"
+        args.large_sample_dofs = 5000  # unitsquare:8/r4 sampled on /r3: the prolongation runs too
         bench.kw.update(samples=1, repeats=1)
 
     bench.out.mkdir(parents=True, exist_ok=True)
