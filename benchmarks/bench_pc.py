@@ -133,6 +133,7 @@ ELASTICITY_PARAMS: dict[str, Any] = {"poisson_ratio": 0.3}
 SIZES = ("unitsquare:16/r4", "unitsquare:16/r5", "unitsquare:16/r6")
 LARGE = "unitsquare:16/r7"
 CLASSICAL = ("gamg", "gmg", "icc")
+DCDM_RATIOS = "dcdm_vs_icc_time_1M, dcdm_vs_neural_mg_time_1M, dcdm_its_growth"  # what a skipped DCDM size misses
 SECTIONS = ("train", "options", "sizes", "large", "meshes", "out_of_family", "elasticity", "cg2", "mpi")
 
 #: ratio (less its size tag, :func:`_tag`) -> upper target; None: reported only
@@ -263,6 +264,12 @@ def _parent(spec: str) -> str:
     return f"{base}/r{int(k) - 1}"
 
 
+def _unit_square_dofs(spec: str) -> int | None:
+    """CG1 DOFs of ``unitsquare:N/rK`` (``(N 2^K + 1)^2``) without building it; None for another spec."""
+    m = re.fullmatch(r"unitsquare:(\d+)/r(\d+)", spec.strip())
+    return None if m is None else (int(m[1]) * 2 ** int(m[2]) + 1) ** 2
+
+
 def _tag(dofs: int) -> str:
     """The size in a ratio's name: ``1M`` (1.05M DOFs), ``4M`` (4.2M), else the DOF count."""
     return "4M" if dofs > 4_000_000 else "1M" if dofs > 1_000_000 else str(dofs)
@@ -356,8 +363,14 @@ class Bench:
         print(format_rows([]))
         for spec in args.size_list:
             methods = ["neural_mg", "neural_mg_rediscretised", "galerkin_jacobi", "gamg", "gmg", "icc"]
-            table, info = self.evaluate(spec, methods, spec)
-            self._dcdm_row(spec, info["dofs"], table)
+            # DCDM solves the same coefficients in the same evaluation (one mesh and sampler set-up per size)
+            table, info = self.evaluate(spec, methods + ["dcdm"] * self._dcdm_fits(spec), spec)
+            if "dcdm" in table:
+                row = table["dcdm"]
+                if self.dcdm_seconds_per_it is None:
+                    self.dcdm_seconds_per_it = row.solve_seconds / max(row.iterations, 1.0)
+                print(f"dcdm: {row.solve_seconds / max(row.iterations, 1.0) * 1e3:.2f} ms per iteration at "
+                      f"{row.dofs} DOFs (network + FCG), fallbacks {row.fallbacks}")
             self.by_size[spec] = table
             c = info["contrasts"]
             print(f"-- {spec}: {info['dofs']} DOFs, contrast max/min {min(c):.3g}-{max(c):.3g}")
@@ -382,28 +395,32 @@ class Bench:
             self.ratio(f"dcdm_vs_icc_time_{tag}", _total(big["dcdm"]) / _total(big["icc"]))
             self.ratio(f"dcdm_vs_neural_mg_time_{tag}", _total(big["dcdm"]) / _total(pc))
 
-    def _dcdm_row(self, spec: str, dofs: int, table: dict[str, Any]) -> None:
-        """FCG + DCDM on ``spec`` (one coefficient), unless over ``--dcdm-max-dofs`` or the projected budget."""
+    def _dcdm_fits(self, spec: str) -> bool:
+        """Whether DCDM runs on ``spec``: within ``--dcdm-max-dofs`` and, past the smallest size, its
+        solves (warm-up and ``samples x repeats``) projected from the smallest size within ``--dcdm-budget``."""
         args = self.args
+        first = next((t["dcdm"] for t in self.by_size.values() if "dcdm" in t), None)
+        if first is None and self.by_size:
+            return False  # not run on a smaller size
+        dofs = _unit_square_dofs(spec)
+        if dofs is None:
+            return first is None  # a size of unknown DOFs: the smallest only
         if dofs > args.dcdm_max_dofs:
             print(f"dcdm: not run on {spec} ({dofs} DOFs > --dcdm-max-dofs {args.dcdm_max_dofs})")
-            self.missing.setdefault("dcdm", f"DCDM not run at {dofs} DOFs (--dcdm-max-dofs)")
-            return
-        if self.dcdm_seconds_per_it is not None:
-            # the warm-up and one measured solve, its iterations grown by half, the cost per iteration by the size
-            first = next(t["dcdm"] for t in self.by_size.values() if "dcdm" in t)
-            projected = 2 * 1.5 * first.iterations * self.dcdm_seconds_per_it * dofs / first.dofs
-            if projected > args.dcdm_budget:
-                print(f"dcdm: not run on {spec}: {projected:.0f} s projected ({self.dcdm_seconds_per_it * 1e3:.1f} ms "
-                      f"per iteration at {first.dofs} DOFs) > --dcdm-budget {args.dcdm_budget:.0f} s")
-                self.missing.setdefault("dcdm", f"DCDM projected {projected:.0f} s at {dofs} DOFs > --dcdm-budget")
-                return
-        row = self.evaluate(spec, ["dcdm"], spec, samples=1, repeats=1)[0]["dcdm"]
-        table["dcdm"] = row
-        if self.dcdm_seconds_per_it is None:
-            self.dcdm_seconds_per_it = row.solve_seconds / max(row.iterations, 1.0)
-        print(f"dcdm: {row.solve_seconds / max(row.iterations, 1.0) * 1e3:.2f} ms per iteration at {dofs} DOFs "
-              f"(network + FCG), fallbacks {row.fallbacks}")
+            self.missing.setdefault(DCDM_RATIOS, f"DCDM not run at {dofs} DOFs (--dcdm-max-dofs)")
+            return False
+        if first is None:
+            return True
+        # its iterations grown by half, the cost per iteration by the size
+        solves = 1 + args.samples * args.repeats
+        projected = solves * 1.5 * first.iterations * self.dcdm_seconds_per_it * dofs / first.dofs
+        if projected > args.dcdm_budget:
+            print(f"dcdm: not run on {spec}: {solves} solves projected at {projected:.0f} s "
+                  f"({self.dcdm_seconds_per_it * 1e3:.1f} ms per iteration at {first.dofs} DOFs) > --dcdm-budget "
+                  f"{args.dcdm_budget:.0f} s")
+            self.missing.setdefault(DCDM_RATIOS, f"DCDM projected {projected:.0f} s at {dofs} DOFs > --dcdm-budget")
+            return False
+        return True
 
     def _vs_classical(self, table: dict[str, Any], tag: str, spec: str) -> None:
         pc = table["neural_mg"]
@@ -426,7 +443,6 @@ class Bench:
                    table["neural_mg_rediscretised"].iterations / self.small_its["neural_mg_rediscretised"])
 
     def large_size(self) -> None:
-        from fe_operators.io import load_mesh
         from fe_operators.precond.evaluate import format_rows, format_setup_parts
 
         from bench_pc_fields import CoarseLogNormal
@@ -442,7 +458,7 @@ class Bench:
                                     params=params)
         self.large = table
         c = info["contrasts"]
-        level = CoarseLogNormal(load_mesh(spec), **params).sample_level
+        level = CoarseLogNormal.last_sample_level
         print(f"-- {spec}: {info['dofs']} DOFs, contrast max/min {min(c):.3g}-{max(c):.3g}; log-normal coefficients "
               f"sampled on level {level} of the hierarchy (at most {params['max_sample_dofs']} vertices), "
               f"prolonged")
