@@ -43,7 +43,7 @@ bench-spon: install
 bench-mgno: install
 	$(PY) benchmarks/bench_mgno.py
 
-# About 15 minutes: learned preconditioners against GAMG, GMG and ICC at 66k/263k/1.05M DOFs (checkpoints cached in out/bench/pc).
+# Planned at most 30 minutes on 2 cores (checkpoints cached in out/bench/pc): learned preconditioners against GAMG, GMG and ICC at 66k-4.2M DOFs, DCDM, elasticity, CG2, mpiexec -n 2. Some sections: $(PY) benchmarks/bench_pc.py --section sizes,large,...; a check of every section: --quick.
 bench-pc: install
 	$(PY) benchmarks/bench_pc.py
 

@@ -22,9 +22,9 @@ trained or read from ``--out`` on first use):
    second size; the fastest of each is its "best options" for the rest of the run.
 3. **sizes** — ``unitsquare:16/r4``, ``/r5``, ``/r6`` (66,049, 263,169 and 1,050,625
    DOFs): NeuralMG, NeuralMG with rediscretised coarse operators, the same Galerkin
-   V-cycle with ℓ1-Jacobi weights, CG+GAMG, CG+GMG, CG+ICC(0); FCG+DCDM on the sizes up
-   to ``--dcdm-max-dofs`` (one measured coefficient), skipped with the reason printed
-   where its solve time, projected from the smallest size, exceeds ``--dcdm-budget``.
+   V-cycle with ℓ1-Jacobi weights, CG+GAMG, CG+GMG, CG+ICC(0); FCG+DCDM (the same
+   coefficients) on the sizes up to ``--dcdm-max-dofs``, skipped with the reason printed
+   where its solves, projected from the smallest size, exceed ``--dcdm-budget``.
 4. **large** — ``unitsquare:16/r7`` (4,198,401 DOFs; ``--samples-large`` coefficients,
    one solve each): NeuralMG (both coarse operators), GAMG, GMG; no ICC (about 1,500
    iterations there: minutes, and never the fastest). The log-normal coefficients are
@@ -162,10 +162,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "and prolong them (default 300000: unitsquare:16/r5, h = 1/512)")
     p.add_argument("--dcdm-max-dofs", type=int, default=1_100_000,
                    help="run DCDM on sizes up to this many DOFs (default 1100000: up to unitsquare:16/r6)")
-    p.add_argument("--dcdm-budget", type=float, default=240.0,
-                   help="seconds DCDM may take per size (its solves projected from the smallest size; a size "
-                        "over budget is skipped, printed) and per out-of-family solve (an iteration cap); "
-                        "default 240")
+    p.add_argument("--dcdm-budget", type=float, default=120.0,
+                   help="seconds DCDM may take per size past the smallest (its solves projected from the smallest "
+                        "size; a size over budget is skipped, printed) and per out-of-family solve (an iteration "
+                        "cap from its time per iteration at the smallest size); default 120")
     p.add_argument("--unstructured", default="plate_holes/r2")
     p.add_argument("--three-d", default="box_cavity/r1")
     p.add_argument("--elasticity-mesh", default="plate_holes/r4",
