@@ -270,6 +270,19 @@ def _unit_square_dofs(spec: str) -> int | None:
     return None if m is None else (int(m[1]) * 2 ** int(m[2]) + 1) ** 2
 
 
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects that start lines of ``text`` (anything around them on the line, such as a terminal
+    colour reset another rank's logger wrote, is ignored)."""
+    found = []
+    for line in text.splitlines():
+        if "{" in line:
+            try:
+                found.append(json.JSONDecoder().raw_decode(line, line.index("{"))[0])
+            except ValueError:
+                continue
+    return found
+
+
 def _tag(dofs: int) -> str:
     """The size in a ratio's name: ``1M`` (1.05M DOFs), ``4M`` (4.2M), else the DOF count."""
     return "4M" if dofs > 4_000_000 else "1M" if dofs > 1_000_000 else str(dofs)
@@ -521,6 +534,10 @@ class Bench:
         from fe_operators.parallel import mpiexec_command, mpiexec_env
 
         spec, model = self.args.mpi_mesh, self.model("neural_mg")
+        cores = len(os.sched_getaffinity(0))
+        if cores < 2:
+            print(f"warning: this process is pinned to {cores} core (taskset): the 2 ranks share it, so the "
+                  "speed-up is not measured; run the bench unpinned or on 2 cores (taskset -c 0,1)")
         script = str(Path(__file__).resolve().parent / "bench_pc_mpi.py")
         root = str(Path(__file__).resolve().parents[1])
         env = dict(mpiexec_env(), PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
@@ -529,13 +546,13 @@ class Bench:
             cmd = mpiexec_command(n, [sys.executable, script, spec, "neural_mg", model,
                                       str(self.args.samples), str(self.args.repeats)])
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
-            found = [line[line.index("{"):] for line in proc.stdout.splitlines() if "{" in line]
+            found = _json_lines(proc.stdout)
             if not found:
                 print(f"mpiexec -n {n}: no result (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
                 self.failures.append(f"mpi -n {n}")
                 self.missing["pc_mpi2_speedup"] = f"mpiexec -n {n} failed"
                 return
-            r = json.loads(found[-1])
+            r = found[-1]
             rows[n] = r
             print(f"neural_mg on {n} rank(s): {r['dofs']} DOFs, contrast {r['contrast']:.3g}, "
                   f"{r['iterations']:.1f} its, set-up {r['setup_seconds']:.3f} s, solve {r['solve_seconds']:.3f} s, "

@@ -46,6 +46,10 @@ def test_sections_alone_and_the_report_of_what_did_not_run(tmp_path, capsys):
     assert bench_pc._parent("plate_holes/r4") == "plate_holes/r3"
     assert bench_pc._parent("unitsquare:24/r4") == "unitsquare:24/r3"
     assert [bench_pc._tag(n) for n in (1_050_625, 4_198_401, 66_049)] == ["1M", "4M", "66049"]
+    assert bench_pc._unit_square_dofs("unitsquare:16/r7") == 4_198_401
+    assert bench_pc._unit_square_dofs("plate_holes/r2") is None
+    # rank 0's JSON line, with a colour reset another rank wrote on the same line
+    assert bench_pc._json_lines('warn\n\x1b[0m{"its": 10}\x1b[0m\nnot {json') == [{"its": 10}]
     bench = bench_pc.Bench(bench_pc.parse_args(["--out", str(tmp_path)]))
     bench.ratios = {"pc_vs_best_classical_time_1M": 0.65, "pc_vs_gamg_time_cg2": 1.3, "pc_mpi2_speedup_1M": 1.7}
     bench.missing = {"dcdm_vs_icc_time_1M": "DCDM projected 900 s"}
