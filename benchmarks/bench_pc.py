@@ -402,6 +402,7 @@ class Bench:
             t = self.by_size[dcdm[-1]]
             self.ratio(f"dcdm_its_vs_icc_{t['dcdm'].dofs}", t["dcdm"].iterations / t["icc"].iterations)
         if len(dcdm) > 1:
+            print(f"dcdm_its_growth: {dcdm[-1]} over {dcdm[0]}")
             self.ratio("dcdm_its_growth", self.by_size[dcdm[-1]]["dcdm"].iterations
                        / self.by_size[dcdm[0]]["dcdm"].iterations)
         if dcdm and dcdm[-1] == args.size_list[-1]:

@@ -23,7 +23,7 @@ def test_bench_pc_quick_run_converges_and_prints_every_ratio(tmp_path, capsys):
     assert all(float(v) > 0 for _, v in ratios)
     assert re.search(r"^targets: .*pc_vs_gamg_time_elasticity <= 1.*; met \d+ of 11", out, flags=re.M)
     assert "every solve converged to rtol 1e-8 on the recomputed true residual" in out
-    assert "not measured" not in out
+    assert not re.search(r"^# ratio .* not measured", out, flags=re.M)
     assert re.search(r"^neural_mg on 2 rank\(s\): 4225 DOFs.*converged yes", out, flags=re.M)
     # the out-of-family operators were solved by every learned PC and GAMG, to the true tolerance
     table = re.findall(r"^(checkerboard|anisotropic)\s+(\w+)\s+(\d+)\s+(\S+)\s+(yes|NO)", out, flags=re.M)
