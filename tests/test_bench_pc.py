@@ -62,6 +62,31 @@ def test_sections_alone_and_the_report_of_what_did_not_run(tmp_path, capsys):
     assert "# ratio dcdm_vs_icc_time_1M not measured: DCDM projected 900 s" in out
 
 
+def test_coefficients_of_the_large_size_and_of_mpiexec():
+    """CoarseLogNormal is the log-normal field of a coarser level, P1-interpolated to the mesh (two levels
+    down here); FourierLogField's log-coefficient has about the variance asked for."""
+    import firedrake as fd
+    import numpy as np
+    from bench_pc_fields import CoarseLogNormal, FourierLogField
+    from firedrake.mg.utils import get_level
+
+    from fe_operators.io import load_mesh
+    from fe_operators.problems.darcy import DarcyProblem
+
+    mesh = load_mesh("unitsquare:8/r4")
+    problem = CoarseLogNormal(mesh, max_sample_dofs=1500)
+    assert problem.sample_level == 2  # 1089 vertices; level 3 has 4225
+    a = problem.sample_inputs(np.random.default_rng(3))["a"]
+    hierarchy, _ = get_level(mesh)
+    coarse = DarcyProblem(hierarchy[2], coefficient="lognormal", variance=2.0).sample_inputs(
+        np.random.default_rng(3))["a"]
+    ref = fd.Function(fd.FunctionSpace(mesh, "CG", 1)).interpolate(coarse)
+    assert np.abs(a.dat.data_ro - ref.dat.data_ro).max() < 1e-10 * ref.dat.data_ro.max()
+    assert a.dat.data_ro.min() > 0 and a.dat.data_ro.max() / a.dat.data_ro.min() > 10
+    logs = [np.log(FourierLogField(mesh).sample_inputs(np.random.default_rng(s))["a"].dat.data_ro) for s in range(8)]
+    assert 1.5 < np.mean([g.var() for g in logs]) < 2.5  # variance 2 asked (2.05 over these 8)
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
     import torch
