@@ -78,7 +78,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine_summary  # noqa: E402
+from common import check_load, machine_summary  # noqa: E402
 
 #: option sets of the classical multigrids tried on the selection size (the fastest of each is used)
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -645,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in args.sections:
             continue
         print(f"\n## {i}. {titles[name]}", flush=True)
+        check_load(f"section {name}")
         t0 = time.perf_counter()
         run[name]()
         print(f"[{name}: {time.perf_counter() - t0:.0f} s]", flush=True)
