@@ -355,17 +355,19 @@ class RolloutSPON(torch.nn.Module):
         noise = torch.randn(s.shape, dtype=s.dtype, device=s.device) * std.to(s.dtype)
         return torch.where(self.layout.mask, s, s + noise)
 
-    def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Unroll ``k`` steps from ``x["state"]``: ``(batch, k, n_dofs)`` (training noise on the first input in training mode).
+    def forward(self, x: Mapping[str, torch.Tensor], noise: bool | None = None) -> torch.Tensor:
+        """Unroll ``k`` steps from ``x["state"]``: ``(batch, k, n_dofs)``.
 
-        ``k`` is ``x["boundary"].shape[1]``; gradients flow through all steps.
+        ``k`` is ``x["boundary"].shape[1]``; gradients flow through all steps.  ``noise``:
+        whether to add the training noise to the first input (default: in training mode;
+        the pushforward trick's gradient segment starts from a model state and passes False).
         """
         s, params = self._check(x["state"], x["params"])
         boundary = torch.as_tensor(x["boundary"], dtype=torch.float64, device=self.device)
         if boundary.ndim != 3 or boundary.shape[0] != s.shape[0] or boundary.shape[2] != s.shape[1]:
             raise SpaceMismatchError(f"expected boundary data of shape ({s.shape[0]}, k, {s.shape[1]}), got "
                                      f"{tuple(boundary.shape)}")
-        if self.training:
+        if self.training if noise is None else noise:
             s = self.add_noise(s)
         out = []
         for j in range(boundary.shape[1]):
