@@ -19,6 +19,8 @@ read here).  Usage::
 Measured (2 loaded cores, load 4-6, Dec 2026), e.g. ``--designs gnn48,hier_defaults,hier_gelu,hier``:
 FE 38.4 ms; gnn48 (the earlier default) 148 ms (ratio 3.87); hier_defaults 10.5 ms (0.274);
 hier_gelu 7.3 ms (0.191); hier (the bench's default now) 5.9 ms (0.155).
+With the traced step (``--designs hier --rounds 7``, one shared core, load about 5, Dec 2026):
+FE 48.2 ms; hier traced 6.83 ms (ratio 0.142), untraced 7.86 ms (0.163).
 """
 from __future__ import annotations
 
