@@ -102,3 +102,52 @@ def test_inference_steps_equal_plain_steps(processor, options, degree):
         changed = model.rollout(s, p, 1)[:, 1]
         with torch.no_grad():
             assert torch.equal(changed, model.step(s, p)) and not torch.equal(changed, plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_csr_mm_op_is_scipys_product_bit_for_bit(dtype):
+    """The registered CSR product a traced step records gives scipy's values exactly."""
+    import scipy.sparse as sp
+
+    from fe_operators.sparse.maps import SparseMap
+    from fe_operators.sparse.spmm import csr_mm, spmm
+
+    rng = np.random.default_rng(1)
+    A = sp.random(40, 30, density=0.2, format="csr", random_state=rng)
+    M = SparseMap.from_scipy(A)
+    x = torch.from_numpy(rng.standard_normal((30, 7))).to(dtype)
+    data = torch.from_numpy(M.scipy(dtype).data)
+    assert torch.equal(csr_mm(M.crow, M.col, data, x), spmm(M, x))
+    assert torch.equal(spmm(M, x), torch.from_numpy(A.astype(x.numpy().dtype) @ x.numpy()))
+
+
+def test_traced_step_used_and_rejected_when_it_would_differ(monkeypatch):
+    """Inside ``inference()`` the hierarchical step runs traced (one graph per input shape) and
+    equals the plain step bit for bit; a kernel that escapes the trace (baked in as a constant)
+    is caught by the two-step check and the plain step runs instead."""
+    import fe_operators.models.layers.operator_conv as oc
+
+    problem, states, values = _heat(2)
+    torch.manual_seed(0)
+    model = rollout_spon_for_problem(problem, "hierarchical", mesh_spec="unitsquare:4", width=8, min_width=4,
+                                     modes=2, coarsest_nodes=10)
+    model.fit_normalizers(states, values)
+    s, p = torch.from_numpy(states[:, 1]), torch.from_numpy(values)
+    with model.inference(traced=False):
+        plain = model.rollout(s, p, 3)
+        plain1 = model.step(s[:1], p[:1])
+        assert model._traced is None
+    with model.inference():
+        fast = model.rollout(s, p, 3)
+        kept = [v for v in model._traced.values() if v is not None]
+        assert len(model._traced) == 1 and len(kept) == 1  # traced once, for (2, n_dofs)
+        one = model.step(s[:1], p[:1])  # another shape: its own trace
+        assert len(model._traced) == 2
+    assert model._traced is None
+    assert torch.equal(fast, plain) and torch.equal(one, plain1)
+    # a product the trace cannot see: the plain numba call, whose output the trace keeps as a constant
+    monkeypatch.setattr(oc, "channel_conv", lambda crow, col, w, u: oc._numba_product(crow, col, w, u))
+    with model.inference():
+        again = model.rollout(s, p, 3)
+        assert list(model._traced.values()) == [None]
+    assert torch.equal(again, plain)

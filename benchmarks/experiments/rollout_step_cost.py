@@ -7,7 +7,8 @@ thread, inside :meth:`RolloutSPON.inference`), medians over the rounds; untraine
 (the step's cost does not depend on them).  Prints each design's multiply-adds
 (``cost_report`` where the processor has one) and the ratio; ``--profile NAME`` prints the
 top ops of NAME's step (torch.profiler) and, with ``--plain``, of the step outside
-``inference()``.
+``inference()``.  Each design is timed with the traced step (``inference()``'s default) and
+untraced (``inference(traced=False)``: the frozen processor, module by module).
 
 The data: bench-dynamics' held-out trajectory file (``make bench-dynamics`` writes it; only
 read here).  Usage::
@@ -18,6 +19,8 @@ read here).  Usage::
 Measured (2 loaded cores, load 4-6, Dec 2026), e.g. ``--designs gnn48,hier_defaults,hier_gelu,hier``:
 FE 38.4 ms; gnn48 (the earlier default) 148 ms (ratio 3.87); hier_defaults 10.5 ms (0.274);
 hier_gelu 7.3 ms (0.191); hier (the bench's default now) 5.9 ms (0.155).
+With the traced step (``--designs hier --rounds 7``, one shared core, load about 5, Dec 2026):
+FE 48.2 ms; hier traced 6.83 ms (ratio 0.142), untraced 7.86 ms (0.163).
 """
 from __future__ import annotations
 
@@ -76,18 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         total = cost(model.spon.context).splitlines()[-1].strip() if cost else "(no cost report)"
         print(f"{name}: {proc} {opts}, {sum(q.numel() for q in model.parameters()):,} parameters; {total}",
               flush=True)
-    times: dict[str, list[float]] = {n: [] for n in ["fe", *models]}
+    variants = [(name, traced) for name in models for traced in (True, False)]
+    times: dict[str, list[float]] = {n: [] for n in ["fe", *(f"{n}{'' if t else ' untraced'}" for n, t in variants)]}
     for _ in range(args.rounds):
         times["fe"].append(bd.fe_step_time(problem, test, 0, 8)["median"])
-        for name, model in models.items():
-            with model.inference():
-                times[name].append(bd.step_time(lambda: model.step(s1, p1), 6))
+        for name, traced in variants:
+            model = models[name]
+            with model.inference(traced=traced):
+                model.step(s1, p1)  # the trace (once per shape), outside the timing
+                times[f"{name}{'' if traced else ' untraced'}"].append(bd.step_time(lambda: model.step(s1, p1), 6))
     fe = statistics.median(times["fe"])
     print(f"FE step (warm, assembly included): median {fe * 1e3:.1f} ms over {args.rounds} rounds "
           f"{[round(t * 1e3, 1) for t in times['fe']]}")
-    for name in models:
+    for name in times:
+        if name == "fe":
+            continue
         t = statistics.median(times[name])
-        print(f"{name:14s} step at batch 1 {t * 1e3:8.2f} ms   ratio {t / fe:.3f}   rounds "
+        print(f"{name:23s} step at batch 1 {t * 1e3:8.2f} ms   ratio {t / fe:.3f}   rounds "
               f"{[round(x * 1e3, 1) for x in times[name]]}")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

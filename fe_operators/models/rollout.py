@@ -36,6 +36,7 @@ Nothing here imports Firedrake (the Firedrake side is :mod:`fe_operators.models.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -219,6 +220,8 @@ class RolloutSPON(torch.nn.Module):
         self.state_normalizer = UnitGaussianNormalizer(torch.zeros(C), torch.ones(C), 0.0)
         self.delta_normalizer = UnitGaussianNormalizer(torch.zeros(C), torch.ones(C), 0.0)
         self.param_normalizer = UnitGaussianNormalizer(torch.zeros(P), torch.ones(P), 0.0)
+        #: traced steps by input shapes while inside :meth:`inference` (None outside)
+        self._traced: dict[tuple, Any] | None = None
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -309,10 +312,40 @@ class RolloutSPON(torch.nn.Module):
             default: those of ``s`` (time-independent data).
         """
         s, params = self._check(s, params)
-        # the Dirichlet entries of s + Δ are overwritten here: no need to zero Δ's first (same states)
-        new = s + self._raw_increment(s, params)
         g = s if boundary is None else torch.as_tensor(boundary, dtype=torch.float64, device=self.device)
-        return torch.where(self.layout.mask, g, new)
+        if self._traced is not None:
+            traced = self._traced_step(s, params, g)
+            if traced is not None:
+                return traced(s, params, g)
+        return self._step(s, params, g)
+
+    def _step(self, s: torch.Tensor, params: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # the Dirichlet entries of s + Δ are overwritten here: no need to zero Δ's first (same states)
+        return torch.where(self.layout.mask, g, s + self._raw_increment(s, params))
+
+    def _traced_step(self, s: torch.Tensor, params: torch.Tensor, g: torch.Tensor) -> Any:
+        """The step traced and frozen for these shapes (inside :meth:`inference`), or None where it differs.
+
+        The trace bakes in the weights and the processor's frozen products; a kernel that
+        escaped the trace would be baked in as a constant too, so the traced step is kept
+        only where it gives the plain step's states bit for bit on the tracing input and on
+        a second one (the first step's output).  Anything that fails to trace: None.
+        """
+        key = (tuple(s.shape), tuple(params.shape), tuple(g.shape))
+        if key not in self._traced:
+            self._traced[key] = None
+            plain = self._step(s, params, g)  # also fills the processor's frozen cache the trace reads
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks, fixed per key
+                    fn = torch.jit.freeze(torch.jit.trace(_PlainStep(self).eval(), (s, params, g), check_trace=False))
+                    ok = torch.equal(fn(s, params, g), plain) and \
+                        torch.equal(fn(plain, params, g), self._step(plain, params, g))
+            except (RuntimeError, TypeError, ValueError):
+                ok = False
+            if ok:
+                self._traced[key] = fn
+        return self._traced[key]
 
     def add_noise(self, s: torch.Tensor) -> torch.Tensor:
         """``s`` plus Gaussian noise on its free DOFs (std ``noise_std`` × the state's std per channel)."""
@@ -322,17 +355,19 @@ class RolloutSPON(torch.nn.Module):
         noise = torch.randn(s.shape, dtype=s.dtype, device=s.device) * std.to(s.dtype)
         return torch.where(self.layout.mask, s, s + noise)
 
-    def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Unroll ``k`` steps from ``x["state"]``: ``(batch, k, n_dofs)`` (training noise on the first input in training mode).
+    def forward(self, x: Mapping[str, torch.Tensor], noise: bool | None = None) -> torch.Tensor:
+        """Unroll ``k`` steps from ``x["state"]``: ``(batch, k, n_dofs)``.
 
-        ``k`` is ``x["boundary"].shape[1]``; gradients flow through all steps.
+        ``k`` is ``x["boundary"].shape[1]``; gradients flow through all steps.  ``noise``:
+        whether to add the training noise to the first input (default: in training mode;
+        the pushforward trick's gradient segment starts from a model state and passes False).
         """
         s, params = self._check(x["state"], x["params"])
         boundary = torch.as_tensor(x["boundary"], dtype=torch.float64, device=self.device)
         if boundary.ndim != 3 or boundary.shape[0] != s.shape[0] or boundary.shape[2] != s.shape[1]:
             raise SpaceMismatchError(f"expected boundary data of shape ({s.shape[0]}, k, {s.shape[1]}), got "
                                      f"{tuple(boundary.shape)}")
-        if self.training:
+        if self.training if noise is None else noise:
             s = self.add_noise(s)
         out = []
         for j in range(boundary.shape[1]):
@@ -341,25 +376,34 @@ class RolloutSPON(torch.nn.Module):
         return torch.stack(out, dim=1)
 
     @contextlib.contextmanager
-    def inference(self) -> Iterator["RolloutSPON"]:
-        """Steps with constant weights: evaluation mode, no autograd, the processor frozen.
+    def inference(self, traced: bool = True) -> Iterator["RolloutSPON"]:
+        """Steps with constant weights: evaluation mode, no autograd, the processor frozen, the step traced.
 
         Inside, :meth:`step` gives the same states as outside (bit for bit: the processor only
         reuses what depends on its weights and the mesh, :meth:`Processor.frozen
         <fe_operators.models.processors.base.Processor.frozen>`); the weights must not change
-        inside.  :meth:`rollout` runs in it.  Yields the model.
+        inside.  With ``traced`` (CPU models), the first step of each input shape is traced
+        (``torch.jit.trace``, then ``torch.jit.freeze``: the weights and frozen products become
+        constants of one graph, without Python's per-module dispatch) and kept where it gives
+        the plain step's states bit for bit (checked on two steps; otherwise the plain step
+        runs).  :meth:`rollout` runs in it.  Yields the model.
 
         Examples
         --------
         >>> with model.inference():                      # doctest: +SKIP
         ...     s = model.step(s, params)                # e.g. one step of a batch-1 rollout
         """
-        was = self.training
+        was, outer = self.training, self._traced
         self.eval()
         try:
             with torch.no_grad(), self.spon.processor.frozen():
+                if not (traced and self.device.type == "cpu"):
+                    self._traced = None
+                elif outer is None:
+                    self._traced = {}  # nested (rollout() inside inference()): the outer traces stay
                 yield self
         finally:
+            self._traced = outer
             self.train(was)
 
     @torch.no_grad()
@@ -396,3 +440,14 @@ class RolloutSPON(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"param_names={list(self.param_names)}, noise_std={self.noise_std:g}"
+
+
+class _PlainStep(torch.nn.Module):
+    """``(s, params, g) -> RolloutSPON._step``: the module :meth:`RolloutSPON.inference` traces."""
+
+    def __init__(self, model: RolloutSPON) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, s: torch.Tensor, params: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.model._step(s, params, g)

@@ -11,17 +11,43 @@ memory, no copy); measured 4× faster than torch's sparse CSR kernel for a 2D CG
 stack with 192 columns, and 9× faster for its transpose (a one-off measurement when the
 kernel was chosen; no benchmark in the repository repeats it).  On CUDA, torch's sparse
 CSR product.
+
+Traced steps (:meth:`RolloutSPON.inference <fe_operators.models.rollout.RolloutSPON.inference>`):
+under ``torch.jit.trace`` the CPU product is the registered op ``fe_operators::csr_mm``
+(a serial compiled loop, scipy's order of operations: the same values), so the trace
+records a call instead of baking the product of the tracing inputs in as a constant.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numba
 import torch
 
 from fe_operators.sparse.maps import SparseMap
 
 __all__ = ["spmm"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _csr_rows(indptr, indices, data, x, y):  # pragma: no cover - compiled
+    # y[i] = sum_p data[p] x[indices[p]] in row order, from zero: scipy's csr_matvecs, term by term
+    for i in range(indptr.shape[0] - 1):
+        for c in range(x.shape[1]):
+            y[i, c] = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            a, j = data[p], indices[p]
+            for c in range(x.shape[1]):
+                y[i, c] += a * x[j, c]
+
+
+@torch.library.custom_op("fe_operators::csr_mm", mutates_args=())
+def csr_mm(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A @ x`` of CSR arrays on the CPU, no autograd: the product a traced step records."""
+    y = torch.empty(indptr.shape[0] - 1, x.shape[1], dtype=x.dtype)
+    _csr_rows(indptr.numpy(), indices.numpy(), data.numpy(), x.contiguous().numpy(), y.numpy())
+    return y
 
 
 def _product(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
@@ -68,5 +94,8 @@ def spmm(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
     if A.device != x.device:
         raise ValueError(f"spmm: the map is on {A.device}, x on {x.device}")
     if not (torch.is_grad_enabled() and x.requires_grad):
+        if torch.jit.is_tracing() and x.device.type == "cpu":
+            data = torch.from_numpy(A.scipy(x.dtype).data)  # the cached cast values, no copy
+            return csr_mm(A.crow, A.col, data, x)
         return _product(A, x)
     return _SpMM.apply(x, A)

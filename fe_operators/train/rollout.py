@@ -12,7 +12,17 @@ steps:
           \hat s_{j+i} = \Phi_\theta(\hat s_{j+i-1}), \ \hat s_j = s_j + \eta,
 
 with :math:`\ell` e.g. the relative :math:`L^2` norm of the state space
-(:func:`state_norm`); ``k = 1`` is the one-step loss.  :class:`RolloutTrainer` adds the
+(:func:`state_norm`); ``k = 1`` is the one-step loss.
+
+**Pushforward** (Brandstetter, Worrall & Welling 2022, "Message passing neural PDE
+solvers"): with ``pushforward = M > 0`` each training batch draws ``m`` uniformly in
+``0 .. M`` and first unrolls ``m`` steps from :math:`s_j` *without gradient*; the loss
+above then starts from that model state :math:`\hat s_{j+m}` (detached, no further noise)
+against :math:`s_{j+m+1..j+m+k}`.  The model so learns to correct the distribution of
+its own rollout errors, while the gradient costs only ``k`` steps.  With the
+``pushforward_curriculum`` the largest ``m`` grows over training, from 0 to ``M``
+(linearly in the schedule's progress: epochs, or the time budget).  ``m = 0`` is the
+plain unrolled loss; validation windows always use ``m = 0``.  :class:`RolloutTrainer` adds the
 metric that picks ``best.pt``: the relative :math:`L^2` error of full rollouts of the
 validation trajectories, averaged over time (``val_rollout_rel_l2``).
 
@@ -164,6 +174,12 @@ class RolloutTrainer(Trainer):
         Training and validation trajectories.
     unroll
         ``k``, steps of the unrolled loss.
+    pushforward
+        ``M``: each training batch first unrolls ``m ~ U{0..M}`` steps without gradient
+        (the pushforward trick, module docstring); 0: none.  Training windows hold
+        ``k + M`` targets.
+    pushforward_curriculum
+        Grow the largest ``m`` from 0 to ``M`` over training (:meth:`max_pushforward`).
     rollout_norm
         The norm of the validation rollout metric (default: the relative loss's norm,
         ``step_loss.norm``, where it has one).
@@ -177,17 +193,75 @@ class RolloutTrainer(Trainer):
 
     def __init__(self, model: torch.nn.Module, step_loss: LossFn, train: TrajectoryData,
                  val: TrajectoryData | None = None, *, unroll: int = 1, rollout_norm: Any = None,
-                 **kwargs: Any) -> None:
+                 pushforward: int = 0, pushforward_curriculum: bool = False, **kwargs: Any) -> None:
         mask = model.layout.mask.cpu()
         loss = UnrolledLoss(step_loss)
-        super().__init__(model, loss, RolloutWindows(train, unroll, mask),
+        pushforward = int(pushforward)
+        if pushforward < 0:
+            raise ValueError(f"expected pushforward >= 0 steps, got {pushforward}")
+        if unroll + pushforward >= train.n_stored:
+            raise ValueError(f"unroll + pushforward = {unroll} + {pushforward} must be below the {train.n_stored} "
+                             f"states stored per trajectory: lower one of them")
+        super().__init__(model, loss, RolloutWindows(train, unroll + pushforward, mask),
                          None if val is None else RolloutWindows(val, unroll, mask), **kwargs)
         self.unroll = int(unroll)
+        self.pushforward = pushforward
+        self.pushforward_curriculum = bool(pushforward_curriculum)
+        #: the pushforward steps of the batch being trained (the targets it is compared with start after them)
+        self._offset = 0
         self.val_trajectories = val
         self.rollout_norm = rollout_norm if rollout_norm is not None else getattr(step_loss, "norm", None)
         if val is not None and self.rollout_norm is not None:
             self.select = "val_rollout_rel_l2"
             self.log = MetricsLog(self.run_dir, self.select)
+
+    def max_pushforward(self) -> int:
+        """The largest pushforward ``m`` drawn now: ``pushforward``, or its curriculum's value."""
+        if not self.pushforward_curriculum:
+            return self.pushforward
+        if self.timed_schedule:
+            progress = self.budget_progress()
+        else:
+            progress = self.state.step / max(self.settings.epochs * self.steps_per_epoch, 1)
+        return min(self.pushforward, int(min(max(progress, 0.0), 1.0) * (self.pushforward + 1)))
+
+    def unrolled(self, x: Mapping[str, torch.Tensor], pushforward: int) -> torch.Tensor:
+        """Predictions of steps ``m + 1 .. m + k`` of a window: ``m`` steps without gradient, then ``k`` with.
+
+        Parameters
+        ----------
+        x
+            A batch of windows (``boundary`` with at least ``m + k`` steps).
+        pushforward
+            ``m``; 0: the plain unrolled loss's predictions (training noise on the data state).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, k, n_dofs)``.
+        """
+        m, k = int(pushforward), self.unroll
+        boundary = x["boundary"]
+        if boundary.shape[1] < m + k:
+            raise ValueError(f"a window of {boundary.shape[1]} steps is too short for {m} pushforward and {k} "
+                             "unrolled steps")
+        if m == 0:
+            return self.model({**x, "boundary": boundary[:, :k]})
+        with torch.no_grad():  # the pushforward: the model's own state after m steps (noise on the data state)
+            s = self.model({**x, "boundary": boundary[:, :m]})[:, -1]
+        return self.model({**x, "state": s, "boundary": boundary[:, m:m + k]}, noise=False)
+
+    def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The training batch's predictions (a drawn pushforward ``m``) or, in evaluation, ``m = 0``'s."""
+        m = 0
+        if self.model.training and self.pushforward > 0:
+            m = int(torch.randint(0, self.max_pushforward() + 1, ()))
+        self._offset = m
+        return self.unrolled(x, m)
+
+    def compute_loss(self, pred: torch.Tensor, y: torch.Tensor, fn: LossFn | None = None) -> torch.Tensor:
+        """The loss against the window's targets after the batch's pushforward steps."""
+        return super().compute_loss(pred, y[:, self._offset:self._offset + pred.shape[1]], fn)
 
     @property
     def network(self) -> torch.nn.Module:
@@ -219,7 +293,8 @@ class RolloutTrainer(Trainer):
 
 def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | None, run_dir: Any, *,
                   processor: str = "gnn", options: Mapping[str, Any] | None = None, unroll: int = 1,
-                  noise_std: float = 0.0, loss: str = "l2", settings: Any = None, resume: bool = False,
+                  noise_std: float = 0.0, pushforward: int = 0, pushforward_curriculum: bool = False,
+                  loss: str = "l2", settings: Any = None, resume: bool = False,
                   dtype: torch.dtype = torch.float32, mesh_spec: str | None = None,
                   run_info: Mapping[str, Any] | None = None,
                   test: TrajectoryData | None = None) -> tuple[torch.nn.Module, Any]:
@@ -237,6 +312,9 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
         The processor and its options.
     unroll, noise_std
         Steps of the unrolled loss, training noise (see :class:`RolloutTrainer`).
+    pushforward, pushforward_curriculum
+        The largest number of pushforward steps (0: none) and whether it grows over
+        training (see the module docstring).
     loss
         ``"l2"`` or ``"h1"``: the relative FE norm of the state space per step.
     settings
@@ -269,6 +347,7 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
                                      mesh_spec=mesh_spec, weight_copies=4, **dict(options or {}))
     model.fit_normalizers(train.states, train.params)
     trainer = RolloutTrainer(model, RelativeLoss(state_norm(problem, loss)), train, val, unroll=unroll,
+                             pushforward=pushforward, pushforward_curriculum=pushforward_curriculum,
                              run_dir=run_dir, settings=settings, run_info=run_info)
     result = trainer.fit(resume=resume)
     finished = result.stopped == "completed" or settings.scheduler.length == "time_budget"

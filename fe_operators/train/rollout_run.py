@@ -13,6 +13,8 @@ of a time-dependent family, :class:`~fe_operators.data.TrajectoryFile`) trains a
       processor: gnn             # any registered processor, its keys beside (width, depth, ...)
       unroll: 2                  # steps of the unrolled loss
       noise_std: 0.01            # training noise on the input state (units of its std)
+      pushforward: 0             # up to this many steps without gradient before the loss (0: none)
+      pushforward_curriculum: false  # grow that number from 0 over training
       loss: l2                   # relative L2 (or h1) of the state space, per step
     train: {epochs: 20, lr: 3.0e-3}
     out: {dir: runs/heat}
@@ -63,6 +65,12 @@ class RolloutOptions:
                          "trajectory.", positive, default=1)
     noise_std: float = option("Training noise on the input state's free DOFs, in units of the state's std per "
                               "channel (0: none).", non_negative, default=0.0)
+    pushforward: int = option("Pushforward trick: each training batch first unrolls m ~ U{0..pushforward} steps "
+                              "without gradient, then the unrolled loss from that state (0: none); "
+                              "unroll + pushforward below the stored states per trajectory.", non_negative,
+                              default=0)
+    pushforward_curriculum: bool = option("Grow the largest pushforward m from 0 to pushforward over training.",
+                                          default=False)
     loss: Literal["l2", "h1"] = option("Per-step loss: relative L2 or H1 norm of the state space.", default="l2")
     weights_dtype: Literal["float32", "float64"] = option("Dtype of the weights (states stay float64).",
                                                           default="float32")
@@ -154,6 +162,10 @@ def run_rollout_training(cfg: RunConfig, file: Any, resume: bool, problem: str |
     if not opts.unroll < file.n_stored:
         raise ConfigError("model.unroll", f"must be below the {file.n_stored} states stored per trajectory in "
                                           f"{file.path}, got {opts.unroll}")
+    if not opts.unroll + opts.pushforward < file.n_stored:
+        raise ConfigError("model.pushforward", f"unroll + pushforward must be below the {file.n_stored} states "
+                                               f"stored per trajectory in {file.path}, got {opts.unroll} + "
+                                               f"{opts.pushforward}")
     run_dir = Path(cfg.out.dir)
     if stored is not None:
         numbering = ((stored.get("run") or {}).get("dataset") or {}).get("numbering")
@@ -174,6 +186,8 @@ def run_rollout_training(cfg: RunConfig, file: Any, resume: bool, problem: str |
     options = config_to_dict(opts.processor_options)
     network, result = train_rollout(rebuilt, train, val, run_dir, processor=opts.processor, options=options,
                                     unroll=opts.unroll, noise_std=opts.noise_std, loss=opts.loss,
+                                    pushforward=opts.pushforward,
+                                    pushforward_curriculum=opts.pushforward_curriculum,
                                     settings=cfg.train, resume=resume, dtype=dtype, mesh_spec=file.mesh_spec,
                                     run_info=run_info, test=file.data(test_idx) if test_idx.size else None)
     return result

@@ -12,7 +12,8 @@ broadcast multiplications and reductions of that tensor).
 Kernels: on the CPU, compiled loops (numba, rows in parallel) for the product, its
 transpose (the gradient for ``u``) and the gradient for ``W``; on other devices the same
 with torch's gather and ``index_add_``.  :func:`channel_spmm` is differentiable in ``u``
-and ``W``.
+and ``W``.  Under ``torch.jit.trace`` (no autograd) the CPU product is the registered op
+``fe_operators::channel_conv``, so a traced step records the call (the same kernel).
 """
 
 from __future__ import annotations
@@ -158,6 +159,12 @@ def _torch_product(rows: torch.Tensor, col: torch.Tensor, w: torch.Tensor, u: to
     return out.index_add_(0, rows, u.index_select(0, col) * w[:, None, :])
 
 
+@torch.library.custom_op("fe_operators::channel_conv", mutates_args=())
+def channel_conv(crow: torch.Tensor, col: torch.Tensor, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The CPU product as a registered op, no autograd: what a traced step records."""
+    return _numba_product(crow, col, w, u)
+
+
 class _ChannelSpMM(torch.autograd.Function):
     """CPU: ``z = conv(W, u)`` with the compiled kernels for both gradients."""
 
@@ -206,5 +213,7 @@ def channel_spmm(pattern: OperatorPattern, w: torch.Tensor, u: torch.Tensor) -> 
     if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or w.dtype != u.dtype:
         return _torch_product(pattern.rows, pattern.col, w, u, n)
     if not torch.is_grad_enabled() or not (u.requires_grad or w.requires_grad):
+        if torch.jit.is_tracing():
+            return channel_conv(pattern.crow, pattern.col, w, u)
         return _numba_product(pattern.crow, pattern.col, w, u)
     return _ChannelSpMM.apply(u, w, pattern)
