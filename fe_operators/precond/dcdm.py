@@ -267,8 +267,7 @@ class VCycleLevel:
 
 def _map(A: "sp.spmatrix", dtype: torch.dtype) -> SparseMap:
     """A scipy matrix as a :class:`SparseMap` whose values are stored in ``dtype`` already."""
-    A = sp.csr_matrix(A)
-    A.sort_indices()
+    A = sp.csr_matrix(A)  # any column order within rows: the products do not need sorted indices
     return SparseMap(torch.from_numpy(np.asarray(A.indptr, dtype=np.int64)),
                      torch.from_numpy(np.asarray(A.indices, dtype=np.int64)),
                      torch.from_numpy(np.array(A.data, dtype=np.float32 if dtype == torch.float32 else np.float64)
@@ -291,12 +290,17 @@ def vcycle_levels(operators: Sequence["sp.spmatrix"], prolongations: Sequence["s
     restrictions
         ``P̃_lᵀ`` as CSR when the caller has them (reused across coefficients), else computed.
     """
-    from fe_operators.precond.features import row_parts
-
     out = []
     for i, A in enumerate(operators):
         A = sp.csr_matrix(A)
-        d, off, dec = row_parts(A.indptr, A.indices, A.data)
+        d = A.diagonal()
+        if not np.all(d > 0):
+            bad = int(np.flatnonzero(~(d > 0))[0])
+            raise ValueError(f"level {i}: diagonal entry {d[bad]:.3g} of row {bad} is not positive (not an SPD "
+                             "operator)")
+        # Σ_j |a_ij| by one sparse product (scipy's compiled kernel), minus the diagonal
+        off = sp.csr_matrix((np.abs(A.data), A.indices, A.indptr), shape=A.shape) @ np.ones(A.shape[1]) - d
+        dec = off == 0  # decoupled (Dirichlet) rows: the diagonal is the row's only entry
         inv = None
         if i == 0:
             inv = torch.from_numpy(np.linalg.inv(A.toarray())).to(dtype=dtype, device=device)

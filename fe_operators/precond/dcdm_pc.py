@@ -193,7 +193,8 @@ class DCDM(PCBase):
         ``r`` ``(n,)`` float64 -> ``(n,)`` float64.
         """
         x = torch.from_numpy(np.array(r, dtype=np.float64)).to(self.dtype)[:, None]
-        z = self.net(x, self._coefficient, self.levels, self._multipliers)[:, 0].to(torch.float64).numpy()
+        args = (self._multipliers,) if self._multipliers is not None else ()
+        z = self.net(x, self._coefficient, self.levels, *args)[:, 0].to(torch.float64).numpy()
         z = np.where(self._decoupled, r / self._diag, z)
         if np.all(np.isfinite(z)) and float(r @ z) > 0.0:
             return z, False
