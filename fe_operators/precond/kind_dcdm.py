@@ -162,7 +162,7 @@ class DCDMKind(LearnedPreconditioner):
         torch.manual_seed(cfg.train.seed)
         net = DCDMNet(hier.levels[0].n_operators, hier.n_levels, h0, width=opts.width, layers=opts.layers,
                       pre_smoothing=opts.pre_smoothing, coarsest_smoothing=opts.coarsest_smoothing,
-                      post_smoothing=opts.post_smoothing, act=opts.act)
+                      post_smoothing=opts.post_smoothing, act=opts.act, architecture="mgno")
         net.init_laplacian(hier.levels[0].laplacian)
         net = net.to(dtype)
         gen = torch.Generator().manual_seed(cfg.train.seed)
