@@ -1,8 +1,22 @@
 r"""The DCDM network and its loss (Kaneda et al. 2023, docs/design.md §6.5), torch only.
 
 DCDM preconditions a flexible CG (PETSc ``fcg`` with ``mmax 2``, standard truncation) by
-a nonlinear network: the search direction is :math:`q = f(r/\|r\|)`.  The network here,
-:class:`DCDMNet`, is a small MgNO-like net on the problem's mesh hierarchy
+a nonlinear network: the search direction is :math:`q = f(r/\|r\|)`.  :class:`DCDMNet` has
+two architectures (``architecture``, :data:`ARCHITECTURES`).
+
+``vcycle`` (the default; cost): one V-cycle on the operator's own masked Galerkin
+hierarchy, one channel on every level, damped-Jacobi smoothing with per-level weights,
+the coarsest level solved exactly, and a small pointwise MLP correction (``width``
+channels) on the ``nonlinear_levels`` levels above the coarsest (:class:`DCDMVCycle`).
+The coarse operators, the level data and the weight-only products are computed once per
+coefficient (the preconditioner's set-up, with PETSc's PtAP); an application is float32
+and costs ~46 multiply-adds per fine node in 2D P1 (:meth:`DCDMNet.cost_per_level`;
+``benchmarks/experiments/dcdm_cost.py`` prints it against one GMG V-cycle), about one
+V-cycle's work, where the ``mgno`` net costs ~12,000.  The fine levels run only the linear
+cycle, so FCG's iteration count stays flat under refinement (14 at 66k and at 1.05M DOFs
+on the bench's family).
+
+``mgno``: a small MgNO-like net on the problem's mesh hierarchy
 (:class:`~fe_operators.multigrid.cycle.MultigridCycle`, docs/design.md §4.3):
 
 1. :math:`\hat r = E\, r / \mathrm{rms}(r)` with :math:`E = \mathrm{diag}(e^{-c_i/2})`, where
@@ -328,8 +342,8 @@ class DCDMVCycle(torch.nn.Module):
                          f_{l-1} = P̃_lᵀ (f_l − A_l u_l)
         coarsest:        u_0 = A_0⁻¹ f_0
         up, l = 1..L:    u_l += P̃_l u_{l-1};
-                         on the nonlinear levels: u_l += σ_l g_l(D_l⁻¹ r_l / σ_l, D_l⁻¹ A_l (D_l⁻¹ r_l) / σ_l, ρ_l),
-                             r_l = f_l − A_l u_l, σ_l = rms(D_l⁻¹ r_l)
+                         on the nonlinear levels: u_l += σ_l g_l(x_l, D_l⁻¹ A_l x_l, ρ_l),
+                             x_l = D_l⁻¹ r_l / σ_l, r_l = f_l − A_l u_l, σ_l = rms(D_l⁻¹ r_l)
                          ν_post times: u_l += ω'_{l,s} D_l⁻¹ (f_l − A_l u_l)
 
     ``g_l`` is a pointwise MLP (``width`` channels, ``layers`` hidden layers, last layer

@@ -9,9 +9,13 @@ truncation, and the true residual checked)::
      "dcdm_model": "dcdm.pt"}
 
 on a mesh that is a level of a ``MeshHierarchy``.  Every application runs the network
-on the residual (numpy → torch → numpy, :meth:`DCDM.direction`); Dirichlet rows get
-``r_i / a_ii``.  Safeguard: a direction that is not finite or not a descent direction
-(``rᵀz ≤ 0``) is replaced by the Jacobi direction ``D⁻¹ r`` for that application,
+on the residual (numpy float64 → the network's dtype, float32 by default → numpy float64,
+:meth:`DCDM.direction`); Dirichlet rows get ``r_i / a_ii``.  A ``vcycle`` network's levels
+(:func:`~fe_operators.precond.dcdm.vcycle_levels`: the masked Galerkin operators by PETSc's
+PtAP from the network's coarsest mesh level up, the restrictions reused while the Dirichlet
+rows stay) and its smoothing multipliers are computed in set-up, for every new coefficient
+(:attr:`DCDM.setup_breakdown` times them).  Safeguard: a direction that is not finite or
+not a descent direction (``rᵀz ≤ 0``) is replaced by the Jacobi direction ``D⁻¹ r`` for that application,
 counted (:attr:`DCDM.counter`) and reported after the solve.  One process only (the
 network's hierarchy operators are serial); use :class:`~fe_operators.precond.NeuralMG`
 in parallel.
@@ -64,6 +68,9 @@ class DCDM(PCBase):
         The network (after set-up).
     setup_seconds
         Wall time of the last set-up.
+    setup_breakdown
+        ``vcycle`` networks: seconds of the last set-up's parts (``coarse operators``,
+        ``levels``, ``network``), printed by ``precond evaluate``; empty otherwise.
     """
 
     _prefix = "dcdm_"
@@ -84,7 +91,7 @@ class DCDM(PCBase):
         self._galerkin: Any = None
         self._restrictions: tuple[list, list, list] = ([], [], [])  # (ids of the masked P̃, P̃, P̃ᵀ)
         self._multipliers: list | None = None
-        self.setup_parts: dict[str, float] = {}
+        self.setup_breakdown: dict[str, float] = {}
 
     def initialize(self, pc: PETSc.PC) -> None:
         """Model, the hierarchy's operators as tensors, the operator's coefficient indicator."""
@@ -139,7 +146,7 @@ class DCDM(PCBase):
 
     def _vcycle_operators(self, pc: PETSc.PC, built: bool = False) -> None:
         """Per coefficient: Galerkin operators (PETSc), the network's float32 levels, the
-        weight-only products; timed in :attr:`setup_parts`."""
+        weight-only products; timed in :attr:`setup_breakdown`."""
         import scipy.sparse as sp
 
         from fe_operators.sparse.petsc import seqaij_csr
@@ -167,7 +174,7 @@ class DCDM(PCBase):
         t2 = time.perf_counter()
         with torch.no_grad():
             self._multipliers = self.net.vcycle.multipliers(self.levels)
-        self.setup_parts = {"coarse operators": t1 - t0, "levels": t2 - t1,
+        self.setup_breakdown = {"coarse operators": t1 - t0, "levels": t2 - t1,
                             "network": time.perf_counter() - t2}
 
     def _read_operator(self, pc: PETSc.PC) -> None:
