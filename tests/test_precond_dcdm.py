@@ -20,15 +20,26 @@ FCG = {"mat_type": "aij", "ksp_type": "fcg", "ksp_fcg_mmax": 2, "ksp_fcg_truncat
        "pc_type": "python", "pc_python_type": "fe_operators.precond.DCDM"}
 
 
-@pytest.fixture(scope="module")
-def setting():
+def _nonlinear(net: DCDMNet) -> DCDMNet:
+    """Random last layers of a vcycle net's MLPs (they start at zero: the net would be linear)."""
+    if net.architecture == "vcycle":
+        with torch.no_grad():
+            for mlp in net.vcycle.nets:
+                last = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)][-1]
+                last.weight.normal_(0.0, 0.3)
+    return net
+
+
+@pytest.fixture(scope="module", params=["mgno", "vcycle"])
+def setting(request):
     fam = family("unitsquare:4/r2")
     hier = hierarchy_context(fam.V, fam.bcs)
     torch.manual_seed(0)
-    net = DCDMNet(hier.levels[0].n_operators, hier.n_levels, hier.levels[0].h, width=3, layers=1).double()
+    net = DCDMNet(hier.levels[0].n_operators, hier.n_levels, hier.levels[0].h, width=3, layers=1,
+                  architecture=request.param).double()
     net.init_laplacian(hier.levels[0].laplacian)
     a = fam.sample_coefficient(np.random.default_rng(7))
-    return fam, hier, net, a
+    return fam, hier, _nonlinear(net), a
 
 
 def _dcdm_numpy(A: sp.csr_matrix, b: np.ndarray, direction, rtol: float, max_it: int) -> list[np.ndarray]:
@@ -70,6 +81,8 @@ def test_petsc_fcg_with_the_network_is_the_dcdm_iteration(setting):
 
 def test_the_network_is_scale_free(setting):
     fam, hier, net, a = setting
+    if net.architecture != "mgno":
+        pytest.skip("the vcycle network's homogeneity: tests/test_precond_dcdm_cost.py")
     levels = cycle_levels(hier, 0, net.coarsest_h)
     r = torch.randn(fam.V.dim(), 2, dtype=torch.float64)
     c = torch.randn(fam.V.dim(), dtype=torch.float64)
@@ -115,13 +128,14 @@ class _NaNEveryThirdCall(DCDMNet):
 
     calls = 0
 
-    def forward(self, r, c, levels):
+    def forward(self, r, c, levels, multipliers=None):
         type(self).calls += 1
         return torch.full_like(r, float("nan")) if self.calls % 3 == 0 else r.clone()
 
 
 def test_nan_every_third_call_still_converges_and_reports_a_third(setting, capfd):
     fam, hier, _, a = setting
+    _NaNEveryThirdCall.calls = 0  # the class counts: once per parametrised run
     net = _NaNEveryThirdCall(hier.levels[0].n_operators, hier.n_levels, hier.levels[0].h, width=2, layers=0)
     ones = a.copy(deepcopy=True)
     ones.dat.data_wo[...] = 1.0  # the Laplacian: the identity and Jacobi directions agree up to scale
