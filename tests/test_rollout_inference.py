@@ -110,7 +110,8 @@ def test_csr_mm_op_is_scipys_product_bit_for_bit(dtype):
     import scipy.sparse as sp
 
     from fe_operators.sparse.maps import SparseMap
-    from fe_operators.sparse.spmm import csr_mm, spmm
+    from fe_operators.sparse.kernels import csr_mm
+    from fe_operators.sparse.spmm import spmm
 
     rng = np.random.default_rng(1)
     A = sp.random(40, 30, density=0.2, format="csr", random_state=rng)

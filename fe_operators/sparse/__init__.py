@@ -29,10 +29,10 @@ from fe_operators.sparse.warnings import csr_beta_warning_silenced
 
 __all__ = [
     "SparseMap", "scipy_to_torch", "petsc_to_scipy", "seqaij_csr", "spmm", "csr_beta_warning_silenced",
-    "csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff",
+    "csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff", "csr_mm",
 ]
 
-_KERNELS = ("csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff")
+_KERNELS = ("csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff", "csr_mm")
 
 
 def __getattr__(name: str) -> Any:

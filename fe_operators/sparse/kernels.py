@@ -7,14 +7,20 @@ against torch's MSE).  These kernels work in the DOF-tensor layout ``(batch, n)`
 the matrix once for a whole batch (``prange`` over blocks of rows), and fuse the
 quadratic forms ``x_k^T A x_k`` into the same pass, so an FE-norm loss costs one sweep
 over the matrix instead of a product plus separate elementwise passes.
+
+:func:`csr_mm` is the other layout, ``(n, columns)``: the registered op
+``fe_operators::csr_mm`` that a traced rollout step records in place of
+:func:`~fe_operators.sparse.spmm.spmm` (serial, in scipy's order of operations, so the
+traced step is bit for bit the plain one).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+import torch
 
-__all__ = ["csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff"]
+__all__ = ["csr_matmul_rows", "csr_quadratic", "csr_quadratic_diff", "csr_mm"]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -148,3 +154,23 @@ def csr_quadratic_diff(
     part_t = np.zeros((nb, u.shape[0]))
     _csr_quadratic_diff(indptr, indices, data, u, t, y, part_e, part_t)
     return y, part_e.sum(axis=0), part_t.sum(axis=0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _csr_rows(indptr, indices, data, x, y):  # pragma: no cover - compiled
+    # y[i] = sum_p data[p] x[indices[p]] in row order, from zero: scipy's csr_matvecs, term by term
+    for i in range(indptr.shape[0] - 1):
+        for c in range(x.shape[1]):
+            y[i, c] = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            a, j = data[p], indices[p]
+            for c in range(x.shape[1]):
+                y[i, c] += a * x[j, c]
+
+
+@torch.library.custom_op("fe_operators::csr_mm", mutates_args=())
+def csr_mm(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A @ x`` of CSR arrays on the CPU, no autograd: the product a traced step records."""
+    y = torch.empty(indptr.shape[0] - 1, x.shape[1], dtype=x.dtype)
+    _csr_rows(indptr.numpy(), indices.numpy(), data.numpy(), x.contiguous().numpy(), y.numpy())
+    return y

@@ -22,32 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import torch
 
 from fe_operators.sparse.maps import SparseMap
 
 __all__ = ["spmm"]
-
-
-@numba.njit(cache=True, nogil=True)
-def _csr_rows(indptr, indices, data, x, y):  # pragma: no cover - compiled
-    # y[i] = sum_p data[p] x[indices[p]] in row order, from zero: scipy's csr_matvecs, term by term
-    for i in range(indptr.shape[0] - 1):
-        for c in range(x.shape[1]):
-            y[i, c] = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            a, j = data[p], indices[p]
-            for c in range(x.shape[1]):
-                y[i, c] += a * x[j, c]
-
-
-@torch.library.custom_op("fe_operators::csr_mm", mutates_args=())
-def csr_mm(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A @ x`` of CSR arrays on the CPU, no autograd: the product a traced step records."""
-    y = torch.empty(indptr.shape[0] - 1, x.shape[1], dtype=x.dtype)
-    _csr_rows(indptr.numpy(), indices.numpy(), data.numpy(), x.contiguous().numpy(), y.numpy())
-    return y
 
 
 def _product(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +74,8 @@ def spmm(A: SparseMap, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"spmm: the map is on {A.device}, x on {x.device}")
     if not (torch.is_grad_enabled() and x.requires_grad):
         if torch.jit.is_tracing() and x.device.type == "cpu":
+            from fe_operators.sparse.kernels import csr_mm  # numba loads only when a step is traced
+
             data = torch.from_numpy(A.scipy(x.dtype).data)  # the cached cast values, no copy
             return csr_mm(A.crow, A.col, data, x)
         return _product(A, x)
