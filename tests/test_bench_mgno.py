@@ -121,6 +121,17 @@ def test_bench_mgno_stage_geom_in_smoke_mode(tmp_path, capsys):
     assert (tmp_path / "runs" / "spon-mg-geom" / "best.pt").exists()
 
 
+def test_sponmg_only_trains_spon_mg_alone_with_the_h1_loss_and_prints_no_ratio(tmp_path, capsys):
+    args = ["--smoke", "--stage", "darcy64", "--sponmg-only", "--budget", "1", "--out", str(tmp_path),
+            "--square-out", str(tmp_path), "--threads", "1", "--no-install"]
+    assert bench_mgno.main(args) == 0
+    text = capsys.readouterr().out
+    assert "rel_h1 loss" in text and "relative H1 loss" in text
+    assert not [line for line in text.splitlines() if line.startswith("ratio ")]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]["darcy64"]
+    assert list(rows) == ["SPON-MG"] and rows["SPON-MG"]["max_boundary_error"] == 0.0
+
+
 @pytest.mark.slow
 def test_bench_mgno_smoke_prints_every_ratio(tmp_path, capsys):
     pytest.importorskip("neuralop")
