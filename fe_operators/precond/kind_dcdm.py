@@ -117,11 +117,10 @@ class DCDMKind(LearnedPreconditioner):
 
         from fe_operators.models.build import hierarchy_context
         from fe_operators.multigrid.cycle import cast_levels, cycle_levels
-        from fe_operators.precond.data import decoupled_rows, training_rhs
+        from fe_operators.precond.data import decoupled_rows
         from fe_operators.precond.dcdm import DCDMNet, coefficient_indicator, dcdm_loss
-        from fe_operators.precond.training import heldout_count, heldout_seed, optimise
+        from fe_operators.precond.training import optimise
         from fe_operators.sparse.maps import SparseMap
-        from fe_operators.sparse.petsc import petsc_to_scipy
 
         V = family.V
         if V.value_shape != () or V.ufl_element().degree() != 1:
@@ -134,28 +133,18 @@ class DCDMKind(LearnedPreconditioner):
         if opts.architecture == "vcycle":
             return self._train_vcycle(cfg, family, log)
         dtype = getattr(torch, opts.dtype)
-        rng = np.random.default_rng(cfg.train.seed)
         t0 = time.perf_counter()
         hier = hierarchy_context(family.V, family.bcs)
         h0 = hier.levels[0].h
         levels = cast_levels(cycle_levels(hier, 0, h0), dtype)
         lap = hier.finest.stiffness_diag
 
-        def samples(count: int) -> tuple[list, list]:
-            out, contrasts = [], []
-            for _ in range(count):
-                a = family.sample_coefficient(rng)
-                A = petsc_to_scipy(family.operator(a))
-                dec = decoupled_rows(A)
-                c = coefficient_indicator(torch.from_numpy(A.diagonal()), lap, torch.from_numpy(dec)).to(dtype)
-                b = training_rhs(A, opts.ritz, opts.combinations, opts.smooth, rng, mesh=family.V.mesh())
-                out.append((SparseMap.from_scipy(A), c, torch.from_numpy(b).to(dtype)))
-                contrasts.append(family.contrast(a))
-            return out, contrasts
+        def prepare(A: Any) -> tuple:
+            dec = decoupled_rows(A)
+            c = coefficient_indicator(torch.from_numpy(A.diagonal()), lap, torch.from_numpy(dec)).to(dtype)
+            return SparseMap.from_scipy(A), c
 
-        train, contrasts = samples(cfg.family.samples)
-        rng = np.random.default_rng(heldout_seed(cfg))  # held out: another stream than the training draws
-        val, _ = samples(heldout_count(cfg))
+        train, val, contrasts = self._operators(cfg, family, prepare)
         log(f"{len(train)} training operators ({hier.finest.n_nodes} rows, {hier.n_levels} levels), "
             f"{train[0][2].shape[1]} right-hand sides each, contrast {min(contrasts):.0f}-{max(contrasts):.0f}; "
             f"set-up {time.perf_counter() - t0:.1f} s")
@@ -184,34 +173,23 @@ class DCDMKind(LearnedPreconditioner):
 
         from fe_operators.fem.transfer import level_prolongations
         from fe_operators.multigrid.galerkin import galerkin_hierarchy
-        from fe_operators.precond.data import training_rhs
         from fe_operators.precond.dcdm import DCDMNet, dcdm_loss, mesh_level_sizes, vcycle_levels
-        from fe_operators.precond.training import heldout_count, heldout_seed, optimise
+        from fe_operators.precond.training import optimise
         from fe_operators.sparse.petsc import petsc_to_scipy
 
         opts = cfg.dcdm
         dtype = getattr(torch, opts.dtype)
-        rng = np.random.default_rng(cfg.train.seed)
         t0 = time.perf_counter()
         sizes = mesh_level_sizes(family.V)
         prolongations = [petsc_to_scipy(P) for P in level_prolongations(family.V)]
 
-        def samples(count: int) -> tuple[list, list]:
-            out, contrasts = [], []
-            for _ in range(count):
-                a = family.sample_coefficient(rng)
-                A = petsc_to_scipy(family.operator(a))
-                hier = galerkin_hierarchy(A, prolongations)
-                levels = vcycle_levels([lv.block(0).to_scipy() for lv in hier.levels],
-                                       [P.to_scipy() for P in hier.prolongations], dtype)
-                b = training_rhs(A, opts.ritz, opts.combinations, opts.smooth, rng, mesh=family.V.mesh())
-                out.append((levels[-1].operator, levels, torch.from_numpy(b).to(dtype)))
-                contrasts.append(family.contrast(a))
-            return out, contrasts
+        def prepare(A: Any) -> tuple:
+            hier = galerkin_hierarchy(A, prolongations)
+            levels = vcycle_levels([lv.block(0).to_scipy() for lv in hier.levels],
+                                   [P.to_scipy() for P in hier.prolongations], dtype)
+            return levels[-1].operator, levels
 
-        train, contrasts = samples(cfg.family.samples)
-        rng = np.random.default_rng(heldout_seed(cfg))  # held out: another stream than the training draws
-        val, _ = samples(heldout_count(cfg))
+        train, val, contrasts = self._operators(cfg, family, prepare)
         log(f"{len(train)} training operators ({train[0][1][-1].n_nodes} rows, {len(sizes)} levels), "
             f"{train[0][2].shape[1]} right-hand sides each, contrast {min(contrasts):.0f}-{max(contrasts):.0f}; "
             f"set-up {time.perf_counter() - t0:.1f} s")
@@ -236,6 +214,34 @@ class DCDMKind(LearnedPreconditioner):
         with torch.no_grad():
             val_loss = float(np.mean([float(dcdm_loss(net, A, b, None, levels)) for A, levels, b in val]))
         return self._finish(net, cfg, log, history, seconds, contrasts, val_loss)
+
+    def _operators(self, cfg: Any, family: Any, prepare: Callable[[Any], tuple]) -> tuple[list, list, list]:
+        """Training and held-out samples ``(*prepare(A), b)`` of the family's operators ``A``
+        (scipy CSR) with their right-hand sides ``b``, and the training coefficients' contrasts."""
+        import torch
+
+        from fe_operators.precond.data import training_rhs
+        from fe_operators.precond.training import heldout_count, heldout_seed
+        from fe_operators.sparse.petsc import petsc_to_scipy
+
+        opts = cfg.dcdm
+        dtype = getattr(torch, opts.dtype)
+
+        def samples(count: int, rng: np.random.Generator) -> tuple[list, list]:
+            out, contrasts = [], []
+            for _ in range(count):
+                a = family.sample_coefficient(rng)
+                A = petsc_to_scipy(family.operator(a))
+                first = prepare(A)
+                b = training_rhs(A, opts.ritz, opts.combinations, opts.smooth, rng, mesh=family.V.mesh())
+                out.append((*first, torch.from_numpy(b).to(dtype)))
+                contrasts.append(family.contrast(a))
+            return out, contrasts
+
+        train, contrasts = samples(cfg.family.samples, np.random.default_rng(cfg.train.seed))
+        # held out: another stream than the training draws
+        val, _ = samples(heldout_count(cfg), np.random.default_rng(heldout_seed(cfg)))
+        return train, val, contrasts
 
     def _finish(self, net: Any, cfg: Any, log: Callable[[str], None], history: list, seconds: float,
                 contrasts: list, val_loss: float) -> tuple[Any, list, dict]:
