@@ -230,8 +230,8 @@ def evaluate_model(predict: Callable[[Any], Any], data: dict[str, Any], info: di
     Mean relative L2 and H1 errors in the FE norms, max error on the Dirichlet DOFs,
     batched inference seconds per sample (batches of ``batch``, inputs in memory, after
     one warm-up batch, the fastest of ``passes`` passes over the test set; the metrics
-    use that pass's predictions), multiply-adds per sample (a batch of ``macs_batch``)
-    and seconds per epoch.
+    use that pass's predictions), multiply-adds per sample (counted on a batch of
+    ``macs_batch``: work done once per batch is shared by its samples) and seconds per epoch.
     """
     a, u = data["split"]["test"]
     pred, seconds = timed_predict(predict, a, batch, passes)  # warm-up first: cycle levels, casts
@@ -244,8 +244,10 @@ def evaluate_model(predict: Callable[[Any], Any], data: dict[str, Any], info: di
     res["macs"] = macs_per_sample(predict, a, macs_batch)
     epochs = info.get("epochs", 0.0)
     res["s_per_epoch"] = info["train_s"] / epochs if epochs else math.nan
+    # a processor's own per-level count is one sample alone, so work done once per batch
+    # (the hierarchical blocks' per-channel operator values) counts in full there, shared here
     print(f"  test rel L2 {res['rel_l2']:.4f}, rel H1 {res['rel_h1']:.4f}, {res['macs'] / 1e6:.1f} M multiply-adds "
-          f"per sample", flush=True)
+          f"per sample, counted at batch {macs_batch}", flush=True)
     return {**info, **res}
 
 
