@@ -107,6 +107,33 @@ def test_galerkin_operators_and_cycle_agree_with_the_torch_training_cycle(operat
     mg.destroy()
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "silu"])
+def test_compiled_smoother_network_equals_the_torch_forward(operator, act):
+    """smoother_multipliers evaluates a plain SmootherNet by a compiled loop: the torch forward's factors
+    (float64 to round-off; float32 on the float32 feature-major features to float32 accuracy), and a
+    network with non-finite weights falls back on every row, as the torch path does."""
+    _, _, A = operator
+    torch.manual_seed(1)
+    net = SmootherNet(hidden=8, layers=2, act=act).double()
+    with torch.no_grad():
+        for q in net.parameters():
+            q.mul_(3.0)
+    f64, f32 = petsc_row_features(A), petsc_row_features(A, np.float32)
+    assert f32.values.dtype == np.float32 and f32.values.T.flags.c_contiguous
+    assert np.allclose(f32.values, f64.values, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        s = net(torch.from_numpy(f64.values)).numpy()
+    expect = np.where(f64.decoupled, 1.0 / f64.diagonal, 2.0 * s / f64.abs_row_sum)
+    m, bad = smoother_multipliers(net, f64)
+    assert bad == 0 and np.allclose(m, expect, rtol=1e-12, atol=0)
+    m32, _ = smoother_multipliers(net.float(), f32)
+    assert np.allclose(m32, expect, rtol=1e-5, atol=0)
+    with torch.no_grad():
+        net.mlp[0].weight[0, 0] = float("nan")
+    m, bad = smoother_multipliers(net.double(), f64)
+    assert bad == A.getSize()[0] and np.allclose(m, np.where(f64.decoupled, 1.0 / f64.diagonal, 1.0 / f64.abs_row_sum))
+
+
 def _dense_ops(gh: GalerkinHierarchy) -> list[np.ndarray]:
     return [petsc_to_scipy(M).toarray() for M in gh.operators]
 
