@@ -107,6 +107,97 @@ def test_galerkin_operators_and_cycle_agree_with_the_torch_training_cycle(operat
     mg.destroy()
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "silu"])
+def test_compiled_smoother_network_equals_the_torch_forward(operator, act):
+    """smoother_multipliers evaluates a plain SmootherNet by a compiled loop: the torch forward's factors
+    (float64 to round-off; float32 on the float32 feature-major features to float32 accuracy), and a
+    network with non-finite weights falls back on every row, as the torch path does."""
+    _, _, A = operator
+    torch.manual_seed(1)
+    net = SmootherNet(hidden=8, layers=2, act=act).double()
+    with torch.no_grad():
+        for q in net.parameters():
+            q.mul_(3.0)
+    f64, f32 = petsc_row_features(A), petsc_row_features(A, np.float32)
+    assert f32.values.dtype == np.float32 and f32.values.T.flags.c_contiguous
+    assert np.allclose(f32.values, f64.values, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        s = net(torch.from_numpy(f64.values)).numpy()
+    expect = np.where(f64.decoupled, 1.0 / f64.diagonal, 2.0 * s / f64.abs_row_sum)
+    m, bad = smoother_multipliers(net, f64)
+    assert bad == 0 and np.allclose(m, expect, rtol=1e-12, atol=0)
+    m32, _ = smoother_multipliers(net.float(), f32)
+    assert np.allclose(m32, expect, rtol=1e-5, atol=0)
+    with torch.no_grad():
+        net.mlp[0].weight[0, 0] = float("nan")
+    m, bad = smoother_multipliers(net.double(), f64)
+    assert bad == A.getSize()[0] and np.allclose(m, np.where(f64.decoupled, 1.0 / f64.diagonal, 1.0 / f64.abs_row_sum))
+
+
+def _dense_ops(gh: GalerkinHierarchy) -> list[np.ndarray]:
+    return [petsc_to_scipy(M).toarray() for M in gh.operators]
+
+
+def test_compact_galerkin_operators_reuse_their_pattern_and_equal_fresh_products_for_new_coefficients(operator):
+    """The compact coarse patterns (precond.mg) hold about a third of MatPtAP's entries; refilled for two new
+    coefficients (the symbolic structure reused, the same Mat objects) they equal fresh full products to
+    round-off, and stay SPD."""
+    fam, _, A = operator
+    Ps = level_prolongations(fam.V)
+    gh = GalerkinHierarchy(A, Ps, compact=True)
+    built = list(gh.operators)
+    rng = np.random.default_rng(11)
+    for _ in range(2):
+        B = fam.operator(fam.sample_coefficient(rng))
+        gh.update(B)
+        assert all(M is N for M, N in zip(gh.operators, built[:-1]))  # refilled in place
+        fresh = GalerkinHierarchy(B, Ps)  # MatPtAP's full patterns
+        for level, (Mc, Mf) in enumerate(zip(gh.operators[:-1], fresh.operators[:-1])):
+            c, f = petsc_to_scipy(Mc), petsc_to_scipy(Mf)
+            assert c.nnz < 0.5 * f.nnz, level
+            assert abs(c - f).max() <= 1e-13 * abs(f).max()
+            dense = c.toarray()
+            assert np.abs(dense - dense.T).max() <= 1e-13 * np.abs(dense).max()
+            assert np.linalg.eigvalsh(0.5 * (dense + dense.T)).min() > 0
+        fresh.destroy()
+        assert max(c.dropped for c in gh._compactions.values()) < 1e-12
+    gh.destroy()
+
+
+def test_compact_level_that_would_drop_real_couplings_keeps_the_full_product(operator):
+    """A new matrix of the same pattern that is no finite-element form (random off-diagonal values) has real
+    couplings where the first coefficient's product had cancellations: the levels rebuild with full products
+    (new objects), equal to fresh ones, SPD."""
+    fam, _, A = operator
+    Ps = level_prolongations(fam.V)
+    gh = GalerkinHierarchy(A, Ps, compact=True)
+    old = list(gh.operators)
+    S = petsc_to_scipy(A).tocoo()
+    rng = np.random.default_rng(5)
+    off = S.row != S.col
+    coupled = off & (S.data != 0)
+    w = rng.uniform(0.5, 1.5, S.shape[0])
+    data = np.where(coupled, S.data * w[S.row] * w[S.col], S.data)  # symmetric, same pattern
+    T = sp.csr_matrix((data, (S.row, S.col)), shape=S.shape)
+    d = T.diagonal()
+    off_sum = np.asarray(abs(T).sum(axis=1)).ravel() - np.abs(d)
+    T = (T + sp.diags(np.maximum(d, 1.01 * off_sum) - d)).tocsr()  # diagonally dominant: SPD
+    T.sort_indices()
+    B = A.duplicate(copy=True)
+    B.setValuesCSR(T.indptr.astype(PETSc.IntType), T.indices.astype(PETSc.IntType), T.data)
+    B.assemble()
+    gh.update(B)
+    assert gh._full_levels and any(M is not N for M, N in zip(gh.operators, old[:-1]))
+    fresh = GalerkinHierarchy(B, Ps)
+    for Mc, Mf in zip(gh.operators[:-1], fresh.operators[:-1]):
+        c, f = petsc_to_scipy(Mc), petsc_to_scipy(Mf)
+        assert abs(c - f).max() <= 1e-13 * abs(f).max()
+        assert np.linalg.eigvalsh(c.toarray()).min() > 0
+    fresh.destroy()
+    gh.destroy()
+    B.destroy()
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_learned_smoother_is_energy_convergent_for_any_weights(operator, seed):
     """2 S⁻¹ − A ≻ 0 (S symmetric): ‖I − S A‖_A < 1, whatever the network outputs."""

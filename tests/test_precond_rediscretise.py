@@ -62,10 +62,12 @@ def test_p1_rediscretised_operators_are_the_galerkin_ones(coefficient, levels):
                for c in ("galerkin", "rediscretise")}
     ops = {c: _operators(solver) for c, solver in solvers.items()}
     assert len(ops["galerkin"]) == (levels or 4)
-    # the same values in fewer stored entries: the coarse form's own pattern, not MatPtAP's
+    # the same values in the coarse form's own pattern, not MatPtAP's (about 2.6 times as many entries):
+    # the Galerkin levels are cut to their compact patterns (precond.mg), which also drop the form's
+    # structural zeros (the diagonal couplings of right-angled triangles)
     stored = {c: [int(M.getInfo()["nz_used"]) for M in s.snes.ksp.getPC().getPythonContext().hierarchy.operators]
               for c, s in solvers.items()}
-    assert all(r < 0.6 * g for r, g in zip(stored["rediscretise"][:-1], stored["galerkin"][:-1]))
+    assert all(g <= r for r, g in zip(stored["rediscretise"][:-1], stored["galerkin"][:-1]))
     for G, R in zip(ops["galerkin"], ops["rediscretise"]):
         assert abs(G - R).max() <= 1e-12 * abs(G).max()
 

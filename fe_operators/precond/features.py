@@ -53,7 +53,8 @@ class RowFeatures:
     Attributes
     ----------
     values
-        ``(n, 6)`` float64, columns as :data:`FEATURE_NAMES`.
+        ``(n, 6)``, columns as :data:`FEATURE_NAMES`: float64 (row-major), or float32 stored
+        feature-major (``values.T`` C-contiguous) where the set-up asked for it.
     diagonal
         ``(n,)`` the diagonal ``d``.
     abs_row_sum
@@ -85,35 +86,31 @@ def _diagonal(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_sta
 
 
 @numba.njit(cache=True)
-def _offdiag_abs(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> np.ndarray:
+def _diagonal_offdiag_abs(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int) -> tuple:
+    """``(d, o)``: the diagonal and the off-diagonal abs sum, in one pass."""
     n = indptr.shape[0] - 1
+    d = np.zeros(n)
     o = np.zeros(n)
     for i in range(n):
         for k in range(indptr[i], indptr[i + 1]):
-            if indices[k] != i + row_start:
+            if indices[k] == i + row_start:
+                d[i] += data[k]
+            else:
                 o[i] += abs(data[k])
-    return o
-
-
-@numba.njit(cache=True)
-def _scaled_row_sum(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``A D^{-1/2} 1`` of a square matrix whose columns are the local rows (one process)."""
-    n = indptr.shape[0] - 1
-    out = np.zeros(n)
-    for i in range(n):
-        acc = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            acc += data[k] / np.sqrt(d[indices[k]])
-        out[i] = acc
-    return out
+    return d, o
 
 
 @numba.njit(cache=True)
 def _fill_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int, d: np.ndarray,
-                   scaled: np.ndarray) -> tuple:
-    """One pass over the rows: the feature columns, ``Σ_j |a_ij|`` and the decoupled flags."""
+                   scaled: np.ndarray, inv_sqrt_d: np.ndarray, values: np.ndarray) -> tuple:
+    """One pass over the rows: the feature columns (into ``values``, ``(n, 6)`` of any layout and
+    float type), ``Σ_j |a_ij|`` and the decoupled flags.
+
+    Feature 4's product ``Σ_j a_ij d_j^{-1/2}`` is ``scaled[i]`` when ``inv_sqrt_d`` is empty
+    (several processes: a ``MatMult``), else summed here from ``inv_sqrt_d`` (square, one process).
+    """
     n = indptr.shape[0] - 1
-    values = np.empty((n, 6))
+    local = inv_sqrt_d.shape[0] > 0
     abs_row_sum = np.empty(n)
     decoupled = np.empty(n, dtype=np.bool_)
     for i in range(n):
@@ -122,9 +119,12 @@ def _fill_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, ro
         positive = 0.0
         biggest = 0.0
         squares = 0.0
+        product = 0.0
         for k in range(indptr[i], indptr[i + 1]):
             v = data[k]
             total += v
+            if local:
+                product += v * inv_sqrt_d[indices[k]]
             if indices[k] != i + row_start:
                 a = abs(v)
                 o += a
@@ -138,11 +138,20 @@ def _fill_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, ro
         values[i, 1] = total / di
         values[i, 2] = positive / di
         values[i, 3] = biggest / di
-        values[i, 4] = scaled[i] / np.sqrt(di)
+        values[i, 4] = (product * inv_sqrt_d[i] if local else scaled[i] / np.sqrt(di))
         values[i, 5] = squares / (o * o) if o > 0 else 0.0
         abs_row_sum[i] = di + o
         decoupled[i] = o == 0
-    return values, abs_row_sum, decoupled
+    return abs_row_sum, decoupled
+
+
+def _feature_array(n: int, dtype: Any) -> np.ndarray:
+    """An uninitialised ``(n, 6)`` feature array: row-major in float64 (training), and in any other
+    dtype the transpose of a C-contiguous ``(6, n)`` array, so that a network reads each feature as
+    one contiguous column (:func:`~fe_operators.precond.smoother.smoother_multipliers`)."""
+    if np.dtype(dtype) == np.float64:
+        return np.empty((n, len(FEATURE_NAMES)))
+    return np.empty((len(FEATURE_NAMES), n), dtype=dtype).T
 
 
 def _check_diagonal(d: np.ndarray, row_start: int) -> None:
@@ -167,14 +176,13 @@ def row_parts(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
         A diagonal entry that is not positive (the matrix is not SPD).
     """
     indptr, indices, data = _arrays(indptr, indices, data)
-    d = _diagonal(indptr, indices, data, int(row_start))
+    d, o = _diagonal_offdiag_abs(indptr, indices, data, int(row_start))
     _check_diagonal(d, row_start)
-    o = _offdiag_abs(indptr, indices, data, int(row_start))
     return d, o, o == 0
 
 
 def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scaled_row_sum: np.ndarray,
-                 row_start: int = 0) -> RowFeatures:
+                 row_start: int = 0, dtype: Any = np.float64) -> RowFeatures:
     """The :class:`RowFeatures` of local CSR rows (one compiled pass over the entries).
 
     Parameters
@@ -186,6 +194,8 @@ def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scal
         ``d_i^{-1/2}``.
     row_start
         Global index of the first local row.
+    dtype
+        Of :attr:`RowFeatures.values` (float32: feature-major storage, see :func:`_feature_array`).
 
     Raises
     ------
@@ -195,16 +205,20 @@ def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scal
     indptr, indices, data = _arrays(indptr, indices, data)
     d = _diagonal(indptr, indices, data, int(row_start))
     _check_diagonal(d, row_start)
-    values, abs_row_sum, decoupled = _fill_features(indptr, indices, data, int(row_start), d,
-                                                    np.ascontiguousarray(scaled_row_sum, dtype=np.float64))
+    values = _feature_array(d.shape[0], dtype)
+    abs_row_sum, decoupled = _fill_features(indptr, indices, data, int(row_start), d,
+                                            np.ascontiguousarray(scaled_row_sum, dtype=np.float64), np.zeros(0),
+                                            values)
     return RowFeatures(values, d, abs_row_sum, decoupled)
 
 
-def serial_row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> RowFeatures:
+def serial_row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                        dtype: Any = np.float64) -> RowFeatures:
     """:func:`row_features` of a whole square CSR matrix on one process (all compiled, no copies).
 
     The arrays may be views of a PETSc matrix's own storage
-    (:func:`~fe_operators.sparse.petsc.seqaij_csr`).
+    (:func:`~fe_operators.sparse.petsc.seqaij_csr`).  Two passes over the entries: the
+    diagonal, then everything else (feature 4's product with :math:`D^{-1/2}` included).
 
     Raises
     ------
@@ -214,8 +228,8 @@ def serial_row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarra
     indptr, indices, data = _arrays(indptr, indices, data)
     d = _diagonal(indptr, indices, data, 0)
     _check_diagonal(d, 0)
-    scaled = _scaled_row_sum(indptr, indices, data, d)
-    values, abs_row_sum, decoupled = _fill_features(indptr, indices, data, 0, d, scaled)
+    values = _feature_array(d.shape[0], dtype)
+    abs_row_sum, decoupled = _fill_features(indptr, indices, data, 0, d, np.zeros(0), 1.0 / np.sqrt(d), values)
     return RowFeatures(values, d, abs_row_sum, decoupled)
 
 
@@ -225,8 +239,10 @@ def csr_row_features(A: sp.csr_matrix) -> RowFeatures:
     return serial_row_features(A.indptr, A.indices, A.data)
 
 
-def petsc_row_features(A: Any) -> RowFeatures:
+def petsc_row_features(A: Any, dtype: Any = np.float64) -> RowFeatures:
     """:func:`row_features` of the local rows of an assembled PETSc matrix (any number of processes).
+
+    ``dtype``: of the feature values (float32 for the networks at set-up, feature-major).
 
     Raises
     ------
@@ -237,7 +253,7 @@ def petsc_row_features(A: Any) -> RowFeatures:
 
     view = seqaij_csr(A)
     if view is not None:  # one process: the matrix's own arrays, no copy
-        return serial_row_features(*view)
+        return serial_row_features(*view, dtype=dtype)
     try:
         indptr, indices, data = A.getValuesCSR()
     except Exception as exc:  # a matrix-free (python, shell) matrix has no rows to read
@@ -250,7 +266,7 @@ def petsc_row_features(A: Any) -> RowFeatures:
     d_vec.reciprocal()
     scaled = A.createVecLeft()
     A.mult(d_vec, scaled)
-    out = row_features(indptr, indices, data, scaled.array_r.copy(), A.getOwnershipRange()[0])
+    out = row_features(indptr, indices, data, scaled.array_r.copy(), A.getOwnershipRange()[0], dtype)
     d_vec.destroy()
     scaled.destroy()
     return out

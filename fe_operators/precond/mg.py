@@ -14,6 +14,21 @@ whose Dirichlet rows are identity rows (Firedrake's assembly) and prolongations
   (:func:`~fe_operators.multigrid.galerkin.galerkin_product`, ``MatPtAP``; the identity
   keeps the coarse Dirichlet rows decoupled and the matrix non-singular), down to the
   coarsest level, solved exactly (LU);
+* **compact coarse patterns** (``GalerkinHierarchy(compact=True)``, NeuralMG's, one
+  process): ``MatPtAP``'s symbolic pattern holds about 2.6 times the entries the coarse
+  operator needs (for nested finite elements :math:`(\tilde P^T A \tilde P)_{ij}` is the
+  form on two coarse basis functions, zero unless their supports overlap; the rest are
+  cancellations, zero to round-off).  At the first set-up each level's pattern is cut to
+  the entries above :data:`PATTERN_TOLERANCE` of :math:`\sqrt{a_{ii} a_{jj}}` (symmetrised,
+  diagonal kept), a symbolic structure reused for every new coefficient; each update
+  copies the product's kept values and adds every row's dropped entries' absolute sum to
+  its diagonal: :math:`A_c = A_{full} + (\mathrm{diag}(|E|\mathbf 1) - E)` with
+  :math:`E` the dropped part, and :math:`\mathrm{diag}(|E|\mathbf 1) - E` is symmetric
+  diagonally dominant, so :math:`A_c \succeq A_{full} \succ 0`: SPD for any entries
+  dropped, equal to the product to round-off when they are round-off.  A level whose
+  dropped entries exceed :data:`DROP_TOLERANCE` of the diagonal for a new coefficient keeps
+  the full product from then on (rebuilt).  Every coarser product, the smoothers' row
+  features and every product of the cycle then touch the compact pattern;
 * **smoothing** — ``sweeps`` Richardson steps :math:`x \leftarrow x + S_l(b - A_l x)` with
   the learned diagonal :math:`S_l` (:class:`~fe_operators.precond.smoother.LearnedJacobi`)
   before and after the coarse correction; :math:`S_l` is symmetric, so the post-smoother
@@ -39,6 +54,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+import numba
 import numpy as np
 
 from fe_operators.errors import PreconditionerSetupError
@@ -47,10 +63,109 @@ from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.precond.features import row_parts
 from fe_operators.precond.smoother import LearnedJacobi, LearnedPolynomial
 
-__all__ = ["GalerkinHierarchy", "setup_learned_mg", "install_learned_smoothers", "NeuralAMG"]
+__all__ = ["GalerkinHierarchy", "setup_learned_mg", "install_learned_smoothers", "NeuralAMG",
+           "PATTERN_TOLERANCE", "DROP_TOLERANCE"]
+
+#: compact patterns: an off-diagonal entry is kept when ``|a_ij| > PATTERN_TOLERANCE sqrt(a_ii a_jj)`` at the
+#: first set-up (round-off cancellations are ~1e-16 of that; a real coupling, even at contrast 1e8, far above)
+PATTERN_TOLERANCE = 1e-12
+#: compact patterns: a new coefficient whose dropped entries sum to more than this fraction of a row's diagonal
+#: makes its level keep the full product (the pattern cut was not structural)
+DROP_TOLERANCE = 1e-8
 
 
 # ----------------------------------------------------------------------------- PETSc
+@numba.njit(cache=True)
+def _refill(indptr: np.ndarray, data: np.ndarray, slot: np.ndarray, diag: np.ndarray, out: np.ndarray) -> float:
+    """The compact values ``out`` of a full product's rows (``slot``: each entry's place in ``out``,
+    -1 dropped), every row's dropped absolute sum added to its diagonal; the largest ratio of a
+    row's dropped sum to its new diagonal."""
+    n = indptr.shape[0] - 1
+    out[:] = 0.0
+    worst = 0.0
+    for i in range(n):
+        drop = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            c = slot[k]
+            if c >= 0:
+                out[c] += data[k]
+            else:
+                drop += abs(data[k])
+        if drop > 0:
+            out[diag[i]] += drop
+            d = out[diag[i]]
+            worst = max(worst, drop / d if d > 0 else np.inf)
+    return worst
+
+
+class _Compaction:
+    """A level's compact pattern (module docstring): the full product, the compact matrix sharing
+    its value array with numpy, and the map between them."""
+
+    def __init__(self, full: Any) -> None:
+        import scipy.sparse as sp
+        from petsc4py import PETSc
+
+        from fe_operators.sparse.petsc import seqaij_csr
+
+        indptr, indices, data = seqaij_csr(full)
+        n = full.getSize()[0]
+        rows = np.repeat(np.arange(n), np.diff(indptr))
+        d = np.zeros(n)
+        on_diag = indices == rows
+        d[rows[on_diag]] = data[on_diag]
+        big = np.abs(data) > PATTERN_TOLERANCE * np.sqrt(np.abs(d[rows] * d[indices]))
+        K = sp.csr_matrix((big.astype(np.float64), indices.copy(), indptr.copy()), shape=(n, n))  # not the views
+        K.eliminate_zeros()
+        S = (K + K.T + sp.identity(n, format="csr")).tocsr()  # symmetric, diagonal kept
+        S.sort_indices()
+        keys = S.indices.astype(np.int64) + np.repeat(np.arange(n, dtype=np.int64), np.diff(S.indptr)) * n
+        full_keys = indices.astype(np.int64) + rows.astype(np.int64) * n
+        pos = np.minimum(np.searchsorted(keys, full_keys), keys.size - 1)
+        self.slot = np.where(keys[pos] == full_keys, pos, -1).astype(np.int64)
+        self.diag = np.searchsorted(keys, np.arange(n, dtype=np.int64) * (n + 1)).astype(np.int64)
+        self.values = np.zeros(S.nnz)
+        self.full = full
+        self.matrix = PETSc.Mat().createAIJWithArrays(
+            (n, n), (S.indptr.astype(PETSc.IntType), S.indices.astype(PETSc.IntType), self.values),
+            comm=full.comm)
+        self.dropped = 0.0  # the last refill's largest dropped-to-diagonal ratio
+
+    def refill(self) -> Any:
+        """Copy the full product's values in (the matrix's state increased); the compact matrix."""
+        from fe_operators.sparse.petsc import seqaij_csr
+
+        indptr, _, data = seqaij_csr(self.full)
+        self.dropped = float(_refill(indptr, data, self.slot, self.diag, self.values))
+        self.matrix.stateIncrease()
+        return self.matrix
+
+    def destroy(self) -> None:
+        self.full.destroy()
+        self.matrix.destroy()
+
+
+def _ptap_rap(A: Any, P: Any) -> Any:
+    """A new ``MatPtAP`` on one process with PETSc's ``rap`` algorithm (``Pᵀ`` formed once, then
+    ``Pᵀ(AP)``) unless the user chose one (``-matptap_via``): its numeric product, repeated for
+    every new coefficient, took 31 ms against the default ``scalable``'s 42 ms on the 263k-DOF
+    unit square's levels (best of 16, one shared core), for an intermediate ``AP`` kept in memory."""
+    from petsc4py import PETSc
+
+    opts = PETSc.Options()
+    if opts.hasName("matptap_via"):
+        return galerkin_product(A, P)
+    opts.setValue("matptap_via", "rap")
+    try:
+        return galerkin_product(A, P)
+    finally:
+        opts.delValue("matptap_via")
+
+
+class _PatternChanged(Exception):
+    """A compact level dropped more than :data:`DROP_TOLERANCE` for a new coefficient."""
+
+
 def _decoupled_vec(A: Any) -> Any:
     """A Vec with 1 on the decoupled rows of ``A`` (local rows), 0 elsewhere."""
     from fe_operators.sparse.petsc import seqaij_csr
@@ -72,6 +187,9 @@ class GalerkinHierarchy:
     prolongations
         PETSc AIJ matrices ``P_l``, coarsest first (``prolongations[l - 1]``: level
         ``l - 1`` to ``l``); not modified (masked copies are made).
+    compact
+        Cut the coarse operators to their compact patterns (module docstring; one process,
+        ``seqaij`` only: elsewhere the full products).
 
     Attributes
     ----------
@@ -83,12 +201,15 @@ class GalerkinHierarchy:
         Wall time of the last build or update.
     """
 
-    def __init__(self, A: Any, prolongations: Sequence[Any]) -> None:
+    def __init__(self, A: Any, prolongations: Sequence[Any], compact: bool = False) -> None:
         self._raw = list(prolongations)
         self.operators: list[Any] = []
         self.prolongations: list[Any] = []
         self._masks: list[np.ndarray] = []
         self.setup_seconds = 0.0
+        self.compact = bool(compact) and A.comm.getSize() == 1
+        self._compactions: dict[int, _Compaction] = {}
+        self._full_levels: set[int] = set()  # levels whose pattern cut was refused by a later coefficient
         self.update(A)
 
     @property
@@ -102,9 +223,17 @@ class GalerkinHierarchy:
         The masked prolongations and the symbolic products are reused when the
         Dirichlet rows did not change (decided on all processes together); otherwise
         everything is rebuilt and the old matrices freed (check :attr:`prolongations`
-        and :attr:`operators` for new objects).
+        and :attr:`operators` for new objects), as when a compact level refuses its cut.
         """
         t0 = time.perf_counter()
+        try:
+            self._update(A)
+        except _PatternChanged:
+            self.destroy()
+            self._update(A)
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _update(self, A: Any) -> None:
         vecs = [_decoupled_vec(A)]
         for P in reversed(self._raw):  # fine to coarse
             bc = P.createVecRight()
@@ -133,7 +262,6 @@ class GalerkinHierarchy:
             ops.append(Ac)
         self.operators = list(reversed(ops))
         self._masks = masks
-        self.setup_seconds = time.perf_counter() - t0
 
     def _before_coarse_operators(self) -> None:
         """Called by :meth:`update` before the coarse operators are computed (a subclass's hook)."""
@@ -153,13 +281,39 @@ class GalerkinHierarchy:
             The Vec ``b_level`` (1 on the coarse Dirichlet rows).
         result
             The previous operator of this level (same pattern), refilled in place; None: a new one.
+
+        Raises
+        ------
+        _PatternChanged
+            A compact level's dropped entries over :data:`DROP_TOLERANCE` (it is marked to
+            keep the full product; :meth:`update` rebuilds).
         """
-        return galerkin_product(fine, P, result=result)
+        compaction = self._compactions.get(level)
+        if result is not None and compaction is None:
+            return galerkin_product(fine, P, result=result)
+        if compaction is not None:
+            galerkin_product(fine, P, result=compaction.full)
+            Ac = compaction.refill()
+            if compaction.dropped > DROP_TOLERANCE:
+                self._full_levels.add(level)
+                raise _PatternChanged(level)
+            return Ac
+        full = _ptap_rap(fine, P) if self.compact else galerkin_product(fine, P)
+        if not self.compact or level in self._full_levels or full.getType() != "seqaij":
+            return full
+        compaction = _Compaction(full)
+        self._compactions[level] = compaction
+        return compaction.refill()
 
     def destroy(self) -> None:
         """Free the coarse operators and masked prolongations (not the fine matrix)."""
+        compact = {id(c.matrix) for c in self._compactions.values()}
         for M in self.operators[:-1] + self.prolongations:
-            M.destroy()
+            if id(M) not in compact:
+                M.destroy()
+        for c in self._compactions.values():
+            c.destroy()
+        self._compactions = {}
         self.operators, self.prolongations, self._masks = [], [], []
 
 

@@ -16,7 +16,8 @@ prolongations (:func:`fe_operators.fem.transfer.level_prolongations`), builds th
 Galerkin operators and a PETSc ``PCMG`` with learned smoothers
 (:mod:`fe_operators.precond.mg`), and applies one V-cycle per Krylov iteration — no
 network in the Krylov loop.  A new matrix (next solve with a new coefficient) recomputes
-the coarse operators (``MatPtAP`` reusing the symbolic product) and the smoother weights.
+the coarse operators (``MatPtAP`` reusing the symbolic product, cut to the compact patterns
+fixed at the first set-up: :class:`~fe_operators.precond.mg.GalerkinHierarchy`) and the smoother weights.
 
 Options (prefix ``<solver prefix>neuralmg_``)
 ---------------------------------------------
@@ -105,7 +106,7 @@ class NeuralMG(_LearnedMGBase, PCBase):
         prolongations = level_prolongations(V, levels)
         coarse = opts.getString("coarse", "galerkin").lower()
         if coarse == "galerkin":
-            self.hierarchy = GalerkinHierarchy(P, prolongations)
+            self.hierarchy = GalerkinHierarchy(P, prolongations, compact=True)
         elif coarse in ("rediscretise", "rediscretize"):
             self.hierarchy = self._rediscretised(pc, P, prolongations, prefix)
         else:
