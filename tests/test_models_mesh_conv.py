@@ -37,7 +37,9 @@ def test_chunked_edge_mean_is_the_eager_layer_bit_for_bit(monkeypatch, batch, dt
     edge_attr = torch.randn(E, 3, dtype=dtype)
     degree = torch.bincount(edge_index[1], minlength=n)
     h = torch.randn(n, batch, 8, dtype=dtype)
-    eager = conv(h, edge_index, edge_attr, degree)  # parameters need gradients: the eager path
+    with monkeypatch.context() as m:
+        m.setattr(MeshConv, "_chunked", lambda self, h, ei: False)
+        eager = conv(h, edge_index, edge_attr, degree)
     calls = []
     monkeypatch.setattr(mc, "EDGE_CHUNK_ELEMENTS", 16 * 8 * batch)  # about 16 edges a chunk
     real = mc._segment_sum
@@ -53,3 +55,31 @@ def test_chunked_edge_mean_is_the_eager_layer_bit_for_bit(monkeypatch, batch, dt
         assert torch.equal(direct, ref) and torch.equal(direct[35:], torch.zeros_like(direct[35:]))
         shuffled = edge_index[:, torch.randperm(E)]
         assert not conv._chunked(h, shuffled)
+
+
+def test_chunked_edge_mean_gradients_equal_the_eager_ones(monkeypatch):
+    """With gradients the chunked layer recomputes each chunk's sums in the backward pass:
+    gradcheck in float64, and the eager layer's gradients for every parameter and input."""
+    import fe_operators.models.layers.mesh_conv as mc
+
+    torch.manual_seed(2)
+    n, E, W = 20, 90, 4
+    edge_index = torch.randint(0, 17, (2, E))
+    edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
+    degree = torch.bincount(edge_index[1], minlength=n)
+    monkeypatch.setattr(mc, "EDGE_CHUNK_ELEMENTS", 10 * 2 * W)
+    a = torch.randn(n, 2, W, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(n, 2, W, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(E, W, dtype=torch.float64, requires_grad=True)
+    for act in (torch.nn.GELU(), torch.nn.Tanh()):
+        assert torch.autograd.gradcheck(lambda a, b, e: mc.edge_mean(a, b, e, edge_index, degree, act), (a, b, e))
+    conv = MeshConv(6, 3).double()
+    h = torch.randn(n, 3, 6, dtype=torch.float64, requires_grad=True)
+    attr = torch.randn(E, 3, dtype=torch.float64)
+    g = torch.randn(n, 3, 6, dtype=torch.float64)
+    grads = []
+    for chunked in (True, False):
+        monkeypatch.setattr(MeshConv, "_chunked", lambda self, h, ei, c=chunked: c)
+        out = conv(h, edge_index, attr, degree)
+        grads.append(torch.autograd.grad(out, [h, *conv.parameters()], g))
+    assert all(torch.allclose(x, y, rtol=0, atol=1e-12) for x, y in zip(*grads))

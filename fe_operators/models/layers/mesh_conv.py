@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import torch
 
@@ -41,17 +43,37 @@ def _segment_sum(m, indptr, r0, r1, out):  # pragma: no cover - compiled
                     oi[k, c] += mp[k, c]
 
 
+def _chunks(indptr: torch.Tensor, per_edge: int) -> list[tuple[int, int, int, int]]:
+    """``(r0, r1, p0, p1)``: consecutive target nodes whose edges fill about :data:`EDGE_CHUNK_ELEMENTS`."""
+    n = indptr.shape[0] - 1
+    budget = max(1, EDGE_CHUNK_ELEMENTS // max(1, per_edge))   # edges per chunk (at least one node's)
+    out, r0 = [], 0
+    while r0 < n:
+        r1 = int(torch.searchsorted(indptr, indptr[r0] + budget, right=True)) - 1
+        r1 = min(max(r1, r0 + 1), n)
+        out.append((r0, r1, int(indptr[r0]), int(indptr[r1])))
+        r0 = r1
+    return out
+
+
+def _indptr(degree: torch.Tensor) -> torch.Tensor:
+    indptr = torch.zeros(degree.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(degree, 0, out=indptr[1:])
+    return indptr
+
+
 def edge_mean(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, degree: torch.Tensor,
               act: torch.nn.Module) -> torch.Tensor:
     """``mean_aggregate(act(a[target] + b[source] + e[:, None]), target, degree)`` in cache-sized chunks.
 
-    Without autograd on the CPU, for edges sorted by target (:class:`MeshContext`'s CSR
-    order): the ``(E, batch, W)`` messages are never formed whole.  Each chunk of target
-    nodes gathers its edges' sums (one compiled pass), applies ``act`` (torch's kernel) and
-    sums them per node while they are in cache; at batch 10 on the beam's 169k edges the
-    eager composition streamed five arrays of 216 MB per layer.  The same sums in the same
-    order as :func:`~fe_operators.models.layers.graph_ops.mean_aggregate` of the eager
-    messages.
+    On the CPU, for edges sorted by target (:class:`MeshContext`'s CSR order): the
+    ``(E, batch, W)`` messages are never formed whole.  Each chunk of target nodes gathers
+    its edges' sums (one compiled pass), applies ``act`` (torch's kernel) and sums them per
+    node while they are in cache; at batch 10 on the beam's 169k edges the eager
+    composition streamed five arrays of 216 MB per layer.  The same sums in the same order
+    as :func:`~fe_operators.models.layers.graph_ops.mean_aggregate` of the eager messages.
+    Differentiable in ``a``, ``b`` and ``e`` (once): the backward pass recomputes each
+    chunk's sums and takes ``act``'s derivative there, also without the whole messages.
 
     Parameters
     ----------
@@ -66,27 +88,60 @@ def edge_mean(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor, edge_index: tor
     act
         The elementwise activation.
     """
-    n = a.shape[0]
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or e.requires_grad):
+        return _EdgeMean.apply(a, b, e, edge_index, degree, act)
+    return _edge_mean(a, b, e, edge_index, degree, act)
+
+
+def _edge_mean(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, degree: torch.Tensor,
+               act: torch.nn.Module) -> torch.Tensor:
     source, target = edge_index
-    indptr = torch.zeros(n + 1, dtype=torch.int64)
-    torch.cumsum(degree, 0, out=indptr[1:])
+    indptr = _indptr(degree)
     a_, b_, e_ = (t.detach().contiguous().numpy() for t in (a, b, e))
     src, tgt, ptr = source.numpy(), target.numpy(), indptr.numpy()
     out = torch.empty(a.shape, dtype=a.dtype)
     out_ = out.numpy()
-    per_edge = max(1, a.shape[1] * a.shape[2])
-    budget = max(1, EDGE_CHUNK_ELEMENTS // per_edge)          # edges per chunk (at least one node's)
-    r0 = 0
-    while r0 < n:
-        # the nodes whose edges fit the budget (at least one node)
-        r1 = int(torch.searchsorted(indptr, indptr[r0] + budget, right=True)) - 1
-        r1 = min(max(r1, r0 + 1), n)
-        p0, p1 = int(ptr[r0]), int(ptr[r1])
+    for r0, r1, p0, p1 in _chunks(indptr, a.shape[1] * a.shape[2]):
         buf = torch.empty((p1 - p0, a.shape[1], a.shape[2]), dtype=a.dtype)
         _edge_sum(a_, b_, e_, src, tgt, p0, p1, buf.numpy())
         _segment_sum(act(buf).numpy(), ptr, r0, r1, out_)
-        r0 = r1
     return out * (1.0 / degree.clamp_min(1).to(a.dtype)).reshape(-1, 1, 1)
+
+
+class _EdgeMean(torch.autograd.Function):
+    """:func:`edge_mean` with a chunked backward pass (the sums recomputed per chunk)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor,
+                degree: torch.Tensor, act: torch.nn.Module) -> torch.Tensor:
+        ctx.save_for_backward(a, b, e, edge_index, degree)
+        ctx.act = act
+        return _edge_mean(a, b, e, edge_index, degree, act)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        a, b, e, edge_index, degree = ctx.saved_tensors
+        source, target = edge_index
+        indptr = _indptr(degree)
+        # d mean_i / d m_p = 1 / deg_i for the edges p into i
+        g = (grad * (1.0 / degree.clamp_min(1).to(grad.dtype)).reshape(-1, 1, 1)).contiguous()
+        a_, b_, e_ = (t.detach().contiguous().numpy() for t in (a, b, e))
+        src, tgt, ptr = source.numpy(), target.numpy(), indptr.numpy()
+        da = torch.empty(a.shape, dtype=a.dtype)
+        db = torch.zeros(b.shape, dtype=b.dtype)
+        de = torch.empty(e.shape, dtype=e.dtype)
+        for r0, r1, p0, p1 in _chunks(indptr, a.shape[1] * a.shape[2]):
+            pre = torch.empty((p1 - p0, a.shape[1], a.shape[2]), dtype=a.dtype)
+            _edge_sum(a_, b_, e_, src, tgt, p0, p1, pre.numpy())
+            gm = g.index_select(0, target[p0:p1])
+            with torch.enable_grad():
+                pre.requires_grad_(True)
+                (dpre,) = torch.autograd.grad(ctx.act(pre), pre, gm)
+            _segment_sum(dpre.numpy(), ptr, r0, r1, da.numpy())
+            db.index_add_(0, source[p0:p1], dpre)
+            de[p0:p1] = dpre.sum(1)
+        return da, db, de, None, None, None
 
 
 class MeshConv(torch.nn.Module):
@@ -151,11 +206,9 @@ class MeshConv(torch.nn.Module):
         return self.update(h, torch.nn.functional.linear(mean, self.lin_m.weight) + has * self.lin_m.bias)
 
     def _chunked(self, h: torch.Tensor, edge_index: torch.Tensor) -> bool:
-        """Whether :func:`edge_mean` runs: CPU, float, nothing needs gradients, not traced, edges sorted by target."""
+        """Whether :func:`edge_mean` runs: CPU, float, not traced, edges sorted by target."""
         if not (h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64) and h.ndim == 3
                 and edge_index.device.type == "cpu" and not torch.jit.is_tracing()):
-            return False
-        if torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
         target = edge_index[1]
         return bool((target[1:] >= target[:-1]).all())  # the CSR order the chunks need
