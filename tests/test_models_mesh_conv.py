@@ -38,14 +38,14 @@ def test_chunked_edge_mean_is_the_eager_layer_bit_for_bit(monkeypatch, batch, dt
     degree = torch.bincount(edge_index[1], minlength=n)
     h = torch.randn(n, batch, 8, dtype=dtype)
     with monkeypatch.context() as m:
-        m.setattr(MeshConv, "_chunked", lambda self, h, ei: False)
+        m.setattr(MeshConv, "_chunked", lambda self, h, ei, d: False)
         eager = conv(h, edge_index, edge_attr, degree)
     calls = []
     monkeypatch.setattr(mc, "EDGE_CHUNK_ELEMENTS", 16 * 8 * batch)  # about 16 edges a chunk
     real = mc._segment_sum
     monkeypatch.setattr(mc, "_segment_sum", lambda *a: (calls.append(a[2]), real(*a)))
     with torch.no_grad():
-        assert conv._chunked(h, edge_index)
+        assert conv._chunked(h, edge_index, degree)
         fast = conv(h, edge_index, edge_attr, degree)
     assert len(calls) > 5 and torch.equal(fast, eager.detach())
     a, b, e = conv.lin_i(h), conv.lin_j(h), conv.lin_e(edge_attr)
@@ -54,7 +54,8 @@ def test_chunked_edge_mean_is_the_eager_layer_bit_for_bit(monkeypatch, batch, dt
         ref = mean_aggregate(conv.message(a[edge_index[1]], b[edge_index[0]], e), edge_index[1], degree)
         assert torch.equal(direct, ref) and torch.equal(direct[35:], torch.zeros_like(direct[35:]))
         shuffled = edge_index[:, torch.randperm(E)]
-        assert not conv._chunked(h, shuffled)
+        assert not conv._chunked(h, shuffled, degree)
+        assert not conv._chunked(h, edge_index, degree.flip(0))  # counts that do not match the edges
 
 
 def test_chunked_edge_mean_gradients_equal_the_eager_ones(monkeypatch):
@@ -79,7 +80,7 @@ def test_chunked_edge_mean_gradients_equal_the_eager_ones(monkeypatch):
     g = torch.randn(n, 3, 6, dtype=torch.float64)
     grads = []
     for chunked in (True, False):
-        monkeypatch.setattr(MeshConv, "_chunked", lambda self, h, ei, c=chunked: c)
+        monkeypatch.setattr(MeshConv, "_chunked", lambda self, h, ei, d, c=chunked: c)
         out = conv(h, edge_index, attr, degree)
         grads.append(torch.autograd.grad(out, [h, *conv.parameters()], g))
     assert all(torch.allclose(x, y, rtol=0, atol=1e-12) for x, y in zip(*grads))

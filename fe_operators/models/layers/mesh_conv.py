@@ -191,7 +191,7 @@ class MeshConv(torch.nn.Module):
     ) -> torch.Tensor:
         """Message, aggregate, update."""
         source, target = edge_index
-        if self._chunked(h, edge_index):
+        if self._chunked(h, edge_index, degree):
             mean = edge_mean(self.lin_i(h), self.lin_j(h), self.lin_e(edge_attr), edge_index, degree, self.act)
         else:
             # index_select, not h[idx]: its backward is index_add_, several times faster on CPU than
@@ -205,13 +205,16 @@ class MeshConv(torch.nn.Module):
         has = (degree > 0).to(mean.dtype).reshape(-1, *([1] * (mean.ndim - 1)))
         return self.update(h, torch.nn.functional.linear(mean, self.lin_m.weight) + has * self.lin_m.bias)
 
-    def _chunked(self, h: torch.Tensor, edge_index: torch.Tensor) -> bool:
-        """Whether :func:`edge_mean` runs: CPU, float, not traced, edges sorted by target."""
+    def _chunked(self, h: torch.Tensor, edge_index: torch.Tensor, degree: torch.Tensor) -> bool:
+        """Whether :func:`edge_mean` runs: CPU, float, not traced, edges in the CSR order of ``degree``."""
         if not (h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64) and h.ndim == 3
-                and edge_index.device.type == "cpu" and not torch.jit.is_tracing()):
+                and edge_index.device.type == "cpu" and not torch.jit.is_tracing()
+                and degree.dtype in (torch.int32, torch.int64) and degree.shape == (h.shape[0],)
+                and int(degree.sum()) == edge_index.shape[1]):
             return False
-        target = edge_index[1]
-        return bool((target[1:] >= target[:-1]).all())  # the CSR order the chunks need
+        # the chunks read node i's edges at cumsum(degree)[i]: the targets must be sorted, with these counts
+        nodes = torch.arange(h.shape[0], dtype=edge_index.dtype)
+        return torch.equal(torch.repeat_interleave(nodes, degree), edge_index[1])
 
     def message(self, a_i: torch.Tensor, b_j: torch.Tensor, e_ij: torch.Tensor) -> torch.Tensor:
         """``φ`` on one edge up to its last (linear) layer: ``(E, batch, W)``.
