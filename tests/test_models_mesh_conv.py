@@ -43,7 +43,7 @@ def test_chunked_edge_mean_is_the_eager_layer_bit_for_bit(monkeypatch, batch, dt
     calls = []
     monkeypatch.setattr(mc, "EDGE_CHUNK_ELEMENTS", 16 * 8 * batch)  # about 16 edges a chunk
     real = mc._segment_sum
-    monkeypatch.setattr(mc, "_segment_sum", lambda *a: (calls.append(a[2]), real(*a)))
+    monkeypatch.setattr(mc, "_kernels", lambda: (mc._edge_sum, lambda *a: (calls.append(a[2]), real(*a))))
     with torch.no_grad():
         assert conv._chunked(h, edge_index, degree)
         fast = conv(h, edge_index, edge_attr, degree)
@@ -53,6 +53,9 @@ def test_chunked_edge_mean_is_the_eager_layer_bit_for_bit(monkeypatch, batch, dt
         direct = mc.edge_mean(a, b, e, edge_index, degree, conv.act)
         ref = mean_aggregate(conv.message(a[edge_index[1]], b[edge_index[0]], e), edge_index[1], degree)
         assert torch.equal(direct, ref) and torch.equal(direct[35:], torch.zeros_like(direct[35:]))
+        # numba's parallel kernels (several threads): the same values
+        monkeypatch.setattr(mc, "_kernels", lambda: (mc._edge_sum_parallel, mc._segment_sum_parallel))
+        assert torch.equal(mc.edge_mean(a, b, e, edge_index, degree, conv.act), ref)
         shuffled = edge_index[:, torch.randperm(E)]
         assert not conv._chunked(h, shuffled, degree)
         assert not conv._chunked(h, edge_index, degree.flip(0))  # counts that do not match the edges

@@ -43,6 +43,43 @@ def _segment_sum(m, indptr, r0, r1, out):  # pragma: no cover - compiled
                     oi[k, c] += mp[k, c]
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _edge_sum_parallel(a, b, e, source, target, p0, p1, out):  # pragma: no cover - compiled
+    # _edge_sum with the edges shared among numba's threads (each output row written once)
+    for q in numba.prange(p1 - p0):
+        p = p0 + q
+        ai = a[target[p]]
+        bj = b[source[p]]
+        ep = e[p]
+        o = out[q]
+        for k in range(ai.shape[0]):
+            for c in range(ai.shape[1]):
+                o[k, c] = ai[k, c] + bj[k, c] + ep[c]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _segment_sum_parallel(m, indptr, r0, r1, out):  # pragma: no cover - compiled
+    # _segment_sum with the nodes shared among numba's threads (the same sums per node)
+    p0 = indptr[r0]
+    for q in numba.prange(r1 - r0):
+        i = r0 + q
+        oi = out[i]
+        oi[:, :] = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            mp = m[p - p0]
+            for k in range(oi.shape[0]):
+                for c in range(oi.shape[1]):
+                    oi[k, c] += mp[k, c]
+
+
+def _kernels() -> tuple[Any, Any]:
+    """The serial kernels on one thread (a parallel region costs more than a chunk's work
+    there), numba's parallel ones where torch and numba both have several threads."""
+    if torch.get_num_threads() > 1 and numba.get_num_threads() > 1:
+        return _edge_sum_parallel, _segment_sum_parallel
+    return _edge_sum, _segment_sum
+
+
 def _chunks(indptr: torch.Tensor, per_edge: int) -> list[tuple[int, int, int, int]]:
     """``(r0, r1, p0, p1)``: consecutive target nodes whose edges fill about :data:`EDGE_CHUNK_ELEMENTS`."""
     n = indptr.shape[0] - 1
@@ -101,10 +138,11 @@ def _edge_mean(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor, edge_index: to
     src, tgt, ptr = source.numpy(), target.numpy(), indptr.numpy()
     out = torch.empty(a.shape, dtype=a.dtype)
     out_ = out.numpy()
+    gather, segment = _kernels()
     for r0, r1, p0, p1 in _chunks(indptr, a.shape[1] * a.shape[2]):
         buf = torch.empty((p1 - p0, a.shape[1], a.shape[2]), dtype=a.dtype)
-        _edge_sum(a_, b_, e_, src, tgt, p0, p1, buf.numpy())
-        _segment_sum(act(buf).numpy(), ptr, r0, r1, out_)
+        gather(a_, b_, e_, src, tgt, p0, p1, buf.numpy())
+        segment(act(buf).numpy(), ptr, r0, r1, out_)
     return out * (1.0 / degree.clamp_min(1).to(a.dtype)).reshape(-1, 1, 1)
 
 
@@ -131,14 +169,15 @@ class _EdgeMean(torch.autograd.Function):
         da = torch.empty(a.shape, dtype=a.dtype)
         db = torch.zeros(b.shape, dtype=b.dtype)
         de = torch.empty(e.shape, dtype=e.dtype)
+        gather, segment = _kernels()
         for r0, r1, p0, p1 in _chunks(indptr, a.shape[1] * a.shape[2]):
             pre = torch.empty((p1 - p0, a.shape[1], a.shape[2]), dtype=a.dtype)
-            _edge_sum(a_, b_, e_, src, tgt, p0, p1, pre.numpy())
+            gather(a_, b_, e_, src, tgt, p0, p1, pre.numpy())
             gm = g.index_select(0, target[p0:p1])
             with torch.enable_grad():
                 pre.requires_grad_(True)
                 (dpre,) = torch.autograd.grad(ctx.act(pre), pre, gm)
-            _segment_sum(dpre.numpy(), ptr, r0, r1, da.numpy())
+            segment(dpre.numpy(), ptr, r0, r1, da.numpy())
             db.index_add_(0, source[p0:p1], dpre)
             de[p0:p1] = dpre.sum(1)
         return da, db, de, None, None, None
