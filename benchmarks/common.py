@@ -409,7 +409,9 @@ def _slug(label: str) -> str:
 
 
 class ScaledL2Loss(torch.nn.Module):
-    r"""Squared FE-L2 error over the training outputs' mean squared norm: :math:`\frac1B\sum_k \|p_k - t_k\|^2 / \overline{\|t\|^2}`.
+    r"""Squared FE-L2 error over the training outputs' mean squared norm.
+
+    :math:`\frac1B\sum_k \|p_k - t_k\|^2 / \overline{\|t\|^2}`.
 
     One scale for every sample, unlike the per-sample relative loss: on data whose output
     norms span orders of magnitude (the hyperelastic beam's: 233x, loads sampled down to
@@ -450,7 +452,8 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
     output: they do not depend on the mesh, so the model transfers; SPON's Dirichlet
     values stay exact), AdamW with a cosine decay to 0 whose length is the budget
     (``scheduler.length: time_budget``), the training ``loss`` (``"rel_l2"`` or
-    ``"rel_h1"``, the file's FE norms, or ``"scaled_l2"``: :class:`ScaledL2Loss`), ``best.pt`` picked on validation relative L2
+    ``"rel_h1"``, the file's FE norms, or ``"scaled_l2"``: :class:`ScaledL2Loss`), ``best.pt``
+    picked on validation relative L2
     and restored at the end (``restore_best``). The run folder is
     ``<run_root>/<label>`` (``run_root`` default ``<args.out>/runs``), emptied first.
 

@@ -182,5 +182,5 @@ _LIB.impl("csr_mm", _csr_mm_cpu, "CPU")
 
 
 def csr_mm(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A @ x`` of CSR arrays on the CPU, no autograd: the registered op ``fe_operators::csr_mm`` a traced step records."""
+    """``A @ x`` of CSR arrays on the CPU, no autograd: the op ``fe_operators::csr_mm`` a traced step records."""
     return torch.ops.fe_operators.csr_mm(indptr, indices, data, x)

@@ -292,7 +292,8 @@ def channel_spmm(pattern: OperatorPattern, w: torch.Tensor, u: torch.Tensor) -> 
     return _ChannelSpMM.apply(u, w, pattern)
 
 
-def channel_spmm_norm(pattern: OperatorPattern, w: torch.Tensor, u: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+def channel_spmm_norm(pattern: OperatorPattern, w: torch.Tensor, u: torch.Tensor,
+                      norm: torch.nn.LayerNorm) -> torch.Tensor:
     """``norm(channel_spmm(pattern, w, u))``, fused into one pass where nothing needs gradients.
 
     Without autograd on the CPU (evaluation, a rollout's steps, a traced step) the LayerNorm of
