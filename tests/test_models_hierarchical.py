@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -388,6 +389,52 @@ def test_channel_spmm_is_the_per_channel_operator_combination_and_differentiates
     gt = torch.autograd.grad(zt, (u, a), g)
     assert torch.allclose(zt, z, rtol=0, atol=1e-12)
     assert all(torch.allclose(x, y, rtol=0, atol=1e-12) for x, y in zip(ga, gt))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_channel_spmm_norm_fused_equals_layernorm_of_the_product(dtype, tol, batch):
+    """Without autograd the product and the LayerNorm (affine included) run in one compiled pass:
+    the same values as torch's LayerNorm of the product; a traced call records the registered op."""
+    from fe_operators.models.layers import operator_conv as oc
+
+    V, _ = _space("unitsquare:8")
+    S = mesh_levels(V, [], coarsest_nodes=10 ** 6).levels[-1].operators
+    K = S.n_rows // S.n_cols
+    pat = oc.operator_pattern(S).to(dtype)
+    torch.manual_seed(0)
+    a = torch.randn(K + 1, 5, dtype=dtype)
+    u = torch.randn(S.n_cols, batch, 5, dtype=dtype) * 3 + 1
+    norm = torch.nn.LayerNorm(5).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+        w = pat.values @ a
+        ref = torch.nn.functional.layer_norm(oc._torch_product(pat.rows, pat.col, w, u, S.n_cols), (5,),
+                                             norm.weight, norm.bias, norm.eps)
+        fused = oc.channel_spmm_norm(pat, w, u, norm)
+        assert fused.dtype == dtype and torch.allclose(fused, ref, rtol=0, atol=tol)
+        assert fused.std(dim=2, unbiased=False).sub(1).abs().max() > 0.1  # the affine part was applied
+        assert torch.equal(oc.channel_conv(pat.crow, pat.col, w, u), oc.channel_spmm(pat, w, u))
+
+        class Step(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.norm = norm
+
+            def forward(self, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+                return oc.channel_spmm_norm(pat, w, u, self.norm)
+
+        traced = torch.jit.freeze(torch.jit.trace(Step().eval(), (w, u), check_trace=False))
+        kinds = {n.kind() for n in traced.graph.nodes()}
+        assert "fe_operators::channel_conv_norm" in kinds
+        assert torch.equal(traced(w, 2 * u), oc.channel_spmm_norm(pat, w, 2 * u, norm))  # not a constant
+    # with gradients: the composition, differentiable
+    ug = u.clone().requires_grad_(True)
+    out = oc.channel_spmm_norm(pat, w, ug, norm)
+    assert out.requires_grad and torch.allclose(out.detach(), ref, rtol=0, atol=tol)
+    out.square().sum().backward()
+    assert ug.grad is not None and norm.weight.grad is not None
 
 
 def test_cosine_basis_is_orthogonal_under_the_node_weight_quadrature():

@@ -148,6 +148,8 @@ def test_traced_step_used_and_rejected_when_it_would_differ(monkeypatch):
     assert torch.equal(fast, plain) and torch.equal(one, plain1)
     # a product the trace cannot see: the plain numba call, whose output the trace keeps as a constant
     monkeypatch.setattr(oc, "channel_conv", lambda crow, col, w, u: oc._numba_product(crow, col, w, u))
+    monkeypatch.setattr(oc, "channel_conv_norm",
+                        lambda crow, col, w, u, *norm: oc._numba_product_norm(crow, col, w, u, *norm))
     with model.inference():
         again = model.rollout(s, p, 3)
         assert list(model._traced.values()) == [None]

@@ -168,9 +168,19 @@ def _csr_rows(indptr, indices, data, x, y):  # pragma: no cover - compiled
                 y[i, c] += a * x[j, c]
 
 
-@torch.library.custom_op("fe_operators::csr_mm", mutates_args=())
-def csr_mm(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A @ x`` of CSR arrays on the CPU, no autograd: the product a traced step records."""
+def _csr_mm_cpu(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     y = torch.empty(indptr.shape[0] - 1, x.shape[1], dtype=x.dtype)
     _csr_rows(indptr.numpy(), indices.numpy(), data.numpy(), x.contiguous().numpy(), y.numpy())
     return y
+
+
+#: a plain ``Library`` fragment with a CPU kernel: a traced step calls it through the dispatcher
+#: for about 15 µs (``torch.library.custom_op`` took 40 µs)
+_LIB = torch.library.Library("fe_operators", "FRAGMENT")
+_LIB.define("csr_mm(Tensor indptr, Tensor indices, Tensor data, Tensor x) -> Tensor")
+_LIB.impl("csr_mm", _csr_mm_cpu, "CPU")
+
+
+def csr_mm(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A @ x`` of CSR arrays on the CPU, no autograd: the op ``fe_operators::csr_mm`` a traced step records."""
+    return torch.ops.fe_operators.csr_mm(indptr, indices, data, x)

@@ -80,7 +80,7 @@ import torch
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.models.context import MeshContext
 from fe_operators.models.layers.mlp import MLP
-from fe_operators.models.layers.operator_conv import channel_spmm
+from fe_operators.models.layers.operator_conv import channel_spmm_norm
 from fe_operators.multigrid.cycle import match_level
 from fe_operators.multigrid.hierarchy import Hierarchy
 from fe_operators.models.processors.base import ACTIVATIONS, Processor, cost_report_text, register_processor
@@ -165,8 +165,8 @@ class OperatorBlock(torch.nn.Module):
         return w
 
     def forward(self, u: torch.Tensor, level: UNetLevel) -> torch.Tensor:
-        z = channel_spmm(level.pattern, self.matrix_values(level), u)
-        return (u + self.mlp(self.norm(z))) * level.keep
+        z = channel_spmm_norm(level.pattern, self.matrix_values(level), u, self.norm)
+        return (u + self.mlp(z)) * level.keep
 
     @staticmethod
     def cost(n: int, nnz: int, k: int, c: int) -> int:
