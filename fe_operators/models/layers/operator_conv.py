@@ -64,17 +64,7 @@ def _forward_norm(indptr, indices, w, u, gamma, beta, consts, z):  # pragma: no 
     nc = u.shape[2]
     eps = consts[0]
     inv = consts[1]
-    for i in numba.prange(m):
-        zi = z[i]
-        zi[:, :] = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            wp = w[p]
-            uj = u[indices[p]]
-            for b in range(nb):
-                zb = zi[b]
-                ub = uj[b]
-                for c in range(nc):
-                    zb[c] += wp[c] * ub[c]
+    _forward(indptr, indices, w, u, z)
     for i in numba.prange(m):
         for b in range(nb):
             zb = z[i, b]
