@@ -19,7 +19,11 @@ trained or read from ``--out`` on first use):
    ``dcdm``, :data:`DCDM_CONFIG`); cached in ``--out`` by configuration
    (:func:`train_cached`), so a rerun skips them.
 2. **options** — option sets of GAMG and of Firedrake's GMG (:data:`VARIANTS`) on the
-   second size; the fastest of each is its "best options" for the rest of the run.
+   second size; the fastest of each is its "best options" for the rest of the run.  NeuralMG
+   gets the same treatment for its one cycle option, the smoothing sweeps
+   (:data:`NEURAL_MG_SWEEPS`, each a network trained for that cycle): the fastest is the
+   NeuralMG of every later section on the scalar family (sweeps 2 where this section does
+   not run).
 3. **sizes** — ``unitsquare:16/r4``, ``/r5``, ``/r6`` (66,049, 263,169 and 1,050,625
    DOFs): NeuralMG, NeuralMG with rediscretised coarse operators, the same Galerkin
    V-cycle with ℓ1-Jacobi weights, CG+GAMG, CG+GMG, CG+ICC(0); FCG+DCDM (the same
@@ -97,6 +101,10 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
                                "mg_levels_pc_type": "sor"},
     },
 }
+
+#: NeuralMG's smoothing sweeps searched in the options section (a network trained for each; the
+#: name of its configuration: ``neural_mg`` for 2, ``neural_mg_1sweep`` for 1)
+NEURAL_MG_SWEEPS: tuple[int, ...] = (2, 1)
 
 #: the training configurations (``precond train``), written next to their checkpoints
 NEURAL_MG_CONFIG: dict[str, Any] = {
@@ -205,6 +213,11 @@ def train_cached(config: dict[str, Any], out: Path, name: str, retrain: bool) ->
     return path
 
 
+def _sweeps_name(sweeps: int) -> str:
+    """The configuration name of the NeuralMG trained for ``sweeps`` (not the default ``neural_mg``)."""
+    return f"neural_mg_{sweeps}sweep" + ("s" if sweeps > 1 else "")
+
+
 def hypre_line() -> str:
     from petsc4py import PETSc
 
@@ -303,6 +316,8 @@ class Bench:
         self.suffix = "_quick" if args.quick else ""
         self.configs = {"neural_mg": NEURAL_MG_CONFIG, "dcdm": DCDM_CONFIG, "elasticity": ELASTICITY_CONFIG,
                         "cg2": CG2_CONFIG}
+        self.add_sweeps_configs()
+        self.neural_mg = "neural_mg"  # the configuration of the scalar family's NeuralMG (options section)
         self.kw = dict(samples=args.samples, repeats=args.repeats, seed=1000, rtol=1e-8)
         self.best: dict[str, dict[str, Any]] = {}
         self.by_size: dict[str, dict[str, Any]] = {}
@@ -315,6 +330,13 @@ class Bench:
         self._models: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
+    def add_sweeps_configs(self) -> None:
+        """A configuration per :data:`NEURAL_MG_SWEEPS` count other than ``neural_mg``'s own."""
+        base = self.configs["neural_mg"]
+        for sweeps in NEURAL_MG_SWEEPS:
+            if sweeps != base["smoother"]["sweeps"]:
+                self.configs[_sweeps_name(sweeps)] = {**base, "smoother": {**base["smoother"], "sweeps": sweeps}}
+
     def model(self, name: str) -> str:
         """The checkpoint of a configuration of :attr:`configs`, trained (or read from the cache) on first use."""
         if name not in self._models:
@@ -329,7 +351,7 @@ class Bench:
         models = {}
         for m in methods:
             if m in ("neural_mg", "neural_mg_rediscretised", "neural_amg"):
-                models[m] = smoother or self.model("neural_mg")
+                models[m] = smoother or self.model(self.neural_mg)
             elif m == "dcdm":
                 models[m] = self.model("dcdm")
         rows, info = evaluate_preconditioners(spec, methods, models=models, options=best, log=print,
@@ -370,6 +392,23 @@ class Bench:
         select = self.args.options_mesh or (sizes[1] if len(sizes) > 1 else sizes[0])
         print(f"on {select} (the fastest of each is used for the scalar unit-square problems)")
         self.best = self.search_options(select, ("gamg", "gmg"))
+        self.neural_mg = self.search_sweeps(select)
+
+    def search_sweeps(self, spec: str) -> str:
+        """The configuration of the fastest NeuralMG (set-up + solve) of :data:`NEURAL_MG_SWEEPS` on ``spec``."""
+        from fe_operators.precond.evaluate import evaluate_preconditioners
+
+        timings = {}
+        for sweeps in NEURAL_MG_SWEEPS:
+            name = "neural_mg" if sweeps == self.configs["neural_mg"]["smoother"]["sweeps"] else _sweeps_name(sweeps)
+            rows, _ = evaluate_preconditioners(spec, ["neural_mg"], models={"neural_mg": self.model(name)}, **self.kw)
+            r = rows[0]
+            timings[name] = _total(r) if r.converged else float("inf")
+            print(f"neural_mg [sweeps {sweeps}, {name}]: {r.iterations:.1f} its, set-up {r.setup_seconds:.3f} s, "
+                  f"solve {r.solve_seconds:.3f} s, total {timings[name]:.3f} s, converged {r.converged}")
+        name = min(timings, key=timings.get)
+        print(f"neural_mg: best sweeps [{self.configs[name]['smoother']['sweeps']}] ({name})")
+        return name
 
     def sizes(self) -> None:
         from fe_operators.precond.evaluate import format_rows, format_setup_parts
@@ -494,7 +533,7 @@ class Bench:
 
     def out_of_family(self) -> None:
         spec = self.args.size_list[0]
-        models = {"neural_mg": self.model("neural_mg"), "neural_mg_rediscretised": self.model("neural_mg"),
+        models = {"neural_mg": self.model(self.neural_mg), "neural_mg_rediscretised": self.model(self.neural_mg),
                   "dcdm": self.model("dcdm")}
         cap = 10000
         if self.dcdm_seconds_per_it is not None:
@@ -536,7 +575,7 @@ class Bench:
     def mpi(self) -> None:
         from fe_operators.parallel import mpiexec_command, mpiexec_env
 
-        spec, model = self.args.mpi_mesh, self.model("neural_mg")
+        spec, model = self.args.mpi_mesh, self.model(self.neural_mg)
         cores = len(os.sched_getaffinity(0))
         if cores < 2:
             print(f"warning: this process is pinned to {cores} core (taskset): the 2 ranks share it, so the "
@@ -612,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             "cg2": {**CG2_CONFIG, "family": {**CG2_CONFIG["family"], "mesh": "unitsquare:4/r2", "samples": 2},
                     "train": {**CG2_CONFIG["train"], "steps": 20, "allow_worse": True}},
         }
+        bench.add_sweeps_configs()
         args.samples, args.repeats, args.samples_large = 1, 1, 1
         args.unstructured, args.three_d = "plate_holes/r1", "box_cavity/r1"
         args.elasticity_mesh, args.elasticity_select = "plate_holes/r2", "plate_holes/r1"

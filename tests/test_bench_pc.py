@@ -31,6 +31,11 @@ def test_bench_pc_quick_run_converges_and_prints_every_ratio(tmp_path, capsys):
                                               for m in ("neural_mg", "neural_mg_rediscretised", "dcdm", "gamg")}
     assert all(ok == "yes" for *_, ok in table)
     assert "hypre" in out
+    # NeuralMG's sweeps searched as the classical options are: a network per count, the fastest kept
+    assert re.search(r"^neural_mg \[sweeps 1, neural_mg_1sweep\]: .* converged True", out, flags=re.M)
+    assert re.search(r"^neural_mg \[sweeps 2, neural_mg\]: .* converged True", out, flags=re.M)
+    assert re.search(r"^neural_mg: best sweeps \[[12]\] \(neural_mg(_1sweep)?\)", out, flags=re.M)
+    assert (tmp_path / "neural_mg_1sweep_quick.pt").exists()
     # a rerun reuses a checkpoint trained with the same configuration, and retrains on a changed one
     quick = {**bench_pc.NEURAL_MG_CONFIG, "train": {**bench_pc.NEURAL_MG_CONFIG["train"], "steps": 20}}
     before = (tmp_path / "neural_mg_quick.pt").stat().st_mtime_ns
