@@ -23,8 +23,8 @@ Stages (``--stage``, default ``all``, in this order):
     projection applied to every rolled-out velocity: :func:`divergence_free_rollout`).
 ``beam``
     A SPON (GNN processor, through :class:`fe_operators.train.Trainer` by
-    :func:`common.run_spon`, the :class:`common.ScaledL2Loss`) trained for ``--beam-budget`` seconds on the hyperelastic
-    beam family (generated files, cached), batched inference per sample against the Newton
+    :func:`common.run_spon`, ``train.loss: scaled_l2``) trained for ``--beam-budget`` seconds on
+    the hyperelastic beam family (generated files, cached), batched inference per sample against the Newton
     solve it replaces (the fewest load steps that converge, direct LU, rtol 1e-8:
     :mod:`beam_newton`), the relative L2 of the SPON printed: ``ratio beam_infer_vs_newton``.
 
@@ -104,8 +104,9 @@ the eager layer): 201 -> 57 ms per sample on one shared core (thread time, in tu
 process), the exact GELU of every message now the largest part; with gradients its backward
 pass recomputes each chunk's sums (the same gradients): a training step at batch 8
 2.55 -> 1.25 s, so the 300 s budget holds about twice the updates.
-The beam's training loss (``--beam-loss``, default ``scaled_l2``:
-:class:`common.ScaledL2Loss`): its output norms span 233x (loads sampled down to zero), and
+The beam's training loss (``--beam-loss``, default ``scaled_l2``, the product's
+``train.loss: scaled_l2``, :class:`fe_operators.fem.norms.ScaledLoss`): its output norms
+span 233x (loads sampled down to zero), and
 under the per-sample relative L2 loss a fresh SPON sat at zero (loss 1) for about 100
 updates (run of Dec 2026: val rel L2 near 1 for 10 of 22 epochs, test 0.332).  The squared
 FE-L2 error over the training set's mean squared norm does not single out the small
@@ -728,7 +729,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="processor of the beam SPON (its defaults)")
     p.add_argument("--beam-lr", type=float, default=3e-3)
     p.add_argument("--beam-loss", choices=("scaled_l2", "rel_l2"), default="scaled_l2",
-                   help="training loss of the beam SPON (common.ScaledL2Loss: the beam's output norms span 233x, "
+                   help="training loss of the beam SPON (train.loss scaled_l2: the beam's output norms span 233x, "
                         "and the per-sample relative loss held a fresh model at zero for about 100 updates)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--infer-batch", type=int, default=10)

@@ -408,38 +408,6 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
 
 
-class ScaledL2Loss(torch.nn.Module):
-    r"""Squared FE-L2 error over the training outputs' mean squared norm.
-
-    :math:`\frac1B\sum_k \|p_k - t_k\|^2 / \overline{\|t\|^2}`.
-
-    One scale for every sample, unlike the per-sample relative loss: on data whose output
-    norms span orders of magnitude (the hyperelastic beam's: 233x, loads sampled down to
-    zero) the relative loss weights each sample's gradient by ``1 / ||t_k||``, the smallest
-    targets dominate, and a fresh model sits at ``p = 0`` (loss 1) for a hundred updates;
-    this loss, the mean squared error of the normalised outputs in the FE norm, does not.
-    """
-
-    def __init__(self, norm: Any, scale: float) -> None:
-        super().__init__()
-        if not scale > 0:
-            raise ValueError(f"expected a positive scale, got {scale!r}")
-        self.norm, self.scale = norm, float(scale)
-
-    @classmethod
-    def for_dataset(cls, norm: Any, dataset: Any, block: int = 64) -> "ScaledL2Loss":
-        """The loss with the mean squared norm of ``dataset``'s outputs as its scale."""
-        total, count = 0.0, 0
-        for start in range(0, len(dataset), block):
-            _, y = dataset.raw(np.arange(start, min(start + block, len(dataset))))
-            total += float(norm.squared(y.double()).sum())
-            count += int(y.shape[0])
-        return cls(norm, total / max(count, 1))
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.norm.squared(pred - target).mean() / self.scale
-
-
 def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, budget: float, lr: float,
              args: argparse.Namespace, label: str, batch: int | None = None, loss: str = "rel_l2",
              weight_decay: float | None = None, run_root: str | os.PathLike | None = None,
@@ -452,7 +420,8 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
     output: they do not depend on the mesh, so the model transfers; SPON's Dirichlet
     values stay exact), AdamW with a cosine decay to 0 whose length is the budget
     (``scheduler.length: time_budget``), the training ``loss`` (``"rel_l2"`` or
-    ``"rel_h1"``, the file's FE norms, or ``"scaled_l2"``: :class:`ScaledL2Loss`), ``best.pt``
+    ``"rel_h1"``, the file's FE norms, or ``"scaled_l2"``: the product's ``train.loss`` of that name,
+    :func:`fe_operators.train.losses.loss_for_file`), ``best.pt``
     picked on validation relative L2
     and restored at the end (``restore_best``). The run folder is
     ``<run_root>/<label>`` (``run_root`` default ``<args.out>/runs``), emptied first.
@@ -465,7 +434,7 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
     from fe_operators.models import spon_for_problem
     from fe_operators.models.normalized import NormalizedModel
     from fe_operators.train import SchedulerSection, Trainer, TrainSection
-    from fe_operators.train.losses import relative_loss_for_file
+    from fe_operators.train.losses import loss_for_file
 
     file = data["file"]
     n_train, n_val = (data["split"][k][0].shape[0] for k in ("train", "val"))
@@ -474,10 +443,7 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
     x_norm, y_norm = train.fit_normalizers(per="global")
     torch.manual_seed(args.seed)
     spon = spon_for_problem(data["problem"], processor, mesh_spec=data.get("spec"), weight_copies=4, **options)
-    metrics = {name: relative_loss_for_file(file, name) for name in dict.fromkeys(["rel_l2", loss])
-               if name != "scaled_l2"}
-    if loss == "scaled_l2":
-        metrics[loss] = ScaledL2Loss.for_dataset(metrics["rel_l2"].norm, train)
+    metrics = {name: loss_for_file(file, name, train) for name in dict.fromkeys(["rel_l2", loss])}
     settings = TrainSection(
         epochs=10**9, batch_size=batch or args.batch, lr=lr,
         weight_decay=args.weight_decay if weight_decay is None else weight_decay,
@@ -490,7 +456,7 @@ def run_spon(data: dict[str, Any], processor: str, options: dict[str, Any], *, b
     trainer = Trainer(NormalizedModel(spon, x_norm, y_norm), metrics[loss], train, val, run_dir=run_dir,
                       settings=settings, metrics=metrics, select="rel_l2", spaces=file.space_dicts,
                       run_info={"benchmark": label, "processor": processor, "options": options})
-    loss_text = "scaled L2 (ScaledL2Loss)" if loss == "scaled_l2" else f"relative {loss[4:].upper()}"
+    loss_text = "scaled L2 (fem.norms.ScaledLoss)" if loss == "scaled_l2" else f"relative {loss[4:].upper()}"
     print(f"  {label}: Trainer, {processor} processor, lr {lr:g}, batch {settings.batch_size}, {loss_text} "
           f"loss, cosine over {budget:.0f} s, run folder {run_dir}", flush=True)
     result = trainer.fit()

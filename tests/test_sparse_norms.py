@@ -148,3 +148,52 @@ def test_node_weights_are_positive_shares_that_integrate_affine_fields(spec, deg
     np.testing.assert_allclose(w @ nodes, fd.assemble(f * fd.dx), rtol=1e-13)
     vector = fd.VectorFunctionSpace(mesh, V.ufl_element().family(), degree)
     np.testing.assert_array_equal(node_weights(vector), w)  # a vector space's scalar nodes
+
+
+def test_scaled_l2_loss_is_the_squared_fe_error_over_the_mean_squared_norm():
+    """train.loss scaled_l2 (the hyperelastic beam's): one scale for all samples (the mean squared FE-L2 norm of the
+    training outputs), so a sample with a tiny norm does not dominate the gradient as it does
+    under the per-sample relative loss; values against Firedrake's own assembled norms."""
+    from fe_operators.fem import FENorm
+    from fe_operators.fem.norms import ScaledLoss
+    from fe_operators.io.readers import load_mesh
+    from fe_operators.train.losses import mean_squared_norm
+
+    V = fd.VectorFunctionSpace(load_mesh("unitsquare:4"), "CG", 1)
+    norm = FENorm.l2(V)
+    rng = np.random.default_rng(0)
+    n = V.dof_dset.size
+    y = torch.from_numpy(rng.standard_normal((3, n, 2)))
+    y[0] *= 1e-3  # a sample with a tiny norm
+
+    class Data:
+        def __len__(self) -> int:
+            return 3
+
+        def raw(self, idx):
+            return None, y[torch.as_tensor(idx)]
+
+    loss = ScaledLoss(norm, mean_squared_norm(norm, Data(), block=2))
+
+    def sq(u):
+        f = fd.Function(V)
+        f.dat.data[:] = u.numpy()
+        return fd.assemble(fd.inner(f, f) * fd.dx)
+
+    scale = np.mean([sq(y[k]) for k in range(3)])
+    assert loss.scale == pytest.approx(scale, rel=1e-12)
+    p = y + torch.from_numpy(rng.standard_normal((3, n, 2))) * 0.1
+    expected = np.mean([sq(p[k] - y[k]) for k in range(3)]) / scale
+    assert float(loss(p, y)) == pytest.approx(expected, rel=1e-12)
+    # the tiny sample's error weighs what any other's does (the relative loss: 1000x more)
+    p0 = y.clone().requires_grad_(True)
+    shift = torch.zeros_like(y)
+    shift[:, 0, 0] = 1.0
+    loss(p0 + shift, y).backward()
+    g = p0.grad[:, 0, 0].abs()
+    assert torch.allclose(g, g[1].expand(3), rtol=1e-10)
+    with pytest.raises(ValueError, match="positive finite scale"):
+        ScaledLoss(norm, 0.0)
+    y.zero_()  # all-zero outputs have no scale: a clear error, not a division by zero
+    with pytest.raises(ValueError, match="positive finite mean squared norm"):
+        mean_squared_norm(norm, Data())

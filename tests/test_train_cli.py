@@ -18,7 +18,7 @@ from fe_operators.data import FEDataset, FEFile, split_indices
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.cli.train import main_train
 from fe_operators.train import MODEL_TYPES, ModelType, load_model, read_checkpoint
-from fe_operators.train.losses import relative_loss_for_file
+from fe_operators.train.losses import loss_for_file, relative_loss_for_file
 from test_train_trainer import TINY_MODEL_SOURCE
 
 #: Runs main_train in a fresh process; pauses forever before optimizer step PAUSE_AT_STEP
@@ -98,6 +98,26 @@ def test_fe_loss_is_the_firedrake_norm_of_the_stored_dofs(env):
         got = loss(torch.from_numpy(v), torch.from_numpy(u)).numpy()
         want = [np.sqrt(norm(b - a) / norm(a)) for a, b in zip(fu, fv, strict=True)]
         assert np.allclose(got, want, rtol=1e-12, atol=0)
+
+
+def test_scaled_l2_training_loss_through_the_run(env, tmp_path, tiny_builder, capsys):
+    """train.loss scaled_l2: the run trains on the squared L2 error over the training split's mean squared
+    L2 norm (a zero prediction of the train split scores exactly 1), logs it as the validation metric that
+    picks best.pt beside rel_l2; without the train split, or under an unknown name, a clear error."""
+    cfg = write_config(tmp_path / "run.yaml", env / "p4.h5", tmp_path / "run", epochs=1, loss="scaled_l2",
+                       metrics=["rel_l2"])
+    assert main_train(["--config", str(cfg)]) == 0
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(doc["epochs"][0]) >= {"train_loss", "val_scaled_l2", "val_rel_l2"}
+    file = FEFile(env / "p4.h5")
+    train_idx, _, _ = split_indices(file.done, [8 / 12, 2 / 12, 2 / 12], 3)
+    loss = loss_for_file(file, "scaled_l2", FEDataset(env / "p4.h5", train_idx, dtype=torch.float64))
+    _, y = FEDataset(env / "p4.h5", train_idx, dtype=torch.float64).raw(np.arange(len(train_idx)))
+    assert float(loss(torch.zeros_like(y), y)) == pytest.approx(1.0, rel=1e-12)
+    with pytest.raises(ValueError, match="needs the training split"):
+        loss_for_file(file, "scaled_l2")
+    with pytest.raises(ValueError, match="known: rel_l2, rel_h1, scaled_l2"):
+        loss_for_file(file, "mse")
 
 
 def test_run_folder_best_model_and_test_metrics(env, tmp_path, tiny_builder, capsys):

@@ -16,6 +16,7 @@ float32 are promoted.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from fe_operators.errors import SpaceMismatchError
 from fe_operators.sparse.kernels import csr_matmul_rows, csr_quadratic, csr_quadratic_diff
 from fe_operators.fem.assembly import assemble_scipy, mass_matrix, stiffness_matrix
 
-__all__ = ["FENorm", "RelativeLoss"]
+__all__ = ["FENorm", "RelativeLoss", "ScaledLoss"]
 
 
 class _QuadForm(torch.autograd.Function):
@@ -234,3 +235,35 @@ class RelativeLoss(torch.nn.Module):
         if self.reduction == "sum":
             return r.sum()
         return r
+
+
+class ScaledLoss(torch.nn.Module):
+    r"""Squared FE-norm error over a fixed scale: :math:`\frac1B\sum_k \|p_k - t_k\|_A^2 / s`.
+
+    One scale for every sample (``train.loss: scaled_l2`` takes the mean squared norm of the
+    training outputs, :func:`fe_operators.train.losses.loss_for_file`), unlike
+    :class:`RelativeLoss`, which weights each sample's gradient by ``1 / ||t_k||``: on data
+    whose output norms span orders of magnitude (loads sampled down to zero) the smallest
+    targets then dominate, and a fresh model can sit at ``p = 0`` (loss 1) for hundreds of
+    updates; this loss is the mean squared error of the outputs in the FE norm, normalised.
+
+    Parameters
+    ----------
+    norm
+        An :class:`FENorm`.
+    scale
+        The positive scale ``s``.
+
+    Shapes
+    ------
+    pred, target: ``(batch, n_nodes[, ncomp])``; output: scalar.
+    """
+
+    def __init__(self, norm: FENorm, scale: float) -> None:
+        super().__init__()
+        if not float(scale) > 0 or not math.isfinite(float(scale)):
+            raise ValueError(f"expected a positive finite scale, got {scale!r}")
+        self.norm, self.scale = norm, float(scale)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.norm.squared(pred - target).mean() / self.scale

@@ -177,9 +177,12 @@ class TrainSection:
     lr: float = option("Peak learning rate of AdamW.", finite_positive, default=1e-3)
     weight_decay: float = option("AdamW weight decay (decoupled).", non_negative, default=1e-4)
     scheduler: SchedulerSection = option("Learning-rate schedule.", default_factory=SchedulerSection)
-    loss: Literal["rel_l2", "rel_h1"] = option(
+    loss: Literal["rel_l2", "rel_h1", "scaled_l2"] = option(
         "Training loss: mean relative FE-norm error of the decoded (physical) output, in L2 "
-        "(mass matrix) or full H1 (mass + stiffness). Also the validation metric that picks best.pt.",
+        "(mass matrix) or full H1 (mass + stiffness); or scaled_l2, the squared L2 error over the "
+        "training outputs' mean squared L2 norm (one scale for every sample: for outputs whose norms "
+        "span orders of magnitude, where the relative losses let the smallest dominate). Also the "
+        "validation metric that picks best.pt.",
         default="rel_l2")
     metrics: list[Literal["rel_l2", "rel_h1"]] = option(
         "Validation (and test) metrics logged in addition to the loss.", default_factory=lambda: ["rel_l2"])

@@ -15,17 +15,18 @@ so that :math:`u^T A_{\\text{stored}} u` is the FE norm of the stored DOF vector
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from fe_operators.data.h5 import FEFile
 
-__all__ = ["LOSS_NAMES", "fe_norm_for_file", "relative_loss_for_file"]
+__all__ = ["LOSS_NAMES", "fe_norm_for_file", "relative_loss_for_file", "loss_for_file", "mean_squared_norm"]
 
-#: loss/metric name -> the FE norm it measures
-LOSS_NAMES = {"rel_l2": "L2", "rel_h1": "H1"}
+#: loss/metric name -> the FE norm it measures (``scaled_l2``: :class:`~fe_operators.fem.norms.ScaledLoss`,
+#: the squared L2 error over the training outputs' mean squared L2 norm; the others relative errors)
+LOSS_NAMES = {"rel_l2": "L2", "rel_h1": "H1", "scaled_l2": "L2"}
 
 
 def fe_norm_for_file(file: FEFile, kind: Literal["L2", "H1"]) -> "object":
@@ -70,6 +71,58 @@ def relative_loss_for_file(file: FEFile, name: str) -> "object":
     """
     from fe_operators.fem.norms import RelativeLoss
 
-    if name not in LOSS_NAMES:
-        raise ValueError(f"unknown FE loss {name!r}; known: {', '.join(LOSS_NAMES)}")
+    if name not in LOSS_NAMES or not name.startswith("rel_"):
+        raise ValueError(f"unknown relative FE loss {name!r}; known: "
+                         f"{', '.join(n for n in LOSS_NAMES if n.startswith('rel_'))}")
     return RelativeLoss(fe_norm_for_file(file, LOSS_NAMES[name]))
+
+
+def mean_squared_norm(norm: Any, dataset: Any, block: int = 64) -> float:
+    """The mean of ``norm.squared`` over the outputs of ``dataset`` (its physical ``raw`` rows, in blocks).
+
+    Raises
+    ------
+    ValueError
+        An empty dataset, or a mean that is not positive and finite (all-zero or NaN outputs).
+    """
+    total, count = 0.0, 0
+    for start in range(0, len(dataset), block):
+        _, y = dataset.raw(np.arange(start, min(start + block, len(dataset))))
+        total += float(norm.squared(y.double()).sum())
+        count += int(y.shape[0])
+    mean = total / count if count else float("nan")
+    if not (mean > 0 and np.isfinite(mean)):
+        raise ValueError(f"the scaled loss needs training outputs with a positive finite mean squared norm, "
+                         f"got {mean!r} over {count} samples")
+    return mean
+
+
+def loss_for_file(file: FEFile, name: str, train: Any = None) -> "object":
+    """The loss or metric named ``name`` (:data:`LOSS_NAMES`) for the outputs of ``file``.
+
+    Parameters
+    ----------
+    file
+        The dataset file (its output space gives the FE norm).
+    name
+        ``"rel_l2"``, ``"rel_h1"`` (:class:`~fe_operators.fem.norms.RelativeLoss`) or
+        ``"scaled_l2"`` (:class:`~fe_operators.fem.norms.ScaledLoss`, scaled by the mean
+        squared L2 norm of ``train``'s outputs: :func:`mean_squared_norm`).
+    train
+        The training split (:class:`~fe_operators.data.FEDataset`); needed for ``scaled_l2``.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the known ones), or ``scaled_l2`` without ``train``.
+    """
+    from fe_operators.fem.norms import ScaledLoss
+
+    if name != "scaled_l2":
+        if name not in LOSS_NAMES:
+            raise ValueError(f"unknown FE loss {name!r}; known: {', '.join(LOSS_NAMES)}")
+        return relative_loss_for_file(file, name)
+    if train is None:
+        raise ValueError("the scaled_l2 loss needs the training split to fix its scale")
+    norm = fe_norm_for_file(file, LOSS_NAMES[name])
+    return ScaledLoss(norm, mean_squared_norm(norm, train))

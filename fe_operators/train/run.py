@@ -153,10 +153,10 @@ def run_training(cfg: RunConfig, resume: bool = False, problem: str | type | Non
     if cfg.data.normalize_output != "none":
         _, y_norm = datasets[0].fit_normalizers(per=cfg.data.normalize_output)
 
-    from fe_operators.train.losses import relative_loss_for_file
+    from fe_operators.train.losses import loss_for_file
 
     names = [cfg.train.loss] + [m for m in cfg.train.metrics if m != cfg.train.loss]
-    metrics = {name: relative_loss_for_file(file, name) for name in names}
+    metrics = {name: loss_for_file(file, name, datasets[0]) for name in names}
     with user_problem(problem):  # for builders that rebuild the problem from the file
         model = NormalizedModel(build_model(cfg.model, datasets[0]), x_norm, y_norm)
     run_info = {"config": resolved, "dataset": {"path": file.path, "numbering": dict(file.numbering)}}
