@@ -267,9 +267,14 @@ def test_bench_dynamics_smoke(tmp_path, capsys):
     assert spon["div_free_boundary_error"] == 0.0
     assert results["fe_step"]["fe_step_s"] > 0 and results["beam"]["newton_s"] > 0
     assert spon["processor"] == "hierarchical" and spon["options"]["act"] == "relu"  # the default
-    # the GNN on the same (cached) data: the SPON stage alone
-    gnn = main(["--smoke", "--out", str(tmp_path), "--threads", "1", "--stage", "spon", "--spon-processor", "gnn"])
+    # the projection at every step (default): the rollout without it and the step without it beside
+    assert np.isfinite(spon["plain"]["rel_l2_time_avg"]) and 0 < spon["plain_step_s"]
+    assert "SPON (divergence-free at every step): rollout of" in out and "SPON without it: rollout of" in out
+    # the GNN on the same (cached) data: the SPON stage alone, rolled out without the projection
+    gnn = main(["--smoke", "--out", str(tmp_path), "--threads", "1", "--stage", "spon", "--spon-processor", "gnn",
+                "--no-spon-leray-loop"])
     assert gnn["spon"]["processor"] == "gnn" and gnn["spon"]["max_boundary_error"] == 0.0
+    assert "plain" not in gnn["spon"] and "plain_step_s" not in gnn["spon"]
     # its own FE steps: the step ratio without the fe_step stage
     assert gnn["ratios"]["dyn_step_vs_fe_step"] == pytest.approx(gnn["spon"]["step_s"] / gnn["spon"]["fe_step_s"])
 

@@ -75,7 +75,7 @@ returns float64 on the input's device.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -90,7 +90,7 @@ from fe_operators.fem.assembly import assemble_scipy
 from fe_operators.fem.barycentric import alfeld_refine, p2_embedding
 from fe_operators.fem.bcs import DirichletDofs
 
-__all__ = ["LerayProjection", "leray_projection"]
+__all__ = ["LerayProjection", "leray_projection", "leray_state_projection"]
 
 #: ``B_f^T 1`` below this (relative to ``max |B|``): the constant pressure is in the null space
 _NULL_TOL = 1e-10
@@ -439,3 +439,31 @@ def leray_projection(V: fd.FunctionSpace, bcs: fd.DirichletBC | Iterable[fd.Diri
     factor = _SymmetricLU(K, refinement_steps)
     return LerayProjection(space=Vf, embedding=E, fine_of_coarse=fine_of_coarse, constrained=constrained, rhs=R,
                            factor=factor, stiffness=A, divergence=B, pressure_mass=Mq, mass=M, pressure_multiplier=multiplier)
+
+
+def leray_state_projection(P: LerayProjection, start: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A map of flat states whose velocity block (entries ``start`` to ``start + P.n_coarse P.ncomp``,
+    interleaved components) is replaced by ``P.restrict(P(u))``: the divergence-free velocity
+    nearest to it, interpolated back at the original P2 nodes; the rest of the state as it is.
+
+    For :meth:`fe_operators.models.rollout.RolloutSPON.rollout`'s ``project``: a rollout
+    that keeps the divergence-free structure at every step, each step taken from the
+    projected state (the refined-mesh field ``P(u)`` is divergence-free to round-off; its
+    interpolant on the original mesh is close to it, not exactly so).  The Dirichlet values
+    of the block are kept bit for bit (``P`` copies them).
+
+    Shapes
+    ------
+    ``(batch, n_dofs) -> (batch, n_dofs)``.
+    """
+    stop = start + P.n_coarse * P.ncomp
+
+    def project(s: torch.Tensor) -> torch.Tensor:
+        if s.ndim != 2 or s.shape[1] < stop:
+            raise SpaceMismatchError(f"expected flat states (batch, >= {stop}) with the velocity block at "
+                                     f"{start}:{stop}, got {tuple(s.shape)}")
+        out = s.clone()
+        out[:, start:stop] = P.restrict(P(s[:, start:stop])).to(s.dtype)
+        return out
+
+    return project

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -408,7 +408,8 @@ class RolloutSPON(torch.nn.Module):
 
     @torch.no_grad()
     def rollout(self, s0: torch.Tensor, params: torch.Tensor, n_steps: int,
-                boundary: torch.Tensor | None = None) -> torch.Tensor:
+                boundary: torch.Tensor | None = None,
+                project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """All states of a rollout of ``n_steps`` steps from ``s0``: ``(batch, n_steps + 1, n_dofs)``.
 
         Parameters
@@ -424,6 +425,13 @@ class RolloutSPON(torch.nn.Module):
             step (entry 0 unused), e.g. a reference trajectory or
             :meth:`fe_operators.problems.heat.HeatEquation.boundary_values`; default: the
             data of ``s0`` at every step (time-independent data).
+        project
+            A structure kept at every step: applied to each new state before the next step
+            is taken from it, ``(batch, n_dofs) -> (batch, n_dofs)`` float64, e.g. the Leray
+            projection of the velocity block
+            (:func:`fe_operators.fem.leray.leray_state_projection`); the Dirichlet
+            entries are set to the step's data again after it, so they stay exact whatever
+            it does.  Default: none.
         """
         with self.inference():
             s, params = self._check(s0, params)
@@ -434,7 +442,10 @@ class RolloutSPON(torch.nn.Module):
                                              f"{s.shape[1]}), got {tuple(boundary.shape)}")
             out = [s]
             for j in range(1, int(n_steps) + 1):
-                s = self.step(s, params, None if boundary is None else boundary[:, j])
+                g = None if boundary is None else boundary[:, j]
+                s = self.step(s, params, g)
+                if project is not None:
+                    s = torch.where(self.layout.mask, s if g is None else g, project(s))
                 out.append(s)
             return torch.stack(out, dim=1)
 
