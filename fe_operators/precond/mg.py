@@ -441,8 +441,9 @@ class _LearnedMGBase:
 
     def _timed_mg_setup(self, coarse_seconds: float | None) -> None:
         """``mg.setUp()``, and :attr:`setup_breakdown` of this set-up: the smoothers' row features
-        and network, the coarse operators (when given), and the rest of the PCMG set-up, which
-        is the coarse LU factorisation (and PETSc's work vectors)."""
+        and network (one compiled pass on one process, counted as the network), the coarse
+        operators (when given), and the rest of the PCMG set-up, which is the coarse LU
+        factorisation (and PETSc's work vectors)."""
         def spent() -> tuple[float, float]:
             return (sum(s.feature_seconds_total for s in self.smoothers),
                     sum(s.network_seconds_total for s in self.smoothers))

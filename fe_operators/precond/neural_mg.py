@@ -71,7 +71,9 @@ class NeuralMG(_LearnedMGBase, PCBase):
     smoothers
         The level smoothers' contexts (finest first).
     setup_breakdown
-        Seconds of the last set-up's parts: ``features``, ``network`` (the smoothers),
+        Seconds of the last set-up's parts: ``features``, ``network`` (the smoothers; on one
+        process the features are computed inside the network's compiled pass,
+        :func:`~fe_operators.precond.smoother.fused_multipliers`, and counted there: 0 s),
         ``coarse operators`` (the Galerkin products, or the coefficients' averages and the
         coarse assemblies), ``LU`` (the rest of the PCMG set-up: the coarse
         factorisation); :attr:`setup_seconds` is the whole.
