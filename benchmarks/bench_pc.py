@@ -213,11 +213,6 @@ def train_cached(config: dict[str, Any], out: Path, name: str, retrain: bool) ->
     return path
 
 
-def _sweeps_name(sweeps: int) -> str:
-    """The configuration name of the NeuralMG trained for ``sweeps`` (not the default ``neural_mg``)."""
-    return f"neural_mg_{sweeps}sweep" + ("s" if sweeps > 1 else "")
-
-
 def hypre_line() -> str:
     from petsc4py import PETSc
 
@@ -334,8 +329,15 @@ class Bench:
         """A configuration per :data:`NEURAL_MG_SWEEPS` count other than ``neural_mg``'s own."""
         base = self.configs["neural_mg"]
         for sweeps in NEURAL_MG_SWEEPS:
-            if sweeps != base["smoother"]["sweeps"]:
-                self.configs[_sweeps_name(sweeps)] = {**base, "smoother": {**base["smoother"], "sweeps": sweeps}}
+            name = self.sweeps_config(sweeps)
+            if name not in self.configs:
+                self.configs[name] = {**base, "smoother": {**base["smoother"], "sweeps": sweeps}}
+
+    def sweeps_config(self, sweeps: int) -> str:
+        """The configuration name of the NeuralMG trained for ``sweeps`` (``neural_mg`` for its own count)."""
+        if sweeps == self.configs["neural_mg"]["smoother"]["sweeps"]:
+            return "neural_mg"
+        return f"neural_mg_{sweeps}sweep" + ("s" if sweeps > 1 else "")
 
     def model(self, name: str) -> str:
         """The checkpoint of a configuration of :attr:`configs`, trained (or read from the cache) on first use."""
@@ -400,7 +402,7 @@ class Bench:
 
         timings = {}
         for sweeps in NEURAL_MG_SWEEPS:
-            name = "neural_mg" if sweeps == self.configs["neural_mg"]["smoother"]["sweeps"] else _sweeps_name(sweeps)
+            name = self.sweeps_config(sweeps)
             rows, _ = evaluate_preconditioners(spec, ["neural_mg"], models={"neural_mg": self.model(name)}, **self.kw)
             r = rows[0]
             timings[name] = _total(r) if r.converged else float("inf")

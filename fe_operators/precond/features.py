@@ -37,7 +37,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["FEATURE_NAMES", "RowFeatures", "row_feature_values", "row_parts", "row_features", "serial_row_features",
+__all__ = ["FEATURE_NAMES", "RowFeatures", "row_feature_values", "checked_csr", "row_parts", "row_features", "serial_row_features",
            "csr_row_features", "petsc_row_features"]
 
 #: names of the feature columns, in order (stored with trained models, checked on load)
@@ -179,6 +179,21 @@ def _arrays(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> tuple:
     return np.ascontiguousarray(indptr), np.ascontiguousarray(indices), np.ascontiguousarray(data, dtype=np.float64)
 
 
+def checked_csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row_start: int = 0) -> tuple:
+    """``(indptr, indices, data, d)``: the CSR arrays as the compiled passes take them and the
+    diagonal ``d`` of the local rows (global columns), checked positive.
+
+    Raises
+    ------
+    ValueError
+        A diagonal entry that is not positive (the matrix is not SPD).
+    """
+    indptr, indices, data = _arrays(indptr, indices, data)
+    d = _diagonal(indptr, indices, data, int(row_start))
+    _check_diagonal(d, row_start)
+    return indptr, indices, data, d
+
+
 def row_parts(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
               row_start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(diagonal, off-diagonal abs sum, decoupled)`` of local CSR rows (global columns).
@@ -215,9 +230,7 @@ def row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, scal
     ValueError
         A non-positive diagonal entry.
     """
-    indptr, indices, data = _arrays(indptr, indices, data)
-    d = _diagonal(indptr, indices, data, int(row_start))
-    _check_diagonal(d, row_start)
+    indptr, indices, data, d = checked_csr(indptr, indices, data, row_start)
     values = _feature_array(d.shape[0], dtype)
     abs_row_sum, decoupled = _fill_features(indptr, indices, data, int(row_start), d,
                                             np.ascontiguousarray(scaled_row_sum, dtype=np.float64), np.zeros(0),
@@ -238,9 +251,7 @@ def serial_row_features(indptr: np.ndarray, indices: np.ndarray, data: np.ndarra
     ValueError
         A non-positive diagonal entry.
     """
-    indptr, indices, data = _arrays(indptr, indices, data)
-    d = _diagonal(indptr, indices, data, 0)
-    _check_diagonal(d, 0)
+    indptr, indices, data, d = checked_csr(indptr, indices, data)
     values = _feature_array(d.shape[0], dtype)
     abs_row_sum, decoupled = _fill_features(indptr, indices, data, 0, d, np.zeros(0), 1.0 / np.sqrt(d), values)
     return RowFeatures(values, d, abs_row_sum, decoupled)

@@ -62,7 +62,8 @@ import torch
 from fe_operators.models.layers.mlp import ACTIVATIONS, MLP
 from fe_operators.precond.base import options_prefix, resolve_model
 from fe_operators.errors import PreconditionerSetupError
-from fe_operators.precond.features import FEATURE_NAMES, RowFeatures, petsc_row_features, row_feature_values
+from fe_operators.precond.features import (FEATURE_NAMES, RowFeatures, checked_csr, petsc_row_features,
+                                           row_feature_values)
 from fe_operators.sparse.petsc import seqaij_csr
 
 __all__ = ["SmootherNet", "smoother_multipliers", "fused_multipliers", "multipliers_torch", "LearnedJacobi",
@@ -344,15 +345,11 @@ def fused_multipliers(net: torch.nn.Module, indptr: np.ndarray, indices: np.ndar
     ValueError
         A non-positive diagonal entry.
     """
-    from fe_operators.precond.features import _arrays, _check_diagonal, _diagonal
-
     compiled = _compiled_mlp(net)
-    if compiled is None or len(FEATURE_NAMES) != 6:
+    if compiled is None:
         return None
     params, sizes, act = compiled
-    indptr, indices, data = _arrays(indptr, indices, data)
-    d = _diagonal(indptr, indices, data, 0)
-    _check_diagonal(d, 0)
+    indptr, indices, data, d = checked_csr(indptr, indices, data)
     return int(_fused_multipliers(indptr, indices, data, d, params, sizes, act, S_MARGIN, out))
 
 
@@ -461,16 +458,15 @@ class LearnedJacobi:
         try:
             # one process: features and network in one compiled pass (counted as the network)
             fallback = None if view is None else fused_multipliers(self.net, *view, self.multipliers.array)
-            if fallback is None:
+            if fallback is None:  # several processes, or a network the compiled pass does not run
                 feats = petsc_row_features(P, _NUMPY_DTYPES[INFERENCE_DTYPE])
+                t2 = time.perf_counter()
+                self.feature_seconds_total += t2 - t1
+                t1 = t2
+                m, fallback = smoother_multipliers(self.net, feats)
+                self.multipliers.array[:] = m
         except ValueError as exc:
             raise PreconditionerSetupError(self.name, str(exc)) from None
-        t2 = time.perf_counter()
-        if fallback is None:
-            m, fallback = smoother_multipliers(self.net, feats)
-            self.multipliers.array[:] = m
-            self.feature_seconds_total += t2 - t1
-            t1 = t2
         self.network_seconds_total += time.perf_counter() - t1
         self.fallback_rows = fallback
         self.rows = P.getLocalSize()[0]
