@@ -377,7 +377,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"resolution": args.resolution, "dt": 1 / 400, "train_range": (80.0, 200.0), "n_train": 24,
             "test_range": (85.0, 195.0), "n_test": 6, "n_steps": 700, "train_horizon": 380, "spinup": 800,
             "mgn": MGNConfig(), "spon": SPON_OPTIONS, "unroll": 4, "noise": 0.05,
-            "pushforward": 0, "pushforward_curriculum": False,
+            "pushforward": 4, "pushforward_curriculum": False,
             "beam_mesh": DEFAULT_MESH, "beam_counts": (80, 10, 20)}
 
 
@@ -583,7 +583,8 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     processor, options = spon_processor(args, s)
     model, result = train_rollout(problem, train_h, None, run_dir, processor=processor, options=options,
                                   unroll=s["unroll"], noise_std=s["noise"], pushforward=s["pushforward"],
-                                  pushforward_curriculum=s["pushforward_curriculum"], settings=settings)
+                                  pushforward_curriculum=s["pushforward_curriculum"], settings=settings,
+                                  diagnostic=problem.diagnostic_fields if args.spon_diagnostic_pressure else ())
     train_s = time.perf_counter() - t0
     cost = getattr(model.spon.processor, "cost_report", None)
     if cost is not None:
@@ -755,7 +756,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "printed beside it")
     p.add_argument("--spon-pushforward", type=int, default=None, metavar="M",
                    help="pushforward trick of the rollout SPON: each batch first unrolls m ~ U{0..M} steps without "
-                        "gradient (default 0: off)")
+                        "gradient (default 4; 0: off)")
+    p.add_argument("--spon-diagnostic-pressure", action="store_true",
+                   help="the rollout SPON predicts the pressure from the velocity instead of evolving it "
+                        "(rollout_spon_for_problem's diagnostic; default off: measured worse)")
     p.add_argument("--spon-pushforward-curriculum", action="store_true",
                    help="grow the rollout SPON's largest pushforward m from 0 to M over the budget")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")

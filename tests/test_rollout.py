@@ -188,7 +188,7 @@ def test_mixed_state_layout_and_ns_rollout_exact_velocity():
     assert layout.channels == 3 and [f["mapped"] for f in layout.fields] == [False, True]
     s = torch.from_numpy(s0)[None]
     assert torch.equal(layout.from_nodes(layout.to_nodes(s)), s)  # pressure vertices are P2 nodes
-    n_u = problem.velocity_space.dof_count * 2
+    n_u = problem.velocity_space.dof_dset.size * 2
     assert bool(layout.mask[:n_u].any()) and not bool(layout.mask[n_u:].any())
     pred = model.rollout(s, torch.tensor([[100.0]]), 3)
     assert torch.equal(pred[:, :, layout.mask], s[:, None, layout.mask].expand(-1, 4, -1))
@@ -198,6 +198,52 @@ def test_mixed_state_layout_and_ns_rollout_exact_velocity():
     u = problem.stokes_state(params).subfunctions[0]
     assert float(norms[1](s)) == pytest.approx(float(fd.norm(u)), rel=1e-12)
     assert float(norms[0](s)) > float(norms[1](s))
+
+
+def test_diagnostic_pressure_is_predicted_not_evolved():
+    """Navier–Stokes declares its pressure diagnostic; with ``diagnostic=problem.diagnostic_fields``
+    the network reads the velocity only (2 state channels), the new pressure is the network's value
+    whatever the old pressure was (changing it changes nothing of the step), the velocity is the old
+    one plus the increment, and the increment's pressure part is the new value minus the old; the
+    default evolves both (3 state channels, the old pressure read)."""
+    from fe_operators.io import load_mesh
+    from fe_operators.problems.navier_stokes import NavierStokesCylinder
+
+    problem = NavierStokesCylinder(load_mesh("channel_cylinder"))
+    assert problem.diagnostic_fields == (1,)
+    params = {"Re": 100.0}
+    s = torch.from_numpy(problem.state_to_array(problem.stokes_state(params)))[None]
+    re = torch.tensor([[100.0]])
+    n_u = problem.velocity_space.dof_dset.size * 2
+    torch.manual_seed(0)
+    model = rollout_spon_for_problem(problem, "gnn", params=params, diagnostic=problem.diagnostic_fields,
+                                     width=8, depth=2, latent_cells=0)
+    assert [f.ncomp for f in model.spon.encoder.fields] == [2, 1]
+    assert [f["diagnostic"] for f in model.layout.fields] == [False, True]
+    model.fit_normalizers(torch.stack([s, 1.1 * s], dim=1), re)
+    other = s.clone()
+    other[:, n_u:] += torch.randn(other[:, n_u:].shape, dtype=torch.float64)
+    with torch.no_grad():
+        new, new_other = model.step(s, re), model.step(other, re)
+        delta = model.increment(s, re)
+    assert torch.equal(new, new_other)
+    assert float((new[:, n_u:] - s[:, n_u:]).abs().max()) > 1e-6
+    free_u = ~model.layout.mask[:n_u]
+    assert torch.equal(new[:, :n_u][:, free_u], (s + delta)[:, :n_u][:, free_u])
+    torch.testing.assert_close(new[:, n_u:], (s + delta)[:, n_u:], rtol=1e-14, atol=1e-14)
+    assert torch.equal(new[:, model.layout.mask], s[:, model.layout.mask])
+    evolved = rollout_spon_for_problem(problem, "gnn", params=params, width=8, depth=2, latent_cells=0)
+    assert [f.ncomp for f in evolved.spon.encoder.fields] == [3, 1]
+    with torch.no_grad():
+        assert not torch.equal(evolved.step(s, re), evolved.step(other, re))
+    restored = RolloutSPON.from_config(json.loads(json.dumps(model.config)))
+    restored.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(restored.step(s, re), new)
+    with pytest.raises(ValueError, match="out of range"):
+        state_layout(problem.state_space, (), diagnostic=(2,))
+    with pytest.raises(ValueError, match="at least one evolved"):
+        state_layout(problem.state_space, (), diagnostic=(0, 1))
 
 
 def test_rollout_with_the_leray_projection_at_every_step():
@@ -215,7 +261,7 @@ def test_rollout_with_the_leray_projection_at_every_step():
     torch.manual_seed(0)
     model = rollout_spon_for_problem(problem, "gnn", params=params, width=8, depth=2, latent_cells=0)
     mask = model.layout.mask
-    n_u = problem.velocity_space.dof_count * 2
+    n_u = problem.velocity_space.dof_dset.size * 2
     P = leray_projection(problem.velocity_space, np.flatnonzero(mask[:n_u].numpy()))
     project = leray_state_projection(P)
     re = torch.tensor([[100.0]])

@@ -19,6 +19,23 @@ interpolation at its own nodes (the ``CG1`` nodes are ``CG2`` nodes: a selection
 increment is added to the state in its own layout, so a state is never round-tripped
 through the node representation.
 
+*Diagnostic* fields (``StateLayout`` field ``diagnostic``) are the exception to the
+increment: fields that the equations do not evolve but determine from the others at each
+time, such as the pressure of incompressible flow (the Lagrange multiplier of
+``div u = 0``: no time derivative of ``p`` appears).  For them the network predicts the
+*value* at ``n + 1`` and does not read the field at all:
+
+.. math::
+
+    s_{n+1} = \mathcal{B}_{n+1}\big(e_{n+1},\ d_{n+1}\big), \qquad
+    e_{n+1} = e_n + \Delta_\theta(e_n, \mu)_e, \quad d_{n+1} = \Delta_\theta(e_n, \mu)_d,
+
+``e`` the evolved fields and ``d`` the diagnostic ones.  An increment of the pressure
+would integrate its errors over the rollout (nothing pulls ``p`` back to the velocity it
+belongs to), and feeding ``p`` back as an input would let them steer the velocity;
+predicted from the velocity alone, the pressure's error at a step is that of one
+prediction, whatever the rollout's length.
+
 Units: states, increments and parameters are normalised per channel by
 :class:`~fe_operators.models.normalized.UnitGaussianNormalizer` buffers of the model
 (:meth:`RolloutSPON.fit_normalizers`); inputs and outputs of the model are physical.
@@ -70,7 +87,8 @@ class StateLayout(_ResizingBuffers):
         One dict per sub-space of the state, in the state's order: ``offset`` (first
         flat DOF), ``n_nodes`` (its scalar nodes), ``ncomp`` (components, interleaved per
         node), ``channel`` (its first channel on the nodes), ``mapped`` (whether it is
-        interpolated onto the nodes).
+        interpolated onto the nodes), optionally ``diagnostic`` (predicted, not evolved, and
+        not an input: see the module docstring; default False).
     n_nodes
         Nodes ``n`` of the network.
     mask
@@ -89,7 +107,8 @@ class StateLayout(_ResizingBuffers):
                  maps: Sequence[Mapping[str, Sequence[torch.Tensor]] | None] | None = None) -> None:
         super().__init__()
         self.fields = [dict(offset=int(f["offset"]), n_nodes=int(f["n_nodes"]), ncomp=int(f["ncomp"]),
-                            channel=int(f["channel"]), mapped=bool(f["mapped"])) for f in fields]
+                            channel=int(f["channel"]), mapped=bool(f["mapped"]),
+                            diagnostic=bool(f.get("diagnostic", False))) for f in fields]
         self.n_nodes = int(n_nodes)
         self.n_dofs = sum(f["n_nodes"] * f["ncomp"] for f in self.fields)
         self.channels = sum(f["ncomp"] for f in self.fields)
@@ -103,6 +122,13 @@ class StateLayout(_ResizingBuffers):
             raise SpaceMismatchError(f"expected a Dirichlet mask of shape ({self.n_dofs},), got {tuple(self.mask.shape)}")
         channel = torch.cat([torch.arange(f["ncomp"]).repeat(f["n_nodes"]) + f["channel"] for f in self.fields])
         self.register_buffer("dof_channel", channel)  # the channel of each flat DOF
+        if all(f["diagnostic"] for f in self.fields):
+            raise ValueError("a state needs at least one evolved (not diagnostic) field")
+        # derived from the fields (not stored: checkpoints written before diagnostic fields load)
+        diagnostic = torch.tensor([f["diagnostic"] for f in self.fields for _ in range(f["ncomp"])], dtype=torch.bool)
+        self.register_buffer("channel_diagnostic", diagnostic, persistent=False)
+        self.register_buffer("dof_diagnostic", diagnostic[channel], persistent=False)
+        self.register_buffer("input_channels", torch.nonzero(~diagnostic).reshape(-1), persistent=False)
         for i, f in enumerate(self.fields):
             if not f["mapped"]:
                 continue
@@ -119,6 +145,16 @@ class StateLayout(_ResizingBuffers):
         """JSON-able structure (the maps and the mask travel in the ``state_dict``)."""
         return {"fields": [dict(f) for f in self.fields], "n_nodes": self.n_nodes}
 
+    @property
+    def n_inputs(self) -> int:
+        """Channels the network reads: those of the evolved fields."""
+        return int(self.input_channels.numel())
+
+    @property
+    def has_diagnostic(self) -> bool:
+        """Whether some field is diagnostic (predicted, not evolved)."""
+        return any(f["diagnostic"] for f in self.fields)
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "StateLayout":
         """A layout with placeholder maps and mask; ``load_state_dict`` fills them."""
@@ -134,11 +170,16 @@ class StateLayout(_ResizingBuffers):
         out = x.new_zeros(n_rows, x.shape[0], x.shape[2])
         return out.index_add_(0, rows, xn.index_select(0, cols) * vals[:, None, None]).transpose(0, 1)
 
-    def to_nodes(self, s: torch.Tensor) -> torch.Tensor:
-        """Channels on the nodes of a batch of flat states (float64 in, float64 out)."""
+    def to_nodes(self, s: torch.Tensor, evolved: bool = False) -> torch.Tensor:
+        """Channels on the nodes of a batch of flat states (float64 in, float64 out).
+
+        ``evolved``: only the evolved fields' channels (the network's input), in their order.
+        """
         self.check(s)
         parts = []
         for i, f in enumerate(self.fields):
+            if evolved and f["diagnostic"]:
+                continue
             block = s[:, f["offset"]:f["offset"] + f["n_nodes"] * f["ncomp"]].reshape(s.shape[0], f["n_nodes"],
                                                                                         f["ncomp"])
             parts.append(self._map(i, "embed", block, self.n_nodes) if f["mapped"] else block)
@@ -206,9 +247,11 @@ class RolloutSPON(torch.nn.Module):
             raise TypeError(f"expected a SPON, got {type(spon).__name__}")
         C, P = layout.channels, len(param_names)
         widths = [f.ncomp for f in spon.encoder.fields]
-        if widths != [C, P] or spon.output_ncomp != C or spon.output_scalar or spon.lifting_inputs:
+        C_in = layout.n_inputs
+        if widths != [C_in, P] or spon.output_ncomp != C or spon.output_scalar or spon.lifting_inputs:
             raise SpaceMismatchError(
-                f"the SPON of a rollout takes inputs ('state', {C}) and ('params', {P}) and outputs {C} components "
+                f"the SPON of a rollout takes inputs ('state', {C_in}) (the evolved fields' channels) and "
+                f"('params', {P}) and outputs {C} components "
                 f"(output_scalar False, fixed zero Dirichlet data); got inputs {widths}, {spon.output_ncomp} "
                 f"components, output_scalar {spon.output_scalar}, lifting_inputs {list(spon.lifting_inputs)}")
         if not (noise_std >= 0):
@@ -285,17 +328,37 @@ class RolloutSPON(torch.nn.Module):
                                      f"(columns {list(self.param_names)}), got {tuple(params.shape)}")
         return s, params
 
-    def _raw_increment(self, s: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """The network's physical increment, float64; its Dirichlet entries are not zeroed."""
-        nodes = self.state_normalizer.encode(self.layout.to_nodes(s))
+    def _raw_output(self, s: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The network's physical output, float64: the increment on evolved DOFs, the new value on
+        diagnostic ones; its Dirichlet entries are not zeroed."""
+        layout = self.layout
+        nodes = layout.to_nodes(s, evolved=True)
+        norm = self.state_normalizer
+        if layout.has_diagnostic:  # the evolved channels' statistics
+            idx = layout.input_channels
+            nodes = (nodes - norm.mean[idx].to(nodes)) / (norm.std[idx].to(nodes) + norm.eps.to(nodes))
+        else:
+            nodes = norm.encode(nodes)
         p = self.param_normalizer.encode(params)
         x = torch.cat([nodes, p[:, None, :].expand(-1, nodes.shape[1], -1)], dim=2)
         z = self.spon(x)
-        return self.layout.from_nodes(self.delta_normalizer.decode(z))
+        out = self.delta_normalizer.decode(z)
+        if layout.has_diagnostic:
+            out = torch.where(layout.channel_diagnostic, self.state_normalizer.decode(z), out)
+        return layout.from_nodes(out)
+
+    def _new_state(self, s: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The state the network's output makes of ``s`` (before the Dirichlet data)."""
+        new = s + out
+        return torch.where(self.layout.dof_diagnostic, out, new) if self.layout.has_diagnostic else new
 
     def increment(self, s: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """``Δ_θ(s, μ)``: the physical increment of flat states, zero on the Dirichlet DOFs, float64."""
-        delta = self._raw_increment(s, params)
+        """``Δ_θ(s, μ)``: the physical increment of flat states, zero on the Dirichlet DOFs, float64.
+
+        On diagnostic fields it is the predicted value minus the given one, so that
+        ``s + increment`` is the step before the Dirichlet data in every case.
+        """
+        delta = self._new_state(s, self._raw_output(s, params)) - s
         return torch.where(self.layout.mask, torch.zeros((), dtype=delta.dtype, device=delta.device), delta)
 
     def step(self, s: torch.Tensor, params: torch.Tensor, boundary: torch.Tensor | None = None) -> torch.Tensor:
@@ -321,7 +384,7 @@ class RolloutSPON(torch.nn.Module):
 
     def _step(self, s: torch.Tensor, params: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         # the Dirichlet entries of s + Δ are overwritten here: no need to zero Δ's first (same states)
-        return torch.where(self.layout.mask, g, s + self._raw_increment(s, params))
+        return torch.where(self.layout.mask, g, self._new_state(s, self._raw_output(s, params)))
 
     def _traced_step(self, s: torch.Tensor, params: torch.Tensor, g: torch.Tensor) -> Any:
         """The step traced and frozen for these shapes (inside :meth:`inference`), or None where it differs.
@@ -353,7 +416,8 @@ class RolloutSPON(torch.nn.Module):
             return s
         std = (self.state_normalizer.std + self.state_normalizer.eps)[self.layout.dof_channel] * self.noise_std
         noise = torch.randn(s.shape, dtype=s.dtype, device=s.device) * std.to(s.dtype)
-        return torch.where(self.layout.mask, s, s + noise)
+        keep = self.layout.mask | self.layout.dof_diagnostic  # diagnostic fields are not read
+        return torch.where(keep, s, s + noise)
 
     def forward(self, x: Mapping[str, torch.Tensor], noise: bool | None = None) -> torch.Tensor:
         """Unroll ``k`` steps from ``x["state"]``: ``(batch, k, n_dofs)``.

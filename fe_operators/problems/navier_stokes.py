@@ -214,6 +214,7 @@ class NavierStokesCylinder(TimeDependentProblem):
 
     name = "navier_stokes"
     history = 1
+    diagnostic_fields = (1,)  # the pressure: determined by the velocity (rollouts predict it)
 
     def __init__(
         self,

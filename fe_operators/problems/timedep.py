@@ -79,6 +79,11 @@ class TimeDependentProblem(abc.ABC):
     #: number of states before the current one that :meth:`step` uses (0: one-step)
     history: int = 0
 
+    #: indices of the state's sub-spaces that the equations determine at each time rather
+    #: than evolve (no time derivative: the pressure of incompressible flow); rollout
+    #: surrogates predict them from the evolved fields (:mod:`fe_operators.models.rollout`)
+    diagnostic_fields: tuple[int, ...] = ()
+
     def __init__(self, mesh: fd.MeshGeometry, dt: float, **params: Any) -> None:
         dt = float(dt)
         if not (math.isfinite(dt) and dt > 0):
