@@ -192,6 +192,11 @@ def test_stream_form_equals_the_saddle_point_form(square, channel):
         assert compatible == [True, True, False]
         v, ref = P(u), Q(u)
         assert float((v - ref).abs().max()) <= 1e-8 * float(ref.abs().max())
+        # the rollout's path: the values at the original nodes without the refined field
+        with torch.no_grad():
+            nodes = P.at_nodes(u)
+        assert float((nodes - P.restrict(v)).abs().max()) <= 1e-12 * float(v.abs().max())
+        assert torch.equal(nodes[:, dofs.constrained], u[:, dofs.constrained])
         assert torch.equal(v[:, P.constrained], ref[:, P.constrained])
         if not P.pressure_multiplier:
             assert (P.divergence_ratio(v) <= DIV_TOL).all()

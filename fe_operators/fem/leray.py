@@ -258,6 +258,22 @@ class LerayProjection:
         out = x[:, torch.as_tensor(self.fine_of_coarse, device=x.device)]
         return out if flat else out.reshape(out.shape[0], self.n_coarse, self.ncomp)
 
+    def at_nodes(self, u: torch.Tensor) -> torch.Tensor:
+        """``restrict(P(u))``: the divergence-free velocity's values at the original P2 nodes.
+
+        Without gradients and with the stream form, computed without forming the refined
+        field (:meth:`StreamSolver.forward_at_nodes
+        <fe_operators.fem.leray_stream.StreamSolver.forward_at_nodes>`): the step of a
+        rollout that keeps the structure (:func:`leray_state_projection`).  Float64 output.
+        """
+        if self.stream is None or (torch.is_grad_enabled() and u.requires_grad):
+            return self.restrict(self(u))
+        x, flat = self._flat(u, self.n_coarse, "original-mesh velocities")
+        X = np.ascontiguousarray(x.detach().to("cpu", torch.float64).numpy().T)
+        out = self.stream.forward_at_nodes(X, self.embedding, self.fine_of_coarse)
+        v = torch.from_numpy(np.ascontiguousarray(out.T)).to(u.device)
+        return v if flat else v.reshape(v.shape[0], self.n_coarse, self.ncomp)
+
     def divergence_ratio(self, v: torch.Tensor | np.ndarray) -> np.ndarray:
         """``‖div v‖_L2 / ‖∇v‖_L2`` of refined velocities, per sample, ``(batch,)`` (exact quadrature).
 
@@ -494,7 +510,7 @@ def leray_state_projection(P: LerayProjection, start: int = 0) -> Callable[[torc
             raise SpaceMismatchError(f"expected flat states (batch, >= {stop}) with the velocity block at "
                                      f"{start}:{stop}, got {tuple(s.shape)}")
         out = s.clone()
-        out[:, start:stop] = P.restrict(P(s[:, start:stop])).to(s.dtype)
+        out[:, start:stop] = P.at_nodes(s[:, start:stop]).to(s.dtype)
         return out
 
     return project
