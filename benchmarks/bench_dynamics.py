@@ -584,7 +584,8 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     model, result = train_rollout(problem, train_h, None, run_dir, processor=processor, options=options,
                                   unroll=s["unroll"], noise_std=s["noise"], pushforward=s["pushforward"],
                                   pushforward_curriculum=s["pushforward_curriculum"], settings=settings,
-                                  diagnostic=problem.diagnostic_fields if args.spon_diagnostic_pressure else ())
+                                  diagnostic=problem.diagnostic_fields if args.spon_diagnostic_pressure else (),
+                                  read_diagnostic=args.spon_read_diagnostic)
     train_s = time.perf_counter() - t0
     cost = getattr(model.spon.processor, "cost_report", None)
     if cost is not None:
@@ -760,6 +761,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spon-diagnostic-pressure", action="store_true",
                    help="the rollout SPON predicts the pressure from the velocity instead of evolving it "
                         "(rollout_spon_for_problem's diagnostic; default off: measured worse)")
+    p.add_argument("--spon-read-diagnostic", action="store_true",
+                   help="with --spon-diagnostic-pressure: the network still reads the pressure")
     p.add_argument("--spon-pushforward-curriculum", action="store_true",
                    help="grow the rollout SPON's largest pushforward m from 0 to M over the budget")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")

@@ -14,7 +14,7 @@ import firedrake as fd
 from fe_operators.errors import SpaceMismatchError
 from fe_operators.data.trajectories import TrajectoryData
 from fe_operators.fem.norms import RelativeLoss
-from fe_operators.models.rollout import RolloutSPON
+from fe_operators.models.rollout import RolloutSPON, StateLayout
 from fe_operators.models.rollout_build import rollout_spon_for_problem, state_layout
 from fe_operators.problems.heat import HeatEquation
 from fe_operators.train import TrainSection
@@ -236,6 +236,17 @@ def test_diagnostic_pressure_is_predicted_not_evolved():
     assert [f.ncomp for f in evolved.spon.encoder.fields] == [3, 1]
     with torch.no_grad():
         assert not torch.equal(evolved.step(s, re), evolved.step(other, re))
+    read = rollout_spon_for_problem(problem, "gnn", params=params, diagnostic=(1,), read_diagnostic=True, width=8,
+                                    depth=2, latent_cells=0)
+    assert [f.ncomp for f in read.spon.encoder.fields] == [3, 1] and read.layout.fields[1]["read"]
+    read.fit_normalizers(torch.stack([s, 1.1 * s], dim=1), re)
+    with torch.no_grad():
+        assert not torch.equal(read.step(s, re), read.step(other, re))  # the old pressure is read
+        # ... but not integrated: the new pressure is the network's value, whatever the old one
+        z = read._raw_output(s, re)
+        assert torch.equal(read.step(s, re)[:, n_u:], z[:, n_u:])
+    with pytest.raises(ValueError, match="evolved field must be read"):
+        StateLayout([dict(offset=0, n_nodes=4, ncomp=1, channel=0, mapped=False, read=False)], 4)
     restored = RolloutSPON.from_config(json.loads(json.dumps(model.config)))
     restored.load_state_dict(model.state_dict())
     with torch.no_grad():

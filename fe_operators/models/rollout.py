@@ -87,8 +87,9 @@ class StateLayout(_ResizingBuffers):
         One dict per sub-space of the state, in the state's order: ``offset`` (first
         flat DOF), ``n_nodes`` (its scalar nodes), ``ncomp`` (components, interleaved per
         node), ``channel`` (its first channel on the nodes), ``mapped`` (whether it is
-        interpolated onto the nodes), optionally ``diagnostic`` (predicted, not evolved, and
-        not an input: see the module docstring; default False).
+        interpolated onto the nodes), optionally ``diagnostic`` (predicted, not evolved: see
+        the module docstring; default False) and ``read`` (whether the network reads it;
+        default: unless diagnostic; evolved fields are always read).
     n_nodes
         Nodes ``n`` of the network.
     mask
@@ -108,7 +109,8 @@ class StateLayout(_ResizingBuffers):
         super().__init__()
         self.fields = [dict(offset=int(f["offset"]), n_nodes=int(f["n_nodes"]), ncomp=int(f["ncomp"]),
                             channel=int(f["channel"]), mapped=bool(f["mapped"]),
-                            diagnostic=bool(f.get("diagnostic", False))) for f in fields]
+                            diagnostic=bool(f.get("diagnostic", False)),
+                            read=bool(f.get("read", not f.get("diagnostic", False)))) for f in fields]
         self.n_nodes = int(n_nodes)
         self.n_dofs = sum(f["n_nodes"] * f["ncomp"] for f in self.fields)
         self.channels = sum(f["ncomp"] for f in self.fields)
@@ -124,11 +126,15 @@ class StateLayout(_ResizingBuffers):
         self.register_buffer("dof_channel", channel)  # the channel of each flat DOF
         if all(f["diagnostic"] for f in self.fields):
             raise ValueError("a state needs at least one evolved (not diagnostic) field")
+        if any(not f["diagnostic"] and not f["read"] for f in self.fields):
+            raise ValueError("an evolved field must be read (its increment is taken from it)")
         # derived from the fields (not stored: checkpoints written before diagnostic fields load)
         diagnostic = torch.tensor([f["diagnostic"] for f in self.fields for _ in range(f["ncomp"])], dtype=torch.bool)
         self.register_buffer("channel_diagnostic", diagnostic, persistent=False)
         self.register_buffer("dof_diagnostic", diagnostic[channel], persistent=False)
-        self.register_buffer("input_channels", torch.nonzero(~diagnostic).reshape(-1), persistent=False)
+        read = torch.tensor([f["read"] for f in self.fields for _ in range(f["ncomp"])], dtype=torch.bool)
+        self.register_buffer("input_channels", torch.nonzero(read).reshape(-1), persistent=False)
+        self.register_buffer("dof_unread", ~read[channel], persistent=False)
         for i, f in enumerate(self.fields):
             if not f["mapped"]:
                 continue
@@ -170,15 +176,16 @@ class StateLayout(_ResizingBuffers):
         out = x.new_zeros(n_rows, x.shape[0], x.shape[2])
         return out.index_add_(0, rows, xn.index_select(0, cols) * vals[:, None, None]).transpose(0, 1)
 
-    def to_nodes(self, s: torch.Tensor, evolved: bool = False) -> torch.Tensor:
+    def to_nodes(self, s: torch.Tensor, read_only: bool = False) -> torch.Tensor:
         """Channels on the nodes of a batch of flat states (float64 in, float64 out).
 
-        ``evolved``: only the evolved fields' channels (the network's input), in their order.
+        ``read_only``: only the channels the network reads (the evolved fields' and the diagnostic
+        fields' that are read), in their order.
         """
         self.check(s)
         parts = []
         for i, f in enumerate(self.fields):
-            if evolved and f["diagnostic"]:
+            if read_only and not f["read"]:
                 continue
             block = s[:, f["offset"]:f["offset"] + f["n_nodes"] * f["ncomp"]].reshape(s.shape[0], f["n_nodes"],
                                                                                         f["ncomp"])
@@ -332,9 +339,9 @@ class RolloutSPON(torch.nn.Module):
         """The network's physical output, float64: the increment on evolved DOFs, the new value on
         diagnostic ones; its Dirichlet entries are not zeroed."""
         layout = self.layout
-        nodes = layout.to_nodes(s, evolved=True)
+        nodes = layout.to_nodes(s, read_only=True)
         norm = self.state_normalizer
-        if layout.has_diagnostic:  # the evolved channels' statistics
+        if layout.n_inputs != layout.channels:  # the read channels' statistics
             idx = layout.input_channels
             nodes = (nodes - norm.mean[idx].to(nodes)) / (norm.std[idx].to(nodes) + norm.eps.to(nodes))
         else:
@@ -416,7 +423,7 @@ class RolloutSPON(torch.nn.Module):
             return s
         std = (self.state_normalizer.std + self.state_normalizer.eps)[self.layout.dof_channel] * self.noise_std
         noise = torch.randn(s.shape, dtype=s.dtype, device=s.device) * std.to(s.dtype)
-        keep = self.layout.mask | self.layout.dof_diagnostic  # diagnostic fields are not read
+        keep = self.layout.mask | self.layout.dof_unread  # fields the network does not read
         return torch.where(keep, s, s + noise)
 
     def forward(self, x: Mapping[str, torch.Tensor], noise: bool | None = None) -> torch.Tensor:

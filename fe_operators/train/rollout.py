@@ -297,7 +297,8 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
                   loss: str = "l2", settings: Any = None, resume: bool = False,
                   dtype: torch.dtype = torch.float32, mesh_spec: str | None = None,
                   run_info: Mapping[str, Any] | None = None,
-                  test: TrajectoryData | None = None, diagnostic: Sequence[int] = ()) -> tuple[torch.nn.Module, Any]:
+                  test: TrajectoryData | None = None, diagnostic: Sequence[int] = (),
+                  read_diagnostic: bool = False) -> tuple[torch.nn.Module, Any]:
     """Build, normalise and train a rollout SPON on trajectories: what ``fe-operators train`` does for them.
 
     Parameters
@@ -325,8 +326,8 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
         As :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem`.
     run_info
         Stored in the checkpoints (``fe-operators train``: the configuration and the dataset).
-    diagnostic
-        Sub-spaces predicted rather than evolved (see
+    diagnostic, read_diagnostic
+        Sub-spaces predicted rather than evolved, and whether they are read (see
         :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem`).
     test
         Test trajectories: when training finishes, ``best.pt``'s rollout error on them is
@@ -348,6 +349,7 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
     params = dict(zip(train.param_names, np.asarray(train.params[0], dtype=float)))
     model = rollout_spon_for_problem(problem, processor, params=params, noise_std=noise_std, dtype=dtype,
                                      mesh_spec=mesh_spec, weight_copies=4, diagnostic=diagnostic,
+                                     read_diagnostic=read_diagnostic,
                                      **dict(options or {}))
     model.fit_normalizers(train.states, train.params)
     trainer = RolloutTrainer(model, RelativeLoss(state_norm(problem, loss)), train, val, unroll=unroll,
