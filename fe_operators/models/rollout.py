@@ -23,14 +23,15 @@ through the node representation.
 increment: fields that the equations do not evolve but determine from the others at each
 time, such as the pressure of incompressible flow (the Lagrange multiplier of
 ``div u = 0``: no time derivative of ``p`` appears).  For them the network predicts the
-*value* at ``n + 1`` and does not read the field at all:
+*value* at ``n + 1``, and does not read the field unless it is marked ``read``:
 
 .. math::
 
     s_{n+1} = \mathcal{B}_{n+1}\big(e_{n+1},\ d_{n+1}\big), \qquad
     e_{n+1} = e_n + \Delta_\theta(e_n, \mu)_e, \quad d_{n+1} = \Delta_\theta(e_n, \mu)_d,
 
-``e`` the evolved fields and ``d`` the diagnostic ones.  An increment of the pressure
+``e`` the evolved fields and ``d`` the diagnostic ones (with ``read``, ``Δ_θ`` reads both).
+An increment of the pressure
 would integrate its errors over the rollout (nothing pulls ``p`` back to the velocity it
 belongs to), and feeding ``p`` back as an input would let them steer the velocity;
 predicted from the velocity alone, the pressure's error at a step is that of one
@@ -153,7 +154,7 @@ class StateLayout(_ResizingBuffers):
 
     @property
     def n_inputs(self) -> int:
-        """Channels the network reads: those of the evolved fields."""
+        """Channels the network reads: the evolved fields' and those of diagnostic fields marked ``read``."""
         return int(self.input_channels.numel())
 
     @property
@@ -257,7 +258,7 @@ class RolloutSPON(torch.nn.Module):
         C_in = layout.n_inputs
         if widths != [C_in, P] or spon.output_ncomp != C or spon.output_scalar or spon.lifting_inputs:
             raise SpaceMismatchError(
-                f"the SPON of a rollout takes inputs ('state', {C_in}) (the evolved fields' channels) and "
+                f"the SPON of a rollout takes inputs ('state', {C_in}) (the channels it reads) and "
                 f"('params', {P}) and outputs {C} components "
                 f"(output_scalar False, fixed zero Dirichlet data); got inputs {widths}, {spon.output_ncomp} "
                 f"components, output_scalar {spon.output_scalar}, lifting_inputs {list(spon.lifting_inputs)}")
