@@ -95,6 +95,7 @@ from fe_operators.fem.assembly import assemble_scipy
 from fe_operators.fem.barycentric import alfeld_refine, p2_embedding
 from fe_operators.fem.bcs import DirichletDofs
 from fe_operators.fem.leray_stream import StreamSolver, stream_solver
+from fe_operators.sparse.petsc import direct_lu
 
 __all__ = ["LerayProjection", "leray_projection", "leray_state_projection"]
 
@@ -320,20 +321,9 @@ class _SymmetricLU:
 
     def __init__(self, K: sp.csr_matrix, refinement_steps: int = 0) -> None:
         self.refinement_steps = int(refinement_steps)
-        K = sp.csr_matrix(K)
-        K.sort_indices()
-        self.K = K
-        comm = PETSc.COMM_SELF
-        self._A = PETSc.Mat().createAIJ(size=K.shape, csr=(K.indptr.astype(PETSc.IntType),
-                                                          K.indices.astype(PETSc.IntType), K.data), comm=comm)
-        self._A.assemble()
-        self._ksp = PETSc.KSP().create(comm=comm)
-        self._ksp.setOptionsPrefix("fe_operators_leray_")
-        self._ksp.setOperators(self._A)
-        self._ksp.setType("preonly")
+        self.K = sp.csr_matrix(K)
+        self._ksp = direct_lu(self.K, "fe_operators_leray_", "mumps")
         pc = self._ksp.getPC()
-        pc.setType("lu")
-        pc.setFactorSolverType("mumps")
         pc.setFactorSetUpSolverType()
         factor = pc.getFactorMatrix()
         # workspace headroom (percent): the multiplier's dense row and column make MUMPS's

@@ -56,6 +56,8 @@ from scipy.spatial import cKDTree
 import firedrake as fd
 from firedrake.petsc import PETSc
 
+from fe_operators.sparse.petsc import direct_lu, petsc_to_scipy
+
 __all__ = ["StreamSolver", "stream_solver"]
 
 #: singular values of ``Z_DJ`` below this times the largest are zero
@@ -68,11 +70,6 @@ _ROUNDOFF_RTOL = 1e-12
 MAX_DIRICHLET_DOFS = 8000
 
 
-def _to_scipy(mat: "fd.petsc.PETSc.Mat") -> sp.csr_matrix:
-    indptr, indices, data = mat.getValuesCSR()
-    return sp.csr_matrix((data, indices, indptr), shape=mat.getSize())
-
-
 class _SPDFactor:
     """PETSc's own sparse LU of an SPD matrix (nested-dissection ordering, no pivoting needed),
     solving columns of a numpy array.
@@ -83,25 +80,11 @@ class _SPDFactor:
     """
 
     def __init__(self, K: sp.spmatrix) -> None:
-        K = sp.csr_matrix(K)
-        K.sort_indices()
-        comm = PETSc.COMM_SELF
-        self._A = PETSc.Mat().createAIJ(size=K.shape, csr=(K.indptr.astype(PETSc.IntType),
-                                                          K.indices.astype(PETSc.IntType), K.data), comm=comm)
-        self._A.assemble()
-        self._ksp = PETSc.KSP().create(comm=comm)
-        self._ksp.setOptionsPrefix("fe_operators_leray_stream_")
-        self._ksp.setOperators(self._A)
-        self._ksp.setType("preonly")
-        pc = self._ksp.getPC()
-        pc.setType("lu")
-        pc.setFactorSolverType("petsc")
-        pc.setFactorOrdering("nd")
+        self._ksp = direct_lu(K, "fe_operators_leray_stream_", "petsc", ordering="nd")
         self._ksp.setUp()
-        self._F = pc.getFactorMatrix()
+        self._F = self._ksp.getPC().getFactorMatrix()
         self.entries = int(self._F.getInfo()["nz_used"])
-        self._x = PETSc.Vec().createSeq(K.shape[0], comm=comm)
-        self._b = PETSc.Vec().createSeq(K.shape[0], comm=comm)
+        self._x, self._b = (PETSc.Vec().createSeq(K.shape[0], comm=PETSc.COMM_SELF) for _ in range(2))
 
     def solve(self, Y: np.ndarray) -> np.ndarray:
         """``K⁻¹ Y`` for ``Y`` ``(n,)`` or ``(n, b)``."""
@@ -207,7 +190,7 @@ def stream_solver(Vf: fd.FunctionSpace, coarse_mesh: fd.MeshGeometry, stiffness:
     try:
         H = fd.FunctionSpace(coarse_mesh, "HCT", 3)
         Va = fd.VectorFunctionSpace(coarse_mesh, "CG", 2, variant="alfeld")
-        Z = _to_scipy(fd.assemble(fd.interpolate(fd.curl(fd.TrialFunction(H)), Va)).petscmat)
+        Z = petsc_to_scipy(fd.assemble(fd.interpolate(fd.curl(fd.TrialFunction(H)), Va)).petscmat)
     except (ValueError, NotImplementedError, KeyError, TypeError):
         return None
     xa = fd.Function(Va).interpolate(fd.SpatialCoordinate(coarse_mesh)).dat.data_ro

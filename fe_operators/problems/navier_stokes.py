@@ -548,8 +548,7 @@ class NavierStokesCylinder(TimeDependentProblem):
         for smooth flows), not a solver tolerance.  See :meth:`discrete_divergence`.
         """
         u = state.subfunctions[0]
-        return math.sqrt(fd.assemble(fd.div(u) ** 2 * fd.dx)
-                         / fd.assemble(fd.inner(fd.grad(u), fd.grad(u)) * fd.dx))
+        return math.sqrt(fd.assemble(fd.div(u) ** 2 * fd.dx) / fd.assemble(fd.inner(fd.grad(u), fd.grad(u)) * fd.dx))
 
     def discrete_divergence(self, state: fd.Function) -> float:
         """The discrete divergence ``(∫ q_i div u)_i`` relative to ``(∫ q_i |∇u|)_i`` (2-norms).

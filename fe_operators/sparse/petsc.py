@@ -1,4 +1,5 @@
-"""PETSc matrices as scipy CSR: a copy (:func:`petsc_to_scipy`) or a zero-copy view (:func:`seqaij_csr`).
+"""PETSc matrices as scipy CSR: a copy (:func:`petsc_to_scipy`) or a zero-copy view (:func:`seqaij_csr`);
+and back: a direct solver of a scipy matrix (:func:`direct_lu`).
 
 Firedrake assembles into PETSc matrices; models and preconditioners want scipy or torch
 ones.  :func:`petsc_to_scipy` is the crossing point: an exact float64 copy of PETSc's
@@ -34,7 +35,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse
 
-__all__ = ["petsc_to_scipy", "seqaij_csr"]
+__all__ = ["petsc_to_scipy", "seqaij_csr", "direct_lu"]
 
 _HOST = 0  # PETSC_MEMTYPE_HOST
 
@@ -126,3 +127,45 @@ def petsc_to_scipy(mat: Any) -> "scipy.sparse.csr_matrix":
          np.array(indptr, dtype=np.int64)),
         shape=shape,
     )
+
+
+def direct_lu(K: "scipy.sparse.spmatrix", prefix: str, solver_type: str, ordering: str | None = None) -> Any:
+    """A one-process ``preonly`` KSP with an LU preconditioner on a scipy matrix, not yet set up.
+
+    Parameters
+    ----------
+    K
+        The square matrix (copied into a ``seqaij`` matrix with sorted indices).
+    prefix
+        The KSP's options prefix (so ``-{prefix}pc_factor_...`` options reach it).
+    solver_type
+        The factorisation package: ``"mumps"``, ``"petsc"``, ...
+    ordering
+        A PETSc ordering (``"nd"``, ``"rcm"``, ...) or None for the package's own.
+
+    Returns
+    -------
+    petsc4py.PETSc.KSP
+        Its operator is the matrix; call ``setUp()`` (after setting any factor options on
+        ``getPC().getFactorMatrix()``, with ``setFactorSetUpSolverType()`` first) and use
+        ``getPC().getFactorMatrix()`` to solve.
+    """
+    import scipy.sparse as sp
+    from petsc4py import PETSc
+
+    K = sp.csr_matrix(K)
+    K.sort_indices()
+    comm = PETSc.COMM_SELF
+    A = PETSc.Mat().createAIJ(size=K.shape, csr=(K.indptr.astype(PETSc.IntType), K.indices.astype(PETSc.IntType),
+                                                 K.data.astype(np.float64)), comm=comm)
+    A.assemble()
+    ksp = PETSc.KSP().create(comm=comm)
+    ksp.setOptionsPrefix(prefix)
+    ksp.setOperators(A)
+    ksp.setType("preonly")
+    pc = ksp.getPC()
+    pc.setType("lu")
+    pc.setFactorSolverType(solver_type)
+    if ordering is not None:
+        pc.setFactorOrdering(ordering)
+    return ksp
