@@ -162,6 +162,8 @@ STAGES = ("fe_step", "mgn", "spon", "beam")
 #: the rollout SPON's options per processor (``--spon-processor``) on the full run; ``--spon-options`` overrides
 SPON_OPTIONS = {"gnn": {"width": 48, "depth": 4, "latent_cells": 0},
                 "hierarchical": {"width": 32, "min_width": 8, "act": "relu", "spectral_layers": 1}}
+#: the surrogates' step in stored steps (of the generator's dt): see the module docstring
+EVERY = 4
 TARGETS = {"dyn_rollout_vs_mgn": 0.7, "dyn_strouhal_error": 0.02, "dyn_step_vs_fe_step": 0.1,
            "dyn_div_free": 1e-10, "beam_infer_vs_newton": 0.05}
 
@@ -222,8 +224,9 @@ def cylinder_data(mesh: str, path: Path, *, n: int, reynolds_range: Sequence[flo
 
 
 # ---------------------------------------------------------------------------------- evaluation
-def lift_series(problem: Any, states: np.ndarray, re: float) -> np.ndarray:
-    """``c_L`` at every state from the third on (BDF2 residual, volume-integral method)."""
+def lift_series(problem: Any, states: np.ndarray, re: float, dt: float | None = None) -> np.ndarray:
+    """``c_L`` at every state from the third on (BDF2 residual, volume-integral method), the
+    states ``dt`` apart (default: the solver's step)."""
     funcs = [problem.array_to_state(s) for s in states[:3]]
     out = np.empty(states.shape[0] - 2)
     for j in range(2, states.shape[0]):
@@ -231,7 +234,7 @@ def lift_series(problem: Any, states: np.ndarray, re: float) -> np.ndarray:
             funcs = [problem.array_to_state(states[j]), *funcs[:2]]
         else:
             funcs = funcs[::-1]
-        out[j - 2] = problem.force_coefficients(funcs, {"Re": re})[1]
+        out[j - 2] = problem.force_coefficients(funcs, {"Re": re}, dt=dt)[1]
     return out
 
 
@@ -250,8 +253,10 @@ def strouhal(problem: Any, times: np.ndarray, lift: np.ndarray, re: float, perio
 
 
 def evaluate_rollout(problem: Any, pred: np.ndarray, true: np.ndarray, reynolds: np.ndarray,
-                     train_horizon: int, label: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Errors of rollouts ``pred`` against the FE trajectories ``true`` (both ``(B, T + 1, n_dofs)``).
+                     train_horizon: int, label: str, log: Callable[[str], None] = print,
+                     dt: float | None = None) -> dict[str, Any]:
+    """Errors of rollouts ``pred`` against the FE trajectories ``true`` (both ``(B, T + 1, n_dofs)``,
+    states ``dt`` apart: default the solver's step).
 
     Relative L2 (FE mass matrix of the velocity space) of the velocity at steps 1, 50 and
     the last, averaged over the trajectories; the time average over steps 1..T (the
@@ -267,13 +272,14 @@ def evaluate_rollout(problem: Any, pred: np.ndarray, true: np.ndarray, reynolds:
     p = torch.from_numpy(np.ascontiguousarray(pred[:, 1:, :n_u])).reshape(-1, n_u // 2, 2)
     t = torch.from_numpy(np.ascontiguousarray(true[:, 1:T1, :n_u])).reshape(-1, n_u // 2, 2)
     rel = norm.relative(p, t).reshape(B, T1 - 1).numpy()
-    times = problem.dt * np.arange(2, T1)
+    dt = problem.dt if dt is None else float(dt)
+    times = dt * np.arange(2, T1)
     st = np.full((B, 2), math.nan)
     amp = np.full((B, 2), math.nan)
     used = []
     for b in range(B):
         for c, series in enumerate((pred[b], true[b, :T1])):
-            lift = lift_series(problem, series, float(reynolds[b]))
+            lift = lift_series(problem, series, float(reynolds[b]), dt)
             st[b, c], periods = strouhal(problem, times, lift, float(reynolds[b]))
             amp[b, c] = 0.5 * float(lift.max() - lift.min()) if np.isfinite(lift).all() else math.nan
             used.append(periods)
@@ -370,14 +376,14 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
                 "spon": {"gnn": {"width": 8, "depth": 2, "latent_cells": 0},
                          "hierarchical": {"width": 8, "min_width": 4, "modes": 3, "act": "relu",
                                           "spectral_layers": 1}}, "unroll": 2, "noise": 0.01,
-                "pushforward": 0, "pushforward_curriculum": False,
+                "pushforward": 0, "pushforward_curriculum": False, "every": 2,
                 "beam_mesh": "rectangle:1,0.1:40x4", "beam_counts": (6, 2, 2)}
     from fe_operators.problems.hyperelastic import DEFAULT_MESH
 
     return {"resolution": args.resolution, "dt": 1 / 400, "train_range": (80.0, 200.0), "n_train": 24,
             "test_range": (85.0, 195.0), "n_test": 6, "n_steps": 700, "train_horizon": 380, "spinup": 800,
             "mgn": MGNConfig(), "spon": SPON_OPTIONS, "unroll": 4, "noise": 0.05,
-            "pushforward": 4, "pushforward_curriculum": False,
+            "pushforward": 4, "pushforward_curriculum": False, "every": EVERY,
             "beam_mesh": DEFAULT_MESH, "beam_counts": (80, 10, 20)}
 
 
@@ -391,16 +397,19 @@ def cylinder(args: argparse.Namespace, s: dict[str, Any], out: Path) -> dict[str
                              reynolds_range=s["train_range"], seed=args.seed, **common)
     problem, test = cylinder_data(mesh, out / f"cylinder-test-{tag}-seed{args.seed + 1}.h5", n=s["n_test"],
                                   reynolds_range=s["test_range"], seed=args.seed + 1, **common)
+    k = s["every"]
     print(f"cylinder: dfg_mesh(r={s['resolution']}), {problem.n_dofs} DOFs, dt {problem.dt:g}, {s['spinup']} "
           f"spin-up steps per trajectory; Re train {train.n_samples} drawn in {list(s['train_range'])}, held out "
           f"{', '.join(f'{r:.1f}' for r in test.params[:, 0])}; {test.n_stored} stored states, training horizon "
-          f"{s['train_horizon']} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {"problem": problem, "graph": cylinder_mesh_graph(problem, args.mgn_graph), "train": train,
-            "test": test}
+          f"{s['train_horizon']}; the surrogates step every {k} stored states (dt {problem.dt * k:g}: "
+          f"{(test.n_stored - 1) // k} steps over the horizon, {s['train_horizon'] // k} over the training "
+          f"horizon) ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return {"problem": problem, "graph": cylinder_mesh_graph(problem, args.mgn_graph), "train": train.every(k),
+            "test": test.every(k), "test_full": test, "horizon": s["train_horizon"] // k}
 
 
 def stage_fe_step(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], results: dict[str, Any]) -> None:
-    fe = fe_step_time(cyl["problem"], cyl["test"], 0, args.fe_steps)
+    fe = fe_step_time(cyl["problem"], cyl["test_full"], 0, args.fe_steps)
     torch.manual_seed(args.seed)
     model = MGNSimulator(cyl["graph"], 1, s["mgn"], device="cpu")
     model.eval()
@@ -434,12 +443,12 @@ def stage_mgn(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], 
         print(f"MGN on the vertex graph: velocity rel L2 of the interpolated FE states (the floor) "
               f"{float(floor.mean()):.3e}", flush=True)
         results["mgn_floor"] = float(floor.mean())
-    info = train_mgn(model, train.states, train.params, budget=args.budget, horizon=s["train_horizon"],
+    info = train_mgn(model, train.states, train.params, budget=args.budget, horizon=cyl["horizon"],
                      seed=args.seed)
     t0 = time.perf_counter()
     pred = rollout_mgn(model, test.states[:, 0], test.params, test.n_stored - 1)
     info["rollout_s"] = time.perf_counter() - t0
-    ev = evaluate_rollout(cyl["problem"], pred, test.states, test.params[:, 0], s["train_horizon"], "MGN")
+    ev = evaluate_rollout(cyl["problem"], pred, test.states, test.params[:, 0], cyl["horizon"], "MGN", dt=test.dt)
     idx = cyl["graph"].dirichlet_dofs.numpy()
     ev["max_boundary_error"] = float(np.abs(pred[:, :, idx] - test.states[:, :, idx]).max())
     print(f"MGN: max Dirichlet error along the rollouts {ev['max_boundary_error']:.1e}; rollout "
@@ -567,12 +576,13 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     solved on stream functions and evaluated at the P2 nodes only
     (:meth:`~fe_operators.fem.leray.LerayProjection.at_nodes`): 0.64 ms a step.
     """
+    from fe_operators.fem.leray import leray_state_projection
     from fe_operators.train import SchedulerSection, TrainSection
     from fe_operators.train.rollout import train_rollout
 
     check_load("SPON training")
     problem, train, test = cyl["problem"], cyl["train"], cyl["test"]
-    h = s["train_horizon"]
+    h = cyl["horizon"]
     train_h = dataclasses.replace(train, states=train.states[:, :h + 1])
     settings = TrainSection(
         epochs=10**9, batch_size=args.spon_batch, lr=args.spon_lr, weight_decay=args.weight_decay,
@@ -587,7 +597,9 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
                                   unroll=s["unroll"], noise_std=s["noise"], pushforward=s["pushforward"],
                                   pushforward_curriculum=s["pushforward_curriculum"], settings=settings,
                                   diagnostic=problem.diagnostic_fields if args.spon_diagnostic_pressure else (),
-                                  read_diagnostic=args.spon_read_diagnostic)
+                                  read_diagnostic=args.spon_read_diagnostic,
+                                  projection=(lambda m: leray_state_projection(velocity_leray(problem, m.layout.mask)))
+                                  if args.spon_project_in_training else None)
     train_s = time.perf_counter() - t0
     cost = getattr(model.spon.processor, "cost_report", None)
     if cost is not None:
@@ -596,9 +608,8 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
           f"cosine to 0 over {args.budget:.0f} s (time budget), batch {args.spon_batch}, {s['unroll']}-step "
           f"unrolled relative L2 loss, noise std {s['noise']:g} x channel std, pushforward "
           f"{s['pushforward']}{' (curriculum)' if s['pushforward_curriculum'] else ''}; {result.step} updates in "
-          f"{train_s:.0f} s (set-up included), run folder {run_dir}", flush=True)
-    from fe_operators.fem.leray import leray_state_projection
-
+          f"{train_s:.0f} s (set-up included), run folder {run_dir}"
+          + ("; the Leray projection inside the loss" if args.spon_project_in_training else ""), flush=True)
     model.eval()
     mask = model.layout.mask.cpu()
     t1 = time.perf_counter()
@@ -611,10 +622,11 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     pred = model.rollout(s0, p, test.n_stored - 1, project=project).cpu().numpy()
     rollout_s = time.perf_counter() - t0
     ev = evaluate_rollout(problem, pred, test.states, test.params[:, 0], h,
-                          "SPON (divergence-free at every step)" if project else "SPON")
+                          "SPON (divergence-free at every step)" if project else "SPON", dt=test.dt)
     if project is not None:  # the same weights without the projection in the loop, for comparison
         plain = model.rollout(s0, p, test.n_stored - 1).cpu().numpy()
-        ev["plain"] = evaluate_rollout(problem, plain, test.states, test.params[:, 0], h, "SPON without it")
+        ev["plain"] = evaluate_rollout(problem, plain, test.states, test.params[:, 0], h, "SPON without it",
+                                       dt=test.dt)
     ev["max_boundary_error"] = float(np.abs(pred[:, :, mask.numpy()] - test.states[:, :, mask.numpy()]).max())
     cpu = model.to("cpu")
     s1, p1 = torch.as_tensor(test.states[:1, 0]), torch.as_tensor(test.params[:1])
@@ -622,20 +634,23 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     with cpu.inference():  # a step of a rollout: constant weights, the processor frozen
         if project is not None:  # the step of the rollout evaluated: the network's, then the projection
             plain_step = step_time(lambda: cpu.step(s1, p1), args.repeats)
-            ev.update(interleaved_step_times(problem, test, 0, lambda: project(cpu.step(s1, p1)), rounds=rounds,
+            ev.update(interleaved_step_times(problem, cyl["test_full"], 0, lambda: project(cpu.step(s1, p1)),
+                                             rounds=rounds,
                                              fe_steps=max(2, args.fe_steps // rounds), repeats=args.repeats))
             ev["plain_step_s"] = plain_step
             print(f"SPON: step at batch 1 without the projection {plain_step * 1e3:.2f} ms (info: "
                   f"{plain_step / ev['fe_step_s']:.3f} of the FE step)", flush=True)
         else:
-            ev.update(interleaved_step_times(problem, test, 0, lambda: cpu.step(s1, p1), rounds=rounds,
+            ev.update(interleaved_step_times(problem, cyl["test_full"], 0, lambda: cpu.step(s1, p1), rounds=rounds,
                                              fe_steps=max(2, args.fe_steps // rounds), repeats=args.repeats))
     t1 = time.perf_counter()
     ev.update(divergence_free_rollout(problem, mask, pred, test.states, P=P))
     print(f"SPON: max Dirichlet error along the rollouts {ev['max_boundary_error']:.1e}; rollout {rollout_s:.1f} s; "
           f"step at batch 1 (CPU, one thread) {ev['step_s'] * 1e3:.2f} ms, the FE step in the same {rounds} rounds "
           f"{ev['fe_step_s'] * 1e3:.1f} ms"
-          + (f" (the fe_step stage's {results['fe_step']['fe_step_s'] * 1e3:.1f} ms)" if "fe_step" in results else ""),
+          + (f" (the fe_step stage's {results['fe_step']['fe_step_s'] * 1e3:.1f} ms)" if "fe_step" in results else "")
+          + f"; a surrogate step advances {s['every']} FE steps' time, so the ratio compares it with "
+          f"{s['every']} FE steps (one call against one FE step: {ev['step_s'] / ev['fe_step_s']:.3f})",
           flush=True)
     print(f"SPON divergence-free option ({ev['leray']}, set-up {leray_s:.0f} s, applied to the rollout "
           f"{time.perf_counter() - t1:.0f} s): max ||div u||/||grad u|| "
@@ -651,7 +666,7 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     ratios = {"dyn_rollout_vs_mgn": (ev["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"]
                                      if "mgn" in results else None),
               "dyn_strouhal_error": ev["strouhal_rel_error"],
-              "dyn_step_vs_fe_step": ev["step_s"] / ev["fe_step_s"],
+              "dyn_step_vs_fe_step": ev["step_s"] / (s["every"] * ev["fe_step_s"]),
               "dyn_div_free": ev["div_free"]}
     results["ratios"] = {**results.get("ratios", {}), **ratios}
     for name, value in ratios.items():
@@ -767,6 +782,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="with --spon-diagnostic-pressure: the network still reads the pressure")
     p.add_argument("--spon-pushforward-curriculum", action="store_true",
                    help="grow the rollout SPON's largest pushforward m from 0 to M over the budget")
+    p.add_argument("--every", type=int, default=None, metavar="K",
+                   help=f"the surrogates' step in stored steps: train and roll out on every K-th stored state "
+                        f"(default {EVERY}; smoke 2)")
+    p.add_argument("--spon-project-in-training", action="store_true",
+                   help="the Leray projection inside the SPON's unrolled loss too (train_rollout(projection=...)); "
+                        "measured worse at equal time (module docstring)")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="batch of the beam SPON (run_spon)")
@@ -810,6 +831,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.spon_pushforward is not None:
         s["pushforward"] = args.spon_pushforward
     s["pushforward_curriculum"] = bool(args.spon_pushforward_curriculum)
+    if args.every is not None:
+        if args.every < 1:
+            raise SystemExit(f"bench-dynamics: --every must be a positive integer, got {args.every}")
+        s["every"] = args.every
     if args.beam_mesh is not None:
         s["beam_mesh"] = args.beam_mesh
     if args.beam_counts is not None:

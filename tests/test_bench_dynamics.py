@@ -260,7 +260,9 @@ def test_bench_dynamics_smoke(tmp_path, capsys):
     # the ratios are the printed quantities
     spon, ratios = results["spon"], results["ratios"]
     assert ratios["dyn_rollout_vs_mgn"] == pytest.approx(spon["rel_l2_time_avg"] / results["mgn"]["rel_l2_time_avg"])
-    assert ratios["dyn_step_vs_fe_step"] == pytest.approx(spon["step_s"] / spon["fe_step_s"])
+    # the surrogates step every 2nd stored state in the smoke run: their step against 2 FE steps
+    assert ratios["dyn_step_vs_fe_step"] == pytest.approx(spon["step_s"] / (2 * spon["fe_step_s"]))
+    assert spon["steps"] > 0 and "the surrogates step every 2 stored states" in out
     assert spon["fe_step_s"] > 0 and spon["step_s"] > 0
     # the divergence-free option: divergence at round-off, Dirichlet values copied, the raw rollout is not
     assert spon["div_free"] <= 1e-10 < spon["div_raw"]
@@ -270,12 +272,14 @@ def test_bench_dynamics_smoke(tmp_path, capsys):
     # the projection at every step (default): the rollout without it and the step without it beside
     assert np.isfinite(spon["plain"]["rel_l2_time_avg"]) and 0 < spon["plain_step_s"]
     assert "SPON (divergence-free at every step): rollout of" in out and "SPON without it: rollout of" in out
-    # the GNN on the same (cached) data: the SPON stage alone, rolled out without the projection
+    # the GNN on the same (cached) data: the SPON stage alone, rolled out without the projection, on
+    # every stored state, the projection inside its loss
     gnn = main(["--smoke", "--out", str(tmp_path), "--threads", "1", "--stage", "spon", "--spon-processor", "gnn",
-                "--no-spon-leray-loop"])
+                "--no-spon-leray-loop", "--every", "1", "--spon-project-in-training"])
+    assert "the Leray projection inside the loss" in capsys.readouterr().out
     assert gnn["spon"]["processor"] == "gnn" and gnn["spon"]["max_boundary_error"] == 0.0
     assert "plain" not in gnn["spon"] and "plain_step_s" not in gnn["spon"]
-    # its own FE steps: the step ratio without the fe_step stage
+    # its own FE steps: the step ratio without the fe_step stage; one stored step per step
     assert gnn["ratios"]["dyn_step_vs_fe_step"] == pytest.approx(gnn["spon"]["step_s"] / gnn["spon"]["fe_step_s"])
 
 

@@ -26,7 +26,7 @@ import firedrake as fd
 
 from fe_operators.cli.generate import main_generate
 from fe_operators.cli.info import main_info
-from fe_operators.data import FEFile, TrajectoryFile, generate_dataset, read_trajectories
+from fe_operators.data import FEFile, TrajectoryData, TrajectoryFile, generate_dataset, read_trajectories
 from fe_operators.data.journal import Journal
 from fe_operators.data.layout import GROUP
 from fe_operators.data.settings import run_settings
@@ -124,6 +124,19 @@ def _one_error_line(capsys) -> str:
 
 
 # ----------------------------------------------------------------------------- contents
+def test_every_kth_state():
+    """TrajectoryData.every(k): states 0, k, 2k, ... and dt times k; k must be a positive integer."""
+    states = np.arange(2 * 7 * 3, dtype=float).reshape(2, 7, 3)
+    data = TrajectoryData(states, np.ones((2, 1)), ["a"], dt=0.5)
+    three = data.every(3)
+    np.testing.assert_array_equal(three.states, states[:, [0, 3, 6]])
+    assert three.dt == 1.5 and three.n_stored == 3 and three.times.tolist() == [0.0, 1.5, 3.0]
+    assert data.every(1).states.shape == states.shape
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            data.every(bad)
+
+
 def test_read_back_equals_the_problems_trajectories_bitwise(reference, mesh):
     data = read_trajectories(reference)
     assert data.states.shape == (N, 3, 3414) and data.params.shape == (N, 1)

@@ -132,7 +132,15 @@ def test_trajectory_contract(coarse):
     # step 1 is BDF1 (new state and the one it came from), step 2 BDF2 (three states)
     assert seen == [(1, 2), (2, 3)]
     np.testing.assert_array_equal(traj[0], coarse.state_to_array(initial))
-    # the same trajectory again: bitwise equal (the solver's history does not leak)
+    # forces of states dt apart: default the solver's step; the BDF2 residual is affine in 1/dt
+    funcs = [coarse.array_to_state(row) for row in traj[::-1]]
+    forces = {h: np.array(coarse.force_coefficients(funcs, params, dt=h)) for h in (None, 1 / 400, 1 / 200, 1 / 100)}
+    assert forces[None].tolist() == forces[1 / 400].tolist()
+    slope = (forces[1 / 400] - forces[1 / 200]) / 200.0
+    np.testing.assert_allclose(forces[1 / 100], forces[1 / 200] - 100.0 * slope, rtol=1e-9, atol=1e-12)
+    # the transient term counts (2 steps from rest: a small change, far above round-off)
+    assert np.abs(forces[1 / 400] - forces[1 / 100]).max() > 1e-8 * np.abs(forces[1 / 400]).max()
+    # the same trajectory again: bitwise equal (the solver's history, and the forces' dt, do not leak)
     np.testing.assert_array_equal(coarse.trajectory(params, n_steps=2, initial=initial), traj)
     assert coarse.state_to_array(coarse.array_to_state(traj[1])).tolist() == traj[1].tolist()
     with pytest.raises(ValueError, match="multiple of store_every"):

@@ -292,6 +292,40 @@ def test_rollout_with_the_leray_projection_at_every_step():
         project(s[:, :10])
 
 
+def test_projection_inside_the_unrolled_loss():
+    """RolloutSPON.projection: forward (the unrolled loss) takes every step from the projected state, as the
+    projected rollout does; gradients pass through the projection (its adjoint), so they differ from the
+    unprojected model's; rollout() projects by default; the Dirichlet values are the window's data."""
+    from fe_operators.fem.leray import leray_projection, leray_state_projection
+    from fe_operators.io import load_mesh
+    from fe_operators.problems.navier_stokes import NavierStokesCylinder
+
+    problem = NavierStokesCylinder(load_mesh("channel_cylinder"))
+    params = {"Re": 100.0}
+    s = torch.from_numpy(problem.state_to_array(problem.stokes_state(params)))[None]
+    torch.manual_seed(0)
+    model = rollout_spon_for_problem(problem, "gnn", params=params, width=8, depth=2, latent_cells=0)
+    mask = model.layout.mask
+    n_u = problem.velocity_space.dof_dset.size * 2
+    project = leray_state_projection(leray_projection(problem.velocity_space, np.flatnonzero(mask[:n_u].numpy())))
+    re = torch.tensor([[100.0]])
+    x = {"state": s, "params": re, "boundary": s[:, None].expand(-1, 2, -1)}
+    grads = []
+    for proj in (None, project):
+        model.projection = proj
+        model.zero_grad()
+        pred = model(x, noise=False)
+        weights = torch.linspace(-1.0, 1.0, pred.numel(), dtype=pred.dtype).reshape(pred.shape)
+        (pred * weights).sum().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
+    assert torch.equal(pred[:, :, mask], s[:, None, mask].expand(-1, 2, -1))
+    rolled = model.rollout(s, re, 2)  # the model's projection by default
+    assert torch.equal(rolled, model.rollout(s, re, 2, project=project))
+    assert torch.allclose(pred.detach(), rolled[:, 1:], rtol=0, atol=1e-9)
+    assert bool(torch.isfinite(grads[1]).all())
+    assert float((grads[1] - grads[0]).norm()) > 1e-3 * float(grads[0].norm())
+
+
 # ----------------------------------------------------------------------------- training
 def test_train_rollout_metric_matches_evaluation(oscillating, tmp_path):
     """train_rollout end to end (2 epochs); the trainer's validation rollout metric is the

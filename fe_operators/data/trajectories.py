@@ -125,6 +125,16 @@ class TrajectoryData:
         idx = np.asarray(index, dtype=np.int64)
         return dataclasses.replace(self, states=self.states[idx], params=self.params[idx])
 
+    def every(self, k: int) -> "TrajectoryData":
+        """Every ``k``-th stored state from the first (a view), ``dt`` times ``k``.
+
+        A rollout model trained on it takes steps of ``k dt``: ``k`` times fewer steps over
+        the same time, so ``k`` times fewer for its one-step errors to accumulate in.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"expected a positive integer k, got {k!r}")
+        return dataclasses.replace(self, states=self.states[:, ::int(k)], dt=self.dt * int(k))
+
 
 @dataclasses.dataclass
 class TrajectorySpaces:

@@ -273,6 +273,10 @@ class RolloutSPON(torch.nn.Module):
         self.param_normalizer = UnitGaussianNormalizer(torch.zeros(P), torch.ones(P), 0.0)
         #: traced steps by input shapes while inside :meth:`inference` (None outside)
         self._traced: dict[tuple, Any] | None = None
+        #: a structure kept at every step of :meth:`forward` (training) and, by default, of
+        #: :meth:`rollout`: ``(batch, n_dofs) -> (batch, n_dofs)``, differentiable (e.g.
+        #: :func:`fe_operators.fem.leray.leray_state_projection`); not saved with the weights
+        self.projection: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -444,6 +448,8 @@ class RolloutSPON(torch.nn.Module):
         out = []
         for j in range(boundary.shape[1]):
             s = self.step(s, params, boundary[:, j])
+            if self.projection is not None:  # the structure the rollout keeps, inside the loss too
+                s = torch.where(self.layout.mask, boundary[:, j], self.projection(s))
             out.append(s)
         return torch.stack(out, dim=1)
 
@@ -503,8 +509,9 @@ class RolloutSPON(torch.nn.Module):
             projection of the velocity block
             (:func:`fe_operators.fem.leray.leray_state_projection`); the Dirichlet
             entries are set to the step's data again after it, so they stay exact whatever
-            it does.  Default: none.
+            it does.  Default: :attr:`projection` (none unless set).
         """
+        project = self.projection if project is None else project
         with self.inference():
             s, params = self._check(s0, params)
             if boundary is not None:

@@ -501,8 +501,8 @@ class NavierStokesCylinder(TimeDependentProblem):
             reached, trial = trial, target
 
     # -------------------------------------------------------------- forces
-    def force_coefficients(self, states: Sequence[fd.Function], params: Mapping[str, float]
-                           ) -> tuple[float, float]:
+    def force_coefficients(self, states: Sequence[fd.Function], params: Mapping[str, float],
+                           dt: float | None = None) -> tuple[float, float]:
         """``(c_D, c_L)`` of a state by the volume-integral method.
 
         Parameters
@@ -513,6 +513,8 @@ class NavierStokesCylinder(TimeDependentProblem):
             step); as :meth:`trajectory` passes them to its callback.
         params
             The trajectory's parameters (for ``Ū``).
+        dt
+            Time between the states (default: the solver's step), e.g. of every ``k``-th state.
         """
         params = self.check_parameters(params)
         if not 1 <= len(states) <= 3:
@@ -527,8 +529,9 @@ class NavierStokesCylinder(TimeDependentProblem):
             self._w2.assign(states[2] if len(states) == 3 else states[1])
             c0, c1, c2, e1, e2 = ((1.5, -2.0, 0.5, 2.0, -1.0) if len(states) == 3
                                   else (1.0, -1.0, 0.0, 1.0, 0.0))
-            for const, value in ((self._c0, c0 / self.dt), (self._c1, c1 / self.dt),
-                                 (self._c2, c2 / self.dt), (self._e1, e1), (self._e2, e2)):
+            h = self.dt if dt is None else float(dt)
+            for const, value in ((self._c0, c0 / h), (self._c1, c1 / h), (self._c2, c2 / h),
+                                 (self._e1, e1), (self._e2, e2)):
                 const.assign(value)
         scale = 2.0 / (self.mean_velocity(params) ** 2 * self.diameter)
         return tuple(scale * float(fd.assemble(f)) for f in forms)  # type: ignore[return-value]

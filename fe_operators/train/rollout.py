@@ -31,7 +31,7 @@ Importing this module does not import Firedrake (:func:`state_norm` does, on cal
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -298,7 +298,9 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
                   dtype: torch.dtype = torch.float32, mesh_spec: str | None = None,
                   run_info: Mapping[str, Any] | None = None,
                   test: TrajectoryData | None = None, diagnostic: Sequence[int] = (),
-                  read_diagnostic: bool = False) -> tuple[torch.nn.Module, Any]:
+                  read_diagnostic: bool = False,
+                  projection: Callable[[Any], Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                  ) -> tuple[torch.nn.Module, Any]:
     """Build, normalise and train a rollout SPON on trajectories: what ``fe-operators train`` does for them.
 
     Parameters
@@ -329,6 +331,14 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
     diagnostic, read_diagnostic
         Sub-spaces predicted rather than evolved, and whether they are read (see
         :func:`~fe_operators.models.rollout_build.rollout_spon_for_problem`).
+    projection
+        A structure kept at every step, in training and in rollouts: called with the
+        built model, it returns the model's
+        :attr:`~fe_operators.models.rollout.RolloutSPON.projection`, e.g.
+        ``lambda m: leray_state_projection(leray_projection(V, dofs))`` with ``dofs``
+        the velocity's Dirichlet DOFs (``m.layout.mask``), so that the unrolled loss
+        sees the states the projected rollout steps from.  Not saved in checkpoints: set
+        it again on a loaded model.
     test
         Test trajectories: when training finishes, ``best.pt``'s rollout error on them is
         written to ``metrics.json`` under ``"test"`` (``rollout_rel_l2``).
@@ -352,6 +362,8 @@ def train_rollout(problem: Any, train: TrajectoryData, val: TrajectoryData | Non
                                      read_diagnostic=read_diagnostic,
                                      **dict(options or {}))
     model.fit_normalizers(train.states, train.params)
+    if projection is not None:
+        model.projection = projection(model)
     trainer = RolloutTrainer(model, RelativeLoss(state_norm(problem, loss)), train, val, unroll=unroll,
                              pushforward=pushforward, pushforward_curriculum=pushforward_curriculum,
                              run_dir=run_dir, settings=settings, run_info=run_info)
