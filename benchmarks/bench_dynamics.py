@@ -501,6 +501,11 @@ def velocity_leray(problem: Any, mask: torch.Tensor) -> Any:
     return leray_projection(problem.velocity_space, np.flatnonzero(mask[:n_u].cpu().numpy()))
 
 
+def runs_folder(args: argparse.Namespace) -> Path:
+    """Where the stages' training runs go (``--runs``; default ``OUT/runs``)."""
+    return Path(args.runs) if args.runs else Path(args.out) / "runs"
+
+
 def spon_processor(args: argparse.Namespace, s: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The rollout SPON's processor (``--spon-processor``) and its options (the run's, ``--spon-options`` on top)."""
     from fe_operators.models.processors.base import processor_options
@@ -588,7 +593,7 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
         epochs=10**9, batch_size=args.spon_batch, lr=args.spon_lr, weight_decay=args.weight_decay,
         scheduler=SchedulerSection(name="cosine", length="time_budget", min_lr=0.0), seed=args.seed,
         device=args.device, time_budget=args.budget, progress=False, restore_best=False)
-    run_dir = Path(args.out) / "runs" / "rollout-spon"
+    run_dir = runs_folder(args) / "rollout-spon"
     shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains anew
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -698,7 +703,7 @@ def stage_beam(args: argparse.Namespace, s: dict[str, Any], out: Path, results: 
     check_load("beam training")
     model, info = run_spon(data, args.beam_processor, {}, budget=args.beam_budget, lr=args.beam_lr, args=args,
                            label=f"beam SPON-{args.beam_processor}", loss=args.beam_loss,
-                           batch=args.beam_batch, run_root=out / "runs")
+                           batch=args.beam_batch, run_root=runs_folder(args))
     test = FEDataset(path, range(cuts[2], cuts[3]), preload=True)
     x, y = test.raw(np.arange(len(test)))
     net = model.model
@@ -804,6 +809,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beam-counts", type=int, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="beam samples (default 80 10 20)")
     p.add_argument("--out", default="out/bench/dynamics", help="data, runs and results.json")
+    p.add_argument("--runs", default=None, help="the training runs' folder and results file (default OUT/runs and OUT): two "
+                                                "runs sharing OUT's data at the same time, e.g. with another --every")
     args = p.parse_args(argv)
     if args.gen_procs is None:
         args.gen_procs = 1 if args.smoke else 2
@@ -859,7 +866,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stage_beam(args, s, out, results)
         print(f"stage {stage}: {time.perf_counter() - t1:.0f} s", flush=True)
     results["total_s"] = time.perf_counter() - t0
-    with open(out / f"results-{args.stage}.json", "w") as f:
+    where = Path(args.runs) if args.runs else out
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where / f"results-{args.stage}.json", "w") as f:
         json.dump(results, f, indent=1, default=str)
     print(f"bench-dynamics: {results['total_s']:.0f} s in all", flush=True)
     return results
