@@ -28,6 +28,28 @@ Stages (``--stage``, default ``all``, in this order):
     solve it replaces (the fewest load steps that converge, direct LU, rtol 1e-8:
     :mod:`beam_newton`), the relative L2 of the SPON printed: ``ratio beam_infer_vs_newton``.
 
+The surrogates' step (``--every K``, default :data:`EVERY` = 4): the MGN and the SPON train
+on and roll out with every ``K``-th stored state
+(:meth:`~fe_operators.data.trajectories.TrajectoryData.every`), a step of ``K dt = 0.01``:
+16 steps per shedding period at Re 200, the fastest (the data keep 63).  ``K`` is the
+largest power of two that keeps at least 10 surrogate steps per period over the sampled
+range.  Why: a rollout's one-step errors accumulate over its steps; the horizon is 700
+stored steps, 175 surrogate steps with ``K = 4``.  Measured (the SPON stage's settings
+alone, seed 0, 420 s on one core, 2026-12-07; held-out time-averaged velocity rel L2, the
+projection at every step): ``K = 1`` 33.3 % (the third full run; 130 % without the
+projection), ``K = 4`` 13.3 %, ``K = 8`` 12.8 %; the rollout's lift then sheds over 3
+periods on all six held-out Re with ``K = 4`` (St error 0.4-7.9 %, mean 4.5 %) and on five
+with ``K = 8`` (0.4-1.4 %; Re 86.5 at 35 %), against none with ``K = 1``.  The lift is the
+BDF2 residual with the step ``K dt``
+(:meth:`~fe_operators.problems.navier_stokes.NavierStokesCylinder.force_coefficients`
+``dt``), for the FE states too (their St from every 4th state within 2e-5 of every
+state's).  ``ratio dyn_step_vs_fe_step`` compares a surrogate step with the ``K`` FE steps
+it replaces (the same simulated time); the per-call ratio is printed beside it.
+The Leray projection inside the SPON's loss as well (``--spon-project-in-training``,
+:func:`~fe_operators.train.rollout.train_rollout` ``projection``; ``K = 1``, 420 s):
+1,208 updates (its adjoint in every backward pass), 40.9 % against the 33.3 % of the
+projection at rollout time only, so off.
+
 Planned full run (the defaults; 2 cores, torch 2 threads): about 60-65 minutes, estimated
 from timings of the parts on a loaded machine (the full bench has not been run end to end):
 
