@@ -142,6 +142,42 @@ def test_evaluate_rolls_on_past_the_horizon(run, capsys):
     assert np.array_equal(boundary[0][:, mask], longer[10:, mask]) and np.ptp(longer[11:, mask]) > 0
 
 
+def test_every_kth_state_trains_and_evaluates(run, tmp_path, capsys):
+    """model.every: 2 trains on and rolls out with every other stored state (dt 0.04), the evaluation
+    compares with those states and rolls on past the horizon with the Dirichlet data of the FE clock."""
+    import torch
+
+    from fe_operators.data import TrajectoryFile
+    from fe_operators.evaluation.rollout_run import _boundary_data
+    from fe_operators.train import load_model
+
+    folder, data, _ = run
+    out = tmp_path / "every2"
+    assert main_train(["--config", str(_config(tmp_path, data, out, every=2))]) == 0
+    assert main_evaluate([str(out), "--data", str(data), "--steps", "7", "--split", "all"]) == 0
+    report = json.loads((out / "eval-heat-all" / "rollout.json").read_text())
+    assert len(report["times"]) == 6 and np.allclose(report["times"], 0.04 * np.arange(6))
+    assert report["summary"]["boundary_error"] == 0.0
+    beyond = report["beyond_horizon"]
+    assert beyond["steps"] == 2 and beyond["boundary_error"] == 0.0 and np.allclose(beyond["times"], [0.2, 0.24, 0.28])
+    # the model's rollout by hand on every other state: the report's errors
+    file = TrajectoryFile(data)
+    problem = file.rebuild_problem()
+    params, states = file.read(np.flatnonzero(file.done).tolist())
+    net = load_model(out / "best.pt").network
+    pred = net.rollout(torch.from_numpy(states[:, 0]), torch.from_numpy(params), 5,
+                       boundary=torch.from_numpy(states[:, ::2])).numpy()
+    from fe_operators.train.rollout import rollout_relative_errors, state_norm
+
+    err = rollout_relative_errors(state_norm(problem), torch.from_numpy(pred), torch.from_numpy(states[:, ::2]))
+    assert math.isclose(report["mean_errors"]["state"][5], float(err[:, 5].mean()), rel_tol=1e-9)
+    # past the horizon: the data at stored steps 10, 12, 14 of the FE clock
+    boundary = _boundary_data(problem, file, params, states[:, -1], np.arange(5, 8) * 2)
+    longer = problem.trajectory(dict(zip(file.param_names, params[0])), 14, spinup_steps=2)
+    mask = net.layout.mask.numpy()
+    assert np.array_equal(boundary[0][:, mask], longer[10::2, mask])
+
+
 def test_heat_rebuilds_from_its_description(run):
     """The file's description rebuilds the family (no callables stored); custom callables are refused by name."""
     import firedrake as fd
@@ -185,6 +221,9 @@ def test_resume_continues_the_rollout_run(run, tmp_path):
     ({"unroll": 11}, "model.unroll"),
     ({"loss": "h2"}, "model.loss"),
     ({"noise_std": -1.0}, "model.noise_std"),
+    ({"every": 0}, "model.every"),
+    ({"every": 11}, "model.every"),         # one state left of the 11 stored
+    ({"every": 6}, "model.unroll"),         # 2 states left: no room for 2 unrolled steps
 ])
 def test_train_refuses_bad_rollout_keys(run, tmp_path, capsys, model, key):
     folder, data, _ = run

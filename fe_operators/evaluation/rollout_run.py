@@ -66,7 +66,9 @@ def evaluate_rollout_run(run: str | os.PathLike, data: str | os.PathLike, *, ste
     data
         A trajectory file of ``fe-operators generate``.
     steps
-        Steps to roll out (default: the whole stored horizon).  Errors are measured where
+        Steps of the model to roll out (default: the whole stored horizon; a model trained
+        with ``model.every: k`` steps every ``k``-th stored state, and is compared with
+        those).  Errors are measured where
         the reference exists; steps past the stored horizon roll on with the family's
         Dirichlet data at those times (``rollout_beyond.pvd``, ``beyond_horizon`` in
         ``rollout.json``: their boundary error and whether the states stay finite).
@@ -133,7 +135,8 @@ def evaluate_rollout_run(run: str | os.PathLike, data: str | os.PathLike, *, ste
     if trained_on.get("numbering") and trained_on["numbering"] != file.numbering:
         raise SpaceMismatchError(f"{file.path} numbers its DOFs differently from the trajectories {ckpt} was trained "
                                  f"on ({trained_on.get('path')!r}: another mesh or generator)")
-    horizon = file.n_stored - 1
+    every = int((run_config.get("model") or {}).get("every", 1))
+    horizon = (file.n_stored - 1) // every
     if steps is not None and int(steps) < 1:
         raise UsageError(f"--steps must be a positive number of steps, got {steps}")
     extra = 0 if steps is None else max(0, int(steps) - horizon)
@@ -144,13 +147,13 @@ def evaluate_rollout_run(run: str | os.PathLike, data: str | os.PathLike, *, ste
     if not np.array_equal(mask, network.layout.mask.cpu().numpy()):
         raise SpaceMismatchError(f"the Dirichlet DOFs of the problem rebuilt from {file.path} differ from those "
                                  f"{ckpt} was trained with (other boundary markers)")
-    trajectories = file.data(rows)
+    trajectories = file.data(rows).every(every)
     evaluation = evaluate_rollouts(network, trajectories, rebuilt, n_steps=None if steps is None else
                                    min(int(steps), horizon), kind=kind, batch_size=int(batch_size))
     out = Path(out) if out is not None else ckpt.parent / f"eval-{Path(file.path).stem}-{split}"
     report = write_rollout_files(evaluation, trajectories, rebuilt, out)
     if extra:
-        report["beyond_horizon"] = _beyond(network, rebuilt, file, trajectories, evaluation, extra, out)
+        report["beyond_horizon"] = _beyond(network, rebuilt, file, trajectories, evaluation, extra, out, every)
         (out / "rollout.json").write_text(json.dumps(report, indent=1))
     return {**report, "out": str(out), "split": split, "checkpoint": str(ckpt), "data": file.path}
 
@@ -173,8 +176,11 @@ def _boundary_data(problem: Any, file: Any, params: np.ndarray, last: np.ndarray
 
 
 def _beyond(network: Any, problem: Any, file: Any, data: Any, evaluation: Any, extra: int,
-            out: Path) -> dict[str, Any]:
-    """Roll on ``extra`` steps past the stored horizon (no reference): ``rollout_beyond.pvd`` of the first trajectory."""
+            out: Path, every: int = 1) -> dict[str, Any]:
+    """Roll on ``extra`` steps past the stored horizon (no reference): ``rollout_beyond.pvd`` of the first trajectory.
+
+    ``data`` holds the states the model steps through (every ``every``-th stored one).
+    """
     import torch
 
     from fe_operators.evaluation.rollout import write_rollout_pvd
@@ -182,7 +188,7 @@ def _beyond(network: Any, problem: Any, file: Any, data: Any, evaluation: Any, e
     horizon = data.n_stored - 1
     last = evaluation.predictions[:, -1]
     steps = np.arange(horizon, horizon + extra + 1)
-    boundary = _boundary_data(problem, file, data.params, last, steps)
+    boundary = _boundary_data(problem, file, data.params, last, steps * every)
     pred = network.rollout(torch.from_numpy(last).to(network.device),
                            torch.from_numpy(np.asarray(data.params, dtype=np.float64)).to(network.device), extra,
                            boundary=torch.from_numpy(boundary).to(network.device)).cpu().numpy()

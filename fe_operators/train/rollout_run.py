@@ -16,6 +16,7 @@ of a time-dependent family, :class:`~fe_operators.data.TrajectoryFile`) trains a
       pushforward: 0             # up to this many steps without gradient before the loss (0: none)
       pushforward_curriculum: false  # grow that number from 0 over training
       loss: l2                   # relative L2 (or h1) of the state space, per step
+      every: 1                   # the model's step in stored states (k: a step of k stored steps)
     train: {epochs: 20, lr: 3.0e-3}
     out: {dir: runs/heat}
 
@@ -72,6 +73,10 @@ class RolloutOptions:
     pushforward_curriculum: bool = option("Grow the largest pushforward m from 0 to pushforward over training.",
                                           default=False)
     loss: Literal["l2", "h1"] = option("Per-step loss: relative L2 or H1 norm of the state space.", default="l2")
+    every: int = option("The model's step in stored states: it trains on and rolls out with every k-th stored "
+                        "state of the file, a step of k times its dt (fewer, larger steps over the same time: "
+                        "less error to accumulate; keep several steps per period of the dynamics).", positive,
+                        default=1)
     weights_dtype: Literal["float32", "float64"] = option("Dtype of the weights (states stay float64).",
                                                           default="float32")
     processor_options: Any = dataclasses.field(default=None, init=False, metadata={"doc": ""})
@@ -159,12 +164,16 @@ def run_rollout_training(cfg: RunConfig, file: Any, resume: bool, problem: str |
         raise ConfigError("model.type", f"{file.path} holds trajectories of {file.provenance.get('problem')!r}; "
                                         f"they train model.type: {ROLLOUT_MODEL_TYPE} (got {cfg.model.type!r})")
     opts = rollout_options(cfg.model)
-    if not opts.unroll < file.n_stored:
-        raise ConfigError("model.unroll", f"must be below the {file.n_stored} states stored per trajectory in "
-                                          f"{file.path}, got {opts.unroll}")
-    if not opts.unroll + opts.pushforward < file.n_stored:
-        raise ConfigError("model.pushforward", f"unroll + pushforward must be below the {file.n_stored} states "
-                                               f"stored per trajectory in {file.path}, got {opts.unroll} + "
+    n_states = (file.n_stored - 1) // opts.every + 1  # the states the model steps through
+    if n_states < 2:
+        raise ConfigError("model.every", f"must leave at least two of the {file.n_stored} states stored per "
+                                         f"trajectory in {file.path}, got {opts.every}")
+    seen = f"the {n_states} states per trajectory the model sees in {file.path} (every {opts.every})" \
+        if opts.every > 1 else f"the {file.n_stored} states stored per trajectory in {file.path}"
+    if not opts.unroll < n_states:
+        raise ConfigError("model.unroll", f"must be below {seen}, got {opts.unroll}")
+    if not opts.unroll + opts.pushforward < n_states:
+        raise ConfigError("model.pushforward", f"unroll + pushforward must be below {seen}, got {opts.unroll} + "
                                                f"{opts.pushforward}")
     run_dir = Path(cfg.out.dir)
     if stored is not None:
@@ -174,7 +183,7 @@ def run_rollout_training(cfg: RunConfig, file: Any, resume: bool, problem: str |
                                      f"run in {run_dir} was trained on (another mesh or generator)")
     rebuilt = file.rebuild_problem(problem=problem)
     train_idx, val_idx, test_idx = split_rows(file, cfg.data.split, cfg.data.seed)
-    train, val = file.data(train_idx), file.data(val_idx)
+    train, val = file.data(train_idx).every(opts.every), file.data(val_idx).every(opts.every)
     resolved = config_to_dict(cfg)
     run_info = {"config": resolved, "dataset": {"path": file.path, "kind": "trajectories",
                                                 "numbering": file.numbering, "mesh": file.mesh_spec,
@@ -189,5 +198,6 @@ def run_rollout_training(cfg: RunConfig, file: Any, resume: bool, problem: str |
                                     pushforward=opts.pushforward,
                                     pushforward_curriculum=opts.pushforward_curriculum,
                                     settings=cfg.train, resume=resume, dtype=dtype, mesh_spec=file.mesh_spec,
-                                    run_info=run_info, test=file.data(test_idx) if test_idx.size else None)
+                                    run_info=run_info,
+                                    test=file.data(test_idx).every(opts.every) if test_idx.size else None)
     return result
