@@ -432,7 +432,7 @@ def cylinder(args: argparse.Namespace, s: dict[str, Any], out: Path) -> dict[str
 
 def stage_fe_step(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], results: dict[str, Any]) -> None:
     fe = fe_step_time(cyl["problem"], cyl["test_full"], 0, args.fe_steps)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.train_seed)
     model = MGNSimulator(cyl["graph"], 1, s["mgn"], device="cpu")
     model.eval()
     state = torch.as_tensor(cyl["test"].states[:1, 0], dtype=torch.float32)
@@ -447,7 +447,7 @@ def stage_fe_step(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, An
 def stage_mgn(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], results: dict[str, Any]) -> None:
     check_load("MGN training")
     train, test = cyl["train"], cyl["test"]
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.train_seed)
     model = MGNSimulator(cyl["graph"], 1, s["mgn"], device=args.device)
     c, g = s["mgn"], cyl["graph"]
     print(f"MGN: {'P2 node' if g.velocity_ends is None else 'vertex'} graph {g.n_nodes} nodes, {g.n_edges} "
@@ -466,7 +466,7 @@ def stage_mgn(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any], 
               f"{float(floor.mean()):.3e}", flush=True)
         results["mgn_floor"] = float(floor.mean())
     info = train_mgn(model, train.states, train.params, budget=args.budget, horizon=cyl["horizon"],
-                     seed=args.seed)
+                     seed=args.train_seed)
     t0 = time.perf_counter()
     pred = rollout_mgn(model, test.states[:, 0], test.params, test.n_stored - 1)
     info["rollout_s"] = time.perf_counter() - t0
@@ -613,11 +613,11 @@ def stage_spon(args: argparse.Namespace, s: dict[str, Any], cyl: dict[str, Any],
     train_h = dataclasses.replace(train, states=train.states[:, :h + 1])
     settings = TrainSection(
         epochs=10**9, batch_size=args.spon_batch, lr=args.spon_lr, weight_decay=args.weight_decay,
-        scheduler=SchedulerSection(name="cosine", length="time_budget", min_lr=0.0), seed=args.seed,
+        scheduler=SchedulerSection(name="cosine", length="time_budget", min_lr=0.0), seed=args.train_seed,
         device=args.device, time_budget=args.budget, progress=False, restore_best=False)
     run_dir = runs_folder(args) / "rollout-spon"
     shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains anew
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.train_seed)
     t0 = time.perf_counter()
     processor, options = spon_processor(args, s)
     model, result = train_rollout(problem, train_h, None, run_dir, processor=processor, options=options,
@@ -816,7 +816,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the Leray projection inside the SPON's unrolled loss too (train_rollout(projection=...)); "
                         "measured worse at equal time (module docstring)")
     p.add_argument("--device", default="cpu", help="training device of the models (timings are CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data (training Re: seed, held out: seed + 1)")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of the cylinder models' initialisation and batches (default --seed): replicates on the "
+                        "same data")
     p.add_argument("--batch", type=int, default=8, help="batch of the beam SPON (run_spon)")
     p.add_argument("--beam-batch", type=int, default=8)
     p.add_argument("--beam-processor", choices=("gnn", "hierarchical"), default="gnn",
@@ -841,6 +844,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.fe_steps, args.repeats = min(args.fe_steps, 4), min(args.repeats, 2)
         if args.out == "out/bench/dynamics":
             args.out = "out/bench/dynamics-smoke"
+    if args.train_seed is None:
+        args.train_seed = args.seed
     return args
 
 
