@@ -64,8 +64,9 @@ The Leray projection inside the SPON's loss as well (``--spon-project-in-trainin
 1,208 updates (its adjoint in every backward pass), 40.9 % against the 33.3 % of the
 projection at rollout time only, so off.
 
-Planned full run (the defaults; 2 cores, torch 2 threads): about 60-65 minutes, estimated
-from timings of the parts on a loaded machine (the full bench has not been run end to end):
+The first plan of a full run (the defaults then: every stored step, 2 cores, torch 2
+threads), about 60-65 minutes from timings of the parts; the runs since took 39-44 minutes
+on one core (every stored step) and 23-26 (``--every 4`` and ``8``, cached data):
 
 * cylinder data: two trajectory files of the product
   (:func:`fe_operators.data.generation.generate_dataset`, what ``fe-operators generate``
