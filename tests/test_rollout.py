@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -257,11 +258,9 @@ def test_diagnostic_pressure_is_predicted_not_evolved():
         state_layout(problem.state_space, (), diagnostic=(0, 1))
 
 
-def test_rollout_with_the_leray_projection_at_every_step():
-    """RolloutSPON.rollout(project=leray_state_projection(P)): every step is taken from the projected
-    state (a manual loop of step then projection gives the same states bit for bit), the pressure block
-    is left alone by the projection, the Dirichlet values stay exact, and the projected velocity differs
-    from the network's own (the projection acts)."""
+def _cylinder_model_and_projection() -> tuple[torch.Tensor, RolloutSPON, Callable[[torch.Tensor], torch.Tensor], int]:
+    """The Stokes state at Re 100 on channel_cylinder ``(1, n_dofs)``, an untrained rollout GNN, the
+    state's Leray projection (:func:`leray_state_projection`) and the velocity block's size."""
     from fe_operators.fem.leray import leray_projection, leray_state_projection
     from fe_operators.io import load_mesh
     from fe_operators.problems.navier_stokes import NavierStokesCylinder
@@ -271,11 +270,18 @@ def test_rollout_with_the_leray_projection_at_every_step():
     s = torch.from_numpy(problem.state_to_array(problem.stokes_state(params)))[None]
     torch.manual_seed(0)
     model = rollout_spon_for_problem(problem, "gnn", params=params, width=8, depth=2, latent_cells=0)
-    mask = model.layout.mask
     n_u = problem.velocity_space.dof_dset.size * 2
-    P = leray_projection(problem.velocity_space, np.flatnonzero(mask[:n_u].numpy()))
-    project = leray_state_projection(P)
-    re = torch.tensor([[100.0]])
+    P = leray_projection(problem.velocity_space, np.flatnonzero(model.layout.mask[:n_u].numpy()))
+    return s, model, leray_state_projection(P), n_u
+
+
+def test_rollout_with_the_leray_projection_at_every_step():
+    """RolloutSPON.rollout(project=leray_state_projection(P)): every step is taken from the projected
+    state (a manual loop of step then projection gives the same states bit for bit), the pressure block
+    is left alone by the projection, the Dirichlet values stay exact, and the projected velocity differs
+    from the network's own (the projection acts)."""
+    s, model, project, n_u = _cylinder_model_and_projection()
+    mask, re = model.layout.mask, torch.tensor([[100.0]])
     pred = model.rollout(s, re, 2, project=project)
     manual, state = [s], s
     with torch.no_grad():  # as the rollout
@@ -296,19 +302,8 @@ def test_projection_inside_the_unrolled_loss():
     """RolloutSPON.projection: forward (the unrolled loss) takes every step from the projected state, as the
     projected rollout does; gradients pass through the projection (its adjoint), so they differ from the
     unprojected model's; rollout() projects by default; the Dirichlet values are the window's data."""
-    from fe_operators.fem.leray import leray_projection, leray_state_projection
-    from fe_operators.io import load_mesh
-    from fe_operators.problems.navier_stokes import NavierStokesCylinder
-
-    problem = NavierStokesCylinder(load_mesh("channel_cylinder"))
-    params = {"Re": 100.0}
-    s = torch.from_numpy(problem.state_to_array(problem.stokes_state(params)))[None]
-    torch.manual_seed(0)
-    model = rollout_spon_for_problem(problem, "gnn", params=params, width=8, depth=2, latent_cells=0)
-    mask = model.layout.mask
-    n_u = problem.velocity_space.dof_dset.size * 2
-    project = leray_state_projection(leray_projection(problem.velocity_space, np.flatnonzero(mask[:n_u].numpy())))
-    re = torch.tensor([[100.0]])
+    s, model, project, n_u = _cylinder_model_and_projection()
+    mask, re = model.layout.mask, torch.tensor([[100.0]])
     x = {"state": s, "params": re, "boundary": s[:, None].expand(-1, 2, -1)}
     grads = []
     for proj in (None, project):

@@ -13,6 +13,7 @@ sees a Firedrake type (docs/design.md §2).
 * :mod:`~fe_operators.fem.lifting` — input-dependent Dirichlet data as an affine sparse map
 * :mod:`~fe_operators.fem.transfer` — interpolation, prolongation, restriction matrices
 * :mod:`~fe_operators.fem.graph` — DOF adjacency graphs with geometric features
+* :mod:`~fe_operators.fem.divergence` — continuous and discrete divergence of a velocity
 * :mod:`~fe_operators.fem.hierarchy` — per-level FE operators and prolongations of a mesh hierarchy, assembled
   into a :class:`fe_operators.multigrid.hierarchy.Hierarchy`
 """

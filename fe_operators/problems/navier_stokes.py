@@ -119,6 +119,7 @@ from mpi4py import MPI
 
 from fe_operators.errors import SolveError, UnsupportedSpaceError
 from fe_operators.fem.bcs import check_markers
+from fe_operators.fem.divergence import discrete_divergence, divergence_ratio
 from fe_operators.problems._common import json_markers
 from fe_operators.problems.registry import register_problem
 from fe_operators.problems.timedep import TimeDependentProblem
@@ -544,14 +545,13 @@ class NavierStokesCylinder(TimeDependentProblem):
         return tuple(scale * float(fd.assemble(f)) for f in self._surface_forms)  # type: ignore[return-value]
 
     def divergence_ratio(self, state: fd.Function) -> float:
-        """``‖div u‖_L2 / ‖∇u‖_L2`` of a state's velocity.
+        """``‖div u‖_L2 / ‖∇u‖_L2`` of a state's velocity (:func:`fe_operators.fem.divergence.divergence_ratio`).
 
         Taylor–Hood velocities are not pointwise divergence-free: this is the
         discretisation's level (about 3e-2 on ``dfg_mesh(r=0.5)``, decreasing with ``h²``
         for smooth flows), not a solver tolerance.  See :meth:`discrete_divergence`.
         """
-        u = state.subfunctions[0]
-        return math.sqrt(fd.assemble(fd.div(u) ** 2 * fd.dx) / fd.assemble(fd.inner(fd.grad(u), fd.grad(u)) * fd.dx))
+        return divergence_ratio(state.subfunctions[0])
 
     def discrete_divergence(self, state: fd.Function) -> float:
         """The discrete divergence ``(∫ q_i div u)_i`` relative to ``(∫ q_i |∇u|)_i`` (2-norms).
@@ -560,13 +560,7 @@ class NavierStokesCylinder(TimeDependentProblem):
         so this is round-off for a stepped or steady state (the divergence block of the
         Oseen matrix does not change, so the lagged LU preconditioner solves it exactly).
         """
-        u = state.subfunctions[0]
-        q = fd.TestFunction(self._Q)
-        div = fd.assemble(q * fd.div(u) * fd.dx).dat.data_ro
-        scale = fd.assemble(q * fd.sqrt(fd.inner(fd.grad(u), fd.grad(u))) * fd.dx).dat.data_ro
-        num = self.mesh.comm.allreduce(float(div @ div))
-        den = self.mesh.comm.allreduce(float(scale @ scale))
-        return math.sqrt(num / den)
+        return discrete_divergence(state.subfunctions[0], self._Q)
 
     # -------------------------------------------------------------- helpers
     def _bcs(self, space: fd.FunctionSpace, umax: fd.Constant) -> list[fd.DirichletBC]:
